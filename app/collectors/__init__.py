@@ -1,0 +1,56 @@
+"""Collectors bring files into ``data/raw/<source>/<dataset>/`` and record them.
+
+One registry; menus and the command line are built from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.registry import Registry
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    dataset: str
+    path: Path
+    files: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Collector:
+    name: str
+    title: str
+    run: Callable[..., CollectResult]
+    needs_network: bool
+
+
+COLLECTORS: Registry[Collector] = Registry("collector")
+
+
+def register_collector(name: str, title: str, *, needs_network: bool = False):
+    def wrap(func: Callable[..., CollectResult]) -> Callable[..., CollectResult]:
+        COLLECTORS.register(name, Collector(name, title, func, needs_network))
+        return func
+
+    return wrap
+
+
+def list_collectors() -> list[Collector]:
+    _load_builtin()
+    return [entry for _, entry in COLLECTORS.items()]
+
+
+def collect(source: str, workspace: Any, **options: Any) -> CollectResult:
+    """Run the collector ``source`` (see list_collectors) with its options."""
+    _load_builtin()
+    return COLLECTORS.get(source).run(workspace, **options)
+
+
+def _load_builtin() -> None:
+    # Imported here so that registering costs nothing until collectors are needed.
+    from app.collectors import demo, local  # noqa: F401

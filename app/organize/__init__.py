@@ -1,0 +1,1 @@
+"""Organizing: scan a tree, detect modality/region/label/patient, split by patient."""

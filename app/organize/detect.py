@@ -1,0 +1,258 @@
+"""Detection rules: ordered tables of small pure functions, first hit wins.
+
+A rule is ``(header, path) -> value | None`` where ``header`` is a dict of the
+DICOM tags the scanner kept (empty for non-DICOM files). Each table entry carries
+the rule's name and a confidence, recorded per item so that a user can see why.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+Header = Mapping[str, Any]
+Rule = Callable[[Header, PurePath], str | None]
+
+NORMAL = "normal"
+ANOMALY_CLASSES = [
+    NORMAL, "tumor", "infection", "hemorrhage", "fracture", "edema",
+    "atelectasis", "pneumothorax", "consolidation", "other_anomaly",
+]
+
+
+@dataclass(frozen=True)
+class Detected:
+    value: str
+    rule: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    name: str
+    confidence: float
+    func: Rule
+
+
+def detect(table: list[RuleEntry], header: Header, path: PurePath, default: str = "unknown") -> Detected:
+    """Run ``table`` in order; the first rule that answers wins."""
+    for entry in table:
+        value = entry.func(header, path)
+        if value:
+            return Detected(value, entry.name, entry.confidence)
+    return Detected(default, "none", 0.0)
+
+
+def _fold(text: str) -> str:
+    """Upper-case ASCII with accents removed: 'Crâne' -> 'CRANE'."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
+
+
+def _tokens(text: str) -> set[str]:
+    return set(re.split(r"[^A-Z0-9]+", _fold(text))) - {""}
+
+
+def _descriptions(header: Header) -> str:
+    keys = ("StudyDescription", "SeriesDescription", "ProtocolName", "BodyPartExamined")
+    return " ".join(str(header.get(k, "")) for k in keys)
+
+
+def _folders(path: PurePath) -> list[str]:
+    """Folder names from the nearest to the farthest, then the file name."""
+    return [*reversed(path.parent.parts), path.name]
+
+
+# -- modality ----------------------------------------------------------------------
+MODALITY_TAGS = {
+    "CT": "CT", "MR": "MR", "CR": "XR", "DX": "XR", "DR": "XR", "RG": "XR", "XR": "XR",
+    "US": "US", "PT": "PET", "NM": "NM", "MG": "MG", "XA": "XA", "RF": "XR", "OT": "",
+}
+MODALITY_WORDS = {
+    "CT": {"CT", "CTA", "CCT", "SCANNER", "TOMODENSITOMETRIE"},
+    "MR": {"MR", "MRI", "MRA", "IRM", "MRT", "T1", "T2", "T1W", "T2W", "FLAIR", "MPRAGE", "DWI"},
+    "XR": {"XR", "CR", "DX", "XRAY", "CXR", "RADIOGRAPH", "RADIOGRAPHY", "RONTGEN", "RADIO"},
+    "US": {"US", "ULTRASOUND", "ECHO", "SONO", "BUSI", "ECHOGRAPHIE"},
+    "PET": {"PET", "FDG"},
+    "MG": {"MG", "MAMMO", "MAMMOGRAPHY", "MAMMOGRAM", "CBIS", "DDSM"},
+}
+
+
+def _words_to_value(words: set[str], table: Mapping[str, set[str]]) -> str | None:
+    for value, keys in table.items():
+        if words & keys:
+            return value
+    return None
+
+
+def modality_from_tag(header: Header, path: PurePath) -> str | None:
+    return MODALITY_TAGS.get(str(header.get("Modality", "")).upper()) or None
+
+
+def modality_from_description(header: Header, path: PurePath) -> str | None:
+    return _words_to_value(_tokens(_descriptions(header)), MODALITY_WORDS)
+
+
+def modality_from_names(header: Header, path: PurePath) -> str | None:
+    for part in _folders(path):
+        words = _tokens(part.replace("x-ray", "xray").replace("X-ray", "xray"))
+        if "CHEST" in words and "XRAY" in words:
+            return "XR"
+        found = _words_to_value(words, MODALITY_WORDS)
+        if found:
+            return found
+    return None
+
+
+def modality_from_format(header: Header, path: PurePath) -> str | None:
+    # Plain 2D photographs of film are overwhelmingly radiographs in public sets;
+    # NIfTI volumes are overwhelmingly MR. Low confidence, shown to the user.
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "MR"
+    if name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
+        return "XR"
+    return None
+
+
+MODALITY_RULES = [
+    RuleEntry("dicom_modality_tag", 1.0, modality_from_tag),
+    RuleEntry("dicom_description", 0.8, modality_from_description),
+    RuleEntry("folder_or_file_name", 0.6, modality_from_names),
+    RuleEntry("file_format", 0.3, modality_from_format),
+]
+
+# -- region ------------------------------------------------------------------------
+REGION_WORDS = {
+    "brain": {"HEAD", "BRAIN", "SKULL", "CRANE", "TETE", "KOPF", "SCHADEL", "SCHAEDEL", "CRANEO",
+              "CABEZA", "CEREBRO", "CERVEAU", "NEURO", "CRANIAL", "CEREBRAL", "GLIOMA", "LGG",
+              "CCT", "ENCEPHALE", "HIRN", "TUMOR_MRI"},
+    "chest": {"CHEST", "THORAX", "TORAX", "THORAKS", "LUNG", "LUNGS", "LUNGE", "POUMON", "PULMON",
+              "PULMONAR", "CXR", "PNEUMONIA", "COVID", "COVID19", "THORACIC", "TB", "TUBERCULOSIS"},
+    "abdomen": {"ABDOMEN", "ABD", "ABDOMINAL", "BAUCH", "LIVER", "FOIE", "LEBER", "KIDNEY", "RENAL",
+                "PANCREAS", "ADRENAL"},
+    "pelvis": {"PELVIS", "BASSIN", "BECKEN", "PROSTATE", "HIP"},
+    "spine": {"SPINE", "CSPINE", "TSPINE", "LSPINE", "RACHIS", "WIRBELSAULE", "COLUMNA", "LUMBAR",
+              "CERVICAL", "THORACOLUMBAR"},
+    "cardiac": {"HEART", "CARDIAC", "CORONARY", "COEUR", "HERZ", "CORAZON", "CARDIO", "CTA_CORONARY"},
+    "breast": {"BREAST", "SEIN", "MAMMA", "MAMA", "MAMMO", "MAMMOGRAPHY", "BUSI"},
+    "bone": {"BONE", "EXTREMITY", "HAND", "WRIST", "ELBOW", "KNEE", "ANKLE", "FOOT", "SHOULDER",
+             "FEMUR", "TIBIA", "HUMERUS", "FRACTURE", "FRACTURED", "MURA", "OS", "KNOCHEN"},
+}
+BODY_PART_TAGS = {
+    "HEAD": "brain", "BRAIN": "brain", "SKULL": "brain", "HEADNECK": "brain",
+    "CHEST": "chest", "THORAX": "chest", "LUNG": "chest", "CHEST_TO_PELVIS": "chest",
+    "ABDOMEN": "abdomen", "LIVER": "abdomen", "KIDNEY": "abdomen", "PANCREAS": "abdomen",
+    "PELVIS": "pelvis", "PROSTATE": "pelvis", "HIP": "pelvis",
+    "SPINE": "spine", "CSPINE": "spine", "TSPINE": "spine", "LSPINE": "spine",
+    "HEART": "cardiac", "CARDIAC": "cardiac", "BREAST": "breast",
+    "EXTREMITY": "bone", "HAND": "bone", "WRIST": "bone", "KNEE": "bone", "ANKLE": "bone",
+    "FOOT": "bone", "SHOULDER": "bone", "ELBOW": "bone", "LEG": "bone", "ARM": "bone",
+}
+
+
+def region_from_body_part(header: Header, path: PurePath) -> str | None:
+    part = re.sub(r"[^A-Z_]", "", _fold(str(header.get("BodyPartExamined", ""))))
+    return BODY_PART_TAGS.get(part)
+
+
+def region_from_description(header: Header, path: PurePath) -> str | None:
+    keys = ("StudyDescription", "SeriesDescription", "ProtocolName")
+    return _words_to_value(_tokens(" ".join(str(header.get(k, "")) for k in keys)), REGION_WORDS)
+
+
+def region_from_names(header: Header, path: PurePath) -> str | None:
+    for part in _folders(path):
+        found = _words_to_value(_tokens(part), REGION_WORDS)
+        if found:
+            return found
+    return None
+
+
+REGION_RULES = [
+    RuleEntry("dicom_body_part", 1.0, region_from_body_part),
+    RuleEntry("dicom_description", 0.8, region_from_description),
+    RuleEntry("folder_or_file_name", 0.6, region_from_names),
+]
+
+# -- label -------------------------------------------------------------------------
+# Dataset class names (folded, spaces and underscores removed) -> anomaly class.
+LABEL_NAMES = {
+    "normal": NORMAL, "notumor": NORMAL, "notfractured": NORMAL, "nofinding": NORMAL,
+    "negative": NORMAL, "healthy": NORMAL, "nonfractured": NORMAL, "nofracture": NORMAL,
+    "pneumonia": "infection", "covid": "infection", "covid19": "infection",
+    "viralpneumonia": "infection", "bacterialpneumonia": "infection", "tuberculosis": "infection",
+    "lungopacity": "consolidation", "consolidation": "consolidation", "opacity": "consolidation",
+    "tumor": "tumor", "tumour": "tumor", "glioma": "tumor", "meningioma": "tumor",
+    "pituitary": "tumor", "malignant": "tumor", "benign": "tumor", "mass": "tumor",
+    "nodule": "tumor", "cancer": "tumor",
+    "hemorrhage": "hemorrhage", "haemorrhage": "hemorrhage", "bleed": "hemorrhage",
+    "intracranialhemorrhage": "hemorrhage",
+    "fracture": "fracture", "fractured": "fracture",
+    "edema": "edema", "oedema": "edema", "atelectasis": "atelectasis",
+    "pneumothorax": "pneumothorax", "effusion": "other_anomaly", "abnormal": "other_anomaly",
+}
+
+
+def _label_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", _fold(name).lower())
+
+
+def label_from_folder(header: Header, path: PurePath) -> str | None:
+    """The nearest folder whose name is a known class name; returns that folder name."""
+    for part in reversed(path.parent.parts):
+        if LABEL_NAMES.get(_label_key(part)):
+            return part
+    return None
+
+
+LABEL_RULES = [RuleEntry("class_folder", 0.9, label_from_folder)]
+
+
+def anomaly_class(source_label: str) -> str:
+    """The DESIGN.md anomaly class for a dataset's own class name."""
+    return LABEL_NAMES.get(_label_key(source_label)) or "other_anomaly"
+
+
+# -- patient -----------------------------------------------------------------------
+PATIENT_PATTERNS = [
+    ("kaggle_pneumonia_person", re.compile(r"^(person\d+)_")),
+    ("kaggle_pneumonia_im", re.compile(r"^(?:NORMAL2-)?(IM-\d+)-")),
+    ("nih_chestxray14", re.compile(r"^(\d{8})_\d{3}\.png$")),
+    ("bids_subject", re.compile(r"^(sub-[A-Za-z0-9]+)")),
+    ("tcga_case", re.compile(r"^(TCGA_[A-Z0-9]{2}_[A-Z0-9]{4})")),
+    ("patient_number", re.compile(r"^(patient\d+)", re.IGNORECASE)),
+]
+
+
+def patient_from_dicom(header: Header, path: PurePath) -> str | None:
+    value = str(header.get("PatientID", "")).strip()
+    return f"dicom:{value}" if value else None
+
+
+def patient_from_file_name(header: Header, path: PurePath) -> str | None:
+    for name, pattern in PATIENT_PATTERNS:
+        match = pattern.match(path.name)
+        if match:
+            return f"{name}:{match.group(1)}"
+    return None
+
+
+def patient_from_folder(header: Header, path: PurePath) -> str | None:
+    for part in reversed(path.parent.parts):
+        for name, pattern in PATIENT_PATTERNS:
+            match = pattern.match(part)
+            if match:
+                return f"{name}:{match.group(1)}"
+    return None
+
+
+PATIENT_RULES = [
+    RuleEntry("dicom_patient_id", 1.0, patient_from_dicom),
+    RuleEntry("file_name_pattern", 0.8, patient_from_file_name),
+    RuleEntry("folder_name_pattern", 0.7, patient_from_folder),
+]

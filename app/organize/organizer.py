@@ -1,0 +1,229 @@
+"""Organize a raw folder into a dataset ready for training.
+
+Writes ``data/organized/<name>/``: metadata.json, training_config.json,
+labeled.csv, unlabeled.csv, splits/{train,val,test}.csv, series.json and
+scan_report.json. Rows are plain dicts with the keys of ``ROW_KEYS``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+from app.errors import DatasetError
+from app.organize.detect import (
+    LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, anomaly_class, detect,
+)
+from app.organize.scan import FileRecord, scan_tree
+from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
+from app.progress import Progress
+from app.state import Kind, write_state
+from app.workspace import Workspace, now_iso
+
+ROW_KEYS = [
+    "path", "kind", "format", "series_id", "n_files", "patient_id", "modality", "region",
+    "label", "source_label", "labeled", "split", "modality_rule", "modality_confidence",
+    "region_rule", "region_confidence", "label_rule", "label_confidence", "sha256",
+]
+
+
+@dataclass(frozen=True)
+class OrganizeResult:
+    name: str
+    path: Path
+    items: int
+    labeled: int
+    unlabeled: int
+    skipped: int
+    classes: dict[str, int]
+    split_counts: dict[str, int]
+
+
+def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
+    """Files -> items: one per 2D image or volume, one per DICOM series."""
+    series: dict[str, list[FileRecord]] = defaultdict(list)
+    items: list[tuple[list[FileRecord], str]] = []
+    for record in records:
+        if record.format == "dicom":
+            # A file with no series UID is a series of its own.
+            series[record.series_uid or f"file:{record.path}"].append(record)
+        else:
+            items.append(([record], record.format))
+    for files in series.values():
+        files.sort(key=lambda r: (r.position is None, r.position or 0.0, r.path))
+        items.append((files, "dicom_series"))
+    items.sort(key=lambda pair: pair[0][0].path)
+    return items
+
+
+def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace) -> dict[str, Any]:
+    middle = files[len(files) // 2]  # the slice a 2D model looks at
+    relative = PurePath(Path(middle.path).relative_to(root))
+    header = middle.header
+    modality = detect(MODALITY_RULES, header, relative, default="OT")
+    region = detect(REGION_RULES, header, relative)
+    label = detect(LABEL_RULES, header, relative, default="")
+    series_hash = hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest()
+    patient = middle.patient or f"F{series_hash[:12]}"  # unknown patient: the item is its own
+    return {
+        "path": ws.relative(Path(middle.path)),
+        "kind": "image2d" if kind == "image2d" else ("volume" if kind == "volume" else "dicom_series"),
+        "format": "dicom" if kind == "dicom_series" else Path(middle.path).suffix.lower().lstrip("."),
+        "series_id": middle.series_uid if kind == "dicom_series" else "",
+        "n_files": len(files),
+        "patient_id": patient,
+        "modality": modality.value, "modality_rule": modality.rule,
+        "modality_confidence": modality.confidence,
+        "region": region.value, "region_rule": region.rule, "region_confidence": region.confidence,
+        "label": anomaly_class(label.value) if label.value else "",
+        "source_label": label.value,
+        "labeled": bool(label.value),
+        "label_rule": label.rule if label.value else "", "label_confidence": label.confidence,
+        "sha256": files[0].sha256 if len(files) == 1 else series_hash,
+        "split": "",
+    }
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows as CSV atomically (temp file, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            writer = csv.DictWriter(handle, fieldnames=ROW_KEYS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise DatasetError(f"{path} is missing. Run Organize again for this dataset.")
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["labeled"] = row.get("labeled") == "True"
+        row["n_files"] = int(row.get("n_files") or 1)
+    return rows
+
+
+def default_image_size(rows: list[dict[str, Any]]) -> int:
+    return 128 if len(rows) < 5000 else 224
+
+
+def organize(
+    ws: Workspace,
+    source: str | Path,
+    name: str,
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> OrganizeResult:
+    """Scan ``source`` (a folder, or a dataset name in the index) into an organized dataset.
+
+    Raises:
+        DatasetError: the source does not exist or holds no image this tool reads.
+    """
+    root = _resolve_source(ws, source)
+    workers = workers or min(4, os.cpu_count() or 1)
+    records, skipped = scan_tree(root, ws.secret(), workers=workers, progress=progress)
+    if not records:
+        raise DatasetError(
+            f"No readable image under {root} ({len(skipped)} files skipped). "
+            "Point Organize at a folder of DICOM, PNG/JPEG/TIFF or NIfTI files."
+        )
+    groups = _group(records, root)
+    rows = [_make_row(files, kind, root, ws) for files, kind in groups]
+    assign_splits(rows, fractions, seed)
+    series = {
+        row["series_id"]: [ws.relative(Path(f.path)) for f in files]
+        for row, (files, kind) in zip(rows, groups) if kind == "dicom_series" and row["series_id"]
+    }
+    duplicates = _duplicates(records, root)
+    return _write_dataset(ws, name, root, rows, series, skipped, duplicates, seed, fractions)
+
+
+def _resolve_source(ws: Workspace, source: str | Path) -> Path:
+    index = ws.load_index()
+    if str(source) in index and index[str(source)].get("raw_path"):
+        entry = index[str(source)]
+        if not entry.get("complete"):
+            raise DatasetError(f"Dataset {source!r} is not completely collected. Run Collect again.")
+        return ws.resolve(entry["raw_path"])
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        known = ", ".join(index) or "none collected yet"
+        raise DatasetError(f"{source} is neither a folder nor a collected dataset (datasets: {known}).")
+    return root.resolve()
+
+
+def _duplicates(records: list[FileRecord], root: Path) -> list[list[str]]:
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        by_hash[record.sha256].append(str(Path(record.path).relative_to(root)))
+    return [paths for paths in by_hash.values() if len(paths) > 1]
+
+
+def _write_dataset(
+    ws: Workspace, name: str, root: Path, rows: list[dict[str, Any]], series: dict[str, list[str]],
+    skipped: list, duplicates: list[list[str]], seed: int, fractions: tuple[float, float, float],
+) -> OrganizeResult:
+    out = ws.organized_path(name)
+    labeled = [r for r in rows if r["labeled"]]
+    unlabeled = [r for r in rows if not r["labeled"]]
+    check_patient_disjoint(rows)
+    write_rows(out / "labeled.csv", labeled)
+    write_rows(out / "unlabeled.csv", unlabeled)
+    for split in SPLITS:
+        write_rows(out / "splits" / f"{split}.csv", [r for r in rows if r["split"] == split])
+    _write_json(out / "series.json", series)
+    _write_json(out / "scan_report.json", {
+        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        "duplicates": duplicates,
+    })
+    classes = Counter(r["label"] for r in labeled)
+    ordered = sorted(classes, key=lambda c: (c != NORMAL, c))
+    split_counts = Counter(r["split"] for r in rows)
+    counts = {
+        "items": len(rows), "labeled": len(labeled), "unlabeled": len(unlabeled),
+        "patients": len({r["patient_id"] for r in rows}), "skipped": len(skipped),
+        "duplicates": len(duplicates), "by_class": dict(classes),
+        "by_modality": dict(Counter(r["modality"] for r in rows)),
+        "by_region": dict(Counter(r["region"] for r in rows)),
+        "by_split": dict(split_counts),
+        "by_source_label": dict(Counter(r["source_label"] for r in labeled)),
+    }
+    write_state(out / "metadata.json", Kind.DATASET_METADATA, {
+        "name": name, "source_dataset": ws.relative(root), "classes": ordered, "counts": counts,
+        "items": len(rows), "created": now_iso(), "seed": seed, "split_fractions": list(fractions),
+    })
+    total = sum(classes.values())
+    weights = {c: round(total / (len(classes) * classes[c]), 4) for c in ordered}
+    write_state(out / "training_config.json", Kind.TRAINING_CONFIG, {
+        "dataset": name, "classes": ordered, "normal_class": NORMAL if NORMAL in classes else "",
+        "image_size": default_image_size(rows), "channels": 1, "class_weights": weights,
+        "labeled_fraction": round(len(labeled) / len(rows), 4),
+        "recommended_phases": ["supervised", "vae", "hybrid"] if NORMAL in classes else ["supervised"],
+    })
+    ws.record_dataset(name, organized_path=ws.relative(out), items=len(rows))
+    return OrganizeResult(name, out, len(rows), len(labeled), len(unlabeled), len(skipped),
+                          dict(classes), dict(split_counts))
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    os.replace(tmp, path)

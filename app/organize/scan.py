@@ -1,0 +1,163 @@
+"""Scan a folder tree: one record per readable file, a reason per skipped one.
+
+Workers read DICOM headers only (``stop_before_pixels``) and hash file contents.
+Patient identifiers are pseudonymized inside the worker, so the raw ones never
+travel further than the function that read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.organize.detect import PATIENT_RULES, detect
+from app.organize.privacy import pseudonymize
+from app.progress import Progress, report
+
+IMAGE_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "DICOMDIR"}
+# The only DICOM tags the scanner keeps. No name, birth date, address or accession.
+KEPT_TAGS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
+             "ProtocolName", "InstanceNumber", "Rows", "Columns", "NumberOfFrames")
+
+
+@dataclass
+class FileRecord:
+    path: str
+    format: str
+    sha256: str
+    header: dict[str, Any] = field(default_factory=dict)
+    patient: str = ""
+    patient_rule: str = ""
+    series_uid: str = ""
+    position: float | None = None
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+def file_format(path: Path) -> str | None:
+    """'dicom', 'image2d', 'volume' or None, from the name and, if need be, the bytes."""
+    name = path.name.lower()
+    if name.endswith(IMAGE_2D):
+        return "image2d"
+    if name.endswith(VOLUMES):
+        return "volume"
+    if name.endswith((".dcm", ".dicom", ".ima")) or "." not in name or _has_dicom_preamble(path):
+        return "dicom"
+    return None
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_dicom(path: Path) -> tuple[dict[str, Any], str, str, float | None]:
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if "SOPClassUID" not in ds and "Modality" not in ds:
+        raise ValueError("not a DICOM image (no SOP class, no modality)")
+    header = {k: str(ds.get(k, "")) for k in KEPT_TAGS if ds.get(k) is not None}
+    position = ds.get("ImagePositionPatient")
+    orientation = ds.get("ImageOrientationPatient")
+    z: float | None = None
+    if position is not None and orientation is not None and len(orientation) == 6:
+        # Distance along the slice normal orders slices in any orientation.
+        r, c = [float(v) for v in orientation[:3]], [float(v) for v in orientation[3:]]
+        normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+        z = sum(float(p) * n for p, n in zip(position, normal))
+    elif ds.get("InstanceNumber") is not None:
+        z = float(ds.InstanceNumber)
+    return header, str(ds.get("PatientID", "")), str(ds.get("SeriesInstanceUID", "")), z
+
+
+def scan_file(path: Path, root: Path, secret: bytes) -> FileRecord | Skipped:
+    """Read one file's facts, or the reason it cannot be used."""
+    shown = str(path.relative_to(root))
+    try:
+        if path.is_symlink() and not path.exists():
+            return Skipped(shown, "broken symbolic link")
+        if path.stat().st_size == 0:
+            return Skipped(shown, "empty file")
+        kind = file_format(path)
+        if kind is None:
+            return Skipped(shown, "not an image format this tool reads")
+        record = FileRecord(path=str(path), format=kind, sha256=_sha256(path))
+        header: dict[str, Any] = {}
+        if kind == "dicom":
+            header, patient_id, series_uid, z = _read_dicom(path)
+            record.header, record.position = header, z
+            record.series_uid = pseudonymize(secret, series_uid, "S") if series_uid else ""
+            header = {**header, "PatientID": patient_id}
+        found = detect(PATIENT_RULES, header, path.relative_to(root))
+        if found.rule != "none":
+            record.patient, record.patient_rule = pseudonymize(secret, found.value), found.rule
+        return record
+    except PermissionError:
+        return Skipped(shown, "permission denied")
+    except Exception as err:  # one bad file must never stop a scan
+        return Skipped(shown, f"unreadable: {type(err).__name__}: {str(err)[:120]}")
+
+
+def _scan_chunk(paths: list[str], root: str, secret: bytes) -> list[FileRecord | Skipped]:
+    return [scan_file(Path(p), Path(root), secret) for p in paths]
+
+
+def list_files(root: Path) -> Iterator[Path]:
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".partial"))
+        for name in sorted(names):
+            if name not in IGNORED and not name.startswith("."):
+                yield Path(folder) / name
+
+
+def scan_tree(
+    root: Path, secret: bytes, *, workers: int = 1, progress: Progress | None = None
+) -> tuple[list[FileRecord], list[Skipped]]:
+    """Scan every file under ``root`` with ``workers`` processes (1: in this process)."""
+    paths = [str(p) for p in list_files(root)]
+    records: list[FileRecord] = []
+    skipped: list[Skipped] = []
+    chunk = 64
+    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+    done = 0
+
+    def take(results: list[FileRecord | Skipped]) -> None:
+        nonlocal done
+        for result in results:
+            (records if isinstance(result, FileRecord) else skipped).append(result)
+        done += len(results)
+        report(progress, "Scanning files", done, len(paths))
+
+    report(progress, "Scanning files", 0, len(paths))
+    if workers <= 1 or len(chunks) <= 1:
+        for part in chunks:
+            take(_scan_chunk(part, str(root), secret))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for results in pool.map(_scan_chunk, chunks, [str(root)] * len(chunks), [secret] * len(chunks)):
+                take(results)
+    return records, skipped
