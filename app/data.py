@@ -1,0 +1,35 @@
+"""Dataset rows -> tensors. Images are decoded once and kept in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.imaging import load_2d, resize
+from app.organize.organizer import read_rows
+from app.progress import Progress, report
+from app.workspace import Workspace
+
+
+def split_rows(ws: Workspace, dataset: str, split: str) -> list[dict[str, Any]]:
+    return read_rows(ws.organized_path(dataset) / "splits" / f"{split}.csv")
+
+
+def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Progress | None = None,
+                task: str = "Loading images") -> np.ndarray:
+    """Decode and resize every row's image: float32 array (N, 1, size, size) in [0, 1]."""
+    out = np.empty((len(rows), 1, size, size), np.float32)
+    for k, row in enumerate(rows):
+        out[k, 0] = resize(load_2d(ws.resolve(row["path"]), row["kind"]), size)
+        report(progress, task, k + 1, len(rows))
+    return out
+
+
+def load_file(path: Path, size: int) -> np.ndarray:
+    """One file as a model input (1, 1, size, size), for prediction."""
+    from app.organize.scan import file_format
+
+    kind = {"dicom": "dicom_series", "volume": "volume"}.get(file_format(path) or "", "image2d")
+    return resize(load_2d(path, kind), size)[None, None]

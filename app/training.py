@@ -1,0 +1,258 @@
+"""One training loop for every phase (a phase's ``step(batch)`` gives the loss).
+
+Seeded and deterministic on CPU: batch order and augmentation come from a
+generator seeded per epoch, so a run resumed from its last checkpoint ends
+where an uninterrupted one would. A checkpoint is written after every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.checkpoints import load_checkpoint, rebuild_phase, save_checkpoint
+from app.data import load_images, split_rows
+from app.errors import DatasetError, TrainingError
+from app.metrics import anomaly_auroc, classification_metrics
+from app.progress import Progress, report
+from app.state import Kind, read_state, write_state
+from app.workspace import Workspace, now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: str
+    path: Path
+    phase: str
+    epochs_done: int
+    resumed_from: int
+    metrics: dict[str, Any]
+
+
+def new_run_name(dataset: str, phase: str) -> str:
+    return f"{dataset}-{phase}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def validation_metrics(phase: Any, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """The numbers watched during training; ``monitor`` is the one early stopping reads."""
+    if phase.spec.output == "class_probabilities":
+        m = classification_metrics(outputs, targets, phase.classes)
+        auc = m["roc_auc_ovr"]
+        return {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+                "val_auc": auc, "monitor": auc if not math.isnan(auc) else m["balanced_accuracy"]}
+    auroc = anomaly_auroc(targets, outputs)
+    return {"val_auroc": auroc, "monitor": auroc if not math.isnan(auroc) else -float(outputs.mean())}
+
+
+def _predict(phase: Any, images: "Any", batch_size: int) -> np.ndarray:
+    import torch
+
+    phase.model.eval()
+    parts = [phase.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat(parts).numpy() if parts else np.empty(0)
+
+
+def _augment(images: "Any", generator: "Any") -> "Any":
+    """Random horizontal flips and shifts of up to 1/16 of the side, from ``generator``."""
+    import torch
+
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    limit = max(1, images.shape[-1] // 16)
+    dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,), generator=generator))
+    return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
+
+
+def _schedule(total_steps: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train(
+    ws: Workspace,
+    dataset: str,
+    phase_name: str,
+    *,
+    run: str | None = None,
+    patience: int = 10,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Train (or resume, or fit) phase ``phase_name`` on an organized dataset.
+
+    A run folder that already holds ``last.pt`` is resumed from its last
+    finished epoch, with the configuration it was started with.
+
+    Raises:
+        DatasetError: no such dataset, or no rows for this phase.
+        TrainingError: a checkpoint cannot be resumed, or the settings are invalid.
+    """
+    import torch
+
+    from models import create_phase, get_phase_class
+
+    ws.dataset_metadata(dataset)  # clear error when the dataset is missing
+    tconfig = read_state(ws.organized_path(dataset) / "training_config.json", Kind.TRAINING_CONFIG)
+    classes = tconfig["classes"]
+    run = run or new_run_name(dataset, phase_name)
+    run_dir = ws.run_dir(run)
+    last = run_dir / "last.pt"
+    resumed = load_checkpoint(last) if last.exists() else None
+    if resumed and resumed.get("finished"):
+        meta = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
+        return RunResult(run, run_dir, phase_name, resumed["epoch"], resumed["epoch"], meta.get("metrics", {}))
+    cls = get_phase_class(phase_name)
+    config = dict(resumed["config"]) if resumed else {"image_size": tconfig["image_size"], **overrides}
+    if "labeled_fraction" in {f for f in cls.Config.__dataclass_fields__}:
+        config.setdefault("labeled_fraction", tconfig.get("labeled_fraction", 1.0))
+    torch.manual_seed(int(config.get("seed", 0)))
+    try:
+        phase = create_phase(phase_name, classes, **config)
+    except (TypeError, ValueError) as err:
+        raise TrainingError(f"Cannot set up phase {phase_name!r}: {err}") from err
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
+            "config": phase.config_dict(), "created": now_iso()}
+    if (run_dir / "metadata.json").exists():
+        base["created"] = read_state(run_dir / "metadata.json", Kind.RUN_METADATA).get("created", base["created"])
+    write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**base, "status": "running"})
+    if not phase.spec.trainable:
+        return _fit(ws, phase, dataset, run_dir, base, progress)
+    return _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop)
+
+
+def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for: Callable,
+                   progress: Progress | None) -> tuple[Any, Any]:
+    import torch
+
+    rows = rows_for(split_rows(ws, dataset, split))
+    images = load_images(ws, rows, phase.config.image_size, progress, f"Loading {split} images")
+    return torch.from_numpy(images), phase.targets(rows)
+
+
+def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str, Any], resumed: dict | None,
+          patience: int, progress: Progress | None, should_stop: Callable[[], bool] | None) -> RunResult:
+    import torch
+
+    config = phase.config
+    train_x, train_y = _split_tensors(ws, phase, dataset, "train", phase.select_rows, progress)
+    # Validation watches the task itself: every labeled image, normal or not.
+    val_rows_for = (lambda rows: [r for r in rows if r["labeled"]]) if phase.spec.output == "anomaly_score" else phase.select_rows
+    val_x, val_y = _split_tensors(ws, phase, dataset, "val", val_rows_for, progress)
+    if len(train_x) == 0:
+        raise DatasetError(f"The train split of {dataset!r} holds no image for phase {phase.spec.name!r}.")
+    phase.prepare(train_y)
+    optimizer = torch.optim.AdamW(phase.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _schedule(steps_per_epoch * config.epochs, max(1, steps_per_epoch // 2 + 1))
+    )
+    start, best, history, stale = 0, -math.inf, [], 0
+    if resumed:
+        phase.model.load_state_dict(resumed["model_state"])
+        optimizer.load_state_dict(resumed["optimizer_state"])
+        scheduler.load_state_dict(resumed["scheduler_state"])
+        start, best, history, stale = resumed["epoch"], resumed["best_metric"], resumed["history"], resumed["stale"]
+        log.info("Resuming %s from epoch %d", run_dir.name, start)
+    payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
+               "config": phase.config_dict()}
+    epoch = start
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        phase.epoch = epoch
+        phase.model.train()
+        generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+        order = torch.randperm(len(train_x), generator=generator)
+        total = 0.0
+        for k in range(steps_per_epoch):
+            index = order[k * config.batch_size : (k + 1) * config.batch_size]
+            if len(index) < 2 and k > 0:
+                continue  # a batch of one breaks batch norm; its images come back next epoch
+            batch = (_augment(train_x[index], generator), train_y[index])
+            loss = phase.step(batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(phase.model.parameters(), 5.0)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(index)
+            report(progress, f"Epoch {epoch + 1}/{config.epochs}", k + 1, steps_per_epoch, loss=float(loss))
+        metrics = validation_metrics(phase, _predict(phase, val_x, 64), val_y.numpy())
+        record = {"epoch": epoch + 1, "train_loss": total / len(train_x), **metrics,
+                  "seconds": round(time.perf_counter() - began, 2)}
+        history.append(record)
+        improved = metrics["monitor"] > best
+        if improved:
+            best, stale = metrics["monitor"], 0
+            save_checkpoint(run_dir / "best.pt", {**payload, "model_state": phase.model.state_dict(),
+                                                  "epoch": epoch + 1, "best_metric": best})
+        else:
+            stale += 1
+        save_checkpoint(run_dir / "last.pt", {
+            **payload, "model_state": phase.model.state_dict(), "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict(), "epoch": epoch + 1, "best_metric": best,
+            "history": history, "stale": stale,
+        })
+        write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
+                    {**base, "status": "running", "epoch": epoch + 1, "best_metric": best, "history": history})
+        report(progress, "Epochs", epoch + 1, config.epochs, **{k: v for k, v in record.items() if k != "epoch"})
+        if stale >= patience or (should_stop and should_stop()):
+            break
+    status = "complete" if epoch + 1 >= config.epochs or stale >= patience else "stopped"
+    summary = {"best_val_monitor": best, "epochs_trained": len(history)}
+    write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
+                {**base, "status": status, "epoch": len(history), "best_metric": best,
+                 "history": history, "metrics": summary, "finished": now_iso()})
+    if status == "complete":
+        # Mark the last checkpoint finished so that a rerun returns at once.
+        save_checkpoint(run_dir / "last.pt", {**load_checkpoint(run_dir / "last.pt"), "finished": True})
+    return RunResult(base["run"], run_dir, phase.spec.name, len(history), start, summary)
+
+
+def _fit(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str, Any],
+         progress: Progress | None) -> RunResult:
+    """Phases built from other runs (PhaseSpec.components): attach them, fit on validation."""
+    parts = {}
+    for component in phase.spec.components:
+        name = getattr(phase.config, f"{component}_run")
+        if not name:
+            raise TrainingError(f"Phase {phase.spec.name!r} needs a trained {component} run: set {component}_run.")
+        parts[component] = load_run_phase(ws, name)
+    phase.attach(**parts)
+    val_x, val_y = _split_tensors(ws, phase, dataset, "val", phase.select_rows, progress)
+    report(progress, "Fitting on validation", 0, 1)
+    fitted = phase.fit(val_x, val_y)
+    report(progress, "Fitting on validation", 1, 1)
+    payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
+               "config": phase.config_dict(), "model_state": phase.model.state_dict(), "epoch": 0,
+               "best_metric": fitted.get("val_auroc", 0.0), "extra": {"threshold": phase.threshold},
+               "finished": True}
+    save_checkpoint(run_dir / "best.pt", payload)
+    save_checkpoint(run_dir / "last.pt", payload)
+    write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
+                {**base, "config": phase.config_dict(), "status": "complete", "metrics": fitted,
+                 "finished": now_iso()})
+    return RunResult(base["run"], run_dir, phase.spec.name, 0, 0, fitted)
+
+
+def load_run_phase(ws: Workspace, run: str) -> Any:
+    """The best model of a finished run, ready to predict."""
+    meta = ws.run_metadata(run)
+    if meta["status"] not in ("complete", "stopped"):
+        raise TrainingError(f"Run {run!r} is {meta['status']}: finish it first (train it again to resume).")
+    return rebuild_phase(load_checkpoint(ws.run_dir(run) / "best.pt"))

@@ -1,0 +1,159 @@
+"""The hybrid ensemble: known anomalies from the classifier, unknown ones from the VAE.
+
+Score = w * P(not normal | classifier) + (1 - w) * F(VAE score), where F is the
+empirical distribution of VAE scores on validation normals (a calibrated
+percentile in [0, 1]). w follows the labeled fraction (mostly labeled: 0.8;
+mostly unlabeled: 0.5; in between: tuned on validation) unless set by hand.
+Nothing here is trained by gradient: the phase is fitted on the validation split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.registry import register_phase
+from models.supervised import create_backbone
+from models.vae import ConvVAE, ReconstructionScore
+
+
+@dataclass
+class HybridConfig:
+    supervised_run: str = ""
+    vae_run: str = ""
+    weight: float | None = None  # weight of the classifier; None: chosen from the data
+    labeled_fraction: float = 1.0
+    image_size: int = 128
+    seed: int = 0
+
+
+class HybridModel(nn.Module):
+    """Both detectors and their calibration in one module (exported as one ONNX graph)."""
+
+    def __init__(self, supervised: nn.Module, vae: ConvVAE, normal_index: int, n_reference: int) -> None:
+        super().__init__()
+        self.supervised, self.vae = supervised, vae
+        self.normal_index = normal_index
+        self.register_buffer("reference", torch.zeros(n_reference))
+        self.register_buffer("weight", torch.tensor(0.5))
+
+    def parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class probabilities, calibrated VAE score in [0, 1])."""
+        probabilities = torch.softmax(self.supervised(images), dim=1)
+        raw = ReconstructionScore(self.vae)(images)
+        calibrated = (self.reference[None, :] <= raw[:, None]).float().mean(dim=1)
+        return probabilities, calibrated
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities, calibrated = self.parts(images)
+        known = 1.0 - probabilities[:, self.normal_index]
+        return probabilities, self.weight * known + (1.0 - self.weight) * calibrated
+
+
+@register_phase(
+    "hybrid", "Hybrid ensemble (classifier + VAE: known and unknown anomalies)",
+    input_dims=2, output="anomaly_score", trainable=False, components=("supervised", "vae"),
+)
+class HybridPhase:
+    Config = HybridConfig
+
+    def __init__(self, config: HybridConfig, classes: list[str]) -> None:
+        if "normal" not in classes:
+            raise ValueError("The hybrid phase needs a 'normal' class to tell anomalies from normal images.")
+        self.config, self.classes = config, list(classes)
+        self.model: HybridModel | None = None
+        self.threshold = 0.5
+        self._args: dict[str, Any] = {}
+
+    def attach(self, supervised: Any, vae: Any, n_reference: int = 0) -> None:
+        """Take the trained component phases (see PhaseSpec.components)."""
+        if supervised.config.image_size != vae.config.image_size:
+            raise ValueError(
+                f"The supervised run uses {supervised.config.image_size} px and the VAE run "
+                f"{vae.config.image_size} px: train both at one image size."
+            )
+        self.config.image_size = supervised.config.image_size
+        self._args = {
+            "supervised": supervised.model_args(), "vae": vae.model_args(),
+            "normal_index": self.classes.index("normal"), "n_reference": n_reference,
+        }
+        self.model = HybridModel(supervised.model, vae.model, self._args["normal_index"], n_reference)
+
+    @classmethod
+    def rebuild(cls, model_args: dict[str, Any]) -> HybridModel:
+        sup = model_args["supervised"]
+        supervised = create_backbone(sup["backbone"], sup["num_classes"], pretrained=False)
+        vae = ConvVAE(**model_args["vae"])
+        return HybridModel(supervised, vae, model_args["normal_index"], model_args["n_reference"])
+
+    def model_args(self) -> dict[str, Any]:
+        return dict(self._args)
+
+    def select_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r["labeled"]]
+
+    def targets(self, rows: list[dict[str, Any]]) -> torch.Tensor:
+        return torch.tensor([0 if r["label"] == "normal" else 1 for r in rows])
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor, is_anomaly: torch.Tensor) -> dict[str, float]:
+        """Calibrate on validation images: VAE reference, weight, threshold."""
+        from sklearn.metrics import roc_auc_score
+
+        assert self.model is not None, "attach() the component phases first"
+        self.model.eval()
+        labels = is_anomaly.numpy().astype(int)
+        raw = ReconstructionScore(self.model.vae)(images)
+        normals = raw[is_anomaly == 0]
+        if len(normals) == 0:
+            raise ValueError("The validation split holds no normal image to calibrate the VAE score on.")
+        reference = torch.sort(normals).values
+        self.model.reference = reference
+        self._args["n_reference"] = len(reference)
+        probabilities, calibrated = self.model.parts(images)
+        known = (1.0 - probabilities[:, self._args["normal_index"]]).numpy()
+        unknown = calibrated.numpy()
+        weight = self.config.weight
+        if weight is None:
+            fraction = self.config.labeled_fraction
+            if fraction >= 0.7:
+                weight = 0.8
+            elif fraction <= 0.3:
+                weight = 0.5
+            elif len(set(labels)) == 2:
+                grid = np.linspace(0, 1, 11)
+                weight = float(max(grid, key=lambda w: roc_auc_score(labels, w * known + (1 - w) * unknown)))
+            else:
+                weight = 0.5
+        self.model.weight = torch.tensor(float(weight))
+        combined = weight * known + (1 - weight) * unknown
+        self.threshold = _youden_threshold(labels, combined)
+        auc = float(roc_auc_score(labels, combined)) if len(set(labels)) == 2 else float("nan")
+        return {"weight": float(weight), "threshold": self.threshold, "val_auroc": auc}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        assert self.model is not None
+        return self.model(images)[1]
+
+    def export_module(self) -> nn.Module:
+        assert self.model is not None
+        return self.model
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+
+def _youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold that maximizes sensitivity + specificity on validation."""
+    from sklearn.metrics import roc_curve
+
+    if len(set(labels)) < 2:
+        return float(np.percentile(scores, 95))
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))

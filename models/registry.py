@@ -1,0 +1,64 @@
+"""The training-phase registry: ``@register_phase``, ``list_phases``, ``create_phase``.
+
+A phase declares its facts once in a PhaseSpec; export, Grad-CAM, evaluation
+and the menus read those facts instead of special-casing phases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from app.registry import Registry
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    name: str
+    title: str
+    input_dims: int  # 2 for images, 3 for volumes
+    output: str  # "class_probabilities" or "anomaly_score"
+    trainable: bool = True  # False: fitted from other runs, no gradient training
+    needs_labels: bool = True
+    exportable: bool = True
+    gradcam_layer: str | None = None
+    components: tuple[str, ...] = ()  # phases whose trained runs this one combines
+
+
+PHASES: Registry[type] = Registry("phase")
+
+
+def register_phase(name: str, title: str, **facts: Any):
+    """Class decorator: register a phase class under ``name`` with its PhaseSpec facts."""
+
+    def wrap(cls: type) -> type:
+        cls.spec = PhaseSpec(name=name, title=title, **facts)
+        PHASES.register(name, cls)
+        return cls
+
+    return wrap
+
+
+def _load_builtin() -> None:
+    from models import hybrid, supervised, vae  # noqa: F401  (registration side effect)
+
+
+def list_phases() -> list[PhaseSpec]:
+    _load_builtin()
+    return [cls.spec for _, cls in PHASES.items()]
+
+
+def get_phase_class(name: str) -> type:
+    _load_builtin()
+    return PHASES.get(name)
+
+
+def create_phase(name: str, classes: list[str], **config: Any) -> Any:
+    """Build phase ``name`` for ``classes`` with config overrides (unknown keys refused)."""
+    cls = get_phase_class(name)
+    valid = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(config) - valid)
+    if unknown:
+        raise TypeError(f"Phase {name!r} has no setting {', '.join(unknown)}; settings: {', '.join(sorted(valid))}")
+    return cls(cls.Config(**config), classes)

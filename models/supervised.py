@@ -1,0 +1,129 @@
+"""Supervised classification over the dataset's classes, on a timm backbone."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from models.registry import register_phase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SupervisedConfig:
+    backbone: str = "efficientnet_b0"
+    pretrained: bool | str = True  # True: from the local cache; or a weights file path
+    image_size: int = 128
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05
+    drop_rate: float = 0.2
+    class_weights: bool = True
+    seed: int = 0
+
+
+def cached_weights(name: str) -> str | None:
+    """The path of ``name``'s pretrained weights in the local Hugging Face cache, if any."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
+    except Exception:  # unknown name or no pretrained tag: nothing to look for
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, filename) if hub_id else None
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def create_backbone(
+    name: str, num_classes: int, *, pretrained: bool | str, drop_rate: float = 0.0
+) -> torch.nn.Module:
+    """A timm model with one input channel.
+
+    ``pretrained`` is False, True (weights from the local cache; never downloaded
+    during training) or a path to a weights file. Without weights the model trains
+    from scratch, with a notice saying how to get them.
+    """
+    import timm
+
+    weights = pretrained if isinstance(pretrained, str) and pretrained else None
+    if pretrained is True:
+        weights = cached_weights(name)
+        if weights is None:
+            log.warning(
+                "No cached pretrained weights for %s; training from scratch. To use them, run once "
+                "with network access: python -c \"import timm; timm.create_model('%s', pretrained=True)\"",
+                name, name,
+            )
+    if weights:
+        return timm.create_model(
+            name, pretrained=True, num_classes=num_classes, in_chans=1, drop_rate=drop_rate,
+            pretrained_cfg_overlay={"file": weights},
+        )
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=1, drop_rate=drop_rate)
+
+
+@register_phase(
+    "supervised", "Supervised classifier (timm backbone, EfficientNet-B0 by default)",
+    input_dims=2, output="class_probabilities", gradcam_layer="conv_head",
+)
+class SupervisedPhase:
+    Config = SupervisedConfig
+
+    def __init__(self, config: SupervisedConfig, classes: list[str]) -> None:
+        self.config, self.classes = config, list(classes)
+        self.model = create_backbone(
+            config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate
+        )
+        self.class_weight: torch.Tensor | None = None
+
+    def model_args(self) -> dict[str, Any]:
+        return {"backbone": self.config.backbone, "num_classes": len(self.classes), "in_chans": 1}
+
+    def select_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r["labeled"] and r["label"] in self.classes]
+
+    def targets(self, rows: list[dict[str, Any]]) -> torch.Tensor:
+        return torch.tensor([self.classes.index(r["label"]) for r in rows])
+
+    def prepare(self, targets: torch.Tensor) -> None:
+        if self.config.class_weights:
+            counts = torch.bincount(targets, minlength=len(self.classes)).float().clamp(min=1)
+            self.class_weight = counts.sum() / (len(self.classes) * counts)
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        logits = self.model(images)
+        weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
+        loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
+        return {"loss": loss, "output": logits}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities, shape (N, classes)."""
+        return torch.softmax(self.model(images), dim=1)
+
+    def export_module(self) -> torch.nn.Module:
+        return _Softmax(self.model)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+
+class _Softmax(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(images), dim=1)
