@@ -176,6 +176,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         began = time.perf_counter()
         phase.epoch = epoch
         phase.model.train()
+        # Every random draw of an epoch derives from (seed, epoch): a resumed run repeats it exactly.
+        torch.manual_seed(config.seed * 100003 + epoch)
         generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
         order = torch.randperm(len(train_x), generator=generator)
         total = 0.0
@@ -211,6 +213,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
                     {**base, "status": "running", "epoch": epoch + 1, "best_metric": best, "history": history})
         report(progress, "Epochs", epoch + 1, config.epochs, **{k: v for k, v in record.items() if k != "epoch"})
+        log.info("%s epoch %d/%d: %s", run_dir.name, epoch + 1, config.epochs,
+                 ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "monitor")))
         if stale >= patience or (should_stop and should_stop()):
             break
     status = "complete" if epoch + 1 >= config.epochs or stale >= patience else "stopped"

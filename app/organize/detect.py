@@ -130,7 +130,7 @@ MODALITY_RULES = [
 REGION_WORDS = {
     "brain": {"HEAD", "BRAIN", "SKULL", "CRANE", "TETE", "KOPF", "SCHADEL", "SCHAEDEL", "CRANEO",
               "CABEZA", "CEREBRO", "CERVEAU", "NEURO", "CRANIAL", "CEREBRAL", "GLIOMA", "LGG",
-              "CCT", "ENCEPHALE", "HIRN", "TUMOR_MRI"},
+              "CCT", "ENCEPHALE", "HIRN", "MPRAGE", "MEMPRAGE"},
     "chest": {"CHEST", "THORAX", "TORAX", "THORAKS", "LUNG", "LUNGS", "LUNGE", "POUMON", "PULMON",
               "PULMONAR", "CXR", "PNEUMONIA", "COVID", "COVID19", "THORACIC", "TB", "TUBERCULOSIS"},
     "abdomen": {"ABDOMEN", "ABD", "ABDOMINAL", "BAUCH", "LIVER", "FOIE", "LEBER", "KIDNEY", "RENAL",

@@ -1,0 +1,115 @@
+"""Evaluate a finished run on a split: metrics, plots and a readable report.
+
+Thresholds come from the validation split, never from the split evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app import plots
+from app.data import load_images, split_rows
+from app.errors import DatasetError
+from app.metrics import anomaly_auroc, classification_metrics
+from app.progress import Progress
+from app.state import Kind, write_state
+from app.training import _predict, load_run_phase
+from app.workspace import Workspace, now_iso
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    run: str
+    split: str
+    metrics: dict[str, Any]
+    report: Path
+    plots: list[Path]
+
+
+def _scores(ws: Workspace, phase: Any, dataset: str, split: str, progress: Progress | None) -> tuple[np.ndarray, list]:
+    import torch
+
+    rows = [r for r in split_rows(ws, dataset, split) if r["labeled"]]
+    if phase.spec.output == "class_probabilities":
+        rows = phase.select_rows(rows)
+    if not rows:
+        raise DatasetError(f"The {split} split of {dataset!r} holds no labeled image to evaluate on.")
+    images = torch.from_numpy(load_images(ws, rows, phase.config.image_size, progress, f"Loading {split} images"))
+    return _predict(phase, images, 64), rows
+
+
+def _operating_point(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    flagged = scores >= threshold
+    positives, negatives = is_anomaly == 1, is_anomaly == 0
+    return {
+        "threshold": float(threshold),
+        "sensitivity": float(flagged[positives].mean()) if positives.any() else math.nan,
+        "specificity": float((~flagged[negatives]).mean()) if negatives.any() else math.nan,
+    }
+
+
+def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progress | None = None) -> Evaluation:
+    """Evaluate run ``run`` on ``split``; writes plots, report.md and the run's metadata.
+
+    Raises:
+        DatasetError / TrainingError: no such run, unfinished run, or nothing to evaluate.
+    """
+    meta = ws.run_metadata(run)
+    phase = load_run_phase(ws, run)
+    run_dir = ws.run_dir(run)
+    outputs, rows = _scores(ws, phase, meta["dataset"], split, progress)
+    is_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in rows])
+    made: list[Path] = []
+    if phase.spec.output == "class_probabilities":
+        targets = np.array([phase.classes.index(r["label"]) for r in rows])
+        metrics = classification_metrics(outputs, targets, phase.classes)
+        made.append(plots.confusion_matrix_plot(metrics["confusion_matrix"], phase.classes,
+                                                run_dir / f"confusion_{split}.png", f"{run} ({split})"))
+        if "normal" in phase.classes:
+            anomaly_score = 1.0 - outputs[:, phase.classes.index("normal")]
+            metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, anomaly_score)
+            if not math.isnan(metrics["anomaly_auroc"]):
+                made.append(plots.roc_plot(is_anomaly, anomaly_score, run_dir / f"roc_{split}.png",
+                                           "Anomalous vs normal"))
+    else:
+        threshold = getattr(phase, "threshold", None)
+        if threshold is None:  # VAE: the 95th percentile of validation normals
+            val_scores, val_rows = _scores(ws, phase, meta["dataset"], "val", progress)
+            normals = val_scores[[r["label"] == "normal" for r in val_rows]]
+            threshold = float(np.percentile(normals if len(normals) else val_scores, 95))
+        metrics = {"anomaly_auroc": anomaly_auroc(is_anomaly, outputs), "n": len(rows),
+                   **_operating_point(is_anomaly, outputs, threshold)}
+        made.append(plots.score_histogram(is_anomaly, outputs, threshold, run_dir / f"scores_{split}.png",
+                                          f"{run} ({split})"))
+        if not math.isnan(metrics["anomaly_auroc"]):
+            made.append(plots.roc_plot(is_anomaly, outputs, run_dir / f"roc_{split}.png", "Anomalous vs normal"))
+    if meta.get("history"):
+        made.append(plots.learning_curves(meta["history"], run_dir / "learning_curves.png", run))
+    report = _write_report(run_dir, meta, split, metrics, made)
+    evaluation = {**meta.get("evaluation", {}), split: {**metrics, "evaluated": now_iso()}}
+    write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**meta, "evaluation": evaluation})
+    return Evaluation(run, split, metrics, report, made)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict[str, Any], made: list[Path]) -> Path:
+    lines = [
+        f"# Run {meta['run']}", "",
+        f"- phase: {meta['phase']}", f"- dataset: {meta['dataset']}",
+        f"- classes: {', '.join(meta.get('classes', []))}", f"- evaluated on: {split} split", "",
+        "| metric | value |", "| --- | --- |",
+    ]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, list)]
+    lines += ["", "## Configuration", "", "```", *[f"{k}: {v}" for k, v in meta.get("config", {}).items()], "```", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in made]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,101 @@
+"""Export a run to ONNX and prove the export computes what PyTorch computes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.data import load_images, split_rows
+from app.errors import ExportError
+from app.progress import Progress, report
+from app.state import Kind, write_state
+from app.training import load_run_phase
+from app.workspace import Workspace, now_iso
+
+log = logging.getLogger(__name__)
+TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    run: str
+    path: Path
+    max_abs_diff: float
+    sha256: str
+    outputs: list[str]
+
+
+def _sample_inputs(ws: Workspace, dataset: str, size: int, count: int = 8) -> np.ndarray:
+    """Real images from the test split (then val, then train) to check the export on."""
+    for split in ("test", "val", "train"):
+        rows = split_rows(ws, dataset, split)[:count]
+        if rows:
+            return load_images(ws, rows, size)
+    raise ExportError(f"Dataset {dataset!r} has no image to check the export on.")
+
+
+def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> ExportResult:
+    """Write ``checkpoints/<run>/model.onnx`` (dynamic batch) and check it against PyTorch.
+
+    Raises:
+        ExportError: the phase cannot be exported, or ONNX Runtime disagrees with
+            PyTorch by more than 1e-4 on real inputs (the file is then removed).
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    meta = ws.run_metadata(run)
+    phase = load_run_phase(ws, run)
+    if not phase.spec.exportable:
+        raise ExportError(f"Phase {phase.spec.name!r} cannot be exported to ONNX.")
+    module = phase.export_module().eval()
+    size = phase.config.image_size
+    report(progress, "Exporting to ONNX", 0, 3)
+    inputs = _sample_inputs(ws, meta["dataset"], size)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(inputs))
+    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    names = ["probabilities"] if phase.spec.output == "class_probabilities" else ["anomaly_score"]
+    if len(expected) == 2:
+        names = ["probabilities", "anomaly_score"]
+    path = ws.run_dir(run) / "model.onnx"
+    tmp = path.with_name(".model.onnx.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            module, (torch.from_numpy(inputs[:2]),), str(tmp), input_names=["image"], output_names=names,
+            dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            opset_version=17, dynamo=False,
+        )
+    report(progress, "Exporting to ONNX", 1, 3)
+    try:
+        onnx.checker.check_model(str(tmp))
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"image": inputs})
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"The ONNX export of {run!r} failed its check: {err}") from err
+    diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
+    report(progress, "Exporting to ONNX", 2, 3)
+    if not diff <= TOLERANCE:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"ONNX Runtime differs from PyTorch by {diff:.2e} (> {TOLERANCE}); export refused.")
+    tmp.replace(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    export: dict[str, Any] = {
+        "path": path.name, "sha256": digest, "max_abs_diff": diff, "opset": 17, "outputs": names,
+        "input": {"name": "image", "shape": ["batch", 1, size, size], "dtype": "float32",
+                  "preprocessing": "grayscale, resized to the input size, scaled to [0, 1] "
+                                   "(DICOM: rescale, then the stored window)"},
+        "exported": now_iso(),
+    }
+    write_state(ws.run_dir(run) / "metadata.json", Kind.RUN_METADATA, {**meta, "export": export})
+    report(progress, "Exporting to ONNX", 3, 3)
+    return ExportResult(run, path, diff, digest, names)

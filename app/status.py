@@ -1,0 +1,37 @@
+"""What the workspace holds, as plain data (menus and `status` render it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.workflow import STEPS, workflow_state
+from app.workspace import Workspace
+
+
+@dataclass
+class WorkspaceStatus:
+    root: str
+    collected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    organized: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    workflows: dict[str, str] = field(default_factory=dict)
+
+
+def workspace_status(ws: Workspace) -> WorkspaceStatus:
+    """Collected and organized datasets, runs (newest first), and workflow progress."""
+    status = WorkspaceStatus(root=str(ws.root), collected=ws.raw_datasets())
+    for name in ws.organized_datasets():
+        meta = ws.dataset_metadata(name)
+        status.organized[name] = {"items": meta["items"], "classes": meta["classes"], **meta["counts"]}
+    for meta in ws.runs():
+        test = meta.get("evaluation", {}).get("test", {})
+        status.runs.append({
+            "run": meta["run"], "phase": meta["phase"], "dataset": meta["dataset"], "status": meta["status"],
+            "epochs": meta.get("epoch", 0), "test": test, "exported": "export" in meta,
+        })
+    for path in sorted((ws.data_dir / "workflows").glob("*.json")):
+        steps = workflow_state(ws, path.stem)["steps"]
+        done = sum(1 for s in STEPS if steps.get(s, {}).get("status") == "done")
+        status.workflows[path.stem] = f"{done}/{len(STEPS)} steps done"
+    return status

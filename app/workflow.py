@@ -1,0 +1,165 @@
+"""The one-click workflow: collect -> organize -> train all phases -> evaluate -> export.
+
+Progress is saved after every step in ``data/workflows/<dataset>.json``. Run it
+again after an interruption (Ctrl-C, kill -9, power cut) and it skips finished
+steps and resumes an interrupted training run from its last epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from app.collectors import collect
+from app.errors import DatasetError, StateError
+from app.evaluate import evaluate_run
+from app.export import export_run
+from app.organize.organizer import organize
+from app.progress import Progress
+from app.state import Kind, read_state_or, write_state
+from app.training import new_run_name, train
+from app.workspace import Workspace, now_iso
+
+log = logging.getLogger(__name__)
+
+STEPS = ("collect", "organize", "supervised", "vae", "hybrid", "evaluate", "export")
+TITLES = {
+    "collect": "Collect data", "organize": "Organize dataset", "supervised": "Train supervised classifier",
+    "vae": "Train VAE (normality)", "hybrid": "Fit hybrid ensemble", "evaluate": "Evaluate on the test split",
+    "export": "Export to ONNX",
+}
+DEMO_SCALE = 3
+
+# Training settings. --fast: small images and few epochs (about 3 minutes on 2 CPU cores).
+FAST = {"supervised": {"image_size": 64, "epochs": 15, "batch_size": 16},
+        "vae": {"image_size": 64, "epochs": 15, "batch_size": 16}}
+FULL = {"supervised": {"epochs": 30, "batch_size": 16}, "vae": {"epochs": 40, "batch_size": 16}}
+
+
+@dataclass
+class WorkflowOptions:
+    dataset: str = "demo"
+    source: str | None = None  # a local folder; None: the demo collector (or an already collected dataset)
+    fast: bool = False
+    seed: int = 0
+
+
+def workflow_state(ws: Workspace, dataset: str) -> dict[str, Any]:
+    return read_state_or(ws.workflow_path(dataset), Kind.WORKFLOW, {"dataset": dataset, "steps": {}})
+
+
+def run_workflow(
+    ws: Workspace,
+    options: WorkflowOptions,
+    *,
+    restart: bool = False,
+    progress: Progress | None = None,
+    on_step: Callable[[int, str, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) every step; returns the final workflow state.
+
+    ``on_step(number, step, status)`` is called as each step starts ("running"),
+    is skipped ("done before") or ends ("done").
+
+    Raises:
+        StateError: the saved progress was made with other options (say which,
+            and how to restart).
+        WorkbenchError: any step's own error, after its progress is saved.
+    """
+    path = ws.workflow_path(options.dataset)
+    state = {"dataset": options.dataset, "steps": {}} if restart else workflow_state(ws, options.dataset)
+    saved = state.get("options")
+    if saved and saved != asdict(options) and not all(s.get("status") == "done" for s in state["steps"].values()):
+        raise StateError(
+            f"An unfinished workflow for {options.dataset!r} was started with other options ({saved}). "
+            "Run it again with those options to resume, or restart it (--restart)."
+        )
+    if saved != asdict(options) or restart:
+        state = {"dataset": options.dataset, "steps": {}, "options": asdict(options), "started": now_iso()}
+    steps: dict[str, Any] = state["steps"]
+    for number, step in enumerate(STEPS, 1):
+        record = steps.get(step, {})
+        if record.get("status") == "done":
+            if on_step:
+                on_step(number, step, "done before")
+            continue
+        if on_step:
+            on_step(number, step, "running")
+        record = {**record, "status": "running", "started": now_iso()}
+        if step in ("supervised", "vae", "hybrid"):
+            # The run's name is saved before training starts, so a rerun resumes it.
+            record.setdefault("run", new_run_name(options.dataset, step))
+        steps[step] = record
+        write_state(path, Kind.WORKFLOW, state)
+        result = _STEP_FUNCTIONS[step](ws, options, steps, progress)
+        steps[step] = {**record, **result, "status": "done", "finished": now_iso()}
+        write_state(path, Kind.WORKFLOW, state)
+        if on_step:
+            on_step(number, step, "done")
+    state["finished"] = now_iso()
+    write_state(path, Kind.WORKFLOW, state)
+    return state
+
+
+def _collect(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+    if options.source:
+        result = collect("local", ws, path=options.source, name=options.dataset, progress=progress)
+    elif options.dataset in ws.raw_datasets():
+        return {"note": "already collected", "files": ws.raw_datasets()[options.dataset].get("files", 0)}
+    elif options.dataset == "demo":
+        result = collect("demo", ws, name="demo", scale=DEMO_SCALE, seed=options.seed, progress=progress)
+    else:
+        raise DatasetError(
+            f"No collected dataset named {options.dataset!r}. Give its folder (--source PATH), "
+            "collect it first, or use --dataset demo."
+        )
+    return {"files": result.files}
+
+
+def _organize(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+    result = organize(ws, options.dataset, options.dataset, seed=options.seed, progress=progress)
+    return {"items": result.items, "labeled": result.labeled, "classes": result.classes}
+
+
+def _trainer(phase: str) -> Callable[..., dict[str, Any]]:
+    def step(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+        settings = dict((FAST if options.fast else FULL)[phase])
+        result = train(ws, options.dataset, phase, run=steps[phase]["run"], seed=options.seed,
+                       progress=progress, **settings)
+        return {"epochs": result.epochs_done, "resumed_from": result.resumed_from}
+
+    return step
+
+
+def _hybrid(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+    result = train(ws, options.dataset, "hybrid", run=steps["hybrid"]["run"], seed=options.seed,
+                   supervised_run=steps["supervised"]["run"], vae_run=steps["vae"]["run"], progress=progress)
+    return {"weight": result.metrics.get("weight"), "val_auroc": result.metrics.get("val_auroc")}
+
+
+def _runs(steps: dict) -> list[str]:
+    return [steps[p]["run"] for p in ("supervised", "vae", "hybrid")]
+
+
+def _evaluate(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+    results = {}
+    for run in _runs(steps):
+        metrics = evaluate_run(ws, run, "test", progress).metrics
+        results[run] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    return {"metrics": results}
+
+
+def _export(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+    exported = {}
+    for run in _runs(steps):
+        result = export_run(ws, run, progress)
+        exported[run] = {"path": ws.relative(result.path), "max_abs_diff": result.max_abs_diff}
+    return {"exports": exported}
+
+
+_STEP_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "collect": _collect, "organize": _organize, "supervised": _trainer("supervised"),
+    "vae": _trainer("vae"), "hybrid": _hybrid, "evaluate": _evaluate, "export": _export,
+}

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""MedAnomaly Workbench: `python main.py` opens the menu; every menu action has a command.
+
+    python main.py workflow --dataset demo --yes --fast
+    python main.py collect demo | collect local PATH [--name NAME] [--copy]
+    python main.py organize PATH --name NAME
+    python main.py train --dataset NAME --phase supervised|vae|hybrid [...]
+    python main.py evaluate RUN
+    python main.py export RUN
+    python main.py status
+
+Global options (before or after the command): --workspace DIR, --debug, --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from app.errors import WorkbenchError
+from app.workspace import Workspace
+
+log = logging.getLogger("medanomaly")
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--workspace", metavar="DIR", default=default,
+                        help="workspace folder (default: $MEDANOMALY_WORKSPACE, else this repository)")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="show full tracebacks and debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description="MedAnomaly Workbench: medical image anomaly detection.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _global_options(sub, suppress=True)
+        return sub
+
+    command("menu", "open the interactive menu (the default)")
+    wf = command("workflow", "one-click: collect -> organize -> train all phases -> evaluate -> export (resumable)")
+    wf.add_argument("--dataset", default="demo", help="dataset name (default: demo, the built-in data)")
+    wf.add_argument("--source", metavar="PATH", help="a local folder to collect from")
+    wf.add_argument("--fast", action="store_true", help="small images and few epochs (under 5 minutes on 2 cores)")
+    wf.add_argument("--yes", action="store_true", help="ask no questions")
+    wf.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    wf.add_argument("--seed", type=int, default=0)
+
+    col = command("collect", "bring data into the workspace")
+    sources = col.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    demo = sources.add_parser("demo", help="generate the built-in demo dataset (offline)")
+    demo.add_argument("--scale", type=int, default=3, help="size multiplier (default 3: about 440 items)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--force", action="store_true", help="generate again even if present")
+    local = sources.add_parser("local", help="register a local folder (PACS export, USB drive)")
+    local.add_argument("path")
+    local.add_argument("--name", help="dataset name (default: the folder's name)")
+    local.add_argument("--copy", action="store_true", help="copy the files into the workspace")
+    for sub in (demo, local):
+        _global_options(sub, suppress=True)
+
+    org = command("organize", "detect modality/region/label, pseudonymize, split by patient")
+    org.add_argument("path", help="a folder, or the name of a collected dataset")
+    org.add_argument("--name", required=True, help="name of the organized dataset")
+    org.add_argument("--seed", type=int, default=0)
+    org.add_argument("--workers", type=int, default=None, help="scan processes (default: up to 4)")
+
+    tr = command("train", "train (or resume) one phase on an organized dataset")
+    tr.add_argument("--dataset", required=True)
+    tr.add_argument("--phase", required=True, help="supervised, vae or hybrid")
+    tr.add_argument("--run", help="run name (an existing unfinished run resumes)")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--image-size", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--backbone", help="any timm model name (supervised)")
+    tr.add_argument("--latent-dim", type=int, help="VAE latent size")
+    tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
+    tr.add_argument("--vae-run", help="hybrid: the VAE run to combine")
+    tr.add_argument("--seed", type=int)
+
+    ev = command("evaluate", "metrics, plots and a report for a finished run")
+    ev.add_argument("run")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+
+    ex = command("export", "export a run to ONNX, checked against PyTorch")
+    ex.add_argument("run")
+
+    command("status", "show datasets, runs and workflow progress")
+    return parser
+
+
+def _setup_logging(ws: Workspace, debug: bool) -> None:
+    from rich.logging import RichHandler
+
+    from menus.console import console
+
+    ws.logs_dir.mkdir(parents=True, exist_ok=True)
+    screen = RichHandler(console=console, show_path=False, show_time=False)
+    screen.setLevel(logging.DEBUG if debug else logging.INFO)
+    screen.setFormatter(logging.Formatter("%(message)s"))
+    screen.addFilter(lambda record: debug or record.name.split(".")[0] in ("app", "models", "menus", "medanomaly")
+                     or record.levelno >= logging.WARNING)
+    logfile = logging.FileHandler(ws.logs_dir / "workbench.log", encoding="utf-8")
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[screen, logfile], force=True)
+    import warnings
+
+    if not debug:
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "supervised_run", "vae_run", "seed")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def run_command(args: argparse.Namespace, ws: Workspace) -> int:
+    from menus import render, screens
+    from menus.console import console, progress_bars
+    from menus.settings import Settings
+
+    if args.command in (None, "menu"):
+        if not sys.stdin.isatty():
+            console.print("The menu needs an interactive terminal. Use a command instead (python main.py --help), "
+                          "e.g. python main.py workflow --dataset demo --yes --fast")
+            return 2
+        from menus.main_menu import main_menu
+
+        main_menu(screens.Session(ws, Settings.load(ws), args.debug))
+        return 0
+    if args.command == "workflow":
+        from app.workflow import WorkflowOptions
+
+        options = WorkflowOptions(dataset=args.dataset, source=args.source, fast=args.fast, seed=args.seed)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                console.print("No terminal to confirm on: add --yes to run without questions.")
+                return 2
+            from menus.ask import ask_confirm
+
+            if not ask_confirm(f"Run the whole workflow on {options.dataset!r}{' (fast)' if options.fast else ''}?"):
+                return 1
+        final = screens.run_workflow_with_progress(ws, options, restart=args.restart)
+        console.print(render.workflow_table(final))
+        screens.show_workflow_results(final)
+        return 0
+    with progress_bars() as bar:
+        if args.command == "collect":
+            from app.collectors import collect
+
+            options = vars(args).copy()
+            source = options.pop("source")
+            for key in ("command", "workspace", "debug"):
+                options.pop(key, None)
+            result = collect(source, ws, progress=bar, **options)
+            message = f"Collected {result.files} files as {result.dataset!r} in {result.path} {result.note}"
+        elif args.command == "organize":
+            from app.organize.organizer import organize
+
+            result = organize(ws, args.path, args.name, seed=args.seed, workers=args.workers, progress=bar)
+            message = (f"Organized {result.items} items ({result.labeled} labeled, {result.unlabeled} unlabeled, "
+                       f"{result.skipped} skipped) into {result.path}; classes {result.classes}; splits {result.split_counts}")
+        elif args.command == "train":
+            from app.training import train
+
+            result = train(ws, args.dataset, args.phase, run=args.run, progress=bar, **_train_overrides(args))
+            message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
+        elif args.command == "evaluate":
+            from app.evaluate import evaluate_run
+
+            result = evaluate_run(ws, args.run, args.split, progress=bar)
+            message = ""
+        elif args.command == "export":
+            from app.export import export_run
+
+            result = export_run(ws, args.run, progress=bar)
+            message = (f"Exported {result.path} (max abs difference to PyTorch {result.max_abs_diff:.1e}, "
+                       f"sha256 {result.sha256})")
+        else:  # status
+            from app.status import workspace_status
+
+            result, message = workspace_status(ws), ""
+    if args.command == "evaluate":
+        screens.show_evaluation(result.metrics, ws.run_metadata(args.run).get("classes", []), args.run)
+        message = f"Report: {result.report}"
+    if args.command == "status":
+        console.print(f"Workspace: {result.root}")
+        for table in render.status_tables(result):
+            console.print(table)
+        for name, progress in result.workflows.items():
+            console.print(f"Workflow {name}: {progress}")
+    if message:
+        console.print(message)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        ws = Workspace.open(getattr(args, "workspace", None))
+        _setup_logging(ws, debug)
+        return run_command(args, ws)
+    except KeyboardInterrupt:
+        print("\nInterrupted. Work done so far is saved; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except WorkbenchError as err:
+        if debug:
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if debug:
+            raise
+        log.exception("Unexpected error")
+        print(f"Unexpected error: {type(err).__name__}: {err}\nRun again with --debug for the traceback.",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The interactive screens: thin adapters that ask, call one app function, and show."""

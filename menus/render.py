@@ -1,0 +1,80 @@
+"""Turn app results (plain data) into rich tables."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+from app.status import WorkspaceStatus
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def status_tables(status: WorkspaceStatus) -> list[Table]:
+    tables = []
+    data = Table(title="Datasets", title_justify="left", expand=False)
+    for col in ("name", "collected files", "organized items", "labeled", "classes", "splits"):
+        data.add_column(col)
+    names = sorted(set(status.collected) | set(status.organized))
+    for name in names:
+        raw, org = status.collected.get(name, {}), status.organized.get(name, {})
+        splits = org.get("by_split", {})
+        data.add_row(name, _num(raw.get("files", "-")), _num(org.get("items", "-")), _num(org.get("labeled", "-")),
+                     ", ".join(org.get("classes", [])) or "-",
+                     "/".join(str(splits.get(s, 0)) for s in ("train", "val", "test")) if splits else "-")
+    if not names:
+        data.add_row("(none yet)", "", "", "", "Collect the demo data or a folder to begin", "")
+    tables.append(data)
+    runs = Table(title="Training runs", title_justify="left")
+    for col in ("run", "phase", "status", "epochs", "test AUROC", "test bal. acc.", "ONNX"):
+        runs.add_column(col)
+    for run in status.runs[:8]:
+        test = run["test"]
+        runs.add_row(run["run"], run["phase"], run["status"], _num(run["epochs"]),
+                     _num(test.get("anomaly_auroc", test.get("roc_auc_ovr", "-"))),
+                     _num(test.get("balanced_accuracy", "-")), "yes" if run["exported"] else "-")
+    if not status.runs:
+        runs.add_row("(none yet)", "", "", "", "", "", "")
+    tables.append(runs)
+    return tables
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if not isinstance(value, (list, dict)):
+            table.add_row(key, _num(value))
+    return table
+
+
+def confusion_table(matrix: list[list[int]], classes: list[str]) -> Table:
+    table = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in classes:
+        table.add_column(name, justify="right")
+    for name, row in zip(classes, matrix):
+        table.add_row(name, *map(str, row))
+    return table
+
+
+def workflow_table(state: dict[str, Any]) -> Table:
+    from app.workflow import STEPS, TITLES
+
+    table = Table(title=f"One-click workflow: {state['dataset']}", title_justify="left")
+    for col in ("step", "status", "details"):
+        table.add_column(col)
+    for step in STEPS:
+        record = state["steps"].get(step, {})
+        details = record.get("run") or record.get("note") or ""
+        if step == "organize" and "items" in record:
+            details = f"{record['items']} items, {record['labeled']} labeled"
+        table.add_row(TITLES[step], record.get("status", "to do"), str(details))
+    return table

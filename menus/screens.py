@@ -1,0 +1,238 @@
+"""The submenus. Each asks, calls one app function, shows the result; errors go up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import questionary
+from rich.markdown import Markdown
+from rich.panel import Panel
+
+from app.collectors import collect
+from app.evaluate import evaluate_run
+from app.export import export_run
+from app.organize.organizer import organize
+from app.training import train
+from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_state
+from app.workspace import Workspace
+from menus import render
+from menus.ask import ask_choice, ask_confirm, ask_int, ask_path, ask_text
+from menus.console import console, progress_bars
+from menus.settings import Settings
+
+
+@dataclass
+class Session:
+    ws: Workspace
+    settings: Settings
+    debug: bool = False
+
+
+# -- collect -------------------------------------------------------------------------------
+def collect_menu(s: Session) -> None:
+    source = ask_choice("Collect from", [
+        questionary.Choice("Built-in demo data (offline, a few seconds)", value="demo"),
+        questionary.Choice("A local folder (PACS export, USB drive)", value="local"),
+    ])
+    if source == "demo":
+        with progress_bars() as bar:
+            result = collect("demo", s.ws, scale=3, seed=s.settings.seed, progress=bar)
+    elif source == "local":
+        path = ask_path("Folder with the images:")
+        if not path:
+            return
+        name = ask_text("Name for this dataset:", default="")
+        copy = ask_confirm("Copy the files into the workspace (No: use them where they are)?", default=False)
+        if copy is None:
+            return
+        with progress_bars() as bar:
+            result = collect("local", s.ws, path=path, name=name or None, copy=copy, progress=bar)
+    else:
+        return
+    console.print(f"[green]Collected[/] {result.files} files as dataset [bold]{result.dataset}[/] "
+                  f"in {result.path} {result.note}")
+
+
+# -- organize ------------------------------------------------------------------------------
+def organize_menu(s: Session) -> None:
+    choices = [questionary.Choice(f"{n} ({e.get('files', '?')} files)", value=n) for n, e in s.ws.raw_datasets().items()]
+    choices.append(questionary.Choice("Another folder...", value="__folder__"))
+    source = ask_choice("Organize which data?", choices)
+    if source is None:
+        return
+    if source == "__folder__":
+        source = ask_path("Folder to organize:")
+        if not source:
+            return
+    default = source if source in s.ws.raw_datasets() else ""
+    name = ask_text("Name of the organized dataset:", default=default,
+                    validate=lambda t: bool(t.strip()) or "Give a name")
+    if not name:
+        return
+    with progress_bars() as bar:
+        result = organize(s.ws, source, name.strip(), seed=s.settings.seed, workers=s.settings.workers, progress=bar)
+    console.print(render.metrics_table(f"Organized {result.name}", {
+        "items": result.items, "labeled": result.labeled, "unlabeled": result.unlabeled,
+        "skipped files": result.skipped, **{f"class {k}": v for k, v in result.classes.items()},
+        **{f"split {k}": v for k, v in result.split_counts.items()},
+    }))
+    console.print(f"Files written to {result.path}")
+
+
+# -- train ---------------------------------------------------------------------------------
+def train_menu(s: Session) -> None:
+    from models import list_phases
+
+    datasets = s.ws.organized_datasets()
+    dataset = ask_choice("Dataset", [questionary.Choice(d, value=d) for d in datasets])
+    if dataset is None:
+        return
+    runs = {m["phase"]: m["run"] for m in reversed(s.ws.runs()) if m["dataset"] == dataset and m["status"] == "complete"}
+    choices = []
+    for spec in list_phases():
+        missing = [c for c in spec.components if c not in runs]
+        reason = f"Train {', '.join(missing)} first" if missing else None
+        choices.append(questionary.Choice(spec.title, value=spec.name, disabled=reason))
+    phase = ask_choice("Phase", choices)
+    if phase is None:
+        return
+    overrides: dict[str, Any] = {"seed": s.settings.seed}
+    if phase in ("supervised", "vae"):
+        if phase == "supervised":
+            backbone = ask_text("timm backbone:", default="efficientnet_b0")
+            if backbone is None:
+                return
+            overrides["backbone"] = backbone
+        size = ask_int("Image size (pixels, multiple of 16):", default=64 if s.settings.fast else 128, low=16, high=1024)
+        epochs = ask_int("Epochs:", default=15 if s.settings.fast else 30, high=1000)
+        if size is None or epochs is None:
+            return
+        overrides.update(image_size=size, epochs=epochs, batch_size=16)
+    else:
+        overrides.update({f"{c}_run": runs[c] for c in ("supervised", "vae")})
+    console.print("Training: press Ctrl-C to stop; the run resumes from its last epoch when trained again.")
+    with progress_bars() as bar:
+        result = train(s.ws, dataset, phase, progress=bar, **overrides)
+    console.print(f"[green]Finished[/] run [bold]{result.run}[/] ({result.epochs_done} epochs).")
+    console.print(render.metrics_table("Validation", result.metrics))
+
+
+def _pick_run(s: Session, message: str) -> str | None:
+    runs = [m for m in s.ws.runs() if m["status"] in ("complete", "stopped")]
+    return ask_choice(message, [questionary.Choice(f"{m['run']}  ({m['phase']}, {m['dataset']})", value=m["run"]) for m in runs])
+
+
+# -- evaluate ------------------------------------------------------------------------------
+def evaluate_menu(s: Session) -> None:
+    run = _pick_run(s, "Evaluate which run?")
+    if run is None:
+        return
+    with progress_bars() as bar:
+        result = evaluate_run(s.ws, run, "test", progress=bar)
+    show_evaluation(result.metrics, s.ws.run_metadata(run).get("classes", []), result.run)
+    console.print(f"Report: {result.report}")
+    for plot in result.plots:
+        console.print(f"Plot: {plot}")
+
+
+def show_evaluation(metrics: dict[str, Any], classes: list[str], run: str) -> None:
+    console.print(render.metrics_table(f"{run}: test split", metrics))
+    if "confusion_matrix" in metrics:
+        console.print(render.confusion_table(metrics["confusion_matrix"], classes))
+
+
+# -- export --------------------------------------------------------------------------------
+def export_menu(s: Session) -> None:
+    run = _pick_run(s, "Export which run to ONNX?")
+    if run is None:
+        return
+    with progress_bars() as bar:
+        result = export_run(s.ws, run, progress=bar)
+    console.print(f"[green]Exported[/] {result.path}\n  outputs: {', '.join(result.outputs)}\n"
+                  f"  ONNX Runtime vs PyTorch, max abs difference: {result.max_abs_diff:.2e} (limit 1e-4)\n"
+                  f"  SHA-256: {result.sha256}")
+
+
+# -- workflow ------------------------------------------------------------------------------
+def workflow_menu(s: Session) -> None:
+    datasets = sorted(set(s.ws.raw_datasets()) | {"demo"})
+    choices = [questionary.Choice(d + (" (built-in demo data)" if d == "demo" else ""), value=d) for d in datasets]
+    choices.append(questionary.Choice("A local folder...", value="__folder__"))
+    dataset = ask_choice("Run the whole workflow on", choices)
+    if dataset is None:
+        return
+    source = None
+    if dataset == "__folder__":
+        source = ask_path("Folder with the images:")
+        if not source:
+            return
+        dataset = ask_text("Name for this dataset:", validate=lambda t: bool(t.strip()) or "Give a name")
+        if not dataset:
+            return
+    fast = ask_confirm("Fast mode (small images, few epochs: about 3 minutes)?", default=s.settings.fast)
+    if fast is None:
+        return
+    options = WorkflowOptions(dataset=dataset.strip(), source=source, fast=fast, seed=s.settings.seed)
+    state = workflow_state(s.ws, options.dataset)
+    if state["steps"]:
+        console.print(render.workflow_table(state))
+    if not ask_confirm("Start (finished steps are skipped, an interrupted run resumes)?"):
+        return
+    final = run_workflow_with_progress(s.ws, options)
+    console.print(render.workflow_table(final))
+    show_workflow_results(final)
+
+
+def run_workflow_with_progress(ws: Workspace, options: WorkflowOptions, restart: bool = False) -> dict[str, Any]:
+    def on_step(number: int, step: str, status: str) -> None:
+        if status == "running":
+            console.rule(f"Step {number}/{len(STEPS)}: {TITLES[step]}")
+        elif status == "done before":
+            console.print(f"[dim]Step {number}/{len(STEPS)}: {TITLES[step]}: done before, skipped[/]")
+
+    with progress_bars() as bar:
+        return run_workflow(ws, options, restart=restart, progress=bar, on_step=on_step)
+
+
+def show_workflow_results(state: dict[str, Any]) -> None:
+    for run, metrics in state["steps"].get("evaluate", {}).get("metrics", {}).items():
+        console.print(render.metrics_table(f"{run}: test split", metrics))
+    for run, info in state["steps"].get("export", {}).get("exports", {}).items():
+        console.print(f"ONNX: {info['path']} (max abs difference to PyTorch {info['max_abs_diff']:.1e})")
+
+
+# -- settings and help ---------------------------------------------------------------------
+def settings_menu(s: Session) -> None:
+    console.print(f"Workspace: [bold]{s.ws.root}[/] (change with --workspace DIR or MEDANOMALY_WORKSPACE)")
+    key = ask_choice("Change which setting?", [
+        questionary.Choice(f"{k} = {v}", value=k) for k, v in s.settings.items().items()
+    ])
+    if key is None:
+        return
+    current = getattr(s.settings, key)
+    if isinstance(current, bool):
+        value = ask_confirm(f"{key}?", default=current)
+    else:
+        value = ask_int(f"{key}:", default=current, low=0 if key == "seed" else 1, high=10**6)
+    if value is None:
+        return
+    setattr(s.settings, key, value)
+    s.settings.save(s.ws)
+    console.print(f"Saved: {key} = {value}")
+
+
+HELP = """\
+# MedAnomaly Workbench
+
+Work from top to bottom: **Collect** data, **Organize** it (modality, region, label,
+patient-level splits), **Train** phases, **Evaluate & explain**, **Export & predict**.
+**One-click workflow** runs every step; run it again after an interruption and it resumes.
+
+Arrow keys move, Enter chooses, Ctrl-C goes back. Every action has a command-line twin:
+`python main.py --help`. The user guide is `docs/user_guide.md`.
+"""
+
+
+def help_menu(s: Session) -> None:
+    console.print(Panel(Markdown(HELP), title="Help"))

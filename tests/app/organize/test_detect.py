@@ -1,0 +1,84 @@
+from pathlib import PurePath
+
+import pytest
+
+from app.organize.detect import (
+    LABEL_RULES, MODALITY_RULES, PATIENT_RULES, REGION_RULES, anomaly_class, detect,
+)
+
+
+@pytest.mark.parametrize(
+    "header, path, value, rule",
+    [
+        ({"Modality": "CT"}, "x/IM1.dcm", "CT", "dicom_modality_tag"),
+        ({"Modality": "DX"}, "x/IM1.dcm", "XR", "dicom_modality_tag"),
+        ({"Modality": "PT"}, "x/IM1.dcm", "PET", "dicom_modality_tag"),
+        ({"StudyDescription": "IRM CEREBRALE"}, "x/IM1", "MR", "dicom_description"),
+        ({}, "chest_xray/train/NORMAL/IM-0001-0001.jpeg", "XR", "folder_or_file_name"),
+        ({}, "Dataset_BUSI_with_GT/benign/benign (1).png", "US", "folder_or_file_name"),
+        ({}, "brain/sub-01_T1w.nii.gz", "MR", "folder_or_file_name"),
+        ({}, "misc/scan.nii.gz", "MR", "file_format"),
+        ({}, "misc/thing.xyz", "OT", "none"),
+    ],
+)
+def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
+    found = detect(MODALITY_RULES, header, PurePath(path), default="OT")
+    assert (found.value, found.rule) == (value, rule)
+
+
+@pytest.mark.parametrize(
+    "header, path, value, rule",
+    [
+        ({"BodyPartExamined": "HEAD"}, "a/1.dcm", "brain", "dicom_body_part"),
+        ({"BodyPartExamined": "CHEST"}, "a/1.dcm", "chest", "dicom_body_part"),
+        ({"StudyDescription": "CT CRANE SANS INJECTION"}, "a/1.dcm", "brain", "dicom_description"),
+        ({"StudyDescription": "CT Tête"}, "a/1.dcm", "brain", "dicom_description"),
+        ({"StudyDescription": "CCT KOPF NATIV"}, "a/1.dcm", "brain", "dicom_description"),
+        ({"SeriesDescription": "TORAX AXIAL 5mm"}, "a/1.dcm", "chest", "dicom_description"),
+        ({"StudyDescription": "CT THORAX"}, "a/1.dcm", "chest", "dicom_description"),
+        ({}, "chest_xray/PNEUMONIA/person1_bacteria_1.jpeg", "chest", "folder_or_file_name"),
+        ({}, "bone_xray/fractured/p1.png", "bone", "folder_or_file_name"),
+        ({}, "stuff/1.png", "unknown", "none"),
+    ],
+)
+def test_region_rules(header: dict, path: str, value: str, rule: str) -> None:
+    found = detect(REGION_RULES, header, PurePath(path))
+    assert (found.value, found.rule) == (value, rule)
+
+
+@pytest.mark.parametrize(
+    "path, source_label, anomaly",
+    [
+        ("chest_xray/train/NORMAL/IM-1.jpeg", "NORMAL", "normal"),
+        ("chest_xray/train/PNEUMONIA/person1_virus_6.jpeg", "PNEUMONIA", "infection"),
+        ("Training/glioma/Tr-gl_0010.jpg", "glioma", "tumor"),
+        ("Training/notumor/Tr-no_0010.jpg", "notumor", "normal"),
+        ("COVID-19_Radiography_Dataset/Lung_Opacity/images/Lung_Opacity-1.png", "Lung_Opacity", "consolidation"),
+        ("COVID-19_Radiography_Dataset/Viral Pneumonia/images/x.png", "Viral Pneumonia", "infection"),
+        ("bone/not fractured/1.jpg", "not fractured", "normal"),
+        ("Dataset_BUSI_with_GT/malignant/malignant (3).png", "malignant", "tumor"),
+    ],
+)
+def test_label_rules_keep_the_dataset_name_and_map_the_class(path: str, source_label: str, anomaly: str) -> None:
+    found = detect(LABEL_RULES, {}, PurePath(path), default="")
+    assert found.value == source_label
+    assert anomaly_class(found.value) == anomaly
+
+
+def test_no_label_folder_means_unlabeled() -> None:
+    assert detect(LABEL_RULES, {}, PurePath("unlabeled/chest_xray/img_1.png"), default="").value == ""
+
+
+@pytest.mark.parametrize(
+    "header, name, value",
+    [
+        ({"PatientID": "12345"}, "x/IM1.dcm", "dicom:12345"),
+        ({}, "PNEUMONIA/person42_bacteria_7.jpeg", "kaggle_pneumonia_person:person42"),
+        ({}, "NORMAL/NORMAL2-IM-1427-0001.jpeg", "kaggle_pneumonia_im:IM-1427"),
+        ({}, "images/00000013_005.png", "nih_chestxray14:00000013"),
+        ({}, "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif", "tcga_case:TCGA_CS_4941"),
+        ({}, "sub-07/anat/sub-07_T1w.nii.gz", "bids_subject:sub-07"),
+    ],
+)
+def test_patient_rules(header: dict, name: str, value: str) -> None:
+    assert detect(PATIENT_RULES, header, PurePath(name)).value == value

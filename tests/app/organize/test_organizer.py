@@ -1,0 +1,160 @@
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from app.errors import DatasetError
+from app.organize.organizer import organize, read_rows
+from app.state import Kind, read_state
+from tests.conftest import planted_phi, shared
+
+
+def _all_rows(ws, name: str) -> list[dict]:
+    out = ws.organized_path(name)
+    return read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv")
+
+
+def test_demo_is_organized_into_the_documented_files(demo_ws) -> None:
+    out = demo_ws.organized_path("demo")
+    for name in ("metadata.json", "training_config.json", "labeled.csv", "unlabeled.csv",
+                 "splits/train.csv", "splits/val.csv", "splits/test.csv"):
+        assert (out / name).exists(), name
+    meta = read_state(out / "metadata.json", Kind.DATASET_METADATA)
+    assert meta["classes"][0] == "normal"
+    assert set(meta["classes"]) == {"normal", "infection", "fracture", "hemorrhage", "tumor"}
+    config = read_state(out / "training_config.json", Kind.TRAINING_CONFIG)
+    assert config["classes"] == meta["classes"] and config["normal_class"] == "normal"
+
+
+def test_demo_detection_is_right_for_every_item(demo_ws) -> None:
+    rows = _all_rows(demo_ws, "demo")
+    expected = {  # top folder -> (modality, region)
+        "chest_xray": ("XR", "chest"), "bone_xray": ("XR", "bone"), "CT_HEAD": ("CT", "brain"),
+        "MR_BRAIN": ("MR", "brain"), "nifti_brain": ("MR", "brain"), "unlabeled": ("XR", "chest"),
+    }
+    for row in rows:
+        top = Path(row["path"]).relative_to("data/raw/demo/demo").parts[0]
+        assert (row["modality"], row["region"]) == expected[top], row["path"]
+        assert row["labeled"] == (top != "unlabeled")
+    # Half the CT series carry no BodyPartExamined: their region comes from the description.
+    ct_rules = Counter(r["region_rule"] for r in rows if r["modality"] == "CT")
+    assert ct_rules["dicom_body_part"] > 0 and ct_rules["dicom_description"] > 0
+
+
+def test_dicom_slices_are_grouped_into_ordered_series(demo_ws) -> None:
+    import pydicom
+
+    out = demo_ws.organized_path("demo")
+    series = json.loads((out / "series.json").read_text())
+    rows = [r for r in _all_rows(demo_ws, "demo") if r["kind"] == "dicom_series"]
+    assert rows and all(r["n_files"] == 12 for r in rows)
+    assert set(series) == {r["series_id"] for r in rows}
+    for files in list(series.values())[:4]:
+        z = [float(pydicom.dcmread(demo_ws.resolve(f), stop_before_pixels=True).ImagePositionPatient[2]) for f in files]
+        assert z == sorted(z), "slices ordered by position, not by file name"
+        assert len({Path(f).parent for f in files}) == 1
+
+
+def test_splits_are_patient_disjoint_and_near_70_15_15(demo_ws) -> None:
+    rows = _all_rows(demo_ws, "demo")
+    splits_of: dict[str, set[str]] = {}
+    for row in rows:
+        splits_of.setdefault(row["patient_id"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in splits_of.values())
+    counts = Counter(r["split"] for r in rows)
+    assert 0.6 < counts["train"] / len(rows) < 0.8
+    assert counts["val"] > 0 and counts["test"] > 0
+    for split in ("train", "val", "test"):  # the split files agree with the rows
+        with open(demo_ws.organized_path("demo") / "splits" / f"{split}.csv") as handle:
+            assert sum(1 for _ in csv.DictReader(handle)) == counts[split]
+
+
+def test_every_class_reaches_the_test_split(demo_ws) -> None:
+    rows = read_rows(demo_ws.organized_path("demo") / "splits" / "test.csv")
+    assert {r["label"] for r in rows if r["labeled"]} == {"normal", "infection", "fracture", "hemorrhage", "tumor"}
+
+
+def test_no_planted_phi_in_organized_output(demo_ws) -> None:
+    phi = planted_phi(demo_ws.raw_dir)
+    assert len(phi) > 20
+    for path in demo_ws.organized_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            leaked = [v for v in phi if v in text]
+            assert not leaked, f"{path} holds {leaked[:3]}"
+
+
+def test_pseudonyms_are_stable_within_a_workspace(demo_ws, tmp_path) -> None:
+    again = organize(demo_ws, "demo", "demo_again", workers=2)
+    first = {r["path"]: r["patient_id"] for r in _all_rows(demo_ws, "demo")}
+    second = {r["path"]: r["patient_id"] for r in _all_rows(demo_ws, again.name)}
+    assert first == second
+
+
+def test_bad_files_are_skipped_with_a_reason(ws, tmp_path) -> None:
+    from PIL import Image
+
+    tree = tmp_path / "messy"
+    (tree / "NORMAL").mkdir(parents=True)
+    Image.new("L", (16, 16), 80).save(tree / "NORMAL" / "good.png")
+    (tree / "NORMAL" / "empty.png").write_bytes(b"")
+    (tree / "notes.txt").write_text("hello")
+    (tree / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    (tree / "dangling.png").symlink_to(tree / "missing.png")
+    result = organize(ws, tree, "messy", workers=1)
+    assert result.items == 1 and result.skipped == 4
+    report = json.loads((ws.organized_path("messy") / "scan_report.json").read_text())
+    reasons = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert reasons["NORMAL/empty.png"] == "empty file"
+    assert reasons["dangling.png"] == "broken symbolic link"
+    assert reasons["notes.txt"].startswith("not an image")
+    assert reasons["broken.dcm"].startswith("unreadable")
+
+
+def test_a_folder_without_images_is_a_clear_error(ws, tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="No readable image"):
+        organize(ws, tmp_path / "empty", "nothing")
+    with pytest.raises(DatasetError, match="neither a folder nor a collected dataset"):
+        organize(ws, tmp_path / "absent", "nothing")
+
+
+# -- real data in ../shared/data -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_rows(tmp_path_factory) -> dict[str, dict]:
+    from app.workspace import Workspace
+
+    data = shared("dicom")
+    ws = Workspace.open(tmp_path_factory.mktemp("real"))
+    organize(ws, data.parent, "real", workers=2)
+    rows = _all_rows(ws, "real")
+    return {Path(r["path"]).name: r for r in rows}
+
+
+@pytest.mark.parametrize(
+    "name, modality, region",
+    [
+        ("A046441_19010101-23.dcm", "CT", "chest"),  # BodyPartExamined CHEST
+        ("A048383_19001231-30.dcm", "CT", "chest"),  # region only in the descriptions
+        ("A002304_19010112-135.dcm", "CT", "chest"),  # "CT CHEST PULMONARY ANGIO"
+        ("gdcm-CR-MONO1-10-chest.dcm", "XR", "chest"),  # CR -> XR
+        ("osirix-goudurix.dcm", "CT", "cardiac"),  # BodyPartExamined HEART
+        ("00000001_000.png", "XR", "chest"),  # NIH ChestX-ray14 name in a chest folder
+    ],
+)
+def test_real_files_get_the_right_modality_and_region(real_rows, name, modality, region) -> None:
+    row = real_rows[name]
+    assert (row["modality"], row["region"]) == (modality, region)
+
+
+def test_real_series_are_grouped(real_rows) -> None:
+    by_count = {r["n_files"] for r in real_rows.values() if "mr_brain_t1w_series" in r["path"]}
+    assert by_count == {96}, "the 96-slice MR series is one item"
+    mr = [r for r in real_rows.values() if "mr_brain_t1w_series" in r["path"]][0]
+    assert (mr["modality"], mr["region"]) == ("MR", "brain")
+    mixed = [r for r in real_rows.values() if "mixed_cta_cr_mr" in r["path"]]
+    assert sorted(r["n_files"] for r in mixed) == [1, 1, 2, 6], "CTA pair, CR, CTA single, 6 MR slices"
+    jpeg = [r for r in real_rows.values() if "ct_head_jpeg" in r["path"]][0]
+    assert (jpeg["modality"], jpeg["region"], jpeg["n_files"]) == ("CT", "brain", 2)

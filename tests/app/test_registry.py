@@ -1,0 +1,33 @@
+import pytest
+
+from app.errors import UnknownNameError
+from app.registry import Registry
+from models import create_phase, list_phases
+
+
+def test_unknown_names_list_the_valid_ones_and_suggest_the_closest() -> None:
+    registry: Registry[int] = Registry("phase")
+    registry.register("supervised", 1)
+    registry.register("vae", 2)
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'vae'\?.*supervised, vae"):
+        registry.get("vea")
+
+
+def test_registering_a_name_twice_is_refused() -> None:
+    registry: Registry[int] = Registry("collector")
+    registry.register("demo", 1)
+    with pytest.raises(ValueError):
+        registry.register("demo", 2)
+
+
+def test_every_phase_declares_its_facts() -> None:
+    specs = {spec.name: spec for spec in list_phases()}
+    assert {"supervised", "vae", "hybrid"} <= set(specs)
+    assert specs["supervised"].output == "class_probabilities"
+    assert specs["vae"].needs_labels is False
+    assert specs["hybrid"].components == ("supervised", "vae") and not specs["hybrid"].trainable
+
+
+def test_create_phase_refuses_unknown_settings() -> None:
+    with pytest.raises(TypeError, match="no setting laten_dim"):
+        create_phase("vae", ["normal", "tumor"], laten_dim=4)

@@ -1,0 +1,105 @@
+"""The training loop, checkpoints, hybrid fitting, evaluation and ONNX export on tiny runs."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from app.checkpoints import load_checkpoint
+from app.errors import DatasetError, TrainingError
+from app.evaluate import evaluate_run
+from app.export import export_run
+from app.training import load_run_phase, train
+
+TINY = {"image_size": 32, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def runs(demo_ws):
+    sup = train(demo_ws, "demo", "supervised", run="t-sup", epochs=2, pretrained=False, **TINY)
+    vae = train(demo_ws, "demo", "vae", run="t-vae", epochs=2, latent_dim=8, **TINY)
+    hyb = train(demo_ws, "demo", "hybrid", run="t-hyb", supervised_run=sup.run, vae_run=vae.run)
+    return {"supervised": sup, "vae": vae, "hybrid": hyb}
+
+
+def test_runs_write_self_describing_checkpoints(demo_ws, runs) -> None:
+    for result in runs.values():
+        payload = torch.load(result.path / "best.pt", map_location="cpu", weights_only=True)
+        assert {"model_state", "model_args", "config", "classes", "phase"} <= set(payload)
+        phase = load_run_phase(demo_ws, result.run)  # rebuilt from the checkpoint alone
+        assert phase.spec.name == result.phase
+    meta = demo_ws.run_metadata("t-sup")
+    assert meta["status"] == "complete" and len(meta["history"]) == 2
+    assert meta["config"]["image_size"] == 32
+
+
+def test_hybrid_weight_follows_the_labeled_fraction(runs) -> None:
+    # The demo is mostly labeled (86%): the classifier gets 0.8 of the say.
+    assert runs["hybrid"].metrics["weight"] == pytest.approx(0.8)
+    assert 0.0 <= runs["hybrid"].metrics["threshold"] <= 1.0
+
+
+def test_evaluation_writes_metrics_plots_and_a_report(demo_ws, runs) -> None:
+    result = evaluate_run(demo_ws, "t-sup", "test")
+    assert {"accuracy", "balanced_accuracy", "roc_auc_ovr", "confusion_matrix", "anomaly_auroc"} <= set(result.metrics)
+    n = len(result.metrics["confusion_matrix"])
+    assert n == 5 and sum(map(sum, result.metrics["confusion_matrix"])) == result.metrics["n"]
+    assert all(p.exists() and p.stat().st_size > 1000 for p in result.plots)
+    assert "balanced_accuracy" in result.report.read_text()
+    vae = evaluate_run(demo_ws, "t-vae", "test")
+    assert 0.0 <= vae.metrics["anomaly_auroc"] <= 1.0 and "sensitivity" in vae.metrics
+    assert demo_ws.run_metadata("t-vae")["evaluation"]["test"]["n"] == vae.metrics["n"]
+
+
+@pytest.mark.parametrize("run", ["t-sup", "t-vae", "t-hyb"])
+def test_onnx_export_matches_pytorch(demo_ws, runs, run) -> None:
+    import onnxruntime as ort
+
+    result = export_run(demo_ws, run)
+    assert result.max_abs_diff <= 1e-4
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(0).random((3, 1, 32, 32), dtype=np.float32)
+    outputs = session.run(None, {"image": batch})
+    assert outputs[0].shape[0] == 3, "the batch axis is dynamic"
+    assert demo_ws.run_metadata(run)["export"]["sha256"] == result.sha256
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(demo_ws) -> None:
+    straight = train(demo_ws, "demo", "vae", run="r-straight", epochs=3, latent_dim=4, **TINY)
+    calls = iter([False, True])  # stop cleanly after the second epoch
+    stopped = train(demo_ws, "demo", "vae", run="r-split", epochs=3, latent_dim=4,
+                    should_stop=lambda: next(calls), **TINY)
+    assert stopped.epochs_done == 2 and demo_ws.run_metadata("r-split")["status"] == "stopped"
+    resumed = train(demo_ws, "demo", "vae", run="r-split")  # settings come from the checkpoint
+    assert resumed.resumed_from == 2 and resumed.epochs_done == 3
+    a = load_checkpoint(straight.path / "last.pt")["model_state"]
+    b = load_checkpoint(resumed.path / "last.pt")["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = train(demo_ws, "demo", "vae", run="r-split")
+    assert again.epochs_done == 3, "a finished run returns at once"
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_and_never_run(demo_ws, tmp_path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"model_state": Exploit(), "model_args": {}}, handle)
+    with pytest.raises(TrainingError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_training_errors_are_clear(demo_ws) -> None:
+    with pytest.raises(DatasetError, match="Run Organize first"):
+        train(demo_ws, "absent", "vae")
+    with pytest.raises(TrainingError, match="needs a trained supervised run"):
+        train(demo_ws, "demo", "hybrid", run="bad-hybrid")
+    with pytest.raises(TrainingError, match="multiple of 16"):
+        train(demo_ws, "demo", "vae", run="bad-vae", image_size=40)

@@ -1,0 +1,59 @@
+"""Shared fixtures: throwaway workspaces, a small organized demo dataset, ../shared/data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from app.workspace import Workspace  # noqa: E402
+
+
+def shared(relative: str) -> Path:
+    """A path under ../shared/data, or skip the test when it is not there."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the real-data folder ../shared/data sits beside CI's clone only)")
+    return path
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace.open(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A workspace with the demo data (scale 1) collected and organized as 'demo'."""
+    from app.collectors import collect
+    from app.organize.organizer import organize
+
+    workspace = Workspace.open(tmp_path_factory.mktemp("demo_ws"))
+    collect("demo", workspace, scale=1)
+    organize(workspace, "demo", "demo", workers=1)
+    return workspace
+
+
+def planted_phi(raw: Path) -> set[str]:
+    """The fake names, birth dates and identifiers the demo wrote into its DICOM headers."""
+    import pydicom
+    from pydicom.misc import is_dicom
+
+    found: set[str] = set()
+    for path in raw.rglob("*"):
+        if path.is_file() and is_dicom(path):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            name = str(ds.PatientName)
+            found |= {name, *name.split("^"), ds.PatientBirthDate, ds.PatientID, ds.AccessionNumber}
+    return {v for v in found if len(v) >= 4}
+
+
+def workspace_files_without_raw(ws: Workspace) -> list[Path]:
+    """Every file the app wrote into a workspace, less the raw inputs themselves."""
+    raw = ws.raw_dir.resolve()
+    return [p for p in ws.root.rglob("*") if p.is_file() and raw not in p.resolve().parents]
