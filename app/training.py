@@ -193,7 +193,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             optimizer.step()
             scheduler.step()
             total += float(loss.detach()) * len(index)
-            report(progress, f"Epoch {epoch + 1}/{config.epochs}", k + 1, steps_per_epoch, loss=float(loss))
+            report(progress, f"Epoch {epoch + 1}/{config.epochs}", k + 1, steps_per_epoch, loss=loss.item())
         metrics = validation_metrics(phase, _predict(phase, val_x, 64), val_y.numpy())
         record = {"epoch": epoch + 1, "train_loss": total / len(train_x), **metrics,
                   "seconds": round(time.perf_counter() - began, 2)}

@@ -1,0 +1,156 @@
+"""The one-click workflow for real: killed mid-training, resumed, then checked.
+
+These run the actual `python main.py` in subprocesses (and a pseudo-terminal), on
+the demo data, in fast mode: a few minutes in all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.state import Kind, read_state
+from app.workspace import Workspace
+from tests.conftest import ROOT, planted_phi, workspace_files_without_raw
+
+pytestmark = pytest.mark.slow
+WORKFLOW = [sys.executable, str(ROOT / "main.py"), "workflow", "--dataset", "demo", "--yes", "--fast"]
+
+
+def _epochs_done(ws_root: Path) -> int:
+    for meta in (ws_root / "checkpoints").glob("*supervised*/metadata.json"):
+        try:
+            return int(json.loads(meta.read_text()).get("epoch", 0))
+        except (json.JSONDecodeError, OSError):
+            return 0
+    return 0
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Workspace, str]:
+    """Start the workflow, kill -9 it mid-training, run it again to the end."""
+    root = tmp_path_factory.mktemp("wf")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+    first = subprocess.Popen([*WORKFLOW, "--workspace", str(root)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 420
+    while _epochs_done(root) < 2:
+        assert first.poll() is None, "the workflow ended before it could be interrupted"
+        assert time.time() < deadline, "training did not start in time"
+        time.sleep(0.5)
+    time.sleep(1.5)  # land somewhere inside the next epoch
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = _epochs_done(root)
+    state = json.loads((root / "data" / "workflows" / "demo.json").read_text())
+    assert state["steps"]["supervised"]["status"] == "running"
+    second = subprocess.run([*WORKFLOW, "--workspace", str(root)], capture_output=True, text=True,
+                            timeout=900, env=env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    output = second.stdout + second.stderr
+    assert f"from epoch {killed_at}" in output, output[-3000:]
+    return Workspace.open(root), output
+
+
+def test_rerun_skips_finished_steps_and_completes(finished) -> None:
+    ws, output = finished
+    assert "Collect data: done before" in output and "Organize dataset: done before" in output
+    state = read_state(ws.workflow_path("demo"), Kind.WORKFLOW)
+    assert all(step["status"] == "done" for step in state["steps"].values())
+    sup = ws.run_metadata(state["steps"]["supervised"]["run"])
+    assert sup["status"] == "complete" and [h["epoch"] for h in sup["history"]] == list(range(1, 16))
+
+
+def test_it_wrote_every_documented_file(finished) -> None:
+    ws, _ = finished
+    organized = ws.organized_path("demo")
+    for name in ("metadata.json", "training_config.json", "labeled.csv", "unlabeled.csv", "splits/test.csv"):
+        assert (organized / name).exists()
+    for run in ws.runs():
+        folder = ws.run_dir(run["run"])
+        for name in ("metadata.json", "best.pt", "last.pt", "model.onnx", "report.md"):
+            assert (folder / name).exists(), f"{run['run']}/{name}"
+        assert list(folder.glob("*.png")), "plots"
+
+
+def test_the_supervised_model_clearly_beats_chance(finished) -> None:
+    ws, _ = finished
+    sup = next(r for r in ws.runs() if r["phase"] == "supervised")
+    test = sup["evaluation"]["test"]
+    # Five classes: chance is 0.2 balanced accuracy and 0.5 AUC.
+    assert test["balanced_accuracy"] >= 0.45, test
+    assert test["roc_auc_ovr"] >= 0.75, test
+
+
+def test_onnx_matches_pytorch_on_test_images(finished) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from app.data import load_images, split_rows
+    from app.training import load_run_phase
+
+    ws, _ = finished
+    sup = next(r for r in ws.runs() if r["phase"] == "supervised")
+    phase = load_run_phase(ws, sup["run"])
+    images = load_images(ws, split_rows(ws, "demo", "test")[:16], phase.config.image_size)
+    with torch.no_grad():
+        expected = phase.export_module()(torch.from_numpy(images)).numpy()
+    session = ort.InferenceSession(str(ws.run_dir(sup["run"]) / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": images})[0]
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_no_planted_patient_data_anywhere_the_app_wrote(finished) -> None:
+    ws, output = finished
+    phi = planted_phi(ws.raw_dir)
+    assert len(phi) > 50
+    written = workspace_files_without_raw(ws)
+    assert any(p.name == "workbench.log" for p in written) and any(p.suffix == ".onnx" for p in written)
+    pattern = re.compile(b"|".join(re.escape(v.encode()) for v in sorted(phi)))
+    for path in written:
+        found = pattern.search(path.read_bytes())
+        assert found is None, f"{path} holds {found.group(0)!r}"
+    assert not [v for v in phi if v in output], "nor on screen"
+
+
+def test_the_menu_runs_the_workflow_in_a_terminal(tmp_path) -> None:
+    """Real keystrokes in a pseudo-terminal: main menu -> One-click workflow -> demo."""
+    import pexpect
+
+    env = {**os.environ, "TERM": "xterm", "PYTHONUNBUFFERED": "1"}
+    child = pexpect.spawn(sys.executable, [str(ROOT / "main.py"), "--workspace", str(tmp_path)],
+                          env=env, encoding="utf-8", dimensions=(50, 160), timeout=60)
+    try:
+        child.expect("What would you like to do")
+        child.send("one-click")
+        child.expect("One-click workflow")
+        child.send("\r")
+        child.expect("Run the whole workflow on")
+        child.send("\r")  # demo, the first choice
+        child.expect("Fast mode")
+        child.send("\r")  # yes (the default)
+        child.expect("Start")
+        child.send("\r")
+        child.expect("Collect data", timeout=60)  # the step rules (rich colours the numbers)
+        child.expect("Export to ONNX", timeout=600)
+        child.expect("What would you like to do", timeout=300)
+        child.send("quit")
+        child.expect("Quit")
+        child.send("\r")
+        child.expect(pexpect.EOF, timeout=30)
+    finally:
+        child.close(force=True)
+    ws = Workspace.open(tmp_path)
+    state = read_state(ws.workflow_path("demo"), Kind.WORKFLOW)
+    assert all(step["status"] == "done" for step in state["steps"].values())
+    assert len(list(tmp_path.glob("checkpoints/*/model.onnx"))) == 3
+    assert len(ws.runs()) == 3

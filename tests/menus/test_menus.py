@@ -1,0 +1,64 @@
+"""Menus driven through real questionary prompts fed by a pipe (no terminal needed)."""
+
+from io import StringIO
+
+import pytest
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+from rich.console import Console
+
+from menus import main_menu, screens
+from menus.settings import Settings
+
+DOWN, ENTER, BACKSPACE, CTRL_C = "\x1b[B", "\r", "\x7f", "\x03"
+
+
+@pytest.fixture
+def session(ws, monkeypatch):
+    screen = Console(file=StringIO(), width=120)
+    for module in (main_menu, screens):
+        monkeypatch.setattr(module, "console", screen)
+    s = screens.Session(ws, Settings.load(ws))
+    s.screen = screen
+    return s
+
+
+def drive(keys: list[str], action, *args):
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+        for key in keys:
+            pipe.send_text(key)
+        return action(*args)
+
+
+def test_steps_without_their_inputs_are_disabled_with_the_reason(session) -> None:
+    entries = {title.split(" (")[0]: reason for title, _, reason in main_menu._entries(session)}
+    assert entries["Train"] == "Organize a dataset first"
+    assert entries["Evaluate & explain"] == "Train a model first"
+    assert entries["Export & predict"] == "Train a model first"
+    assert entries["Collect data"] is None and entries["One-click workflow"] is None
+
+
+def test_the_main_menu_shows_the_workspace_and_quits(session) -> None:
+    drive(["quit", ENTER], main_menu.main_menu, session)
+    text = session.screen.file.getvalue()
+    assert "MedAnomaly Workbench" in text and "Datasets" in text and "Goodbye" in text
+
+
+def test_ctrl_c_in_a_submenu_goes_back(session) -> None:
+    assert drive([CTRL_C], screens.workflow_menu, session) is None
+    assert not session.ws.workflow_path("demo").exists(), "nothing ran"
+
+
+def test_an_error_in_a_step_is_shown_and_the_menu_comes_back(session, tmp_path) -> None:
+    # Organize -> Another folder... -> a folder with no image -> error -> back at the menu -> Quit.
+    (tmp_path / "nothing").mkdir()
+    keys = ["organize", ENTER, "another", ENTER, str(tmp_path / "nothing"), ENTER, "x", ENTER, "quit", ENTER]
+    drive(keys, main_menu.main_menu, session)
+    text = session.screen.file.getvalue()
+    assert "Error:" in text and "No readable image" in text and "Goodbye" in text
+
+
+def test_settings_are_changed_and_saved(session) -> None:
+    drive([ENTER, BACKSPACE, "7", ENTER], screens.settings_menu, session)
+    assert Settings.load(session.ws).seed == 7

@@ -1,0 +1,79 @@
+"""The command-line twin: global options anywhere, clear errors, exit codes."""
+
+from pathlib import Path
+
+import pytest
+
+import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_lists_every_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("workflow", "collect", "organize", "train", "evaluate", "export", "status"):
+        assert command in text
+
+
+@pytest.mark.parametrize("command", [["workflow"], ["collect", "demo"], ["organize"], ["train"], ["export"]])
+def test_each_command_has_help(capsys, command) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main.main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "--workspace" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_global_options_go_before_or_after_the_command(capsys, tmp_path: Path, order: str) -> None:
+    argv = ["--workspace", str(tmp_path / "w"), "status"] if order == "before" else ["status", "--workspace", str(tmp_path / "w")]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert (tmp_path / "w" / "data" / "raw").is_dir() and (tmp_path / "w" / "checkpoints").is_dir()
+    assert "(none yet)" in out
+
+
+def test_errors_are_one_clear_line_and_exit_2(capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "evaluate", "nope", "--workspace", str(tmp_path))
+    assert code == 2 and "No training run named 'nope'" in err and "Traceback" not in err
+    code, _, err = run(capsys, "collect", "local", str(tmp_path / "absent"), "--workspace", str(tmp_path))
+    assert code == 2 and "does not exist" in err
+    code, _, err = run(capsys, "train", "--dataset", "x", "--phase", "supervised", "--workspace", str(tmp_path))
+    assert code == 2 and "Run Organize first" in err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    from app.errors import WorkbenchError
+
+    with pytest.raises(WorkbenchError):
+        main.main(["evaluate", "nope", "--workspace", str(tmp_path), "--debug"])
+
+
+def test_questions_need_a_terminal_or_yes(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    code, out, _ = run(capsys, "workflow", "--workspace", str(tmp_path))
+    assert code == 2 and "--yes" in out
+    code, out, _ = run(capsys, "--workspace", str(tmp_path))
+    assert code == 2 and "interactive terminal" in out
+
+
+def test_collect_and_organize_from_the_command_line(capsys, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "xrays"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (folder / label).mkdir(parents=True)
+        for k in range(6):
+            Image.new("L", (32, 32), 40 * k).save(folder / label / f"person{k}_{label}.png")
+    ws = str(tmp_path / "ws")
+    code, out, _ = run(capsys, "collect", "local", str(folder), "--name", "xr", "--workspace", ws)
+    assert code == 0 and "Collected 12 files" in out
+    code, out, _ = run(capsys, "organize", "xr", "--name", "xr", "--workspace", ws)
+    assert code == 0 and "Organized 12 items" in out
+    assert (tmp_path / "ws" / "data" / "organized" / "xr" / "splits" / "test.csv").exists()
