@@ -74,7 +74,7 @@ MODALITY_TAGS = {
 }
 MODALITY_WORDS = {
     "CT": {"CT", "CTA", "CCT", "SCANNER", "TOMODENSITOMETRIE"},
-    "MR": {"MR", "MRI", "MRA", "IRM", "MRT", "T1", "T2", "T1W", "T2W", "FLAIR", "MPRAGE", "DWI"},
+    "MR": {"MR", "MRI", "MRA", "IRM", "MRT", "T1", "T2", "T1W", "T2W", "FLAIR", "MPRAGE", "DWI", "LGG"},
     "XR": {"XR", "CR", "DX", "XRAY", "CXR", "RADIOGRAPH", "RADIOGRAPHY", "RONTGEN", "RADIO"},
     "US": {"US", "ULTRASOUND", "ECHO", "SONO", "BUSI", "ECHOGRAPHIE"},
     "PET": {"PET", "FDG"},
@@ -119,18 +119,11 @@ def modality_from_format(header: Header, path: PurePath) -> str | None:
     return None
 
 
-MODALITY_RULES = [
-    RuleEntry("dicom_modality_tag", 1.0, modality_from_tag),
-    RuleEntry("dicom_description", 0.8, modality_from_description),
-    RuleEntry("folder_or_file_name", 0.6, modality_from_names),
-    RuleEntry("file_format", 0.3, modality_from_format),
-]
-
 # -- region ------------------------------------------------------------------------
 REGION_WORDS = {
     "brain": {"HEAD", "BRAIN", "SKULL", "CRANE", "TETE", "KOPF", "SCHADEL", "SCHAEDEL", "CRANEO",
               "CABEZA", "CEREBRO", "CERVEAU", "NEURO", "CRANIAL", "CEREBRAL", "GLIOMA", "LGG",
-              "CCT", "ENCEPHALE", "HIRN", "MPRAGE", "MEMPRAGE"},
+              "CCT", "ENCEPHALE", "HIRN", "MPRAGE", "MEMPRAGE", "MENINGIOMA", "PITUITARY", "NOTUMOR"},
     "chest": {"CHEST", "THORAX", "TORAX", "THORAKS", "LUNG", "LUNGS", "LUNGE", "POUMON", "PULMON",
               "PULMONAR", "CXR", "PNEUMONIA", "COVID", "COVID19", "THORACIC", "TB", "TUBERCULOSIS"},
     "abdomen": {"ABDOMEN", "ABD", "ABDOMINAL", "BAUCH", "LIVER", "FOIE", "LEBER", "KIDNEY", "RENAL",
@@ -173,10 +166,35 @@ def region_from_names(header: Header, path: PurePath) -> str | None:
     return None
 
 
+def region_from_table(header: Header, path: PurePath) -> str | None:
+    return header.get("TableRegion") or None
+
+
 REGION_RULES = [
     RuleEntry("dicom_body_part", 1.0, region_from_body_part),
     RuleEntry("dicom_description", 0.8, region_from_description),
+    RuleEntry("label_table_layout", 0.7, region_from_table),
     RuleEntry("folder_or_file_name", 0.6, region_from_names),
+]
+
+def modality_from_brain_photo(header: Header, path: PurePath) -> str | None:
+    # Public 2D brain sets (tumor MRI, LGG) are MR slices saved as JPEG/PNG/TIFF.
+    if path.name.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
+        return "MR" if region_from_names(header, path) == "brain" else None
+    return None
+
+
+def modality_from_table(header: Header, path: PurePath) -> str | None:
+    return header.get("TableModality") or None
+
+
+MODALITY_RULES = [
+    RuleEntry("dicom_modality_tag", 1.0, modality_from_tag),
+    RuleEntry("dicom_description", 0.8, modality_from_description),
+    RuleEntry("label_table_layout", 0.7, modality_from_table),
+    RuleEntry("folder_or_file_name", 0.6, modality_from_names),
+    RuleEntry("brain_2d_image", 0.4, modality_from_brain_photo),
+    RuleEntry("file_format", 0.3, modality_from_format),
 ]
 
 # -- label -------------------------------------------------------------------------
@@ -195,7 +213,22 @@ LABEL_NAMES = {
     "fracture": "fracture", "fractured": "fracture",
     "edema": "edema", "oedema": "edema", "atelectasis": "atelectasis",
     "pneumothorax": "pneumothorax", "effusion": "other_anomaly", "abnormal": "other_anomaly",
+    "maskpositive": "tumor", "maskempty": NORMAL,
+    # NIH ChestX-ray14 findings
+    "infiltration": "consolidation", "cardiomegaly": "other_anomaly",
+    "emphysema": "other_anomaly", "fibrosis": "other_anomaly", "pleuralthickening": "other_anomaly",
+    "hernia": "other_anomaly",
 }
+
+
+def _first_finding(label: str) -> str:
+    """'Effusion|Pneumothorax' -> the first finding that maps to a class other than other_anomaly."""
+    parts = [p for p in label.split("|") if p]
+    for part in parts:
+        mapped = LABEL_NAMES.get(_label_key(part))
+        if mapped and mapped != "other_anomaly":
+            return part
+    return parts[0] if parts else label
 
 
 def _label_key(name: str) -> str:
@@ -210,12 +243,28 @@ def label_from_folder(header: Header, path: PurePath) -> str | None:
     return None
 
 
-LABEL_RULES = [RuleEntry("class_folder", 0.9, label_from_folder)]
+def label_from_table(header: Header, path: PurePath) -> str | None:
+    """A label table beside the images (the organizer puts its answer in the header)."""
+    return header.get("LabelTable") or None
+
+
+def label_from_mask(header: Header, path: PurePath) -> str | None:
+    """A lesion mask beside the image: non-empty means tumor (LGG, BUSI layouts)."""
+    if "MaskNonEmpty" not in header:
+        return None
+    return "mask_positive" if header["MaskNonEmpty"] else "mask_empty"
+
+
+LABEL_RULES = [
+    RuleEntry("label_table", 1.0, label_from_table),
+    RuleEntry("class_folder", 0.9, label_from_folder),
+    RuleEntry("lesion_mask", 0.85, label_from_mask),
+]
 
 
 def anomaly_class(source_label: str) -> str:
-    """The DESIGN.md anomaly class for a dataset's own class name."""
-    return LABEL_NAMES.get(_label_key(source_label)) or "other_anomaly"
+    """The DESIGN.md anomaly class for a dataset's own class name (multi-label: the first telling one)."""
+    return LABEL_NAMES.get(_label_key(_first_finding(source_label))) or "other_anomaly"
 
 
 # -- patient -----------------------------------------------------------------------

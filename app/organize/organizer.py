@@ -21,7 +21,9 @@ from app.errors import DatasetError
 from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, anomaly_class, detect,
 )
-from app.organize.scan import FileRecord, scan_tree
+from app.organize.privacy import pseudonymize
+from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
+from app.organize.tables import LabelTable, lookup, read_label_table
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
 from app.progress import Progress
 from app.state import Kind, write_state
@@ -47,10 +49,12 @@ class OrganizeResult:
 
 
 def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
-    """Files -> items: one per 2D image or volume, one per DICOM series."""
+    """Files -> items: one per 2D image or volume, one per DICOM series (tables, masks: none)."""
     series: dict[str, list[FileRecord]] = defaultdict(list)
     items: list[tuple[list[FileRecord], str]] = []
     for record in records:
+        if record.format in ("table", "mask"):
+            continue
         if record.format == "dicom":
             # A file with no series UID is a series of its own.
             series[record.series_uid or f"file:{record.path}"].append(record)
@@ -63,15 +67,57 @@ def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord]
     return items
 
 
-def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace) -> dict[str, Any]:
+@dataclass
+class Context:
+    """What the organizer learned from files that are not items: label tables and masks."""
+
+    tables: list[LabelTable]
+    masks: dict[tuple[str, str], bool]  # (image folder, image stem) -> mask non-empty
+    secret: bytes
+
+
+def _context(records: list[FileRecord], secret: bytes) -> tuple[Context, list[Skipped]]:
+    tables, unused, masks = [], [], {}
+    for record in records:
+        path = Path(record.path)
+        if record.format == "table":
+            table = read_label_table(path)
+            if table:
+                tables.append(table)
+            else:
+                unused.append(Skipped(path.name, "a CSV file that is not a label table this tool reads"))
+        elif record.format == "mask":
+            stem = path.name.split(".")[0]
+            for suffix in MASK_SUFFIXES:
+                if stem.lower().endswith(suffix):
+                    stem = stem[: -len(suffix)]
+                    break
+            nonempty = bool(record.header.get("MaskNonEmpty"))
+            for folder in (path.parent, path.parent.parent, path.parent.parent / "images"):
+                key = (str(folder), stem)
+                masks[key] = masks.get(key, False) or nonempty
+    return Context(tables, masks, secret), unused
+
+
+def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, context: Context) -> dict[str, Any]:
     middle = files[len(files) // 2]  # the slice a 2D model looks at
-    relative = PurePath(Path(middle.path).relative_to(root))
-    header = middle.header
+    path = Path(middle.path)
+    relative = PurePath(path.relative_to(root))
+    header = dict(middle.header)
+    table_hit = lookup(context.tables, path.name)
+    if table_hit:
+        header.update(LabelTable=table_hit.label, TableModality=table_hit.table.modality,
+                      TableRegion=table_hit.table.region)
+    mask_key = (str(path.parent), path.name.split(".")[0])
+    if mask_key in context.masks:
+        header["MaskNonEmpty"] = context.masks[mask_key]
     modality = detect(MODALITY_RULES, header, relative, default="OT")
     region = detect(REGION_RULES, header, relative)
     label = detect(LABEL_RULES, header, relative, default="")
     series_hash = hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest()
     patient = middle.patient or f"F{series_hash[:12]}"  # unknown patient: the item is its own
+    if table_hit and table_hit.patient and middle.patient_rule != "dicom_patient_id":
+        patient = pseudonymize(context.secret, f"table:{table_hit.patient}")
     return {
         "path": ws.relative(Path(middle.path)),
         "kind": "image2d" if kind == "image2d" else ("volume" if kind == "volume" else "dicom_series"),
@@ -139,13 +185,15 @@ def organize(
     root = _resolve_source(ws, source)
     workers = workers or min(4, os.cpu_count() or 1)
     records, skipped = scan_tree(root, ws.secret(), workers=workers, progress=progress)
-    if not records:
+    context, unused = _context(records, ws.secret())
+    skipped += unused
+    if not any(r.format not in ("table", "mask") for r in records):
         raise DatasetError(
             f"No readable image under {root} ({len(skipped)} files skipped). "
             "Point Organize at a folder of DICOM, PNG/JPEG/TIFF or NIfTI files."
         )
     groups = _group(records, root)
-    rows = [_make_row(files, kind, root, ws) for files, kind in groups]
+    rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
     assign_splits(rows, fractions, seed)
     series = {
         row["series_id"]: [ws.relative(Path(f.path)) for f in files]

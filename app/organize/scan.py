@@ -21,6 +21,9 @@ from app.progress import Progress, report
 
 IMAGE_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+TABLES = (".csv",)
+MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label")
+MASK_FOLDERS = {"masks", "mask", "segmentations", "ground_truth", "groundtruth"}
 IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "DICOMDIR"}
 # The only DICOM tags the scanner keeps. No name, birth date, address or accession.
 KEPT_TAGS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
@@ -45,11 +48,19 @@ class Skipped:
     reason: str
 
 
+def is_mask(path: Path) -> bool:
+    """A segmentation mask rather than an image: ``*_mask.png`` or a file in ``masks/``."""
+    stem = path.name.lower().split(".")[0]
+    return stem.endswith(MASK_SUFFIXES) or path.parent.name.lower() in MASK_FOLDERS
+
+
 def file_format(path: Path) -> str | None:
-    """'dicom', 'image2d', 'volume' or None, from the name and, if need be, the bytes."""
+    """'dicom', 'image2d', 'mask', 'volume', 'table' or None, from the name (then the bytes)."""
     name = path.name.lower()
     if name.endswith(IMAGE_2D):
-        return "image2d"
+        return "mask" if is_mask(path) else "image2d"
+    if name.endswith(TABLES):
+        return "table"
     if name.endswith(VOLUMES):
         return "volume"
     if name.endswith((".dcm", ".dicom", ".ima")) or "." not in name or _has_dicom_preamble(path):
@@ -107,6 +118,11 @@ def scan_file(path: Path, root: Path, secret: bytes) -> FileRecord | Skipped:
             return Skipped(shown, "not an image format this tool reads")
         record = FileRecord(path=str(path), format=kind, sha256=_sha256(path))
         header: dict[str, Any] = {}
+        if kind == "table":
+            return record
+        if kind == "mask":
+            record.header = {"MaskNonEmpty": _mask_nonempty(path)}
+            return record
         if kind == "dicom":
             header, patient_id, series_uid, z = _read_dicom(path)
             record.header, record.position = header, z
@@ -120,6 +136,14 @@ def scan_file(path: Path, root: Path, secret: bytes) -> FileRecord | Skipped:
         return Skipped(shown, "permission denied")
     except Exception as err:  # one bad file must never stop a scan
         return Skipped(shown, f"unreadable: {type(err).__name__}: {str(err)[:120]}")
+
+
+def _mask_nonempty(path: Path) -> bool:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as mask:
+        return bool(np.asarray(mask).any())
 
 
 def _scan_chunk(paths: list[str], root: str, secret: bytes) -> list[FileRecord | Skipped]:

@@ -1,0 +1,129 @@
+"""Small trees with the names and layouts of widely used public datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def png(path: Path, value: int = 90, size: int = 16, mask_on: bool | None = None) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((size, size), value, np.uint8)
+    if mask_on is not None:
+        pixels[:] = 0
+        if mask_on:
+            pixels[4:8, 4:8] = 255
+    Image.fromarray(pixels).save(path)
+
+
+def dicom(path: Path, *, modality: str, patient: str, body_part: str = "", study: str = "") -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.PatientName = modality, patient, "TEST^PATIENT"
+    ds.SeriesInstanceUID, ds.StudyInstanceUID = generate_uid(), generate_uid()
+    if body_part:
+        ds.BodyPartExamined = body_part
+    if study:
+        ds.StudyDescription = study
+    ds.Rows = ds.Columns = 16
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.full((16, 16), 500, np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def chest_xray_pneumonia(root: Path) -> None:
+    base = root / "chest_xray"
+    for split in ("train", "test"):
+        for k in range(3):
+            png(base / split / "NORMAL" / f"IM-{k + 10:04d}-0001.jpeg".replace(".jpeg", ".png"))
+            png(base / split / "NORMAL" / f"NORMAL2-IM-{k + 20:04d}-0001.png")
+            png(base / split / "PNEUMONIA" / f"person{k + 1}_bacteria_{k + 5}.png")
+            png(base / split / "PNEUMONIA" / f"person{k + 1}_virus_{k + 9}.png")
+
+
+def covid19_radiography(root: Path) -> None:
+    base = root / "COVID-19_Radiography_Dataset"
+    for folder in ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"):
+        for k in range(1, 4):
+            png(base / folder / "images" / f"{folder}-{k}.png")
+            png(base / folder / "masks" / f"{folder}-{k}.png", mask_on=True)  # lung masks, not lesions
+
+
+def lgg_mri_segmentation(root: Path) -> None:
+    base = root / "lgg-mri-segmentation" / "kaggle_3m"
+    for case, positive in (("TCGA_CS_4941_19960909", True), ("TCGA_DU_6404_19850629", False)):
+        for k in range(1, 4):
+            png(base / case / f"{case}_{k}.tif")
+            png(base / case / f"{case}_{k}_mask.tif", mask_on=positive and k == 2)
+
+
+def brain_tumor_mri(root: Path) -> None:
+    for split, prefix in (("Training", "Tr"), ("Testing", "Te")):
+        for folder, short in (("glioma", "gl"), ("meningioma", "me"), ("notumor", "no"), ("pituitary", "pi")):
+            for k in range(2):
+                png(root / "brain-tumor-mri-dataset" / split / folder / f"{prefix}-{short}_{k:04d}.jpg".replace(".jpg", ".png"))
+
+
+def busi(root: Path) -> None:
+    base = root / "Dataset_BUSI_with_GT"
+    for folder in ("benign", "malignant", "normal"):
+        for k in range(1, 3):
+            png(base / folder / f"{folder} ({k}).png")
+            png(base / folder / f"{folder} ({k})_mask.png", mask_on=folder != "normal")
+
+
+def bone_fracture(root: Path) -> None:
+    base = root / "Bone_Fracture_Binary_Classification"
+    for split in ("train", "val"):
+        for folder in ("fractured", "not fractured"):
+            for k in range(2):
+                png(base / split / folder / f"{k}-rotated{k}.png")
+
+
+def nih_chestxray14(root: Path) -> None:
+    base = root / "nih"
+    rows = [("00000001_000.png", "Cardiomegaly", "1"), ("00000001_001.png", "Cardiomegaly|Effusion", "1"),
+            ("00000002_000.png", "No Finding", "2"), ("00000003_000.png", "Hernia|Pneumothorax", "3"),
+            ("00000004_000.png", "Infiltration", "4"), ("00000005_000.png", "No Finding", "5")]
+    for name, _, _ in rows:
+        png(base / "images_001" / "images" / name)
+    lines = ["Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"]
+    lines += [f"{n},{f},0,{p},58,M,PA" for n, f, p in rows]
+    (base / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
+
+
+def rsna_pneumonia(root: Path) -> None:
+    base = root / "rsna-pneumonia-detection-challenge"
+    ids = ["0004cfab-14fd-4e49-80ba-63a80b6bddd6", "00313ee0-9eaa-42f4-b0ab-c148ed3241cd",
+           "00436515-870c-4b36-a041-de91049b9ab4", "00569f44-917d-4c86-a842-81832af98c30"]
+    for k, pid in enumerate(ids):
+        dicom(base / "stage_2_train_images" / f"{pid}.dcm", modality="CR", patient=pid, body_part="CHEST")
+    (base / "stage_2_train_labels.csv").write_text(
+        "patientId,x,y,width,height,Target\n"
+        f"{ids[0]},,,,,0\n{ids[1]},,,,,0\n{ids[2]},264.0,152.0,213.0,379.0,1\n"
+        f"{ids[2]},562.0,152.0,256.0,453.0,1\n{ids[3]},,,,,0\n"
+    )
+    (base / "stage_2_detailed_class_info.csv").write_text(
+        "patientId,class\n"
+        f"{ids[0]},No Lung Opacity / Not Normal\n{ids[1]},Normal\n{ids[2]},Lung Opacity\n"
+        f"{ids[2]},Lung Opacity\n{ids[3]},Normal\n"
+    )
+
+
+LAYOUTS = {
+    "chest_xray_pneumonia": chest_xray_pneumonia, "covid19_radiography": covid19_radiography,
+    "lgg_mri_segmentation": lgg_mri_segmentation, "brain_tumor_mri": brain_tumor_mri, "busi": busi,
+    "bone_fracture": bone_fracture, "nih_chestxray14": nih_chestxray14, "rsna_pneumonia": rsna_pneumonia,
+}
