@@ -4,6 +4,7 @@
     python main.py workflow --dataset demo --yes --fast
     python main.py collect demo | collect local PATH [--name NAME] [--copy]
     python main.py organize PATH --name NAME
+    python main.py dataset review|correct|stats|balance|merge|export ...
     python main.py train --dataset NAME --phase supervised|vae|hybrid [...]
     python main.py evaluate RUN
     python main.py export RUN
@@ -72,6 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     org.add_argument("--name", required=True, help="name of the organized dataset")
     org.add_argument("--seed", type=int, default=0)
     org.add_argument("--workers", type=int, default=None, help="scan processes (default: up to 4)")
+
+    ds = command("dataset", "review, correct, balance, merge, export organized datasets")
+    actions = ds.add_subparsers(dest="action", metavar="ACTION", required=True)
+    review = actions.add_parser("review", help="what was detected, per folder")
+    review.add_argument("name")
+    correct = actions.add_parser("correct", help="set modality/region/label for every item under a folder")
+    correct.add_argument("name")
+    correct.add_argument("folder", help="a folder as 'dataset review' shows it")
+    correct.add_argument("field", choices=["modality", "region", "label"])
+    correct.add_argument("value")
+    stats = actions.add_parser("stats", help="counts per class, split, modality and region, with a plot")
+    stats.add_argument("name")
+    balance = actions.add_parser("balance", help="how training handles class imbalance")
+    balance.add_argument("name")
+    balance.add_argument("method", choices=["class_weights", "oversample", "undersample", "none"])
+    merge = actions.add_parser("merge", help="merge organized datasets, split again by patient")
+    merge.add_argument("names", nargs="+")
+    merge.add_argument("--name", required=True, help="name of the merged dataset")
+    export = actions.add_parser("export", help="write a dataset's rows as CSV or JSON")
+    export.add_argument("name")
+    export.add_argument("file", help="destination; .json for JSON, anything else for CSV")
+    for sub in (review, correct, stats, balance, merge, export):
+        _global_options(sub, suppress=True)
 
     tr = command("train", "train (or resume) one phase on an organized dataset")
     tr.add_argument("--dataset", required=True)
@@ -154,6 +178,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         console.print(render.workflow_table(final))
         screens.show_workflow_results(final)
         return 0
+    if args.command == "dataset":
+        return _dataset_command(args, ws)
     with progress_bars() as bar:
         if args.command == "collect":
             from app.collectors import collect
@@ -201,6 +227,43 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             console.print(f"Workflow {name}: {progress}")
     if message:
         console.print(message)
+    return 0
+
+
+def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
+    from pathlib import Path
+
+    from app.organize import dataset_tools, review
+    from app.organize.organizer import organize
+    from menus import render
+    from menus.console import console
+
+    if args.action == "review":
+        for group in review.review_groups(ws, args.name):
+            console.print(f"{group.folder}: {group.items} items, {group.modality}, {group.region}, {group.label} "
+                          f"[dim]({group.rules}; confidence {group.confidence:.2f})[/]")
+    elif args.action == "correct":
+        review.add_correction(ws, args.name, args.folder, args.field, args.value)
+        meta = ws.dataset_metadata(args.name)
+        organize(ws, ws.resolve(meta["source_dataset"]), args.name, seed=meta.get("seed", 0))
+        console.print(f"Saved and applied: {args.field} = {args.value} under {args.folder}")
+    elif args.action == "stats":
+        stats = dataset_tools.dataset_statistics(ws, args.name)
+        for key in ("by_modality", "by_region", "by_kind"):
+            console.print(render.metrics_table(key.replace("_", " "), stats[key]))
+        for label, splits in stats["by_class_and_split"].items():
+            console.print(f"{label}: " + ", ".join(f"{k} {v}" for k, v in splits.items()))
+        console.print(f"Plot: {stats['plot']}")
+    elif args.action == "balance":
+        dataset_tools.set_balance(ws, args.name, args.method)
+        console.print(f"{args.name} trains with {args.method}.")
+    elif args.action == "merge":
+        result = dataset_tools.merge_datasets(ws, args.names, args.name)
+        console.print(f"Merged into {result.name}: {result.items} items, splits {result.split_counts}")
+    else:
+        target = Path(args.file).expanduser()
+        fmt = "json" if target.suffix.lower() == ".json" else "csv"
+        console.print(f"Written: {dataset_tools.export_dataset(ws, args.name, fmt, target)}")
     return 0
 
 

@@ -27,6 +27,8 @@ class Kind(StrEnum):
     RUN_METADATA = "run_metadata"
     WORKFLOW = "workflow"
     SETTINGS = "settings"
+    SCAN_CACHE = "scan_cache"
+    CORRECTIONS = "corrections"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.RUN_METADATA: Schema(1, {"run": str, "phase": str, "dataset": str, "status": str}),
     Kind.WORKFLOW: Schema(1, {"dataset": str, "steps": dict}),
     Kind.SETTINGS: Schema(1, {}),
+    Kind.SCAN_CACHE: Schema(1, {"root": str, "files": dict}),
+    Kind.CORRECTIONS: Schema(1, {"dataset": str, "rules": list}),
 }
 
 _FIX = "Move the file aside (or delete it) and run the step that writes it again."

@@ -118,8 +118,12 @@ def train(
         return RunResult(run, run_dir, phase_name, resumed["epoch"], resumed["epoch"], meta.get("metrics", {}))
     cls = get_phase_class(phase_name)
     config = dict(resumed["config"]) if resumed else {"image_size": tconfig["image_size"], **overrides}
-    if "labeled_fraction" in {f for f in cls.Config.__dataclass_fields__}:
+    fields = set(cls.Config.__dataclass_fields__)
+    if "labeled_fraction" in fields:
         config.setdefault("labeled_fraction", tconfig.get("labeled_fraction", 1.0))
+    balance = tconfig.get("balance", "class_weights")
+    if "class_weights" in fields and not resumed:
+        config.setdefault("class_weights", balance == "class_weights")
     torch.manual_seed(int(config.get("seed", 0)))
     try:
         phase = create_phase(phase_name, classes, **config)
@@ -127,13 +131,26 @@ def train(
         raise TrainingError(f"Cannot set up phase {phase_name!r}: {err}") from err
     run_dir.mkdir(parents=True, exist_ok=True)
     base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
-            "config": phase.config_dict(), "created": now_iso()}
+            "config": phase.config_dict(), "balance": balance, "created": now_iso()}
     if (run_dir / "metadata.json").exists():
         base["created"] = read_state(run_dir / "metadata.json", Kind.RUN_METADATA).get("created", base["created"])
     write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**base, "status": "running"})
     if not phase.spec.trainable:
         return _fit(ws, phase, dataset, run_dir, base, progress)
     return _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop)
+
+
+def _train_rows(phase: Any, balance: str) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The training rows of a phase, resampled when the dataset asks for over/undersampling."""
+    from app.organize.dataset_tools import balance_rows
+
+    def rows_for(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        chosen = phase.select_rows(rows)
+        if phase.spec.output == "class_probabilities":
+            chosen = balance_rows(chosen, balance, phase.config.seed)
+        return chosen
+
+    return rows_for
 
 
 def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for: Callable,
@@ -150,7 +167,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     import torch
 
     config = phase.config
-    train_x, train_y = _split_tensors(ws, phase, dataset, "train", phase.select_rows, progress)
+    train_x, train_y = _split_tensors(ws, phase, dataset, "train", _train_rows(phase, base["balance"]), progress)
     # Validation watches the task itself: every labeled image, normal or not.
     val_rows_for = (lambda rows: [r for r in rows if r["labeled"]]) if phase.spec.output == "anomaly_score" else phase.select_rows
     val_x, val_y = _split_tensors(ws, phase, dataset, "val", val_rows_for, progress)

@@ -12,7 +12,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console()
+# soft_wrap: long paths stay on one line (copyable); tables still fit the width.
+console = Console(soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ from rich.panel import Panel
 from app.collectors import collect
 from app.evaluate import evaluate_run
 from app.export import export_run
-from app.organize.organizer import organize
 from app.training import train
 from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_state
 from app.workspace import Workspace
@@ -52,32 +51,6 @@ def collect_menu(s: Session) -> None:
         return
     console.print(f"[green]Collected[/] {result.files} files as dataset [bold]{result.dataset}[/] "
                   f"in {result.path} {result.note}")
-
-
-# -- organize ------------------------------------------------------------------------------
-def organize_menu(s: Session) -> None:
-    choices = [questionary.Choice(f"{n} ({e.get('files', '?')} files)", value=n) for n, e in s.ws.raw_datasets().items()]
-    choices.append(questionary.Choice("Another folder...", value="__folder__"))
-    source = ask_choice("Organize which data?", choices)
-    if source is None:
-        return
-    if source == "__folder__":
-        source = ask_path("Folder to organize:")
-        if not source:
-            return
-    default = source if source in s.ws.raw_datasets() else ""
-    name = ask_text("Name of the organized dataset:", default=default,
-                    validate=lambda t: bool(t.strip()) or "Give a name")
-    if not name:
-        return
-    with progress_bars() as bar:
-        result = organize(s.ws, source, name.strip(), seed=s.settings.seed, workers=s.settings.workers, progress=bar)
-    console.print(render.metrics_table(f"Organized {result.name}", {
-        "items": result.items, "labeled": result.labeled, "unlabeled": result.unlabeled,
-        "skipped files": result.skipped, **{f"class {k}": v for k, v in result.classes.items()},
-        **{f"split {k}": v for k, v in result.split_counts.items()},
-    }))
-    console.print(f"Files written to {result.path}")
 
 
 # -- train ---------------------------------------------------------------------------------

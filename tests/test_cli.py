@@ -77,3 +77,24 @@ def test_collect_and_organize_from_the_command_line(capsys, tmp_path: Path) -> N
     code, out, _ = run(capsys, "organize", "xr", "--name", "xr", "--workspace", ws)
     assert code == 0 and "Organized 12 items" in out
     assert (tmp_path / "ws" / "data" / "organized" / "xr" / "splits" / "test.csv").exists()
+
+
+def test_dataset_commands(capsys, tmp_path: Path) -> None:
+    from tests.app.organize.layouts import LAYOUTS, png
+
+    LAYOUTS["busi"](tmp_path / "busi")
+    png(tmp_path / "busi" / "extra" / "x.png")
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert run(capsys, "organize", str(tmp_path / "busi"), "--name", "busi", *ws)[0] == 0
+    code, out, _ = run(capsys, "dataset", "review", "busi", *ws)
+    assert code == 0 and "benign" in out and "(unlabeled)" in out
+    folder = next(line.split(":")[0] for line in out.splitlines() if line.rstrip().endswith("extra") or "/extra:" in line)
+    code, out, _ = run(capsys, "dataset", "correct", "busi", folder, "label", "normal", *ws)
+    assert code == 0 and "Saved and applied" in out
+    code, out, _ = run(capsys, "dataset", "stats", "busi", *ws)
+    assert code == 0 and "Plot:" in out and "normal: train" in out
+    assert run(capsys, "dataset", "balance", "busi", "oversample", *ws)[0] == 0
+    code, out, _ = run(capsys, "dataset", "export", "busi", str(tmp_path / "busi.json"), *ws)
+    assert code == 0 and (tmp_path / "busi.json").exists()
+    code, _, err = run(capsys, "dataset", "merge", "busi", "--name", "m", *ws)
+    assert code == 2 and "at least two" in err

@@ -7,11 +7,9 @@ scan_report.json. Rows are plain dicts with the keys of ``ROW_KEYS``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -22,18 +20,15 @@ from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, anomaly_class, detect,
 )
 from app.organize.privacy import pseudonymize
+from app.organize.review import apply_corrections, load_corrections
+from app.organize.rows import ROW_KEYS, read_rows, write_rows  # noqa: F401  (re-exported)
 from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
 from app.organize.tables import LabelTable, lookup, read_label_table
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
 from app.progress import Progress
-from app.state import Kind, write_state
+from app.state import Kind, read_state_or, write_state
 from app.workspace import Workspace, now_iso
 
-ROW_KEYS = [
-    "path", "kind", "format", "series_id", "n_files", "patient_id", "modality", "region",
-    "label", "source_label", "labeled", "split", "modality_rule", "modality_confidence",
-    "region_rule", "region_confidence", "label_rule", "label_confidence", "sha256",
-]
 
 
 @dataclass(frozen=True)
@@ -137,32 +132,6 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     }
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows as CSV atomically (temp file, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            writer = csv.DictWriter(handle, fieldnames=ROW_KEYS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise DatasetError(f"{path} is missing. Run Organize again for this dataset.")
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["labeled"] = row.get("labeled") == "True"
-        row["n_files"] = int(row.get("n_files") or 1)
-    return rows
-
-
 def default_image_size(rows: list[dict[str, Any]]) -> int:
     return 128 if len(rows) < 5000 else 224
 
@@ -184,7 +153,10 @@ def organize(
     """
     root = _resolve_source(ws, source)
     workers = workers or min(4, os.cpu_count() or 1)
-    records, skipped = scan_tree(root, ws.secret(), workers=workers, progress=progress)
+    cache_path = ws.data_dir / "cache" / f"scan-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
+    cached = read_state_or(cache_path, Kind.SCAN_CACHE, {"root": str(root), "files": {}})["files"]
+    records, skipped, fresh = scan_tree(root, ws.secret(), workers=workers, cache=cached, progress=progress)
+    write_state(cache_path, Kind.SCAN_CACHE, {"root": ws.relative(root), "files": fresh})
     context, unused = _context(records, ws.secret())
     skipped += unused
     if not any(r.format not in ("table", "mask") for r in records):
@@ -194,13 +166,14 @@ def organize(
         )
     groups = _group(records, root)
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
+    apply_corrections(rows, load_corrections(ws, name))
     assign_splits(rows, fractions, seed)
     series = {
         row["series_id"]: [ws.relative(Path(f.path)) for f in files]
         for row, (files, kind) in zip(rows, groups) if kind == "dicom_series" and row["series_id"]
     }
     duplicates = _duplicates(records, root)
-    return _write_dataset(ws, name, root, rows, series, skipped, duplicates, seed, fractions)
+    return write_dataset(ws, name, ws.relative(root), rows, series, skipped, duplicates, seed, fractions)
 
 
 def _resolve_source(ws: Workspace, source: str | Path) -> Path:
@@ -224,10 +197,12 @@ def _duplicates(records: list[FileRecord], root: Path) -> list[list[str]]:
     return [paths for paths in by_hash.values() if len(paths) > 1]
 
 
-def _write_dataset(
-    ws: Workspace, name: str, root: Path, rows: list[dict[str, Any]], series: dict[str, list[str]],
-    skipped: list, duplicates: list[list[str]], seed: int, fractions: tuple[float, float, float],
+def write_dataset(
+    ws: Workspace, name: str, source: str, rows: list[dict[str, Any]], series: dict[str, list[str]],
+    skipped: list, duplicates: list[list[str]], seed: int,
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
 ) -> OrganizeResult:
+    """Write every file of an organized dataset from its rows (splits already assigned)."""
     out = ws.organized_path(name)
     labeled = [r for r in rows if r["labeled"]]
     unlabeled = [r for r in rows if not r["labeled"]]
@@ -254,12 +229,14 @@ def _write_dataset(
         "by_source_label": dict(Counter(r["source_label"] for r in labeled)),
     }
     write_state(out / "metadata.json", Kind.DATASET_METADATA, {
-        "name": name, "source_dataset": ws.relative(root), "classes": ordered, "counts": counts,
+        "name": name, "source_dataset": source, "classes": ordered, "counts": counts,
         "items": len(rows), "created": now_iso(), "seed": seed, "split_fractions": list(fractions),
     })
     total = sum(classes.values())
     weights = {c: round(total / (len(classes) * classes[c]), 4) for c in ordered}
+    previous = read_state_or(out / "training_config.json", Kind.TRAINING_CONFIG, {})
     write_state(out / "training_config.json", Kind.TRAINING_CONFIG, {
+        "balance": previous.get("balance", "class_weights"),
         "dataset": name, "classes": ordered, "normal_class": NORMAL if NORMAL in classes else "",
         "image_size": default_image_size(rows), "channels": 1, "class_weights": weights,
         "labeled_fraction": round(len(labeled) / len(rows), 4),

@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -158,25 +158,61 @@ def list_files(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
+def _signature(path: Path) -> list[int] | None:
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns]
+
+
 def scan_tree(
-    root: Path, secret: bytes, *, workers: int = 1, progress: Progress | None = None
-) -> tuple[list[FileRecord], list[Skipped]]:
-    """Scan every file under ``root`` with ``workers`` processes (1: in this process)."""
-    paths = [str(p) for p in list_files(root)]
+    root: Path,
+    secret: bytes,
+    *,
+    workers: int = 1,
+    cache: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[FileRecord], list[Skipped], dict[str, Any]]:
+    """Scan every file under ``root`` with ``workers`` processes (1: in this process).
+
+    ``cache`` maps a path to what an earlier scan found, with the file's size and
+    modification time; unchanged files are not read again. Returns the records,
+    the skipped files, and the new cache.
+    """
+    all_paths = [str(p) for p in list_files(root)]
+    cache = cache or {}
+    fresh: dict[str, Any] = {}
     records: list[FileRecord] = []
     skipped: list[Skipped] = []
+    paths = []
+    for path in all_paths:
+        entry, signature = cache.get(path), _signature(Path(path))
+        if entry and signature and entry["signature"] == signature:
+            fresh[path] = entry
+            if "record" in entry:
+                records.append(FileRecord(**entry["record"]))
+            else:
+                skipped.append(Skipped(**entry["skipped"]))
+        else:
+            paths.append(path)
     chunk = 64
     chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    done = 0
+    done = len(all_paths) - len(paths)
 
     def take(results: list[FileRecord | Skipped]) -> None:
         nonlocal done
         for result in results:
             (records if isinstance(result, FileRecord) else skipped).append(result)
+            path = result.path if isinstance(result, FileRecord) else str(root / result.path)
+            signature = _signature(Path(path))
+            if signature:
+                key = "record" if isinstance(result, FileRecord) else "skipped"
+                fresh[path] = {"signature": signature, key: asdict(result)}
         done += len(results)
-        report(progress, "Scanning files", done, len(paths))
+        report(progress, "Scanning files", done, len(all_paths))
 
-    report(progress, "Scanning files", 0, len(paths))
+    report(progress, "Scanning files", done, len(all_paths))
     if workers <= 1 or len(chunks) <= 1:
         for part in chunks:
             take(_scan_chunk(part, str(root), secret))
@@ -184,4 +220,5 @@ def scan_tree(
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for results in pool.map(_scan_chunk, chunks, [str(root)] * len(chunks), [secret] * len(chunks)):
                 take(results)
-    return records, skipped
+    records.sort(key=lambda r: r.path)
+    return records, skipped, fresh

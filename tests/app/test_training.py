@@ -1,6 +1,5 @@
 """The training loop, checkpoints, hybrid fitting, evaluation and ONNX export on tiny runs."""
 
-import math
 import pickle
 
 import numpy as np

@@ -8,7 +8,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from menus import main_menu, screens
+from menus import main_menu, organize_menu, screens
 from menus.settings import Settings
 
 DOWN, ENTER, BACKSPACE, CTRL_C = "\x1b[B", "\r", "\x7f", "\x03"
@@ -17,7 +17,7 @@ DOWN, ENTER, BACKSPACE, CTRL_C = "\x1b[B", "\r", "\x7f", "\x03"
 @pytest.fixture
 def session(ws, monkeypatch):
     screen = Console(file=StringIO(), width=120)
-    for module in (main_menu, screens):
+    for module in (main_menu, screens, organize_menu):
         monkeypatch.setattr(module, "console", screen)
     s = screens.Session(ws, Settings.load(ws))
     s.screen = screen
@@ -53,7 +53,8 @@ def test_ctrl_c_in_a_submenu_goes_back(session) -> None:
 def test_an_error_in_a_step_is_shown_and_the_menu_comes_back(session, tmp_path) -> None:
     # Organize -> Another folder... -> a folder with no image -> error -> back at the menu -> Quit.
     (tmp_path / "nothing").mkdir()
-    keys = ["organize", ENTER, "another", ENTER, str(tmp_path / "nothing"), ENTER, "x", ENTER, "quit", ENTER]
+    keys = ["organize", ENTER, "a collected", ENTER, "another", ENTER, str(tmp_path / "nothing"), ENTER,
+            BACKSPACE * 10, "x", ENTER, "quit", ENTER]
     drive(keys, main_menu.main_menu, session)
     text = session.screen.file.getvalue()
     assert "Error:" in text and "No readable image" in text and "Goodbye" in text
@@ -62,3 +63,16 @@ def test_an_error_in_a_step_is_shown_and_the_menu_comes_back(session, tmp_path) 
 def test_settings_are_changed_and_saved(session) -> None:
     drive([ENTER, BACKSPACE, "7", ENTER], screens.settings_menu, session)
     assert Settings.load(session.ws).seed == 7
+
+
+def test_the_review_screen_saves_a_correction_and_reorganizes(session, tmp_path) -> None:
+    from app.organize.organizer import organize, read_rows
+    from tests.app.organize.layouts import LAYOUTS, png
+
+    LAYOUTS["busi"](tmp_path / "d")
+    png(tmp_path / "d" / "extra" / "img.png")
+    organize(session.ws, tmp_path / "d", "busi", workers=1)
+    drive([ENTER, "extra", ENTER, "label", ENTER, "malignant", ENTER, CTRL_C], organize_menu.review_screen, session)
+    row = next(r for r in read_rows(session.ws.organized_path("busi") / "labeled.csv") if "extra" in r["path"])
+    assert (row["label"], row["label_rule"]) == ("tumor", "user_correction")
+    assert "Saved" in session.screen.file.getvalue()

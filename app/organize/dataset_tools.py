@@ -1,0 +1,135 @@
+"""Work on organized datasets: statistics, balancing, merging, exporting."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from app.errors import DatasetError
+from app.organize.rows import read_rows, write_rows
+from app.organize.splits import SPLITS, assign_splits
+from app.state import Kind, read_state, write_state
+from app.workspace import Workspace
+
+BALANCE_METHODS = ("class_weights", "oversample", "undersample", "none")
+
+
+def all_rows(ws: Workspace, dataset: str) -> list[dict[str, Any]]:
+    ws.dataset_metadata(dataset)  # a clear error when it does not exist
+    out = ws.organized_path(dataset)
+    return read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv")
+
+
+def dataset_statistics(ws: Workspace, dataset: str) -> dict[str, Any]:
+    """Counts by class x split, modality, region, kind; plus a bar chart (statistics.png)."""
+    rows = all_rows(ws, dataset)
+    by_class_split: dict[str, dict[str, int]] = defaultdict(lambda: {s: 0 for s in SPLITS})
+    for row in rows:
+        by_class_split[row["label"] or "(unlabeled)"][row["split"]] += 1
+    stats = {
+        "items": len(rows), "patients": len({r["patient_id"] for r in rows}),
+        "by_class_and_split": dict(sorted(by_class_split.items())),
+        "by_modality": dict(Counter(r["modality"] for r in rows).most_common()),
+        "by_region": dict(Counter(r["region"] for r in rows).most_common()),
+        "by_kind": dict(Counter(r["kind"] for r in rows).most_common()),
+    }
+    stats["plot"] = str(_plot(stats, ws.organized_path(dataset) / "statistics.png", dataset))
+    return stats
+
+
+def _plot(stats: dict[str, Any], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    classes = list(stats["by_class_and_split"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [2, 1, 1]})
+    x = np.arange(len(classes))
+    for k, split in enumerate(SPLITS):
+        axes[0].bar(x + (k - 1) * 0.27, [stats["by_class_and_split"][c][split] for c in classes], 0.27, label=split)
+    axes[0].set_xticks(x, classes, rotation=30, ha="right")
+    axes[0].set_title("items per class and split")
+    axes[0].legend()
+    for ax, key in ((axes[1], "by_modality"), (axes[2], "by_region")):
+        ax.bar(list(stats[key]), list(stats[key].values()), color="tab:gray")
+        ax.set_title(key.replace("_", " "))
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def balance_rows(rows: list[dict[str, Any]], method: str, seed: int = 0) -> list[dict[str, Any]]:
+    """Training rows resampled so that every class has as many as the largest (oversample)
+    or the smallest (undersample); other methods return the rows unchanged."""
+    if method not in ("oversample", "undersample"):
+        return rows
+    by_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_class[row["label"]].append(row)
+    if not by_class:
+        return rows
+    rng = random.Random(seed)
+    target = (max if method == "oversample" else min)(len(v) for v in by_class.values())
+    out: list[dict[str, Any]] = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        if len(members) >= target:
+            out += rng.sample(members, target)
+        else:
+            out += members + [rng.choice(members) for _ in range(target - len(members))]
+    return out
+
+
+def set_balance(ws: Workspace, dataset: str, method: str) -> dict[str, Any]:
+    """Choose how training handles class imbalance for this dataset (training_config.json)."""
+    if method not in BALANCE_METHODS:
+        raise DatasetError(f"Unknown balancing {method!r}; choose one of {', '.join(BALANCE_METHODS)}.")
+    path = ws.organized_path(dataset) / "training_config.json"
+    config = read_state(path, Kind.TRAINING_CONFIG)
+    config["balance"] = method
+    write_state(path, Kind.TRAINING_CONFIG, {k: v for k, v in config.items() if k not in ("kind", "schema_version")})
+    return config
+
+
+def merge_datasets(ws: Workspace, names: list[str], new_name: str, seed: int = 0) -> Any:
+    """One dataset from several organized ones, split again by patient.
+
+    Pseudonyms come from one workspace key, so a patient present in two datasets
+    stays one patient and lands in one split.
+    """
+    from app.organize.organizer import write_dataset
+
+    if len(names) < 2:
+        raise DatasetError("Choose at least two datasets to merge.")
+    if new_name in names:
+        raise DatasetError("Give the merged dataset a new name.")
+    rows = [row for name in names for row in all_rows(ws, name)]
+    series: dict[str, list[str]] = {}
+    for name in names:
+        path = ws.organized_path(name) / "series.json"
+        if path.exists():
+            series.update(json.loads(path.read_text()))
+    assign_splits(rows, seed=seed)
+    return write_dataset(ws, new_name, f"merged:{'+'.join(names)}", rows, series, [], [], seed)
+
+
+def export_dataset(ws: Workspace, dataset: str, fmt: str, destination: Path) -> Path:
+    """Write every row (and the dataset's metadata for JSON) to ``destination``."""
+    rows = all_rows(ws, dataset)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        write_rows(destination, rows)
+    elif fmt == "json":
+        meta = ws.dataset_metadata(dataset)
+        destination.write_text(json.dumps({"dataset": meta, "rows": rows}, indent=1, default=str), encoding="utf-8")
+    else:
+        raise DatasetError(f"Export format {fmt!r} is not csv or json.")
+    return destination

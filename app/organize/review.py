@@ -1,0 +1,97 @@
+"""Review what was detected, folder by folder, and correct it.
+
+Corrections are saved in ``data/organized/<name>/corrections.json`` and applied
+on every later organize of that dataset, so a rescan never undoes them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from app.errors import DatasetError
+from app.organize.detect import anomaly_class
+from app.organize.rows import read_rows
+from app.state import Kind, read_state_or, write_state
+from app.workspace import Workspace
+
+FIELDS = ("modality", "region", "label")
+
+
+@dataclass(frozen=True)
+class ReviewGroup:
+    folder: str
+    items: int
+    modality: str
+    region: str
+    label: str
+    rules: str  # which rules fired, e.g. "dicom_modality_tag / dicom_description / class_folder"
+    confidence: float  # the lowest of the three
+
+
+def _folder(row: dict[str, Any]) -> str:
+    path = PurePosixPath(row["path"])
+    return str(path.parent.parent if row["kind"] == "dicom_series" else path.parent)
+
+
+def review_groups(ws: Workspace, dataset: str) -> list[ReviewGroup]:
+    """One line per folder of the organized dataset: what was detected and how surely."""
+    ws.dataset_metadata(dataset)
+    out = ws.organized_path(dataset)
+    rows = read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv")
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[_folder(row)].append(row)
+    result = []
+    for folder, members in sorted(groups.items()):
+        def common(key: str) -> str:
+            values = Counter(str(m[key]) for m in members).most_common()
+            return values[0][0] + (f" (+{len(values) - 1} other)" if len(values) > 1 else "")
+
+        rules = " / ".join(common(f"{f}_rule") or "-" for f in FIELDS)
+        confidence = min(float(m[f"{f}_confidence"] or 0) for m in members for f in FIELDS if m[f"{f}_rule"])
+        result.append(ReviewGroup(folder, len(members), common("modality"), common("region"),
+                                  common("label") or "(unlabeled)", rules, confidence))
+    return result
+
+
+def load_corrections(ws: Workspace, dataset: str) -> list[dict[str, str]]:
+    path = ws.organized_path(dataset) / "corrections.json"
+    return read_state_or(path, Kind.CORRECTIONS, {"dataset": dataset, "rules": []})["rules"]
+
+
+def add_correction(ws: Workspace, dataset: str, folder: str, field: str, value: str) -> list[dict[str, str]]:
+    """Record "every item under ``folder`` has ``field`` = ``value``"; returns all corrections.
+
+    Raises:
+        DatasetError: an unknown field or an empty value.
+    """
+    if field not in FIELDS:
+        raise DatasetError(f"Only {', '.join(FIELDS)} can be corrected (not {field!r}).")
+    if not value.strip():
+        raise DatasetError("Give a value for the correction.")
+    rules = [r for r in load_corrections(ws, dataset) if not (r["folder"] == folder and r["field"] == field)]
+    rules.append({"folder": folder, "field": field, "value": value.strip()})
+    write_state(ws.organized_path(dataset) / "corrections.json", Kind.CORRECTIONS,
+                {"dataset": dataset, "rules": rules})
+    return rules
+
+
+def apply_corrections(rows: list[dict[str, Any]], rules: list[dict[str, str]]) -> int:
+    """Apply saved corrections to freshly detected rows (in place); returns rows changed."""
+    changed = 0
+    for row in rows:
+        path = PurePosixPath(row["path"])
+        for rule in rules:
+            if not path.is_relative_to(rule["folder"]):
+                continue
+            field, value = rule["field"], rule["value"]
+            if field == "label":
+                row.update(source_label=value, label=anomaly_class(value), labeled=True)
+            else:
+                row[field] = value
+            row[f"{field}_rule"], row[f"{field}_confidence"] = "user_correction", 1.0
+            changed += 1
+    return changed

@@ -1,0 +1,150 @@
+"""Organize: scan a folder, review and correct, statistics, balancing, merging, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import questionary
+from rich.table import Table
+
+from app.organize.dataset_tools import (
+    BALANCE_METHODS, dataset_statistics, export_dataset, merge_datasets, set_balance,
+)
+from app.organize.organizer import organize
+from app.organize.review import FIELDS, add_correction, review_groups
+from app.state import Kind, read_state
+from menus import render
+from menus.ask import ask_choice, ask_path, ask_text
+from menus.console import console, progress_bars
+
+
+def organize_menu(s) -> None:
+    has_data = bool(s.ws.organized_datasets())
+    reason = None if has_data else "Organize a dataset first"
+    action = ask_choice("Organize", [
+        questionary.Choice("Organize a collected dataset or a folder", value=scan_screen),
+        questionary.Choice("Review and correct what was detected", value=review_screen, disabled=reason),
+        questionary.Choice("Statistics (table and plot)", value=statistics_screen, disabled=reason),
+        questionary.Choice("Class balancing for training", value=balance_screen, disabled=reason),
+        questionary.Choice("Merge datasets", value=merge_screen,
+                           disabled=None if len(s.ws.organized_datasets()) > 1 else "Organize two datasets first"),
+        questionary.Choice("Export a dataset as CSV or JSON", value=export_screen, disabled=reason),
+    ])
+    if action:
+        action(s)
+
+
+def _pick_dataset(s, message: str) -> str | None:
+    return ask_choice(message, [questionary.Choice(d, value=d) for d in s.ws.organized_datasets()])
+
+
+def scan_screen(s) -> None:
+    choices = [questionary.Choice(f"{n} ({e.get('files', '?')} files)", value=n) for n, e in s.ws.raw_datasets().items()]
+    choices.append(questionary.Choice("Another folder...", value="__folder__"))
+    source = ask_choice("Organize which data?", choices)
+    if source is None:
+        return
+    if source == "__folder__":
+        source = ask_path("Folder to organize:")
+        if not source:
+            return
+    default = source if source in s.ws.raw_datasets() else Path(source).name
+    name = ask_text("Name of the organized dataset:", default=default, validate=lambda t: bool(t.strip()) or "Give a name")
+    if not name:
+        return
+    with progress_bars() as bar:
+        result = organize(s.ws, source, name.strip(), seed=s.settings.seed, workers=s.settings.workers, progress=bar)
+    console.print(render.metrics_table(f"Organized {result.name}", {
+        "items": result.items, "labeled": result.labeled, "unlabeled": result.unlabeled,
+        "skipped files (see scan_report.json)": result.skipped, **{f"class {k}": v for k, v in result.classes.items()},
+        **{f"split {k}": v for k, v in result.split_counts.items()},
+    }))
+    console.print(f"Files written to {result.path}. Review them: Organize -> Review and correct.")
+
+
+def review_screen(s) -> None:
+    dataset = _pick_dataset(s, "Review which dataset?")
+    if dataset is None:
+        return
+    while True:
+        groups = review_groups(s.ws, dataset)
+        table = Table(title=f"Detected in {dataset}, per folder", title_justify="left")
+        for col in ("#", "folder", "items", "modality", "region", "label", "rules (modality / region / label)", "confidence"):
+            table.add_column(col)
+        for k, g in enumerate(groups, 1):
+            style = "yellow" if g.confidence < 0.5 else None
+            table.add_row(str(k), g.folder, str(g.items), g.modality, g.region, g.label, g.rules, f"{g.confidence:.2f}", style=style)
+        console.print(table)
+        folder = ask_choice("Correct which folder? (low confidence in yellow)",
+                            [questionary.Choice(f"{k}. {g.folder}", value=g.folder) for k, g in enumerate(groups, 1)])
+        if folder is None:
+            return
+        field = ask_choice("Which field?", [questionary.Choice(f, value=f) for f in FIELDS])
+        if field is None:
+            continue
+        value = ask_text(f"New {field} for every item under {folder}:", validate=lambda t: bool(t.strip()) or "Give a value")
+        if not value:
+            continue
+        add_correction(s.ws, dataset, folder, field, value)
+        meta = s.ws.dataset_metadata(dataset)
+        with progress_bars() as bar:  # unchanged files come from the scan cache: quick
+            organize(s.ws, s.ws.resolve(meta["source_dataset"]), dataset, seed=meta.get("seed", 0),
+                     workers=s.settings.workers, progress=bar)
+        console.print(f"[green]Saved[/] and applied: {field} = {value} under {folder} (kept on every rescan).")
+
+
+def statistics_screen(s) -> None:
+    dataset = _pick_dataset(s, "Statistics of which dataset?")
+    if dataset is None:
+        return
+    stats = dataset_statistics(s.ws, dataset)
+    table = Table(title=f"{dataset}: {stats['items']} items, {stats['patients']} patients", title_justify="left")
+    for col in ("class", "train", "val", "test"):
+        table.add_column(col)
+    for label, splits in stats["by_class_and_split"].items():
+        table.add_row(label, *(str(splits[k]) for k in ("train", "val", "test")))
+    console.print(table)
+    console.print(render.metrics_table("By modality", stats["by_modality"]))
+    console.print(render.metrics_table("By region", stats["by_region"]))
+    console.print(f"Plot: {stats['plot']}")
+
+
+def balance_screen(s) -> None:
+    dataset = _pick_dataset(s, "Balance which dataset?")
+    if dataset is None:
+        return
+    current = read_state(s.ws.organized_path(dataset) / "training_config.json", Kind.TRAINING_CONFIG).get("balance")
+    method = ask_choice(f"Class balancing for training (now: {current})", [
+        questionary.Choice("class weights in the loss (default)", value="class_weights"),
+        questionary.Choice("oversample smaller classes", value="oversample"),
+        questionary.Choice("undersample larger classes", value="undersample"),
+        questionary.Choice("none", value="none"),
+    ])
+    if method in BALANCE_METHODS:
+        set_balance(s.ws, dataset, method)
+        console.print(f"Saved: {dataset} trains with {method}.")
+
+
+def merge_screen(s) -> None:
+    names = questionary.checkbox("Datasets to merge (space to tick):",
+                                 choices=s.ws.organized_datasets()).ask()
+    if not names:
+        return
+    name = ask_text("Name of the merged dataset:", validate=lambda t: bool(t.strip()) or "Give a name")
+    if not name:
+        return
+    result = merge_datasets(s.ws, names, name.strip(), seed=s.settings.seed)
+    console.print(f"[green]Merged[/] {', '.join(names)} into {result.name}: {result.items} items, splits {result.split_counts}.")
+
+
+def export_screen(s) -> None:
+    dataset = _pick_dataset(s, "Export which dataset?")
+    if dataset is None:
+        return
+    fmt = ask_choice("Format", [questionary.Choice("CSV", value="csv"), questionary.Choice("JSON", value="json")])
+    if fmt is None:
+        return
+    default = str(s.ws.data_dir / "exports" / f"{dataset}.{fmt}")
+    target = ask_text("Write to:", default=default)
+    if target:
+        console.print(f"Written: {export_dataset(s.ws, dataset, fmt, Path(target).expanduser())}")
