@@ -184,6 +184,16 @@ def modality_from_brain_photo(header: Header, path: PurePath) -> str | None:
     return None
 
 
+def modality_from_pixel_scale(header: Header, path: PurePath) -> str | None:
+    """Hounsfield units give CT away: RescaleType HU, or the usual -1024 intercept."""
+    if str(header.get("RescaleType", "")).upper() == "HU":
+        return "CT"
+    try:
+        return "CT" if float(header.get("RescaleIntercept", "nan")) in (-1024.0, -1000.0, -2048.0) else None
+    except ValueError:
+        return None
+
+
 def modality_from_table(header: Header, path: PurePath) -> str | None:
     return header.get("TableModality") or None
 
@@ -193,6 +203,7 @@ MODALITY_RULES = [
     RuleEntry("dicom_description", 0.8, modality_from_description),
     RuleEntry("label_table_layout", 0.7, modality_from_table),
     RuleEntry("folder_or_file_name", 0.6, modality_from_names),
+    RuleEntry("hounsfield_rescale", 0.5, modality_from_pixel_scale),
     RuleEntry("brain_2d_image", 0.4, modality_from_brain_photo),
     RuleEntry("file_format", 0.3, modality_from_format),
 ]

@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ MASK_FOLDERS = {"masks", "mask", "segmentations", "ground_truth", "groundtruth"}
 IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "DICOMDIR"}
 # The only DICOM tags the scanner keeps. No name, birth date, address or accession.
 KEPT_TAGS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
-             "ProtocolName", "InstanceNumber", "Rows", "Columns", "NumberOfFrames")
+             "ProtocolName", "InstanceNumber", "NumberOfFrames", "RescaleIntercept", "RescaleType")
 
 
 @dataclass
@@ -85,24 +85,112 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+READ_TAGS = [*KEPT_TAGS, "SOPClassUID", "PatientID", "SeriesInstanceUID", "ImagePositionPatient",
+             "ImageOrientationPatient"]
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    """A string tag's text straight from its raw bytes.
+
+    pydicom's value conversion costs as much as reading the file; every tag read
+    here is a string (CS, LO, UI, DS, IS), so decoding the bytes is enough.
+    """
+    from pydicom.datadict import tag_for_keyword
+
+    element = ds.get_item(tag_for_keyword(keyword))
+    if element is None:
+        return None
+    value = element.value
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("latin-1")
+        return text.strip(" \x00") or None
+    return None if value is None else str(value)
+
+
+def _numbers(text: str | None) -> list[float] | None:
+    try:
+        return [float(v) for v in text.split("\\")] if text else None
+    except ValueError:
+        return None
+
+
+def _pixel_data_truncated(handle: Any, size: int, ds: Any) -> bool:
+    """After a stop_before_pixels read the file sits at PixelData: is its declared length there?"""
+    import struct
+
+    start = handle.tell()
+    head = handle.read(12)
+    if len(head) < 8 or head[:4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
+        return False  # no pixel data element follows: nothing to check here
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    little = getattr(syntax, "is_little_endian", True)
+    implicit = getattr(syntax, "is_implicit_VR", False)
+    order = "<" if little else ">"
+    if implicit:
+        header, length = 8, struct.unpack(order + "I", head[4:8])[0]
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+        header, length = 12, struct.unpack(order + "I", head[8:12])[0]
+    else:
+        header, length = 8, struct.unpack(order + "H", head[6:8])[0]
+    if length == 0xFFFFFFFF:
+        return False  # encapsulated (compressed) frames: their length is not declared up front
+    return start + header + length > size
+
+
+def _check_plain_image(path: Path) -> None:
+    """Refuse truncated PNG and JPEG files without decoding them."""
+    name = path.name.lower()
+    if name.endswith(".png"):
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.verify()  # walks every chunk and checks its CRC
+    elif name.endswith((".jpg", ".jpeg")):
+        with open(path, "rb") as handle:
+            handle.seek(-2, os.SEEK_END)
+            if handle.read(2) != b"\xff\xd9":
+                raise ValueError("truncated JPEG (no end-of-image marker)")
+
+
+def _check_volume(path: Path) -> None:
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+        import numpy as np
+
+        image = nib.load(path)
+        if name.endswith(".nii"):
+            needed = image.dataobj.offset + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
+            if needed > path.stat().st_size:
+                raise ValueError("truncated NIfTI (less data than its header declares)")
+
+
 def _read_dicom(path: Path) -> tuple[dict[str, Any], str, str, float | None]:
     import pydicom
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    if "SOPClassUID" not in ds and "Modality" not in ds:
+    with open(path, "rb") as handle:
+        # specific_tags: only these are parsed, so names and birth dates are never even decoded.
+        ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=READ_TAGS)
+        if _pixel_data_truncated(handle, os.fstat(handle.fileno()).st_size, ds):
+            raise ValueError("truncated DICOM (pixel data shorter than declared)")
+    values = {k: _text(ds, k) for k in READ_TAGS}
+    if values["SOPClassUID"] is None and values["Modality"] is None:
         raise ValueError("not a DICOM image (no SOP class, no modality)")
-    header = {k: str(ds.get(k, "")) for k in KEPT_TAGS if ds.get(k) is not None}
-    position = ds.get("ImagePositionPatient")
-    orientation = ds.get("ImageOrientationPatient")
+    header = {k: values[k] for k in KEPT_TAGS if values[k] is not None}
+    position, orientation = _numbers(values["ImagePositionPatient"]), _numbers(values["ImageOrientationPatient"])
     z: float | None = None
-    if position is not None and orientation is not None and len(orientation) == 6:
+    if position and orientation and len(orientation) == 6 and len(position) == 3:
         # Distance along the slice normal orders slices in any orientation.
-        r, c = [float(v) for v in orientation[:3]], [float(v) for v in orientation[3:]]
+        r, c = orientation[:3], orientation[3:]
         normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
-        z = sum(float(p) * n for p, n in zip(position, normal))
-    elif ds.get("InstanceNumber") is not None:
-        z = float(ds.InstanceNumber)
-    return header, str(ds.get("PatientID", "")), str(ds.get("SeriesInstanceUID", "")), z
+        z = sum(p * n for p, n in zip(position, normal))
+    elif values["InstanceNumber"] is not None and _numbers(values["InstanceNumber"]):
+        z = _numbers(values["InstanceNumber"])[0]
+    return header, values["PatientID"] or "", values["SeriesInstanceUID"] or "", z
 
 
 def scan_file(path: Path, root: Path, secret: bytes) -> FileRecord | Skipped:
@@ -123,6 +211,10 @@ def scan_file(path: Path, root: Path, secret: bytes) -> FileRecord | Skipped:
         if kind == "mask":
             record.header = {"MaskNonEmpty": _mask_nonempty(path)}
             return record
+        if kind == "image2d":
+            _check_plain_image(path)
+        elif kind == "volume":
+            _check_volume(path)
         if kind == "dicom":
             header, patient_id, series_uid, z = _read_dicom(path)
             record.header, record.position = header, z
@@ -208,7 +300,7 @@ def scan_tree(
             signature = _signature(Path(path))
             if signature:
                 key = "record" if isinstance(result, FileRecord) else "skipped"
-                fresh[path] = {"signature": signature, key: asdict(result)}
+                fresh[path] = {"signature": signature, key: dict(vars(result))}
         done += len(results)
         report(progress, "Scanning files", done, len(all_paths))
 

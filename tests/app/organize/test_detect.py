@@ -18,6 +18,8 @@ from app.organize.detect import (
         ({}, "Dataset_BUSI_with_GT/benign/benign (1).png", "US", "folder_or_file_name"),
         ({}, "brain/sub-01_T1w.nii.gz", "MR", "folder_or_file_name"),
         ({}, "misc/scan.nii.gz", "MR", "file_format"),
+        ({"RescaleIntercept": "-1024"}, "export/0001", "CT", "hounsfield_rescale"),
+        ({}, "Training/glioma/Tr-gl_0001.jpg", "MR", "brain_2d_image"),
         ({}, "misc/thing.xyz", "OT", "none"),
     ],
 )

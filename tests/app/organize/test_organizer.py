@@ -158,3 +158,40 @@ def test_real_series_are_grouped(real_rows) -> None:
     assert sorted(r["n_files"] for r in mixed) == [1, 1, 2, 6], "CTA pair, CR, CTA single, 6 MR slices"
     jpeg = [r for r in real_rows.values() if "ct_head_jpeg" in r["path"]][0]
     assert (jpeg["modality"], jpeg["region"], jpeg["n_files"]) == ("CT", "brain", 2)
+
+
+def test_a_corpus_of_broken_files_is_skipped_and_nothing_else_lost(ws, demo_ws, tmp_path) -> None:
+    import os
+    import shutil
+
+    from tests.app.organize.layouts import png
+
+    tree = tmp_path / "broken"
+    png(tree / "NORMAL" / "ok.png")
+    png(tree / "NORMAL" / "whole.png")
+    data = (tree / "NORMAL" / "whole.png").read_bytes()
+    (tree / "NORMAL" / "cut.png").write_bytes(data[: len(data) // 2])
+    (tree / "NORMAL" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 50)
+    series = sorted((demo_ws.raw_dir / "demo" / "demo" / "CT_HEAD" / "normal" / "S0001").iterdir())
+    shutil.copy(series[0], tree / "ct_ok.dcm")
+    raw = series[1].read_bytes()
+    (tree / "ct_cut.dcm").write_bytes(raw[: len(raw) - 1000])
+    (tree / "noext_garbage").write_bytes(b"\0" * 128 + b"DICM" + os.urandom(64))
+    (tree / "brain.nii").write_bytes(b"not a nifti at all" * 30)
+    (tree / "zero.dcm").write_bytes(b"")
+    (tree / "link.png").symlink_to(tree / "gone.png")
+    name = os.fsdecode(b"caf\xe9_scan.png")  # not UTF-8 on disk
+    png(tree / "NORMAL" / name)
+    result = organize(ws, tree, "broken", workers=2)
+    report = json.loads((ws.organized_path("broken") / "scan_report.json").read_text())
+    reasons = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert "truncated DICOM" in reasons["ct_cut.dcm"]
+    assert "unreadable" in reasons["NORMAL/cut.png"] and "truncated JPEG" in reasons["NORMAL/cut.jpg"]
+    assert reasons["noext_garbage"].startswith("unreadable") and reasons["brain.nii"].startswith("unreadable")
+    assert reasons["zero.dcm"] == "empty file" and reasons["link.png"] == "broken symbolic link"
+    assert result.items == 4 and result.skipped == 7  # ok.png, whole.png, the odd name, ct_ok.dcm
+    rows = read_rows(ws.organized_path("broken") / "labeled.csv") + read_rows(ws.organized_path("broken") / "unlabeled.csv")
+    odd = next(r for r in rows if "_scan.png" in r["path"])
+    from app.imaging import load_2d
+
+    assert load_2d(ws.resolve(odd["path"]), odd["kind"]).shape == (16, 16), "the odd name still loads"
