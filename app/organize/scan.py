@@ -7,12 +7,15 @@ travel further than the function that read them.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import io
 import os
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from app.organize.detect import PATIENT_RULES, detect
@@ -87,6 +90,14 @@ def _sha256(path: Path) -> str:
 
 READ_TAGS = [*KEPT_TAGS, "SOPClassUID", "PatientID", "SeriesInstanceUID", "ImagePositionPatient",
              "ImageOrientationPatient"]
+READ_TAG_NUMBERS_BY_NAME: dict[str, int] = {}  # filled on first use (pydicom is imported lazily)
+READ_TAG_NUMBERS: list[int] = []
+
+
+def _tag_numbers(keywords: list[str]) -> dict[str, int]:
+    from pydicom.datadict import tag_for_keyword
+
+    return {k: tag_for_keyword(k) for k in keywords}
 
 
 def _text(ds: Any, keyword: str) -> str | None:
@@ -95,9 +106,7 @@ def _text(ds: Any, keyword: str) -> str | None:
     pydicom's value conversion costs as much as reading the file; every tag read
     here is a string (CS, LO, UI, DS, IS), so decoding the bytes is enough.
     """
-    from pydicom.datadict import tag_for_keyword
-
-    element = ds.get_item(tag_for_keyword(keyword))
+    element = ds.get_item(READ_TAG_NUMBERS_BY_NAME[keyword])
     if element is None:
         return None
     value = element.value
@@ -169,14 +178,16 @@ def _check_volume(path: Path) -> None:
                 raise ValueError("truncated NIfTI (less data than its header declares)")
 
 
-def _read_dicom(path: Path) -> tuple[dict[str, Any], str, str, float | None]:
+def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float | None]:
     import pydicom
 
-    with open(path, "rb") as handle:
-        # specific_tags: only these are parsed, so names and birth dates are never even decoded.
-        ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=READ_TAGS)
-        if _pixel_data_truncated(handle, os.fstat(handle.fileno()).st_size, ds):
-            raise ValueError("truncated DICOM (pixel data shorter than declared)")
+    if not READ_TAG_NUMBERS:
+        READ_TAG_NUMBERS_BY_NAME.update(_tag_numbers(READ_TAGS))
+        READ_TAG_NUMBERS.extend(READ_TAG_NUMBERS_BY_NAME.values())
+    # specific_tags: only these are parsed, so names and birth dates are never even decoded.
+    ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=READ_TAG_NUMBERS)
+    if _pixel_data_truncated(handle, size, ds):
+        raise ValueError("truncated DICOM (pixel data shorter than declared)")
     values = {k: _text(ds, k) for k in READ_TAGS}
     if values["SOPClassUID"] is None and values["Modality"] is None:
         raise ValueError("not a DICOM image (no SOP class, no modality)")
@@ -193,41 +204,59 @@ def _read_dicom(path: Path) -> tuple[dict[str, Any], str, str, float | None]:
     return header, values["PatientID"] or "", values["SeriesInstanceUID"] or "", z
 
 
-def scan_file(path: Path, root: Path, secret: bytes) -> FileRecord | Skipped:
-    """Read one file's facts, or the reason it cannot be used."""
-    shown = str(path.relative_to(root))
+IN_MEMORY = 64 << 20  # DICOM files up to this size are read once: hashed and parsed from memory
+
+
+def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipped, list[int] | None]:
+    """Read one file's facts, or the reason it cannot be used, with its (size, mtime) signature."""
+    shown = str(path)[len(str(root)) + 1 :]
+    signature = None
     try:
-        if path.is_symlink() and not path.exists():
-            return Skipped(shown, "broken symbolic link")
-        if path.stat().st_size == 0:
-            return Skipped(shown, "empty file")
+        info = os.lstat(path)
+        signature = [info.st_size, info.st_mtime_ns]
+        if stat.S_ISLNK(info.st_mode):
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                return Skipped(shown, "broken symbolic link"), signature
+        if info.st_size == 0:
+            return Skipped(shown, "empty file"), signature
         kind = file_format(path)
         if kind is None:
-            return Skipped(shown, "not an image format this tool reads")
-        record = FileRecord(path=str(path), format=kind, sha256=_sha256(path))
+            return Skipped(shown, "not an image format this tool reads"), signature
         header: dict[str, Any] = {}
-        if kind == "table":
-            return record
-        if kind == "mask":
-            record.header = {"MaskNonEmpty": _mask_nonempty(path)}
-            return record
-        if kind == "image2d":
-            _check_plain_image(path)
-        elif kind == "volume":
-            _check_volume(path)
         if kind == "dicom":
-            header, patient_id, series_uid, z = _read_dicom(path)
-            record.header, record.position = header, z
+            if info.st_size <= IN_MEMORY:
+                data = path.read_bytes()
+                record = FileRecord(path=str(path), format=kind, sha256=hashlib.sha256(data).hexdigest())
+                parsed = _read_dicom(io.BytesIO(data), len(data))
+            else:
+                record = FileRecord(path=str(path), format=kind, sha256=_sha256(path))
+                with open(path, "rb") as handle:
+                    parsed = _read_dicom(handle, info.st_size)
+            header, patient_id, series_uid, record.position = parsed
+            record.header = header
             record.series_uid = pseudonymize(secret, series_uid, "S") if series_uid else ""
             header = {**header, "PatientID": patient_id}
-        found = detect(PATIENT_RULES, header, path.relative_to(root))
+        else:
+            record = FileRecord(path=str(path), format=kind, sha256=_sha256(path))
+            if kind == "table":
+                return record, signature
+            if kind == "mask":
+                record.header = {"MaskNonEmpty": _mask_nonempty(path)}
+                return record, signature
+            if kind == "image2d":
+                _check_plain_image(path)
+            elif kind == "volume":
+                _check_volume(path)
+        found = detect(PATIENT_RULES, header, PurePath(shown))
         if found.rule != "none":
             record.patient, record.patient_rule = pseudonymize(secret, found.value), found.rule
-        return record
+        return record, signature
     except PermissionError:
-        return Skipped(shown, "permission denied")
+        return Skipped(shown, "permission denied"), signature
     except Exception as err:  # one bad file must never stop a scan
-        return Skipped(shown, f"unreadable: {type(err).__name__}: {str(err)[:120]}")
+        return Skipped(shown, f"unreadable: {type(err).__name__}: {str(err)[:120]}"), signature
 
 
 def _mask_nonempty(path: Path) -> bool:
@@ -238,7 +267,7 @@ def _mask_nonempty(path: Path) -> bool:
         return bool(np.asarray(mask).any())
 
 
-def _scan_chunk(paths: list[str], root: str, secret: bytes) -> list[FileRecord | Skipped]:
+def _scan_chunk(paths: list[str], root: str, secret: bytes) -> list[tuple[FileRecord | Skipped, list[int] | None]]:
     return [scan_file(Path(p), Path(root), secret) for p in paths]
 
 
@@ -272,15 +301,28 @@ def scan_tree(
     modification time; unchanged files are not read again. Returns the records,
     the skipped files, and the new cache.
     """
+    # The scan allocates many small objects and no reference cycles: the cyclic
+    # garbage collector would only walk the growing result lists again and again.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _scan_tree(root, secret, workers, cache or {}, progress)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _scan_tree(
+    root: Path, secret: bytes, workers: int, cache: dict[str, Any], progress: Progress | None
+) -> tuple[list[FileRecord], list[Skipped], dict[str, Any]]:
     all_paths = [str(p) for p in list_files(root)]
-    cache = cache or {}
     fresh: dict[str, Any] = {}
     records: list[FileRecord] = []
     skipped: list[Skipped] = []
     paths = []
     for path in all_paths:
-        entry, signature = cache.get(path), _signature(Path(path))
-        if entry and signature and entry["signature"] == signature:
+        entry = cache.get(path)
+        if entry and entry["signature"] == _signature(Path(path)):
             fresh[path] = entry
             if "record" in entry:
                 records.append(FileRecord(**entry["record"]))
@@ -292,15 +334,14 @@ def scan_tree(
     chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     done = len(all_paths) - len(paths)
 
-    def take(results: list[FileRecord | Skipped]) -> None:
+    def take(results: list[tuple[FileRecord | Skipped, list[int] | None]]) -> None:
         nonlocal done
-        for result in results:
-            (records if isinstance(result, FileRecord) else skipped).append(result)
-            path = result.path if isinstance(result, FileRecord) else str(root / result.path)
-            signature = _signature(Path(path))
+        for result, signature in results:
+            found = isinstance(result, FileRecord)
+            (records if found else skipped).append(result)
             if signature:
-                key = "record" if isinstance(result, FileRecord) else "skipped"
-                fresh[path] = {"signature": signature, key: dict(vars(result))}
+                path = result.path if found else str(root / result.path)
+                fresh[path] = {"signature": signature, "record" if found else "skipped": vars(result)}
         done += len(results)
         report(progress, "Scanning files", done, len(all_paths))
 
