@@ -196,6 +196,10 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             result = organize(ws, args.path, args.name, seed=args.seed, workers=args.workers, progress=bar)
             message = (f"Organized {result.items} items ({result.labeled} labeled, {result.unlabeled} unlabeled, "
                        f"{result.skipped} skipped) into {result.path}; classes {result.classes}; splits {result.split_counts}")
+            if result.skip_reasons:
+                message += f"\nSkipped: {result.skip_reasons} (details in scan_report.json)"
+            if result.duplicates:
+                message += f"\nGroups of identical files: {result.duplicates}"
         elif args.command == "train":
             from app.training import train
 

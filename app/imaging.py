@@ -41,6 +41,10 @@ def read_dicom_2d(path: Path) -> np.ndarray:
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         centre, width = _first(ds.WindowCenter), max(_first(ds.WindowWidth), 1.0)
         image = np.clip((values - (centre - width / 2)) / width, 0.0, 1.0).astype(np.float32)
+        if image.std() < 0.01 < values.std():
+            # The stored window shows nothing of this image (re-encoded or badly
+            # anonymized files carry windows meant for other data): scale it instead.
+            image = _percentile_scale(values)
     else:
         image = _percentile_scale(values)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":

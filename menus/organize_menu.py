@@ -59,6 +59,11 @@ def scan_screen(s) -> None:
         "skipped files (see scan_report.json)": result.skipped, **{f"class {k}": v for k, v in result.classes.items()},
         **{f"split {k}": v for k, v in result.split_counts.items()},
     }))
+    if result.skip_reasons or result.duplicates:
+        console.print(render.metrics_table("Scan report (details in scan_report.json)", {
+            **{f"skipped: {reason}": n for reason, n in result.skip_reasons.items()},
+            "groups of identical files": result.duplicates,
+        }))
     console.print(f"Files written to {result.path}. Review them: Organize -> Review and correct.")
 
 

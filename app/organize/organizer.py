@@ -41,6 +41,8 @@ class OrganizeResult:
     skipped: int
     classes: dict[str, int]
     split_counts: dict[str, int]
+    skip_reasons: dict[str, int]  # reason (without file details) -> files
+    duplicates: int  # groups of files with identical content
 
 
 def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
@@ -243,8 +245,9 @@ def write_dataset(
         "recommended_phases": ["supervised", "vae", "hybrid"] if NORMAL in classes else ["supervised"],
     })
     ws.record_dataset(name, organized_path=ws.relative(out), items=len(rows))
+    reasons = Counter(s.reason.split(":")[0] for s in skipped)
     return OrganizeResult(name, out, len(rows), len(labeled), len(unlabeled), len(skipped),
-                          dict(classes), dict(split_counts))
+                          dict(classes), dict(split_counts), dict(reasons.most_common()), len(duplicates))
 
 
 def _write_json(path: Path, payload: Any) -> None:

@@ -190,6 +190,8 @@ def test_a_corpus_of_broken_files_is_skipped_and_nothing_else_lost(ws, demo_ws, 
     assert reasons["noext_garbage"].startswith("unreadable") and reasons["brain.nii"].startswith("unreadable")
     assert reasons["zero.dcm"] == "empty file" and reasons["link.png"] == "broken symbolic link"
     assert result.items == 4 and result.skipped == 7  # ok.png, whole.png, the odd name, ct_ok.dcm
+    assert result.skip_reasons["unreadable"] == 5 and result.skip_reasons["empty file"] == 1
+    assert result.duplicates == 1, "ok.png and whole.png (and the odd name) hold the same bytes"
     rows = read_rows(ws.organized_path("broken") / "labeled.csv") + read_rows(ws.organized_path("broken") / "unlabeled.csv")
     odd = next(r for r in rows if "_scan.png" in r["path"])
     from app.imaging import load_2d
