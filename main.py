@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = command("train", "train (or resume) one phase on an organized dataset")
     tr.add_argument("--dataset", required=True)
     tr.add_argument("--phase", required=True, help="supervised, vae or hybrid")
-    tr.add_argument("--run", help="run name (an existing unfinished run resumes)")
+    tr.add_argument("--run-name", "--run", dest="run", help="run name (an existing unfinished run resumes)")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--image-size", type=int)
     tr.add_argument("--batch-size", type=int)

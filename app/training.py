@@ -22,6 +22,7 @@ from app.data import load_images, split_rows
 from app.errors import DatasetError, TrainingError
 from app.metrics import anomaly_auroc, classification_metrics
 from app.progress import Progress, report
+from app.runtime import barrier, current_runtime, wrapped_for_training
 from app.state import Kind, read_state, write_state
 from app.workspace import Workspace, now_iso
 
@@ -53,11 +54,12 @@ def validation_metrics(phase: Any, outputs: np.ndarray, targets: np.ndarray) -> 
     return {"val_auroc": auroc, "monitor": auroc if not math.isnan(auroc) else -float(outputs.mean())}
 
 
-def _predict(phase: Any, images: "Any", batch_size: int) -> np.ndarray:
+def _predict(phase: Any, images: "Any", batch_size: int, device: str = "cpu") -> np.ndarray:
     import torch
 
     phase.model.eval()
-    parts = [phase.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    parts = [phase.predict(images[i : i + batch_size].to(device)).float().cpu()
+             for i in range(0, len(images), batch_size)]
     return torch.cat(parts).numpy() if parts else np.empty(0)
 
 
@@ -109,7 +111,8 @@ def train(
     ws.dataset_metadata(dataset)  # clear error when the dataset is missing
     tconfig = read_state(ws.organized_path(dataset) / "training_config.json", Kind.TRAINING_CONFIG)
     classes = tconfig["classes"]
-    run = run or new_run_name(dataset, phase_name)
+    rt = current_runtime()
+    run = run or _agreed(rt, new_run_name(dataset, phase_name))
     run_dir = ws.run_dir(run)
     last = run_dir / "last.pt"
     resumed = load_checkpoint(last) if last.exists() else None
@@ -134,10 +137,22 @@ def train(
             "config": phase.config_dict(), "balance": balance, "created": now_iso()}
     if (run_dir / "metadata.json").exists():
         base["created"] = read_state(run_dir / "metadata.json", Kind.RUN_METADATA).get("created", base["created"])
-    write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**base, "status": "running"})
+    if rt.main:
+        write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**base, "status": "running"})
     if not phase.spec.trainable:
         return _fit(ws, phase, dataset, run_dir, base, progress)
     return _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop)
+
+
+def _agreed(rt: Any, value: str) -> str:
+    """Rank 0's value on every process (each would stamp its own run name otherwise)."""
+    if rt.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _train_rows(phase: Any, balance: str) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
@@ -166,6 +181,9 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
           patience: int, progress: Progress | None, should_stop: Callable[[], bool] | None) -> RunResult:
     import torch
 
+    rt = current_runtime()
+    if not rt.main:
+        progress = None  # one process draws the bars and writes the files
     config = phase.config
     train_x, train_y = _split_tensors(ws, phase, dataset, "train", _train_rows(phase, base["balance"]), progress)
     # Validation watches the task itself: every labeled image, normal or not.
@@ -174,11 +192,14 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     if len(train_x) == 0:
         raise DatasetError(f"The train split of {dataset!r} holds no image for phase {phase.spec.name!r}.")
     phase.prepare(train_y)
+    phase.model.to(rt.device)
     optimizer = torch.optim.AdamW(phase.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    per_rank = len(train_x) // rt.world  # every process takes as many batches, or DDP would wait forever
+    steps_per_epoch = math.ceil(per_rank / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(steps_per_epoch * config.epochs, max(1, steps_per_epoch // 2 + 1))
     )
+    scaler = rt.scaler()
     start, best, history, stale = 0, -math.inf, [], 0
     if resumed:
         phase.model.load_state_dict(resumed["model_state"])
@@ -188,60 +209,72 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         log.info("Resuming %s from epoch %d", run_dir.name, start)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
                "config": phase.config_dict()}
-    epoch = start
-    for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        phase.epoch = epoch
-        phase.model.train()
-        # Every random draw of an epoch derives from (seed, epoch): a resumed run repeats it exactly.
-        torch.manual_seed(config.seed * 100003 + epoch)
-        generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-        order = torch.randperm(len(train_x), generator=generator)
-        total = 0.0
-        for k in range(steps_per_epoch):
-            index = order[k * config.batch_size : (k + 1) * config.batch_size]
-            if len(index) < 2 and k > 0:
-                continue  # a batch of one breaks batch norm; its images come back next epoch
-            batch = (_augment(train_x[index], generator), train_y[index])
-            loss = phase.step(batch)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(phase.model.parameters(), 5.0)
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(index)
-            report(progress, f"Epoch {epoch + 1}/{config.epochs}", k + 1, steps_per_epoch, loss=loss.item())
-        metrics = validation_metrics(phase, _predict(phase, val_x, 64), val_y.numpy())
-        record = {"epoch": epoch + 1, "train_loss": total / len(train_x), **metrics,
-                  "seconds": round(time.perf_counter() - began, 2)}
-        history.append(record)
-        improved = metrics["monitor"] > best
-        if improved:
-            best, stale = metrics["monitor"], 0
-            save_checkpoint(run_dir / "best.pt", {**payload, "model_state": phase.model.state_dict(),
-                                                  "epoch": epoch + 1, "best_metric": best})
-        else:
-            stale += 1
-        save_checkpoint(run_dir / "last.pt", {
-            **payload, "model_state": phase.model.state_dict(), "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict(), "epoch": epoch + 1, "best_metric": best,
-            "history": history, "stale": stale,
-        })
-        write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
-                    {**base, "status": "running", "epoch": epoch + 1, "best_metric": best, "history": history})
-        report(progress, "Epochs", epoch + 1, config.epochs, **{k: v for k, v in record.items() if k != "epoch"})
-        log.info("%s epoch %d/%d: %s", run_dir.name, epoch + 1, config.epochs,
-                 ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "monitor")))
-        if stale >= patience or (should_stop and should_stop()):
-            break
+    raw, epoch = phase.model, start
+    with wrapped_for_training(raw, rt) as trainable:
+        for epoch in range(start, config.epochs):
+            began = time.perf_counter()
+            phase.epoch = epoch
+            raw.train()
+            # Every random draw of an epoch derives from (seed, epoch): a resumed run repeats it exactly.
+            torch.manual_seed(config.seed * 100003 + epoch)
+            generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+            order = torch.randperm(len(train_x), generator=generator)[: per_rank * rt.world][rt.rank :: rt.world]
+            total, seen = 0.0, 0
+            for k in range(steps_per_epoch):
+                index = order[k * config.batch_size : (k + 1) * config.batch_size]
+                if len(index) < 2 and k > 0 and rt.world == 1:
+                    continue  # a batch of one breaks batch norm; its images come back next epoch
+                images = _augment(train_x[index], generator).to(rt.device, non_blocking=True)
+                phase.model = trainable  # the step calls through DDP, which averages the gradients
+                try:
+                    with rt.autocast():
+                        loss = phase.step((images, train_y[index].to(rt.device)))["loss"]
+                finally:
+                    phase.model = raw
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(raw.parameters(), 5.0)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                total, seen = total + float(loss.detach()) * len(index), seen + len(index)
+                report(progress, f"Epoch {epoch + 1}/{config.epochs}", k + 1, steps_per_epoch, loss=loss.item())
+            metrics = validation_metrics(phase, _predict(phase, val_x, 64, rt.device), val_y.numpy())
+            record = {"epoch": epoch + 1, "train_loss": total / max(1, seen), **metrics,
+                      "seconds": round(time.perf_counter() - began, 2)}
+            history.append(record)
+            improved = metrics["monitor"] > best
+            best, stale = (metrics["monitor"], 0) if improved else (best, stale + 1)
+            if rt.main:
+                state = {k: v.cpu() for k, v in raw.state_dict().items()}
+                if improved:
+                    save_checkpoint(run_dir / "best.pt", {**payload, "model_state": state,
+                                                          "epoch": epoch + 1, "best_metric": best})
+                save_checkpoint(run_dir / "last.pt", {
+                    **payload, "model_state": state, "optimizer_state": optimizer.state_dict(),
+                    "scheduler_state": scheduler.state_dict(), "epoch": epoch + 1, "best_metric": best,
+                    "history": history, "stale": stale,
+                })
+                write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
+                            {**base, "status": "running", "epoch": epoch + 1, "best_metric": best, "history": history})
+                log.info("%s epoch %d/%d: %s", run_dir.name, epoch + 1, config.epochs,
+                         ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "monitor")))
+            report(progress, "Epochs", epoch + 1, config.epochs, **{k: v for k, v in record.items() if k != "epoch"})
+            if stale >= patience or (should_stop and should_stop()):
+                break
+    raw.to("cpu")
+    barrier(rt)
     status = "complete" if epoch + 1 >= config.epochs or stale >= patience else "stopped"
     summary = {"best_val_monitor": best, "epochs_trained": len(history)}
-    write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
-                {**base, "status": status, "epoch": len(history), "best_metric": best,
-                 "history": history, "metrics": summary, "finished": now_iso()})
-    if status == "complete":
-        # Mark the last checkpoint finished so that a rerun returns at once.
-        save_checkpoint(run_dir / "last.pt", {**load_checkpoint(run_dir / "last.pt"), "finished": True})
+    if rt.main:
+        write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
+                    {**base, "status": status, "epoch": len(history), "best_metric": best,
+                     "history": history, "metrics": summary, "finished": now_iso()})
+        if status == "complete":
+            # Mark the last checkpoint finished so that a rerun returns at once.
+            save_checkpoint(run_dir / "last.pt", {**load_checkpoint(run_dir / "last.pt"), "finished": True})
+    barrier(rt)
     return RunResult(base["run"], run_dir, phase.spec.name, len(history), start, summary)
 
 
