@@ -15,7 +15,7 @@ import numpy as np
 from app import plots
 from app.data import load_images, split_rows
 from app.errors import DatasetError
-from app.metrics import anomaly_auroc, classification_metrics
+from app.metrics import anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics
 from app.progress import Progress
 from app.state import Kind, write_state
 from app.training import _predict, load_run_phase
@@ -68,14 +68,20 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
     if phase.spec.output == "class_probabilities":
         targets = np.array([phase.classes.index(r["label"]) for r in rows])
         metrics = classification_metrics(outputs, targets, phase.classes)
+        metrics["ci95"] = bootstrap_intervals(outputs, targets)
         made.append(plots.confusion_matrix_plot(metrics["confusion_matrix"], phase.classes,
                                                 run_dir / f"confusion_{split}.png", f"{run} ({split})"))
+        made.append(plots.reliability_diagram(outputs, targets, run_dir / f"reliability_{split}.png",
+                                              f"Calibration (ECE {metrics['ece']:.3f})"))
         if "normal" in phase.classes:
             anomaly_score = 1.0 - outputs[:, phase.classes.index("normal")]
             metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, anomaly_score)
             if not math.isnan(metrics["anomaly_auroc"]):
+                metrics["ci95"]["anomaly_auroc"] = anomaly_intervals(is_anomaly, anomaly_score)
                 made.append(plots.roc_plot(is_anomaly, anomaly_score, run_dir / f"roc_{split}.png",
                                            "Anomalous vs normal"))
+                made.append(plots.pr_plot(is_anomaly, anomaly_score, run_dir / f"pr_{split}.png",
+                                          "Anomalous vs normal"))
     else:
         threshold = getattr(phase, "threshold", None)
         if threshold is None:  # VAE: the 95th percentile of validation normals
@@ -83,11 +89,13 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
             normals = val_scores[[r["label"] == "normal" for r in val_rows]]
             threshold = float(np.percentile(normals if len(normals) else val_scores, 95))
         metrics = {"anomaly_auroc": anomaly_auroc(is_anomaly, outputs), "n": len(rows),
-                   **_operating_point(is_anomaly, outputs, threshold)}
+                   **_operating_point(is_anomaly, outputs, threshold),
+                   "ci95": {"anomaly_auroc": anomaly_intervals(is_anomaly, outputs)}}
         made.append(plots.score_histogram(is_anomaly, outputs, threshold, run_dir / f"scores_{split}.png",
                                           f"{run} ({split})"))
         if not math.isnan(metrics["anomaly_auroc"]):
             made.append(plots.roc_plot(is_anomaly, outputs, run_dir / f"roc_{split}.png", "Anomalous vs normal"))
+            made.append(plots.pr_plot(is_anomaly, outputs, run_dir / f"pr_{split}.png", "Anomalous vs normal"))
     if meta.get("history"):
         made.append(plots.learning_curves(meta["history"], run_dir / "learning_curves.png", run))
     report = _write_report(run_dir, meta, split, metrics, made)
@@ -107,7 +115,13 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         f"- classes: {', '.join(meta.get('classes', []))}", f"- evaluated on: {split} split", "",
         "| metric | value |", "| --- | --- |",
     ]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if not isinstance(v, list)]
+    intervals = metrics.get("ci95", {})
+    lines += [f"| {k} | {_fmt(v)}" + (f" (95% CI {intervals[k][0]:.3f}-{intervals[k][1]:.3f})" if k in intervals else "") + " |"
+              for k, v in metrics.items() if not isinstance(v, (list, dict))]
+    if "per_class" in metrics:
+        lines += ["", "| class | sensitivity | specificity | support |", "| --- | --- | --- | --- |"]
+        lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {c['support']} |"
+                  for name, c in metrics["per_class"].items()]
     lines += ["", "## Configuration", "", "```", *[f"{k}: {v}" for k, v in meta.get("config", {}).items()], "```", ""]
     lines += [f"![{p.stem}]({p.name})" for p in made]
     path = run_dir / "report.md"

@@ -7,36 +7,131 @@ from typing import Any
 import numpy as np
 
 
-def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro F1, Cohen's kappa, one-vs-rest ROC-AUC, confusion matrix.
+def _pr_auc(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Macro one-vs-rest average precision over the classes present."""
+    from sklearn.metrics import average_precision_score
 
-    ROC-AUC is NaN when a class is absent from ``targets`` (it is undefined then).
+    present = sorted(set(targets.tolist()))
+    if len(present) < 2:
+        return float("nan")
+    if probabilities.shape[1] == 2:
+        return float(average_precision_score(targets == 1, probabilities[:, 1]))
+    return float(np.mean([average_precision_score(targets == k, probabilities[:, k]) for k in present]))
+
+
+def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney statistic (ties count half), in numpy."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def headline_metrics(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro F1 and macro one-vs-rest ROC-AUC, in plain numpy:
+    the same values as scikit-learn's, fast enough to recompute a thousand times."""
+    classes = probabilities.shape[1]
+    predicted = probabilities.argmax(axis=1)
+    matrix = np.bincount(targets * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+    true_counts, predicted_counts, hits = matrix.sum(1), matrix.sum(0), np.diag(matrix)
+    present = true_counts > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(present, hits / true_counts, 0.0)
+        precision = np.where(predicted_counts > 0, hits / predicted_counts, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    seen = present | (predicted_counts > 0)
+    if classes == 2:
+        auc = _rank_auc(probabilities[:, 1], targets == 1)
+    else:
+        aucs = [_rank_auc(probabilities[:, k], targets == k) for k in np.flatnonzero(present)]
+        auc = float(np.mean(aucs)) if len(aucs) >= 2 else float("nan")
+    return {
+        "accuracy": float((predicted == targets).mean()),
+        "balanced_accuracy": float(recall[present].mean()),
+        "f1_macro": float(f1[seen].mean()),
+        "roc_auc_ovr": auc,
+    }
+
+
+def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, F1 (macro, weighted), Cohen's kappa, ROC-AUC and PR-AUC
+    (one-vs-rest, macro), per-class sensitivity and specificity, calibration errors, confusion matrix.
+
+    AUCs are NaN when fewer than two classes are present in ``targets`` (undefined then).
     """
-    from sklearn.metrics import (
-        accuracy_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix, f1_score,
-        roc_auc_score,
-    )
+    from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
 
     predicted = probabilities.argmax(axis=1)
     labels = list(range(len(classes)))
     present = sorted(set(targets.tolist()))
-    auc = float("nan")
-    if len(present) >= 2:
-        if len(classes) == 2:
-            auc = float(roc_auc_score(targets, probabilities[:, 1]))
-        else:
-            # Macro over the classes present in this split, one versus the rest.
-            per_class = [roc_auc_score(targets == k, probabilities[:, k]) for k in present]
-            auc = float(np.mean(per_class))
+    matrix = confusion_matrix(targets, predicted, labels=labels)
+    per_class = {}
+    for k, name in enumerate(classes):
+        tp, fn = matrix[k, k], matrix[k].sum() - matrix[k, k]
+        fp = matrix[:, k].sum() - matrix[k, k]
+        tn = matrix.sum() - tp - fn - fp
+        per_class[name] = {
+            "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
+            "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+            "support": int(tp + fn),
+        }
     return {
-        "accuracy": float(accuracy_score(targets, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(targets, predicted)),
-        "f1_macro": float(f1_score(targets, predicted, labels=labels, average="macro", zero_division=0)),
+        **headline_metrics(probabilities, targets),
+        "f1_weighted": float(f1_score(targets, predicted, labels=labels, average="weighted", zero_division=0)),
         "kappa": float(cohen_kappa_score(targets, predicted)) if len(present) > 1 else float("nan"),
-        "roc_auc_ovr": auc,
-        "confusion_matrix": confusion_matrix(targets, predicted, labels=labels).tolist(),
+        "pr_auc_ovr": _pr_auc(probabilities, targets),
+        **calibration_errors(probabilities, targets),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
         "n": int(len(targets)),
     }
+
+
+def calibration_errors(probabilities: np.ndarray, targets: np.ndarray, bins: int = 10) -> dict[str, float]:
+    """Expected and maximum calibration error of the top-class confidence (equal-width bins)."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece, mce = 0.0, 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            gap = abs(correct[inside].mean() - confidence[inside].mean())
+            ece += inside.mean() * gap
+            mce = max(mce, gap)
+    return {"ece": float(ece), "mce": float(mce)}
+
+
+def bootstrap_intervals(
+    probabilities: np.ndarray, targets: np.ndarray, rounds: int = 1000, seed: int = 0
+) -> dict[str, list[float]]:
+    """95% percentile-bootstrap intervals of the headline metrics (test images resampled)."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        pick = rng.integers(0, len(targets), len(targets))
+        for key, value in headline_metrics(probabilities[pick], targets[pick]).items():
+            if not np.isnan(value):
+                draws.setdefault(key, []).append(value)
+    return {key: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for key, v in draws.items() if len(v) > rounds // 2}
+
+
+def anomaly_intervals(is_anomaly: np.ndarray, scores: np.ndarray, rounds: int = 1000, seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of the anomaly AUROC."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(scores), len(scores))
+        value = anomaly_auroc(is_anomaly[pick], scores[pick])
+        if not np.isnan(value):
+            values.append(value)
+    if len(values) <= rounds // 2:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
 def anomaly_auroc(is_anomaly: np.ndarray, scores: np.ndarray) -> float:

@@ -89,3 +89,49 @@ def learning_curves(history: list[dict[str, Any]], path: Path, title: str) -> Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def pr_plot(is_anomaly: np.ndarray, scores: np.ndarray, path: Path, title: str) -> Path:
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    plt = _pyplot()
+    precision, recall, _ = precision_recall_curve(is_anomaly, scores)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(recall, precision, label=f"AP {average_precision_score(is_anomaly, scores):.3f}")
+    ax.axhline(is_anomaly.mean(), color="grey", linestyle="--", label="chance")
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reliability_diagram(probabilities: np.ndarray, targets: np.ndarray, path: Path, title: str, bins: int = 10) -> Path:
+    """Accuracy against confidence per confidence bin; the diagonal is perfect calibration."""
+    plt = _pyplot()
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    edges = np.linspace(0, 1, bins + 1)
+    centres, accuracy, counts = [], [], []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            centres.append((low + high) / 2)
+            accuracy.append(correct[inside].mean())
+            counts.append(int(inside.sum()))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.bar(centres, accuracy, width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
