@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from app.errors import DatasetError
 from app.imaging import load_2d, resize
+from app.organize.npz import npz_images
 from app.organize.organizer import read_rows
 from app.progress import Progress, report
 from app.workspace import Workspace
@@ -21,9 +23,20 @@ def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: 
                 task: str = "Loading images") -> np.ndarray:
     """Decode and resize every row's image: float32 array (N, 1, size, size) in [0, 1]."""
     out = np.empty((len(rows), 1, size, size), np.float32)
+    from_npz: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
+        if row["kind"] == "npz":  # read together below, one file opening per file
+            from_npz.setdefault(row["path"], []).append(k)
+            continue
         out[k, 0] = resize(load_2d(ws.resolve(row["path"]), row["kind"]), size)
         report(progress, task, k + 1, len(rows))
+    for stored, indices in from_npz.items():
+        images = npz_images(ws.resolve(stored), [rows[k] for k in indices])
+        if images.ndim != 3:
+            raise DatasetError(f"{stored} holds 3D volumes: train it with a 3D phase, not a 2D one.")
+        for k, image in zip(indices, images):
+            out[k, 0] = resize(image, size)
+        report(progress, task, len(rows), len(rows))
     return out
 
 

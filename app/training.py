@@ -91,6 +91,7 @@ def train(
     *,
     run: str | None = None,
     patience: int = 10,
+    time_limit_s: float | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     **overrides: Any,
@@ -98,7 +99,8 @@ def train(
     """Train (or resume, or fit) phase ``phase_name`` on an organized dataset.
 
     A run folder that already holds ``last.pt`` is resumed from its last
-    finished epoch, with the configuration it was started with.
+    finished epoch, with the configuration it was started with. With
+    ``time_limit_s`` no epoch starts that would end past the limit.
 
     Raises:
         DatasetError: no such dataset, or no rows for this phase.
@@ -141,7 +143,7 @@ def train(
         write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**base, "status": "running"})
     if not phase.spec.trainable:
         return _fit(ws, phase, dataset, run_dir, base, progress)
-    return _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop)
+    return _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s)
 
 
 def _agreed(rt: Any, value: str) -> str:
@@ -178,10 +180,12 @@ def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for
 
 
 def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str, Any], resumed: dict | None,
-          patience: int, progress: Progress | None, should_stop: Callable[[], bool] | None) -> RunResult:
+          patience: int, progress: Progress | None, should_stop: Callable[[], bool] | None,
+          time_limit_s: float | None = None) -> RunResult:
     import torch
 
     rt = current_runtime()
+    started = time.perf_counter()
     if not rt.main:
         progress = None  # one process draws the bars and writes the files
     config = phase.config
@@ -209,7 +213,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         log.info("Resuming %s from epoch %d", run_dir.name, start)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
                "config": phase.config_dict()}
-    raw, epoch = phase.model, start
+    raw, epoch, out_of_time = phase.model, start, False
     with wrapped_for_training(raw, rt) as trainable:
         for epoch in range(start, config.epochs):
             began = time.perf_counter()
@@ -261,11 +265,13 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                 log.info("%s epoch %d/%d: %s", run_dir.name, epoch + 1, config.epochs,
                          ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "monitor")))
             report(progress, "Epochs", epoch + 1, config.epochs, **{k: v for k, v in record.items() if k != "epoch"})
-            if stale >= patience or (should_stop and should_stop()):
+            out_of_time = time_limit_s is not None and (
+                time.perf_counter() - started + record["seconds"] > time_limit_s)
+            if stale >= patience or out_of_time or (should_stop and should_stop()):
                 break
     raw.to("cpu")
     barrier(rt)
-    status = "complete" if epoch + 1 >= config.epochs or stale >= patience else "stopped"
+    status = "complete" if epoch + 1 >= config.epochs or stale >= patience or out_of_time else "stopped"
     summary = {"best_val_monitor": best, "epochs_trained": len(history)}
     if rt.main:
         write_state(run_dir / "metadata.json", Kind.RUN_METADATA,

@@ -19,6 +19,7 @@ from app.errors import DatasetError
 from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, anomaly_class, detect,
 )
+from app.organize.npz import npz_rows
 from app.organize.privacy import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
 from app.organize.rows import ROW_KEYS, read_rows, write_rows  # noqa: F401  (re-exported)
@@ -153,6 +154,13 @@ def organize(
     Raises:
         DatasetError: the source does not exist or holds no image this tool reads.
     """
+    if str(source).lower().endswith(".npz"):
+        path = Path(source).expanduser().resolve()
+        if not path.is_file():
+            raise DatasetError(f"{path} does not exist.")
+        rows = npz_rows(ws, path, progress)
+        check_patient_disjoint(rows)  # the official splits, kept as they are
+        return write_dataset(ws, name, ws.relative(path), rows, {}, [], [], seed, fractions)
     root = _resolve_source(ws, source)
     workers = workers or min(4, os.cpu_count() or 1)
     cache_path = ws.data_dir / "cache" / f"scan-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Train on a MedMNIST ``.npz`` with the app's own engine; test AUC/ACC beside the anchors.
+
+    python benchmarks/medmnist.py --data ../shared/data/medmnist/pneumoniamnist_subset.npz \\
+        [--minutes 10] [--backbone efficientnet_b0] [--image-size 64] [--json FILE]
+
+The file is organized as it comes (official splits), trained with the `supervised`
+phase under a wall-clock budget (epochs are chosen from a timed probe so that the
+learning-rate schedule completes), evaluated once on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# MedMNIST v2 (Yang et al., Sci Data 2023) test AUC / ACC, from ../shared/docs/ANCHORS.md.
+ANCHORS = {
+    "pneumoniamnist": [("ResNet-18 (28)", .944, .854), ("ResNet-18 (224)", .956, .864), ("ResNet-50 (28)", .948, .854),
+                       ("ResNet-50 (224)", .962, .884), ("auto-sklearn", .942, .855), ("AutoKeras", .947, .878),
+                       ("Google AutoML Vision", .991, .946)],
+    "breastmnist": [("ResNet-18 (28)", .901, .863), ("ResNet-18 (224)", .891, .833), ("ResNet-50 (28)", .857, .812),
+                    ("ResNet-50 (224)", .866, .842), ("auto-sklearn", .836, .803), ("AutoKeras", .871, .831),
+                    ("Google AutoML Vision", .919, .861)],
+    "adrenalmnist3d": [("ResNet-18 + 2.5D", .718, .772), ("ResNet-18 + 3D", .827, .721), ("ResNet-18 + ACS", .839, .754),
+                       ("ResNet-50 + 3D", .828, .745), ("auto-sklearn", .828, .802), ("AutoKeras", .804, .705)],
+}
+
+
+def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int) -> float:
+    """Time a few training steps of the model alone, to size the run to the budget."""
+    import torch
+
+    from models.supervised import create_backbone
+
+    model = create_backbone(backbone, 2, pretrained=False)
+    optimizer = torch.optim.AdamW(model.parameters())
+    x, y = torch.rand(batch, 1, size, size), torch.randint(0, 2, (batch,))
+    for step in range(8):
+        if step == 3:
+            began = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    per_step = (time.perf_counter() - began) / 5
+    return per_step * (train_images / batch) * 1.15  # + validation and loading
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="a MedMNIST-format .npz file")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall clock)")
+    parser.add_argument("--backbone", default="efficientnet_b0")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args()
+
+    from app.evaluate import evaluate_run
+    from app.organize.organizer import organize
+    from app.training import train
+    from app.workspace import Workspace
+
+    data = Path(args.data).expanduser().resolve()
+    name = data.name.split(".")[0].split("_")[0].lower()
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.open(tmp)
+        result = organize(ws, data, name)
+        train_images = result.split_counts["train"]
+        budget = args.minutes * 60
+        per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images)
+        epochs = max(1, int(budget / per_epoch))
+        print(f"{name}: {train_images} training images; about {per_epoch:.0f} s per epoch -> {epochs} epochs "
+              f"in {args.minutes:g} minutes", flush=True)
+        began = time.perf_counter()
+        run = train(ws, name, "supervised", run="bench", backbone=args.backbone, image_size=args.image_size,
+                    epochs=epochs, batch_size=args.batch_size, lr=args.lr, pretrained=False,
+                    patience=max(5, epochs), time_limit_s=budget)
+        train_seconds = time.perf_counter() - began
+        test = evaluate_run(ws, "bench", "test").metrics
+    figures = {
+        "dataset": name, "backbone": args.backbone, "image_size": args.image_size, "epochs": run.epochs_done,
+        "train_seconds": round(train_seconds, 1), "test_auc": round(test["roc_auc_ovr"], 4),
+        "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
+        "test_acc_ci95": test["ci95"].get("accuracy"),
+    }
+    print(f"\n{name} test split ({test['n']} images), one run:\n")
+    print("| method | test AUC | test ACC |\n| --- | --- | --- |")
+    for method, auc, acc in ANCHORS.get(name, []):
+        print(f"| {method} (MedMNIST v2) | {auc:.3f} | {acc:.3f} |")
+    ci_auc, ci_acc = figures["test_auc_ci95"] or [0, 0], figures["test_acc_ci95"] or [0, 0]
+    print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch, {run.epochs_done} epochs, "
+          f"{train_seconds / 60:.1f} min on CPU) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
+          f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
+    if name == "pneumoniamnist" and "subset" in data.name:
+        print("\nNote: this PneumoniaMNIST file trains on 3882 of the official 4708 training images "
+              "(val and test are the official ones).")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
