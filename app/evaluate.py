@@ -54,7 +54,8 @@ def _operating_point(is_anomaly: np.ndarray, scores: np.ndarray, threshold: floa
 
 
 def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progress | None = None) -> Evaluation:
-    """Evaluate run ``run`` on ``split``; writes plots, report.md and the run's metadata.
+    """Evaluate run ``run`` on ``split``; writes plots (Grad-CAM overlays for classifiers),
+    report.md and the run's metadata.
 
     Raises:
         DatasetError / TrainingError: no such run, unfinished run, or nothing to evaluate.
@@ -98,6 +99,12 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
             made.append(plots.pr_plot(is_anomaly, outputs, run_dir / f"pr_{split}.png", "Anomalous vs normal"))
     if meta.get("history"):
         made.append(plots.learning_curves(meta["history"], run_dir / "learning_curves.png", run))
+    if phase.spec.gradcam_layer:
+        from app.explain import gradcam_overlays
+
+        made.append(gradcam_overlays(ws, run, split, progress=progress).path)
+    if "calibration" in meta:
+        metrics["calibration"] = meta["calibration"]
     report = _write_report(run_dir, meta, split, metrics, made)
     evaluation = {**meta.get("evaluation", {}), split: {**metrics, "evaluated": now_iso()}}
     write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**meta, "evaluation": evaluation})

@@ -196,8 +196,12 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     if len(train_x) == 0:
         raise DatasetError(f"The train split of {dataset!r} holds no image for phase {phase.spec.name!r}.")
     phase.prepare(train_y)
+    if rt.world > 1 and hasattr(phase, "start_epoch"):
+        raise TrainingError(f"Phase {phase.spec.name!r} changes what it trains between epochs, which "
+                            "DistributedDataParallel cannot follow: run it without torchrun.")
     phase.model.to(rt.device)
-    optimizer = torch.optim.AdamW(phase.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = phase.param_groups() if hasattr(phase, "param_groups") else phase.model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     per_rank = len(train_x) // rt.world  # every process takes as many batches, or DDP would wait forever
     steps_per_epoch = math.ceil(per_rank / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -218,6 +222,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         for epoch in range(start, config.epochs):
             began = time.perf_counter()
             phase.epoch = epoch
+            if hasattr(phase, "start_epoch"):
+                phase.start_epoch(epoch)  # e.g. the transfer phase's frozen first stage
             raw.train()
             # Every random draw of an epoch derives from (seed, epoch): a resumed run repeats it exactly.
             torch.manual_seed(config.seed * 100003 + epoch)
@@ -271,6 +277,12 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                 break
     raw.to("cpu")
     barrier(rt)
+    if rt.main and hasattr(phase, "finish") and (run_dir / "best.pt").exists():
+        # Post-training fitting (e.g. temperature scaling) on the best weights.
+        best_payload = load_checkpoint(run_dir / "best.pt")
+        raw.load_state_dict(best_payload["model_state"])
+        base = {**base, "calibration": phase.finish(val_x, val_y)}
+        save_checkpoint(run_dir / "best.pt", {**best_payload, "extra": phase.extra()})
     status = "complete" if epoch + 1 >= config.epochs or stale >= patience or out_of_time else "stopped"
     summary = {"best_val_monitor": best, "epochs_trained": len(history)}
     if rt.main:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import DatasetError
+from app.plots import dataset_plot
 from app.organize.rows import read_rows, write_rows
 from app.organize.splits import SPLITS, assign_splits
 from app.state import Kind, read_state, write_state
@@ -36,34 +37,8 @@ def dataset_statistics(ws: Workspace, dataset: str) -> dict[str, Any]:
         "by_region": dict(Counter(r["region"] for r in rows).most_common()),
         "by_kind": dict(Counter(r["kind"] for r in rows).most_common()),
     }
-    stats["plot"] = str(_plot(stats, ws.organized_path(dataset) / "statistics.png", dataset))
+    stats["plot"] = str(dataset_plot(stats, ws.organized_path(dataset) / "statistics.png", dataset))
     return stats
-
-
-def _plot(stats: dict[str, Any], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    classes = list(stats["by_class_and_split"])
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [2, 1, 1]})
-    x = np.arange(len(classes))
-    for k, split in enumerate(SPLITS):
-        axes[0].bar(x + (k - 1) * 0.27, [stats["by_class_and_split"][c][split] for c in classes], 0.27, label=split)
-    axes[0].set_xticks(x, classes, rotation=30, ha="right")
-    axes[0].set_title("items per class and split")
-    axes[0].legend()
-    for ax, key in ((axes[1], "by_modality"), (axes[2], "by_region")):
-        ax.bar(list(stats[key]), list(stats[key].values()), color="tab:gray")
-        ax.set_title(key.replace("_", " "))
-        ax.tick_params(axis="x", rotation=30)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def balance_rows(rows: list[dict[str, Any]], method: str, seed: int = 0) -> list[dict[str, Any]]:

@@ -1,0 +1,56 @@
+"""The transfer phase: two stages, temperature scaling, Grad-CAM, export."""
+
+import pytest
+
+from app.checkpoints import load_checkpoint
+from app.evaluate import evaluate_run
+from app.export import export_run
+from app.training import load_run_phase, train
+
+
+@pytest.fixture(scope="module")
+def transfer_run(demo_ws):
+    return train(demo_ws, "demo", "transfer", run="t-transfer", epochs=3, frozen_epochs=1, image_size=32,
+                 batch_size=16, pretrained=False)
+
+
+def test_the_body_stays_frozen_in_stage_one(demo_ws) -> None:
+    from models import create_phase
+
+    phase = create_phase("transfer", ["normal", "tumor"], pretrained=False, frozen_epochs=2)
+    phase.start_epoch(0)
+    assert not any(p.requires_grad for p in phase.model.layer4.parameters())
+    assert all(p.requires_grad for p in phase.model.get_classifier().parameters())
+    assert not any(p.requires_grad for p in phase.model.layer2.parameters())
+    phase.start_epoch(2)
+    assert all(p.requires_grad for p in phase.model.layer4.parameters())
+    lrs = [g["lr"] for g in phase.param_groups()]
+    assert lrs[1] < lrs[0], "the last block fine-tunes at a lower rate"
+
+
+def test_training_calibrates_on_validation(demo_ws, transfer_run) -> None:
+    meta = demo_ws.run_metadata("t-transfer")
+    calibration = meta["calibration"]
+    assert 0.05 <= calibration["temperature"] <= 20
+    assert calibration["val_ece_after"] <= calibration["val_ece_before"] + 1e-6
+    assert load_checkpoint(transfer_run.path / "best.pt")["extra"]["temperature"] == calibration["temperature"]
+    assert load_run_phase(demo_ws, "t-transfer").temperature == calibration["temperature"]
+
+
+def test_evaluation_explains_with_gradcam_and_export_keeps_the_temperature(demo_ws, transfer_run) -> None:
+    result = evaluate_run(demo_ws, "t-transfer", "test")
+    gradcam = demo_ws.run_dir("t-transfer") / "gradcam_test.png"
+    assert gradcam in result.plots and gradcam.stat().st_size > 5000
+    assert "calibration" in result.metrics
+    assert export_run(demo_ws, "t-transfer").max_abs_diff <= 1e-4
+
+
+def test_gradcam_maps_follow_the_declared_layer(demo_ws) -> None:
+    from app.errors import WorkbenchError
+    from app.explain import gradcam_overlays
+
+    sup = train(demo_ws, "demo", "supervised", run="g-sup", epochs=1, image_size=32, batch_size=16, pretrained=False)
+    assert gradcam_overlays(demo_ws, sup.run, per_class=1).images == 5
+    vae = train(demo_ws, "demo", "vae", run="g-vae", epochs=1, image_size=32)
+    with pytest.raises(WorkbenchError, match="no Grad-CAM"):
+        gradcam_overlays(demo_ws, vae.run)
