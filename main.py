@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = command("train", "train (or resume) one phase on an organized dataset")
     tr.add_argument("--dataset", required=True)
-    tr.add_argument("--phase", required=True, help="supervised, vae or hybrid")
+    tr.add_argument("--phase", required=True, help="supervised, transfer, vae or hybrid")
     tr.add_argument("--run-name", "--run", dest="run", help="run name (an existing unfinished run resumes)")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--image-size", type=int)
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float)
     tr.add_argument("--backbone", help="any timm model name (supervised)")
     tr.add_argument("--latent-dim", type=int, help="VAE latent size")
+    tr.add_argument("--frozen-epochs", type=int, help="transfer: epochs with the body frozen")
+    tr.add_argument("--weights", metavar="FILE", help="pretrained weights file (supervised, transfer)")
     tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
     tr.add_argument("--vae-run", help="hybrid: the VAE run to combine")
     tr.add_argument("--seed", type=int)
@@ -144,8 +146,12 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "supervised_run", "vae_run", "seed")
-    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
+            "supervised_run", "vae_run", "seed")
+    chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.weights:
+        chosen["pretrained"] = args.weights
+    return chosen
 
 
 def run_command(args: argparse.Namespace, ws: Workspace) -> int:

@@ -71,9 +71,13 @@ def train_menu(s: Session) -> None:
     if phase is None:
         return
     overrides: dict[str, Any] = {"seed": s.settings.seed}
-    if phase in ("supervised", "vae"):
+    if phase in ("supervised", "transfer", "vae"):
         if phase == "supervised":
             backbone = ask_text("timm backbone:", default="efficientnet_b0")
+        elif phase == "transfer":
+            backbone = ask_choice("Backbone", [questionary.Choice("ResNet-18", value="resnet18"),
+                                               questionary.Choice("ResNet-50", value="resnet50")])
+        if phase != "vae":
             if backbone is None:
                 return
             overrides["backbone"] = backbone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,6 +60,8 @@ def create_backbone(
     import timm
 
     weights = pretrained if isinstance(pretrained, str) and pretrained else None
+    if weights and not Path(weights).expanduser().is_file():
+        raise ValueError(f"the pretrained weights file {weights} does not exist")
     if pretrained is True:
         weights = cached_weights(name)
         if weights is None:
@@ -75,19 +78,16 @@ def create_backbone(
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=1, drop_rate=drop_rate)
 
 
-@register_phase(
-    "supervised", "Supervised classifier (timm backbone, EfficientNet-B0 by default)",
-    input_dims=2, output="class_probabilities", gradcam_layer="conv_head",
-)
-class SupervisedPhase:
-    Config = SupervisedConfig
+class ClassifierPhase:
+    """What every classifier phase shares: rows, targets, weighted loss, softmax output.
 
-    def __init__(self, config: SupervisedConfig, classes: list[str]) -> None:
-        self.config, self.classes = config, list(classes)
-        self.model = create_backbone(
-            config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate
-        )
-        self.class_weight: torch.Tensor | None = None
+    ``temperature`` divides the logits (1 unless a phase calibrates, as transfer does).
+    """
+
+    config: Any
+    classes: list[str]
+    model: torch.nn.Module
+    temperature: float = 1.0
 
     def model_args(self) -> dict[str, Any]:
         return {"backbone": self.config.backbone, "num_classes": len(self.classes), "in_chans": 1}
@@ -99,6 +99,7 @@ class SupervisedPhase:
         return torch.tensor([self.classes.index(r["label"]) for r in rows])
 
     def prepare(self, targets: torch.Tensor) -> None:
+        self.class_weight: torch.Tensor | None = None
         if self.config.class_weights:
             counts = torch.bincount(targets, minlength=len(self.classes)).float().clamp(min=1)
             self.class_weight = counts.sum() / (len(self.classes) * counts)
@@ -106,26 +107,41 @@ class SupervisedPhase:
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, targets = batch
         logits = self.model(images)
-        weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
+        weight = getattr(self, "class_weight", None)
+        weight = weight.to(logits.device) if weight is not None else None
         loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
         return {"loss": loss, "output": logits}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities, shape (N, classes)."""
-        return torch.softmax(self.model(images), dim=1)
+        return torch.softmax(self.model(images) / self.temperature, dim=1)
 
     def export_module(self) -> torch.nn.Module:
-        return _Softmax(self.model)
+        return _Probabilities(self.model, self.temperature)
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
 
 
-class _Softmax(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+class _Probabilities(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.temperature = model, temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(images), dim=1)
+        return torch.softmax(self.model(images) / self.temperature, dim=1)
+
+
+@register_phase(
+    "supervised", "Supervised classifier (timm backbone, EfficientNet-B0 by default)",
+    input_dims=2, output="class_probabilities", gradcam_layer="conv_head",
+)
+class SupervisedPhase(ClassifierPhase):
+    Config = SupervisedConfig
+
+    def __init__(self, config: SupervisedConfig, classes: list[str]) -> None:
+        self.config, self.classes = config, list(classes)
+        self.model = create_backbone(
+            config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate
+        )

@@ -7,14 +7,14 @@ validation logits so that confidences match accuracies (Guo et al., 2017).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from models.registry import register_phase
-from models.supervised import create_backbone
+from models.supervised import ClassifierPhase, create_backbone
 
 
 @dataclass
@@ -37,29 +37,13 @@ class TransferConfig:
     "transfer", "Transfer learning (ResNet, two stages, calibrated)",
     input_dims=2, output="class_probabilities", gradcam_layer="layer4",
 )
-class TransferPhase:
+class TransferPhase(ClassifierPhase):
     Config = TransferConfig
 
     def __init__(self, config: TransferConfig, classes: list[str]) -> None:
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained)
-        self.class_weight: torch.Tensor | None = None
         self.temperature = 1.0
-        self.epoch = 0
-
-    def model_args(self) -> dict[str, Any]:
-        return {"backbone": self.config.backbone, "num_classes": len(self.classes), "in_chans": 1}
-
-    def select_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in rows if r["labeled"] and r["label"] in self.classes]
-
-    def targets(self, rows: list[dict[str, Any]]) -> torch.Tensor:
-        return torch.tensor([self.classes.index(r["label"]) for r in rows])
-
-    def prepare(self, targets: torch.Tensor) -> None:
-        if self.config.class_weights:
-            counts = torch.bincount(targets, minlength=len(self.classes)).float().clamp(min=1)
-            self.class_weight = counts.sum() / (len(self.classes) * counts)
 
     def _parts(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], list[torch.nn.Parameter]]:
         head = list(self.model.get_classifier().parameters())
@@ -81,17 +65,6 @@ class TransferPhase:
             p.requires_grad_(epoch >= self.config.frozen_epochs)
         for p in rest:
             p.requires_grad_(False)
-
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, targets = batch
-        logits = self.model(images)
-        weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
-        loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
-        return {"loss": loss, "output": logits}
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(images) / self.temperature, dim=1)
 
     @torch.no_grad()
     def finish(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -120,18 +93,3 @@ class TransferPhase:
     def extra(self) -> dict[str, Any]:
         """Plain values a checkpoint keeps beside the weights."""
         return {"temperature": self.temperature}
-
-    def export_module(self) -> torch.nn.Module:
-        return _Calibrated(self.model, self.temperature)
-
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
-
-
-class _Calibrated(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
-        super().__init__()
-        self.model, self.temperature = model, temperature
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(images) / self.temperature, dim=1)

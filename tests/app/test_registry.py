@@ -31,3 +31,20 @@ def test_every_phase_declares_its_facts() -> None:
 def test_create_phase_refuses_unknown_settings() -> None:
     with pytest.raises(TypeError, match="no setting laten_dim"):
         create_phase("vae", ["normal", "tumor"], laten_dim=4)
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path) -> None:
+    """Offline machines get pretrained weights from a file; the head is replaced, the body kept."""
+    import timm
+    import torch
+
+    from models.supervised import create_backbone
+
+    source = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    model = create_backbone("resnet18", 3, pretrained=str(path))
+    assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert model.conv1.weight.shape[1] == 1 and model.get_classifier().out_features == 3
+    with pytest.raises(ValueError, match="does not exist"):
+        create_backbone("resnet18", 3, pretrained=str(tmp_path / "missing.pth"))

@@ -122,3 +122,37 @@ def test_two_process_ddp_on_cpu(demo_ws) -> None:
     assert meta["status"] == "complete" and len(meta["history"]) == 1
     payload = load_checkpoint(demo_ws.run_dir("ddp") / "best.pt")
     assert not any(k.startswith("module.") for k in payload["model_state"]), "saved unwrapped"
+
+
+def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(demo_ws) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    settings = ["--epochs", "4", "--image-size", "32", "--batch-size", "8", "--seed", "3"]
+    command = [sys.executable, str(ROOT / "main.py"), "train", "--dataset", "demo", "--phase", "supervised",
+               *settings, "--workspace", str(demo_ws.root)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run([*command, "--run-name", "k-straight"], check=True, capture_output=True, timeout=600, env=env)
+    victim = subprocess.Popen([*command, "--run-name", "k-killed"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
+    meta = demo_ws.run_dir("k-killed") / "metadata.json"
+    deadline = time.time() + 300
+    while not (meta.exists() and '"epoch": 2' in meta.read_text()):
+        assert victim.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.4)  # inside the third epoch
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert load_checkpoint(demo_ws.run_dir("k-killed") / "last.pt")["epoch"] < 4
+    resumed = subprocess.run([*command, "--run-name", "k-killed"], capture_output=True, text=True, timeout=600, env=env)
+    assert resumed.returncode == 0 and "Resuming k-killed" in resumed.stdout + resumed.stderr
+    a = load_checkpoint(demo_ws.run_dir("k-straight") / "last.pt")
+    b = load_checkpoint(demo_ws.run_dir("k-killed") / "last.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+    assert [h["val_auc"] for h in a["history"]] == [h["val_auc"] for h in b["history"]]
