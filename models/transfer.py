@@ -68,7 +68,8 @@ class TransferPhase(ClassifierPhase):
 
     @torch.no_grad()
     def finish(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Fit the temperature on validation logits (best weights loaded); report ECE/MCE before and after."""
+        """Fit the temperature on validation logits (best weights loaded, NLL minimized);
+        report NLL, ECE and MCE before and after."""
         from app.metrics import calibration_errors
 
         self.model.eval()
@@ -84,10 +85,16 @@ class TransferPhase(ClassifierPhase):
                 loss.backward()
             return loss
 
+        nll_before = float(F.cross_entropy(logits, targets))
         optimizer.step(nll)
         self.temperature = float(log_t.exp().clamp(0.05, 20.0))
+        nll_after = float(F.cross_entropy(logits / self.temperature, targets))
+        if nll_after > nll_before:  # the fit failed to improve: keep the model as it was
+            self.temperature, nll_after = 1.0, nll_before
         after = calibration_errors(torch.softmax(logits / self.temperature, 1).numpy(), targets.numpy())
-        return {"temperature": self.temperature, "val_ece_before": before["ece"], "val_mce_before": before["mce"],
+        # Scaling minimizes the NLL; ECE usually falls too, but on a small split it may not.
+        return {"temperature": self.temperature, "val_nll_before": nll_before, "val_nll_after": nll_after,
+                "val_ece_before": before["ece"], "val_mce_before": before["mce"],
                 "val_ece_after": after["ece"], "val_mce_after": after["mce"]}
 
     def extra(self) -> dict[str, Any]:
