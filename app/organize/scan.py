@@ -100,16 +100,13 @@ def _tag_numbers(keywords: list[str]) -> dict[str, int]:
     return {k: tag_for_keyword(k) for k in keywords}
 
 
-def _text(ds: Any, keyword: str) -> str | None:
+def _text(raw: dict[int, Any], keyword: str) -> str | None:
     """A string tag's text straight from its raw bytes.
 
     pydicom's value conversion costs as much as reading the file; every tag read
     here is a string (CS, LO, UI, DS, IS), so decoding the bytes is enough.
     """
-    element = ds.get_item(READ_TAG_NUMBERS_BY_NAME[keyword])
-    if element is None:
-        return None
-    value = element.value
+    value = raw.get(READ_TAG_NUMBERS_BY_NAME[keyword])
     if isinstance(value, bytes):
         try:
             text = value.decode("utf-8")
@@ -119,6 +116,33 @@ def _text(ds: Any, keyword: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _raw_elements(handle: Any) -> tuple[dict[int, Any], Any] | None:
+    """The wanted tags' raw values and the transfer syntax, with the file left at PixelData.
+
+    Walks the elements with pydicom's own element reader and skips every value it
+    was not asked for, without building a Dataset. Returns None for files it does
+    not take on (no preamble, deflated): ``dcmread`` reads those.
+    """
+    from pydicom.filereader import data_element_generator
+    from pydicom.uid import UID
+
+    handle.seek(128)
+    if handle.read(4) != b"DICM":
+        return None
+    meta = {e.tag: e.value for e in data_element_generator(
+        handle, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2)}
+    syntax_bytes = meta.get(0x00020010)
+    if not syntax_bytes:
+        return None
+    syntax = UID(syntax_bytes.decode("ascii", "replace").strip(" \x00"))
+    if syntax.is_deflated or not syntax.is_transfer_syntax:
+        return None
+    raw = {e.tag: e.value for e in data_element_generator(
+        handle, syntax.is_implicit_VR, syntax.is_little_endian,
+        stop_when=lambda tag, vr, length: tag >= 0x7FE00008, specific_tags=READ_TAG_NUMBERS)}
+    return raw, syntax
+
+
 def _numbers(text: str | None) -> list[float] | None:
     try:
         return [float(v) for v in text.split("\\")] if text else None
@@ -126,7 +150,7 @@ def _numbers(text: str | None) -> list[float] | None:
         return None
 
 
-def _pixel_data_truncated(handle: Any, size: int, ds: Any) -> bool:
+def _pixel_data_truncated(handle: Any, size: int, syntax: Any) -> bool:
     """After a stop_before_pixels read the file sits at PixelData: is its declared length there?"""
     import struct
 
@@ -134,8 +158,6 @@ def _pixel_data_truncated(handle: Any, size: int, ds: Any) -> bool:
     head = handle.read(12)
     if len(head) < 8 or head[:4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
         return False  # no pixel data element follows: nothing to check here
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     little = getattr(syntax, "is_little_endian", True)
     implicit = getattr(syntax, "is_implicit_VR", False)
     order = "<" if little else ">"
@@ -178,17 +200,35 @@ def _check_volume(path: Path) -> None:
                 raise ValueError("truncated NIfTI (less data than its header declares)")
 
 
+def _raw_elements_dcmread(handle: Any) -> tuple[dict[int, Any], Any]:
+    """What ``_raw_elements`` returns, through ``dcmread``, for the files it leaves alone."""
+    import pydicom
+
+    handle.seek(0)
+    # specific_tags: only these are parsed, so names and birth dates are never even decoded.
+    # force: old files without preamble and meta group are DICOM too; a non-DICOM file
+    # read this way has neither SOP class nor modality and is refused by the caller.
+    ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=READ_TAG_NUMBERS, force=True)
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    raw = {}
+    for tag in READ_TAG_NUMBERS:
+        element = ds.get_item(tag)
+        if element is not None:
+            raw[tag] = element.value
+    return raw, syntax
+
+
 def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float | None]:
     import pydicom
 
     if not READ_TAG_NUMBERS:
         READ_TAG_NUMBERS_BY_NAME.update(_tag_numbers(READ_TAGS))
         READ_TAG_NUMBERS.extend(READ_TAG_NUMBERS_BY_NAME.values())
-    # specific_tags: only these are parsed, so names and birth dates are never even decoded.
-    ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=READ_TAG_NUMBERS)
-    if _pixel_data_truncated(handle, size, ds):
+    raw, syntax = _raw_elements(handle) or _raw_elements_dcmread(handle)
+    if _pixel_data_truncated(handle, size, syntax):
         raise ValueError("truncated DICOM (pixel data shorter than declared)")
-    values = {k: _text(ds, k) for k in READ_TAGS}
+    values = {k: _text(raw, k) for k in READ_TAGS}
     if values["SOPClassUID"] is None and values["Modality"] is None:
         raise ValueError("not a DICOM image (no SOP class, no modality)")
     header = {k: values[k] for k in KEPT_TAGS if values[k] is not None}

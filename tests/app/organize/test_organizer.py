@@ -197,3 +197,60 @@ def test_a_corpus_of_broken_files_is_skipped_and_nothing_else_lost(ws, demo_ws, 
     from app.imaging import load_2d
 
     assert load_2d(ws.resolve(odd["path"]), odd["kind"]).shape == (16, 16), "the odd name still loads"
+
+
+def _dcmread_values(path: Path) -> dict[str, str | None]:
+    import pydicom
+
+    from app.organize.scan import READ_TAGS
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    out = {}
+    for keyword in READ_TAGS:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            out[keyword] = None
+        elif keyword in ("ImagePositionPatient", "ImageOrientationPatient"):
+            out[keyword] = [float(v) for v in value]
+        else:
+            out[keyword] = str(value).strip()
+    return out
+
+
+def test_the_fast_header_reader_agrees_with_dcmread_on_every_real_file(tmp_path) -> None:
+    """The scanner walks elements itself for speed; it must read what pydicom reads."""
+    import io
+
+    from app.organize import scan
+
+    files = sorted(p for p in shared("dicom").rglob("*") if p.is_file() and scan.file_format(p) == "dicom")
+    assert len(files) > 100
+    for path in files:
+        data = path.read_bytes()
+        scan._read_dicom(io.BytesIO(data), len(data))  # fills the tag table
+        handle = io.BytesIO(data)
+        raw, _ = scan._raw_elements(handle) or scan._raw_elements_dcmread(handle)
+        ours = {k: scan._text(raw, k) for k in scan.READ_TAGS}
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient"):
+            ours[keyword] = scan._numbers(ours[keyword])
+        assert ours == _dcmread_values(path), path.name
+
+
+def test_files_without_a_preamble_are_read_by_the_dcmread_fallback(tmp_path) -> None:
+    import io
+
+    import pydicom
+
+    from app.organize import scan
+
+    source = next(p for p in sorted(shared("dicom").rglob("*.dcm")) if "mr_brain" in str(p))
+    ds = pydicom.dcmread(source)
+    bare = tmp_path / "no_preamble"
+    del ds.file_meta  # a bare data set, as old scanners wrote: no preamble, no meta group
+    ds.preamble = None
+    ds.save_as(bare, implicit_vr=True, little_endian=True)
+    data = bare.read_bytes()
+    assert data[128:132] != b"DICM"
+    assert scan._raw_elements(io.BytesIO(data)) is None
+    header, patient, series, position = scan._read_dicom(io.BytesIO(data), len(data))
+    assert header["Modality"] == "MR" and series == str(ds.SeriesInstanceUID) and position is not None
