@@ -114,7 +114,7 @@ def modality_from_format(header: Header, path: PurePath) -> str | None:
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return "MR"
-    if name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
+    if name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")) and "ImageLook" not in header:
         return "XR"
     return None
 
@@ -194,6 +194,18 @@ def modality_from_pixel_scale(header: Header, path: PurePath) -> str | None:
         return None
 
 
+IMAGE_LOOKS = {"radiograph": "XR", "ultrasound": "US"}  # see app/organize/looks.py
+
+
+def modality_from_image_look(header: Header, path: PurePath) -> str | None:
+    """Pixel statistics of the folder's images: radiograph or ultrasound fan.
+
+    A CT/MR cross-section or a colour photograph gets no modality here (nor from
+    the file format): it stays unknown, for the user to set in the review screen.
+    """
+    return IMAGE_LOOKS.get(header.get("ImageLook", ""))
+
+
 def modality_from_table(header: Header, path: PurePath) -> str | None:
     return header.get("TableModality") or None
 
@@ -205,6 +217,7 @@ MODALITY_RULES = [
     RuleEntry("folder_or_file_name", 0.6, modality_from_names),
     RuleEntry("hounsfield_rescale", 0.5, modality_from_pixel_scale),
     RuleEntry("brain_2d_image", 0.4, modality_from_brain_photo),
+    RuleEntry("image_statistics", 0.35, modality_from_image_look),
     RuleEntry("file_format", 0.3, modality_from_format),
 ]
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -19,6 +19,7 @@ from app.errors import DatasetError
 from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, anomaly_class, detect,
 )
+from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
 from app.organize.privacy import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
@@ -26,7 +27,7 @@ from app.organize.rows import ROW_KEYS, read_rows, write_rows  # noqa: F401  (re
 from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
 from app.organize.tables import LabelTable, lookup, read_label_table
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
-from app.progress import Progress
+from app.progress import Progress, report
 from app.state import Kind, read_state_or, write_state
 from app.workspace import Workspace, now_iso
 
@@ -72,6 +73,7 @@ class Context:
     tables: list[LabelTable]
     masks: dict[tuple[str, str], bool]  # (image folder, image stem) -> mask non-empty
     secret: bytes
+    looks: dict[str, str] = field(default_factory=dict)  # 2D image folder -> its pixels' look
 
 
 def _context(records: list[FileRecord], secret: bytes) -> tuple[Context, list[Skipped]]:
@@ -109,6 +111,8 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     mask_key = (str(path.parent), path.name.split(".")[0])
     if mask_key in context.masks:
         header["MaskNonEmpty"] = context.masks[mask_key]
+    if kind == "image2d" and str(path.parent) in context.looks:
+        header["ImageLook"] = context.looks[str(path.parent)]
     modality = detect(MODALITY_RULES, header, relative, default="OT")
     region = detect(REGION_RULES, header, relative)
     label = detect(LABEL_RULES, header, relative, default="")
@@ -175,6 +179,9 @@ def organize(
             "Point Organize at a folder of DICOM, PNG/JPEG/TIFF or NIfTI files."
         )
     groups = _group(records, root)
+    report(progress, "Looking at 2D images", 0, 1)
+    context.looks = folder_looks([Path(files[0].path) for files, kind in groups if kind == "image2d"])
+    report(progress, "Looking at 2D images", 1, 1)
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
     apply_corrections(rows, load_corrections(ws, name))
     assign_splits(rows, fractions, seed)
