@@ -111,11 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--weights", metavar="FILE", help="pretrained weights file (supervised, transfer)")
     tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
     tr.add_argument("--vae-run", help="hybrid: the VAE run to combine")
+    tr.add_argument("--clahe", action="store_const", const=True, help="equalize contrast (CLAHE) before resizing")
+    tr.add_argument("--augment", choices=["none", "standard", "strong"],
+                    help="training augmentation (default standard: flips and shifts)")
     tr.add_argument("--seed", type=int)
 
     ev = command("evaluate", "metrics, plots and a report for a finished run")
     ev.add_argument("run")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirrored image")
 
     ex = command("export", "export a run to ONNX, checked against PyTorch")
     ex.add_argument("run")
@@ -147,7 +151,7 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed")
+            "supervised_run", "vae_run", "seed", "clahe", "augment")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights
@@ -214,7 +218,7 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         elif args.command == "evaluate":
             from app.evaluate import evaluate_run
 
-            result = evaluate_run(ws, args.run, args.split, progress=bar)
+            result = evaluate_run(ws, args.run, args.split, progress=bar, tta=args.tta)
             message = ""
         elif args.command == "export":
             from app.export import export_run

@@ -19,30 +19,49 @@ def split_rows(ws: Workspace, dataset: str, split: str) -> list[dict[str, Any]]:
     return read_rows(ws.organized_path(dataset) / "splits" / f"{split}.csv")
 
 
+def clahe(image: np.ndarray) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalization (scikit-image), in [0, 1]."""
+    from skimage.exposure import equalize_adapthist
+
+    return equalize_adapthist(np.clip(image, 0.0, 1.0), clip_limit=0.01).astype(np.float32)
+
+
 def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Progress | None = None,
-                task: str = "Loading images") -> np.ndarray:
-    """Decode and resize every row's image: float32 array (N, 1, size, size) in [0, 1]."""
+                task: str = "Loading images", *, use_clahe: bool = False) -> np.ndarray:
+    """Decode and resize every row's image: float32 array (N, 1, size, size) in [0, 1].
+
+    With ``use_clahe`` each image is equalized (CLAHE) at its own resolution, before resizing.
+    """
+    prepare = clahe if use_clahe else (lambda image: image)
     out = np.empty((len(rows), 1, size, size), np.float32)
     from_npz: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
         if row["kind"] == "npz":  # read together below, one file opening per file
             from_npz.setdefault(row["path"], []).append(k)
             continue
-        out[k, 0] = resize(load_2d(ws.resolve(row["path"]), row["kind"]), size)
+        out[k, 0] = resize(prepare(load_2d(ws.resolve(row["path"]), row["kind"])), size)
         report(progress, task, k + 1, len(rows))
     for stored, indices in from_npz.items():
         images = npz_images(ws.resolve(stored), [rows[k] for k in indices])
         if images.ndim != 3:
             raise DatasetError(f"{stored} holds 3D volumes: train it with a 3D phase, not a 2D one.")
         for k, image in zip(indices, images):
-            out[k, 0] = resize(image, size)
+            out[k, 0] = resize(prepare(image), size)
         report(progress, task, len(rows), len(rows))
     return out
 
 
-def load_file(path: Path, size: int) -> np.ndarray:
+def phase_images(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress: Progress | None = None,
+                 task: str = "Loading images") -> np.ndarray:
+    """``rows`` prepared the way ``phase`` was trained: its image size, CLAHE or not."""
+    config = phase.config
+    return load_images(ws, rows, config.image_size, progress, task, use_clahe=getattr(config, "clahe", False))
+
+
+def load_file(path: Path, size: int, use_clahe: bool = False) -> np.ndarray:
     """One file as a model input (1, 1, size, size), for prediction."""
     from app.organize.scan import file_format
 
     kind = {"dicom": "dicom_series", "volume": "volume"}.get(file_format(path) or "", "image2d")
-    return resize(load_2d(path, kind), size)[None, None]
+    image = load_2d(path, kind)
+    return resize(clahe(image) if use_clahe else image, size)[None, None]

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 
 from app import plots
-from app.data import load_images, split_rows
+from app.data import phase_images, split_rows
 from app.errors import DatasetError
-from app.metrics import anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics
+from app.metrics import (
+    anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, youden_threshold,
+)
 from app.progress import Progress
 from app.state import Kind, write_state
 from app.training import _predict, load_run_phase
@@ -31,7 +33,9 @@ class Evaluation:
     plots: list[Path]
 
 
-def _scores(ws: Workspace, phase: Any, dataset: str, split: str, progress: Progress | None) -> tuple[np.ndarray, list]:
+def _scores(ws: Workspace, phase: Any, dataset: str, split: str, progress: Progress | None,
+            tta: bool = False) -> tuple[np.ndarray, list]:
+    """Outputs for the labeled rows of ``split``; with ``tta`` averaged with the mirrored images."""
     import torch
 
     rows = [r for r in split_rows(ws, dataset, split) if r["labeled"]]
@@ -39,8 +43,11 @@ def _scores(ws: Workspace, phase: Any, dataset: str, split: str, progress: Progr
         rows = phase.select_rows(rows)
     if not rows:
         raise DatasetError(f"The {split} split of {dataset!r} holds no labeled image to evaluate on.")
-    images = torch.from_numpy(load_images(ws, rows, phase.config.image_size, progress, f"Loading {split} images"))
-    return _predict(phase, images, 64), rows
+    images = torch.from_numpy(phase_images(ws, phase, rows, progress, f"Loading {split} images"))
+    outputs = _predict(phase, images, 64)
+    if tta:
+        outputs = (outputs + _predict(phase, images.flip(-1), 64)) / 2
+    return outputs, rows
 
 
 def _operating_point(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -48,14 +55,17 @@ def _operating_point(is_anomaly: np.ndarray, scores: np.ndarray, threshold: floa
     positives, negatives = is_anomaly == 1, is_anomaly == 0
     return {
         "threshold": float(threshold),
+        "accuracy": float((flagged == (is_anomaly == 1)).mean()) if len(scores) else math.nan,
         "sensitivity": float(flagged[positives].mean()) if positives.any() else math.nan,
         "specificity": float((~flagged[negatives]).mean()) if negatives.any() else math.nan,
     }
 
 
-def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progress | None = None) -> Evaluation:
+def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progress | None = None,
+                 tta: bool = False) -> Evaluation:
     """Evaluate run ``run`` on ``split``; writes plots (Grad-CAM overlays for classifiers),
-    report.md and the run's metadata.
+    report.md and the run's metadata. ``tta``: average each prediction with the one on
+    the mirrored image (test-time augmentation).
 
     Raises:
         DatasetError / TrainingError: no such run, unfinished run, or nothing to evaluate.
@@ -63,7 +73,7 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
     meta = ws.run_metadata(run)
     phase = load_run_phase(ws, run)
     run_dir = ws.run_dir(run)
-    outputs, rows = _scores(ws, phase, meta["dataset"], split, progress)
+    outputs, rows = _scores(ws, phase, meta["dataset"], split, progress, tta)
     is_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in rows])
     made: list[Path] = []
     if phase.spec.output == "class_probabilities":
@@ -79,6 +89,13 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
             metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, anomaly_score)
             if not math.isnan(metrics["anomaly_auroc"]):
                 metrics["ci95"]["anomaly_auroc"] = anomaly_intervals(is_anomaly, anomaly_score)
+                if split != "val":  # an anomaly threshold chosen on validation (Youden), applied here
+                    val_outputs, val_rows = _scores(ws, phase, meta["dataset"], "val", None, tta)
+                    val_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in val_rows])
+                    cut = youden_threshold(val_anomaly, 1.0 - val_outputs[:, phase.classes.index("normal")])
+                    if cut is not None:
+                        metrics.update({f"{k}_at_val_threshold": v for k, v in
+                                        _operating_point(is_anomaly, anomaly_score, cut).items()})
                 made.append(plots.roc_plot(is_anomaly, anomaly_score, run_dir / f"roc_{split}.png",
                                            "Anomalous vs normal"))
                 made.append(plots.pr_plot(is_anomaly, anomaly_score, run_dir / f"pr_{split}.png",
@@ -105,6 +122,7 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
         made.append(gradcam_overlays(ws, run, split, progress=progress).path)
     if "calibration" in meta:
         metrics["calibration"] = meta["calibration"]
+    metrics["tta"] = tta
     report = _write_report(run_dir, meta, split, metrics, made)
     evaluation = {**meta.get("evaluation", {}), split: {**metrics, "evaluated": now_iso()}}
     write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**meta, "evaluation": evaluation})

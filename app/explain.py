@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.data import load_images, split_rows
+from app.data import phase_images, split_rows
 from app.errors import DatasetError, WorkbenchError
 from app.progress import Progress, report
 from app.training import load_run_phase
@@ -45,7 +45,7 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
     chosen = [r for c in phase.classes for r in [r for r in rows if r["label"] == c][:per_class]]
     if not chosen:
         raise DatasetError(f"The {split} split holds no labeled image to explain.")
-    images = torch.from_numpy(load_images(ws, chosen, phase.config.image_size))
+    images = torch.from_numpy(phase_images(ws, phase, chosen))
     phase.model.eval()
     cam = GradCAM(nn_module=phase.model, target_layers=layer)
     maps, probabilities = [], []

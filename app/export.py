@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from app.data import load_images, split_rows
+from app.data import phase_images, split_rows
 from app.errors import ExportError
 from app.progress import Progress, report
 from app.state import Kind, write_state
@@ -31,12 +31,12 @@ class ExportResult:
     outputs: list[str]
 
 
-def _sample_inputs(ws: Workspace, dataset: str, size: int, count: int = 8) -> np.ndarray:
+def _sample_inputs(ws: Workspace, dataset: str, phase: Any, count: int = 8) -> np.ndarray:
     """Real images from the test split (then val, then train) to check the export on."""
     for split in ("test", "val", "train"):
         rows = split_rows(ws, dataset, split)[:count]
         if rows:
-            return load_images(ws, rows, size)
+            return phase_images(ws, phase, rows)
     raise ExportError(f"Dataset {dataset!r} has no image to check the export on.")
 
 
@@ -58,7 +58,7 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
     module = phase.export_module().eval()
     size = phase.config.image_size
     report(progress, "Exporting to ONNX", 0, 3)
-    inputs = _sample_inputs(ws, meta["dataset"], size)
+    inputs = _sample_inputs(ws, meta["dataset"], phase)
     with torch.no_grad():
         expected = module(torch.from_numpy(inputs))
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)

@@ -141,3 +141,14 @@ def anomaly_auroc(is_anomaly: np.ndarray, scores: np.ndarray) -> float:
     if len(set(is_anomaly.tolist())) < 2:
         return float("nan")
     return float(roc_auc_score(is_anomaly, scores))
+
+
+def youden_threshold(is_anomaly: np.ndarray, scores: np.ndarray) -> float | None:
+    """The score cut that maximizes sensitivity + specificity - 1 (None without both kinds)."""
+    from sklearn.metrics import roc_curve
+
+    if len(set(np.asarray(is_anomaly).tolist())) < 2:
+        return None
+    fpr, tpr, cuts = roc_curve(is_anomaly, scores)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(cuts[best], 1.0)) if np.isfinite(cuts[best]) else None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.checkpoints import load_checkpoint, rebuild_phase, save_checkpoint
-from app.data import load_images, split_rows
+from app.data import phase_images, split_rows
 from app.errors import DatasetError, TrainingError
 from app.metrics import anomaly_auroc, classification_metrics
 from app.progress import Progress, report
@@ -63,15 +63,36 @@ def _predict(phase: Any, images: "Any", batch_size: int, device: str = "cpu") ->
     return torch.cat(parts).numpy() if parts else np.empty(0)
 
 
-def _augment(images: "Any", generator: "Any") -> "Any":
-    """Random horizontal flips and shifts of up to 1/16 of the side, from ``generator``."""
+AUGMENTATIONS = ("none", "standard", "strong")
+
+
+def _augment(images: "Any", generator: "Any", kind: str = "standard") -> "Any":
+    """Random changes of a training batch, every draw from ``generator`` (so resumable).
+
+    standard: horizontal flips, and one shift of up to 1/16 of the side per batch.
+    strong: flips, and per image a rotation (up to 10 degrees), zoom (0.9-1.1), shift
+    (up to 1/16) and a gamma/contrast change (0.8-1.25), the usual medical set.
+    """
     import torch
 
+    if kind == "none":
+        return images
     flip = torch.rand(len(images), generator=generator) < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    limit = max(1, images.shape[-1] // 16)
-    dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,), generator=generator))
-    return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
+    if kind == "standard":
+        limit = max(1, images.shape[-1] // 16)
+        dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,), generator=generator))
+        return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
+    n = len(images)
+    uniform = lambda low, high: low + (high - low) * torch.rand(n, generator=generator)  # noqa: E731
+    angle, zoom = torch.deg2rad(uniform(-10, 10)), uniform(0.9, 1.1)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) / 8  # grid units: 1/16 of the side
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    images = torch.nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    gamma = torch.exp(uniform(-0.22, 0.22))[:, None, None, None]
+    return images.clamp(0, 1) ** gamma
 
 
 def _schedule(total_steps: int, warmup: int) -> Callable[[int], float]:
@@ -134,6 +155,8 @@ def train(
         phase = create_phase(phase_name, classes, **config)
     except (TypeError, ValueError) as err:
         raise TrainingError(f"Cannot set up phase {phase_name!r}: {err}") from err
+    if getattr(phase.config, "augment", "standard") not in AUGMENTATIONS:
+        raise TrainingError(f"Unknown augmentation {phase.config.augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
     run_dir.mkdir(parents=True, exist_ok=True)
     base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
             "config": phase.config_dict(), "balance": balance, "created": now_iso()}
@@ -175,7 +198,7 @@ def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for
     import torch
 
     rows = rows_for(split_rows(ws, dataset, split))
-    images = load_images(ws, rows, phase.config.image_size, progress, f"Loading {split} images")
+    images = phase_images(ws, phase, rows, progress, f"Loading {split} images")
     return torch.from_numpy(images), phase.targets(rows)
 
 
@@ -218,6 +241,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
                "config": phase.config_dict()}
     raw, epoch, out_of_time = phase.model, start, False
+    augment = getattr(config, "augment", "standard")
     with wrapped_for_training(raw, rt) as trainable:
         for epoch in range(start, config.epochs):
             began = time.perf_counter()
@@ -234,7 +258,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                 index = order[k * config.batch_size : (k + 1) * config.batch_size]
                 if len(index) < 2 and k > 0 and rt.world == 1:
                     continue  # a batch of one breaks batch norm; its images come back next epoch
-                images = _augment(train_x[index], generator).to(rt.device, non_blocking=True)
+                images = _augment(train_x[index], generator, augment).to(rt.device, non_blocking=True)
                 phase.model = trainable  # the step calls through DDP, which averages the gradients
                 try:
                     with rt.autocast():

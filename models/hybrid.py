@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.metrics import youden_threshold
 from models.registry import register_phase
 from models.supervised import create_backbone
 from models.vae import ConvVAE, ReconstructionScore
@@ -27,7 +28,8 @@ class HybridConfig:
     vae_run: str = ""
     weight: float | None = None  # weight of the classifier; None: chosen from the data
     labeled_fraction: float = 1.0
-    image_size: int = 128
+    image_size: int = 128  # taken from the component runs
+    clahe: bool = False  # taken from the component runs
     seed: int = 0
 
 
@@ -76,7 +78,10 @@ class HybridPhase:
                 f"The supervised run uses {supervised.config.image_size} px and the VAE run "
                 f"{vae.config.image_size} px: train both at one image size."
             )
-        self.config.image_size = supervised.config.image_size
+        if supervised.config.clahe != vae.config.clahe:
+            raise ValueError("One of the supervised and VAE runs uses CLAHE and the other does not: "
+                             "train both with the same preprocessing.")
+        self.config.image_size, self.config.clahe = supervised.config.image_size, supervised.config.clahe
         self._args = {
             "supervised": supervised.model_args(), "vae": vae.model_args(),
             "normal_index": self.classes.index("normal"), "n_reference": n_reference,
@@ -131,7 +136,8 @@ class HybridPhase:
                 weight = 0.5
         self.model.weight = torch.tensor(float(weight))
         combined = weight * known + (1 - weight) * unknown
-        self.threshold = _youden_threshold(labels, combined)
+        cut = youden_threshold(labels, combined)
+        self.threshold = cut if cut is not None else float(np.percentile(combined, 95))
         auc = float(roc_auc_score(labels, combined)) if len(set(labels)) == 2 else float("nan")
         return {"weight": float(weight), "threshold": self.threshold, "val_auroc": auc}
 
@@ -146,14 +152,3 @@ class HybridPhase:
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
-
-
-def _youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold that maximizes sensitivity + specificity on validation."""
-    from sklearn.metrics import roc_curve
-
-    if len(set(labels)) < 2:
-        return float(np.percentile(scores, 95))
-    fpr, tpr, thresholds = roc_curve(labels, scores)
-    best = int(np.argmax(tpr - fpr))
-    return float(min(thresholds[best], 1.0))

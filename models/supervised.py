@@ -29,6 +29,8 @@ class SupervisedConfig:
     label_smoothing: float = 0.05
     drop_rate: float = 0.2
     class_weights: bool = True
+    clahe: bool = False  # contrast-limited adaptive histogram equalization before resizing
+    augment: str = "standard"  # none | standard (flips, shifts) | strong (+ rotation, zoom, contrast)
     seed: int = 0
 
 

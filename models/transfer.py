@@ -30,6 +30,8 @@ class TransferConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0  # smoothing would fight the temperature calibration
     class_weights: bool = True
+    clahe: bool = False
+    augment: str = "standard"  # none | standard | strong
     seed: int = 0
 
 

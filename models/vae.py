@@ -28,6 +28,8 @@ class VAEConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     use_unlabeled: bool = True
+    clahe: bool = False
+    augment: str = "standard"  # none | standard | strong
     seed: int = 0
 
 

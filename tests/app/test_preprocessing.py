@@ -1,0 +1,53 @@
+"""CLAHE, strong augmentation and test-time augmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+from app.data import clahe, split_rows
+from app.errors import TrainingError
+from app.evaluate import evaluate_run
+from app.training import _augment, train
+
+
+def test_clahe_raises_local_contrast_and_stays_in_range() -> None:
+    rng = np.random.default_rng(0)
+    # A faint structure on a dim background: what CLAHE is for.
+    image = 0.3 + 0.02 * rng.random((64, 64)).astype(np.float32)
+    image[20:40, 20:40] += 0.03
+    out = clahe(image)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    inside, outside = out[20:40, 20:40].mean(), out[:15, :15].mean()
+    assert inside - outside > 5 * 0.03, "the faint square stands out after equalization"
+
+
+def test_strong_augmentation_is_per_image_seeded_and_in_range() -> None:
+    images = torch.rand(8, 1, 32, 32)
+    a = _augment(images, torch.Generator().manual_seed(3), "strong")
+    b = _augment(images, torch.Generator().manual_seed(3), "strong")
+    c = _augment(images, torch.Generator().manual_seed(4), "strong")
+    assert a.shape == images.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    # Per image, not one change for the batch: the same image twice comes out two ways.
+    twins = _augment(images[:1].repeat(2, 1, 1, 1), torch.Generator().manual_seed(5), "strong")
+    assert not torch.allclose(twins[0], twins[1])
+    assert torch.equal(_augment(images, torch.Generator(), "none"), images)
+
+
+def test_an_unknown_augmentation_is_refused_before_any_work(demo_ws) -> None:
+    with pytest.raises(TrainingError, match="Unknown augmentation 'wild'"):
+        train(demo_ws, "demo", "supervised", run="t-aug-bad", epochs=1, pretrained=False, augment="wild")
+
+
+def test_clahe_and_strong_augmentation_train_and_evaluate_with_tta(demo_ws) -> None:
+    run = train(demo_ws, "demo", "supervised", run="t-clahe", epochs=1, pretrained=False, image_size=32,
+                batch_size=16, clahe=True, augment="strong")
+    assert demo_ws.run_metadata(run.run)["config"]["clahe"] is True
+    plain = evaluate_run(demo_ws, run.run, "test").metrics
+    mirrored = evaluate_run(demo_ws, run.run, "test", tta=True).metrics
+    assert plain["tta"] is False and mirrored["tta"] is True
+    assert plain["n"] == mirrored["n"] == len([r for r in split_rows(demo_ws, "demo", "test") if r["labeled"]])
+    # The anomaly operating point comes from a validation threshold, reported on test.
+    assert 0.0 <= plain["threshold_at_val_threshold"] <= 1.0
+    assert 0.0 <= plain["sensitivity_at_val_threshold"] <= 1.0
