@@ -16,7 +16,9 @@ Global options (before or after the command): --workspace DIR, --debug, --help.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -213,7 +215,13 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         elif args.command == "train":
             from app.training import train
 
-            result = train(ws, args.dataset, args.phase, run=args.run, progress=bar, **_train_overrides(args))
+            from menus.stopping import clean_stop
+
+            # Under torchrun every rank must stop at the same epoch: there Ctrl-C stops at once.
+            alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+            with clean_stop() if alone else contextlib.nullcontext(lambda: False) as should_stop:
+                result = train(ws, args.dataset, args.phase, run=args.run, progress=bar,
+                               should_stop=should_stop, **_train_overrides(args))
             message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
         elif args.command == "evaluate":
             from app.evaluate import evaluate_run

@@ -17,6 +17,7 @@ from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_
 from app.workspace import Workspace
 from menus import render
 from menus.ask import ask_choice, ask_confirm, ask_int, ask_path, ask_text
+from menus.stopping import clean_stop
 from menus.console import console, progress_bars
 from menus.settings import Settings
 
@@ -86,11 +87,21 @@ def train_menu(s: Session) -> None:
         if size is None or epochs is None:
             return
         overrides.update(image_size=size, epochs=epochs, batch_size=16)
+        augment = ask_choice("Augmentation", [
+            questionary.Choice("standard: flips and shifts", value="standard"),
+            questionary.Choice("strong: + rotation, zoom, contrast (small or varied data)", value="strong"),
+            questionary.Choice("none", value="none"),
+        ])
+        use_clahe = ask_confirm("Equalize contrast (CLAHE)? Helps flat, low-contrast X-rays.", default=False)
+        if augment is None or use_clahe is None:
+            return
+        overrides.update(augment=augment, clahe=use_clahe)
     else:
         overrides.update({f"{c}_run": runs[c] for c in ("supervised", "vae")})
-    console.print("Training: press Ctrl-C to stop; the run resumes from its last epoch when trained again.")
-    with progress_bars() as bar:
-        result = train(s.ws, dataset, phase, progress=bar, **overrides)
+    console.print("Training: Ctrl-C stops after the current epoch (twice: at once); "
+                  "training the same run again resumes it.")
+    with clean_stop() as should_stop, progress_bars() as bar:
+        result = train(s.ws, dataset, phase, progress=bar, should_stop=should_stop, **overrides)
     console.print(f"[green]Finished[/] run [bold]{result.run}[/] ({result.epochs_done} epochs).")
     console.print(render.metrics_table("Validation", result.metrics))
 

@@ -76,3 +76,30 @@ def test_the_review_screen_saves_a_correction_and_reorganizes(session, tmp_path)
     row = next(r for r in read_rows(session.ws.organized_path("busi") / "labeled.csv") if "extra" in r["path"])
     assert (row["label"], row["label_rule"]) == ("tumor", "user_correction")
     assert "Saved" in session.screen.file.getvalue()
+
+
+def test_the_first_ctrl_c_asks_to_stop_cleanly_the_second_stops_at_once() -> None:
+    import os
+    import signal
+
+    from menus.stopping import clean_stop
+
+    with clean_stop() as should_stop:
+        assert not should_stop()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert should_stop(), "the first Ctrl-C only asks"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_training_stopped_cleanly_is_marked_stopped_and_resumes(demo_ws) -> None:
+    from app.training import train
+
+    calls = []
+    result = train(demo_ws, "demo", "supervised", run="m-stop", epochs=3, image_size=32, batch_size=16,
+                   pretrained=False, should_stop=lambda: calls.append(1) or True)
+    assert result.epochs_done == 1 and demo_ws.run_metadata("m-stop")["status"] == "stopped"
+    again = train(demo_ws, "demo", "supervised", run="m-stop", epochs=3, image_size=32, batch_size=16,
+                  pretrained=False)
+    assert again.epochs_done == 3 and demo_ws.run_metadata("m-stop")["status"] == "complete"
