@@ -62,6 +62,9 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--augment", default="standard", choices=["none", "standard", "strong"])
+    parser.add_argument("--clahe", action="store_true")
+    parser.add_argument("--tta", action="store_true", help="average with the mirrored image at test time")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
 
@@ -84,23 +87,27 @@ def main() -> int:
         began = time.perf_counter()
         run = train(ws, name, "supervised", run="bench", backbone=args.backbone, image_size=args.image_size,
                     epochs=epochs, batch_size=args.batch_size, lr=args.lr, pretrained=False,
-                    patience=max(5, epochs), time_limit_s=budget)
+                    augment=args.augment, clahe=args.clahe, patience=max(5, epochs), time_limit_s=budget)
         train_seconds = time.perf_counter() - began
-        test = evaluate_run(ws, "bench", "test").metrics
+        test = evaluate_run(ws, "bench", "test", tta=args.tta).metrics
     figures = {
         "dataset": name, "backbone": args.backbone, "image_size": args.image_size, "epochs": run.epochs_done,
         "train_seconds": round(train_seconds, 1), "test_auc": round(test["roc_auc_ovr"], 4),
         "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
-        "test_acc_ci95": test["ci95"].get("accuracy"),
+        "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
+        "tta": args.tta, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
     }
     print(f"\n{name} test split ({test['n']} images), one run:\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")
     for method, auc, acc in ANCHORS.get(name, []):
         print(f"| {method} (MedMNIST v2) | {auc:.3f} | {acc:.3f} |")
     ci_auc, ci_acc = figures["test_auc_ci95"] or [0, 0], figures["test_acc_ci95"] or [0, 0]
-    print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch, {run.epochs_done} epochs, "
+    extras = "".join([f", {args.augment} augmentation", ", CLAHE" if args.clahe else "", ", TTA" if args.tta else ""])
+    print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch{extras}, {run.epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on CPU) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
+    if figures["test_acc_at_val_threshold"] is not None:
+        print(f"\nACC at the anomaly threshold chosen on validation (Youden): {figures['test_acc_at_val_threshold']:.3f}")
     if name == "pneumoniamnist" and "subset" in data.name:
         print("\nNote: this PneumoniaMNIST file trains on 3882 of the official 4708 training images "
               "(val and test are the official ones).")

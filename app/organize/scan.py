@@ -220,8 +220,6 @@ def _raw_elements_dcmread(handle: Any) -> tuple[dict[int, Any], Any]:
 
 
 def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float | None]:
-    import pydicom
-
     if not READ_TAG_NUMBERS:
         READ_TAG_NUMBERS_BY_NAME.update(_tag_numbers(READ_TAGS))
         READ_TAG_NUMBERS.extend(READ_TAG_NUMBERS_BY_NAME.values())
