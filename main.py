@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float)
     tr.add_argument("--backbone", help="any timm model name (supervised)")
     tr.add_argument("--latent-dim", type=int, help="VAE latent size")
+    tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
+    tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default mse)")
+    tr.add_argument("--threshold-rule", choices=["percentile", "roc"],
+                    help="VAE threshold: 95th percentile of validation normals (default) or best validation ROC point")
+    tr.add_argument("--weight", type=float, help="hybrid: the classifier's share of the score (default from the data)")
     tr.add_argument("--frozen-epochs", type=int, help="transfer: epochs with the body frozen")
     tr.add_argument("--weights", metavar="FILE", help="pretrained weights file (supervised, transfer)")
     tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
@@ -153,7 +158,7 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed", "clahe", "augment")
+            "supervised_run", "vae_run", "seed", "clahe", "augment", "beta", "score", "threshold_rule", "weight")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights

@@ -120,6 +120,10 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
         from app.explain import gradcam_overlays
 
         made.append(gradcam_overlays(ws, run, split, progress=progress).path)
+    elif phase.spec.output == "anomaly_score":
+        from app.explain import residual_overlays
+
+        made.append(residual_overlays(ws, run, split, progress=progress).path)
     if "calibration" in meta:
         metrics["calibration"] = meta["calibration"]
     metrics["tta"] = tta

@@ -1,7 +1,9 @@
-"""Grad-CAM overlays: where the classifier looked, for a few test images per class.
+"""Heat maps over test images: Grad-CAM for classifiers, residuals for the VAE.
 
 MONAI's GradCAM does the work; the target layer is the one the phase declares
-(PhaseSpec.gradcam_layer), so no phase is special-cased here.
+(PhaseSpec.gradcam_layer), so no phase is special-cased here. Residual maps show
+where the VAE's reconstruction differs from the image (its anomaly map); a hybrid
+run shows its VAE part's.
 """
 
 from __future__ import annotations
@@ -78,6 +80,77 @@ def _grid(images: np.ndarray, maps: np.ndarray, probabilities: np.ndarray, rows:
         ax.set_title(f"true {rows[k]['label']}\npred {classes[guess]} {probabilities[k][guess]:.2f}",
                      fontsize=8, color=colour)
     fig.suptitle(f"Grad-CAM: {title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _vae_scorer(phase: object) -> object | None:
+    """The reconstruction scorer of a VAE phase, or of a hybrid's VAE part."""
+    from models.vae import ReconstructionScore
+
+    if hasattr(phase, "scorer"):
+        return phase.scorer()
+    model = getattr(phase, "model", None)
+    if model is not None and hasattr(model, "vae"):
+        return ReconstructionScore(model.vae, model.vae_score)
+    return None
+
+
+def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: int = 4,
+                      progress: Progress | None = None) -> Explanation:
+    """Save ``residuals_<split>.png``: normal and anomalous images, their reconstruction and
+    where the two differ (the VAE's anomaly map), with each image's score.
+
+    Raises:
+        WorkbenchError: the run has no VAE (nothing reconstructs).
+        DatasetError: the split holds no labeled image.
+    """
+    import torch
+
+    meta = ws.run_metadata(run)
+    phase = load_run_phase(ws, run)
+    scorer = _vae_scorer(phase)
+    if scorer is None:
+        raise WorkbenchError(f"Run {run!r} ({phase.spec.name}) has no VAE: there is no reconstruction to show.")
+    rows = [r for r in split_rows(ws, meta["dataset"], split) if r["labeled"]]
+    chosen = [r for r in rows if r["label"] == "normal"][:per_group] + \
+             [r for r in rows if r["label"] != "normal"][:per_group]
+    if not chosen:
+        raise DatasetError(f"The {split} split holds no labeled image to show.")
+    images = torch.from_numpy(phase_images(ws, phase, chosen))
+    report(progress, "Residual maps", 0, 1)
+    with torch.no_grad():
+        maps = scorer.maps(images)[:, 0].numpy()
+        recon = scorer.vae.decode(scorer.vae.encode(images)[0])[:, 0].numpy()
+        scores = scorer(images).numpy()
+    report(progress, "Residual maps", 1, 1)
+    path = ws.run_dir(run) / f"residuals_{split}.png"
+    _residual_grid(images[:, 0].numpy(), recon, maps, scores, chosen, path, run)
+    return Explanation(run, path, len(chosen))
+
+
+def _residual_grid(images: np.ndarray, recon: np.ndarray, maps: np.ndarray, scores: np.ndarray, rows: list,
+                   path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = float(np.percentile(maps, 99.5)) or 1.0  # one colour scale for all: maps compare
+    fig, axes = plt.subplots(3, len(images), figsize=(1.9 * len(images), 6.2), squeeze=False)
+    for k in range(len(images)):
+        for line, picture in enumerate((images[k], recon[k])):
+            axes[line, k].imshow(picture, cmap="gray", vmin=0, vmax=1)
+        axes[2, k].imshow(images[k], cmap="gray", vmin=0, vmax=1)
+        axes[2, k].imshow(maps[k], cmap="inferno", alpha=0.55, vmin=0, vmax=top)
+        axes[0, k].set_title(f"{rows[k]['label']}\nscore {scores[k]:.4g}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for line, name in enumerate(("image", "reconstruction", "residual")):
+        axes[line, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(f"VAE residuals: {title}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

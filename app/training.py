@@ -305,7 +305,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         # Post-training fitting (e.g. temperature scaling) on the best weights.
         best_payload = load_checkpoint(run_dir / "best.pt")
         raw.load_state_dict(best_payload["model_state"])
-        base = {**base, "calibration": phase.finish(val_x, val_y)}
+        base = {**base, "calibration": phase.finish(val_x, val_y, train_x=train_x)}
         save_checkpoint(run_dir / "best.pt", {**best_payload, "extra": phase.extra()})
     status = "complete" if epoch + 1 >= config.epochs or stale >= patience or out_of_time else "stopped"
     summary = {"best_val_monitor": best, "epochs_trained": len(history)}

@@ -22,6 +22,20 @@ from models.supervised import create_backbone
 from models.vae import ConvVAE, ReconstructionScore
 
 
+@dataclass(frozen=True)
+class Finding:
+    """What ``detect_anomaly`` says about one image."""
+
+    is_anomaly: bool
+    predicted_class: str
+    confidence: float  # the classifier's probability of predicted_class
+    anomaly_score: float  # the combined score in [0, 1]; compared with threshold
+    threshold: float
+    fired: str  # "known" (the classifier), "unknown" (the VAE) or "none"
+    known_part: float  # weight * P(not normal)
+    unknown_part: float  # (1 - weight) * VAE score percentile among validation normals
+
+
 @dataclass
 class HybridConfig:
     supervised_run: str = ""
@@ -36,17 +50,18 @@ class HybridConfig:
 class HybridModel(nn.Module):
     """Both detectors and their calibration in one module (exported as one ONNX graph)."""
 
-    def __init__(self, supervised: nn.Module, vae: ConvVAE, normal_index: int, n_reference: int) -> None:
+    def __init__(self, supervised: nn.Module, vae: ConvVAE, normal_index: int, n_reference: int,
+                 vae_score: str = "mse") -> None:
         super().__init__()
         self.supervised, self.vae = supervised, vae
-        self.normal_index = normal_index
+        self.normal_index, self.vae_score = normal_index, vae_score
         self.register_buffer("reference", torch.zeros(n_reference))
         self.register_buffer("weight", torch.tensor(0.5))
 
     def parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(class probabilities, calibrated VAE score in [0, 1])."""
         probabilities = torch.softmax(self.supervised(images), dim=1)
-        raw = ReconstructionScore(self.vae)(images)
+        raw = ReconstructionScore(self.vae, self.vae_score)(images)
         calibrated = (self.reference[None, :] <= raw[:, None]).float().mean(dim=1)
         return probabilities, calibrated
 
@@ -85,15 +100,18 @@ class HybridPhase:
         self._args = {
             "supervised": supervised.model_args(), "vae": vae.model_args(),
             "normal_index": self.classes.index("normal"), "n_reference": n_reference,
+            "vae_score": vae.config.score,
         }
-        self.model = HybridModel(supervised.model, vae.model, self._args["normal_index"], n_reference)
+        self.model = HybridModel(supervised.model, vae.model, self._args["normal_index"], n_reference,
+                                 vae.config.score)
 
     @classmethod
     def rebuild(cls, model_args: dict[str, Any]) -> HybridModel:
         sup = model_args["supervised"]
         supervised = create_backbone(sup["backbone"], sup["num_classes"], pretrained=False)
         vae = ConvVAE(**model_args["vae"])
-        return HybridModel(supervised, vae, model_args["normal_index"], model_args["n_reference"])
+        return HybridModel(supervised, vae, model_args["normal_index"], model_args["n_reference"],
+                           model_args.get("vae_score", "mse"))
 
     def model_args(self) -> dict[str, Any]:
         return dict(self._args)
@@ -112,7 +130,7 @@ class HybridPhase:
         assert self.model is not None, "attach() the component phases first"
         self.model.eval()
         labels = is_anomaly.numpy().astype(int)
-        raw = ReconstructionScore(self.model.vae)(images)
+        raw = ReconstructionScore(self.model.vae, self.model.vae_score)(images)
         normals = raw[is_anomaly == 0]
         if len(normals) == 0:
             raise ValueError("The validation split holds no normal image to calibrate the VAE score on.")
@@ -145,6 +163,33 @@ class HybridPhase:
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         assert self.model is not None
         return self.model(images)[1]
+
+    @torch.no_grad()
+    def detect_anomaly(self, image: Any, threshold: float | None = None) -> Finding:
+        """One prepared image ((H, W), (1, H, W) or (1, 1, H, W), values in [0, 1]) -> a Finding.
+
+        ``threshold`` defaults to the one fitted on validation. The part that fired is
+        the larger of the two weighted contributions when the image is flagged: "known"
+        when the classifier recognizes a finding it was trained on, "unknown" when the
+        VAE finds the image unlike the normals it learned.
+        """
+        assert self.model is not None
+        x = torch.as_tensor(np.asarray(image, dtype=np.float32))
+        while x.dim() < 4:
+            x = x.unsqueeze(0)
+        self.model.eval()
+        probabilities, calibrated = self.model.parts(x[:1])
+        weight = float(self.model.weight)
+        known = weight * (1.0 - float(probabilities[0, self._args["normal_index"]]))
+        unknown = (1.0 - weight) * float(calibrated[0])
+        score, cut = known + unknown, self.threshold if threshold is None else float(threshold)
+        flagged = score >= cut
+        guess = int(probabilities[0].argmax())
+        return Finding(
+            is_anomaly=flagged, predicted_class=self.classes[guess], confidence=float(probabilities[0, guess]),
+            anomaly_score=score, threshold=cut, fired=("known" if known >= unknown else "unknown") if flagged else "none",
+            known_part=known, unknown_part=unknown,
+        )
 
     def export_module(self) -> nn.Module:
         assert self.model is not None

@@ -69,7 +69,7 @@ class TransferPhase(ClassifierPhase):
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def finish(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def finish(self, images: torch.Tensor, targets: torch.Tensor, **_: Any) -> dict[str, float]:
         """Fit the temperature on validation logits (best weights loaded, NLL minimized);
         report NLL, ECE and MCE before and after."""
         from app.metrics import calibration_errors

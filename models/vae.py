@@ -1,7 +1,18 @@
 """A convolutional VAE that learns what normal looks like.
 
-The anomaly score of an image is its reconstruction error: the model has only
-seen normal (or unlabeled, mostly normal) images, so findings reconstruct badly.
+The anomaly score of an image is how badly it is reconstructed (the model has only
+seen normal, or unlabeled and mostly normal, images), measured one of several ways:
+
+- ``mse`` (default): mean squared pixel error;
+- ``l1``: mean absolute pixel error;
+- ``ssim``: 1 - structural similarity (Gaussian window 7, sigma 1.5), which weighs
+  structure over brightness;
+- ``kl``: how far the image's latent code lies from the prior N(0, I) (KL divergence):
+  unusual images land in unusual places even when they reconstruct well.
+
+The decision threshold is fitted on validation after training: a percentile of the
+validation normals' scores (95 by default) or the best sensitivity + specificity on
+the validation ROC.
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +40,9 @@ class VAEConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     use_unlabeled: bool = True
+    score: str = "mse"  # mse | l1 | ssim | kl (see the module text)
+    threshold_rule: str = "percentile"  # percentile of validation normals | roc (Youden on validation)
+    threshold_percentile: float = 95.0
     clahe: bool = False
     augment: str = "standard"  # none | standard | strong
     seed: int = 0
@@ -71,16 +86,59 @@ class ConvVAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
-class ReconstructionScore(nn.Module):
-    """Deterministic per-image anomaly score: mean squared reconstruction error."""
+SCORES = ("mse", "l1", "ssim", "kl")
+THRESHOLD_RULES = ("percentile", "roc")
 
-    def __init__(self, vae: ConvVAE) -> None:
+
+def _gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Per-pixel SSIM of single-channel images in [0, 1] (Wang et al. 2004; valid region).
+
+    Written out (not MONAI's) so that it exports to ONNX; a test checks it against MONAI.
+    """
+    c1, c2 = 0.01**2, 0.03**2
+    mu_a, mu_b = F.conv2d(a, window), F.conv2d(b, window)
+    var_a = F.conv2d(a * a, window) - mu_a**2
+    var_b = F.conv2d(b * b, window) - mu_b**2
+    cov = F.conv2d(a * b, window) - mu_a * mu_b
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+class ReconstructionScore(nn.Module):
+    """Deterministic per-image anomaly score of a VAE (the mean code is decoded)."""
+
+    def __init__(self, vae: ConvVAE, kind: str = "mse") -> None:
         super().__init__()
-        self.vae = vae
+        if kind not in SCORES:
+            raise ValueError(f"unknown VAE score {kind!r}; choose one of {', '.join(SCORES)}")
+        self.vae, self.kind = vae, kind
+        self.register_buffer("window", _gaussian_window(), persistent=False)
+
+    def maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel anomaly maps (N, 1, H, W) for residual heatmaps: where the image differs."""
+        mu, _ = self.vae.encode(images)
+        recon = self.vae.decode(mu)
+        if self.kind == "ssim":
+            pad = self.window.shape[-1] // 2
+            return 1.0 - ssim_map(F.pad(images, [pad] * 4, mode="reflect"), F.pad(recon, [pad] * 4, mode="reflect"),
+                                  self.window)
+        return (images - recon).abs() if self.kind == "l1" else (images - recon) ** 2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.vae.encode(images)
-        return ((images - self.vae.decode(mu)) ** 2).flatten(1).mean(dim=1)
+        mu, logvar = self.vae.encode(images)
+        if self.kind == "kl":
+            return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+        recon = self.vae.decode(mu)
+        if self.kind == "ssim":
+            return 1.0 - ssim_map(images, recon, self.window).flatten(1).mean(dim=1)
+        error = (images - recon).abs() if self.kind == "l1" else (images - recon) ** 2
+        return error.flatten(1).mean(dim=1)
 
 
 @register_phase(
@@ -91,9 +149,15 @@ class VAEPhase:
     Config = VAEConfig
 
     def __init__(self, config: VAEConfig, classes: list[str]) -> None:
+        if config.score not in SCORES:
+            raise ValueError(f"unknown VAE score {config.score!r}; choose one of {', '.join(SCORES)}")
+        if config.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"unknown threshold rule {config.threshold_rule!r}; choose one of "
+                             f"{', '.join(THRESHOLD_RULES)}")
         self.config, self.classes = config, list(classes)
         self.model = ConvVAE(config.image_size, config.latent_dim, config.base_channels)
         self.epoch = 0  # set by the training loop, drives the KL warm-up
+        self.threshold: float | None = None  # fitted on validation by finish()
 
     def model_args(self) -> dict[str, Any]:
         c = self.config
@@ -120,13 +184,33 @@ class VAEPhase:
         warm = min(1.0, (self.epoch + 1) / max(1, self.config.kl_warmup_epochs))
         return {"loss": reconstruction + self.config.beta * warm * kl, "output": recon}
 
+    def scorer(self) -> ReconstructionScore:
+        return ReconstructionScore(self.model, self.config.score).to(next(self.model.parameters()).device)
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Anomaly scores, shape (N,)."""
-        return ReconstructionScore(self.model)(images)
+        return self.scorer()(images)
+
+    @torch.no_grad()
+    def finish(self, images: torch.Tensor, is_anomaly: torch.Tensor, **_: Any) -> dict[str, Any]:
+        """Fit the decision threshold on the validation images (best weights loaded)."""
+        from app.metrics import youden_threshold
+
+        self.model.eval()
+        scores = torch.cat([self.predict(images[i : i + 64]) for i in range(0, len(images), 64)]).numpy()
+        labels = is_anomaly.numpy().astype(int)
+        normals = scores[labels == 0] if (labels == 0).any() else scores
+        cut = youden_threshold(labels, scores) if self.config.threshold_rule == "roc" else None
+        rule = "roc" if cut is not None else "percentile"
+        self.threshold = cut if cut is not None else float(np.percentile(normals, self.config.threshold_percentile))
+        return {"threshold": self.threshold, "threshold_rule": rule, "score": self.config.score}
+
+    def extra(self) -> dict[str, Any]:
+        return {"threshold": self.threshold}
 
     def export_module(self) -> nn.Module:
-        return ReconstructionScore(self.model)
+        return self.scorer()
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
