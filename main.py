@@ -4,7 +4,7 @@
     python main.py workflow --dataset demo --yes --fast
     python main.py collect demo | collect local PATH [--name NAME] [--copy]
     python main.py organize PATH --name NAME
-    python main.py dataset review|correct|stats|balance|merge|export ...
+    python main.py dataset review|correct|stats|balance|merge|holdout|export ...
     python main.py train --dataset NAME --phase supervised|vae|hybrid [...]
     python main.py evaluate RUN
     python main.py export RUN
@@ -93,10 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     merge = actions.add_parser("merge", help="merge organized datasets, split again by patient")
     merge.add_argument("names", nargs="+")
     merge.add_argument("--name", required=True, help="name of the merged dataset")
+    holdout = actions.add_parser("holdout", help="a copy with one anomaly class unknown (test split only)")
+    holdout.add_argument("name")
+    holdout.add_argument("label", help="the anomaly class to hold out, e.g. tumor")
+    holdout.add_argument("--name", dest="new_name", required=True, help="name of the copy")
     export = actions.add_parser("export", help="write a dataset's rows as CSV or JSON")
     export.add_argument("name")
     export.add_argument("file", help="destination; .json for JSON, anything else for CSV")
-    for sub in (review, correct, stats, balance, merge, export):
+    for sub in (review, correct, stats, balance, merge, holdout, export):
         _global_options(sub, suppress=True)
 
     tr = command("train", "train (or resume) one phase on an organized dataset")
@@ -287,6 +291,9 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
     elif args.action == "merge":
         result = dataset_tools.merge_datasets(ws, args.names, args.name)
         console.print(f"Merged into {result.name}: {result.items} items, splits {result.split_counts}")
+    elif args.action == "holdout":
+        result = dataset_tools.hold_out_class(ws, args.name, args.label, args.new_name)
+        console.print(f"{result.name}: {args.label!r} held out (test split only); classes {sorted(result.classes)}")
     else:
         target = Path(args.file).expanduser()
         fmt = "json" if target.suffix.lower() == ".json" else "csv"

@@ -36,7 +36,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             valid = ", ".join(self._entries) or "none"
-            close = difflib.get_close_matches(name, self._entries, n=1)
+            close = difflib.get_close_matches(str(name), self._entries, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UnknownNameError(
                 f"Unknown {self.family} {name!r}.{hint} Valid names: {valid}."

@@ -96,6 +96,29 @@ def merge_datasets(ws: Workspace, names: list[str], new_name: str, seed: int = 0
     return write_dataset(ws, new_name, f"merged:{'+'.join(names)}", rows, series, [], [], seed)
 
 
+def hold_out_class(ws: Workspace, dataset: str, label: str, new_name: str) -> Any:
+    """A copy of ``dataset`` where ``label`` is unknown: gone from train and validation, kept
+    in test, and not one of the classes. Train on it to see how each phase copes with a
+    kind of anomaly it never saw (open-set evaluation). Splits are kept as they are.
+    """
+    from app.organize.organizer import write_dataset
+
+    meta = ws.dataset_metadata(dataset)
+    rows = all_rows(ws, dataset)
+    if label == "normal" or label not in meta["classes"]:
+        choices = ", ".join(c for c in meta["classes"] if c != "normal")
+        raise DatasetError(f"{label!r} is not an anomaly class of {dataset!r}; hold out one of: {choices}.")
+    if new_name == dataset:
+        raise DatasetError("Give the held-out copy a new name.")
+    kept = [r for r in rows if r["label"] != label or r["split"] == "test"]
+    if not any(r["label"] == label for r in kept):
+        raise DatasetError(f"The test split of {dataset!r} holds no {label!r} image to evaluate on.")
+    series_path = ws.organized_path(dataset) / "series.json"
+    series = json.loads(series_path.read_text()) if series_path.exists() else {}
+    return write_dataset(ws, new_name, f"held-out:{dataset}-{label}", kept, series, [], [],
+                         int(meta.get("seed", 0)), held_out=(label,))
+
+
 def export_dataset(ws: Workspace, dataset: str, fmt: str, destination: Path) -> Path:
     """Write every row (and the dataset's metadata for JSON) to ``destination``."""
     rows = all_rows(ws, dataset)

@@ -217,9 +217,13 @@ def _duplicates(records: list[FileRecord], root: Path) -> list[list[str]]:
 def write_dataset(
     ws: Workspace, name: str, source: str, rows: list[dict[str, Any]], series: dict[str, list[str]],
     skipped: list, duplicates: list[list[str]], seed: int,
-    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), held_out: tuple[str, ...] = (),
 ) -> OrganizeResult:
-    """Write every file of an organized dataset from its rows (splits already assigned)."""
+    """Write every file of an organized dataset from its rows (splits already assigned).
+
+    ``held_out``: labels kept out of the classes (open-set evaluation: they appear in
+    the test split only, as anomalies no classifier was trained on).
+    """
     out = ws.organized_path(name)
     labeled = [r for r in rows if r["labeled"]]
     unlabeled = [r for r in rows if not r["labeled"]]
@@ -233,7 +237,7 @@ def write_dataset(
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
         "duplicates": duplicates,
     })
-    classes = Counter(r["label"] for r in labeled)
+    classes = Counter(r["label"] for r in labeled if r["label"] not in held_out)
     ordered = sorted(classes, key=lambda c: (c != NORMAL, c))
     split_counts = Counter(r["split"] for r in rows)
     counts = {
@@ -248,6 +252,7 @@ def write_dataset(
     write_state(out / "metadata.json", Kind.DATASET_METADATA, {
         "name": name, "source_dataset": source, "classes": ordered, "counts": counts,
         "items": len(rows), "created": now_iso(), "seed": seed, "split_fractions": list(fractions),
+        **({"held_out_classes": list(held_out)} if held_out else {}),
     })
     total = sum(classes.values())
     weights = {c: round(total / (len(classes) * classes[c]), 4) for c in ordered}

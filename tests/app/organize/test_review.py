@@ -97,3 +97,21 @@ def test_statistics_merge_balance_and_export(ws, tmp_path) -> None:
     assert len(json.loads(out.read_text())["rows"]) == 14
     out = export_dataset(ws, "both", "csv", tmp_path / "out" / "both.csv")
     assert len(out.read_text().strip().splitlines()) == 15
+
+
+def test_a_held_out_class_is_unknown_in_training_and_present_in_test(demo_ws) -> None:
+    from app.errors import DatasetError
+    from app.organize.dataset_tools import all_rows, hold_out_class
+
+    result = hold_out_class(demo_ws, "demo", "tumor", "demo-no-tumor")
+    meta = demo_ws.dataset_metadata("demo-no-tumor")
+    assert "tumor" not in meta["classes"] and meta["held_out_classes"] == ["tumor"]
+    assert "tumor" not in result.classes
+    rows = all_rows(demo_ws, "demo-no-tumor")
+    tumors = [r for r in rows if r["label"] == "tumor"]
+    assert tumors and {r["split"] for r in tumors} == {"test"}
+    # Everything else is untouched, splits included.
+    before = {r["path"]: r["split"] for r in all_rows(demo_ws, "demo") if r["label"] != "tumor"}
+    assert {r["path"]: r["split"] for r in rows if r["label"] != "tumor"} == before
+    with pytest.raises(DatasetError, match="hold out one of: fracture, hemorrhage"):
+        hold_out_class(demo_ws, "demo", "normal", "x")
