@@ -8,7 +8,7 @@ import questionary
 from rich.table import Table
 
 from app.organize.dataset_tools import (
-    BALANCE_METHODS, dataset_statistics, export_dataset, merge_datasets, set_balance,
+    BALANCE_METHODS, dataset_statistics, export_dataset, hold_out_class, merge_datasets, set_balance,
 )
 from app.organize.organizer import organize
 from app.organize.review import FIELDS, add_correction, review_groups
@@ -28,6 +28,7 @@ def organize_menu(s) -> None:
         questionary.Choice("Class balancing for training", value=balance_screen, disabled=reason),
         questionary.Choice("Merge datasets", value=merge_screen,
                            disabled=None if len(s.ws.organized_datasets()) > 1 else "Organize two datasets first"),
+        questionary.Choice("Hold out an anomaly class (open-set test)", value=holdout_screen, disabled=reason),
         questionary.Choice("Export a dataset as CSV or JSON", value=export_screen, disabled=reason),
     ])
     if action:
@@ -140,6 +141,23 @@ def merge_screen(s) -> None:
         return
     result = merge_datasets(s.ws, names, name.strip(), seed=s.settings.seed)
     console.print(f"[green]Merged[/] {', '.join(names)} into {result.name}: {result.items} items, splits {result.split_counts}.")
+
+
+def holdout_screen(s) -> None:
+    dataset = _pick_dataset(s, "Dataset")
+    if dataset is None:
+        return
+    anomalies = [c for c in s.ws.dataset_metadata(dataset)["classes"] if c != "normal"]
+    label = ask_choice("Which class should stay unknown in training?", [questionary.Choice(c, value=c) for c in anomalies])
+    if label is None:
+        return
+    name = ask_text("Name of the copy:", default=f"{dataset}-without-{label}",
+                    validate=lambda t: bool(t.strip()) or "Give a name")
+    if name is None:
+        return
+    result = hold_out_class(s.ws, dataset, label, name.strip())
+    console.print(f"[green]{result.name}[/]: {label!r} is in the test split only; train supervised, VAE and "
+                  "hybrid on it and compare how each scores it (benchmarks/open_set.py does all of this).")
 
 
 def export_screen(s) -> None:
