@@ -7,7 +7,8 @@
     python main.py dataset review|correct|stats|balance|merge|holdout|export ...
     python main.py train --dataset NAME --phase supervised|vae|hybrid [...]
     python main.py evaluate RUN
-    python main.py export RUN
+    python main.py export RUN [--int8]
+    python main.py predict PATH [--run RUN]
     python main.py status
 
 Global options (before or after the command): --workspace DIR, --debug, --help.
@@ -132,8 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirrored image")
 
-    ex = command("export", "export a run to ONNX, checked against PyTorch")
+    ex = command("export", "export a run as an ONNX bundle (model card, README), checked against PyTorch")
     ex.add_argument("run")
+    ex.add_argument("--int8", action="store_true", help="also a static INT8 copy, with its validation metric change")
+
+    pr = command("predict", "run trained models on a file, a DICOM series or a folder")
+    pr.add_argument("path", help="an image file, a DICOM series folder, or a folder of images")
+    pr.add_argument("--run", help="the model to use (default: chosen per image by modality and region)")
+    pr.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM / residual heat maps")
 
     command("status", "show datasets, runs and workflow progress")
     return parser
@@ -238,11 +245,20 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             result = evaluate_run(ws, args.run, args.split, progress=bar, tta=args.tta)
             message = ""
         elif args.command == "export":
-            from app.export import export_run
+            from app.bundle import export_bundle
 
-            result = export_run(ws, args.run, progress=bar)
-            message = (f"Exported {result.path} (max abs difference to PyTorch {result.max_abs_diff:.1e}, "
-                       f"sha256 {result.sha256})")
+            result = export_bundle(ws, args.run, int8=args.int8, progress=bar)
+            message = f"Exported bundle {result.path} (max abs difference to PyTorch {result.max_abs_diff:.1e})"
+            if result.int8:
+                q = result.int8
+                message += f"\nINT8: {q['metric']} {q['fp32']:.4f} -> {q['int8']:.4f} ({q['change']:+.4f})"
+        elif args.command == "predict":
+            from pathlib import Path
+
+            from app.predict import predict
+
+            result = predict(ws, Path(args.path), run=args.run, overlays=not args.no_overlays, progress=bar)
+            message = f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays)
         else:  # status
             from app.status import workspace_status
 
@@ -250,6 +266,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
     if args.command == "evaluate":
         screens.show_evaluation(result.metrics, ws.run_metadata(args.run).get("classes", []), args.run)
         message = f"Report: {result.report}"
+    if args.command == "predict":
+        console.print(render.predictions_table(result.predictions))
     if args.command == "status":
         console.print(f"Workspace: {result.root}")
         for table in render.status_tables(result):

@@ -62,6 +62,17 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
 
 def _grid(images: np.ndarray, maps: np.ndarray, probabilities: np.ndarray, rows: list, classes: list[str],
           path: Path, title: str) -> None:
+    titles, colours = [], []
+    for k in range(len(images)):
+        guess = int(probabilities[k].argmax())
+        titles.append(f"true {rows[k]['label']}\npred {classes[guess]} {probabilities[k][guess]:.2f}")
+        colours.append("green" if classes[guess] == rows[k]["label"] else "red")
+    heat_grid(images, maps, titles, path, f"Grad-CAM: {title}", colours)
+
+
+def heat_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], path: Path, title: str,
+              colours: list[str] | None = None) -> Path:
+    """Images with their heat maps (in [0, 1]) laid over, six to a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,14 +86,12 @@ def _grid(images: np.ndarray, maps: np.ndarray, probabilities: np.ndarray, rows:
     for k, ax in enumerate(axes.flat[: len(images)]):
         ax.imshow(images[k], cmap="gray", vmin=0, vmax=1)
         ax.imshow(maps[k], cmap="jet", alpha=0.35, vmin=0, vmax=1)
-        guess = int(probabilities[k].argmax())
-        colour = "green" if classes[guess] == rows[k]["label"] else "red"
-        ax.set_title(f"true {rows[k]['label']}\npred {classes[guess]} {probabilities[k][guess]:.2f}",
-                     fontsize=8, color=colour)
-    fig.suptitle(f"Grad-CAM: {title}")
+        ax.set_title(titles[k], fontsize=8, color=(colours or ["black"] * len(images))[k])
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
 
 
 def _vae_scorer(phase: object) -> object | None:

@@ -29,6 +29,8 @@ class Kind(StrEnum):
     SETTINGS = "settings"
     SCAN_CACHE = "scan_cache"
     CORRECTIONS = "corrections"
+    MODEL_CARD = "model_card"
+    PREDICTIONS = "predictions"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.SETTINGS: Schema(1, {}),
     Kind.SCAN_CACHE: Schema(1, {"root": str, "files": dict}),
     Kind.CORRECTIONS: Schema(1, {"dataset": str, "rules": list}),
+    Kind.MODEL_CARD: Schema(1, {"name": str, "phase": str, "task": str, "classes": list, "input": dict, "files": dict}),
+    Kind.PREDICTIONS: Schema(1, {"created": str, "results": list}),
 }
 
 _FIX = "Move the file aside (or delete it) and run the step that writes it again."

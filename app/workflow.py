@@ -15,7 +15,7 @@ from typing import Any
 from app.collectors import collect
 from app.errors import DatasetError, StateError
 from app.evaluate import evaluate_run
-from app.export import export_run
+from app.bundle import export_bundle
 from app.organize.organizer import organize
 from app.progress import Progress
 from app.state import Kind, read_state_or, write_state
@@ -28,7 +28,7 @@ STEPS = ("collect", "organize", "supervised", "vae", "hybrid", "evaluate", "expo
 TITLES = {
     "collect": "Collect data", "organize": "Organize dataset", "supervised": "Train supervised classifier",
     "vae": "Train VAE (normality)", "hybrid": "Fit hybrid ensemble", "evaluate": "Evaluate on the test split",
-    "export": "Export to ONNX",
+    "export": "Export ONNX bundles",
 }
 DEMO_SCALE = 3
 
@@ -154,7 +154,7 @@ def _evaluate(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Pr
 def _export(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
     exported = {}
     for run in _runs(steps):
-        result = export_run(ws, run, progress)
+        result = export_bundle(ws, run, progress=progress)
         exported[run] = {"path": ws.relative(result.path), "max_abs_diff": result.max_abs_diff}
     return {"exports": exported}
 

@@ -57,6 +57,14 @@ class Workspace:
         return self.root / "checkpoints"
 
     @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    @property
     def index_path(self) -> Path:
         return self.data_dir / "datasets.json"
 

@@ -34,7 +34,7 @@ def _entries(s: screens.Session) -> list[tuple[str, Callable[[screens.Session], 
         ("Organize a dataset", organize_menu, None),  # it also takes any folder
         ("Train", screens.train_menu, None if organized else "Organize a dataset first"),
         ("Evaluate & explain", screens.evaluate_menu, None if finished else "Train a model first"),
-        ("Export & predict", screens.export_menu, None if finished else "Train a model first"),
+        ("Export & predict", screens.export_predict_menu, None if finished else "Train a model first"),
         ("One-click workflow (collect -> organize -> train -> evaluate -> export)", screens.workflow_menu, None),
         ("Settings", screens.settings_menu, None),
         ("Help", screens.help_menu, None),

@@ -78,3 +78,16 @@ def workflow_table(state: dict[str, Any]) -> Table:
             details = f"{record['items']} items, {record['labeled']} labeled"
         table.add_row(TITLES[step], record.get("status", "to do"), str(details))
     return table
+
+
+def predictions_table(predictions: list[Any]) -> Table:
+    """One line per predicted item: what it is, which model answered, and its answer."""
+    table = Table(title="Predictions", title_justify="left")
+    for name in ("input", "modality / region", "model", "class", "confidence", "anomaly score", "anomaly?"):
+        table.add_column(name, justify="right" if name in ("confidence", "anomaly score") else "left")
+    for p in predictions:
+        verdict = "" if p.is_anomaly is None else ("[red]yes[/]" if p.is_anomaly else "[green]no[/]")
+        table.add_row(p.input[-40:], f"{p.modality} / {p.region}", p.run or f"[yellow]{p.note}[/]",
+                      p.predicted_class, _num(p.confidence) if p.confidence is not None else "",
+                      _num(p.anomaly_score) if p.anomaly_score is not None else "", verdict)
+    return table

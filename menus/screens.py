@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import questionary
@@ -11,7 +12,7 @@ from rich.panel import Panel
 
 from app.collectors import collect
 from app.evaluate import evaluate_run
-from app.export import export_run
+from app.bundle import export_bundle
 from app.training import train
 from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_state
 from app.workspace import Workspace
@@ -130,16 +131,51 @@ def show_evaluation(metrics: dict[str, Any], classes: list[str], run: str) -> No
         console.print(render.confusion_table(metrics["confusion_matrix"], classes))
 
 
-# -- export --------------------------------------------------------------------------------
+# -- export and predict ----------------------------------------------------------------------
+def export_predict_menu(s: Session) -> None:
+    action = ask_choice("Export & predict", [
+        questionary.Choice("Export a run as an ONNX bundle", value=export_menu),
+        questionary.Choice("Predict on new images (a file, a DICOM series or a folder)", value=predict_menu),
+    ])
+    if action is not None:
+        action(s)
+
+
+def predict_menu(s: Session) -> None:
+    from app.predict import candidate_runs, predict
+
+    path = ask_path("Image file or folder:")
+    if not path:
+        return
+    runs = candidate_runs(s.ws)
+    run = ask_choice("Which model?", [
+        questionary.Choice("Choose for each image by its modality and region (router)", value="__auto__"),
+        *[questionary.Choice(r, value=r) for r in runs],
+    ])
+    if run is None:
+        return
+    with progress_bars() as bar:
+        result = predict(s.ws, Path(path), run=None if run == "__auto__" else run, progress=bar)
+    console.print(render.predictions_table(result.predictions))
+    console.print(f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays))
+
+
 def export_menu(s: Session) -> None:
     run = _pick_run(s, "Export which run to ONNX?")
     if run is None:
         return
+    int8 = ask_confirm("Also an INT8 copy (faster on CPU; its metric change on validation is measured)?",
+                       default=False)
+    if int8 is None:
+        return
     with progress_bars() as bar:
-        result = export_run(s.ws, run, progress=bar)
-    console.print(f"[green]Exported[/] {result.path}\n  outputs: {', '.join(result.outputs)}\n"
+        result = export_bundle(s.ws, run, int8=int8, progress=bar)
+    console.print(f"[green]Exported[/] bundle {result.path}\n"
                   f"  ONNX Runtime vs PyTorch, max abs difference: {result.max_abs_diff:.2e} (limit 1e-4)\n"
-                  f"  SHA-256: {result.sha256}")
+                  f"  model card: {result.path / 'metadata.json'}; README: {result.path / 'README.md'}")
+    if result.int8:
+        q = result.int8
+        console.print(f"  INT8: {q['metric']} {q['fp32']:.4f} -> {q['int8']:.4f} ({q['change']:+.4f})")
 
 
 # -- workflow ------------------------------------------------------------------------------
@@ -187,7 +223,7 @@ def show_workflow_results(state: dict[str, Any]) -> None:
     for run, metrics in state["steps"].get("evaluate", {}).get("metrics", {}).items():
         console.print(render.metrics_table(f"{run}: test split", metrics))
     for run, info in state["steps"].get("export", {}).get("exports", {}).items():
-        console.print(f"ONNX: {info['path']} (max abs difference to PyTorch {info['max_abs_diff']:.1e})")
+        console.print(f"ONNX bundle: {info['path']} (max abs difference to PyTorch {info['max_abs_diff']:.1e})")
 
 
 # -- settings and help ---------------------------------------------------------------------

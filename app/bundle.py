@@ -1,0 +1,283 @@
+"""Export bundles: what leaves the workstation, self-describing and verifiable.
+
+``exports/<run>/`` holds the ONNX model (checked against PyTorch), optionally an INT8
+copy, a model card ``metadata.json`` and a README. The card says what the model is
+for (task, modality, region, classes), how to prepare its input, how well it did
+(metrics with confidence intervals), where it came from (dataset and configuration
+hashes, package versions) and the SHA-256 of every model file, which
+``load_bundle`` checks before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.errors import ExportError
+from app.progress import Progress, report
+from app.state import Kind, read_state, write_state
+from app.workspace import Workspace, now_iso
+
+CARD = "metadata.json"
+PACKAGES = ("torch", "timm", "onnx", "onnxruntime", "numpy", "pydicom", "monai", "scikit-learn", "scikit-image")
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    run: str
+    path: Path
+    max_abs_diff: float
+    int8: dict[str, Any] | None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _json_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _dominant(counts: dict[str, int]) -> list[str]:
+    """The values that make up at least a tenth of a dataset, most frequent first."""
+    total = sum(counts.values()) or 1
+    return [k for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v / total >= 0.1 and k not in ("", "OT", "unknown")]
+
+
+def _preprocessing(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "channels": 1, "size": [config["image_size"], config["image_size"]], "dtype": "float32", "range": [0.0, 1.0],
+        "clahe": bool(config.get("clahe", False)),
+        "steps": [
+            "read as one grayscale plane (DICOM: modality rescale, then the stored window, MONOCHROME1 inverted; "
+            "volumes: the middle axial slice; other images: 8-bit divided by 255, 16-bit scaled between "
+            "the 1st and 99th percentiles)",
+            *(["CLAHE (skimage.exposure.equalize_adapthist, clip_limit=0.01) at the image's own size"]
+              if config.get("clahe") else []),
+            "bilinear resize to the input size",
+        ],
+    }
+
+
+def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str, Any],
+               int8: dict[str, Any] | None) -> dict[str, Any]:
+    from app.training import load_run_phase
+
+    meta = ws.run_metadata(run)
+    phase = load_run_phase(ws, run)
+    dataset = ws.dataset_metadata(meta["dataset"])
+    tconfig = read_state(ws.organized_path(meta["dataset"]) / "training_config.json", Kind.TRAINING_CONFIG)
+    counts = dataset.get("counts", {})
+    evaluation = meta.get("evaluation", {}).get("test", {})
+    headline = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    task = ("classification" if phase.spec.output == "class_probabilities" else "anomaly_score")
+    outputs = export["outputs"]
+    threshold = getattr(phase, "threshold", None)
+    return {
+        "name": run, "phase": meta["phase"], "task": task, "created": now_iso(),
+        "modality": _dominant(counts.get("by_modality", {})), "region": _dominant(counts.get("by_region", {})),
+        "classes": meta.get("classes", []), "normal_class": "normal" if "normal" in meta.get("classes", []) else None,
+        "input": {"name": "image", "shape": ["batch", 1, phase.config.image_size, phase.config.image_size],
+                  "preprocessing": _preprocessing(meta["config"])},
+        "outputs": [{"name": n, "meaning": {
+            "probabilities": "class probabilities (softmax), in the order of 'classes'",
+            "anomaly_score": "anomaly score; an image is anomalous when score >= decision_threshold",
+        }[n]} for n in outputs],
+        "decision_threshold": threshold if task == "anomaly_score" else None,
+        "metrics": {"split": "test", "values": headline, "ci95": evaluation.get("ci95", {}),
+                    "evaluated": evaluation.get("evaluated")} if evaluation else None,
+        "provenance": {
+            "dataset": meta["dataset"], "dataset_items": dataset.get("items"),
+            "dataset_metadata_sha256": _json_hash({k: v for k, v in dataset.items() if k != "created"}),
+            "training_config_sha256": _json_hash(tconfig), "run_config": meta["config"],
+            "run_config_sha256": _json_hash(meta["config"]), "epochs": meta.get("epoch"),
+            "packages": _versions(),
+        },
+        "checks": {"onnx_checker": "passed", "max_abs_diff_vs_pytorch": export["max_abs_diff"],
+                   "tolerance": 1e-4, "opset": export["opset"]},
+        "int8": int8,
+        "files": files,
+    }
+
+
+def _readme(card: dict[str, Any]) -> str:
+    size = card["input"]["shape"][-1]
+    lines = [
+        f"# {card['name']}", "",
+        f"A {card['phase']} model ({card['task']}) exported by MedAnomaly Workbench on {card['created']}.",
+        f"Modality: {', '.join(card['modality']) or 'unknown'}; region: {', '.join(card['region']) or 'unknown'}; "
+        f"classes: {', '.join(card['classes'])}.", "",
+        "Research use only; not a medical device.", "",
+        "## Input", "",
+        f"`image`: float32, shape (batch, 1, {size}, {size}), values in [0, 1]:", "",
+        *[f"1. {step}" for step in card["input"]["preprocessing"]["steps"]], "",
+        "## Outputs", "", *[f"- `{o['name']}`: {o['meaning']}" for o in card["outputs"]], "",
+    ]
+    if card["decision_threshold"] is not None:
+        lines += [f"Decision threshold (chosen on validation): {card['decision_threshold']:.6g}", ""]
+    if card["metrics"]:
+        values, ci = card["metrics"]["values"], card["metrics"]["ci95"]
+        lines += ["## Test metrics", "", "| metric | value | 95% CI |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {v:.4g} | {f'{ci[k][0]:.3f}-{ci[k][1]:.3f}' if k in ci else ''} |" for k, v in values.items()]
+        lines += [""]
+    lines += [
+        "## Files", "", *[f"- `{name}` sha256 `{digest}`" for name, digest in card["files"].items()], "",
+        "## Run it without MedAnomaly Workbench", "", "```python",
+        "import hashlib, json, numpy as np, onnxruntime as ort",
+        "card = json.load(open('metadata.json'))",
+        "assert hashlib.sha256(open('model.onnx', 'rb').read()).hexdigest() == card['files']['model.onnx']",
+        "session = ort.InferenceSession('model.onnx', providers=['CPUExecutionProvider'])",
+        f"image = np.zeros((1, 1, {size}, {size}), np.float32)  # prepared as above",
+        "outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {'image': image})))",
+        "```", "",
+    ]
+    return "\n".join(lines)
+
+
+def quantize_int8(ws: Workspace, run: str, source: Path, target: Path) -> dict[str, Any]:
+    """Static INT8 quantization (QDQ, calibrated on validation images) and its metric change.
+
+    The metric is the validation AUROC (classifiers: of 1 - P(normal) when there is a
+    normal class, else macro one-vs-rest ROC-AUC), FP32 against INT8.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from app.data import phase_images, split_rows
+    from app.training import load_run_phase
+
+    meta = ws.run_metadata(run)
+    phase = load_run_phase(ws, run)
+    rows = [r for r in split_rows(ws, meta["dataset"], "val") if r["labeled"]]
+    if phase.spec.output == "class_probabilities":
+        rows = phase.select_rows(rows)
+    if not rows:
+        raise ExportError("INT8 needs labeled validation images to calibrate on and to measure the change.")
+    images = phase_images(ws, phase, rows)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"image": images[i : i + 16]} for i in range(0, min(len(images), 128), 16)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    prepared = target.with_name(".prepared.onnx")
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        op_types_to_quantize=["Conv", "Gemm", "MatMul"])  # softmax and scores stay float
+    except Exception as err:
+        target.unlink(missing_ok=True)
+        raise ExportError(f"INT8 quantization failed ({type(err).__name__}: {err}); the FP32 model is unaffected.") from err
+    finally:
+        prepared.unlink(missing_ok=True)
+
+    def metric(path: Path) -> float:
+        from app.metrics import anomaly_auroc, classification_metrics
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = np.concatenate([session.run(None, {"image": images[i : i + 32]})[-1] for i in range(0, len(images), 32)])
+        if phase.spec.output == "class_probabilities":
+            targets = np.array([phase.classes.index(r["label"]) for r in rows])
+            return float(classification_metrics(got, targets, phase.classes)["roc_auc_ovr"])
+        return float(anomaly_auroc(np.array([0 if r["label"] == "normal" else 1 for r in rows]), got))
+
+    before, after = metric(source), metric(target)
+    name = "val_roc_auc" if phase.spec.output == "class_probabilities" else "val_anomaly_auroc"
+    return {"file": target.name, "metric": name, "fp32": before, "int8": after, "change": after - before,
+            "calibration_images": min(len(images), 128), "scheme": "static QDQ, per-channel int8 weights, uint8 activations"}
+
+
+def export_bundle(ws: Workspace, run: str, *, int8: bool = False, progress: Progress | None = None) -> BundleResult:
+    """Export ``run`` (see app.export.export_run) and write its bundle ``exports/<run>/``.
+
+    The bundle is written beside and moved into place whole: a failed export leaves
+    the previous bundle (if any) as it was.
+    """
+    from app.export import export_run
+
+    result = export_run(ws, run, progress)
+    export = ws.run_metadata(run)["export"]
+    final = ws.exports_dir / run
+    work = ws.exports_dir / f".{run}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        shutil.copy2(result.path, work / "model.onnx")
+        quantized = None
+        if int8:
+            report(progress, "INT8 quantization", 0, 1)
+            quantized = quantize_int8(ws, run, work / "model.onnx", work / "model.int8.onnx")
+            report(progress, "INT8 quantization", 1, 1)
+        files = {p.name: sha256_of(p) for p in sorted(work.glob("*.onnx"))}
+        card = model_card(ws, run, files, export, quantized)
+        write_state(work / CARD, Kind.MODEL_CARD, card)
+        (work / "README.md").write_text(_readme(card), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        work.rename(final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return BundleResult(run, final, result.max_abs_diff, quantized)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    card: dict[str, Any]
+
+    def session(self, int8: bool = False) -> Any:
+        import onnxruntime as ort
+
+        name = "model.int8.onnx" if int8 else "model.onnx"
+        if name not in self.card["files"]:
+            raise ExportError(f"The bundle {self.path} has no {name}. Export it again (with --int8 for INT8).")
+        return ort.InferenceSession(str(self.path / name), providers=["CPUExecutionProvider"])
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read a bundle and check every model file against the SHA-256 in its card.
+
+    Raises:
+        ExportError: no card, a missing file, or a file whose content changed.
+    """
+    card_path = path / CARD
+    if not card_path.exists():
+        raise ExportError(f"{path} is not an export bundle (no {CARD}). Export the run again.")
+    card = read_state(card_path, Kind.MODEL_CARD)
+    for name, expected in card["files"].items():
+        file = path / name
+        if not file.exists():
+            raise ExportError(f"{file} is missing from the bundle. Export the run again.")
+        if sha256_of(file) != expected:
+            raise ExportError(
+                f"{file} does not match the SHA-256 in its model card: it was changed or damaged after export. "
+                "Do not use it; export the run again."
+            )
+    return Bundle(path, card)

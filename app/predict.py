@@ -1,0 +1,301 @@
+"""Run trained models on new images: a file, a DICOM series or a folder.
+
+Each input item (a 2D image, a volume, or a DICOM series grouped as the organizer
+groups them) is prepared the way its model was trained. Without ``run``, the item's
+modality and region are detected with the organizer's rules and the model trained
+on matching data is chosen (the multi-organ router); when none matches, the item is
+reported as such, never forced through a model that has not seen its kind of image.
+An exported bundle runs on ONNX Runtime (after its SHA-256 check); a run without
+one runs on PyTorch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+
+from app.bundle import Bundle, load_bundle
+from app.errors import DatasetError, WorkbenchError
+from app.progress import Progress, report
+from app.state import Kind, write_state
+from app.workspace import Workspace, now_iso
+
+# Phases that answer "is this image anomalous?" on their own, best first.
+ROUTABLE = ("hybrid", "supervised", "transfer", "vae")
+
+
+@dataclass
+class Item:
+    name: str  # relative to the input given
+    files: list[Path]
+    kind: str  # image2d | volume | dicom_series
+    modality: str = "OT"
+    region: str = "unknown"
+
+
+@dataclass
+class Prediction:
+    input: str
+    modality: str
+    region: str
+    run: str = ""
+    engine: str = ""  # onnxruntime | pytorch
+    predicted_class: str = ""
+    confidence: float | None = None
+    anomaly_score: float | None = None
+    threshold: float | None = None
+    is_anomaly: bool | None = None
+    note: str = ""
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    predictions: list[Prediction]
+    folder: Path
+    csv: Path
+    json: Path
+    overlays: list[Path]
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def find_items(path: Path) -> list[Item]:
+    """The items under ``path`` with their detected modality and region.
+
+    Raises:
+        DatasetError: the path does not exist or holds no image this tool reads.
+    """
+    from app.organize.detect import MODALITY_RULES, REGION_RULES, detect
+    from app.organize.organizer import _group
+    from app.organize.scan import scan_tree
+
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist.")
+    root = path if path.is_dir() else path.parent
+    records, skipped, _ = scan_tree(root, b"predict", workers=1)
+    if path.is_file():
+        records = [r for r in records if Path(r.path) == path]
+    items = []
+    for files, kind in _group(records, root):
+        middle = files[len(files) // 2]
+        relative = PurePath(Path(middle.path).relative_to(root))
+        items.append(Item(
+            name=str(relative.parent / f"{relative.name} (+{len(files) - 1} slices)") if len(files) > 1 else str(relative),
+            files=[Path(f.path) for f in files], kind=kind,
+            modality=detect(MODALITY_RULES, middle.header, relative, default="OT").value,
+            region=detect(REGION_RULES, middle.header, relative).value,
+        ))
+    if not items:
+        reasons = sorted({s.reason for s in skipped})[:3]
+        raise DatasetError(f"No image this tool reads under {path}" + (f" ({'; '.join(reasons)})" if reasons else "")
+                           + ". Give a DICOM file or series folder, a PNG/JPEG/TIFF or a NIfTI volume.")
+    return items
+
+
+# -- models ----------------------------------------------------------------------------------
+@dataclass
+class Model:
+    run: str
+    phase: str
+    classes: list[str]
+    image_size: int
+    clahe: bool
+    modalities: list[str]
+    regions: list[str]
+    threshold: float | None
+    bundle: Bundle | None
+    _torch: Any = None
+    _session: Any = None
+
+    @property
+    def engine(self) -> str:
+        return "onnxruntime" if self.bundle else "pytorch"
+
+    def run_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """{'probabilities': (N, C)} and/or {'anomaly_score': (N,)}."""
+        if self.bundle:
+            if self._session is None:
+                self._session = self.bundle.session()
+            names = [o.name for o in self._session.get_outputs()]
+            return dict(zip(names, self._session.run(None, {"image": images})))
+        import torch
+
+        with torch.no_grad():
+            out = self._torch.export_module().eval()(torch.from_numpy(images))
+        if isinstance(out, tuple):
+            return {"probabilities": out[0].numpy(), "anomaly_score": out[1].numpy()}
+        key = "probabilities" if self._torch.spec.output == "class_probabilities" else "anomaly_score"
+        return {key: out.numpy()}
+
+
+def _dominant(counts: dict[str, int]) -> list[str]:
+    total = sum(counts.values()) or 1
+    return [k for k, v in counts.items() if v / total >= 0.1 and k not in ("", "OT", "unknown")]
+
+
+def load_model(ws: Workspace, run: str) -> Model:
+    """A finished run, from its bundle when exported (checked), else from its checkpoint."""
+    from app.training import load_run_phase
+
+    meta = ws.run_metadata(run)
+    counts = ws.dataset_metadata(meta["dataset"]).get("counts", {})
+    bundle_path = ws.exports_dir / run
+    bundle = load_bundle(bundle_path) if bundle_path.exists() else None
+    phase = None if bundle else load_run_phase(ws, run)
+    threshold = bundle.card.get("decision_threshold") if bundle else getattr(phase, "threshold", None)
+    return Model(run=run, phase=meta["phase"], classes=list(meta.get("classes", [])),
+                 image_size=int(meta["config"]["image_size"]), clahe=bool(meta["config"].get("clahe", False)),
+                 modalities=_dominant(counts.get("by_modality", {})), regions=_dominant(counts.get("by_region", {})),
+                 threshold=threshold, bundle=bundle, _torch=phase)
+
+
+def candidate_runs(ws: Workspace) -> list[str]:
+    """Finished runs that can answer alone, the best kind first, newest first within a kind."""
+    runs = [m for m in ws.runs() if m.get("status") == "complete" and m.get("phase") in ROUTABLE]
+    runs.sort(key=lambda m: (ROUTABLE.index(m["phase"]), m.get("finished", "")), reverse=False)
+    ordered: list[str] = []
+    for phase in ROUTABLE:
+        ordered += [m["run"] for m in sorted((m for m in runs if m["phase"] == phase),
+                                             key=lambda m: m.get("finished", ""), reverse=True)]
+    return ordered
+
+
+def route(item: Item, models: list[Model]) -> Model | None:
+    """The first model trained on the item's modality and region (unknowns match anything known)."""
+    for model in models:
+        modality_ok = item.modality == "OT" or not model.modalities or item.modality in model.modalities
+        region_ok = item.region == "unknown" or not model.regions or item.region in model.regions
+        if modality_ok and region_ok:
+            return model
+    return None
+
+
+# -- prediction ------------------------------------------------------------------------------
+def _prepare(item: Item, model: Model) -> np.ndarray:
+    from app.data import load_file
+
+    middle = item.files[len(item.files) // 2]
+    return load_file(middle, model.image_size, use_clahe=model.clahe)
+
+
+def _answer(item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) -> Prediction:
+    found = Prediction(item.name, item.modality, item.region, run=model.run, engine=model.engine)
+    if "probabilities" in outputs:
+        p = outputs["probabilities"][k]
+        guess = int(p.argmax())
+        found.predicted_class, found.confidence = model.classes[guess], float(p[guess])
+        found.probabilities = {c: round(float(v), 6) for c, v in zip(model.classes, p)}
+        if "normal" in model.classes and "anomaly_score" not in outputs:
+            found.anomaly_score = float(1.0 - p[model.classes.index("normal")])
+            found.is_anomaly = found.predicted_class != "normal"
+    if "anomaly_score" in outputs:
+        found.anomaly_score = float(outputs["anomaly_score"][k])
+        found.threshold = model.threshold
+        if model.threshold is not None:
+            found.is_anomaly = found.anomaly_score >= model.threshold
+    return found
+
+
+def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool = True,
+            progress: Progress | None = None) -> PredictResult:
+    """Predict every item under ``path``; write predictions.csv/json (and overlays) under
+    ``predictions/<time>/``.
+
+    Raises:
+        DatasetError: nothing readable under ``path``.
+        WorkbenchError: no finished run to predict with (train one first).
+    """
+    items = find_items(path)
+    names = [run] if run else candidate_runs(ws)
+    if not names:
+        raise WorkbenchError("No finished model in this workspace. Train one first (Train, or the one-click workflow).")
+    models = [load_model(ws, name) for name in names]
+    results: list[Prediction] = []
+    by_model: dict[str, list[tuple[int, Item]]] = {}
+    for k, item in enumerate(items):
+        model = models[0] if run else route(item, models)
+        if model is None:
+            trained = "; ".join(f"{m.run}: {'/'.join(m.modalities) or '?'} {'/'.join(m.regions) or '?'}" for m in models)
+            results.append(Prediction(item.name, item.modality, item.region,
+                                      note=f"no model for {item.modality} {item.region} images (trained: {trained})"))
+        else:
+            results.append(Prediction(item.name, item.modality, item.region))
+            by_model.setdefault(model.run, []).append((k, item))
+    done = 0
+    for model in models:
+        for start in range(0, len(by_model.get(model.run, [])), 32):
+            chunk = by_model[model.run][start : start + 32]
+            prepared = []
+            for k, item in chunk:
+                try:
+                    prepared.append((k, item, _prepare(item, model)))
+                except DatasetError as err:
+                    results[k].note = str(err).replace(str(item.files[0].parent), "").strip()[:160]
+            if prepared:
+                outputs = model.run_batch(np.concatenate([x for _, _, x in prepared]))
+                for n, (k, item, _) in enumerate(prepared):
+                    results[k] = _answer(item, model, outputs, n)
+            done += len(chunk)
+            report(progress, "Predicting", done, len(items))
+    folder = ws.predictions_dir / time.strftime("%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = _write(folder, results)
+    made = _overlays(ws, folder, items, results, models) if overlays else []
+    return PredictResult(results, folder, csv_path, json_path, made)
+
+
+def _write(folder: Path, results: list[Prediction]) -> tuple[Path, Path]:
+    import csv
+
+    keys = [k for k in Prediction.__dataclass_fields__ if k != "probabilities"]
+    csv_path = folder / "predictions.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        for r in results:
+            writer.writerow({k: getattr(r, k) for k in keys})
+    json_path = folder / "predictions.json"
+    write_state(json_path, Kind.PREDICTIONS, {"created": now_iso(), "results": [asdict(r) for r in results]})
+    return csv_path, json_path
+
+
+def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Prediction],
+              models: list[Model]) -> list[Path]:
+    """Grad-CAM (classifiers) or residual (VAE, hybrid) maps for up to 12 predicted items,
+    drawn with the PyTorch weights when the run's checkpoint is in the workspace."""
+    import torch
+
+    from app.explain import _vae_scorer, heat_grid
+    from app.training import load_run_phase
+
+    made = []
+    for model in models:
+        pairs = [(item, r) for item, r in zip(items, results) if r.run == model.run]
+        chosen = pairs[:: max(1, len(pairs) // 12)][:12]  # spread over the input, not its first folder
+        if not chosen or not (ws.run_dir(model.run) / "best.pt").exists():
+            continue
+        phase = model._torch or load_run_phase(ws, model.run)
+        images = torch.from_numpy(np.concatenate([_prepare(item, model) for item, _ in chosen]))
+        scorer = _vae_scorer(phase)
+        if scorer is not None:
+            with torch.no_grad():
+                maps = scorer.maps(images)[:, 0].numpy()
+            maps = maps / (float(np.percentile(maps, 99.5)) or 1.0)
+        elif phase.spec.gradcam_layer:
+            from monai.visualize import GradCAM
+
+            cam = GradCAM(nn_module=phase.model, target_layers=phase.spec.gradcam_layer)
+            maps = np.stack([cam(x=images[k : k + 1]).detach()[0, 0].numpy() for k in range(len(images))])
+        else:
+            continue
+        titles = [f"{r.input[-28:]}\n{r.predicted_class or ''} {'ANOMALY' if r.is_anomaly else ''}".strip()
+                  for _, r in chosen]
+        path = folder / f"overlay_{model.run}.png"
+        heat_grid(images[:, 0].numpy(), np.clip(maps, 0, 1), titles, path, f"{model.run}")
+        made.append(path)
+    return made
