@@ -1,8 +1,8 @@
 """The hybrid ensemble: known anomalies from the classifier, unknown ones from the VAE.
 
-Score = w * P(not normal | classifier) + (1 - w) * F(VAE score), where F is the
-empirical distribution of VAE scores on validation normals (a calibrated
-percentile in [0, 1]). w follows the labeled fraction (mostly labeled: 0.8;
+Score = max(w * P(not normal | classifier), (1 - w) * F(VAE score)) / max(w, 1 - w),
+where F is the empirical distribution of VAE scores on validation normals (a
+calibrated percentile in [0, 1]); see ``combine`` for why a maximum. w follows the labeled fraction (mostly labeled: 0.8;
 mostly unlabeled: 0.5; in between: tuned on validation) unless set by hand.
 Nothing here is trained by gradient: the phase is fitted on the validation split.
 """
@@ -32,8 +32,8 @@ class Finding:
     anomaly_score: float  # the combined score in [0, 1]; compared with threshold
     threshold: float
     fired: str  # "known" (the classifier), "unknown" (the VAE) or "none"
-    known_part: float  # weight * P(not normal)
-    unknown_part: float  # (1 - weight) * VAE score percentile among validation normals
+    known_part: float  # weight * P(not normal), scaled as in combine()
+    unknown_part: float  # (1 - weight) * VAE score percentile among validation normals, scaled alike
 
 
 @dataclass
@@ -45,6 +45,23 @@ class HybridConfig:
     image_size: int = 128  # taken from the component runs
     clahe: bool = False  # taken from the component runs
     seed: int = 0
+
+
+def combine(known: Any, unknown: Any, weight: Any) -> Any:
+    """The hybrid score: a weighted maximum of the two parts, in [0, 1].
+
+    ``known`` is the classifier's P(not normal); ``unknown`` the VAE score's percentile
+    among validation normals. Each is scaled by its weight (the larger weight maps to
+    1) and the more alarmed part decides. Not a weighted sum: on an anomaly the
+    classifier never saw, it is confidently wrong (it calls the image normal), and in
+    a sum its 0.8 share out-votes the VAE; in a maximum it cannot hide what the VAE finds.
+    Works on floats, numpy arrays and tensors alike.
+    """
+    scale = max(float(weight), 1.0 - float(weight))
+    a, b = weight * known / scale, (1.0 - weight) * unknown / scale
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
+    return np.maximum(a, b)
 
 
 class HybridModel(nn.Module):
@@ -68,7 +85,7 @@ class HybridModel(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probabilities, calibrated = self.parts(images)
         known = 1.0 - probabilities[:, self.normal_index]
-        return probabilities, self.weight * known + (1.0 - self.weight) * calibrated
+        return probabilities, combine(known, calibrated, self.weight)
 
 
 @register_phase(
@@ -149,11 +166,11 @@ class HybridPhase:
                 weight = 0.5
             elif len(set(labels)) == 2:
                 grid = np.linspace(0, 1, 11)
-                weight = float(max(grid, key=lambda w: roc_auc_score(labels, w * known + (1 - w) * unknown)))
+                weight = float(max(grid, key=lambda w: roc_auc_score(labels, combine(known, unknown, w))))
             else:
                 weight = 0.5
         self.model.weight = torch.tensor(float(weight))
-        combined = weight * known + (1 - weight) * unknown
+        combined = combine(known, unknown, weight)
         cut = youden_threshold(labels, combined)
         self.threshold = cut if cut is not None else float(np.percentile(combined, 95))
         auc = float(roc_auc_score(labels, combined)) if len(set(labels)) == 2 else float("nan")
@@ -180,9 +197,10 @@ class HybridPhase:
         self.model.eval()
         probabilities, calibrated = self.model.parts(x[:1])
         weight = float(self.model.weight)
-        known = weight * (1.0 - float(probabilities[0, self._args["normal_index"]]))
-        unknown = (1.0 - weight) * float(calibrated[0])
-        score, cut = known + unknown, self.threshold if threshold is None else float(threshold)
+        scale = max(weight, 1.0 - weight)
+        known = weight * (1.0 - float(probabilities[0, self._args["normal_index"]])) / scale
+        unknown = (1.0 - weight) * float(calibrated[0]) / scale
+        score, cut = max(known, unknown), self.threshold if threshold is None else float(threshold)
         flagged = score >= cut
         guess = int(probabilities[0].argmax())
         return Finding(
