@@ -23,7 +23,13 @@ def assign_splits(
     for item in items:
         by_patient[item["patient_id"]].append(item)
     strata: dict[str, list[str]] = defaultdict(list)
-    for patient, own in sorted(by_patient.items()):
+    # Patients in an order that does not depend on the workspace: pseudonyms come from
+    # the workspace's secret key, file contents do not. The same files and seed give
+    # the same splits in any workspace.
+    def stable(pair: tuple[str, list[dict[str, Any]]]) -> tuple[str, str]:
+        return (min((i.get("sha256") or "") for i in pair[1]), pair[0])
+
+    for patient, own in sorted(by_patient.items(), key=stable):
         labels = Counter(i["label"] for i in own if i["label"])
         anomalies = [lab for lab, _ in labels.most_common() if lab != "normal"]
         key = anomalies[0] if anomalies else ("normal" if labels else "unlabeled")

@@ -254,3 +254,13 @@ def test_files_without_a_preamble_are_read_by_the_dcmread_fallback(tmp_path) -> 
     assert scan._raw_elements(io.BytesIO(data)) is None
     header, patient, series, position = scan._read_dicom(io.BytesIO(data), len(data))
     assert header["Modality"] == "MR" and series == str(ds.SeriesInstanceUID) and position is not None
+
+
+def test_the_same_files_and_seed_give_the_same_splits_in_any_workspace(demo_ws, tmp_path) -> None:
+    from app.workspace import Workspace
+
+    other = Workspace.open(tmp_path / "other")  # another secret key, other pseudonyms
+    organize(other, demo_ws.raw_dir / "demo" / "demo", "again", workers=1)
+    first = {Path(r["path"]).name + r["sha256"]: r["split"] for r in _all_rows(demo_ws, "demo")}
+    second = {Path(r["path"]).name + r["sha256"]: r["split"] for r in _all_rows(other, "again")}
+    assert first == second
