@@ -77,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     org.add_argument("--seed", type=int, default=0)
     org.add_argument("--workers", type=int, default=None, help="scan processes (default: up to 4)")
 
+    cu = command("cubes", "cut 48-cubed cubes around annotated findings in volumes into a 3D dataset")
+    cu.add_argument("path", help="a folder of NIfTI/MHA/NRRD volumes or DICOM series")
+    cu.add_argument("--name", required=True, help="name of the cube dataset")
+    cu.add_argument("--modality", required=True, choices=["CT", "MR"], help="sets resampling and intensity scaling")
+    cu.add_argument("--points", metavar="CSV", help="annotations: series (or file stem), x,y,z mm or i,j,k voxels, "
+                    "optional location; without it, *_mask volumes beside each volume")
+    cu.add_argument("--negatives", type=int, default=4, help="negative cubes per volume (default 4)")
+    cu.add_argument("--region", default="unknown", help="anatomical region recorded for the dataset")
+
     ds = command("dataset", "review, correct, balance, merge, export organized datasets")
     actions = ds.add_subparsers(dest="action", metavar="ACTION", required=True)
     review = actions.add_parser("review", help="what was detected, per folder")
@@ -106,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = command("train", "train (or resume) one phase on an organized dataset")
     tr.add_argument("--dataset", required=True)
-    tr.add_argument("--phase", required=True, help="supervised, transfer, vae or hybrid")
+    tr.add_argument("--phase", required=True, help="supervised, transfer, vae, hybrid or cube3d")
     tr.add_argument("--run-name", "--run", dest="run", help="run name (an existing unfinished run resumes)")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--image-size", type=int)
@@ -252,6 +261,16 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             if result.int8:
                 q = result.int8
                 message += f"\nINT8: {q['metric']} {q['fp32']:.4f} -> {q['int8']:.4f} ({q['change']:+.4f})"
+        elif args.command == "cubes":
+            from pathlib import Path
+
+            from app.cubes import build_cube_dataset
+
+            result = build_cube_dataset(ws, Path(args.path), args.name, args.modality,
+                                        annotations=Path(args.points) if args.points else None,
+                                        negatives=args.negatives, region=args.region, progress=bar)
+            message = (f"Cube dataset {result.name}: {result.items} cubes, classes {result.classes}, "
+                       f"splits {result.split_counts}; train it with --phase cube3d")
         elif args.command == "predict":
             from pathlib import Path
 

@@ -51,10 +51,57 @@ def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: 
     return out
 
 
+def resize_volume(volume: np.ndarray, size: int) -> np.ndarray:
+    """A (z, y, x) volume resized (trilinear) to size^3."""
+    import torch
+
+    if volume.shape == (size, size, size):
+        return volume.astype(np.float32)
+    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(tensor, size=(size,) * 3, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def load_volumes(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Progress | None = None,
+                 task: str = "Loading volumes") -> np.ndarray:
+    """Every row's volume, oriented, resampled, normalized and resized: (N, 1, size, size, size).
+
+    Raises:
+        DatasetError: a row is a 2D image, or its volume cannot be read.
+    """
+    from app.volumes import load_volume, series_containing
+
+    out = np.empty((len(rows), 1, size, size, size), np.float32)
+    from_npz: dict[str, list[int]] = {}
+    for k, row in enumerate(rows):
+        if row["kind"] == "npz":
+            from_npz.setdefault(row["path"], []).append(k)
+            continue
+        path = ws.resolve(row["path"])
+        if row["kind"] == "dicom_series":
+            folder, series = series_containing(path)
+            volume = load_volume(folder, row["modality"], series_id=series, crop=True)
+        elif row["kind"] == "volume":
+            volume = load_volume(path, row["modality"], crop=True)
+        else:
+            raise DatasetError(f"{row['path']} is a 2D image: a 3D phase needs volumes, DICOM series or 3D .npz files.")
+        out[k, 0] = resize_volume(volume.array, size)
+        report(progress, task, k + 1, len(rows))
+    for stored, indices in from_npz.items():
+        images = npz_images(ws.resolve(stored), [rows[k] for k in indices])
+        if images.ndim != 4:
+            raise DatasetError(f"{stored} holds 2D images: train it with a 2D phase, not a 3D one.")
+        for k, image in zip(indices, images):
+            out[k, 0] = resize_volume(image, size)
+        report(progress, task, len(rows), len(rows))
+    return out
+
+
 def phase_images(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress: Progress | None = None,
                  task: str = "Loading images") -> np.ndarray:
-    """``rows`` prepared the way ``phase`` was trained: its image size, CLAHE or not."""
+    """``rows`` prepared the way ``phase`` was trained: its image size, CLAHE or not; 2D or 3D."""
     config = phase.config
+    if phase.spec.input_dims == 3:
+        return load_volumes(ws, rows, config.image_size, progress, task)
     return load_images(ws, rows, config.image_size, progress, task, use_clahe=getattr(config, "clahe", False))
 
 

@@ -78,8 +78,8 @@ def _augment(images: "Any", generator: "Any", kind: str = "standard") -> "Any":
     if kind == "none":
         return images
     flip = torch.rand(len(images), generator=generator) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    if kind == "standard":
+    images = torch.where(flip.view(-1, *[1] * (images.dim() - 1)), images.flip(-1), images)
+    if kind == "standard" or images.dim() == 5:  # volumes: flips and shifts only
         limit = max(1, images.shape[-1] // 16)
         dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,), generator=generator))
         return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))

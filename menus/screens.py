@@ -97,6 +97,12 @@ def train_menu(s: Session) -> None:
         if augment is None or use_clahe is None:
             return
         overrides.update(augment=augment, clahe=use_clahe)
+    elif phase == "cube3d":
+        size = ask_int("Cube side (voxels; 48 for extracted cubes, 28 for MedMNIST 3D):", default=48, low=8, high=256)
+        epochs = ask_int("Epochs:", default=15 if s.settings.fast else 30, high=1000)
+        if size is None or epochs is None:
+            return
+        overrides.update(image_size=size, epochs=epochs)
     else:
         overrides.update({f"{c}_run": runs[c] for c in ("supervised", "vae")})
     console.print("Training: Ctrl-C stops after the current epoch (twice: at once); "

@@ -1,10 +1,12 @@
 """The hybrid ensemble: known anomalies from the classifier, unknown ones from the VAE.
 
-Score = max(w * P(not normal | classifier), (1 - w) * F(VAE score)) / max(w, 1 - w),
-where F is the empirical distribution of VAE scores on validation normals (a
-calibrated percentile in [0, 1]); see ``combine`` for why a maximum. w follows the labeled fraction (mostly labeled: 0.8;
-mostly unlabeled: 0.5; in between: tuned on validation) unless set by hand.
-Nothing here is trained by gradient: the phase is fitted on the validation split.
+Score = w * E(P(not normal | classifier)) + (1 - w) * F(VAE score), in [0, 1], where
+F is the empirical distribution of VAE scores on validation normals (a calibrated
+percentile) and E is the classifier's evidence above what normal images get:
+(p - m) / (1 - m) clipped at 0, with m the 95th percentile of P(not normal) on the
+validation normals. w follows the labeled fraction (mostly labeled: 0.8; mostly
+unlabeled: 0.5; in between: tuned on validation) unless set by hand. Nothing here
+is trained by gradient: the phase is fitted on the validation split.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class Finding:
     anomaly_score: float  # the combined score in [0, 1]; compared with threshold
     threshold: float
     fired: str  # "known" (the classifier), "unknown" (the VAE) or "none"
-    known_part: float  # weight * P(not normal), scaled as in combine()
-    unknown_part: float  # (1 - weight) * VAE score percentile among validation normals, scaled alike
+    known_part: float  # weight * the classifier's evidence (see combine); anomaly_score = known + unknown
+    unknown_part: float  # (1 - weight) * VAE score percentile among validation normals
 
 
 @dataclass
@@ -47,21 +49,24 @@ class HybridConfig:
     seed: int = 0
 
 
-def combine(known: Any, unknown: Any, weight: Any) -> Any:
-    """The hybrid score: a weighted maximum of the two parts, in [0, 1].
+def evidence(known: Any, floor: Any) -> Any:
+    """The classifier's P(not normal) above ``floor`` (its level on normal images), in [0, 1]."""
+    scaled = (known - floor) / max(1.0 - float(floor), 1e-6)
+    return scaled.clamp(0.0, 1.0) if isinstance(scaled, torch.Tensor) else np.clip(scaled, 0.0, 1.0)
+
+
+def combine(known: Any, unknown: Any, weight: Any, floor: Any) -> Any:
+    """The hybrid score: w * evidence(known, floor) + (1 - w) * unknown, in [0, 1].
 
     ``known`` is the classifier's P(not normal); ``unknown`` the VAE score's percentile
-    among validation normals. Each is scaled by its weight (the larger weight maps to
-    1) and the more alarmed part decides. Not a weighted sum: on an anomaly the
-    classifier never saw, it is confidently wrong (it calls the image normal), and in
-    a sum its 0.8 share out-votes the VAE; in a maximum it cannot hide what the VAE finds.
+    among validation normals. The classifier counts only above its normal level: on a
+    kind of anomaly it never saw it is confidently wrong (it calls the image normal,
+    often more surely than real normals), and a plain weighted sum would let its 0.8
+    share rank those images below the normals. Floored, it can raise suspicion but
+    cannot vouch for normality, and the VAE orders what the classifier finds normal.
     Works on floats, numpy arrays and tensors alike.
     """
-    scale = max(float(weight), 1.0 - float(weight))
-    a, b = weight * known / scale, (1.0 - weight) * unknown / scale
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
-    return np.maximum(a, b)
+    return weight * evidence(known, floor) + (1.0 - weight) * unknown
 
 
 class HybridModel(nn.Module):
@@ -74,6 +79,7 @@ class HybridModel(nn.Module):
         self.normal_index, self.vae_score = normal_index, vae_score
         self.register_buffer("reference", torch.zeros(n_reference))
         self.register_buffer("weight", torch.tensor(0.5))
+        self.register_buffer("known_floor", torch.tensor(0.0))
 
     def parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(class probabilities, calibrated VAE score in [0, 1])."""
@@ -85,7 +91,7 @@ class HybridModel(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probabilities, calibrated = self.parts(images)
         known = 1.0 - probabilities[:, self.normal_index]
-        return probabilities, combine(known, calibrated, self.weight)
+        return probabilities, combine(known, calibrated, self.weight, self.known_floor)
 
 
 @register_phase(
@@ -157,6 +163,8 @@ class HybridPhase:
         probabilities, calibrated = self.model.parts(images)
         known = (1.0 - probabilities[:, self._args["normal_index"]]).numpy()
         unknown = calibrated.numpy()
+        floor = float(np.percentile(known[labels == 0], 95))
+        self.model.known_floor = torch.tensor(floor)
         weight = self.config.weight
         if weight is None:
             fraction = self.config.labeled_fraction
@@ -166,15 +174,15 @@ class HybridPhase:
                 weight = 0.5
             elif len(set(labels)) == 2:
                 grid = np.linspace(0, 1, 11)
-                weight = float(max(grid, key=lambda w: roc_auc_score(labels, combine(known, unknown, w))))
+                weight = float(max(grid, key=lambda w: roc_auc_score(labels, combine(known, unknown, w, floor))))
             else:
                 weight = 0.5
         self.model.weight = torch.tensor(float(weight))
-        combined = combine(known, unknown, weight)
+        combined = combine(known, unknown, weight, floor)
         cut = youden_threshold(labels, combined)
         self.threshold = cut if cut is not None else float(np.percentile(combined, 95))
         auc = float(roc_auc_score(labels, combined)) if len(set(labels)) == 2 else float("nan")
-        return {"weight": float(weight), "threshold": self.threshold, "val_auroc": auc}
+        return {"weight": float(weight), "threshold": self.threshold, "val_auroc": auc, "known_floor": floor}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -196,11 +204,10 @@ class HybridPhase:
             x = x.unsqueeze(0)
         self.model.eval()
         probabilities, calibrated = self.model.parts(x[:1])
-        weight = float(self.model.weight)
-        scale = max(weight, 1.0 - weight)
-        known = weight * (1.0 - float(probabilities[0, self._args["normal_index"]])) / scale
-        unknown = (1.0 - weight) * float(calibrated[0]) / scale
-        score, cut = max(known, unknown), self.threshold if threshold is None else float(threshold)
+        weight, floor = float(self.model.weight), float(self.model.known_floor)
+        known = weight * float(evidence(1.0 - float(probabilities[0, self._args["normal_index"]]), floor))
+        unknown = (1.0 - weight) * float(calibrated[0])
+        score, cut = known + unknown, self.threshold if threshold is None else float(threshold)
         flagged = score >= cut
         guess = int(probabilities[0].argmax())
         return Finding(

@@ -41,7 +41,7 @@ def register_phase(name: str, title: str, **facts: Any):
 
 
 def _load_builtin() -> None:
-    from models import hybrid, supervised, transfer, vae  # noqa: F401  (registration side effect)
+    from models import cube3d, hybrid, supervised, transfer, vae  # noqa: F401  (registration side effect)
 
 
 def list_phases() -> list[PhaseSpec]:

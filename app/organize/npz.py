@@ -46,11 +46,19 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
         with np.load(path) as data:
             labels = {s: data[f"{s}_labels"].reshape(len(data[f"{s}_labels"]), -1)[:, 0] for s in SPLITS}
             shapes = {s: data[f"{s}_images"].shape for s in SPLITS}
+            # Cube files (app/cubes.py) say their classes, modality and patients themselves.
+            own_names = [str(v) for v in data["label_names"]] if "label_names" in data else None
+            own_facts = (str(data["modality"]), str(data["region"])) if "modality" in data else None
+            patients = {s: [str(v) for v in data[f"{s}_patients"]] for s in SPLITS} if "train_patients" in data else None
     except (KeyError, ValueError, OSError) as err:
         raise DatasetError(
             f"{path} is not a MedMNIST-format file (train/val/test _images and _labels): {err}"
         ) from err
     names, modality, region = _known(path)
+    if own_names:
+        names = dict(enumerate(own_names))
+    if own_facts:
+        modality, region = own_facts
     stored = ws.relative(path)
     digest = hashlib.sha256(stored.encode()).hexdigest()[:8]
     rows = []
@@ -59,7 +67,8 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
             source = names.get(int(value), f"class_{int(value)}")
             rows.append({
                 "path": stored, "kind": "npz", "format": "npz", "series_id": f"{split}:{index}",
-                "n_files": 1, "patient_id": f"F{digest}{split[:2]}{index}", "modality": modality,
+                "n_files": 1, "modality": modality,
+                "patient_id": patients[split][index] if patients else f"F{digest}{split[:2]}{index}",
                 "region": region, "label": anomaly_class(source) if names else source,
                 "source_label": source, "labeled": True, "split": split,
                 "modality_rule": "medmnist_file", "modality_confidence": 0.9 if names else 0.0,

@@ -73,7 +73,7 @@ def test_detect_anomaly_says_what_fired(demo_ws, vae_runs) -> None:
     row = next(r for r in split_rows(demo_ws, "demo", "test") if r["labeled"])
     image = phase_images(demo_ws, hybrid, [row])[0, 0]  # (H, W)
     finding = hybrid.detect_anomaly(image)
-    assert finding.anomaly_score == pytest.approx(max(finding.known_part, finding.unknown_part))
+    assert finding.anomaly_score == pytest.approx(finding.known_part + finding.unknown_part)
     assert finding.predicted_class in hybrid.classes and 0 <= finding.confidence <= 1
     assert finding.threshold == pytest.approx(hybrid.threshold)
     # The same score as the exported graph computes.
