@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--image-size", type=int)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--lr", type=float)
-    tr.add_argument("--backbone", help="any timm model name (supervised)")
+    tr.add_argument("--backbone", help="any timm model name (supervised); resnet10/resnet18 (cube3d)")
+    tr.add_argument("--width", type=int, help="cube3d: channels of the first stage (default 32)")
     tr.add_argument("--latent-dim", type=int, help="VAE latent size")
     tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
     tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default mse)")
@@ -178,7 +179,7 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed", "clahe", "augment", "beta", "score", "threshold_rule", "weight")
+            "supervised_run", "vae_run", "seed", "clahe", "augment", "beta", "score", "threshold_rule", "weight", "width")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights

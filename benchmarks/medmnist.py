@@ -34,15 +34,20 @@ ANCHORS = {
 }
 
 
-def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int) -> float:
+def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int, dims: int = 2, width: int = 32) -> float:
     """Time a few training steps of the model alone, to size the run to the budget."""
     import torch
 
-    from models.supervised import create_backbone
+    if dims == 3:
+        from models.cube3d import create_resnet3d
 
-    model = create_backbone(backbone, 2, pretrained=False)
+        model = create_resnet3d(backbone, width, 2)
+    else:
+        from models.supervised import create_backbone
+
+        model = create_backbone(backbone, 2, pretrained=False)
     optimizer = torch.optim.AdamW(model.parameters())
-    x, y = torch.rand(batch, 1, size, size), torch.randint(0, 2, (batch,))
+    x, y = torch.rand(batch, 1, *(size,) * dims), torch.randint(0, 2, (batch,))
     for step in range(8):
         if step == 3:
             began = time.perf_counter()
@@ -58,10 +63,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a MedMNIST-format .npz file")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall clock)")
-    parser.add_argument("--backbone", default="efficientnet_b0")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--backbone", help="default efficientnet_b0 (2D) or resnet10 (3D)")
+    parser.add_argument("--image-size", type=int, help="default 64 (2D) or 28, the native size (3D)")
+    parser.add_argument("--width", type=int, default=32, help="3D: channels of the first stage")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, help="default 3e-3 (2D) or 1e-3 (3D)")
     parser.add_argument("--augment", default="standard", choices=["none", "standard", "strong"])
     parser.add_argument("--clahe", action="store_true")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image at test time")
@@ -73,25 +79,34 @@ def main() -> int:
     from app.training import train
     from app.workspace import Workspace
 
+    import numpy as np
+
     data = Path(args.data).expanduser().resolve()
     name = data.name.split(".")[0].split("_")[0].lower()
+    with np.load(data) as arrays:
+        dims = arrays["train_images"].ndim - 1 - (arrays["train_images"].shape[-1] == 3)
+    phase = "cube3d" if dims == 3 else "supervised"
+    args.backbone = args.backbone or ("resnet10" if dims == 3 else "efficientnet_b0")
+    args.image_size = args.image_size or (28 if dims == 3 else 64)
+    args.lr = args.lr or (1e-3 if dims == 3 else 3e-3)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.open(tmp)
         result = organize(ws, data, name)
         train_images = result.split_counts["train"]
         budget = args.minutes * 60
-        per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images)
+        per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims, args.width)
         epochs = max(1, int(budget / per_epoch))
         print(f"{name}: {train_images} training images; about {per_epoch:.0f} s per epoch -> {epochs} epochs "
               f"in {args.minutes:g} minutes", flush=True)
         began = time.perf_counter()
-        run = train(ws, name, "supervised", run="bench", backbone=args.backbone, image_size=args.image_size,
-                    epochs=epochs, batch_size=args.batch_size, lr=args.lr, pretrained=False,
-                    augment=args.augment, clahe=args.clahe, patience=max(5, epochs), time_limit_s=budget)
+        options = ({"width": args.width} if dims == 3 else {"pretrained": False, "clahe": args.clahe})
+        run = train(ws, name, phase, run="bench", backbone=args.backbone, image_size=args.image_size,
+                    epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment,
+                    patience=max(5, epochs), time_limit_s=budget, **options)
         train_seconds = time.perf_counter() - began
         test = evaluate_run(ws, "bench", "test", tta=args.tta).metrics
     figures = {
-        "dataset": name, "backbone": args.backbone, "image_size": args.image_size, "epochs": run.epochs_done,
+        "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "epochs": run.epochs_done,
         "train_seconds": round(train_seconds, 1), "test_auc": round(test["roc_auc_ovr"], 4),
         "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
         "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
