@@ -23,6 +23,7 @@ def organize_menu(s) -> None:
     reason = None if has_data else "Organize a dataset first"
     action = ask_choice("Organize", [
         questionary.Choice("Organize a collected dataset or a folder", value=scan_screen),
+        questionary.Choice("Cut 3D cubes around findings in volumes", value=cubes_screen),
         questionary.Choice("Review and correct what was detected", value=review_screen, disabled=reason),
         questionary.Choice("Statistics (table and plot)", value=statistics_screen, disabled=reason),
         questionary.Choice("Class balancing for training", value=balance_screen, disabled=reason),
@@ -141,6 +142,27 @@ def merge_screen(s) -> None:
         return
     result = merge_datasets(s.ws, names, name.strip(), seed=s.settings.seed)
     console.print(f"[green]Merged[/] {', '.join(names)} into {result.name}: {result.items} items, splits {result.split_counts}.")
+
+
+def cubes_screen(s) -> None:
+    from app.cubes import build_cube_dataset
+
+    folder = ask_path("Folder of volumes (NIfTI/MHA/NRRD files or DICOM series):")
+    if not folder:
+        return
+    modality = ask_choice("Modality", [questionary.Choice("CT", value="CT"), questionary.Choice("MR", value="MR")])
+    if modality is None:
+        return
+    points = ask_text("Annotation CSV (empty: use *_mask volumes beside each volume):", default="")
+    name = ask_text("Name of the cube dataset:", default=f"{Path(folder).name}-cubes",
+                    validate=lambda t: bool(t.strip()) or "Give a name")
+    if points is None or name is None:
+        return
+    with progress_bars() as bar:
+        result = build_cube_dataset(s.ws, Path(folder), name.strip(), modality,
+                                    annotations=Path(points).expanduser() if points.strip() else None, progress=bar)
+    console.print(f"[green]{result.name}[/]: {result.items} cubes, classes {result.classes}, "
+                  f"splits {result.split_counts}. Train it with the 3D CNN phase.")
 
 
 def holdout_screen(s) -> None:
