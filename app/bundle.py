@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import ExportError
+from app.organize.scan import file_sha256 as sha256_of
 from app.progress import Progress, report
 from app.state import Kind, read_state, write_state
 from app.workspace import Workspace, now_iso
@@ -38,14 +39,6 @@ class BundleResult:
     int8: dict[str, Any] | None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _json_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -60,7 +53,7 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _dominant(counts: dict[str, int]) -> list[str]:
+def dominant(counts: dict[str, int]) -> list[str]:
     """The values that make up at least a tenth of a dataset, most frequent first."""
     total = sum(counts.values()) or 1
     return [k for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v / total >= 0.1 and k not in ("", "OT", "unknown")]
@@ -97,7 +90,7 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
     threshold = getattr(phase, "threshold", None)
     return {
         "name": run, "phase": meta["phase"], "task": task, "created": now_iso(),
-        "modality": _dominant(counts.get("by_modality", {})), "region": _dominant(counts.get("by_region", {})),
+        "modality": dominant(counts.get("by_modality", {})), "region": dominant(counts.get("by_region", {})),
         "classes": meta.get("classes", []), "normal_class": "normal" if "normal" in meta.get("classes", []) else None,
         "input": {"name": "image", "shape": ["batch", 1, phase.config.image_size, phase.config.image_size],
                   "preprocessing": _preprocessing(meta["config"])},

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from app.bundle import Bundle, load_bundle
+from app.bundle import Bundle, dominant, load_bundle
 from app.errors import DatasetError, WorkbenchError
 from app.progress import Progress, report
 from app.state import Kind, write_state
@@ -133,11 +133,6 @@ class Model:
         return {key: out.numpy()}
 
 
-def _dominant(counts: dict[str, int]) -> list[str]:
-    total = sum(counts.values()) or 1
-    return [k for k, v in counts.items() if v / total >= 0.1 and k not in ("", "OT", "unknown")]
-
-
 def load_model(ws: Workspace, run: str) -> Model:
     """A finished run, from its bundle when exported (checked), else from its checkpoint."""
     from app.training import load_run_phase
@@ -150,7 +145,7 @@ def load_model(ws: Workspace, run: str) -> Model:
     threshold = bundle.card.get("decision_threshold") if bundle else getattr(phase, "threshold", None)
     return Model(run=run, phase=meta["phase"], classes=list(meta.get("classes", [])),
                  image_size=int(meta["config"]["image_size"]), clahe=bool(meta["config"].get("clahe", False)),
-                 modalities=_dominant(counts.get("by_modality", {})), regions=_dominant(counts.get("by_region", {})),
+                 modalities=dominant(counts.get("by_modality", {})), regions=dominant(counts.get("by_region", {})),
                  threshold=threshold, bundle=bundle, _torch=phase)
 
 

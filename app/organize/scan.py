@@ -80,7 +80,7 @@ def _has_dicom_preamble(path: Path) -> bool:
         return False
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -269,7 +269,7 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
                 record = FileRecord(path=str(path), format=kind, sha256=hashlib.sha256(data).hexdigest())
                 parsed = _read_dicom(io.BytesIO(data), len(data))
             else:
-                record = FileRecord(path=str(path), format=kind, sha256=_sha256(path))
+                record = FileRecord(path=str(path), format=kind, sha256=file_sha256(path))
                 with open(path, "rb") as handle:
                     parsed = _read_dicom(handle, info.st_size)
             header, patient_id, series_uid, record.position = parsed
@@ -277,7 +277,7 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
             record.series_uid = pseudonymize(secret, series_uid, "S") if series_uid else ""
             header = {**header, "PatientID": patient_id}
         else:
-            record = FileRecord(path=str(path), format=kind, sha256=_sha256(path))
+            record = FileRecord(path=str(path), format=kind, sha256=file_sha256(path))
             if kind == "table":
                 return record, signature
             if kind == "mask":
