@@ -37,10 +37,14 @@ POSITIONS = (
 )
 
 
-def extract_cube(array: np.ndarray, centre: tuple[float, float, float], size: int = SIZE) -> np.ndarray:
-    """The size^3 cube of ``array`` (z, y, x) centred on ``centre`` (voxels), padded at borders."""
+def extract_cube(array: np.ndarray, centre: tuple[float, float, float], size: int = SIZE,
+                 fill: float | None = None) -> np.ndarray:
+    """The size^3 cube of ``array`` (z, y, x) centred on ``centre`` (voxels), padded at borders
+    with ``fill`` (default: the array's minimum; normalized volumes pass 0 and skip that scan)."""
     start = [int(round(c)) - size // 2 for c in centre]
-    cube = np.full((size, size, size), float(array.min()) if array.size else 0.0, dtype=array.dtype)
+    if fill is None:
+        fill = float(array.min()) if array.size else 0.0
+    cube = np.full((size, size, size), fill, dtype=array.dtype)
     src, dst = [], []
     for axis, s in enumerate(start):
         lo, hi = max(s, 0), min(s + size, array.shape[axis])
@@ -122,9 +126,9 @@ class CubeSet:
     def add_volume(self, volume: Volume, points: list[Point], series: str, patient: str, negatives: int,
                    rng: np.random.Generator) -> None:
         for point in points:
-            self._add(extract_cube(volume.array, point.zyx), 1, one_hot(point.position), series, patient)
+            self._add(extract_cube(volume.array, point.zyx, fill=0.0), 1, one_hot(point.position), series, patient)
         for centre in negative_centres(volume.array, points, negatives, rng):
-            self._add(extract_cube(volume.array, centre), 0, one_hot(""), series, patient)
+            self._add(extract_cube(volume.array, centre, fill=0.0), 0, one_hot(""), series, patient)
 
     def _add(self, cube: np.ndarray, label: int, position: np.ndarray, series: str, patient: str) -> None:
         self.cubes.append((np.clip(cube, 0, 1) * 255).astype(np.uint8))
@@ -177,7 +181,7 @@ def extract_from_volume(volume: Volume, points: list[Point], negatives: int, see
     centres = [(p.zyx, 1) for p in points] + [(c, 0) for c in negative_centres(volume.array, points, negatives, rng)]
     cubes = []
     for k, (centre, _) in enumerate(centres):
-        cubes.append(extract_cube(volume.array, centre))
+        cubes.append(extract_cube(volume.array, centre, fill=0.0))
         report(progress, "Cubes", k + 1, len(centres))
     return cubes, [label for _, label in centres]
 
@@ -218,8 +222,10 @@ def _mask_array(mask_path: Path, volume: Volume) -> np.ndarray:
 
     from app.volumes import ORIENTATION, read_image
 
+    grid = volume.geometry
     mask = sitk.DICOMOrient(read_image(mask_path), ORIENTATION)
-    mask = sitk.Resample(mask, volume.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    mask = sitk.Resample(mask, list(grid.size), sitk.Transform(), sitk.sitkNearestNeighbor, grid.origin,
+                         grid.spacing, grid.direction, 0, mask.GetPixelID())
     return sitk.GetArrayFromImage(mask)
 
 

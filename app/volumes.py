@@ -21,26 +21,56 @@ CT_WINDOW = (-1000.0, 1000.0)  # Hounsfield units mapped to [0, 1]: air to dense
 ORIENTATION = "LPS"
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where a voxel grid sits in the patient: size and spacing (x, y, z), origin, direction."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]  # 3 x 3, row-major, as SimpleITK gives it
+
+    @classmethod
+    def of(cls, image: Any) -> "Geometry":
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
+
+    def index_to_world(self, ijk: tuple[float, float, float]) -> np.ndarray:
+        matrix = np.array(self.direction).reshape(3, 3)
+        return np.array(self.origin) + matrix @ (np.array(self.spacing) * np.asarray(ijk, dtype=float))
+
+    def world_to_index(self, point: tuple[float, float, float]) -> np.ndarray:
+        matrix = np.array(self.direction).reshape(3, 3)
+        return np.linalg.solve(matrix, np.asarray(point, dtype=float) - np.array(self.origin)) / np.array(self.spacing)
+
+
 @dataclass
 class Volume:
-    """A volume ready for cubes: float32 (z, y, x) in [0, 1], with its geometry."""
+    """A volume ready for cubes: float32 (z, y, x) in [0, 1], with its geometry and the file's.
+
+    Only geometry is kept beside the array (no second copy of the voxels).
+    """
 
     array: np.ndarray
-    spacing: tuple[float, float, float]  # x, y, z (mm)
-    origin: tuple[float, float, float]
-    direction: tuple[float, ...]
-    image: Any  # the SimpleITK image the array came from (after orientation and resampling)
-    source: Any = None  # the image as read, before orientation and resampling
+    geometry: Geometry  # of ``array`` (oriented, resampled; before any crop)
+    source: Geometry  # of the file as read
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return self.geometry.spacing
+
+    @property
+    def direction(self) -> tuple[float, ...]:
+        return self.geometry.direction
 
     def file_voxel_to_voxel(self, ijk: tuple[float, float, float]) -> tuple[float, float, float]:
         """A voxel index (i, j, k) of the file as read -> continuous (z, y, x) index of ``array``."""
-        world = self.source.TransformContinuousIndexToPhysicalPoint([float(v) for v in ijk])
-        return self.world_to_voxel(world)
+        return self.world_to_voxel(tuple(self.source.index_to_world(ijk)))
 
     def world_to_voxel(self, point_xyz: tuple[float, float, float]) -> tuple[float, float, float]:
         """A world (patient) point in mm -> continuous (z, y, x) voxel index of ``array``."""
-        x, y, z = self.image.TransformPhysicalPointToContinuousIndex([float(v) for v in point_xyz])
-        return (z, y, x)
+        x, y, z = self.geometry.world_to_index(point_xyz)
+        return (float(z), float(y), float(x))
 
 
 def dicom_series_ids(folder: Path) -> list[str]:
@@ -106,24 +136,36 @@ def resample(image: Any, spacing: tuple[float, float, float], *, label: bool = F
 
 
 def normalize(array: np.ndarray, modality: str) -> np.ndarray:
-    """CT: Hounsfield window to [0, 1]; anything else: 1st-99th percentile scaling."""
-    array = array.astype(np.float32)
+    """CT: Hounsfield window to [0, 1]; anything else: 1st-99th percentile scaling.
+
+    Works in place on one float32 copy: a large CT is held once, not four times.
+    """
+    array = array.astype(np.float32)  # the one copy
     if modality == "CT":
         low, high = CT_WINDOW
     else:
-        low, high = np.percentile(array, [1, 99])
+        sample = array[:: max(1, array.shape[0] // 64)]  # percentiles from a slab sample: same figures, less memory
+        low, high = (float(v) for v in np.percentile(sample, [1, 99]))
         high = high if high > low else low + 1.0
-    return np.clip((array - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    array -= low
+    array /= high - low
+    return np.clip(array, 0.0, 1.0, out=array)
 
 
 def body_box(array: np.ndarray, threshold: float = 0.05, margin: int = 4) -> tuple[slice, slice, slice]:
-    """The bounding box of everything brighter than ``threshold`` (the body or head), with a margin."""
-    inside = np.argwhere(array > threshold)
-    if len(inside) == 0:
-        return tuple(slice(0, n) for n in array.shape)  # type: ignore[return-value]
-    low = np.maximum(inside.min(axis=0) - margin, 0)
-    high = np.minimum(inside.max(axis=0) + margin + 1, array.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))  # type: ignore[return-value]
+    """The bounding box of everything brighter than ``threshold`` (the body or head), with a margin.
+
+    Found from the mask's projections on each axis, so a large volume costs one boolean
+    mask, not a list of every voxel's coordinates.
+    """
+    inside = array > threshold
+    box = []
+    for axis in range(3):
+        hits = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
+        if len(hits) == 0:
+            return tuple(slice(0, n) for n in array.shape)  # type: ignore[return-value]
+        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + margin + 1, array.shape[axis])))
+    return tuple(box)  # type: ignore[return-value]
 
 
 def load_volume(path: Path, modality: str, *, series_id: str | None = None,
@@ -135,19 +177,20 @@ def load_volume(path: Path, modality: str, *, series_id: str | None = None,
     """
     import SimpleITK as sitk
 
-    image = source = read_image(path, series_id)
+    image = read_image(path, series_id)
+    source = Geometry.of(image) if image.GetDimension() == 3 else None
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
         raise DatasetError(f"{path} is {image.GetDimension()}D, not a volume.")
     if image.GetNumberOfComponentsPerPixel() > 1:
         image = sitk.VectorIndexSelectionCast(image, 0)
+    source = source or Geometry.of(image)  # 4D files: indices refer to the first 3D component
     image = sitk.DICOMOrient(image, ORIENTATION)
     image = resample(image, spacing or SPACING.get(modality, (1.0, 1.0, 1.0)))
-    array = normalize(sitk.GetArrayFromImage(image), modality)
+    geometry = Geometry.of(image)
+    array = normalize(sitk.GetArrayViewFromImage(image), modality)
+    del image
     if crop:
         array = array[body_box(array)]
-    if source.GetDimension() != 3 or source.GetNumberOfComponentsPerPixel() > 1:
-        source = image  # 4D or vector files: indices refer to the first 3D component
-    return Volume(array, tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()), image,
-                  source)
+    return Volume(array, geometry, source)

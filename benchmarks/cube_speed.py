@@ -73,7 +73,7 @@ def main() -> int:
                                                             np.random.default_rng(0))
         cubes = np.empty((len(centres), 48, 48, 48), np.uint8)
         for k, centre in enumerate(centres):
-            cubes[k] = (extract_cube(volume.array, centre) * 255).astype(np.uint8)
+            cubes[k] = (extract_cube(volume.array, centre, fill=0.0) * 255).astype(np.uint8)
         done = time.perf_counter()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     extraction = done - loaded
