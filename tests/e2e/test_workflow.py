@@ -80,6 +80,22 @@ def test_it_wrote_every_documented_file(finished) -> None:
         for name in ("metadata.json", "best.pt", "last.pt", "model.onnx", "report.md"):
             assert (folder / name).exists(), f"{run['run']}/{name}"
         assert list(folder.glob("*.png")), "plots"
+        for name in ("model.onnx", "metadata.json", "README.md"):
+            assert (ws.exports_dir / run["run"] / name).exists(), f"bundle {run['run']}/{name}"
+
+
+def test_predict_on_new_scans_from_the_command_line(finished) -> None:
+    """The demo's raw files as 'new scans': every item routed to the hybrid bundle, results written."""
+    ws, _ = finished
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--workspace", str(ws.root), "predict",
+                           str(ws.raw_dir / "demo" / "demo" / "chest_xray"), "--no-overlays"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Predictions" in done.stdout
+    folder = sorted(ws.predictions_dir.iterdir())[-1]
+    rows = (folder / "predictions.csv").read_text().splitlines()
+    assert len(rows) > 10 and all(",hybrid" in r or "-hybrid-" in r for r in rows[1:]), rows[:3]
 
 
 def test_the_supervised_model_clearly_beats_chance(finished) -> None:
