@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--lr", type=float)
     tr.add_argument("--backbone", help="any timm model name (supervised); resnet10/resnet18 (cube3d)")
-    tr.add_argument("--width", type=int, help="cube3d: channels of the first stage (default 32)")
+    tr.add_argument("--width", type=int, help="cube3d: channels of the first stage (default 16)")
     tr.add_argument("--latent-dim", type=int, help="VAE latent size")
     tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
     tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default mse)")

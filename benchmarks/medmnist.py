@@ -65,7 +65,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall clock)")
     parser.add_argument("--backbone", help="default efficientnet_b0 (2D) or resnet10 (3D)")
     parser.add_argument("--image-size", type=int, help="default 64 (2D) or 28, the native size (3D)")
-    parser.add_argument("--width", type=int, default=32, help="3D: channels of the first stage")
+    parser.add_argument("--width", type=int, default=16, help="3D: channels of the first stage")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, help="default 3e-3 (2D) or 1e-3 (3D)")
     parser.add_argument("--augment", default="standard", choices=["none", "standard", "strong"])

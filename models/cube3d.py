@@ -21,7 +21,7 @@ DEPTHS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
 @dataclass
 class Cube3DConfig:
     backbone: str = "resnet10"  # resnet10 | resnet18 (MONAI, 3D)
-    width: int = 32  # channels of the first stage (doubled at each of the four)
+    width: int = 16  # channels of the first stage (doubled at each of the four)
     image_size: int = 48  # cube side; MedMNIST 3D files are resized to it
     epochs: int = 30
     batch_size: int = 16
@@ -39,7 +39,7 @@ def create_resnet3d(backbone: str, width: int, num_classes: int) -> torch.nn.Mod
     if backbone not in DEPTHS:
         raise ValueError(f"unknown 3D backbone {backbone!r}; choose one of {', '.join(DEPTHS)}")
     return ResNet(block="basic", layers=DEPTHS[backbone], block_inplanes=[width, 2 * width, 4 * width, 8 * width],
-                  spatial_dims=3, n_input_channels=1, conv1_t_size=3, conv1_t_stride=1, no_max_pool=True,
+                  spatial_dims=3, n_input_channels=1, conv1_t_size=3, conv1_t_stride=2, no_max_pool=True,
                   num_classes=num_classes)
 
 
