@@ -71,15 +71,17 @@ def find_items(path: Path) -> list[Item]:
     """
     from app.organize.detect import MODALITY_RULES, REGION_RULES, detect
     from app.organize.organizer import _group
-    from app.organize.scan import scan_tree
+    from app.organize.scan import FileRecord, scan_file, scan_tree
 
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise DatasetError(f"{path} does not exist.")
     root = path if path.is_dir() else path.parent
-    records, skipped, _ = scan_tree(root, b"predict", workers=1)
-    if path.is_file():
-        records = [r for r in records if Path(r.path) == path]
+    if path.is_dir():
+        records, skipped, _ = scan_tree(root, b"predict", workers=1)
+    else:  # one file: read it alone, not its whole folder
+        found, _ = scan_file(path, root, b"predict")
+        records, skipped = ([found], []) if isinstance(found, FileRecord) else ([], [found])
     items = []
     for files, kind in _group(records, root):
         middle = files[len(files) // 2]
@@ -152,7 +154,6 @@ def load_model(ws: Workspace, run: str) -> Model:
 def candidate_runs(ws: Workspace) -> list[str]:
     """Finished runs that can answer alone, the best kind first, newest first within a kind."""
     runs = [m for m in ws.runs() if m.get("status") == "complete" and m.get("phase") in ROUTABLE]
-    runs.sort(key=lambda m: (ROUTABLE.index(m["phase"]), m.get("finished", "")), reverse=False)
     ordered: list[str] = []
     for phase in ROUTABLE:
         ordered += [m["run"] for m in sorted((m for m in runs if m["phase"] == phase),
