@@ -116,7 +116,7 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
             made.append(plots.pr_plot(is_anomaly, outputs, run_dir / f"pr_{split}.png", "Anomalous vs normal"))
     if meta.get("history"):
         made.append(plots.learning_curves(meta["history"], run_dir / "learning_curves.png", run))
-    if phase.spec.gradcam_layer:
+    if hasattr(phase, "gradcam_target") and phase.gradcam_target():
         from app.explain import gradcam_overlays
 
         made.append(gradcam_overlays(ws, run, split, progress=progress).path)

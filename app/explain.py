@@ -40,7 +40,7 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
 
     meta = ws.run_metadata(run)
     phase = load_run_phase(ws, run)
-    layer = phase.spec.gradcam_layer
+    layer = phase.gradcam_target() if hasattr(phase, "gradcam_target") else None
     if not layer:
         raise WorkbenchError(f"Run {run!r} ({phase.spec.name}) has no Grad-CAM: it scores anomalies, not classes.")
     rows = phase.select_rows([r for r in split_rows(ws, meta["dataset"], split) if r["labeled"]])

@@ -282,10 +282,10 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
             with torch.no_grad():
                 maps = scorer.maps(images)[:, 0].numpy()
             maps = maps / (float(np.percentile(maps, 99.5)) or 1.0)
-        elif phase.spec.gradcam_layer:
+        elif hasattr(phase, "gradcam_target") and phase.gradcam_target():
             from monai.visualize import GradCAM
 
-            cam = GradCAM(nn_module=phase.model, target_layers=phase.spec.gradcam_layer)
+            cam = GradCAM(nn_module=phase.model, target_layers=phase.gradcam_target())
             maps = np.stack([cam(x=images[k : k + 1]).detach()[0, 0].numpy() for k in range(len(images))])
         else:
             continue

@@ -94,6 +94,15 @@ class ClassifierPhase:
     def model_args(self) -> dict[str, Any]:
         return {"backbone": self.config.backbone, "num_classes": len(self.classes), "in_chans": 1}
 
+    def gradcam_target(self) -> str | None:
+        """The layer Grad-CAM reads: the phase's declared one when this backbone has it,
+        else the last feature stage timm reports (any timm backbone has one)."""
+        declared = getattr(self.spec, "gradcam_layer", None)
+        if declared and declared in dict(self.model.named_modules()):
+            return declared
+        info = getattr(self.model, "feature_info", None)
+        return info[-1]["module"] if info else None
+
     def select_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [r for r in rows if r["labeled"] and r["label"] in self.classes]
 

@@ -51,3 +51,13 @@ def test_clahe_and_strong_augmentation_train_and_evaluate_with_tta(demo_ws) -> N
     # The anomaly operating point comes from a validation threshold, reported on test.
     assert 0.0 <= plain["threshold_at_val_threshold"] <= 1.0
     assert 0.0 <= plain["sensitivity_at_val_threshold"] <= 1.0
+
+
+def test_grad_cam_finds_its_layer_on_any_timm_backbone(demo_ws) -> None:
+    from app.training import load_run_phase
+
+    train(demo_ws, "demo", "supervised", run="t-r18", epochs=1, pretrained=False, image_size=32, batch_size=16,
+          backbone="resnet18")
+    assert load_run_phase(demo_ws, "t-r18").gradcam_target() == "layer4"  # EfficientNet's conv_head is not there
+    result = evaluate_run(demo_ws, "t-r18", "test")
+    assert demo_ws.run_dir("t-r18") / "gradcam_test.png" in result.plots
