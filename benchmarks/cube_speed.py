@@ -55,14 +55,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cubes", type=int, default=200, help="positives + negatives (half each)")
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--_make", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args._make:  # in a child process, so that generating does not count in the peak below
+        print(json.dumps(make_volume(Path(args._make))))
+        return 0
+    import subprocess
 
     from app.cubes import Point, extract_cube, negative_centres
     from app.volumes import load_volume
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ct.nii"
-        spots = make_volume(path)
+        made = subprocess.run([sys.executable, __file__, "--_make", str(path)], check=True, capture_output=True, text=True)
+        spots = [tuple(s) for s in json.loads(made.stdout.strip().splitlines()[-1])]
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         began = time.perf_counter()
         volume = load_volume(path, "CT")
