@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--width", type=int, help="cube3d: channels of the first stage (default 16)")
     tr.add_argument("--latent-dim", type=int, help="VAE latent size")
     tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
-    tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default mse)")
+    tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default ssim)")
     tr.add_argument("--threshold-rule", choices=["percentile", "roc"],
                     help="VAE threshold: 95th percentile of validation normals (default) or best validation ROC point")
     tr.add_argument("--weight", type=float, help="hybrid: the classifier's share of the score (default from the data)")
