@@ -59,7 +59,17 @@ def dominant(counts: dict[str, int]) -> list[str]:
     return [k for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v / total >= 0.1 and k not in ("", "OT", "unknown")]
 
 
-def _preprocessing(config: dict[str, Any]) -> dict[str, Any]:
+def _preprocessing(config: dict[str, Any], dims: int = 2) -> dict[str, Any]:
+    if dims == 3:
+        return {
+            "channels": 1, "size": [config["image_size"]] * 3, "dtype": "float32", "range": [0.0, 1.0],
+            "steps": [
+                "read with SimpleITK, oriented LPS, resampled to 1 mm (linear)",
+                "CT: Hounsfield units -1000..1000 mapped to [0, 1]; MR: 1st-99th percentile scaling",
+                "a 48-cubed cube around the point of interest (padded with 0), or the volume cropped to the body",
+                "trilinear resize to the input size",
+            ],
+        }
     return {
         "channels": 1, "size": [config["image_size"], config["image_size"]], "dtype": "float32", "range": [0.0, 1.0],
         "clahe": bool(config.get("clahe", False)),
@@ -92,8 +102,8 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
         "name": run, "phase": meta["phase"], "task": task, "created": now_iso(),
         "modality": dominant(counts.get("by_modality", {})), "region": dominant(counts.get("by_region", {})),
         "classes": meta.get("classes", []), "normal_class": "normal" if "normal" in meta.get("classes", []) else None,
-        "input": {"name": "image", "shape": ["batch", 1, phase.config.image_size, phase.config.image_size],
-                  "preprocessing": _preprocessing(meta["config"])},
+        "input": {"name": "image", "shape": ["batch", 1, *[phase.config.image_size] * phase.spec.input_dims],
+                  "preprocessing": _preprocessing(meta["config"], phase.spec.input_dims)},
         "outputs": [{"name": n, "meaning": {
             "probabilities": "class probabilities (softmax), in the order of 'classes'",
             "anomaly_score": "anomaly score; an image is anomalous when score >= decision_threshold",
@@ -116,7 +126,7 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
 
 
 def _readme(card: dict[str, Any]) -> str:
-    size = card["input"]["shape"][-1]
+    shape = ", ".join(str(v) for v in card["input"]["shape"][1:])
     lines = [
         f"# {card['name']}", "",
         f"A {card['phase']} model ({card['task']}) exported by MedAnomaly Workbench on {card['created']}.",
@@ -124,7 +134,7 @@ def _readme(card: dict[str, Any]) -> str:
         f"classes: {', '.join(card['classes'])}.", "",
         "Research use only; not a medical device.", "",
         "## Input", "",
-        f"`image`: float32, shape (batch, 1, {size}, {size}), values in [0, 1]:", "",
+        f"`image`: float32, shape (batch, {shape}), values in [0, 1]:", "",
         *[f"1. {step}" for step in card["input"]["preprocessing"]["steps"]], "",
         "## Outputs", "", *[f"- `{o['name']}`: {o['meaning']}" for o in card["outputs"]], "",
     ]
@@ -142,7 +152,7 @@ def _readme(card: dict[str, Any]) -> str:
         "card = json.load(open('metadata.json'))",
         "assert hashlib.sha256(open('model.onnx', 'rb').read()).hexdigest() == card['files']['model.onnx']",
         "session = ort.InferenceSession('model.onnx', providers=['CPUExecutionProvider'])",
-        f"image = np.zeros((1, 1, {size}, {size}), np.float32)  # prepared as above",
+        f"image = np.zeros((1, {shape}), np.float32)  # prepared as above",
         "outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {'image': image})))",
         "```", "",
     ]

@@ -113,3 +113,8 @@ def test_a_cube_dataset_from_volumes_and_a_point_csv_trains_the_3d_phase(ws, tmp
     run = train(ws, "cubes", "cube3d", run="c3d", epochs=1, image_size=16, width=8, batch_size=4)
     assert run.epochs_done == 1
     assert evaluate_run(ws, "c3d", "test").metrics["n"] > 0
+    from app.bundle import export_bundle, load_bundle
+
+    bundle = export_bundle(ws, "c3d")
+    assert bundle.max_abs_diff <= 1e-4
+    assert load_bundle(bundle.path).card["input"]["shape"] == ["batch", 1, 16, 16, 16]
