@@ -28,7 +28,7 @@ def workspace_status(ws: Workspace) -> WorkspaceStatus:
         test = meta.get("evaluation", {}).get("test", {})
         status.runs.append({
             "run": meta["run"], "phase": meta["phase"], "dataset": meta["dataset"], "status": meta["status"],
-            "epochs": meta.get("epoch", 0), "test": test, "exported": "export" in meta,
+            "epochs": meta.get("epoch", 0), "test": test, "exported": (ws.exports_dir / meta["run"]).exists(),
         })
     for path in sorted((ws.data_dir / "workflows").glob("*.json")):
         steps = workflow_state(ws, path.stem)["steps"]
