@@ -30,7 +30,9 @@ from models.registry import register_phase
 
 @dataclass
 class VAEConfig:
-    latent_dim: int = 16  # AE4AD: small latents beat large ones on chest X-ray
+    # The latent the benchmark picks on validation (benchmarks/vae_anomaly.py, PneumoniaMNIST, SSIM,
+    # 32 px, 30 epochs): test AUROC 80.5 / 75.6 / 81.0 / 76.5 % at latent 4 / 16 / 64 / 512.
+    latent_dim: int = 64
     base_channels: int = 32
     beta: float = 1.0
     kl_warmup_epochs: int = 5
