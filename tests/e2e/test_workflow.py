@@ -157,7 +157,7 @@ def test_the_menu_runs_the_workflow_in_a_terminal(tmp_path) -> None:
         child.expect("Start")
         child.send("\r")
         child.expect("Collect data", timeout=60)  # the step rules (rich colours the numbers)
-        child.expect("Export to ONNX", timeout=600)
+        child.expect("Export ONNX bundles", timeout=600)
         child.expect("What would you like to do", timeout=300)
         child.send("quit")
         child.expect("Quit")
@@ -169,4 +169,5 @@ def test_the_menu_runs_the_workflow_in_a_terminal(tmp_path) -> None:
     state = read_state(ws.workflow_path("demo"), Kind.WORKFLOW)
     assert all(step["status"] == "done" for step in state["steps"].values())
     assert len(list(tmp_path.glob("checkpoints/*/model.onnx"))) == 3
+    assert len(list(tmp_path.glob("exports/*/metadata.json"))) == 3
     assert len(ws.runs()) == 3
