@@ -60,7 +60,14 @@ def rebuild_phase(payload: dict[str, Any]) -> Any:
     if hasattr(cls, "rebuild"):
         phase.model = cls.rebuild(payload["model_args"])
         phase._args = dict(payload["model_args"])
-    phase.model.load_state_dict(payload["model_state"])
+    try:
+        phase.model.load_state_dict(payload["model_state"])
+    except RuntimeError as err:
+        raise TrainingError(
+            f"This {payload['phase']} checkpoint does not fit the current model ({str(err).splitlines()[0][:160]}). "
+            "It was written by an older version of the app: train the run again under a new name "
+            "(a hybrid run refits in seconds)."
+        ) from err
     phase.model.eval()
     for key, value in payload.get("extra", {}).items():
         setattr(phase, key, value)

@@ -156,3 +156,15 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(demo_ws) ->
     assert a["epoch"] == b["epoch"] == 4
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
     assert [h["val_auc"] for h in a["history"]] == [h["val_auc"] for h in b["history"]]
+
+
+def test_a_checkpoint_from_an_older_model_is_a_clear_error() -> None:
+    from app.checkpoints import rebuild_phase
+    from models.cube3d import create_resnet3d
+
+    state = create_resnet3d("resnet10", 8, 2).state_dict()
+    state.pop(next(iter(state)))  # as if written before a layer was added
+    payload = {"phase": "cube3d", "config": {"width": 8}, "classes": ["normal", "x"],
+               "model_args": {"backbone": "resnet10", "width": 8, "num_classes": 2}, "model_state": state}
+    with pytest.raises(TrainingError, match="written by an older version of the app"):
+        rebuild_phase(payload)
