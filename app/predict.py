@@ -207,6 +207,9 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
         WorkbenchError: no finished run to predict with (train one first).
     """
     items = find_items(path)
+    if run and ws.run_metadata(run)["phase"] not in ROUTABLE:
+        raise WorkbenchError(f"Run {run!r} is a {ws.run_metadata(run)['phase']} run; predict takes 2D models "
+                             f"({', '.join(ROUTABLE)}). Choose one of: {', '.join(candidate_runs(ws)) or 'none yet'}.")
     names = [run] if run else candidate_runs(ws)
     if not names:
         raise WorkbenchError("No finished model in this workspace. Train one first (Train, or the one-click workflow).")
@@ -238,11 +241,23 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
                     results[k] = _answer(item, model, outputs, n)
             done += len(chunk)
             report(progress, "Predicting", done, len(items))
-    folder = ws.predictions_dir / time.strftime("%Y%m%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _new_folder(ws.predictions_dir / time.strftime("%Y%m%d-%H%M%S"))
     csv_path, json_path = _write(folder, results)
     made = _overlays(ws, folder, items, results, models) if overlays else []
     return PredictResult(results, folder, csv_path, json_path, made)
+
+
+def _new_folder(wanted: Path) -> Path:
+    """``wanted``, or ``wanted-2``, ``-3``...: an earlier prediction is never overwritten."""
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        folder = wanted if k == 1 else wanted.with_name(f"{wanted.name}-{k}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise WorkbenchError(f"Too many prediction folders named {wanted.name}* in {wanted.parent}.")
 
 
 def _write(folder: Path, results: list[Prediction]) -> tuple[Path, Path]:

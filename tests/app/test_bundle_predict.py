@@ -112,3 +112,18 @@ def test_predict_on_a_folder_routes_each_item_and_writes_results(demo_ws, runs, 
     only = predict(demo_ws, folder / "chest" / "new.png", run=runs["vae"], overlays=False)
     assert [(p.run, p.engine) for p in only.predictions] == [(runs["vae"], "pytorch")]
     assert only.predictions[0].anomaly_score is not None
+    again = predict(demo_ws, folder / "chest" / "new.png", run=runs["vae"], overlays=False)
+    assert again.folder != only.folder and only.csv.exists(), "a second prediction never overwrites the first"
+
+
+def test_predict_refuses_a_3d_run_clearly(ws, tmp_path) -> None:
+    from app.errors import WorkbenchError
+    from app.state import Kind, write_state
+
+    ws.run_dir("c3d").mkdir(parents=True)
+    write_state(ws.run_dir("c3d") / "metadata.json", Kind.RUN_METADATA,
+                {"run": "c3d", "phase": "cube3d", "dataset": "x", "status": "complete"})
+    image = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 32), 100, np.uint8)).save(image)
+    with pytest.raises(WorkbenchError, match="is a cube3d run; predict takes 2D models"):
+        predict(ws, image, run="c3d")
