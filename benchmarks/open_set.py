@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--workspace", help="the workspace holding --dataset")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--vae-score", default="mse", choices=["mse", "l1", "ssim", "kl"])
+    parser.add_argument("--vae-score", default="ssim", choices=["mse", "l1", "ssim", "kl"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()

@@ -1,12 +1,22 @@
 """The hybrid ensemble: known anomalies from the classifier, unknown ones from the VAE.
 
-Score = w * E(P(not normal | classifier)) + (1 - w) * F(VAE score), in [0, 1], where
-F is the empirical distribution of VAE scores on validation normals (a calibrated
-percentile) and E is the classifier's evidence above what normal images get:
-(p - m) / (1 - m) clipped at 0, with m the 95th percentile of P(not normal) on the
-validation normals. w follows the labeled fraction (mostly labeled: 0.8; mostly
-unlabeled: 0.5; in between: tuned on validation) unless set by hand. Nothing here
-is trained by gradient: the phase is fitted on the validation split.
+Each part is first put on one scale: how rare its score would be among normal images,
+a tail probability p fitted on the validation normals (empirical in the bulk, an
+exponential tail beyond the top fifth, so that the order of scores past every
+reference image is kept). The classifier's score is its log-odds of "not normal",
+the VAE's its reconstruction score. The two are combined as a weighted Bonferroni
+(Tippett) test:
+
+    p = min(1, p_classifier / w, p_vae / (1 - w)),   anomaly score = 1 - p
+
+so each part spends its share (w, 1 - w) of the false-alarm budget: among normal
+images at most about a fraction a scores above 1 - a, whichever part fires. Neither
+part can vouch for normality (a classifier calls a kind of anomaly it never saw
+normal, often more surely than real normals; a minimum of p-values lets the VAE
+flag it all the same), and the classifier's order of the known findings is kept.
+w follows the labeled fraction (mostly labeled: 0.8; mostly unlabeled: 0.5; in
+between: tuned on validation) unless set by hand. Nothing here is trained by
+gradient: the phase is fitted on the validation split.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from models.registry import register_phase
 from models.supervised import create_backbone
 from models.vae import ConvVAE, ReconstructionScore
 
+TAIL_FRACTION = 0.2  # the top fifth of the validation normals fits the exponential tail
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -31,11 +43,11 @@ class Finding:
     is_anomaly: bool
     predicted_class: str
     confidence: float  # the classifier's probability of predicted_class
-    anomaly_score: float  # the combined score in [0, 1]; compared with threshold
+    anomaly_score: float  # the combined score in [0, 1] (the larger part); compared with threshold
     threshold: float
     fired: str  # "known" (the classifier), "unknown" (the VAE) or "none"
-    known_part: float  # weight * the classifier's evidence (see combine); anomaly_score = known + unknown
-    unknown_part: float  # (1 - weight) * VAE score percentile among validation normals
+    known_part: float  # 1 - min(1, p_classifier / w): the classifier's evidence alone
+    unknown_part: float  # 1 - min(1, p_vae / (1 - w)): the VAE's evidence alone
 
 
 @dataclass
@@ -49,49 +61,90 @@ class HybridConfig:
     seed: int = 0
 
 
-def evidence(known: Any, floor: Any) -> Any:
-    """The classifier's P(not normal) above ``floor`` (its level on normal images), in [0, 1]."""
-    scaled = (known - floor) / max(1.0 - float(floor), 1e-6)
-    return scaled.clamp(0.0, 1.0) if isinstance(scaled, torch.Tensor) else np.clip(scaled, 0.0, 1.0)
+class NormalTail(nn.Module):
+    """P(a normal image scores at least this high), fitted on normal images' scores.
 
-
-def combine(known: Any, unknown: Any, weight: Any, floor: Any) -> Any:
-    """The hybrid score: w * evidence(known, floor) + (1 - w) * unknown, in [0, 1].
-
-    ``known`` is the classifier's P(not normal); ``unknown`` the VAE score's percentile
-    among validation normals. The classifier counts only above its normal level: on a
-    kind of anomaly it never saw it is confidently wrong (it calls the image normal,
-    often more surely than real normals), and a plain weighted sum would let its 0.8
-    share rank those images below the normals. Floored, it can raise suspicion but
-    cannot vouch for normality, and the VAE orders what the classifier finds normal.
-    Works on floats, numpy arrays and tensors alike.
+    Empirical, (1 + #{reference >= s}) / (n + 1), up to the start u of the top
+    fifth of the reference scores; beyond it, mass * exp(-(s - u) / scale), the
+    peaks-over-threshold exponential tail, so scores beyond every reference image
+    keep their order. Never increases with s.
     """
-    return weight * evidence(known, floor) + (1.0 - weight) * unknown
+
+    def __init__(self, n_reference: int) -> None:
+        super().__init__()
+        self.register_buffer("reference", torch.zeros(n_reference))
+        self.register_buffer("tail", torch.tensor([0.0, 1.0, 1.0]))  # start u, scale, mass
+
+    @torch.no_grad()
+    def fit(self, scores: torch.Tensor) -> None:
+        ref = torch.sort(scores.float().flatten()).values
+        n = len(ref)
+        k = max(1, int(round(TAIL_FRACTION * n))) if n > 1 else 0
+        start = float(ref[n - 1 - k])
+        scale = float((ref[n - k :] - start).mean()) if k else 0.0
+        if not scale > 0:  # ties at the top, or one reference image: a scale from the spread, or a tiny one
+            spread = float(ref[-1] - ref[0])
+            scale = spread / n if spread > 0 else 1e-3 * (abs(start) + 1.0)
+        self.reference = ref
+        self.tail = torch.tensor([start, scale, (1.0 + k) / (n + 1.0)])
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        n = self.reference.shape[0]
+        empirical = (1.0 + (self.reference[None, :] >= scores[:, None]).float().sum(dim=1)) / (n + 1.0)
+        start, scale, mass = self.tail[0], self.tail[1], self.tail[2]
+        beyond = mass * torch.exp(-(scores - start).clamp(min=0.0) / scale)
+        return torch.where(scores > start, beyond, empirical)
+
+
+def parts_scores(p_known: Any, p_unknown: Any, weight: Any) -> tuple[Any, Any]:
+    """Each part's evidence alone, 1 - min(1, p / its share): (known, unknown)."""
+    if isinstance(weight, torch.Tensor):
+        share_known, share_unknown = weight.clamp(min=1e-9), (1.0 - weight).clamp(min=1e-9)
+    else:
+        share_known, share_unknown = max(float(weight), 1e-9), max(1.0 - float(weight), 1e-9)
+    known, unknown = p_known / share_known, p_unknown / share_unknown
+    if isinstance(known, torch.Tensor):
+        return 1.0 - known.clamp(max=1.0), 1.0 - unknown.clamp(max=1.0)
+    return 1.0 - np.minimum(known, 1.0), 1.0 - np.minimum(unknown, 1.0)
+
+
+def combine(p_known: Any, p_unknown: Any, weight: Any) -> Any:
+    """The hybrid score 1 - min(1, p_known / w, p_unknown / (1 - w)), in [0, 1].
+
+    ``p_known`` and ``p_unknown`` are the two parts' tail probabilities among normal
+    images (see NormalTail). Works on numpy arrays and tensors alike.
+    """
+    known, unknown = parts_scores(p_known, p_unknown, weight)
+    return torch.maximum(known, unknown) if isinstance(known, torch.Tensor) else np.maximum(known, unknown)
 
 
 class HybridModel(nn.Module):
     """Both detectors and their calibration in one module (exported as one ONNX graph)."""
 
     def __init__(self, supervised: nn.Module, vae: ConvVAE, normal_index: int, n_reference: int,
-                 vae_score: str = "mse") -> None:
+                 vae_score: str = "mse", num_classes: int = 2) -> None:
         super().__init__()
         self.supervised, self.vae = supervised, vae
         self.normal_index, self.vae_score = normal_index, vae_score
-        self.register_buffer("reference", torch.zeros(n_reference))
+        others = [k for k in range(num_classes) if k != normal_index]
+        self.register_buffer("others", torch.tensor(others, dtype=torch.long), persistent=False)
+        self.known_tail, self.unknown_tail = NormalTail(n_reference), NormalTail(n_reference)
         self.register_buffer("weight", torch.tensor(0.5))
-        self.register_buffer("known_floor", torch.tensor(0.0))
 
-    def parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(class probabilities, calibrated VAE score in [0, 1])."""
-        probabilities = torch.softmax(self.supervised(images), dim=1)
-        raw = ReconstructionScore(self.vae, self.vae_score)(images)
-        calibrated = (self.reference[None, :] <= raw[:, None]).float().mean(dim=1)
-        return probabilities, calibrated
+    def raw_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(class probabilities, the classifier's log-odds of "not normal", the VAE score)."""
+        log_p = torch.log_softmax(self.supervised(images), dim=1)
+        log_odds = torch.logsumexp(log_p.index_select(1, self.others), dim=1) - log_p[:, self.normal_index]
+        return log_p.exp(), log_odds, ReconstructionScore(self.vae, self.vae_score)(images)
+
+    def parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(class probabilities, p_known, p_unknown): the two tail probabilities among normals."""
+        probabilities, log_odds, raw = self.raw_scores(images)
+        return probabilities, self.known_tail(log_odds), self.unknown_tail(raw)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probabilities, calibrated = self.parts(images)
-        known = 1.0 - probabilities[:, self.normal_index]
-        return probabilities, combine(known, calibrated, self.weight, self.known_floor)
+        probabilities, p_known, p_unknown = self.parts(images)
+        return probabilities, combine(p_known, p_unknown, self.weight)
 
 
 @register_phase(
@@ -123,10 +176,10 @@ class HybridPhase:
         self._args = {
             "supervised": supervised.model_args(), "vae": vae.model_args(),
             "normal_index": self.classes.index("normal"), "n_reference": n_reference,
-            "vae_score": vae.config.score,
+            "vae_score": vae.config.score, "num_classes": len(self.classes),
         }
         self.model = HybridModel(supervised.model, vae.model, self._args["normal_index"], n_reference,
-                                 vae.config.score)
+                                 vae.config.score, len(self.classes))
 
     @classmethod
     def rebuild(cls, model_args: dict[str, Any]) -> HybridModel:
@@ -134,7 +187,7 @@ class HybridPhase:
         supervised = create_backbone(sup["backbone"], sup["num_classes"], pretrained=False)
         vae = ConvVAE(**model_args["vae"])
         return HybridModel(supervised, vae, model_args["normal_index"], model_args["n_reference"],
-                           model_args.get("vae_score", "mse"))
+                           model_args.get("vae_score", "mse"), model_args.get("num_classes", sup["num_classes"]))
 
     def model_args(self) -> dict[str, Any]:
         return dict(self._args)
@@ -147,24 +200,20 @@ class HybridPhase:
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor, is_anomaly: torch.Tensor) -> dict[str, float]:
-        """Calibrate on validation images: VAE reference, weight, threshold."""
+        """Calibrate on validation images: both parts' normal tails, the weight, the threshold."""
         from sklearn.metrics import roc_auc_score
 
         assert self.model is not None, "attach() the component phases first"
         self.model.eval()
         labels = is_anomaly.numpy().astype(int)
-        raw = ReconstructionScore(self.model.vae, self.model.vae_score)(images)
-        normals = raw[is_anomaly == 0]
-        if len(normals) == 0:
-            raise ValueError("The validation split holds no normal image to calibrate the VAE score on.")
-        reference = torch.sort(normals).values
-        self.model.reference = reference
-        self._args["n_reference"] = len(reference)
-        probabilities, calibrated = self.model.parts(images)
-        known = (1.0 - probabilities[:, self._args["normal_index"]]).numpy()
-        unknown = calibrated.numpy()
-        floor = float(np.percentile(known[labels == 0], 95))
-        self.model.known_floor = torch.tensor(floor)
+        if not (labels == 0).any():
+            raise ValueError("The validation split holds no normal image to calibrate the hybrid on.")
+        _, log_odds, raw = self.model.raw_scores(images)
+        normal = is_anomaly == 0
+        self.model.known_tail.fit(log_odds[normal])
+        self.model.unknown_tail.fit(raw[normal])
+        self._args["n_reference"] = int(normal.sum())
+        p_known, p_unknown = self.model.known_tail(log_odds).numpy(), self.model.unknown_tail(raw).numpy()
         weight = self.config.weight
         if weight is None:
             fraction = self.config.labeled_fraction
@@ -173,16 +222,17 @@ class HybridPhase:
             elif fraction <= 0.3:
                 weight = 0.5
             elif len(set(labels)) == 2:
-                grid = np.linspace(0, 1, 11)
-                weight = float(max(grid, key=lambda w: roc_auc_score(labels, combine(known, unknown, w, floor))))
+                grid = np.linspace(0.1, 0.9, 9)
+                weight = float(max(grid, key=lambda w: roc_auc_score(labels, combine(p_known, p_unknown, w))))
             else:
                 weight = 0.5
         self.model.weight = torch.tensor(float(weight))
-        combined = combine(known, unknown, weight, floor)
+        combined = combine(p_known, p_unknown, weight)
         cut = youden_threshold(labels, combined)
-        self.threshold = cut if cut is not None else float(np.percentile(combined, 95))
+        self.threshold = cut if cut is not None else 0.95
         auc = float(roc_auc_score(labels, combined)) if len(set(labels)) == 2 else float("nan")
-        return {"weight": float(weight), "threshold": self.threshold, "val_auroc": auc, "known_floor": floor}
+        return {"weight": float(weight), "threshold": self.threshold, "val_auroc": auc,
+                "val_normals_flagged_at_0.95": round(float((combined[labels == 0] >= 0.95).mean()), 4)}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -194,20 +244,18 @@ class HybridPhase:
         """One prepared image ((H, W), (1, H, W) or (1, 1, H, W), values in [0, 1]) -> a Finding.
 
         ``threshold`` defaults to the one fitted on validation. The part that fired is
-        the larger of the two weighted contributions when the image is flagged: "known"
-        when the classifier recognizes a finding it was trained on, "unknown" when the
-        VAE finds the image unlike the normals it learned.
+        the one with the stronger evidence when the image is flagged: "known" when the
+        classifier recognizes a finding it was trained on, "unknown" when the VAE finds
+        the image unlike the normals it learned.
         """
         assert self.model is not None
         x = torch.as_tensor(np.asarray(image, dtype=np.float32))
         while x.dim() < 4:
             x = x.unsqueeze(0)
         self.model.eval()
-        probabilities, calibrated = self.model.parts(x[:1])
-        weight, floor = float(self.model.weight), float(self.model.known_floor)
-        known = weight * float(evidence(1.0 - float(probabilities[0, self._args["normal_index"]]), floor))
-        unknown = (1.0 - weight) * float(calibrated[0])
-        score, cut = known + unknown, self.threshold if threshold is None else float(threshold)
+        probabilities, p_known, p_unknown = self.model.parts(x[:1])
+        known, unknown = (float(v[0]) for v in parts_scores(p_known, p_unknown, self.model.weight))
+        score, cut = max(known, unknown), self.threshold if threshold is None else float(threshold)
         flagged = score >= cut
         guess = int(probabilities[0].argmax())
         return Finding(
