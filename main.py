@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
     tr.add_argument("--vae-run", help="hybrid: the VAE run to combine")
     tr.add_argument("--clahe", action="store_const", const=True, help="equalize contrast (CLAHE) before resizing")
+    tr.add_argument("--ema", type=float, metavar="DECAY",
+                    help="classifiers: keep an exponential moving average of the weights (e.g. 0.99)")
     tr.add_argument("--augment", choices=["none", "standard", "strong"],
                     help="training augmentation (default standard: flips and shifts)")
     tr.add_argument("--seed", type=int)
@@ -179,7 +181,7 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed", "clahe", "augment", "beta", "score", "threshold_rule", "weight", "width")
+            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "score", "threshold_rule", "weight", "width")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights

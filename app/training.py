@@ -231,16 +231,20 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         optimizer, _schedule(steps_per_epoch * config.epochs, max(1, steps_per_epoch // 2 + 1))
     )
     scaler = rt.scaler()
+    raw = phase.model
+    ema = _averaged(raw, float(getattr(config, "ema", 0.0) or 0.0))
     start, best, history, stale = 0, -math.inf, [], 0
     if resumed:
         phase.model.load_state_dict(resumed["model_state"])
         optimizer.load_state_dict(resumed["optimizer_state"])
         scheduler.load_state_dict(resumed["scheduler_state"])
+        if ema is not None:
+            ema.load_state_dict(resumed["ema_state"])
         start, best, history, stale = resumed["epoch"], resumed["best_metric"], resumed["history"], resumed["stale"]
         log.info("Resuming %s from epoch %d", run_dir.name, start)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
                "config": phase.config_dict()}
-    raw, epoch, out_of_time = phase.model, start, False
+    epoch, out_of_time = start, False
     augment = getattr(config, "augment", "standard")
     with wrapped_for_training(raw, rt) as trainable:
         for epoch in range(start, config.epochs):
@@ -272,9 +276,16 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(raw)
                 total, seen = total + float(loss.detach()) * len(index), seen + len(index)
                 report(progress, f"Epoch {epoch + 1}/{config.epochs}", k + 1, steps_per_epoch, loss=loss.item())
-            metrics = validation_metrics(phase, _predict(phase, val_x, 64, rt.device), val_y.numpy())
+            watched = ema.module if ema is not None else raw  # what is validated is what is kept
+            phase.model = watched
+            try:
+                metrics = validation_metrics(phase, _predict(phase, val_x, 64, rt.device), val_y.numpy())
+            finally:
+                phase.model = raw
             record = {"epoch": epoch + 1, "train_loss": total / max(1, seen), **metrics,
                       "seconds": round(time.perf_counter() - began, 2)}
             history.append(record)
@@ -283,12 +294,14 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             if rt.main:
                 state = {k: v.cpu() for k, v in raw.state_dict().items()}
                 if improved:
-                    save_checkpoint(run_dir / "best.pt", {**payload, "model_state": state,
+                    kept = state if ema is None else {k: v.cpu() for k, v in watched.state_dict().items()}
+                    save_checkpoint(run_dir / "best.pt", {**payload, "model_state": kept,
                                                           "epoch": epoch + 1, "best_metric": best})
                 save_checkpoint(run_dir / "last.pt", {
                     **payload, "model_state": state, "optimizer_state": optimizer.state_dict(),
                     "scheduler_state": scheduler.state_dict(), "epoch": epoch + 1, "best_metric": best,
                     "history": history, "stale": stale,
+                    **({"ema_state": {k: v.cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}),
                 })
                 write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
                             {**base, "status": "running", "epoch": epoch + 1, "best_metric": best, "history": history})
@@ -318,6 +331,22 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             save_checkpoint(run_dir / "last.pt", {**load_checkpoint(run_dir / "last.pt"), "finished": True})
     barrier(rt)
     return RunResult(base["run"], run_dir, phase.spec.name, len(history), start, summary)
+
+
+def _averaged(model: Any, decay: float) -> Any:
+    """An exponential moving average of ``model``'s weights and batch-norm statistics
+    (torch.optim.swa_utils), updated after every step; None when ``decay`` is 0.
+
+    Validation, the best checkpoint and everything after training use the average,
+    which on small datasets is steadier than the last step's weights.
+    """
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise TrainingError(f"The weight average decay must lie between 0 and 1 (e.g. 0.99), not {decay}.")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _fit(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str, Any],

@@ -30,6 +30,7 @@ class Cube3DConfig:
     label_smoothing: float = 0.0
     class_weights: bool = True
     augment: str = "standard"  # none | standard (flips, shifts); strong is 2D only
+    ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     seed: int = 0
 
 

@@ -31,6 +31,7 @@ class SupervisedConfig:
     class_weights: bool = True
     clahe: bool = False  # contrast-limited adaptive histogram equalization before resizing
     augment: str = "standard"  # none | standard (flips, shifts) | strong (+ rotation, zoom, contrast)
+    ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     seed: int = 0
 
 

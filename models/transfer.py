@@ -32,6 +32,7 @@ class TransferConfig:
     class_weights: bool = True
     clahe: bool = False
     augment: str = "standard"  # none | standard | strong
+    ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     seed: int = 0
 
 

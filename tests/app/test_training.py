@@ -80,6 +80,26 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(demo_ws) -> 
     assert again.epochs_done == 3, "a finished run returns at once"
 
 
+def test_a_weight_average_is_validated_kept_and_resumed_exactly(demo_ws) -> None:
+    common = {"epochs": 2, "pretrained": False, "ema": 0.9, "backbone": "resnet18", **TINY}
+    straight = train(demo_ws, "demo", "supervised", run="e-straight", **common)
+    calls = iter([True])  # stop cleanly after the first epoch
+    train(demo_ws, "demo", "supervised", run="e-split", should_stop=lambda: next(calls), **common)
+    resumed = train(demo_ws, "demo", "supervised", run="e-split")
+    assert resumed.resumed_from == 1 and resumed.epochs_done == 2
+    a, b = load_checkpoint(straight.path / "last.pt"), load_checkpoint(resumed.path / "last.pt")
+    assert all(torch.equal(a["ema_state"][k], b["ema_state"][k]) for k in a["ema_state"])
+    assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+    # What was validated (the average) is what the best checkpoint holds, not the last step's weights.
+    best = load_checkpoint(straight.path / "best.pt")["model_state"]
+    averaged = {k.removeprefix("module."): v for k, v in a["ema_state"].items() if k.startswith("module.")}
+    if load_checkpoint(straight.path / "best.pt")["epoch"] == 2:
+        assert all(torch.equal(best[k], averaged[k]) for k in best)
+    assert not all(torch.equal(best[k], a["model_state"][k]) for k in best)
+    with pytest.raises(TrainingError, match="between 0 and 1"):
+        train(demo_ws, "demo", "supervised", run="e-bad", epochs=1, pretrained=False, ema=1.5, **TINY)
+
+
 def test_a_crafted_pickle_checkpoint_is_refused_and_never_run(demo_ws, tmp_path) -> None:
     marker = tmp_path / "pwned"
 
