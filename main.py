@@ -82,9 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--name", required=True, help="name of the cube dataset")
     cu.add_argument("--modality", required=True, choices=["CT", "MR"], help="sets resampling and intensity scaling")
     cu.add_argument("--points", metavar="CSV", help="annotations: series (or file stem), x,y,z mm or i,j,k voxels, "
-                    "optional location; without it, *_mask volumes beside each volume")
+                    "optional location and label (0: a normal place at that location); "
+                    "without it, *_mask volumes beside each volume")
     cu.add_argument("--negatives", type=int, default=4, help="negative cubes per volume (default 4)")
     cu.add_argument("--region", default="unknown", help="anatomical region recorded for the dataset")
+    cu.add_argument("--store", choices=["npz", "h5"], default="npz",
+                    help="npz (read whole; default) or h5: a chunked HDF5 store, written and read a batch at a time, "
+                         "for datasets larger than memory")
 
     ds = command("dataset", "review, correct, balance, merge, export organized datasets")
     actions = ds.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -271,7 +275,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
 
             result = build_cube_dataset(ws, Path(args.path), args.name, args.modality,
                                         annotations=Path(args.points) if args.points else None,
-                                        negatives=args.negatives, region=args.region, progress=bar)
+                                        negatives=args.negatives, region=args.region, store=args.store,
+                                        progress=bar)
             message = (f"Cube dataset {result.name}: {result.items} cubes, classes {result.classes}, "
                        f"splits {result.split_counts}; train it with --phase cube3d")
         elif args.command == "predict":

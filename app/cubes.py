@@ -60,12 +60,14 @@ def extract_cube(array: np.ndarray, centre: tuple[float, float, float], size: in
 class Point:
     zyx: tuple[float, float, float]
     position: str = ""  # one of POSITIONS, or ""
+    label: int = 1  # 1: a finding here; 0: a normal place at a known position (a negative with a position)
 
 
 def points_from_csv(path: Path, volume: Volume, series_key: str) -> list[Point]:
     """Points of one series from a CSV with columns series (or SeriesInstanceUID; for files,
     the file name without extension), then x, y, z in mm (world, patient coordinates) or
-    i, j, k (voxel indices of the file as stored); optional ``location`` (see POSITIONS)."""
+    i, j, k (voxel indices of the file as stored); optional ``location`` (see POSITIONS) and
+    ``label`` (1, the default: a finding; 0: a normal place at that location)."""
     found = []
     with open(path, newline="", encoding="utf-8-sig") as handle:
         for row in csv.DictReader(handle):
@@ -77,7 +79,10 @@ def points_from_csv(path: Path, volume: Volume, series_key: str) -> list[Point]:
                 zyx = volume.file_voxel_to_voxel((float(row["i"]), float(row["j"]), float(row["k"])))
             else:
                 raise DatasetError(f"{path.name}: a row has neither x, y, z (mm) nor i, j, k (voxels).")
-            found.append(Point(zyx, row.get("location", "")))
+            label = (row.get("label") or "1").strip()
+            if label not in ("0", "1"):
+                raise DatasetError(f"{path.name}: label must be 1 (a finding) or 0 (normal), not {label!r}.")
+            found.append(Point(zyx, row.get("location", "") or "", int(label)))
     return found
 
 
@@ -115,8 +120,37 @@ def one_hot(position: str) -> np.ndarray:
     return out
 
 
+def quantized(cube: np.ndarray) -> np.ndarray:
+    """A normalized cube ([0, 1]) as stored: uint8."""
+    return (np.clip(cube, 0, 1) * 255).astype(np.uint8)
+
+
+def volume_cubes(volume: Volume, points: list[Point], negatives: int,
+                 rng: np.random.Generator) -> list[tuple[np.ndarray, int, np.ndarray]]:
+    """(cube, label, one-hot position) for every point, then ``negatives`` sampled cubes
+    a cube away from every finding."""
+    findings = [p for p in points if p.label == 1]
+    out = [(quantized(extract_cube(volume.array, p.zyx, fill=0.0)), p.label, one_hot(p.position)) for p in points]
+    for centre in negative_centres(volume.array, findings, negatives, rng):
+        out.append((quantized(extract_cube(volume.array, centre, fill=0.0)), 0, one_hot("")))
+    return out
+
+
+def patient_splits(patients: list[str], seed: int = 0,
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, str]:
+    """Each patient's split (train / val / test), seeded, by patient."""
+    patients = sorted(set(patients))
+    order = np.random.default_rng(seed).permutation(len(patients))
+    n_train = max(1, round(fractions[0] * len(patients)))
+    n_val = round(fractions[1] * len(patients))
+    return {patients[k]: "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")
+            for rank, k in enumerate(order)}
+
+
 @dataclass
 class CubeSet:
+    """Cubes gathered in memory (small sets; build_cube_dataset streams to the file instead)."""
+
     cubes: list[np.ndarray] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     positions: list[np.ndarray] = field(default_factory=list)
@@ -125,52 +159,44 @@ class CubeSet:
 
     def add_volume(self, volume: Volume, points: list[Point], series: str, patient: str, negatives: int,
                    rng: np.random.Generator) -> None:
-        for point in points:
-            self._add(extract_cube(volume.array, point.zyx, fill=0.0), 1, one_hot(point.position), series, patient)
-        for centre in negative_centres(volume.array, points, negatives, rng):
-            self._add(extract_cube(volume.array, centre, fill=0.0), 0, one_hot(""), series, patient)
+        for cube, label, position in volume_cubes(volume, points, negatives, rng):
+            self.cubes.append(cube)
+            self.labels.append(label)
+            self.positions.append(position)
+            self.series.append(series)
+            self.patients.append(patient)
 
-    def _add(self, cube: np.ndarray, label: int, position: np.ndarray, series: str, patient: str) -> None:
-        self.cubes.append((np.clip(cube, 0, 1) * 255).astype(np.uint8))
-        self.labels.append(label)
-        self.positions.append(position)
-        self.series.append(series)
-        self.patients.append(patient)
+
+def _metadata(path: Path, modality: str, counts: dict[str, int], positives: int, patients: int, seed: int,
+              store: str) -> None:
+    meta = {
+        "modality": modality, "cube_size": SIZE, "positions": list(POSITIONS), "classes": ["normal", "finding"],
+        "counts": counts, "positives": positives, "negatives": sum(counts.values()) - positives,
+        "patients": patients, "split": "by patient, seeded", "seed": seed, "store": store, "file": path.name,
+    }
+    (path.parent / "metadata.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 def save_medmnist(cubes: CubeSet, path: Path, modality: str, region: str = "unknown", seed: int = 0,
                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> Path:
-    """Write ``cubes`` as a MedMNIST-layout .npz split by patient, and ``metadata.json`` beside it."""
+    """Write ``cubes`` in MedMNIST layout split by patient (``.npz``, or ``.h5`` for a chunked
+    store read on demand), and ``metadata.json`` beside it."""
+    from app.cube_store import StoreWriter, is_h5
+
     if not cubes.cubes:
         raise DatasetError("No cube to save: no volume gave a positive or a negative cube.")
-    patients = sorted(set(cubes.patients))
-    order = np.random.default_rng(seed).permutation(len(patients))
-    n_train = max(1, round(fractions[0] * len(patients)))
-    n_val = round(fractions[1] * len(patients))
-    split_of = {}
-    for rank, k in enumerate(order):
-        split_of[patients[k]] = "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")
-    arrays: dict[str, Any] = {}
-    for split in ("train", "val", "test"):
-        index = [k for k, p in enumerate(cubes.patients) if split_of[p] == split]
-        arrays[f"{split}_images"] = np.stack([cubes.cubes[k] for k in index]) if index else \
-            np.zeros((0, SIZE, SIZE, SIZE), np.uint8)
-        arrays[f"{split}_labels"] = np.array([[cubes.labels[k]] for k in index], np.int64).reshape(-1, 1)
-        arrays[f"{split}_positions"] = np.array([cubes.positions[k] for k in index], np.uint8).reshape(-1, len(POSITIONS))
-        arrays[f"{split}_series"] = np.array([cubes.series[k] for k in index], dtype="U64")
-        arrays[f"{split}_patients"] = np.array([cubes.patients[k] for k in index], dtype="U64")
-    arrays.update(label_names=np.array(["normal", "finding"]), modality=np.array(modality), region=np.array(region))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-    meta = {
-        "modality": modality, "cube_size": SIZE, "positions": list(POSITIONS), "classes": ["normal", "finding"],
-        "counts": {s: int(len(arrays[f"{s}_labels"])) for s in ("train", "val", "test")},
-        "positives": int(sum(cubes.labels)), "negatives": int(len(cubes.labels) - sum(cubes.labels)),
-        "patients": len(patients), "split": "by patient, seeded", "seed": seed,
-    }
-    (path.parent / "metadata.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    split_of = patient_splits(cubes.patients, seed, fractions)
+    writer = StoreWriter(path, (SIZE,) * 3, len(POSITIONS))
+    try:
+        for k, cube in enumerate(cubes.cubes):
+            writer.add(split_of[cubes.patients[k]], cube, cubes.labels[k], cubes.positions[k], cubes.series[k],
+                       cubes.patients[k])
+        writer.close(["normal", "finding"], modality, region)
+    except BaseException:
+        writer.abort()
+        raise
+    _metadata(path, modality, writer.counts, int(sum(cubes.labels)), len(set(cubes.patients)), seed,
+              "hdf5" if is_h5(path) else "npz")
     return path
 
 
@@ -178,7 +204,8 @@ def extract_from_volume(volume: Volume, points: list[Point], negatives: int, see
                         progress: Progress | None = None) -> tuple[list[np.ndarray], list[int]]:
     """Cubes (float, not yet quantized) and labels of one volume: its points, then negatives."""
     rng = np.random.default_rng(seed)
-    centres = [(p.zyx, 1) for p in points] + [(c, 0) for c in negative_centres(volume.array, points, negatives, rng)]
+    findings = [p for p in points if p.label == 1]
+    centres = [(p.zyx, p.label) for p in points] + [(c, 0) for c in negative_centres(volume.array, findings, negatives, rng)]
     cubes = []
     for k, (centre, _) in enumerate(centres):
         cubes.append(extract_cube(volume.array, centre, fill=0.0))
@@ -229,47 +256,69 @@ def _mask_array(mask_path: Path, volume: Volume) -> np.ndarray:
     return sitk.GetArrayFromImage(mask)
 
 
+def _identity(path: Path, series: str | None) -> tuple[str, str]:
+    """(series key as annotations name it, patient) of one volume: a DICOM header or the file name."""
+    import pydicom
+
+    if series:
+        first = pydicom.dcmread(next(p for p in sorted(path.iterdir()) if p.is_file()), stop_before_pixels=True,
+                                specific_tags=["PatientID"])
+        return series, str(first.get("PatientID", "") or series)
+    key = path.name.split(".")[0]
+    return key, key
+
+
 def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annotations: Path | None = None,
-                       negatives: int = 4, region: str = "unknown", seed: int = 0,
+                       negatives: int = 4, region: str = "unknown", seed: int = 0, store: str = "npz",
                        progress: Progress | None = None) -> Any:
     """Cubes from every volume under ``source`` -> an organized dataset ``name`` (MedMNIST layout).
 
     Positives come from ``annotations`` (CSV: series or file stem, x y z in mm or i j k
-    voxels, optional location) or from a ``*_mask`` beside each volume. Series and
-    patients are pseudonymized with the workspace key; no identifier is written.
+    voxels, optional location and label) or from a ``*_mask`` beside each volume. Series
+    and patients are pseudonymized with the workspace key; no identifier is written.
+    Patients are split before any cube is cut, and cubes go to the file as they are
+    cut: with ``store="h5"`` (a chunked HDF5 store, read a batch at a time in training)
+    memory stays bounded however many volumes there are.
 
     Raises:
         DatasetError: no volume under ``source``, or no cube could be made.
     """
-    import pydicom
-
+    from app.cube_store import StoreWriter
     from app.organize.organizer import organize
     from app.organize.privacy import pseudonymize
     from app.volumes import load_volume
 
+    if store not in ("npz", "h5"):
+        raise DatasetError(f"Unknown cube store {store!r}: choose npz or h5.")
     source = Path(source).expanduser().resolve()
     volumes = find_volumes(source)
     if not volumes:
         raise DatasetError(f"No volume under {source}: give NIfTI/MHA/NRRD files or DICOM series folders.")
     secret, rng = ws.secret(), np.random.default_rng(seed)
-    cubes = CubeSet()
-    out = ws.data_dir / "cubes" / name
-    for k, (path, series) in enumerate(volumes):
-        volume = load_volume(path, modality, series_id=series)
-        if series:
-            first = pydicom.dcmread(next(p for p in sorted(path.iterdir()) if p.is_file()), stop_before_pixels=True,
-                                    specific_tags=["PatientID"])
-            key, patient = series, str(first.get("PatientID", "") or series)
-        else:
-            key = path.name.split(".")[0]
-            patient = key
-        if annotations:
-            points = points_from_csv(annotations, volume, key)
-        else:
-            mask = _mask_for(path) if not series else None
-            points = points_from_mask(_mask_array(mask, volume)) if mask else []
-        series_id, patient_id = pseudonymize(secret, key, "S"), pseudonymize(secret, patient)
-        cubes.add_volume(volume, points, series_id, patient_id, negatives, rng)
-        report(progress, "Extracting cubes", k + 1, len(volumes))
-    path = save_medmnist(cubes, out / f"{name}.npz", modality, region, seed)
+    identities = []
+    for path, series in volumes:
+        key, patient = _identity(path, series)
+        identities.append((key, pseudonymize(secret, key, "S"), pseudonymize(secret, patient)))
+    split_of = patient_splits([patient for _, _, patient in identities], seed)
+    path = ws.data_dir / "cubes" / name / f"{name}.{store}"
+    writer, positives = StoreWriter(path, (SIZE,) * 3, len(POSITIONS)), 0
+    try:
+        for k, ((folder, series), (key, series_id, patient_id)) in enumerate(zip(volumes, identities)):
+            volume = load_volume(folder, modality, series_id=series)
+            if annotations:
+                points = points_from_csv(annotations, volume, key)
+            else:
+                mask = _mask_for(folder) if not series else None
+                points = points_from_mask(_mask_array(mask, volume)) if mask else []
+            for cube, label, position in volume_cubes(volume, points, negatives, rng):
+                writer.add(split_of[patient_id], cube, label, position, series_id, patient_id)
+                positives += label
+            report(progress, "Extracting cubes", k + 1, len(volumes))
+        if not sum(writer.counts.values()):
+            raise DatasetError("No cube to save: no volume gave a positive or a negative cube.")
+        writer.close(["normal", "finding"], modality, region)
+    except BaseException:
+        writer.abort()
+        raise
+    _metadata(path, modality, writer.counts, positives, len(set(split_of)), seed, "hdf5" if store == "h5" else "npz")
     return organize(ws, path, name)

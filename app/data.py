@@ -105,6 +105,57 @@ def phase_images(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress
     return load_images(ws, rows, config.image_size, progress, task, use_clahe=getattr(config, "clahe", False))
 
 
+class StoredVolumes:
+    """The 3D images of rows kept in HDF5 cube stores, read a batch at a time.
+
+    Stands in for the (N, 1, size, size, size) tensor of a split too large for memory:
+    ``len``, ``shape`` and indexing (an int, a slice, or an index tensor) give float32
+    tensors in [0, 1], resized as ``load_volumes`` resizes; only the asked-for cubes are
+    read (app/cube_store.py).
+    """
+
+    def __init__(self, ws: Workspace, rows: list[dict[str, Any]], size: int) -> None:
+        self.size, self.rows = size, rows
+        self.paths = [ws.resolve(r["path"]) for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), 1, self.size, self.size, self.size)
+
+    def __getitem__(self, index: Any) -> Any:
+        import torch
+
+        if isinstance(index, int):
+            return self[[index]][0]
+        picks = list(range(len(self))[index]) if isinstance(index, slice) else np.asarray(index).reshape(-1).tolist()
+        out = np.empty((len(picks), 1, self.size, self.size, self.size), np.float32)
+        by_file: dict[Path, list[int]] = {}
+        for k, pick in enumerate(picks):
+            by_file.setdefault(self.paths[pick], []).append(k)
+        for path, slots in by_file.items():
+            images = npz_images(path, [self.rows[picks[k]] for k in slots])
+            if images.ndim != 4:
+                raise DatasetError(f"{path} holds 2D images: train it with a 2D phase, not a 3D one.")
+            for k, image in zip(slots, images):
+                out[k, 0] = resize_volume(image, self.size)
+        return torch.from_numpy(out)
+
+
+def phase_inputs(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress: Progress | None = None,
+                 task: str = "Loading images") -> Any:
+    """Like ``phase_images``, as a tensor; rows of HDF5 cube stores stay on disk (StoredVolumes)."""
+    import torch
+
+    from app.cube_store import is_h5
+
+    if phase.spec.input_dims == 3 and rows and all(r["kind"] == "npz" and is_h5(r["path"]) for r in rows):
+        return StoredVolumes(ws, rows, phase.config.image_size)
+    return torch.from_numpy(phase_images(ws, phase, rows, progress, task))
+
+
 def load_file(path: Path, size: int, use_clahe: bool = False) -> np.ndarray:
     """One file as a model input (1, 1, size, size), for prediction."""
     from app.organize.scan import file_format

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from app import plots
-from app.data import phase_images, split_rows
+from app.data import phase_inputs, split_rows
 from app.errors import DatasetError
 from app.metrics import (
     anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, youden_threshold,
@@ -36,18 +36,19 @@ class Evaluation:
 def _scores(ws: Workspace, phase: Any, dataset: str, split: str, progress: Progress | None,
             tta: bool = False) -> tuple[np.ndarray, list]:
     """Outputs for the labeled rows of ``split``; with ``tta`` averaged with the mirrored images."""
-    import torch
 
     rows = [r for r in split_rows(ws, dataset, split) if r["labeled"]]
     if phase.spec.output == "class_probabilities":
         rows = phase.select_rows(rows)
     if not rows:
         raise DatasetError(f"The {split} split of {dataset!r} holds no labeled image to evaluate on.")
-    images = torch.from_numpy(phase_images(ws, phase, rows, progress, f"Loading {split} images"))
-    outputs = _predict(phase, images, 64)
-    if tta:
-        outputs = (outputs + _predict(phase, images.flip(-1), 64)) / 2
-    return outputs, rows
+    images = phase_inputs(ws, phase, rows, progress, f"Loading {split} images")
+    parts = []
+    for start in range(0, len(images), 256):  # a cube store is read a part at a time
+        batch = images[start : start + 256]
+        output = _predict(phase, batch, 64)
+        parts.append((output + _predict(phase, batch.flip(-1), 64)) / 2 if tta else output)
+    return np.concatenate(parts), rows
 
 
 def _operating_point(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.checkpoints import load_checkpoint, rebuild_phase, save_checkpoint
-from app.data import phase_images, split_rows
+from app.data import phase_inputs, split_rows
 from app.errors import DatasetError, TrainingError
 from app.metrics import anomaly_auroc, classification_metrics
 from app.progress import Progress, report
@@ -195,11 +195,9 @@ def _train_rows(phase: Any, balance: str) -> Callable[[list[dict[str, Any]]], li
 
 def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for: Callable,
                    progress: Progress | None) -> tuple[Any, Any]:
-    import torch
-
+    """A split's images (a tensor, or StoredVolumes read a batch at a time) and targets."""
     rows = rows_for(split_rows(ws, dataset, split))
-    images = phase_images(ws, phase, rows, progress, f"Loading {split} images")
-    return torch.from_numpy(images), phase.targets(rows)
+    return phase_inputs(ws, phase, rows, progress, f"Loading {split} images"), phase.targets(rows)
 
 
 def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str, Any], resumed: dict | None,

@@ -158,9 +158,16 @@ def cubes_screen(s) -> None:
                     validate=lambda t: bool(t.strip()) or "Give a name")
     if points is None or name is None:
         return
+    store = ask_choice("Store the cubes as", [
+        questionary.Choice("one .npz file, read whole (small and medium datasets)", value="npz"),
+        questionary.Choice("a chunked HDF5 store, read a batch at a time (larger than memory)", value="h5"),
+    ])
+    if store is None:
+        return
     with progress_bars() as bar:
         result = build_cube_dataset(s.ws, Path(folder), name.strip(), modality,
-                                    annotations=Path(points).expanduser() if points.strip() else None, progress=bar)
+                                    annotations=Path(points).expanduser() if points.strip() else None,
+                                    store=store, progress=bar)
     console.print(f"[green]{result.name}[/]: {result.items} cubes, classes {result.classes}, "
                   f"splits {result.split_counts}. Train it with the 3D CNN phase.")
 

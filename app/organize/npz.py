@@ -1,4 +1,4 @@
-"""MedMNIST-format ``.npz`` files as organized datasets.
+"""MedMNIST-format files (``.npz``, or HDF5 ``.h5`` stores of cubes) as organized datasets.
 
 The file keeps its official splits (``train_images``/``train_labels``, ``val_*``,
 ``test_*``); rows point into it (``kind`` "npz", ``series_id`` "split:index"), so no
@@ -42,14 +42,17 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
     Raises:
         DatasetError: the file lacks the MedMNIST keys.
     """
+    from app.cube_store import Store
+
     try:
-        with np.load(path) as data:
-            labels = {s: data[f"{s}_labels"].reshape(len(data[f"{s}_labels"]), -1)[:, 0] for s in SPLITS}
-            shapes = {s: data[f"{s}_images"].shape for s in SPLITS}
+        with Store(path) as data:
+            labels = {s: data.array(f"{s}_labels").reshape(data.shape(f"{s}_labels")[0], -1)[:, 0] for s in SPLITS}
+            shapes = {s: data.shape(f"{s}_images") for s in SPLITS}
             # Cube files (app/cubes.py) say their classes, modality and patients themselves.
-            own_names = [str(v) for v in data["label_names"]] if "label_names" in data else None
-            own_facts = (str(data["modality"]), str(data["region"])) if "modality" in data else None
-            patients = {s: [str(v) for v in data[f"{s}_patients"]] for s in SPLITS} if "train_patients" in data else None
+            own_names = [str(v) for v in data.array("label_names")] if "label_names" in data else None
+            own_facts = (str(data.array("modality")), str(data.array("region"))) if "modality" in data else None
+            patients = {s: [str(v) for v in data.array(f"{s}_patients")] for s in SPLITS} \
+                if "train_patients" in data else None
     except (KeyError, ValueError, OSError) as err:
         raise DatasetError(
             f"{path} is not a MedMNIST-format file (train/val/test _images and _labels): {err}"
@@ -82,11 +85,21 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
 
 
 def npz_images(path: Path, rows: list[dict[str, Any]]) -> np.ndarray:
-    """The images of ``rows`` (all from ``path``), as float32 in [0, 1], 2D or 3D, channels first."""
-    with np.load(path) as data:
-        cache = {s: data[f"{s}_images"] for s in {r["series_id"].split(":")[0] for r in rows}}
-    picked = [cache[split][int(index)] for split, index in (r["series_id"].split(":") for r in rows)]
-    images = np.stack(picked).astype(np.float32) / 255.0
+    """The images of ``rows`` (all from ``path``), as float32 in [0, 1], 2D or 3D, channels first.
+
+    An HDF5 store reads only these images; an .npz file is read per split.
+    """
+    from app.cube_store import Store
+
+    picked = [(split, int(index)) for split, index in (r["series_id"].split(":") for r in rows)]
+    with Store(path) as data:
+        parts = {split: data.images(split, [i for s, i in picked if s == split]) for split in {s for s, _ in picked}}
+    cursor = dict.fromkeys(parts, 0)
+    ordered = []
+    for split, _ in picked:
+        ordered.append(parts[split][cursor[split]])
+        cursor[split] += 1
+    images = np.stack(ordered).astype(np.float32) / 255.0
     if images.ndim == 4 and images.shape[-1] == 3:  # colour 2D MedMNIST: luminance
         images = images.mean(axis=-1)
     return images

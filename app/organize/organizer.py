@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from app.cube_store import STORE_SUFFIXES
 from app.errors import DatasetError
 from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, anomaly_class, detect,
@@ -158,7 +159,7 @@ def organize(
     Raises:
         DatasetError: the source does not exist or holds no image this tool reads.
     """
-    if str(source).lower().endswith(".npz"):
+    if str(source).lower().endswith(STORE_SUFFIXES):
         path = Path(source).expanduser().resolve()
         if not path.is_file():
             raise DatasetError(f"{path} does not exist.")

@@ -118,3 +118,62 @@ def test_a_cube_dataset_from_volumes_and_a_point_csv_trains_the_3d_phase(ws, tmp
     bundle = export_bundle(ws, "c3d")
     assert bundle.max_abs_diff <= 1e-4
     assert load_bundle(bundle.path).card["input"]["shape"] == ["batch", 1, 16, 16, 16]
+
+
+def _volume_folder(tmp_path, names):
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    source = shared("nifti/KmeansTest_T1UCharRaw.nii.gz")
+    for name in names:
+        (folder / f"{name}.nii.gz").symlink_to(source)
+    return folder
+
+
+def test_an_hdf5_cube_store_is_written_cube_by_cube_and_read_a_batch_at_a_time(ws, tmp_path) -> None:
+    import torch
+
+    from app.cube_store import Store
+    from app.cubes import build_cube_dataset
+    from app.data import StoredVolumes, load_volumes, phase_inputs, split_rows
+    from app.training import load_run_phase, train
+
+    names = [f"case{k}" for k in range(6)]
+    folder = _volume_folder(tmp_path, names)
+    table = tmp_path / "points.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["series", "i", "j", "k", "location", "label"])
+        for name in names:
+            writer.writerow([name, 64, 64, 31, "Basilar Tip", 1])
+            writer.writerow([name, 150, 100, 31, "Left Middle Cerebral Artery", 0])  # a normal place, with its position
+    result = build_cube_dataset(ws, folder, "store", "MR", annotations=table, negatives=1, store="h5")
+    assert result.items == 6 * 3
+    path = ws.data_dir / "cubes" / "store" / "store.h5"
+    assert path.is_file() and not list(path.parent.glob(".*tmp*"))
+    with Store(path) as data:
+        labels = np.concatenate([data.array(f"{s}_labels")[:, 0] for s in ("train", "val", "test")])
+        positions = np.concatenate([data.array(f"{s}_positions") for s in ("train", "val", "test")])
+        assert labels.sum() == 6 and positions.sum() == 12  # findings and positioned normal places
+        assert data.shape("train_images")[1:] == (SIZE,) * 3
+    run = train(ws, "store", "cube3d", run="h5", epochs=1, image_size=16, width=8, batch_size=4)
+    assert run.epochs_done == 1
+    phase = load_run_phase(ws, "h5")
+    rows = [r for r in split_rows(ws, "store", "train") if r["labeled"]]
+    lazy = phase_inputs(ws, phase, rows)
+    assert isinstance(lazy, StoredVolumes) and lazy.shape == (len(rows), 1, 16, 16, 16)
+    pick = torch.tensor([3, 0, 3])
+    assert torch.equal(lazy[pick], torch.from_numpy(load_volumes(ws, [rows[3], rows[0], rows[3]], 16)))
+    assert torch.equal(lazy[1:3], torch.from_numpy(load_volumes(ws, rows[1:3], 16)))
+
+
+def test_a_failed_cube_extraction_leaves_no_file(ws, tmp_path) -> None:
+    from app.cubes import build_cube_dataset
+    from app.errors import DatasetError
+
+    folder = _volume_folder(tmp_path, ["a", "b"])
+    table = tmp_path / "points.csv"
+    table.write_text("series,i,j,k,label\na,64,64,31,1\nb,64,64,31,yes\n")
+    for store in ("h5", "npz"):
+        with pytest.raises(DatasetError, match="label must be 1"):
+            build_cube_dataset(ws, folder, f"broken-{store}", "MR", annotations=table, negatives=1, store=store)
+        assert not list((ws.data_dir / "cubes" / f"broken-{store}").iterdir())
