@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float)
     tr.add_argument("--backbone", help="any timm model name (supervised); resnet10/resnet18 (cube3d)")
     tr.add_argument("--width", type=int, help="cube3d: channels of the first stage (default 16)")
+    tr.add_argument("--positions", action="store_const", const=True,
+                    help="cube3d: give the model each cube's anatomical position (cube datasets with positions)")
     tr.add_argument("--latent-dim", type=int, help="VAE latent size")
     tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
     tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default ssim)")
@@ -185,7 +187,7 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "score", "threshold_rule", "weight", "width")
+            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "score", "threshold_rule", "weight", "width", "positions")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights

@@ -59,15 +59,23 @@ def dominant(counts: dict[str, int]) -> list[str]:
     return [k for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v / total >= 0.1 and k not in ("", "OT", "unknown")]
 
 
+def _channels(phase: Any) -> int:
+    return 2 if getattr(phase.config, "positions", False) else 1
+
+
 def _preprocessing(config: dict[str, Any], dims: int = 2) -> dict[str, Any]:
     if dims == 3:
+        positions = bool(config.get("positions", False))
         return {
-            "channels": 1, "size": [config["image_size"]] * 3, "dtype": "float32", "range": [0.0, 1.0],
+            "channels": 2 if positions else 1, "size": [config["image_size"]] * 3, "dtype": "float32",
+            "range": [0.0, 1.0],
             "steps": [
                 "read with SimpleITK, oriented LPS, resampled to 1 mm (linear)",
                 "CT: Hounsfield units -1000..1000 mapped to [0, 1]; MR: 1st-99th percentile scaling",
                 "a 48-cubed cube around the point of interest (padded with 0), or the volume cropped to the body",
                 "trilinear resize to the input size",
+                *(["channel 2: constant, the anatomical position index (1-13, app/cubes.py POSITIONS; 0: none) / 13"]
+                  if positions else []),
             ],
         }
     return {
@@ -102,7 +110,7 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
         "name": run, "phase": meta["phase"], "task": task, "created": now_iso(),
         "modality": dominant(counts.get("by_modality", {})), "region": dominant(counts.get("by_region", {})),
         "classes": meta.get("classes", []), "normal_class": "normal" if "normal" in meta.get("classes", []) else None,
-        "input": {"name": "image", "shape": ["batch", 1, *[phase.config.image_size] * phase.spec.input_dims],
+        "input": {"name": "image", "shape": ["batch", _channels(phase), *[phase.config.image_size] * phase.spec.input_dims],
                   "preprocessing": _preprocessing(meta["config"], phase.spec.input_dims)},
         "outputs": [{"name": n, "meaning": {
             "probabilities": "class probabilities (softmax), in the order of 'classes'",

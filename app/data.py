@@ -9,7 +9,7 @@ import numpy as np
 
 from app.errors import DatasetError
 from app.imaging import load_2d, resize
-from app.organize.npz import npz_images
+from app.organize.npz import npz_images, npz_position_codes
 from app.organize.organizer import read_rows
 from app.progress import Progress, report
 from app.workspace import Workspace
@@ -96,12 +96,35 @@ def load_volumes(ws: Workspace, rows: list[dict[str, Any]], size: int, progress:
     return out
 
 
+N_POSITIONS = 13  # app/cubes.py POSITIONS
+
+
+def position_codes(ws: Workspace, rows: list[dict[str, Any]]) -> np.ndarray:
+    """Each row's anatomical position index (1-13; 0: none, and for rows outside cube files)."""
+    codes = np.zeros(len(rows), np.int64)
+    by_file: dict[str, list[int]] = {}
+    for k, row in enumerate(rows):
+        if row["kind"] == "npz":
+            by_file.setdefault(row["path"], []).append(k)
+    for stored, indices in by_file.items():
+        codes[indices] = npz_position_codes(ws.resolve(stored), [rows[k] for k in indices])
+    return codes
+
+
+def with_positions(volumes: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """(N, 1, s, s, s) cubes + a constant channel of position index / 13 -> (N, 2, s, s, s)."""
+    channel = np.broadcast_to((codes / N_POSITIONS).astype(np.float32)[:, None, None, None, None], volumes.shape)
+    return np.concatenate([volumes, channel], axis=1)
+
+
 def phase_images(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress: Progress | None = None,
                  task: str = "Loading images") -> np.ndarray:
-    """``rows`` prepared the way ``phase`` was trained: its image size, CLAHE or not; 2D or 3D."""
+    """``rows`` prepared the way ``phase`` was trained: its image size, CLAHE or not; 2D or 3D
+    (with the position channel when the phase uses positions)."""
     config = phase.config
     if phase.spec.input_dims == 3:
-        return load_volumes(ws, rows, config.image_size, progress, task)
+        volumes = load_volumes(ws, rows, config.image_size, progress, task)
+        return with_positions(volumes, position_codes(ws, rows)) if getattr(config, "positions", False) else volumes
     return load_images(ws, rows, config.image_size, progress, task, use_clahe=getattr(config, "clahe", False))
 
 
@@ -114,16 +137,17 @@ class StoredVolumes:
     read (app/cube_store.py).
     """
 
-    def __init__(self, ws: Workspace, rows: list[dict[str, Any]], size: int) -> None:
+    def __init__(self, ws: Workspace, rows: list[dict[str, Any]], size: int, positions: bool = False) -> None:
         self.size, self.rows = size, rows
         self.paths = [ws.resolve(r["path"]) for r in rows]
+        self.codes = position_codes(ws, rows) if positions else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self), 1, self.size, self.size, self.size)
+        return (len(self), 1 if self.codes is None else 2, self.size, self.size, self.size)
 
     def __getitem__(self, index: Any) -> Any:
         import torch
@@ -141,6 +165,8 @@ class StoredVolumes:
                 raise DatasetError(f"{path} holds 2D images: train it with a 2D phase, not a 3D one.")
             for k, image in zip(slots, images):
                 out[k, 0] = resize_volume(image, self.size)
+        if self.codes is not None:
+            out = with_positions(out, self.codes[picks])
         return torch.from_numpy(out)
 
 
@@ -152,7 +178,7 @@ def phase_inputs(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress
     from app.cube_store import is_h5
 
     if phase.spec.input_dims == 3 and rows and all(r["kind"] == "npz" and is_h5(r["path"]) for r in rows):
-        return StoredVolumes(ws, rows, phase.config.image_size)
+        return StoredVolumes(ws, rows, phase.config.image_size, getattr(phase.config, "positions", False))
     return torch.from_numpy(phase_images(ws, phase, rows, progress, task))
 
 

@@ -197,6 +197,11 @@ def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for
                    progress: Progress | None) -> tuple[Any, Any]:
     """A split's images (a tensor, or StoredVolumes read a batch at a time) and targets."""
     rows = rows_for(split_rows(ws, dataset, split))
+    if split == "train" and hasattr(phase, "check_rows"):
+        try:
+            phase.check_rows(ws, rows)
+        except ValueError as err:
+            raise TrainingError(f"Cannot train {phase.spec.name!r} on {dataset!r}: {err}") from err
     return phase_inputs(ws, phase, rows, progress, f"Loading {split} images"), phase.targets(rows)
 
 

@@ -100,9 +100,11 @@ def train_menu(s: Session) -> None:
     elif phase == "cube3d":
         size = ask_int("Cube side (voxels; 48 for extracted cubes, 28 for MedMNIST 3D):", default=48, low=8, high=256)
         epochs = ask_int("Epochs:", default=15 if s.settings.fast else 30, high=1000)
-        if size is None or epochs is None:
+        positions = ask_confirm("Give the model each cube's anatomical position (cube datasets with positions)?",
+                                default=False)
+        if size is None or epochs is None or positions is None:
             return
-        overrides.update(image_size=size, epochs=epochs)
+        overrides.update(image_size=size, epochs=epochs, positions=positions)
     else:
         overrides.update({f"{c}_run": runs[c] for c in ("supervised", "vae")})
     console.print("Training: Ctrl-C stops after the current epoch (twice: at once); "

@@ -3,6 +3,11 @@
 Small findings in CTA/MRA/MRI volumes (aneurysms, nodules, masses) are classified
 from cubes around them (app/cubes.py); MedMNIST 3D files (28^3) train it as they are
 or resized. Same loop, metrics and reports as the 2D classifiers.
+
+With ``positions`` the classifier also sees each cube's anatomical position (one of
+the 13 of app/cubes.py, or none). It rides along as a second, constant input channel
+(position index / 13; 0: none), so flips and shifts leave it intact and the model
+keeps one input: the network reads it back as a one-hot beside its pooled features.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from models.registry import register_phase
 from models.supervised import ClassifierPhase
@@ -30,18 +37,42 @@ class Cube3DConfig:
     label_smoothing: float = 0.0
     class_weights: bool = True
     augment: str = "standard"  # none | standard (flips, shifts); strong is 2D only
-    ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
+    ema: float = 0.0
+    positions: bool = False  # the cube's anatomical position as an extra input  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     seed: int = 0
 
 
-def create_resnet3d(backbone: str, width: int, num_classes: int) -> torch.nn.Module:
+N_POSITIONS = 13  # app/cubes.py POSITIONS
+
+
+def create_resnet3d(backbone: str, width: int, num_classes: int, positions: bool = False) -> torch.nn.Module:
     from monai.networks.nets import ResNet
 
     if backbone not in DEPTHS:
         raise ValueError(f"unknown 3D backbone {backbone!r}; choose one of {', '.join(DEPTHS)}")
-    return ResNet(block="basic", layers=DEPTHS[backbone], block_inplanes=[width, 2 * width, 4 * width, 8 * width],
+    body = ResNet(block="basic", layers=DEPTHS[backbone], block_inplanes=[width, 2 * width, 4 * width, 8 * width],
                   spatial_dims=3, n_input_channels=1, conv1_t_size=3, conv1_t_stride=2, no_max_pool=True,
-                  num_classes=num_classes)
+                  num_classes=num_classes, feed_forward=not positions)
+    return PositionAware(body, 8 * width, num_classes) if positions else body
+
+
+class PositionAware(nn.Module):
+    """A 3D ResNet body whose classifier also sees the cube's position.
+
+    Input (N, 2, D, H, W): the cube, and a constant channel holding position index / 13
+    (0: no position). The head reads pooled features + the position one-hot.
+    """
+
+    def __init__(self, body: nn.Module, features: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.fc = nn.Linear(features + N_POSITIONS + 1, num_classes)
+        self.register_buffer("codes", torch.arange(N_POSITIONS + 1, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        code = torch.round(x[:, 1].flatten(1).mean(dim=1) * N_POSITIONS)
+        one_hot = (code[:, None] == self.codes[None, :]).to(x.dtype)
+        return self.fc(torch.cat([self.body(x[:, :1]), one_hot], dim=1))
 
 
 @register_phase(
@@ -55,14 +86,38 @@ class Cube3DPhase(ClassifierPhase):
         if config.augment == "strong":
             raise ValueError("strong augmentation is 2D only; use standard or none for cube3d")
         self.config, self.classes = config, list(classes)
-        self.model = create_resnet3d(config.backbone, config.width, len(classes))
+        self.model = create_resnet3d(config.backbone, config.width, len(classes), config.positions)
 
     def model_args(self) -> dict[str, Any]:
-        return {"backbone": self.config.backbone, "width": self.config.width, "num_classes": len(self.classes)}
+        return {"backbone": self.config.backbone, "width": self.config.width, "num_classes": len(self.classes),
+                "positions": self.config.positions}
 
     @classmethod
     def rebuild(cls, model_args: dict[str, Any]) -> torch.nn.Module:
-        return create_resnet3d(model_args["backbone"], model_args["width"], model_args["num_classes"])
+        return create_resnet3d(model_args["backbone"], model_args["width"], model_args["num_classes"],
+                               model_args.get("positions", False))
+
+    def check_rows(self, ws: Any, rows: list[dict[str, Any]]) -> None:
+        """With positions: refuse training rows whose position alone tells the label.
+
+        Cubes cut around findings carry a position and sampled negatives carry none; a
+        model given positions would learn "has a position = finding" and nothing of the
+        image. Normal places with positions (label 0 in the point CSV) avoid that.
+        """
+        if not self.config.positions:
+            return
+        from app.data import position_codes
+
+        codes = position_codes(ws, rows)
+        has = codes > 0
+        findings = np.array([r["label"] != "normal" for r in rows])
+        if not has.any():
+            raise ValueError("this dataset has no anatomical positions: train without positions.")
+        if findings.any() and (~findings).any() and (has == findings).all():
+            raise ValueError(
+                "only the findings carry an anatomical position, so the position alone would give the answer "
+                "away. Add normal places with their positions (label 0 in the point CSV) or train without positions."
+            )
 
     def select_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Labeled 3D items: volumes, DICOM series and 3D .npz images (2D files have no depth)."""

@@ -103,3 +103,18 @@ def npz_images(path: Path, rows: list[dict[str, Any]]) -> np.ndarray:
     if images.ndim == 4 and images.shape[-1] == 3:  # colour 2D MedMNIST: luminance
         images = images.mean(axis=-1)
     return images
+
+
+def npz_position_codes(path: Path, rows: list[dict[str, Any]]) -> np.ndarray:
+    """Each row's anatomical position as an index (1-13, app/cubes.py POSITIONS; 0: none)."""
+    from app.cube_store import Store
+
+    codes = np.zeros(len(rows), np.int64)
+    with Store(path) as data:
+        tables = {split: data.array(f"{split}_positions") for split in SPLITS if f"{split}_positions" in data}
+    for k, row in enumerate(rows):
+        split, index = row["series_id"].split(":")
+        one_hot = tables[split][int(index)] if split in tables else None
+        if one_hot is not None and one_hot.any():
+            codes[k] = int(np.argmax(one_hot)) + 1
+    return codes

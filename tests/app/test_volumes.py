@@ -5,6 +5,7 @@ import csv
 import numpy as np
 import pytest
 
+from app.errors import TrainingError
 from app.cubes import SIZE, extract_cube, negative_centres, one_hot, points_from_mask, Point
 from app.volumes import load_volume, read_image
 from tests.conftest import shared
@@ -110,6 +111,8 @@ def test_a_cube_dataset_from_volumes_and_a_point_csv_trains_the_3d_phase(ws, tmp
         labels = np.concatenate([data[f"{s}_labels"][:, 0] for s in ("train", "val", "test")])
         assert (positions[labels == 1].sum(1) == 1).all() and positions[labels == 0].sum() == 0
         assert not any("subject" in str(v) for s in ("train", "val", "test") for v in data[f"{s}_patients"])
+    with pytest.raises(TrainingError, match="give the answer away"):  # only findings carry a position
+        train(ws, "cubes", "cube3d", run="leak", epochs=1, image_size=16, width=8, batch_size=4, positions=True)
     run = train(ws, "cubes", "cube3d", run="c3d", epochs=1, image_size=16, width=8, batch_size=4)
     assert run.epochs_done == 1
     assert evaluate_run(ws, "c3d", "test").metrics["n"] > 0
@@ -164,6 +167,16 @@ def test_an_hdf5_cube_store_is_written_cube_by_cube_and_read_a_batch_at_a_time(w
     pick = torch.tensor([3, 0, 3])
     assert torch.equal(lazy[pick], torch.from_numpy(load_volumes(ws, [rows[3], rows[0], rows[3]], 16)))
     assert torch.equal(lazy[1:3], torch.from_numpy(load_volumes(ws, rows[1:3], 16)))
+
+    # Positions as an extra input: normal places carry positions too, so the position alone tells nothing.
+    train(ws, "store", "cube3d", run="h5-pos", epochs=1, image_size=16, width=8, batch_size=4, positions=True)
+    positioned = load_run_phase(ws, "h5-pos")
+    batch = phase_inputs(ws, positioned, rows)[0:4]
+    assert batch.shape == (4, 2, 16, 16, 16) and set(torch.round(batch[:, 1] * 13).flatten().tolist()) <= {0.0, 12.0, 5.0}
+    from app.bundle import export_bundle, load_bundle
+
+    bundle = export_bundle(ws, "h5-pos")
+    assert bundle.max_abs_diff <= 1e-4 and load_bundle(bundle.path).card["input"]["shape"][:2] == ["batch", 2]
 
 
 def test_a_failed_cube_extraction_leaves_no_file(ws, tmp_path) -> None:
