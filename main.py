@@ -68,7 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("path")
     local.add_argument("--name", help="dataset name (default: the folder's name)")
     local.add_argument("--copy", action="store_true", help="copy the files into the workspace")
-    for sub in (demo, local):
+    nih = sources.add_parser("nih", help="NIH ChestX-ray14 (label table, official splits, image archives)")
+    nih.add_argument("--archives", type=int, default=12, help="how many of the 12 image archives (default all; "
+                     "each about 9,000 images, 3.5 GB)")
+    nih.add_argument("--mirror", metavar="URL", help="a mirror serving the files by name (and SHA256SUMS)")
+    nih.add_argument("--metadata", metavar="FOLDER", help="a folder holding Data_Entry_2017_v2020.csv, "
+                     "train_val_list.txt and test_list.txt (from the NIH Box folder)")
+    nih.add_argument("--name", default="nih-chestxray14", help="dataset name")
+    nih.add_argument("--keep-archives", action="store_true", help="keep the .tar.gz files after unpacking")
+    for sub in (demo, local, nih):
         _global_options(sub, suppress=True)
 
     org = command("organize", "detect modality/region/label, pseudonymize, split by patient")

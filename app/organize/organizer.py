@@ -26,7 +26,7 @@ from app.organize.privacy import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
 from app.organize.rows import ROW_KEYS, read_rows, write_rows  # noqa: F401  (re-exported)
 from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
-from app.organize.tables import LabelTable, lookup, read_label_table
+from app.organize.tables import LabelTable, lookup, read_label_table, read_split_table
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
 from app.progress import Progress, report
 from app.state import Kind, read_state_or, write_state
@@ -75,16 +75,20 @@ class Context:
     masks: dict[tuple[str, str], bool]  # (image folder, image stem) -> mask non-empty
     secret: bytes
     looks: dict[str, str] = field(default_factory=dict)  # 2D image folder -> its pixels' look
+    splits: dict[str, str] = field(default_factory=dict)  # image file name -> a given split (official lists)
 
 
 def _context(records: list[FileRecord], secret: bytes) -> tuple[Context, list[Skipped]]:
-    tables, unused, masks = [], [], {}
+    tables, unused, masks, splits = [], [], {}, {}
     for record in records:
         path = Path(record.path)
         if record.format == "table":
             table = read_label_table(path)
+            given = None if table else read_split_table(path)
             if table:
                 tables.append(table)
+            elif given:
+                splits.update(given)
             else:
                 unused.append(Skipped(path.name, "a CSV file that is not a label table this tool reads"))
         elif record.format == "mask":
@@ -97,7 +101,7 @@ def _context(records: list[FileRecord], secret: bytes) -> tuple[Context, list[Sk
             for folder in (path.parent, path.parent.parent, path.parent.parent / "images"):
                 key = (str(folder), stem)
                 masks[key] = masks.get(key, False) or nonempty
-    return Context(tables, masks, secret), unused
+    return Context(tables, masks, secret, splits=splits), unused
 
 
 def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, context: Context) -> dict[str, Any]:
@@ -186,12 +190,31 @@ def organize(
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
     apply_corrections(rows, load_corrections(ws, name))
     assign_splits(rows, fractions, seed)
+    _given_splits(rows, context.splits)
     series = {
         row["series_id"]: [ws.relative(Path(f.path)) for f in files]
         for row, (files, kind) in zip(rows, groups) if kind == "dicom_series" and row["series_id"]
     }
     duplicates = _duplicates(records, root)
     return write_dataset(ws, name, ws.relative(root), rows, series, skipped, duplicates, seed, fractions)
+
+
+def _given_splits(rows: list[dict[str, Any]], given: dict[str, str]) -> None:
+    """Official splits (a split list beside the images) replace the drawn ones where they say.
+
+    Raises:
+        DatasetError: the list puts one patient's images in two splits.
+    """
+    if not given:
+        return
+    for row in rows:
+        split = given.get(PurePath(row["path"]).name)
+        if split:
+            row["split"] = split
+    try:
+        check_patient_disjoint(rows)
+    except DatasetError as err:
+        raise DatasetError(f"The split list beside the images mixes patients across splits: {err}") from err
 
 
 def _resolve_source(ws: Workspace, source: str | Path) -> Path:

@@ -98,6 +98,29 @@ def read_label_table(path: Path) -> LabelTable | None:
         return None
 
 
+SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+
+
+def read_split_table(path: Path) -> dict[str, str] | None:
+    """A list of given splits (columns: an image column of GENERIC_IMAGE or "Image Index",
+    and "split": train / val / test), e.g. a dataset's official splits; else None."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+            reader = csv.DictReader(handle)
+            lower = {c.lower().strip(): c for c in reader.fieldnames or []}
+            image = next((lower[c] for c in ("image index", *GENERIC_IMAGE) if c in lower), None)
+            if not image or "split" not in lower:
+                return None
+            given = {}
+            for row in reader:
+                split = SPLIT_VALUES.get(row[lower["split"]].strip().lower())
+                if split and row[image].strip():
+                    given[Path(row[image].strip()).name] = split
+            return given or None
+    except (OSError, csv.Error, KeyError):
+        return None
+
+
 @dataclass(frozen=True)
 class TableHit:
     label: str
