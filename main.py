@@ -2,7 +2,7 @@
 """MedAnomaly Workbench: `python main.py` opens the menu; every menu action has a command.
 
     python main.py workflow --dataset demo --yes --fast
-    python main.py collect demo | collect local PATH [--name NAME] [--copy]
+    python main.py collect demo | local PATH | nih | dicomweb URL [...]   (each with --help)
     python main.py organize PATH --name NAME
     python main.py dataset review|correct|stats|balance|merge|holdout|export ...
     python main.py train --dataset NAME --phase supervised|vae|hybrid [...]
@@ -76,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "train_val_list.txt and test_list.txt (from the NIH Box folder)")
     nih.add_argument("--name", default="nih-chestxray14", help="dataset name")
     nih.add_argument("--keep-archives", action="store_true", help="keep the .tar.gz files after unpacking")
-    for sub in (demo, local, nih):
+    web = sources.add_parser("dicomweb", help="a DICOMweb PACS (QIDO-RS search, WADO-RS retrieve)")
+    web.add_argument("url", help="the DICOMweb root, e.g. https://pacs.example.org/dicom-web")
+    web.add_argument("--study", metavar="UID", help="one study (StudyInstanceUID); default: search")
+    web.add_argument("--modality", help="only studies with this modality (e.g. CT, MR, CR)")
+    web.add_argument("--max-studies", type=int, default=50, help="at most this many studies (default 50)")
+    web.add_argument("--name", help="dataset name (default: the server's name)")
+    for sub in (demo, local, nih, web):
         _global_options(sub, suppress=True)
 
     org = command("organize", "detect modality/region/label, pseudonymize, split by patient")
