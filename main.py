@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from app.errors import WorkbenchError
+from app.errors import CollectError, WorkbenchError
 from app.workspace import Workspace
 
 log = logging.getLogger("medanomaly")
@@ -82,7 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--modality", help="only studies with this modality (e.g. CT, MR, CR)")
     web.add_argument("--max-studies", type=int, default=50, help="at most this many studies (default 50)")
     web.add_argument("--name", help="dataset name (default: the server's name)")
-    for sub in (demo, local, nih, web):
+    kag = sources.add_parser("kaggle", help="a Kaggle dataset (needs Kaggle credentials)")
+    kag.add_argument("dataset", nargs="?", help="OWNER/DATASET, as in the dataset's kaggle.com address")
+    kag.add_argument("--search", metavar="TERM", help="list matching datasets instead of downloading")
+    kag.add_argument("--name", help="dataset name (default: the dataset's slug)")
+    tc = sources.add_parser("tcia", help="a TCIA collection (The Cancer Imaging Archive)")
+    tc.add_argument("collection", nargs="?", help="collection name, e.g. LIDC-IDRI")
+    tc.add_argument("--list", action="store_true", help="list the collections instead of downloading")
+    tc.add_argument("--modality", help="only series of this modality (CT, MR, PT, ...)")
+    tc.add_argument("--body-part", help="only series of this body part (BodyPartExamined, e.g. CHEST)")
+    tc.add_argument("--max-patients", type=int, help="only the first N patients")
+    tc.add_argument("--name", help="dataset name (default: the collection's name)")
+    cat = sources.add_parser("catalog", help="recommended public datasets; with KEY, download that one")
+    cat.add_argument("key", nargs="?", help="a catalog key (without it: the list)")
+    for sub in (demo, local, nih, web, kag, tc, cat):
         _global_options(sub, suppress=True)
 
     org = command("organize", "detect modality/region/label, pseudonymize, split by patient")
@@ -199,6 +212,27 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _collect_listing(source: str, options: dict[str, Any]) -> Any:
+    """What `collect kaggle --search`, `collect tcia --list` and `collect catalog` show; None to download."""
+    from menus import render
+
+    if source == "kaggle" and (options.get("search") or not options.get("dataset")):
+        from app.collectors.kaggle import search
+
+        if not options.get("search"):
+            raise CollectError("Give OWNER/DATASET, or --search TERM to find one.")
+        return render.kaggle_table(search(options["search"]))
+    if source == "tcia" and (options.get("list") or not options.get("collection")):
+        from app.collectors.tcia import list_collections
+
+        return render.plain_list("TCIA collections", list_collections())
+    if source == "catalog" and not options.get("key"):
+        from app.collectors.catalog import CATALOG
+
+        return render.catalog_table(CATALOG)
+    return None
+
+
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
             "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "score", "threshold_rule", "weight", "width", "positions")
@@ -248,7 +282,16 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             source = options.pop("source")
             for key in ("command", "workspace", "debug"):
                 options.pop(key, None)
-            result = collect(source, ws, progress=bar, **options)
+            listing = _collect_listing(source, options)
+            if listing is not None:
+                console.print(listing)
+                return 0
+            if source == "catalog":
+                from app.collectors.catalog import collect_entry
+
+                result = collect_entry(ws, options["key"], progress=bar)
+            else:
+                result = collect(source, ws, progress=bar, **{k: v for k, v in options.items() if v is not None})
             message = f"Collected {result.files} files as {result.dataset!r} in {result.path} {result.note}"
         elif args.command == "organize":
             from app.organize.organizer import organize

@@ -11,6 +11,7 @@ from rich.panel import Panel
 
 from app.errors import WorkbenchError
 from app.status import workspace_status
+from menus.collect_menu import collect_menu
 from menus import render, screens
 from menus.organize_menu import organize_menu
 from menus.ask import ask_choice
@@ -30,7 +31,7 @@ def _entries(s: screens.Session) -> list[tuple[str, Callable[[screens.Session], 
     organized = bool(s.ws.organized_datasets())
     finished = [m for m in s.ws.runs() if m["status"] in ("complete", "stopped")]
     return [
-        ("Collect data", screens.collect_menu, None),
+        ("Collect data", collect_menu, None),
         ("Organize a dataset", organize_menu, None),  # it also takes any folder
         ("Train", screens.train_menu, None if organized else "Organize a dataset first"),
         ("Evaluate & explain", screens.evaluate_menu, None if finished else "Train a model first"),

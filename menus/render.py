@@ -91,3 +91,38 @@ def predictions_table(predictions: list[Any]) -> Table:
                       p.predicted_class, _num(p.confidence) if p.confidence is not None else "",
                       _num(p.anomaly_score) if p.anomaly_score is not None else "", verdict)
     return table
+
+
+def kaggle_table(found: list[dict[str, Any]]) -> Table:
+    table = Table(title="Kaggle datasets (collect kaggle OWNER/DATASET to download)")
+    for column in ("OWNER/DATASET", "title", "size", "licence"):
+        table.add_column(column)
+    for item in found:
+        table.add_row(item["ref"], item["title"], f"{item['bytes'] / 1e6:,.0f} MB" if item["bytes"] else "?",
+                      item["licence"])
+    if not found:
+        table.add_row("(nothing found)", "", "", "")
+    return table
+
+
+def plain_list(title: str, names: list[str]) -> Table:
+    table = Table(title=title)
+    table.add_column("name")
+    for name in names:
+        table.add_row(name)
+    return table
+
+
+def catalog_table(entries: Any) -> Table:
+    table = Table(title="Recommended public datasets (collect catalog KEY to download one)")
+    table.add_column("key", no_wrap=True)
+    for column in ("dataset", "size", "modality", "region", "good for"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(e.key, e.title, e.size, e.modality, e.region, e.good_for)
+    return table
+
+
+def catalog_details(e: Any) -> str:
+    return (f"[bold]{e.title}[/] ({e.collector})\n  size: {e.size}\n  labels: {e.labels}\n  licence: {e.licence}\n"
+            f"  good for: {e.good_for}\n  page: {e.page}")

@@ -10,7 +10,6 @@ import questionary
 from rich.markdown import Markdown
 from rich.panel import Panel
 
-from app.collectors import collect
 from app.evaluate import evaluate_run
 from app.bundle import export_bundle
 from app.training import train
@@ -28,31 +27,6 @@ class Session:
     ws: Workspace
     settings: Settings
     debug: bool = False
-
-
-# -- collect -------------------------------------------------------------------------------
-def collect_menu(s: Session) -> None:
-    source = ask_choice("Collect from", [
-        questionary.Choice("Built-in demo data (offline, a few seconds)", value="demo"),
-        questionary.Choice("A local folder (PACS export, USB drive)", value="local"),
-    ])
-    if source == "demo":
-        with progress_bars() as bar:
-            result = collect("demo", s.ws, scale=3, seed=s.settings.seed, progress=bar)
-    elif source == "local":
-        path = ask_path("Folder with the images:")
-        if not path:
-            return
-        name = ask_text("Name for this dataset:", default="")
-        copy = ask_confirm("Copy the files into the workspace (No: use them where they are)?", default=False)
-        if copy is None:
-            return
-        with progress_bars() as bar:
-            result = collect("local", s.ws, path=path, name=name or None, copy=copy, progress=bar)
-    else:
-        return
-    console.print(f"[green]Collected[/] {result.files} files as dataset [bold]{result.dataset}[/] "
-                  f"in {result.path} {result.note}")
 
 
 # -- train ---------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ def test_help_lists_every_command(capsys) -> None:
         assert command in text
 
 
-@pytest.mark.parametrize("command", [["workflow"], ["collect", "demo"], ["organize"], ["train"], ["export"]])
+@pytest.mark.parametrize("command", [["workflow"], ["collect", "demo"], ["organize"], ["train"], ["export"],
+                                     ["collect", "kaggle"], ["collect", "tcia"], ["collect", "nih"],
+                                     ["collect", "dicomweb"], ["collect", "local"], ["collect", "catalog"]])
 def test_each_command_has_help(capsys, command) -> None:
     with pytest.raises(SystemExit) as exit_:
         main.main([*command, "--help"])
@@ -98,3 +100,17 @@ def test_dataset_commands(capsys, tmp_path: Path) -> None:
     assert code == 0 and (tmp_path / "busi.json").exists()
     code, _, err = run(capsys, "dataset", "merge", "busi", "--name", "m", *ws)
     assert code == 2 and "at least two" in err
+
+
+def test_the_catalog_lists_and_network_sources_fail_offline_with_one_clear_line(capsys, tmp_path, monkeypatch) -> None:
+    code, out, _ = run(capsys, "collect", "catalog", "--workspace", str(tmp_path / "w"))
+    assert code == 0 and "nih-chestxray14" in out and "brain-tumor-mri" in out
+    for key in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code, _, err = run(capsys, "collect", "kaggle", "someone/data", "--workspace", str(tmp_path / "w"))
+    assert code == 2 and "Create New Token" in err and "Traceback" not in err
+    code, _, err = run(capsys, "collect", "catalog", "no-such-entry", "--workspace", str(tmp_path / "w"))
+    assert code == 2 and "nih-chestxray14" in err
+    code, _, err = run(capsys, "collect", "dicomweb", "http://127.0.0.1:9/dicom-web", "--workspace", str(tmp_path / "w"))
+    assert code == 2 and "Cannot reach the DICOMweb service" in err and "Traceback" not in err

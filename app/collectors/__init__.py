@@ -53,4 +53,4 @@ def collect(source: str, workspace: Any, **options: Any) -> CollectResult:
 
 def _load_builtin() -> None:
     # Imported here so that registering costs nothing until collectors are needed.
-    from app.collectors import demo, dicomweb, local, nih  # noqa: F401
+    from app.collectors import demo, dicomweb, kaggle, local, nih, tcia  # noqa: F401

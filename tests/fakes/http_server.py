@@ -22,10 +22,11 @@ class Route:
     body: bytes | Callable[[dict[str, Any]], Any] = b""
     content_type: str = "application/octet-stream"
     statuses: list[int] = field(default_factory=list)  # answered first, one per request (then the body)
-    cut_after: list[int] = field(default_factory=list)  # bytes sent before closing, one per request
+    cut_after: list[int | None] = field(default_factory=list)  # bytes sent before closing (None: all), one per request
     headers: dict[str, str] = field(default_factory=dict)
     ranges: bool = True
     need_header: tuple[str, str] | None = None  # (name, value) the request must carry, else 401
+    redirect: str | None = None  # answer 302 to this path (after any statuses)
 
 
 @dataclass
@@ -88,6 +89,8 @@ class FakeServer:
         if route.statuses:
             status = route.statuses.pop(0)
             return self._send(handler, entry, status, b"try again", "text/plain", {"Retry-After": "0"})
+        if route.redirect:
+            return self._send(handler, entry, 302, b"", "text/plain", {"Location": f"{self.url}{route.redirect}"})
         body = route.body
         if callable(body):
             body = body({"method": method, "query": entry.query, "body": sent_body, "headers": dict(handler.headers)})

@@ -1,0 +1,183 @@
+"""Kaggle datasets, with the official ``kaggle`` package (imported only here, and only once
+credentials are known to exist: older releases exit at import without them).
+
+Credentials, in the places Kaggle documents: an access token (KAGGLE_API_TOKEN, or
+~/.kaggle/access_token), KAGGLE_USERNAME + KAGGLE_KEY, or kaggle.json in
+KAGGLE_CONFIG_DIR, ~/.kaggle or ~/.config/kaggle. The package downloads the dataset's
+zip (resuming a partial file and retrying dropped transfers itself); the zip's CRCs
+are checked, its SHA-256 recorded, and it is unpacked safely (app/collectors/archives).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.collectors import CollectResult, register_collector
+from app.collectors.archives import safe_extract
+from app.collectors.http import sha256_of
+from app.errors import CollectError
+from app.progress import Progress, report
+from app.workspace import now_iso
+
+log = logging.getLogger(__name__)
+
+SETUP = ("Set up Kaggle credentials: on kaggle.com, Settings -> API -> 'Create New Token'; put the kaggle.json "
+         "it gives in ~/.kaggle/ (chmod 600 ~/.kaggle/kaggle.json), or set KAGGLE_USERNAME and KAGGLE_KEY, or "
+         "KAGGLE_API_TOKEN for an access token. Then run again.")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    kind: str  # "access token", "environment" or "kaggle.json"
+    warning: str = ""  # e.g. kaggle.json readable by others
+
+
+def config_dirs() -> list[Path]:
+    home = Path.home()
+    chosen = os.environ.get("KAGGLE_CONFIG_DIR")
+    if chosen:
+        return [Path(chosen)]
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return [home / ".kaggle", xdg / "kaggle"]
+
+
+def find_credentials() -> Credentials:
+    """Where Kaggle credentials are, without importing the package.
+
+    Raises:
+        CollectError: there are none (the message says how to set them up).
+    """
+    if os.environ.get("KAGGLE_API_TOKEN") or any((Path.home() / ".kaggle" / n).is_file()
+                                                 for n in ("access_token", "access_token.txt")):
+        return Credentials("access token")
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return Credentials("environment")
+    for folder in config_dirs():
+        file = folder / "kaggle.json"
+        if file.is_file():
+            mode = file.stat().st_mode
+            warning = (f"{file} can be read by other users of this machine: run chmod 600 {file}"
+                       if mode & (stat.S_IRWXG | stat.S_IRWXO) else "")
+            if warning:
+                log.warning(warning)
+            return Credentials("kaggle.json", warning)
+    raise CollectError(f"No Kaggle credentials found. {SETUP}")
+
+
+def _api() -> Any:
+    find_credentials()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from kaggle.api.kaggle_api_extended import KaggleApi
+
+            api = KaggleApi()
+            api.authenticate()
+    except SystemExit as err:  # the package's own exit when it finds nothing it accepts
+        raise CollectError(f"Kaggle did not accept the credentials. {SETUP}") from err
+    except ImportError as err:
+        raise CollectError(f"The kaggle package is missing or broken ({err}): rerun scripts/setup_env.sh.") from err
+    return api
+
+
+def _explain(err: Exception, what: str) -> CollectError:
+    import requests
+
+    response = getattr(err, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(err, requests.ConnectionError):
+        return CollectError(f"Cannot reach Kaggle ({what}): no network? Run the same command again later; "
+                            "a partial download resumes.")
+    if status in (401, 403):
+        return CollectError(f"Kaggle refused {what} ({status}): check the credentials, and accept the dataset's "
+                            "rules on its Kaggle page if it has any.")
+    if status == 404:
+        return CollectError(f"Kaggle has no dataset {what!r} (404): check OWNER/DATASET (collect kaggle --search).")
+    return CollectError(f"Kaggle failed on {what}: {err}")
+
+
+def search(term: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Datasets matching ``term``: ref, title, size in bytes, licence."""
+    import requests
+
+    api = _api()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            found = api.dataset_list(search=term) or []
+    except (requests.RequestException, ValueError) as err:
+        raise _explain(err, f"the search for {term!r}") from err
+    return [{"ref": d.ref, "title": d.title or "", "bytes": d.total_bytes or 0, "licence": d.license_name or ""}
+            for d in found[:limit]]
+
+
+@register_collector("kaggle", "Kaggle dataset (OWNER/DATASET; needs Kaggle credentials)", needs_network=True)
+def collect_kaggle(
+    workspace: Any,
+    *,
+    dataset: str,
+    name: str | None = None,
+    progress: Progress | None = None,
+    **_: Any,
+) -> CollectResult:
+    """Download and unpack Kaggle dataset ``dataset`` (OWNER/DATASET) into data/raw/kaggle/<name>/.
+
+    Raises:
+        CollectError: no credentials, no network, no such dataset, a damaged zip.
+    """
+    import requests
+
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", dataset or ""):
+        raise CollectError(f"Give the dataset as OWNER/DATASET (as in its kaggle.com URL), not {dataset!r}.")
+    name = name or dataset.split("/")[1]
+    target = workspace.raw_dir / "kaggle" / name
+    downloads = workspace.raw_dir / "kaggle" / ".downloads"
+    credentials = find_credentials()
+    api = _api()
+    workspace.record_dataset(name, source="kaggle", ref=dataset, complete=False, started=now_iso(),
+                             raw_path=workspace.relative(target))
+    report(progress, f"Downloading {dataset} (Kaggle)", 0, None)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.dataset_download_files(dataset, path=str(downloads), quiet=True, unzip=False)
+    except (requests.RequestException, ValueError) as err:
+        raise _explain(err, dataset) from err
+    archive = downloads / f"{dataset.split('/')[1]}.zip"
+    if not archive.is_file():
+        raise CollectError(f"Kaggle sent no file for {dataset}; run again.")
+    report(progress, f"Downloading {dataset} (Kaggle)", 1, 1)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            broken = zf.testzip()
+    except zipfile.BadZipFile:
+        broken = archive.name
+    if broken is not None:
+        archive.unlink()
+        raise CollectError(f"The download of {dataset} is damaged ({broken} fails its CRC): it was deleted; run again.")
+    digest = sha256_of(archive)
+    files = safe_extract(archive, target, progress=progress)
+    archive.unlink()
+    licence = _licence(api, dataset)
+    workspace.record_dataset(name, source="kaggle", ref=dataset, raw_path=workspace.relative(target), files=files,
+                             complete=True, collected=now_iso(), sha256=digest, licence=licence)
+    note = f"(Kaggle {dataset}; licence: {licence})" + (f" Warning: {credentials.warning}" if credentials.warning else "")
+    return CollectResult(name, target, files, note)
+
+
+def _licence(api: Any, dataset: str) -> str:
+    """The dataset's licence as Kaggle lists it, or a pointer to its page."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            for found in api.dataset_list(search=dataset.split("/")[1]) or []:
+                if found.ref == dataset and found.license_name:
+                    return found.license_name
+    except Exception:  # noqa: BLE001 - the licence is a courtesy lookup; the data is already here
+        pass
+    return f"see https://www.kaggle.com/datasets/{dataset}"
