@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import stat
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from app.progress import Progress, report
 from app.workspace import now_iso
 
 log = logging.getLogger(__name__)
+BUSY = (429, 500, 502, 503, 504)
+RETRIES = 5
 
 SETUP = ("Set up Kaggle credentials: on kaggle.com, Settings -> API -> 'Create New Token'; put the kaggle.json "
          "it gives in ~/.kaggle/ (chmod 600 ~/.kaggle/kaggle.json), or set KAGGLE_USERNAME and KAGGLE_KEY, or "
@@ -88,6 +91,13 @@ def _api() -> Any:
     return api
 
 
+def _wait(response: Any, attempt: int) -> float:
+    try:
+        return min(300.0, float(response.headers.get("Retry-After")))
+    except (TypeError, ValueError):
+        return min(300.0, 2.0 ** attempt)
+
+
 def _explain(err: Exception, what: str) -> CollectError:
     import requests
 
@@ -144,11 +154,17 @@ def collect_kaggle(
     workspace.record_dataset(name, source="kaggle", ref=dataset, complete=False, started=now_iso(),
                              raw_path=workspace.relative(target))
     report(progress, f"Downloading {dataset} (Kaggle)", 0, None)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            api.dataset_download_files(dataset, path=str(downloads), quiet=True, unzip=False)
-    except (requests.RequestException, ValueError) as err:
-        raise _explain(err, dataset) from err
+    for attempt in range(RETRIES + 1):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                api.dataset_download_files(dataset, path=str(downloads), quiet=True, unzip=False)
+            break
+        except (requests.RequestException, ValueError) as err:
+            response = getattr(err, "response", None)
+            if getattr(response, "status_code", None) in BUSY and attempt < RETRIES:
+                time.sleep(_wait(response, attempt))  # the package retries dropped transfers, not busy answers
+                continue
+            raise _explain(err, dataset) from err
     archive = downloads / f"{dataset.split('/')[1]}.zip"
     if not archive.is_file():
         raise CollectError(f"Kaggle sent no file for {dataset}; run again.")

@@ -62,7 +62,11 @@ def test_a_kaggle_json_readable_by_others_is_warned_about(no_credentials) -> Non
     assert find_credentials() .warning == ""
 
 
-def test_search_and_a_download_that_is_cut_and_resumed(ws, kaggle_server) -> None:
+def test_search_and_a_download_that_is_busy_then_cut_and_resumed(ws, kaggle_server, monkeypatch) -> None:
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    kaggle_server.routes[f"{API}/DownloadDataset"].statuses = [429, 503]
     payload = _zip({"images/a.png": os.urandom(200_000), "images/b.png": os.urandom(200_000),
                     "labels.csv": b"image,label\na.png,normal\nb.png,pneumonia\n"})
     kaggle_server.routes["/blobs/chest-xrays.zip"] = Route(
@@ -75,6 +79,7 @@ def test_search_and_a_download_that_is_cut_and_resumed(ws, kaggle_server) -> Non
     assert listed.method == "POST" and listed.headers.get("Authorization", "").startswith("Basic ")
     result = collect("kaggle", ws, dataset="someone/chest-xrays")
     assert result.files == 3 and (result.path / "images" / "a.png").stat().st_size == 200_000
+    assert [r.status for r in kaggle_server.requests_to(f"{API}/DownloadDataset")] == [429, 503, 302]
     blob = kaggle_server.requests_to("/blobs/chest-xrays.zip")
     assert len(blob) >= 2 and (blob[-1].headers.get("Range") or "").startswith("bytes="), "resumed"
     entry = ws.load_index()["chest-xrays"]
