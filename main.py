@@ -161,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default ssim)")
     tr.add_argument("--threshold-rule", choices=["percentile", "roc"],
                     help="VAE threshold: 95th percentile of validation normals (default) or best validation ROC point")
-    tr.add_argument("--weight", type=float, help="hybrid: the classifier's share of the score (default from the data)")
+    tr.add_argument("--weight", type=float, help="hybrid: the classifier's share of the false-alarm budget "
+                    "(default from the labeled fraction)")
+    tr.add_argument("--cap", type=float, help="hybrid: the false-alarm level past which only the VAE raises alarms "
+                    "(default 0.2)")
     tr.add_argument("--frozen-epochs", type=int, help="transfer: epochs with the body frozen")
     tr.add_argument("--weights", metavar="FILE", help="pretrained weights file (supervised, transfer)")
     tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
@@ -235,7 +238,7 @@ def _collect_listing(source: str, options: dict[str, Any]) -> Any:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "score", "threshold_rule", "weight", "width", "positions")
+            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "score", "threshold_rule", "weight", "cap", "width", "positions")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights

@@ -283,7 +283,9 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                     ema.update_parameters(raw)
                 total, seen = total + float(loss.detach()) * len(index), seen + len(index)
                 report(progress, f"Epoch {epoch + 1}/{config.epochs}", k + 1, steps_per_epoch, loss=loss.item())
-            watched = ema.module if ema is not None else raw  # what is validated is what is kept
+            # What is validated is what is kept: the weights (or their average), with batch-norm
+            # statistics measured afresh on training images.
+            watched = _precise_bn(ema.module if ema is not None else raw, train_x, config.batch_size, rt.device)
             phase.model = watched
             try:
                 metrics = validation_metrics(phase, _predict(phase, val_x, 64, rt.device), val_y.numpy())
@@ -297,7 +299,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             if rt.main:
                 state = {k: v.cpu() for k, v in raw.state_dict().items()}
                 if improved:
-                    kept = state if ema is None else {k: v.cpu() for k, v in watched.state_dict().items()}
+                    kept = {k: v.cpu() for k, v in watched.state_dict().items()}
                     save_checkpoint(run_dir / "best.pt", {**payload, "model_state": kept,
                                                           "epoch": epoch + 1, "best_metric": best})
                 save_checkpoint(run_dir / "last.pt", {
@@ -334,6 +336,36 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             save_checkpoint(run_dir / "last.pt", {**load_checkpoint(run_dir / "last.pt"), "finished": True})
     barrier(rt)
     return RunResult(base["run"], run_dir, phase.spec.name, len(history), start, summary)
+
+
+BN_IMAGES = 1024  # training images that measure the batch-norm statistics of the validated model
+
+
+def _precise_bn(model: Any, images: Any, batch_size: int, device: str) -> Any:
+    """A copy of ``model`` whose batch-norm running statistics are the plain average over
+    (up to BN_IMAGES) un-augmented training images, measured with its current weights.
+
+    The running statistics gathered during training trail the weights (an exponential
+    average over batches the model has since moved on from); on small 3D inputs and with
+    averaged weights the gap shifted every prediction to one class. Precise BN (Wu &
+    Johnson 2021, torch.optim.swa_utils.update_bn) measures them again; the training
+    model itself is left untouched, so resuming stays exact. Models without batch norm
+    are returned as they are.
+    """
+    import copy
+
+    import torch
+    from torch.optim.swa_utils import update_bn
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    measured = copy.deepcopy(model)
+    count = min(len(images), BN_IMAGES)
+    spread = torch.linspace(0, len(images) - 1, count).long()  # across the split, whatever its order
+    step = max(2, batch_size)
+    batches = [images[spread[i : i + step]].to(device) for i in range(0, count, step)]
+    update_bn([b for b in batches if len(b) > 1], measured)
+    return measured
 
 
 def _averaged(model: Any, decay: float) -> Any:
