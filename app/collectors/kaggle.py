@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import stat
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 
 from app.collectors import CollectResult, register_collector
 from app.collectors.archives import safe_extract
-from app.collectors.http import sha256_of
+from app.collectors.http import check_disk, sha256_of
 from app.errors import CollectError
 from app.progress import Progress, report
 from app.workspace import now_iso
@@ -153,10 +154,13 @@ def collect_kaggle(
     api = _api()
     workspace.record_dataset(name, source="kaggle", ref=dataset, complete=False, started=now_iso(),
                              raw_path=workspace.relative(target))
-    report(progress, f"Downloading {dataset} (Kaggle)", 0, None)
+    size, licence = _listing(api, dataset)
+    check_disk(downloads, 2 * size)  # the zip, then what it unpacks to
+    archive = downloads / f"{dataset.split('/')[1]}.zip"
+    task = f"Downloading {dataset} (Kaggle)"
     for attempt in range(RETRIES + 1):
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), _watch(archive, size, progress, task):
                 api.dataset_download_files(dataset, path=str(downloads), quiet=True, unzip=False)
             break
         except (requests.RequestException, ValueError) as err:
@@ -165,10 +169,8 @@ def collect_kaggle(
                 time.sleep(_wait(response, attempt))  # the package retries dropped transfers, not busy answers
                 continue
             raise _explain(err, dataset) from err
-    archive = downloads / f"{dataset.split('/')[1]}.zip"
     if not archive.is_file():
         raise CollectError(f"Kaggle sent no file for {dataset}; run again.")
-    report(progress, f"Downloading {dataset} (Kaggle)", 1, 1)
     try:
         with zipfile.ZipFile(archive) as zf:
             broken = zf.testzip()
@@ -180,20 +182,42 @@ def collect_kaggle(
     digest = sha256_of(archive)
     files = safe_extract(archive, target, progress=progress)
     archive.unlink()
-    licence = _licence(api, dataset)
     workspace.record_dataset(name, source="kaggle", ref=dataset, raw_path=workspace.relative(target), files=files,
                              complete=True, collected=now_iso(), sha256=digest, licence=licence)
     note = f"(Kaggle {dataset}; licence: {licence})" + (f" Warning: {credentials.warning}" if credentials.warning else "")
     return CollectResult(name, target, files, note)
 
 
-def _licence(api: Any, dataset: str) -> str:
-    """The dataset's licence as Kaggle lists it, or a pointer to its page."""
+def _listing(api: Any, dataset: str) -> tuple[int, str]:
+    """(size in bytes or 0, licence) as Kaggle lists the dataset."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             for found in api.dataset_list(search=dataset.split("/")[1]) or []:
-                if found.ref == dataset and found.license_name:
-                    return found.license_name
-    except Exception:  # noqa: BLE001 - the licence is a courtesy lookup; the data is already here
+                if found.ref == dataset:
+                    return int(found.total_bytes or 0), found.license_name or f"see https://www.kaggle.com/datasets/{dataset}"
+    except Exception:  # noqa: BLE001 - size and licence are courtesies; the download says what is wrong
         pass
-    return f"see https://www.kaggle.com/datasets/{dataset}"
+    return 0, f"see https://www.kaggle.com/datasets/{dataset}"
+
+
+@contextlib.contextmanager
+def _watch(path: Path, total: int, progress: Progress | None, task: str) -> Any:
+    """Report the growing size of ``path`` while the package downloads it (size, speed, ETA)."""
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            done = path.stat().st_size if path.exists() else 0
+            report(progress, task, done, max(total, done) or None, unit="bytes")
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    if progress is not None:
+        watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
+        done = path.stat().st_size if path.exists() else 0
+        report(progress, task, done, max(total, done) or None, unit="bytes")

@@ -77,7 +77,11 @@ def test_search_and_a_download_that_is_busy_then_cut_and_resumed(ws, kaggle_serv
                       "licence": "CC0: Public Domain"}]
     listed = kaggle_server.requests_to(f"{API}/ListDatasets")[0]
     assert listed.method == "POST" and listed.headers.get("Authorization", "").startswith("Basic ")
-    result = collect("kaggle", ws, dataset="someone/chest-xrays")
+    seen = []
+    result = collect("kaggle", ws, dataset="someone/chest-xrays",
+                     progress=lambda task, done, total, **info: seen.append((done, total, info.get("unit"))))
+    downloads = [entry for entry in seen if entry[2] == "bytes"]
+    assert downloads[-1][0] == len(payload), "size reported in bytes"
     assert result.files == 3 and (result.path / "images" / "a.png").stat().st_size == 200_000
     assert [r.status for r in kaggle_server.requests_to(f"{API}/DownloadDataset")] == [429, 503, 302]
     blob = kaggle_server.requests_to("/blobs/chest-xrays.zip")
