@@ -338,7 +338,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     return RunResult(base["run"], run_dir, phase.spec.name, len(history), start, summary)
 
 
-BN_IMAGES = 1024  # training images that measure the batch-norm statistics of the validated model
+BN_IMAGES = 512  # training images that measure the batch-norm statistics of the validated model
 
 
 def _precise_bn(model: Any, images: Any, batch_size: int, device: str) -> Any:
