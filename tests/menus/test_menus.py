@@ -8,7 +8,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from menus import main_menu, organize_menu, screens
+from menus import collect_menu, main_menu, organize_menu, screens
 from menus.settings import Settings
 
 DOWN, ENTER, BACKSPACE, CTRL_C = "\x1b[B", "\r", "\x7f", "\x03"
@@ -17,7 +17,7 @@ DOWN, ENTER, BACKSPACE, CTRL_C = "\x1b[B", "\r", "\x7f", "\x03"
 @pytest.fixture
 def session(ws, monkeypatch):
     screen = Console(file=StringIO(), width=120)
-    for module in (main_menu, screens, organize_menu):
+    for module in (main_menu, screens, organize_menu, collect_menu):
         monkeypatch.setattr(module, "console", screen)
     s = screens.Session(ws, Settings.load(ws))
     s.screen = screen
@@ -103,3 +103,19 @@ def test_training_stopped_cleanly_is_marked_stopped_and_resumes(demo_ws) -> None
     again = train(demo_ws, "demo", "supervised", run="m-stop", epochs=3, image_size=32, batch_size=16,
                   pretrained=False)
     assert again.epochs_done == 3 and demo_ws.run_metadata("m-stop")["status"] == "complete"
+
+
+def test_the_catalog_shows_the_details_and_downloads_nothing_unless_confirmed(session) -> None:
+    keys = ["collect", ENTER, "catalog", ENTER, ENTER, "n", "quit", ENTER]  # "n" answers at once
+    drive(keys, main_menu.main_menu, session)
+    text = session.screen.file.getvalue()
+    assert "Recommended public datasets" in text and "licence:" in text and "Goodbye" in text
+    assert session.ws.load_index() == {}, "nothing collected"
+
+
+def test_an_unreachable_pacs_is_an_error_shown_in_the_menu(session) -> None:
+    keys = ["collect", ENTER, "DICOMweb", ENTER, "http://127.0.0.1:9/dicom-web", ENTER, ENTER, ENTER,
+            "quit", ENTER]
+    drive(keys, main_menu.main_menu, session)
+    text = session.screen.file.getvalue()
+    assert "Cannot reach the DICOMweb service" in text and "Goodbye" in text
