@@ -40,9 +40,16 @@ def register_collector(name: str, title: str, *, needs_network: bool = False):
     return wrap
 
 
+# Menu order: what works offline first, then the public archives, then the PACS.
+# Registration order depends on which module was imported first, so it is not used.
+MENU_ORDER = ("demo", "local", "kaggle", "tcia", "nih", "dicomweb")
+
+
 def list_collectors() -> list[Collector]:
     _load_builtin()
-    return [entry for _, entry in COLLECTORS.items()]
+    entries = [entry for _, entry in COLLECTORS.items()]
+    rank = {name: i for i, name in enumerate(MENU_ORDER)}
+    return sorted(entries, key=lambda c: (rank.get(c.name, len(rank)), c.name))
 
 
 def collect(source: str, workspace: Any, **options: Any) -> CollectResult:

@@ -26,7 +26,9 @@ def runs(demo_ws):
 @pytest.mark.parametrize("phase", ["supervised", "vae", "hybrid"])
 def test_every_phase_exports_a_bundle_with_a_model_card(demo_ws, runs, phase) -> None:
     result = export_bundle(demo_ws, runs[phase])
-    assert result.max_abs_diff <= 1e-4
+    # The hybrid's score passes the VAE error through an exponential tail, which
+    # magnifies float32 rounding; its phase allows 1e-3 (models/hybrid.py).
+    assert result.max_abs_diff <= (1e-3 if phase == "hybrid" else 1e-4)
     card = json.loads((result.path / "metadata.json").read_text())
     assert card["files"] == {"model.onnx": sha256_of(result.path / "model.onnx")}
     assert card["input"]["shape"] == ["batch", 1, 32, 32] and card["input"]["preprocessing"]["clahe"] is False
