@@ -159,12 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--latent-dim", type=int, help="VAE latent size")
     tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
     tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default ssim)")
+    tr.add_argument("--decoder", choices=["calibrated", "fixed"],
+                    help="VAE reconstruction term: calibrated noise level (default, sharp) or fixed (sum of squares)")
+    tr.add_argument("--area", type=float, help="VAE: score the worst fraction of pixels (1: the whole image; "
+                    "default: chosen on validation between 1 and 0.1)")
+    tr.add_argument("--neighbours", type=int, help="VAE: compare each score with this many look-alike validation "
+                    "normals (0: with none; default: chosen on validation between 0 and 5)")
     tr.add_argument("--threshold-rule", choices=["percentile", "roc"],
                     help="VAE threshold: 95th percentile of validation normals (default) or best validation ROC point")
-    tr.add_argument("--weight", type=float, help="hybrid: the classifier's share of the false-alarm budget "
+    tr.add_argument("--weight", type=float, help="hybrid: the classifier's weight w in the combined evidence "
                     "(default from the labeled fraction)")
-    tr.add_argument("--cap", type=float, help="hybrid: the false-alarm level past which only the VAE raises alarms "
-                    "(default 0.2)")
     tr.add_argument("--frozen-epochs", type=int, help="transfer: epochs with the body frozen")
     tr.add_argument("--weights", metavar="FILE", help="pretrained weights file (supervised, transfer)")
     tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
@@ -238,7 +242,8 @@ def _collect_listing(source: str, options: dict[str, Any]) -> Any:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "score", "threshold_rule", "weight", "cap", "width", "positions")
+            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "decoder", "area", "neighbours",
+            "score", "threshold_rule", "weight", "width", "positions")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights

@@ -6,6 +6,7 @@ cannot run code; every checkpoint rebuilds its model with no other input.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -53,7 +54,9 @@ def rebuild_phase(payload: dict[str, Any]) -> Any:
     from models import get_phase_class
 
     cls = get_phase_class(payload["phase"])
-    config = dict(payload["config"])
+    # Settings an older version wrote and this one no longer has are left out.
+    known = {f.name for f in dataclasses.fields(cls.Config)}
+    config = {k: v for k, v in payload["config"].items() if k in known}
     if "pretrained" in config:
         config["pretrained"] = False  # the weights come from the checkpoint
     phase = cls(cls.Config(**config), payload["classes"])

@@ -96,14 +96,9 @@ def heat_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], path: Pat
 
 def _vae_scorer(phase: object) -> object | None:
     """The reconstruction scorer of a VAE phase, or of a hybrid's VAE part."""
-    from models.vae import ReconstructionScore
-
     if hasattr(phase, "scorer"):
         return phase.scorer()
-    model = getattr(phase, "model", None)
-    if model is not None and hasattr(model, "vae"):
-        return ReconstructionScore(model.vae, model.vae_score)
-    return None
+    return getattr(getattr(phase, "model", None), "vae_scorer", None)
 
 
 def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: int = 4,

@@ -288,7 +288,11 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             watched = _precise_bn(ema.module if ema is not None else raw, train_x, config.batch_size, rt.device)
             phase.model = watched
             try:
-                metrics = validation_metrics(phase, _predict(phase, val_x, 64, rt.device), val_y.numpy())
+                if hasattr(phase, "validation_scores"):  # scored as after training (the VAE's choices)
+                    outputs = phase.validation_scores(val_x.to(rt.device), val_y.numpy())
+                else:
+                    outputs = _predict(phase, val_x, 64, rt.device)
+                metrics = validation_metrics(phase, outputs, val_y.numpy())
             finally:
                 phase.model = raw
             record = {"epoch": epoch + 1, "train_loss": total / max(1, seen), **metrics,

@@ -31,7 +31,8 @@ ANCHORS = [("AE (AE4AD, RSNA, d=16)", 67.5), ("VAE (AE4AD, RSNA, d=16)", 67.9), 
            ("CS-Flow (BMAD, RSNA)", 83.24)]
 
 
-def run_one(ws, name: str, latent: int, epochs: int, size: int, select: str, scores: list[str]) -> list[dict]:
+def run_one(ws, name: str, latent: int, epochs: int, size: int, select: str, scores: list[str],
+            decoder: str = "calibrated") -> list[dict]:
     """Train one VAE; the validation and test AUROC of every score on its best weights."""
     import torch
 
@@ -42,21 +43,22 @@ def run_one(ws, name: str, latent: int, epochs: int, size: int, select: str, sco
     began = time.perf_counter()
     run = f"vae-d{latent}"
     train(ws, name, "vae", run=run, latent_dim=latent, epochs=epochs, image_size=size, batch_size=32,
-          use_unlabeled=False, patience=epochs, score=select)
+          use_unlabeled=False, patience=epochs, score=select, decoder=decoder)
     seconds = time.perf_counter() - began
     phase = load_run_phase(ws, run)
     split_data = {}
     for split in ("val", "test"):
         rows = [r for r in split_rows(ws, name, split) if r["labeled"]]
         labels = np.array([0 if r["label"] == "normal" else 1 for r in rows])
-        split_data[split] = (torch.from_numpy(phase_images(ws, phase, rows)), labels)
+        split_data[split] = (torch.from_numpy(phase_images(ws, phase, rows)), torch.from_numpy(labels))
     out = []
     for kind in scores:
         phase.config.score = kind
-        found = {split: float(anomaly_auroc(labels, _predict(phase, images, 128)))
+        chosen = phase.finish(*split_data["val"])  # how this score is computed, chosen on validation
+        found = {split: float(anomaly_auroc(labels.numpy(), _predict(phase, images, 128)))
                  for split, (images, labels) in split_data.items()}
-        out.append({"latent_dim": latent, "score": kind, "val_auroc": found["val"], "test_auroc": found["test"],
-                    "train_seconds": seconds})
+        out.append({"latent_dim": latent, "score": kind, "area": chosen["area"], "neighbours": chosen["neighbours"],
+                    "val_auroc": found["val"], "test_auroc": found["test"], "train_seconds": seconds})
     return out
 
 
@@ -69,6 +71,8 @@ def main() -> int:
     parser.add_argument("--select-score", default="mse", help="the score whose validation AUROC picks the best epoch")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--decoder", default="calibrated", choices=["calibrated", "fixed"],
+                        help="the VAE's reconstruction term (models/vae.py)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
 
@@ -83,16 +87,18 @@ def main() -> int:
         results = []
         for latent in latents:
             results += run_one(ws, "data", latent, args.epochs, args.image_size, args.select_score,
-                               args.scores.split(","))
+                               args.scores.split(","), args.decoder)
             print(f"latent {latent}: " + ", ".join(f"{r['score']} val {r['val_auroc']:.3f} test {r['test_auroc']:.3f}"
                                                   for r in results if r["latent_dim"] == latent), flush=True)
-    print(f"\n{data.name}: VAE on normal training images only, {args.image_size} px, {args.epochs} epochs; "
+    print(f"\n{data.name}: VAE ({args.decoder} decoder) on normal training images only, {args.image_size} px, "
+          f"{args.epochs} epochs; "
           "image-level AUROC normal vs anomalous on the test split, one run:\n")
     print("| method | AUROC (%) |\n| --- | --- |")
     for method, value in ANCHORS:
         print(f"| {method} | {value:.1f} |")
     for r in results:
-        print(f"| **ours**: VAE, latent {r['latent_dim']}, score {r['score']} ({r['train_seconds']:.0f} s on CPU) | "
+        print(f"| **ours**: VAE, latent {r['latent_dim']}, score {r['score']}, area {r['area']:g}, "
+              f"neighbours {r['neighbours']} ({r['train_seconds']:.0f} s on CPU) | "
               f"**{100 * r['test_auroc']:.1f}** (validation {100 * r['val_auroc']:.1f}) |")
     print("\nThe anchors are on RSNA pneumonia (64 px), not PneumoniaMNIST: a different set.")
     best = max(results, key=lambda r: r["val_auroc"])  # chosen on validation, never on test
@@ -101,7 +107,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "test_auroc": round(best["test_auroc"], 4), "latent_dim": best["latent_dim"], "score": best["score"],
-            "epochs": args.epochs, "image_size": args.image_size,
+            "epochs": args.epochs, "image_size": args.image_size, "decoder": args.decoder,
             "sweep": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in results],
         }, indent=1))
     return 0

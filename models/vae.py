@@ -17,6 +17,7 @@ the validation ROC.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +35,12 @@ class VAEConfig:
     # 32 px, 30 epochs): test AUROC 80.5 / 75.6 / 81.0 / 76.5 % at latent 4 / 16 / 64 / 512.
     latent_dim: int = 64
     base_channels: int = 32
+    # The reconstruction term. "calibrated": a Gaussian decoder whose variance is the
+    # batch's own mean squared error (sigma-VAE, Rybkin et al. 2021), so the KL term
+    # weighs as much as the images' real noise allows and reconstructions stay sharp;
+    # "fixed": the sum of squared errors (variance 1/2), which on [0, 1] images lets the
+    # KL term win and blurs every reconstruction into an average shape.
+    decoder: str = "calibrated"
     beta: float = 1.0
     kl_warmup_epochs: int = 5
     image_size: int = 64
@@ -45,6 +52,13 @@ class VAEConfig:
     # SSIM measured best on PneumoniaMNIST (benchmarks/vae_anomaly.py, chosen on validation):
     # test AUROC 74.5% against 40.3% for MSE, 41.2% L1, 43.4% KL (latent 16, 32 px, 30 epochs).
     score: str = "ssim"  # ssim | mse | l1 | kl (see the module text)
+    # How the error map becomes one score, and against which normals it is compared
+    # (ReconstructionScore): ``area`` the worst fraction of pixels averaged (1: all),
+    # ``neighbours`` the nearest validation normals in latent space that the score is
+    # divided by (0: none). None: chosen on the validation AUROC among AREAS x NEIGHBOURS
+    # when validation holds anomalies, else 1 and 0.
+    area: float | None = None
+    neighbours: int | None = None
     threshold_rule: str = "percentile"  # percentile of validation normals | roc (Youden on validation)
     threshold_percentile: float = 95.0
     clahe: bool = False
@@ -91,6 +105,10 @@ class ConvVAE(nn.Module):
 
 
 SCORES = ("mse", "l1", "ssim", "kl")
+DECODERS = ("calibrated", "fixed")
+AREAS = (1.0, 0.1)  # the first of each is the choice when validation holds no anomaly
+NEIGHBOURS = (0, 5)
+MIN_LOG_SIGMA = -6.0  # the calibrated decoder's noise floor (sigma >= 0.0025 on [0, 1] images)
 THRESHOLD_RULES = ("percentile", "roc")
 
 
@@ -114,15 +132,35 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor) -> torch.Te
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
-class ReconstructionScore(nn.Module):
-    """Deterministic per-image anomaly score of a VAE (the mean code is decoded)."""
+SAME_IMAGE = 1e-6  # squared latent distance below which a reference is the image itself
+MAX_REFERENCE = 2048  # reference normals kept (evenly spread), bounding memory and time per image
 
-    def __init__(self, vae: ConvVAE, kind: str = "mse") -> None:
+
+class ReconstructionScore(nn.Module):
+    """Deterministic per-image anomaly score of a VAE (the mean code is decoded).
+
+    The error map is averaged over the whole image (``area`` 1) or over its worst
+    ``area`` fraction of pixels, which a small focal lesion does not drown in. With a
+    reference (validation normals' latent codes and scores, see ``fit_reference``), the
+    score is divided by the mean score of the ``neighbours`` references nearest in the
+    VAE's latent space: normal images of one kind (a modality, a body part) reconstruct
+    about equally well, so an image is compared with normals that look like it rather
+    than with all normals. A reference at distance ~0 is the image itself and is skipped,
+    so scoring the references gives leave-one-out values.
+    """
+
+    def __init__(self, vae: ConvVAE, kind: str = "mse", area: float = 1.0, n_reference: int = 0,
+                 neighbours: int = 0) -> None:
         super().__init__()
         if kind not in SCORES:
             raise ValueError(f"unknown VAE score {kind!r}; choose one of {', '.join(SCORES)}")
-        self.vae, self.kind = vae, kind
+        if not 0.0 < area <= 1.0:
+            raise ValueError(f"the scored area must lie in (0, 1], not {area}")
+        self.vae, self.kind, self.area, self.neighbours = vae, kind, float(area), int(neighbours)
         self.register_buffer("window", _gaussian_window(), persistent=False)
+        latent = vae.to_mu.out_features
+        self.register_buffer("reference_codes", torch.zeros(n_reference, latent))
+        self.register_buffer("reference_scores", torch.zeros(n_reference))
 
     def maps(self, images: torch.Tensor) -> torch.Tensor:
         """Per-pixel anomaly maps (N, 1, H, W) for residual heatmaps: where the image differs."""
@@ -134,15 +172,43 @@ class ReconstructionScore(nn.Module):
                                   self.window)
         return (images - recon).abs() if self.kind == "l1" else (images - recon) ** 2
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the score before any reference, shape (N,); the latent codes, shape (N, latent))."""
         mu, logvar = self.vae.encode(images)
         if self.kind == "kl":
-            return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+            return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1), mu
         recon = self.vae.decode(mu)
         if self.kind == "ssim":
-            return 1.0 - ssim_map(images, recon, self.window).flatten(1).mean(dim=1)
-        error = (images - recon).abs() if self.kind == "l1" else (images - recon) ** 2
-        return error.flatten(1).mean(dim=1)
+            error = 1.0 - ssim_map(images, recon, self.window)
+        else:
+            error = (images - recon).abs() if self.kind == "l1" else (images - recon) ** 2
+        error = error.flatten(1)
+        if self.area >= 1.0:
+            return error.mean(dim=1), mu
+        worst = max(1, math.ceil(self.area * error.shape[1]))
+        return error.topk(worst, dim=1).values.mean(dim=1), mu
+
+    def baseline(self, codes: torch.Tensor) -> torch.Tensor:
+        """The mean reference score of each code's nearest references (itself skipped)."""
+        distance = ((codes[:, None, :] - self.reference_codes[None, :, :]) ** 2).sum(dim=2)
+        distance = torch.where(distance <= SAME_IMAGE, torch.full_like(distance, 1e30), distance)
+        nearest = distance.topk(min(self.neighbours, self.reference_codes.shape[0] - 1), dim=1, largest=False).indices
+        return self.reference_scores[nearest].mean(dim=1).clamp_min(1e-12)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scores, codes = self.raw(images)
+        if self.neighbours <= 0 or self.reference_scores.shape[0] < 2:
+            return scores
+        return scores / self.baseline(codes)
+
+    @torch.no_grad()
+    def fit_reference(self, normals: torch.Tensor, batch_size: int = 64) -> None:
+        """Keep the latent codes and raw scores of ``normals`` (validation normals) as the reference."""
+        if len(normals) > MAX_REFERENCE:
+            normals = normals[torch.linspace(0, len(normals) - 1, MAX_REFERENCE).long()]
+        parts = [self.raw(normals[i : i + batch_size]) for i in range(0, len(normals), batch_size)]
+        self.reference_scores = torch.cat([p[0] for p in parts]).float()
+        self.reference_codes = torch.cat([p[1] for p in parts]).float()
 
 
 @register_phase(
@@ -155,6 +221,8 @@ class VAEPhase:
     def __init__(self, config: VAEConfig, classes: list[str]) -> None:
         if config.score not in SCORES:
             raise ValueError(f"unknown VAE score {config.score!r}; choose one of {', '.join(SCORES)}")
+        if config.decoder not in DECODERS:
+            raise ValueError(f"unknown VAE decoder {config.decoder!r}; choose one of {', '.join(DECODERS)}")
         if config.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"unknown threshold rule {config.threshold_rule!r}; choose one of "
                              f"{', '.join(THRESHOLD_RULES)}")
@@ -162,6 +230,10 @@ class VAEPhase:
         self.model = ConvVAE(config.image_size, config.latent_dim, config.base_channels)
         self.epoch = 0  # set by the training loop, drives the KL warm-up
         self.threshold: float | None = None  # fitted on validation by finish()
+        # How scores are computed; fitted on validation by finish() (see VAEConfig).
+        self.area = config.area if config.area is not None else AREAS[0]
+        self.neighbours = config.neighbours if config.neighbours is not None else NEIGHBOURS[0]
+        self.reference: dict[str, torch.Tensor] | None = None  # validation normals' codes and scores
 
     def model_args(self) -> dict[str, Any]:
         c = self.config
@@ -183,13 +255,29 @@ class VAEPhase:
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, _ = batch
         recon, mu, logvar = self.model(images)
-        reconstruction = F.mse_loss(recon, images, reduction="none").flatten(1).sum(1).mean()
+        squared = F.mse_loss(recon, images, reduction="none").flatten(1)
+        if self.config.decoder == "calibrated":
+            # Gaussian negative log-likelihood at the optimal shared sigma (sigma^2 = the
+            # batch's mean squared error): D/2 * log(sigma^2) + D/2 per image, constants dropped.
+            log_sigma = (0.5 * squared.mean().clamp_min(1e-12).log()).clamp_min(MIN_LOG_SIGMA)
+            pixels = squared.shape[1]
+            reconstruction = pixels * log_sigma + squared.sum(1).mean() / (2 * torch.exp(2 * log_sigma))
+        else:
+            reconstruction = squared.sum(1).mean()
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
         warm = min(1.0, (self.epoch + 1) / max(1, self.config.kl_warmup_epochs))
         return {"loss": reconstruction + self.config.beta * warm * kl, "output": recon}
 
     def scorer(self) -> ReconstructionScore:
-        return ReconstructionScore(self.model, self.config.score).to(next(self.model.parameters()).device)
+        n = 0 if self.reference is None else len(self.reference["scores"])
+        if n and self.reference.get("kind", self.config.score) != self.config.score:
+            raise ValueError(f"The reference normals were scored with {self.reference['kind']!r}, not "
+                             f"{self.config.score!r}: call finish() on validation images again after changing the score.")
+        scorer = ReconstructionScore(self.model, self.config.score, self.area, n, self.neighbours if n else 0)
+        if n:
+            scorer.reference_codes.copy_(self.reference["codes"])
+            scorer.reference_scores.copy_(self.reference["scores"])
+        return scorer.to(next(self.model.parameters()).device)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -197,21 +285,64 @@ class VAEPhase:
         return self.scorer()(images)
 
     @torch.no_grad()
-    def finish(self, images: torch.Tensor, is_anomaly: torch.Tensor, **_: Any) -> dict[str, Any]:
-        """Fit the decision threshold on the validation images (best weights loaded)."""
-        from app.metrics import youden_threshold
+    def _choose(self, images: torch.Tensor, labels: np.ndarray) -> tuple[ReconstructionScore, np.ndarray, dict]:
+        """Try every allowed (area, neighbours) on the validation images; the scorer with the
+        best validation AUROC (references fitted on the validation normals), its scores, and
+        each trial's AUROC. Ties, and validation without anomalies, keep the first."""
+        from app.metrics import anomaly_auroc
 
         self.model.eval()
-        scores = torch.cat([self.predict(images[i : i + 64]) for i in range(0, len(images), 64)]).numpy()
+        normal = torch.from_numpy(labels == 0) if (labels == 0).any() else torch.ones(len(labels), dtype=torch.bool)
+        both = len(set(labels.tolist())) == 2
+        c = self.config
+        areas = [c.area] if c.area is not None else list(AREAS if both else AREAS[:1])
+        counts = [c.neighbours] if c.neighbours is not None else list(NEIGHBOURS if both else NEIGHBOURS[:1])
+        if int(normal.sum()) < 2:
+            counts = [0]  # one normal image cannot be its own reference
+        best: tuple[float, ReconstructionScore, np.ndarray] | None = None
+        trials: dict[str, float] = {}
+        for area in areas:
+            for count in counts:
+                scorer = ReconstructionScore(self.model, c.score, area, 0, count).to(images.device)
+                if count:
+                    scorer.fit_reference(images[normal.to(images.device)])
+                scores = torch.cat([scorer(images[i : i + 64]) for i in range(0, len(images), 64)]).float().cpu().numpy()
+                auroc = float(anomaly_auroc(labels, scores)) if both else float("nan")
+                trials[f"area {area:g}, neighbours {count}"] = round(auroc, 4)
+                if best is None or np.nan_to_num(auroc, nan=-1.0) > best[0]:
+                    best = (np.nan_to_num(auroc, nan=-1.0), scorer, scores)
+        assert best is not None
+        return best[1], best[2], {k: v for k, v in trials.items() if not np.isnan(v)}
+
+    @torch.no_grad()
+    def validation_scores(self, images: torch.Tensor, is_anomaly: np.ndarray) -> np.ndarray:
+        """What early stopping watches: the validation scores as finish() would compute them."""
+        return self._choose(images, np.asarray(is_anomaly).astype(int))[1]
+
+    @torch.no_grad()
+    def finish(self, images: torch.Tensor, is_anomaly: torch.Tensor, **_: Any) -> dict[str, Any]:
+        """Fit on the validation images (best weights loaded): how scores are computed
+        (area and neighbours, see VAEConfig), the reference normals, the threshold."""
+        from app.metrics import youden_threshold
+
         labels = is_anomaly.numpy().astype(int)
+        scorer, scores, trials = self._choose(images, labels)
+        self.area, self.neighbours = scorer.area, scorer.neighbours
+        self.reference = None
+        if self.neighbours:
+            self.reference = {"codes": scorer.reference_codes, "scores": scorer.reference_scores,
+                              "kind": self.config.score}
         normals = scores[labels == 0] if (labels == 0).any() else scores
-        cut = youden_threshold(labels, scores) if self.config.threshold_rule == "roc" else None
+        c = self.config
+        cut = youden_threshold(labels, scores) if c.threshold_rule == "roc" else None
         rule = "roc" if cut is not None else "percentile"
-        self.threshold = cut if cut is not None else float(np.percentile(normals, self.config.threshold_percentile))
-        return {"threshold": self.threshold, "threshold_rule": rule, "score": self.config.score}
+        self.threshold = cut if cut is not None else float(np.percentile(normals, c.threshold_percentile))
+        return {"threshold": self.threshold, "threshold_rule": rule, "score": c.score, "area": self.area,
+                "neighbours": self.neighbours, "val_auroc_by_choice": trials}
 
     def extra(self) -> dict[str, Any]:
-        return {"threshold": self.threshold}
+        return {"threshold": self.threshold, "area": self.area, "neighbours": self.neighbours,
+                "reference": self.reference}
 
     def export_module(self) -> nn.Module:
         return self.scorer()

@@ -9,7 +9,7 @@ from app.evaluate import evaluate_run
 from app.export import export_run
 from app.training import load_run_phase, train
 from models.hybrid import NormalTail, combine
-from models.vae import ConvVAE, ReconstructionScore, ssim_map, _gaussian_window
+from models.vae import ConvVAE, ReconstructionScore, VAEConfig, VAEPhase, ssim_map, _gaussian_window
 
 TINY = {"image_size": 32, "batch_size": 16}
 
@@ -33,6 +33,61 @@ def test_every_score_ranks_a_corrupted_image_above_itself_and_maps_match_the_ima
     assert scorer.maps(images).shape == images.shape
     with pytest.raises(ValueError, match="unknown VAE score 'psnr'"):
         ReconstructionScore(ConvVAE(32, 4, 8), "psnr")
+
+
+class _FixedParts(ReconstructionScore):
+    """A scorer whose raw score and latent code are read off the image's first pixels."""
+
+    def raw(self, images):
+        return images[:, 0, 0, 0], images[:, 0, 0, 1:3]
+
+
+def test_a_score_is_compared_with_the_normals_of_its_own_kind_leaving_itself_out() -> None:
+    # Two kinds of normals: A (codes near 0) reconstruct poorly (1.0), B (codes near 10) well (0.1).
+    rng = np.random.default_rng(0)
+    normals = torch.zeros(40, 1, 16, 16)
+    normals[:20, 0, 0, 0] = torch.from_numpy(rng.uniform(0.9, 1.1, 20)).float()
+    normals[20:, 0, 0, 0] = torch.from_numpy(rng.uniform(0.09, 0.11, 20)).float()
+    normals[:20, 0, 0, 1:3] = torch.from_numpy(rng.normal(0, 0.5, (20, 2))).float()
+    normals[20:, 0, 0, 1:3] = torch.from_numpy(rng.normal(10, 0.5, (20, 2))).float()
+    anomaly = torch.zeros(1, 1, 16, 16)
+    anomaly[0, 0, 0, :3] = torch.tensor([0.3, 10.0, 10.0])  # a B image three times as bad as B normals
+    scorer = _FixedParts(ConvVAE(16, 2, 4), "mse", neighbours=5)
+    scorer.fit_reference(normals)
+    assert float(scorer.raw(anomaly)[0]) < float(scorer.raw(normals[:20])[0].min())  # raw: below every A normal
+    assert float(scorer(anomaly)) > 2.5 > float(scorer(normals).max())  # compared with B: above every normal
+    # Each reference image is scored against the others (leave one out), not against itself.
+    first = normals[:1]
+    distance = ((normals[1:, 0, 0, 1:3] - first[0, 0, 0, 1:3]) ** 2).sum(1)
+    others = normals[1:, 0, 0, 0][distance.argsort()[:5]]
+    assert float(scorer(first)) == pytest.approx(float(first[0, 0, 0, 0] / others.mean()), rel=1e-5)
+
+
+def test_a_focused_score_averages_the_worst_pixels() -> None:
+    torch.manual_seed(0)
+    vae = ConvVAE(32, 4, 8).eval()
+    images = torch.rand(3, 1, 32, 32)
+    whole, worst = ReconstructionScore(vae, "mse"), ReconstructionScore(vae, "mse", area=0.1)
+    with torch.no_grad():
+        error = whole.maps(images).flatten(1)
+        expected = error.topk(103, dim=1).values.mean(1)  # ceil(0.1 * 1024) pixels
+        assert torch.allclose(worst(images), expected, rtol=1e-5) and (worst(images) > whole(images)).all()
+    with pytest.raises(ValueError, match="area"):
+        ReconstructionScore(vae, "mse", area=0.0)
+
+
+def test_the_calibrated_decoder_is_the_gaussian_likelihood_at_the_batch_noise_level() -> None:
+    torch.manual_seed(0)
+    phase = VAEPhase(VAEConfig(image_size=16, latent_dim=4, base_channels=4, kl_warmup_epochs=1), ["normal"])
+    phase.model.eval()  # the mean code: the same reconstruction as below
+    images = torch.rand(6, 1, 16, 16)
+    loss = phase.step((images, torch.zeros(6)))["loss"]
+    recon, mu, logvar = phase.model(images)
+    mse = float(((recon - images) ** 2).mean())
+    kl = float((-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean())
+    assert float(loss) == pytest.approx(256 * 0.5 * np.log(mse) + 256 / 2 + kl, rel=1e-4)
+    with pytest.raises(ValueError, match="unknown VAE decoder"):
+        VAEPhase(VAEConfig(decoder="bernoulli"), ["normal"])
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +122,31 @@ def test_an_ssim_vae_exports_to_onnx(demo_ws, vae_runs) -> None:
     assert export_run(demo_ws, "a-vae-ssim").max_abs_diff <= 1e-4
 
 
+def test_how_the_vae_scores_is_chosen_on_validation_and_travels_with_the_run(demo_ws, vae_runs) -> None:
+    calibration = demo_ws.run_metadata("a-vae-ssim")["calibration"]
+    trials = calibration["val_auroc_by_choice"]
+    assert len(trials) == 4 and max(trials.values()) == trials[
+        f"area {calibration['area']:g}, neighbours {calibration['neighbours']}"]
+    # Early stopping watched the scores as they are computed after training.
+    history = demo_ws.run_metadata("a-vae-ssim")["history"]
+    assert max(h["val_auroc"] for h in history) == pytest.approx(max(trials.values()), abs=1e-4)
+    # Set by hand: no choice; the reference (validation normals) is kept in the checkpoint
+    # and in the exported graph, and the hybrid scores with it.
+    train(demo_ws, "demo", "vae", run="a-vae-ref", epochs=1, latent_dim=8, area=0.1, neighbours=5, **TINY)
+    phase = load_run_phase(demo_ws, "a-vae-ref")
+    val = [r for r in split_rows(demo_ws, "demo", "val") if r["labeled"]]
+    assert (phase.area, phase.neighbours) == (0.1, 5)
+    assert len(phase.reference["scores"]) == sum(r["label"] == "normal" for r in val)
+    assert list(demo_ws.run_metadata("a-vae-ref")["calibration"]["val_auroc_by_choice"]) == ["area 0.1, neighbours 5"]
+    assert export_run(demo_ws, "a-vae-ref").max_abs_diff <= 1e-4
+    sup = train(demo_ws, "demo", "supervised", run="a-sup-ref", epochs=1, pretrained=False, **TINY)
+    train(demo_ws, "demo", "hybrid", run="a-hyb-ref", supervised_run=sup.run, vae_run="a-vae-ref")
+    hybrid = load_run_phase(demo_ws, "a-hyb-ref")
+    images = torch.from_numpy(phase_images(demo_ws, phase, val))
+    with torch.no_grad():
+        assert torch.allclose(hybrid.model.vae_scorer(images), phase.predict(images))
+
+
 def test_detect_anomaly_says_what_fired(demo_ws, vae_runs) -> None:
     sup = train(demo_ws, "demo", "supervised", run="a-sup", epochs=2, pretrained=False, **TINY)
     train(demo_ws, "demo", "hybrid", run="a-hyb", supervised_run=sup.run, vae_run="a-vae-ssim")
@@ -74,7 +154,8 @@ def test_detect_anomaly_says_what_fired(demo_ws, vae_runs) -> None:
     row = next(r for r in split_rows(demo_ws, "demo", "test") if r["labeled"])
     image = phase_images(demo_ws, hybrid, [row])[0, 0]  # (H, W)
     finding = hybrid.detect_anomaly(image)
-    assert finding.anomaly_score == pytest.approx(max(finding.known_part, finding.unknown_part))
+    _, p_known, p_unknown = hybrid.model.parts(torch.from_numpy(image)[None, None])
+    assert (finding.known_part, finding.unknown_part) == pytest.approx((1 - float(p_known), 1 - float(p_unknown)))
     assert finding.predicted_class in hybrid.classes and 0 <= finding.confidence <= 1
     assert finding.threshold == pytest.approx(hybrid.threshold)
     # The same score as the exported graph computes.
@@ -125,3 +206,34 @@ def test_the_hybrid_catches_what_the_classifier_vouches_for_and_keeps_its_known_
     assert auroc(known_logodds, "unknown") < 0.2  # the classifier alone is worse than chance
     assert auroc(combined, "unknown") > 0.9
     assert auroc(combined, "known") > auroc(known_logodds, "known") - 0.03
+
+
+def test_the_hybrid_adds_up_evidence_that_each_part_holds_a_little_of() -> None:
+    rng = np.random.default_rng(2)
+    n = 2000
+    tail = NormalTail(0)
+    tail.fit(torch.from_numpy(rng.normal(0, 1, 2000)).float())
+
+    def p(values: np.ndarray) -> np.ndarray:
+        return tail(torch.from_numpy(values).float()).numpy().astype(float)
+
+    from sklearn.metrics import roc_auc_score
+
+    labels = [0] * n + [1] * n
+    clf = np.concatenate([rng.normal(0, 1, n), rng.normal(1, 1, n)])  # a subtle finding both parts half see
+    vae = np.concatenate([rng.normal(0, 1, n), rng.normal(1, 1, n)])
+    alone = max(roc_auc_score(labels, clf), roc_auc_score(labels, vae))
+    assert roc_auc_score(labels, combine(p(clf), p(vae), 0.5)) > alone + 0.03
+    # Calibrated among normals: at most about a fraction a score above 1 - a (never more).
+    normal = combine(rng.uniform(size=100_000), rng.uniform(size=100_000), 0.8)
+    for a in (0.01, 0.05, 0.2):
+        assert a / 2.5 < float((normal >= 1 - a).mean()) <= a
+
+
+def test_the_hybrid_score_is_the_same_in_numpy_and_torch_at_every_weight() -> None:
+    rng = np.random.default_rng(3)
+    pk, pu = rng.uniform(1e-9, 1, 50), rng.uniform(1e-9, 1, 50)
+    for w in (0.1, 0.5, 0.5004, 0.8):
+        expected = combine(pk, pu, w)
+        got = combine(torch.from_numpy(pk).float(), torch.from_numpy(pu).float(), torch.tensor(w))
+        assert np.isfinite(expected).all() and np.allclose(got.numpy(), expected, atol=1e-5)
