@@ -223,6 +223,10 @@ class VAEPhase:
             raise ValueError(f"unknown VAE score {config.score!r}; choose one of {', '.join(SCORES)}")
         if config.decoder not in DECODERS:
             raise ValueError(f"unknown VAE decoder {config.decoder!r}; choose one of {', '.join(DECODERS)}")
+        if config.area is not None and not 0.0 < config.area <= 1.0:
+            raise ValueError(f"the VAE's scored area must lie in (0, 1] (e.g. 0.1 or 1), not {config.area}")
+        if config.neighbours is not None and config.neighbours < 0:
+            raise ValueError(f"the VAE's neighbours must be 0 or more (e.g. 5), not {config.neighbours}")
         if config.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"unknown threshold rule {config.threshold_rule!r}; choose one of "
                              f"{', '.join(THRESHOLD_RULES)}")

@@ -195,8 +195,8 @@ def _listing(api: Any, dataset: str) -> tuple[int, str]:
             for found in api.dataset_list(search=dataset.split("/")[1]) or []:
                 if found.ref == dataset:
                     return int(found.total_bytes or 0), found.license_name or f"see https://www.kaggle.com/datasets/{dataset}"
-    except Exception:  # noqa: BLE001 - size and licence are courtesies; the download says what is wrong
-        pass
+    except Exception as err:  # noqa: BLE001 - size and licence are courtesies; the download says what is wrong
+        log.debug("Kaggle listing of %s unavailable: %s", dataset, type(err).__name__)
     return 0, f"see https://www.kaggle.com/datasets/{dataset}"
 
 

@@ -88,6 +88,10 @@ def test_the_calibrated_decoder_is_the_gaussian_likelihood_at_the_batch_noise_le
     assert float(loss) == pytest.approx(256 * 0.5 * np.log(mse) + 256 / 2 + kl, rel=1e-4)
     with pytest.raises(ValueError, match="unknown VAE decoder"):
         VAEPhase(VAEConfig(decoder="bernoulli"), ["normal"])
+    with pytest.raises(ValueError, match="scored area"):
+        VAEPhase(VAEConfig(area=2.0), ["normal"])
+    with pytest.raises(ValueError, match="neighbours"):
+        VAEPhase(VAEConfig(neighbours=-1), ["normal"])
 
 
 @pytest.fixture(scope="module")
