@@ -37,8 +37,8 @@ class Cube3DConfig:
     label_smoothing: float = 0.0
     class_weights: bool = True
     augment: str = "standard"  # none | standard (flips, shifts); strong is 2D only
-    ema: float = 0.0
-    positions: bool = False  # the cube's anatomical position as an extra input  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
+    ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
+    positions: bool = False  # the cube's anatomical position as an extra input
     seed: int = 0
 
 

@@ -108,13 +108,13 @@ def test_the_kept_model_has_batch_norm_statistics_measured_for_its_weights(demo_
     from torch.optim.swa_utils import update_bn
 
     from app.data import phase_images, split_rows
-    from app.training import BN_IMAGES
+    from app.training import bn_image_count
 
     run = train(demo_ws, "demo", "supervised", run="bn", epochs=1, pretrained=False, backbone="resnet18", **TINY)
     phase = load_run_phase(demo_ws, run.run)
     rows = phase.select_rows(split_rows(demo_ws, "demo", "train"))
     images = torch.from_numpy(phase_images(demo_ws, phase, rows))
-    spread = torch.linspace(0, len(images) - 1, min(len(images), BN_IMAGES)).long()
+    spread = torch.linspace(0, len(images) - 1, bn_image_count(len(images))).long()
     kept = {k: v.clone() for k, v in phase.model.state_dict().items()}
     update_bn([images[spread[i : i + 16]] for i in range(0, len(spread), 16) if len(spread[i : i + 16]) > 1], phase.model)
     again = phase.model.state_dict()
@@ -122,6 +122,15 @@ def test_the_kept_model_has_batch_norm_statistics_measured_for_its_weights(demo_
     assert means and all(torch.allclose(kept[k], again[k], atol=1e-5) for k in means)
     last = load_checkpoint(run.path / "last.pt")["model_state"]
     assert not all(torch.allclose(last[k], kept[k], atol=1e-5) for k in means), "the training model is left as it was"
+
+
+def test_batch_norm_is_re_measured_on_a_bounded_share_of_the_epoch() -> None:
+    from app.training import bn_image_count
+
+    assert bn_image_count(40) == 40  # small sets: every image
+    assert bn_image_count(1188) == 128  # the fewest that pin the statistics
+    assert bn_image_count(4096) == 256  # a sixteenth of the epoch
+    assert bn_image_count(100_000) == 512  # the most
 
 
 def test_a_crafted_pickle_checkpoint_is_refused_and_never_run(demo_ws, tmp_path) -> None:
