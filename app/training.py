@@ -69,9 +69,10 @@ AUGMENTATIONS = ("none", "standard", "strong")
 def _augment(images: "Any", generator: "Any", kind: str = "standard") -> "Any":
     """Random changes of a training batch, every draw from ``generator`` (so resumable).
 
-    standard: horizontal flips, and one shift of up to 1/16 of the side per batch.
-    strong: flips, and per image a rotation (up to 10 degrees), zoom (0.9-1.1), shift
-    (up to 1/16) and a gamma/contrast change (0.8-1.25), the usual medical set.
+    standard: left-right flips, and one shift of up to 1/16 of the side per batch.
+    strong: flips, and per image a rotation (up to 10 degrees; volumes: about each of
+    their three axes), zoom (0.9-1.1), shift (up to 1/16 of the side) and a
+    gamma/contrast change (0.8-1.25), the usual medical set.
     """
     import torch
 
@@ -79,20 +80,39 @@ def _augment(images: "Any", generator: "Any", kind: str = "standard") -> "Any":
         return images
     flip = torch.rand(len(images), generator=generator) < 0.5
     images = torch.where(flip.view(-1, *[1] * (images.dim() - 1)), images.flip(-1), images)
-    if kind == "standard" or images.dim() == 5:  # volumes: flips and shifts only
+    if kind == "standard":
         limit = max(1, images.shape[-1] // 16)
         dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,), generator=generator))
         return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
-    n = len(images)
-    uniform = lambda low, high: low + (high - low) * torch.rand(n, generator=generator)  # noqa: E731
-    angle, zoom = torch.deg2rad(uniform(-10, 10)), uniform(0.9, 1.1)
-    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) / 8  # grid units: 1/16 of the side
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    n, dims = len(images), images.dim() - 2
+    uniform = lambda low, high, *shape: low + (high - low) * torch.rand(n, *shape, generator=generator)  # noqa: E731
+    angles, zoom = torch.deg2rad(uniform(-10, 10, 1 if dims == 2 else 3)), uniform(0.9, 1.1)
+    shift = uniform(-1 / 8, 1 / 8, dims)  # grid units: 1/16 of the side
+    matrix = _rotation(angles) / zoom[:, None, None]
+    theta = torch.cat([matrix, shift[:, :, None]], dim=2)
     grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
     images = torch.nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
-    gamma = torch.exp(uniform(-0.22, 0.22))[:, None, None, None]
-    return images.clamp(0, 1) ** gamma
+    gamma = torch.exp(uniform(-0.22, 0.22)).view(-1, *[1] * (images.dim() - 1))
+    if dims == 2:
+        return images.clamp(0, 1) ** gamma
+    # Volumes: the intensity change touches the first channel only; a second one holds the
+    # cube's position code (models/cube3d.py), constant, which rotation and zoom keep.
+    return torch.cat([images[:, :1].clamp(0, 1) ** gamma, images[:, 1:]], dim=1)
+
+
+def _rotation(angles: "Any") -> "Any":
+    """Rotation matrices (N, d, d) from one angle (2D) or three, about each axis (3D)."""
+    import torch
+
+    def plane(angle: "Any", i: int, j: int, d: int) -> "Any":
+        m = torch.eye(d).repeat(len(angle), 1, 1)
+        c, s = torch.cos(angle), torch.sin(angle)
+        m[:, i, i], m[:, i, j], m[:, j, i], m[:, j, j] = c, -s, s, c
+        return m
+
+    if angles.shape[1] == 1:
+        return plane(angles[:, 0], 0, 1, 2)
+    return plane(angles[:, 0], 0, 1, 3) @ plane(angles[:, 1], 0, 2, 3) @ plane(angles[:, 2], 1, 2, 3)
 
 
 def _schedule(total_steps: int, warmup: int) -> Callable[[int], float]:

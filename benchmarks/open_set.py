@@ -6,14 +6,16 @@ supervised classifier, the VAE (normal images only) and the hybrid are trained w
 the app's engine on what remains. On the test split, each scores normal images
 against the known anomaly classes and against the held-out (unknown) one:
 
-    python benchmarks/open_set.py [--hold-out tumor] [--scale 6] [--epochs 15] [--seeds 0,1,2] [--json FILE]
+    python benchmarks/open_set.py [--hold-out tumor] [--scale 6] [--epochs 15] [--seeds 0,1,2]
+        [--backbone efficientnet_b0] [--save-scores DIR] [--json FILE]
 
 Demo data by default (several planted anomaly types; a fresh demo per seed);
 ``--dataset NAME --workspace DIR`` runs it on an organized multi-class dataset of a
 workspace instead. Each seed is one whole run; the table gives the mean and each run,
 since one run of a small test split moves by several hundredths. The hybrid is shown
 at its default weight and at w = 0.5 (set by hand). There is no published anchor for
-the demo data; the figure to beat is the supervised row.
+the demo data; the figure to beat is the supervised row. ``--save-scores DIR`` keeps
+every detector's test scores and labels per seed (``scores-<seed>.npz``) for study.
 """
 
 from __future__ import annotations
@@ -74,15 +76,20 @@ def one_run(args: argparse.Namespace, seed: int, tmp: str) -> tuple[dict, dict, 
     known = set(held.classes) - {"normal"}
     print(f"seed {seed}: {source}, {args.hold_out!r} held out; known anomaly classes {sorted(known)}", flush=True)
     common = {"image_size": args.image_size, "epochs": args.epochs, "batch_size": 16, "seed": seed}
-    sup = train(ws, open_name, "supervised", run=f"open-sup-{seed}", pretrained=False, **common)
+    sup = train(ws, open_name, "supervised", run=f"open-sup-{seed}", pretrained=False, backbone=args.backbone,
+                **common)
     vae = train(ws, open_name, "vae", run=f"open-vae-{seed}", score=args.vae_score, **common)
     hyb = train(ws, open_name, "hybrid", run=f"open-hyb-{seed}", supervised_run=sup.run, vae_run=vae.run)
     half = train(ws, open_name, "hybrid", run=f"open-hyb-half-{seed}", supervised_run=sup.run, vae_run=vae.run,
                  weight=0.5)
-    table = {}
+    table, kept = {}, {}
     for name, run in (("supervised", sup.run), ("vae", vae.run), ("hybrid", hyb.run), ("hybrid_w05", half.run)):
         scores, rows = scores_on_test(ws, run, open_name)
-        table[name] = (auroc(scores, rows, known), auroc(scores, rows, {args.hold_out}))
+        table[name], kept[name] = (auroc(scores, rows, known), auroc(scores, rows, {args.hold_out})), scores
+    if args.save_scores:
+        folder = Path(args.save_scores)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / f"scores-{seed}.npz", labels=np.array([r["label"] for r in rows]), **kept)
     counts = {label: sum(r["label"] == label for r in rows) for label in ["normal", *sorted(known), args.hold_out]}
     print("  " + ", ".join(f"{k} {a:.3f} / {b:.3f}" for k, (a, b) in table.items()), flush=True)
     return table, counts, hyb.metrics.get("weight")
@@ -96,6 +103,8 @@ def main() -> int:
     parser.add_argument("--workspace", help="the workspace holding --dataset")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--backbone", default="efficientnet_b0", help="the supervised phase's timm backbone")
+    parser.add_argument("--save-scores", metavar="DIR", help="keep each seed's test scores here (npz)")
     parser.add_argument("--vae-score", default="ssim", choices=["mse", "l1", "ssim", "kl"])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one whole run each")
     parser.add_argument("--json", metavar="FILE")
@@ -125,7 +134,7 @@ def main() -> int:
     if args.json:
         figures = {
             "dataset": source, "held_out": args.hold_out, "seeds": seeds, "test_counts_first_run": counts,
-            "hybrid_weight": weight, "epochs": args.epochs, "image_size": args.image_size, "vae_score": args.vae_score,
+            "hybrid_weight": weight, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size, "vae_score": args.vae_score,
             "seconds": round(time.perf_counter() - began, 1),
         }
         for name, key in (("supervised", "supervised"), ("vae", "vae"), ("hybrid", "hybrid"), ("hybrid_w05", "hybrid_w05")):

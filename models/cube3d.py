@@ -36,7 +36,7 @@ class Cube3DConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     class_weights: bool = True
-    augment: str = "standard"  # none | standard (flips, shifts); strong is 2D only
+    augment: str = "standard"  # none | standard (flips, shifts) | strong (+ 3D rotation, zoom, gamma)
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     positions: bool = False  # the cube's anatomical position as an extra input
     seed: int = 0
@@ -83,8 +83,6 @@ class Cube3DPhase(ClassifierPhase):
     Config = Cube3DConfig
 
     def __init__(self, config: Cube3DConfig, classes: list[str]) -> None:
-        if config.augment == "strong":
-            raise ValueError("strong augmentation is 2D only; use standard or none for cube3d")
         self.config, self.classes = config, list(classes)
         self.model = create_resnet3d(config.backbone, config.width, len(classes), config.positions)
 

@@ -35,6 +35,24 @@ def test_strong_augmentation_is_per_image_seeded_and_in_range() -> None:
     assert torch.equal(_augment(images, torch.Generator(), "none"), images)
 
 
+def test_strong_augmentation_of_volumes_turns_them_in_3d_and_keeps_the_position_code() -> None:
+    from app.training import _rotation
+
+    turns = _rotation(torch.deg2rad(torch.tensor([[10.0, -7.0, 4.0], [0.0, 0.0, 0.0]])))
+    assert torch.allclose(turns @ turns.transpose(1, 2), torch.eye(3).expand(2, 3, 3), atol=1e-6)
+    assert torch.allclose(turns[1], torch.eye(3)) and torch.allclose(torch.linalg.det(turns), torch.ones(2))
+    cube = torch.zeros(4, 1, 16, 16, 16)
+    cube[:, :, 4:12, 6:10, 5:11] = 1.0  # a block, so that a turn shows in every plane
+    position = torch.full_like(cube, 5 / 13)  # models/cube3d.py: the second channel holds the position code
+    out = _augment(torch.cat([cube, position], dim=1), torch.Generator().manual_seed(0), "strong")
+    assert out.shape == (4, 2, 16, 16, 16) and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert torch.allclose(out[:, 1], position[:, 0], atol=1e-6), "the position code survives"
+    moved = [float((out[k, 0] - cube[k, 0]).abs().mean()) for k in range(4)]
+    assert min(moved) > 0.01 and len({round(m, 4) for m in moved}) == 4  # each cube changed its own way
+    # Depth moves too: a turn about an in-plane axis tilts the block across slices.
+    assert not torch.allclose(out[:, 0].sum(dim=(2, 3)), cube[:, 0].sum(dim=(2, 3)), atol=0.5)
+
+
 def test_an_unknown_augmentation_is_refused_before_any_work(demo_ws) -> None:
     with pytest.raises(TrainingError, match="Unknown augmentation 'wild'"):
         train(demo_ws, "demo", "supervised", run="t-aug-bad", epochs=1, pretrained=False, augment="wild")
