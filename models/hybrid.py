@@ -147,10 +147,14 @@ class HybridModel(nn.Module):
     """Both detectors and their calibration in one module (exported as one ONNX graph)."""
 
     def __init__(self, supervised: nn.Module, vae_scorer: ReconstructionScore, normal_index: int, n_reference: int,
-                 num_classes: int = 2) -> None:
+                 num_classes: int = 2, temperature: float = 1.0, bias: list[float] | None = None) -> None:
         super().__init__()
         self.supervised, self.vae_scorer = supervised, vae_scorer  # the VAE run's score, its reference included
         self.normal_index = normal_index
+        # The supervised run's calibration (ClassifierPhase.finish): probabilities as it reports them.
+        self.temperature = float(temperature)
+        self.register_buffer("logit_bias", torch.tensor(bias or [0.0] * num_classes, dtype=torch.float32),
+                             persistent=False)
         others = [k for k in range(num_classes) if k != normal_index]
         self.register_buffer("others", torch.tensor(others, dtype=torch.long), persistent=False)
         self.known_tail, self.unknown_tail = NormalTail(n_reference), NormalTail(n_reference)
@@ -162,7 +166,7 @@ class HybridModel(nn.Module):
 
     def raw_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class probabilities, the classifier's log-odds of "not normal", the VAE score)."""
-        log_p = torch.log_softmax(self.supervised(images), dim=1)
+        log_p = torch.log_softmax(self.supervised(images) / self.temperature + self.logit_bias, dim=1)
         log_odds = torch.logsumexp(log_p.index_select(1, self.others), dim=1) - log_p[:, self.normal_index]
         return log_p.exp(), log_odds, self.vae_scorer(images)
 
@@ -213,8 +217,11 @@ class HybridPhase:
             "vae_scorer": {"kind": scorer.kind, "area": scorer.area, "neighbours": scorer.neighbours,
                            "n_reference": int(scorer.reference_scores.shape[0])},
             "num_classes": len(self.classes),
+            "classifier_calibration": {"temperature": float(getattr(supervised, "temperature", 1.0)),
+                                       "bias": getattr(supervised, "bias", None)},
         }
-        self.model = HybridModel(supervised.model, scorer, self._args["normal_index"], n_reference, len(self.classes))
+        self.model = HybridModel(supervised.model, scorer, self._args["normal_index"], n_reference, len(self.classes),
+                                 **self._args["classifier_calibration"])
 
     @classmethod
     def rebuild(cls, model_args: dict[str, Any]) -> HybridModel:
@@ -225,7 +232,8 @@ class HybridPhase:
         scorer_args = model_args.get("vae_scorer", {"kind": model_args.get("vae_score", "mse")})
         scorer = ReconstructionScore(ConvVAE(**model_args["vae"]), **scorer_args)
         return HybridModel(supervised, scorer, model_args["normal_index"], model_args["n_reference"],
-                           model_args.get("num_classes", sup["num_classes"]))
+                           model_args.get("num_classes", sup["num_classes"]),
+                           **model_args.get("classifier_calibration", {}))  # older hybrids: none
 
     def model_args(self) -> dict[str, Any]:
         return dict(self._args)

@@ -82,15 +82,22 @@ def create_backbone(
 
 
 class ClassifierPhase:
-    """What every classifier phase shares: rows, targets, weighted loss, softmax output.
+    """What every classifier phase shares: rows, targets, weighted loss, calibrated softmax.
 
-    ``temperature`` divides the logits (1 unless a phase calibrates, as transfer does).
+    After training, ``finish`` calibrates on validation: probabilities are
+    softmax(logits / temperature + bias). Class weights (and resampling) train the
+    model as if every class were equally common, which skews its probabilities and its
+    argmax towards the rare classes; the per-class bias puts the real proportions back
+    (bias-corrected temperature scaling, Alexandari et al. 2020; the post-hoc logit
+    adjustment of Menon et al. 2021 fitted rather than assumed). The ranking of one
+    class against the others, and so its ROC-AUC, does not change in two-class tasks.
     """
 
     config: Any
     classes: list[str]
     model: torch.nn.Module
     temperature: float = 1.0
+    bias: list[float] | None = None  # per-class logit offsets; None: none fitted (older runs too)
 
     def model_args(self) -> dict[str, Any]:
         return {"backbone": self.config.backbone, "num_classes": len(self.classes), "in_chans": 1}
@@ -127,22 +134,76 @@ class ClassifierPhase:
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities, shape (N, classes)."""
-        return torch.softmax(self.model(images) / self.temperature, dim=1)
+        return self.predict_logits(self.model(images))
 
     def export_module(self) -> torch.nn.Module:
-        return _Probabilities(self.model, self.temperature)
+        return _Probabilities(self.model, self.temperature, self.bias or [0.0] * len(self.classes))
+
+    @torch.no_grad()
+    def finish(self, images: Any, targets: torch.Tensor, **_: Any) -> dict[str, Any]:
+        """Fit the temperature, and the per-class bias when every class has at least
+        MIN_PER_CLASS validation images, on validation logits (best weights loaded; NLL
+        minimized); report NLL, ECE and MCE before and after."""
+        from app.metrics import calibration_errors
+
+        self.model.eval()
+        logits = torch.cat([self.model(images[i : i + 64]) for i in range(0, len(images), 64)]).float()
+        counts = torch.bincount(targets, minlength=len(self.classes))
+        with_bias = bool(counts.min() >= MIN_PER_CLASS)
+        log_t = torch.zeros(1, requires_grad=True)
+        bias = torch.zeros(len(self.classes), requires_grad=with_bias)
+        optimizer = torch.optim.LBFGS([log_t, bias] if with_bias else [log_t], lr=0.1, max_iter=200,
+                                      line_search_fn="strong_wolfe")
+
+        def nll() -> torch.Tensor:
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                loss = F.cross_entropy(logits / log_t.exp() + bias, targets)
+                loss.backward()
+            return loss
+
+        nll_before = float(F.cross_entropy(logits, targets))
+        optimizer.step(nll)
+        temperature = float(log_t.exp().clamp(0.05, 20.0))
+        offsets = (bias - bias.mean()).detach()  # only differences between classes matter
+        nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
+        if not nll_after < nll_before:  # the fit failed to improve: keep the model as it was
+            temperature, offsets, nll_after = 1.0, torch.zeros_like(offsets), nll_before
+        self.temperature = temperature
+        self.bias = [float(v) for v in offsets] if with_bias and offsets.abs().sum() > 0 else None
+        before = calibration_errors(torch.softmax(logits, 1).numpy(), targets.numpy())
+        after = calibration_errors(self.predict_logits(logits).numpy(), targets.numpy())
+        # Scaling minimizes the NLL; ECE usually falls too, but on a small split it may not.
+        return {"temperature": self.temperature, "bias": self.bias, "val_nll_before": nll_before,
+                "val_nll_after": nll_after, "val_ece_before": before["ece"], "val_mce_before": before["mce"],
+                "val_ece_after": after["ece"], "val_mce_after": after["mce"]}
+
+    def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities from the model's raw logits."""
+        bias = torch.tensor(self.bias or [0.0] * logits.shape[1], dtype=logits.dtype, device=logits.device)
+        return torch.softmax(logits / self.temperature + bias, dim=1)
+
+    def extra(self) -> dict[str, Any]:
+        """Plain values a checkpoint keeps beside the weights."""
+        return {"temperature": self.temperature, "bias": self.bias}
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
 
 
+MIN_PER_CLASS = 5  # fewer validation images of a class: its bias is not fitted (temperature only)
+
+
 class _Probabilities(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
+    """softmax(model(x) / temperature + bias): what predict returns and the ONNX graph computes."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float, bias: list[float]) -> None:
         super().__init__()
         self.model, self.temperature = model, temperature
+        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(images) / self.temperature, dim=1)
+        return torch.softmax(self.model(images) / self.temperature + self.bias, dim=1)
 
 
 @register_phase(

@@ -1,8 +1,9 @@
 """Transfer learning in two stages, then temperature scaling.
 
 Stage 1 trains the new head on a frozen ResNet; stage 2 also fine-tunes the last
-block at a lower learning rate. After training, one temperature is fitted on the
-validation logits so that confidences match accuracies (Guo et al., 2017).
+block at a lower learning rate. After training, one temperature (Guo et al., 2017) and
+a bias per class are fitted on the validation logits so that confidences match
+accuracies (ClassifierPhase.finish, shared by every classifier phase).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from models.registry import register_phase
 from models.supervised import ClassifierPhase, create_backbone
@@ -46,7 +46,6 @@ class TransferPhase(ClassifierPhase):
     def __init__(self, config: TransferConfig, classes: list[str]) -> None:
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained)
-        self.temperature = 1.0
 
     def _parts(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], list[torch.nn.Parameter]]:
         head = list(self.model.get_classifier().parameters())
@@ -68,38 +67,3 @@ class TransferPhase(ClassifierPhase):
             p.requires_grad_(epoch >= self.config.frozen_epochs)
         for p in rest:
             p.requires_grad_(False)
-
-    @torch.no_grad()
-    def finish(self, images: torch.Tensor, targets: torch.Tensor, **_: Any) -> dict[str, float]:
-        """Fit the temperature on validation logits (best weights loaded, NLL minimized);
-        report NLL, ECE and MCE before and after."""
-        from app.metrics import calibration_errors
-
-        self.model.eval()
-        logits = torch.cat([self.model(images[i : i + 64]) for i in range(0, len(images), 64)])
-        before = calibration_errors(torch.softmax(logits, 1).numpy(), targets.numpy())
-        log_t = torch.zeros(1, requires_grad=True)
-        optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
-
-        def nll() -> torch.Tensor:
-            optimizer.zero_grad()
-            with torch.enable_grad():
-                loss = F.cross_entropy(logits / log_t.exp(), targets)
-                loss.backward()
-            return loss
-
-        nll_before = float(F.cross_entropy(logits, targets))
-        optimizer.step(nll)
-        self.temperature = float(log_t.exp().clamp(0.05, 20.0))
-        nll_after = float(F.cross_entropy(logits / self.temperature, targets))
-        if nll_after > nll_before:  # the fit failed to improve: keep the model as it was
-            self.temperature, nll_after = 1.0, nll_before
-        after = calibration_errors(torch.softmax(logits / self.temperature, 1).numpy(), targets.numpy())
-        # Scaling minimizes the NLL; ECE usually falls too, but on a small split it may not.
-        return {"temperature": self.temperature, "val_nll_before": nll_before, "val_nll_after": nll_after,
-                "val_ece_before": before["ece"], "val_mce_before": before["mce"],
-                "val_ece_after": after["ece"], "val_mce_after": after["mce"]}
-
-    def extra(self) -> dict[str, Any]:
-        """Plain values a checkpoint keeps beside the weights."""
-        return {"temperature": self.temperature}

@@ -161,6 +161,10 @@ def test_detect_anomaly_says_what_fired(demo_ws, vae_runs) -> None:
     _, p_known, p_unknown = hybrid.model.parts(torch.from_numpy(image)[None, None])
     assert (finding.known_part, finding.unknown_part) == pytest.approx((1 - float(p_known), 1 - float(p_unknown)))
     assert finding.predicted_class in hybrid.classes and 0 <= finding.confidence <= 1
+    # The confidence is the supervised run's own (calibrated) probability, after a reload too.
+    alone = load_run_phase(demo_ws, sup.run).predict(torch.from_numpy(image)[None, None])[0]
+    assert finding.confidence == pytest.approx(float(alone.max()), abs=1e-5)
+    assert finding.predicted_class == hybrid.classes[int(alone.argmax())]
     assert finding.threshold == pytest.approx(hybrid.threshold)
     # The same score as the exported graph computes.
     assert finding.anomaly_score == pytest.approx(float(hybrid.predict(torch.from_numpy(image)[None, None])[0]), abs=1e-6)

@@ -74,3 +74,37 @@ def test_temperature_scaling_cools_an_overconfident_model() -> None:
     result = phase.finish(images, torch.zeros(200, dtype=torch.long))
     assert result["temperature"] > 2 and result["val_nll_after"] < result["val_nll_before"]
     assert result["val_ece_after"] < result["val_ece_before"]
+
+
+def test_every_classifier_puts_back_the_class_proportions_that_class_weights_took_out() -> None:
+    """A model trained with balanced class weights is too ready to call the rare class:
+    the fitted bias restores the proportions (argmax accuracy up), the ranking stays."""
+    from sklearn.metrics import roc_auc_score
+
+    from models import create_phase
+
+    phase = create_phase("supervised", ["normal", "tumor"], pretrained=False)
+    generator = torch.Generator().manual_seed(0)
+    targets = (torch.rand(400, generator=generator) < 0.2).long()  # one tumour in five
+
+    class Balanced(torch.nn.Module):  # log-likelihood ratios: what balanced weights teach
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            margin = images.flatten(1)[:, 0]
+            return torch.stack([-margin / 2, margin / 2], 1)
+
+    phase.model = Balanced()
+    images = (targets.float() * 2 - 1 + torch.randn(400, generator=generator) * 1.2).reshape(400, 1, 1, 1)
+    before = phase.predict(images)
+    result = phase.finish(images, targets)
+    after = phase.predict(images)
+    assert result["bias"] is not None and result["bias"][0] > result["bias"][1], "normal made likelier"
+    accuracy = lambda p: float((p.argmax(1) == targets).float().mean())  # noqa: E731
+    assert accuracy(after) > accuracy(before) + 0.05
+    assert roc_auc_score(targets, after[:, 1]) == pytest.approx(roc_auc_score(targets, before[:, 1]))
+    assert result["val_nll_after"] < result["val_nll_before"]
+    assert phase.extra() == {"temperature": result["temperature"], "bias": result["bias"]}
+    exported = phase.export_module()(images)
+    assert torch.allclose(exported, after, atol=1e-6), "the exported graph applies the same calibration"
+    # Too few validation images of a class for its bias: the temperature alone.
+    few = phase.finish(images[:30], torch.tensor([1] * 3 + [0] * 27))
+    assert few["bias"] is None
