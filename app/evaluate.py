@@ -152,6 +152,17 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         lines += ["", "| class | sensitivity | specificity | support |", "| --- | --- | --- | --- |"]
         lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {c['support']} |"
                   for name, c in metrics["per_class"].items()]
+    calibration = metrics.get("calibration")
+    if isinstance(calibration, dict) and calibration:
+        # Fitted on validation after training: a classifier's temperature and per-class bias
+        # with its log-loss and calibration errors before and after; a VAE's scoring choices.
+        lines += ["", "## Calibration (fitted on the validation split)", "", "| setting | value |", "| --- | --- |"]
+        for key, value in calibration.items():
+            if key == "bias" and isinstance(value, list):
+                value = ", ".join(f"{name} {b:+.3f}" for name, b in zip(meta.get("classes", []), value))
+            elif isinstance(value, dict):
+                value = "; ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+            lines.append(f"| {key} | {_fmt(value) if value is not None else 'none'} |")
     lines += ["", "## Configuration", "", "```", *[f"{k}: {v}" for k, v in meta.get("config", {}).items()], "```", ""]
     lines += [f"![{p.stem}]({p.name})" for p in made]
     path = run_dir / "report.md"

@@ -44,6 +44,10 @@ def test_evaluation_explains_with_gradcam_and_export_keeps_the_temperature(demo_
     gradcam = demo_ws.run_dir("t-transfer") / "gradcam_test.png"
     assert gradcam in result.plots and gradcam.stat().st_size > 5000
     assert "calibration" in result.metrics
+    report = result.report.read_text()
+    temperature = result.metrics["calibration"]["temperature"]
+    assert "## Calibration (fitted on the validation split)" in report and f"| temperature | {temperature:.3f} |" in report
+    assert "| val_ece_after |" in report and "| bias |" in report
     assert export_run(demo_ws, "t-transfer").max_abs_diff <= 1e-4
 
 
