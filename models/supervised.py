@@ -146,6 +146,9 @@ class ClassifierPhase:
         minimized); report NLL, ECE and MCE before and after."""
         from app.metrics import calibration_errors
 
+        if len(images) == 0:
+            self.temperature, self.bias = 1.0, None
+            return {"temperature": 1.0, "bias": None, "skipped": "the validation split holds no image of these classes"}
         self.model.eval()
         logits = torch.cat([self.model(images[i : i + 64]) for i in range(0, len(images), 64)]).float()
         counts = torch.bincount(targets, minlength=len(self.classes))

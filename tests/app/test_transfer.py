@@ -112,3 +112,4 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     # Too few validation images of a class for its bias: the temperature alone.
     few = phase.finish(images[:30], torch.tensor([1] * 3 + [0] * 27))
     assert few["bias"] is None
+    assert phase.finish(images[:0], targets[:0])["skipped"] and phase.temperature == 1.0
