@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ema", type=float, metavar="DECAY",
                     help="classifiers: keep an exponential moving average of the weights (e.g. 0.99)")
     tr.add_argument("--augment", choices=["none", "standard", "strong"],
-                    help="training augmentation (default standard: flips and shifts)")
+                    help="training augmentation (default standard: flips and shifts; cube3d: strong)")
     tr.add_argument("--seed", type=int)
 
     ev = command("evaluate", "metrics, plots and a report for a finished run")

@@ -68,7 +68,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=16, help="3D: channels of the first stage")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, help="default 3e-3 (2D) or 1e-3 (3D)")
-    parser.add_argument("--augment", default="standard", choices=["none", "standard", "strong"])
+    parser.add_argument("--augment", default="strong", choices=["none", "standard", "strong"],
+                        help="default strong: it scored best on every MedMNIST file here")
     parser.add_argument("--clahe", action="store_true")
     parser.add_argument("--ema", type=float, default=0.0, help="decay of a weight average (e.g. 0.99); 0: off")
     parser.add_argument("--no-class-weights", action="store_true",
