@@ -167,10 +167,15 @@ class ClassifierPhase:
 
         nll_before = float(F.cross_entropy(logits, targets))
         optimizer.step(nll)
-        temperature = float(log_t.exp().clamp(0.05, 20.0))
+        temperature = float(log_t.exp())
         offsets = (bias - bias.mean()).detach()  # only differences between classes matter
         nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
-        if not nll_after < nll_before:  # the fit failed to improve: keep the model as it was
+        skipped = None
+        if not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
+            # No optimum in sight (a separable validation split, or the wild logits of a barely
+            # trained model): scaling that far would only magnify noise. Keep the model as it was.
+            skipped = f"the temperature fit ran off to {temperature:.3g}: the validation split cannot calibrate this model"
+        if skipped or not nll_after < nll_before:  # or the fit failed to improve
             temperature, offsets, nll_after = 1.0, torch.zeros_like(offsets), nll_before
         self.temperature = temperature
         self.bias = [float(v) for v in offsets] if with_bias and offsets.abs().sum() > 0 else None
@@ -179,7 +184,7 @@ class ClassifierPhase:
         # Scaling minimizes the NLL; ECE usually falls too, but on a small split it may not.
         return {"temperature": self.temperature, "bias": self.bias, "val_nll_before": nll_before,
                 "val_nll_after": nll_after, "val_ece_before": before["ece"], "val_mce_before": before["mce"],
-                "val_ece_after": after["ece"], "val_mce_after": after["mce"]}
+                "val_ece_after": after["ece"], "val_mce_after": after["mce"], **({"skipped": skipped} if skipped else {})}
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities from the model's raw logits."""
@@ -195,6 +200,7 @@ class ClassifierPhase:
 
 
 MIN_PER_CLASS = 5  # fewer validation images of a class: its bias is not fitted (temperature only)
+TEMPERATURES = (0.05, 20.0)  # a fitted temperature outside these: no calibration (see finish)
 
 
 class _Probabilities(torch.nn.Module):

@@ -113,3 +113,7 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     few = phase.finish(images[:30], torch.tensor([1] * 3 + [0] * 27))
     assert few["bias"] is None
     assert phase.finish(images[:0], targets[:0])["skipped"] and phase.temperature == 1.0
+    # Wild logits (a barely trained model: hundreds, often wrong) would need a temperature
+    # past any sane one: the model is left as it is.
+    wild = phase.finish(images * 1000, targets)
+    assert "cannot calibrate" in wild["skipped"] and (phase.temperature, phase.bias) == (1.0, None)
