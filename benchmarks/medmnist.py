@@ -76,6 +76,8 @@ def main() -> int:
     parser.add_argument("--no-class-weights", action="store_true",
                         help="plain cross-entropy (MedMNIST's protocol) instead of the app's class-weighted loss")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image at test time")
+    parser.add_argument("--calibration", default="temperature+bias", choices=["temperature+bias", "temperature", "none"],
+                        help="what is fitted on validation after training (the app's default: temperature+bias)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
 
@@ -105,7 +107,7 @@ def main() -> int:
               f"in {args.minutes:g} minutes", flush=True)
         began = time.perf_counter()
         options = ({"width": args.width} if dims == 3 else {"pretrained": False, "clahe": args.clahe})
-        options.update(ema=args.ema, class_weights=not args.no_class_weights)
+        options.update(ema=args.ema, class_weights=not args.no_class_weights, calibration=args.calibration)
         run = train(ws, name, phase, run="bench", backbone=args.backbone, image_size=args.image_size,
                     epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment,
                     patience=max(5, epochs), time_limit_s=budget, **options)
@@ -116,7 +118,7 @@ def main() -> int:
         "train_seconds": round(train_seconds, 1), "test_auc": round(test["roc_auc_ovr"], 4),
         "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
         "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
-        "tta": args.tta, "ema": args.ema, "class_weights": not args.no_class_weights, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
+        "tta": args.tta, "ema": args.ema, "class_weights": not args.no_class_weights, "calibration": args.calibration, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
     }
     print(f"\n{name} test split ({test['n']} images), one run:\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")
@@ -124,7 +126,8 @@ def main() -> int:
         print(f"| {method} (MedMNIST v2) | {auc:.3f} | {acc:.3f} |")
     ci_auc, ci_acc = figures["test_auc_ci95"] or [0, 0], figures["test_acc_ci95"] or [0, 0]
     extras = "".join([f", {args.augment} augmentation", ", CLAHE" if args.clahe else "", ", TTA" if args.tta else "",
-                      f", EMA {args.ema:g}" if args.ema else "", ", no class weights" if args.no_class_weights else ""])
+                      f", EMA {args.ema:g}" if args.ema else "", ", no class weights" if args.no_class_weights else "",
+                      f", calibration {args.calibration}" if args.calibration != "temperature+bias" else ""])
     print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch{extras}, {run.epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on CPU) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.registry import register_phase
-from models.supervised import ClassifierPhase
+from models.supervised import ClassifierPhase, check_calibration
 
 DEPTHS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
 
@@ -41,6 +41,7 @@ class Cube3DConfig:
     augment: str = "strong"
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     positions: bool = False  # the cube's anatomical position as an extra input
+    calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     seed: int = 0
 
 
@@ -85,6 +86,7 @@ class Cube3DPhase(ClassifierPhase):
     Config = Cube3DConfig
 
     def __init__(self, config: Cube3DConfig, classes: list[str]) -> None:
+        check_calibration(config.calibration)
         self.config, self.classes = config, list(classes)
         self.model = create_resnet3d(config.backbone, config.width, len(classes), config.positions)
 

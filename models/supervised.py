@@ -32,6 +32,7 @@ class SupervisedConfig:
     clahe: bool = False  # contrast-limited adaptive histogram equalization before resizing
     augment: str = "standard"  # none | standard (flips, shifts) | strong (+ rotation, zoom, contrast)
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
+    calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     seed: int = 0
 
 
@@ -91,6 +92,12 @@ class ClassifierPhase:
     (bias-corrected temperature scaling, Alexandari et al. 2020; the post-hoc logit
     adjustment of Menon et al. 2021 fitted rather than assumed). The ranking of one
     class against the others, and so its ROC-AUC, does not change in two-class tasks.
+
+    The bias assumes the class proportions of the validation split are those the model
+    will meet. Where they are not (PneumoniaMNIST: 74% pneumonia in validation, 62.5% in
+    test), ``calibration="temperature"`` fits the temperature alone, which never changes
+    a decision: the argmax stays the class-weighted model's, balanced between the classes.
+    ``"none"`` leaves the model as trained.
     """
 
     config: Any
@@ -146,13 +153,17 @@ class ClassifierPhase:
         minimized); report NLL, ECE and MCE before and after."""
         from app.metrics import calibration_errors
 
+        how = check_calibration(getattr(self.config, "calibration", "temperature+bias"))
+        if how == "none":
+            self.temperature, self.bias = 1.0, None
+            return {"temperature": 1.0, "bias": None, "skipped": "calibration is off for this run (calibration none)"}
         if len(images) == 0:
             self.temperature, self.bias = 1.0, None
             return {"temperature": 1.0, "bias": None, "skipped": "the validation split holds no image of these classes"}
         self.model.eval()
         logits = torch.cat([self.model(images[i : i + 64]) for i in range(0, len(images), 64)]).float()
         counts = torch.bincount(targets, minlength=len(self.classes))
-        with_bias = bool(counts.min() >= MIN_PER_CLASS)
+        with_bias = how == "temperature+bias" and bool(counts.min() >= MIN_PER_CLASS)
         log_t = torch.zeros(1, requires_grad=True)
         bias = torch.zeros(len(self.classes), requires_grad=with_bias)
         optimizer = torch.optim.LBFGS([log_t, bias] if with_bias else [log_t], lr=0.1, max_iter=200,
@@ -199,6 +210,15 @@ class ClassifierPhase:
         return asdict(self.config)
 
 
+CALIBRATIONS = ("temperature+bias", "temperature", "none")  # see ClassifierPhase
+
+
+def check_calibration(how: str) -> str:
+    if how not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration {how!r}; choose one of {', '.join(CALIBRATIONS)}")
+    return how
+
+
 MIN_PER_CLASS = 5  # fewer validation images of a class: its bias is not fitted (temperature only)
 TEMPERATURES = (0.05, 20.0)  # a fitted temperature outside these: no calibration (see finish)
 
@@ -223,6 +243,7 @@ class SupervisedPhase(ClassifierPhase):
     Config = SupervisedConfig
 
     def __init__(self, config: SupervisedConfig, classes: list[str]) -> None:
+        check_calibration(config.calibration)
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(
             config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate

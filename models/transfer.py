@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from models.registry import register_phase
-from models.supervised import ClassifierPhase, create_backbone
+from models.supervised import ClassifierPhase, check_calibration, create_backbone
 
 
 @dataclass
@@ -33,6 +33,7 @@ class TransferConfig:
     clahe: bool = False
     augment: str = "standard"  # none | standard | strong
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
+    calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     seed: int = 0
 
 
@@ -44,6 +45,7 @@ class TransferPhase(ClassifierPhase):
     Config = TransferConfig
 
     def __init__(self, config: TransferConfig, classes: list[str]) -> None:
+        check_calibration(config.calibration)
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained)
 
