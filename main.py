@@ -178,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classifiers: keep an exponential moving average of the weights (e.g. 0.99)")
     tr.add_argument("--augment", choices=["none", "standard", "strong"],
                     help="training augmentation (default standard: flips and shifts; cube3d: strong)")
+    tr.add_argument("--calibration", choices=["temperature+bias", "temperature", "none"],
+                    help="classifiers: what is fitted on validation after training (default temperature+bias; "
+                    "temperature alone never changes a decision)")
+    tr.add_argument("--vae-scoring", choices=["views", "run"],
+                    help="hybrid: the VAE part scores through every view (default) or as the VAE run chose")
+    tr.add_argument("--views", action="store_const", const=True,
+                    help="VAE: score through every view at once instead of letting validation choose")
     tr.add_argument("--seed", type=int)
 
     ev = command("evaluate", "metrics, plots and a report for a finished run")
@@ -243,7 +250,7 @@ def _collect_listing(source: str, options: dict[str, Any]) -> Any:
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
             "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "decoder", "area", "neighbours",
-            "score", "threshold_rule", "weight", "width", "positions")
+            "score", "threshold_rule", "weight", "width", "positions", "calibration", "vae_scoring", "views")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights

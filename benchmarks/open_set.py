@@ -33,14 +33,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def scores_on_test(ws, run: str, dataset: str) -> tuple[np.ndarray, list[dict]]:
-    """The run's anomaly score for every labeled test image (classifiers: 1 - P(normal))."""
+def scores_on_test(ws, run: str, dataset: str, views: bool = False) -> tuple[np.ndarray, list[dict]]:
+    """The run's anomaly score for every labeled test image (classifiers: 1 - P(normal));
+    ``views``: a VAE run scoring through every view (as the hybrid's VAE part does)."""
     import torch
 
     from app.data import phase_images, split_rows
     from app.training import _predict, load_run_phase
 
     phase = load_run_phase(ws, run)
+    if views:
+        phase.views = True
     rows = [r for r in split_rows(ws, dataset, "test") if r["labeled"]]
     outputs = _predict(phase, torch.from_numpy(phase_images(ws, phase, rows)), 64)
     if phase.spec.output == "class_probabilities":
@@ -82,9 +85,13 @@ def one_run(args: argparse.Namespace, seed: int, tmp: str) -> tuple[dict, dict, 
     hyb = train(ws, open_name, "hybrid", run=f"open-hyb-{seed}", supervised_run=sup.run, vae_run=vae.run)
     half = train(ws, open_name, "hybrid", run=f"open-hyb-half-{seed}", supervised_run=sup.run, vae_run=vae.run,
                  weight=0.5)
+    chosen = train(ws, open_name, "hybrid", run=f"open-hyb-run-{seed}", supervised_run=sup.run, vae_run=vae.run,
+                   vae_scoring="run")
     table, kept = {}, {}
-    for name, run in (("supervised", sup.run), ("vae", vae.run), ("hybrid", hyb.run), ("hybrid_w05", half.run)):
-        scores, rows = scores_on_test(ws, run, open_name)
+    for name, run, views in (("supervised", sup.run, False), ("vae", vae.run, False), ("vae_views", vae.run, True),
+                             ("hybrid", hyb.run, False), ("hybrid_w05", half.run, False),
+                             ("hybrid_vae_run", chosen.run, False)):
+        scores, rows = scores_on_test(ws, run, open_name, views)
         table[name], kept[name] = (auroc(scores, rows, known), auroc(scores, rows, {args.hold_out})), scores
     if args.save_scores:
         folder = Path(args.save_scores)
@@ -125,7 +132,9 @@ def main() -> int:
           f"the first run), {args.hold_out!r} never seen in training; mean of {len(seeds)} runs (seeds "
           f"{args.seeds}), then each run:\n")
     print("| detector | AUROC normal vs known | AUROC normal vs unknown | runs (known / unknown) |\n| --- | --- | --- | --- |")
-    labels = {"hybrid": f"hybrid (weight {weight})", "hybrid_w05": "hybrid (weight 0.5, by hand)"}
+    labels = {"vae": "VAE (as validation chose)", "vae_views": "VAE, all views (the hybrid's part)",
+              "hybrid": f"hybrid (weight {weight})", "hybrid_w05": "hybrid (weight 0.5, by hand)",
+              "hybrid_vae_run": f"hybrid (weight {weight}, the VAE as validation chose)"}
     for name in names:
         each = "; ".join(f"{r[0][name][0]:.3f} / {r[0][name][1]:.3f}" for r in runs)
         print(f"| {labels.get(name, name)} | {mean[name][0]:.3f} | {mean[name][1]:.3f} | {each} |")
@@ -137,7 +146,7 @@ def main() -> int:
             "hybrid_weight": weight, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size, "vae_score": args.vae_score,
             "seconds": round(time.perf_counter() - began, 1),
         }
-        for name, key in (("supervised", "supervised"), ("vae", "vae"), ("hybrid", "hybrid"), ("hybrid_w05", "hybrid_w05")):
+        for name, key in ((n, n) for n in names):
             figures[f"auroc_known_{key}"] = round(mean[name][0], 4)
             figures[f"auroc_unknown_{key}"] = round(mean[name][1], 4)
             figures[f"runs_{key}"] = [[round(r[0][name][0], 4), round(r[0][name][1], 4)] for r in runs]

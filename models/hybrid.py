@@ -4,7 +4,9 @@ Each part is first put on one scale: how rare its score would be among normal im
 a tail probability p fitted on the validation normals (empirical in the bulk, an
 exponential tail beyond the top fifth, so that the order of scores past every
 reference image is kept). The classifier's score is its log-odds of "not normal",
-the VAE's its reconstruction score. The classifier's weight w (0.8 when the data are
+the VAE's its multi-view score (models/vae.py MultiViewScore), not the view the VAE run
+chose on validation: that choice is tuned to the known anomalies, and the VAE is here
+for the others (HybridConfig.vae_scoring "run" keeps the run's own). The classifier's weight w (0.8 when the data are
 mostly labeled) enters two classic ways of combining p-values, each exact among
 normals when the parts are independent there:
 
@@ -32,6 +34,7 @@ budget) 0.770 / 0.632 and 0.728 / 0.818, this one 0.806 / 0.718 and 0.765 / 0.83
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,9 +45,10 @@ from torch import nn
 from app.metrics import youden_threshold
 from models.registry import register_phase
 from models.supervised import create_backbone
-from models.vae import ConvVAE, ReconstructionScore
+from models.tails import NormalTail
+from models.vae import ConvVAE, MultiViewScore, ReconstructionScore
 
-TAIL_FRACTION = 0.2  # the top fifth of the validation normals fits the exponential tail
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,44 +71,13 @@ class HybridConfig:
     vae_run: str = ""
     weight: float | None = None  # the classifier's weight w (see the module text); None: chosen from the data
     labeled_fraction: float = 1.0
+    # How the VAE part scores: "views", every view at once (MultiViewScore): its job here is
+    # the anomalies the classifier does not know, so it must not be tuned to the ones it does;
+    # "run", as the VAE run chose on validation (runs from before multi-view scores can only).
+    vae_scoring: str = "views"
     image_size: int = 128  # taken from the component runs
     clahe: bool = False  # taken from the component runs
     seed: int = 0
-
-
-class NormalTail(nn.Module):
-    """P(a normal image scores at least this high), fitted on normal images' scores.
-
-    Empirical, (1 + #{reference >= s}) / (n + 1), up to the start u of the top
-    fifth of the reference scores; beyond it, mass * exp(-(s - u) / scale), the
-    peaks-over-threshold exponential tail, so scores beyond every reference image
-    keep their order. Never increases with s.
-    """
-
-    def __init__(self, n_reference: int) -> None:
-        super().__init__()
-        self.register_buffer("reference", torch.zeros(n_reference))
-        self.register_buffer("tail", torch.tensor([0.0, 1.0, 1.0]))  # start u, scale, mass
-
-    @torch.no_grad()
-    def fit(self, scores: torch.Tensor) -> None:
-        ref = torch.sort(scores.float().flatten()).values
-        n = len(ref)
-        k = max(1, int(round(TAIL_FRACTION * n))) if n > 1 else 0
-        start = float(ref[n - 1 - k])
-        scale = float((ref[n - k :] - start).mean()) if k else 0.0
-        if not scale > 0:  # ties at the top, or one reference image: a scale from the spread, or a tiny one
-            spread = float(ref[-1] - ref[0])
-            scale = spread / n if spread > 0 else 1e-3 * (abs(start) + 1.0)
-        self.reference = ref
-        self.tail = torch.tensor([start, scale, (1.0 + k) / (n + 1.0)])
-
-    def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        n = self.reference.shape[0]
-        empirical = (1.0 + (self.reference[None, :] >= scores[:, None]).float().sum(dim=1)) / (n + 1.0)
-        start, scale, mass = self.tail[0], self.tail[1], self.tail[2]
-        beyond = mass * torch.exp(-(scores - start).clamp(min=0.0) / scale)
-        return torch.where(scores > start, beyond, empirical)
 
 
 SMALLEST_P = 1e-30  # tail probabilities are floored here before the log
@@ -210,12 +183,20 @@ class HybridPhase:
             raise ValueError("One of the supervised and VAE runs uses CLAHE and the other does not: "
                              "train both with the same preprocessing.")
         self.config.image_size, self.config.clahe = supervised.config.image_size, supervised.config.clahe
-        scorer = vae.scorer()
+        if self.config.vae_scoring not in ("views", "run"):
+            raise ValueError(f"unknown VAE scoring {self.config.vae_scoring!r} for the hybrid; choose views or run")
+        reference = getattr(vae, "reference", None) or {}
+        if self.config.vae_scoring == "views" and "area_scores" not in reference:
+            log.warning("The VAE run keeps no reference for a multi-view score (an older run): the hybrid "
+                        "scores as the VAE run chose. Train the VAE again to use every view.")
+            self.config.vae_scoring = "run"
+        scorer = vae.scorer(views=True if self.config.vae_scoring == "views" else None)  # None: the run's own
+        how = ({"views": [list(v) for v in scorer.views]} if isinstance(scorer, MultiViewScore)
+               else {"area": scorer.area, "neighbours": scorer.neighbours})
         self._args = {
             "supervised": supervised.model_args(), "vae": vae.model_args(),
             "normal_index": self.classes.index("normal"), "n_reference": n_reference,
-            "vae_scorer": {"kind": scorer.kind, "area": scorer.area, "neighbours": scorer.neighbours,
-                           "n_reference": int(scorer.reference_scores.shape[0])},
+            "vae_scorer": {"kind": scorer.kind, **how, "n_reference": int(scorer.reference_codes.shape[0])},
             "num_classes": len(self.classes),
             "classifier_calibration": {"temperature": float(getattr(supervised, "temperature", 1.0)),
                                        "bias": getattr(supervised, "bias", None)},
@@ -230,7 +211,8 @@ class HybridPhase:
         # Hybrids saved before the VAE score had a reference lack "vae_scorer"; their weights
         # then do not fit, and rebuild_phase says to refit the hybrid.
         scorer_args = model_args.get("vae_scorer", {"kind": model_args.get("vae_score", "mse")})
-        scorer = ReconstructionScore(ConvVAE(**model_args["vae"]), **scorer_args)
+        vae = ConvVAE(**model_args["vae"])
+        scorer = MultiViewScore(vae, **scorer_args) if "views" in scorer_args else ReconstructionScore(vae, **scorer_args)
         return HybridModel(supervised, scorer, model_args["normal_index"], model_args["n_reference"],
                            model_args.get("num_classes", sup["num_classes"]),
                            **model_args.get("classifier_calibration", {}))  # older hybrids: none

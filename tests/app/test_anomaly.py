@@ -1,5 +1,7 @@
 """VAE scores, thresholds and residual maps; the hybrid's detect_anomaly."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,8 @@ from app.data import phase_images, split_rows
 from app.evaluate import evaluate_run
 from app.export import export_run
 from app.training import load_run_phase, train
-from models.hybrid import NormalTail, combine
-from models.vae import ConvVAE, ReconstructionScore, VAEConfig, VAEPhase, ssim_map, _gaussian_window
+from models.hybrid import HybridConfig, HybridPhase, NormalTail, combine
+from models.vae import ConvVAE, MultiViewScore, ReconstructionScore, VAEConfig, VAEPhase, ssim_map, _gaussian_window
 
 TINY = {"image_size": 32, "batch_size": 16}
 
@@ -129,26 +131,65 @@ def test_an_ssim_vae_exports_to_onnx(demo_ws, vae_runs) -> None:
 def test_how_the_vae_scores_is_chosen_on_validation_and_travels_with_the_run(demo_ws, vae_runs) -> None:
     calibration = demo_ws.run_metadata("a-vae-ssim")["calibration"]
     trials = calibration["val_auroc_by_choice"]
-    assert len(trials) == 4 and max(trials.values()) == trials[
-        f"area {calibration['area']:g}, neighbours {calibration['neighbours']}"]
+    chosen = "all views" if "views" in calibration else f"area {calibration['area']:g}, neighbours {calibration['neighbours']}"
+    assert len(trials) == 5 and "all views" in trials and max(trials.values()) == trials[chosen]
     # Early stopping watched the scores as they are computed after training.
     history = demo_ws.run_metadata("a-vae-ssim")["history"]
     assert max(h["val_auroc"] for h in history) == pytest.approx(max(trials.values()), abs=1e-4)
     # Set by hand: no choice; the reference (validation normals) is kept in the checkpoint
-    # and in the exported graph, and the hybrid scores with it.
+    # and in the exported graph, and the hybrid scores with it when asked to score as the run does.
     train(demo_ws, "demo", "vae", run="a-vae-ref", epochs=1, latent_dim=8, area=0.1, neighbours=5, **TINY)
     phase = load_run_phase(demo_ws, "a-vae-ref")
     val = [r for r in split_rows(demo_ws, "demo", "val") if r["labeled"]]
-    assert (phase.area, phase.neighbours) == (0.1, 5)
+    assert (phase.area, phase.neighbours, phase.views) == (0.1, 5, False)
     assert len(phase.reference["scores"]) == sum(r["label"] == "normal" for r in val)
     assert list(demo_ws.run_metadata("a-vae-ref")["calibration"]["val_auroc_by_choice"]) == ["area 0.1, neighbours 5"]
     assert export_run(demo_ws, "a-vae-ref").max_abs_diff <= 1e-4
     sup = train(demo_ws, "demo", "supervised", run="a-sup-ref", epochs=1, pretrained=False, **TINY)
-    train(demo_ws, "demo", "hybrid", run="a-hyb-ref", supervised_run=sup.run, vae_run="a-vae-ref")
+    train(demo_ws, "demo", "hybrid", run="a-hyb-ref", supervised_run=sup.run, vae_run="a-vae-ref", vae_scoring="run")
     hybrid = load_run_phase(demo_ws, "a-hyb-ref")
     images = torch.from_numpy(phase_images(demo_ws, phase, val))
     with torch.no_grad():
         assert torch.allclose(hybrid.model.vae_scorer(images), phase.predict(images))
+    # By default the hybrid's VAE part looks through every view, whatever the run chose:
+    # its job is the anomalies nobody labeled. It survives a reload and the ONNX export.
+    train(demo_ws, "demo", "hybrid", run="a-hyb-views", supervised_run=sup.run, vae_run="a-vae-ref")
+    views = load_run_phase(demo_ws, "a-hyb-views")
+    assert isinstance(views.model.vae_scorer, MultiViewScore)
+    with torch.no_grad():
+        assert torch.allclose(views.model.vae_scorer(images), phase.scorer(views=True)(images))
+    assert export_run(demo_ws, "a-hyb-views").max_abs_diff <= 1e-3
+    # A VAE run from before multi-view scores keeps no pooled errors: the hybrid says so and
+    # scores as the run chose.
+    older = load_run_phase(demo_ws, "a-vae-ref")
+    del older.reference["area_scores"]
+    with pytest.raises(ValueError, match="train the VAE again"):
+        older.scorer(views=True)
+    fallback = HybridPhase(HybridConfig(), views.classes)
+    fallback.attach(load_run_phase(demo_ws, sup.run), older)
+    assert fallback.config.vae_scoring == "run" and not isinstance(fallback.model.vae_scorer, MultiViewScore)
+
+
+def test_a_multi_view_score_takes_the_most_unusual_view_among_normals() -> None:
+    torch.manual_seed(0)
+    vae = ConvVAE(16, 2, 4).eval()
+    normals = torch.rand(30, 1, 16, 16) * 0.2 + 0.4
+    multi = MultiViewScore(vae, "mse", ((1.0, 0), (0.1, 0), (1.0, 5)))
+    multi.fit_reference(normals)
+    spot = normals[:1].clone()
+    spot[..., 4:7, 4:7] = 1.0  # a small bright lesion: the worst tenth sees it before the whole image
+    with torch.no_grad():
+        views = multi.view_scores(spot)[0]
+        p = torch.stack([tail(views[k : k + 1]) for k, tail in enumerate(multi.tails)])
+        assert float(multi(spot)) == pytest.approx(-math.log(max(float(p.min()), 1e-30)), rel=1e-5)
+        assert float(multi(spot)) > float(multi(normals).max())
+        # Each view alone is a ReconstructionScore with the same reference.
+        single = ReconstructionScore(vae, "mse", area=0.1)
+        assert float(views[1]) == pytest.approx(float(single(spot)), rel=1e-5)
+    with pytest.raises(ValueError, match="two reference normals"):
+        MultiViewScore(vae, "mse").fit_reference(normals[:1])
+    with pytest.raises(ValueError, match="views"):
+        MultiViewScore(vae, "mse", ((0.0, 0),))
 
 
 def test_detect_anomaly_says_what_fired(demo_ws, vae_runs) -> None:
