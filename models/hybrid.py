@@ -25,11 +25,13 @@ a classifier that calls an unknown kind of anomaly normal, often more surely tha
 normals, cannot vouch for the image against the VAE. Fisher alone drowns a VAE that
 sees an anomaly very clearly (synthetic parts, tests/app/test_anomaly.py: 0.68 AUROC
 against 0.91); Tippett alone lets moderate VAE evidence go. benchmarks/open_set.py
-(demo, tumours held out, mean of seeds 0, 1, 2), AUROC known classes / held-out class
-against normals: supervised 0.797 / 0.719, VAE 0.810 / 0.819, this hybrid at w 0.8
-0.807 / 0.755. On saved component scores of dev runs of two of those seeds: Fisher
-alone 0.787 / 0.721 and 0.783 / 0.794, the previous hybrid (Tippett with a capped
-budget) 0.770 / 0.632 and 0.728 / 0.818, this one 0.806 / 0.718 and 0.765 / 0.834.
+(demo, EfficientNet-B0, AUROC known classes / held-out class against normals, session
+6): tumours held out (seeds 0-2) supervised 0.779 / 0.390, VAE 0.822 / 0.791, this
+hybrid at w 0.8 0.868 / 0.563; infections (seeds 0-1) 0.745 / 0.230, 0.736 / 0.920,
+0.771 / 0.792 (README: every hold-out). Before the multi-view VAE part, on saved
+component scores of dev runs: Fisher alone 0.787 / 0.721 and 0.783 / 0.794, the
+previous hybrid (Tippett with a capped budget) 0.770 / 0.632 and 0.728 / 0.818, this
+one 0.806 / 0.718 and 0.765 / 0.834.
 """
 
 from __future__ import annotations
