@@ -429,6 +429,8 @@ class VAEPhase:
             counts = counts if enough else [0]
             candidates += [ReconstructionScore(self.model, c.score, a, 0, n).to(images.device)
                            for a in areas for n in counts]
+        if not candidates:  # all views asked for, but fewer than two normals to compare with
+            candidates.append(ReconstructionScore(self.model, c.score, AREAS[0], 0, 0).to(images.device))
         best: tuple[float, ReconstructionScore, np.ndarray] | None = None
         trials: dict[str, float] = {}
         for scorer in candidates:

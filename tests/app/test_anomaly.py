@@ -286,3 +286,14 @@ def test_the_hybrid_score_is_the_same_in_numpy_and_torch_at_every_weight() -> No
         expected = combine(pk, pu, w)
         got = combine(torch.from_numpy(pk).float(), torch.from_numpy(pu).float(), torch.tensor(w))
         assert np.isfinite(expected).all() and np.allclose(got.numpy(), expected, atol=1e-5)
+
+
+def test_all_views_asked_for_with_one_normal_in_validation_score_the_whole_image() -> None:
+    torch.manual_seed(0)
+    phase = VAEPhase(VAEConfig(image_size=16, latent_dim=2, base_channels=4, views=True), ["normal", "tumor"])
+    images = torch.rand(5, 1, 16, 16)
+    fitted = phase.finish(images, torch.tensor([0, 1, 1, 1, 1]))
+    assert list(fitted["val_auroc_by_choice"]) == ["area 1, neighbours 0"] and not phase.views
+    fitted = phase.finish(images, torch.tensor([0, 0, 1, 1, 1]))
+    assert list(fitted["val_auroc_by_choice"]) == ["all views"] and phase.views
+    assert isinstance(phase.scorer(), MultiViewScore)
