@@ -6,9 +6,9 @@ exponential tail beyond the top fifth, so that the order of scores past every
 reference image is kept). The classifier's score is its log-odds of "not normal",
 the VAE's its multi-view score (models/vae.py MultiViewScore), not the view the VAE run
 chose on validation: that choice is tuned to the known anomalies, and the VAE is here
-for the others (HybridConfig.vae_scoring "run" keeps the run's own). The classifier's weight w (0.8 when the data are
-mostly labeled) enters two classic ways of combining p-values, each exact among
-normals when the parts are independent there:
+for the others (HybridConfig.vae_scoring "run" keeps the run's own). The classifier's
+weight w (0.8 when the data are mostly labeled) enters two classic ways of combining
+p-values, each exact among normals when the parts are independent there:
 
 - weighted Fisher, for evidence spread over both parts: t = w (-log p_clf) +
   (1 - w) (-log p_vae), whose tail among normals is a sum of two exponentials,

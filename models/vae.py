@@ -220,6 +220,19 @@ class ReconstructionScore(nn.Module):
         return scores / self.baseline(codes)
 
     @torch.no_grad()
+    def pooled_errors(self, normals: torch.Tensor, areas: Any, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent codes (n, latent), pooled errors (len(areas), n)) of ``normals``, at most
+        MAX_REFERENCE of them, evenly spread: what a reference keeps."""
+        if len(normals) > MAX_REFERENCE:
+            normals = normals[torch.linspace(0, len(normals) - 1, MAX_REFERENCE).long()]
+        codes, pooled = [], []
+        for i in range(0, len(normals), batch_size):
+            error, mu = self.errors(normals[i : i + batch_size])
+            codes.append(mu)
+            pooled.append(torch.stack([self.pool(error, a) for a in areas]))
+        return torch.cat(codes), torch.cat(pooled, dim=1)
+
+    @torch.no_grad()
     def fit_reference(self, normals: torch.Tensor, batch_size: int = 64) -> None:
         """Keep the latent codes and raw scores of ``normals`` (validation normals) as the reference."""
         if len(normals) > MAX_REFERENCE:
@@ -286,17 +299,10 @@ class MultiViewScore(ReconstructionScore):
     @torch.no_grad()
     def fit_reference(self, normals: torch.Tensor, batch_size: int = 64) -> None:
         """Fit on ``normals`` (validation normals): their codes, errors and each view's tail."""
-        if len(normals) > MAX_REFERENCE:
-            normals = normals[torch.linspace(0, len(normals) - 1, MAX_REFERENCE).long()]
-        codes, pooled = [], []
-        for i in range(0, len(normals), batch_size):
-            error, mu = self.errors(normals[i : i + batch_size])
-            codes.append(mu)
-            pooled.append(torch.stack([self.pool(error, a) for a in self.areas]))
-        self.use_reference(torch.cat(codes), self.areas, torch.cat(pooled, dim=1))
+        self.use_reference(*self.pooled_errors(normals, self.areas, batch_size), areas=self.areas)
 
     @torch.no_grad()
-    def use_reference(self, codes: torch.Tensor, areas: Any, area_scores: torch.Tensor) -> None:
+    def use_reference(self, codes: torch.Tensor, area_scores: torch.Tensor, areas: Any) -> None:
         """Take reference normals' codes and pooled errors (one row per area of ``areas``,
         which holds every area of the views) and fit each view's tail on them."""
         if len(codes) < 2:
@@ -392,7 +398,7 @@ class VAEPhase:
                                  "trained by an older version, or validation held fewer than two normals): "
                                  "train the VAE again.")
             multi = MultiViewScore(self.model, self.config.score, VIEWS, len(ref["codes"])).to(device)
-            multi.use_reference(ref["codes"].to(device), ref["areas"], ref["area_scores"].to(device))
+            multi.use_reference(ref["codes"].to(device), ref["area_scores"].to(device), ref["areas"])
             return multi
         n = len(ref["scores"]) if ref and ref.get("scores") is not None and self.neighbours else 0
         scorer = ReconstructionScore(self.model, self.config.score, self.area, n, self.neighbours if n else 0)
@@ -448,15 +454,8 @@ class VAEPhase:
     @torch.no_grad()
     def _reference(self, normals: torch.Tensor, batch_size: int = 64) -> dict[str, Any]:
         """Validation normals' codes and pooled errors per area of ALL_AREAS (for a multi-view score)."""
-        if len(normals) > MAX_REFERENCE:
-            normals = normals[torch.linspace(0, len(normals) - 1, MAX_REFERENCE).long()]
-        plain = ReconstructionScore(self.model, self.config.score)
-        codes, pooled = [], []
-        for i in range(0, len(normals), batch_size):
-            error, mu = plain.errors(normals[i : i + batch_size])
-            codes.append(mu.float().cpu())
-            pooled.append(torch.stack([plain.pool(error, a) for a in ALL_AREAS]).float().cpu())
-        return {"codes": torch.cat(codes), "areas": list(ALL_AREAS), "area_scores": torch.cat(pooled, dim=1),
+        codes, pooled = ReconstructionScore(self.model, self.config.score).pooled_errors(normals, ALL_AREAS, batch_size)
+        return {"codes": codes.float().cpu(), "areas": list(ALL_AREAS), "area_scores": pooled.float().cpu(),
                 "scores": None, "kind": self.config.score}
 
     @torch.no_grad()
