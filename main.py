@@ -6,7 +6,7 @@
     python main.py organize PATH --name NAME
     python main.py dataset review|correct|stats|balance|merge|holdout|export ...
     python main.py train --dataset NAME --phase supervised|vae|hybrid [...]
-    python main.py evaluate RUN
+    python main.py evaluate RUN [--with RUN2 ...]
     python main.py export RUN [--int8]
     python main.py predict PATH [--run RUN]
     python main.py status
@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirrored image")
+    ev.add_argument("--with", dest="also", action="append", default=[], metavar="RUN",
+                    help="average RUN's probabilities with this classifier run's too (an ensemble, e.g. other seeds; "
+                         "repeatable); shown, not written")
 
     ex = command("export", "export a run as an ONNX bundle (model card, README), checked against PyTorch")
     ex.add_argument("run")
@@ -330,9 +333,12 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
                                should_stop=should_stop, **_train_overrides(args))
             message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
         elif args.command == "evaluate":
-            from app.evaluate import evaluate_run
+            from app.evaluate import evaluate_ensemble, evaluate_run
 
-            result = evaluate_run(ws, args.run, args.split, progress=bar, tta=args.tta)
+            if args.also:
+                result = evaluate_ensemble(ws, [args.run, *args.also], args.split, tta=args.tta)
+            else:
+                result = evaluate_run(ws, args.run, args.split, progress=bar, tta=args.tta)
             message = ""
         elif args.command == "export":
             from app.bundle import export_bundle
@@ -364,7 +370,9 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             from app.status import workspace_status
 
             result, message = workspace_status(ws), ""
-    if args.command == "evaluate":
+    if args.command == "evaluate" and args.also:
+        screens.show_evaluation(result, ws.run_metadata(args.run).get("classes", []), " + ".join(result["runs"]))
+    elif args.command == "evaluate":
         screens.show_evaluation(result.metrics, ws.run_metadata(args.run).get("classes", []), args.run)
         message = f"Report: {result.report}"
     if args.command == "predict":

@@ -134,6 +134,41 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
     return Evaluation(run, split, metrics, report, made)
 
 
+def evaluate_ensemble(ws: Workspace, runs: list[str], split: str = "test", tta: bool = False) -> dict[str, Any]:
+    """Metrics of several classifier runs of one dataset averaged (their calibrated class
+    probabilities, e.g. runs that differ only in seed): the same figures as one run's,
+    with the anomaly threshold chosen on validation from the averaged validation outputs.
+    Nothing is written. Raises TrainingError when the runs disagree on dataset or classes."""
+    from app.errors import TrainingError
+
+    phases = [load_run_phase(ws, run) for run in runs]
+    datasets = {ws.run_metadata(run)["dataset"] for run in runs}
+    if len(datasets) != 1 or any(p.spec.output != "class_probabilities" or p.classes != phases[0].classes for p in phases):
+        raise TrainingError("An ensemble needs classifier runs of one dataset with the same classes.")
+    dataset, classes = datasets.pop(), phases[0].classes
+
+    def averaged(which: str) -> tuple[np.ndarray, list]:
+        outputs = [_scores(ws, phase, dataset, which, None, tta) for phase in phases]
+        return np.mean([o for o, _ in outputs], axis=0), outputs[0][1]
+
+    outputs, rows = averaged(split)
+    targets = np.array([classes.index(r["label"]) for r in rows])
+    metrics = classification_metrics(outputs, targets, classes)
+    metrics["ci95"] = bootstrap_intervals(outputs, targets)
+    if "normal" in classes:
+        normal = classes.index("normal")
+        is_anomaly = np.array([r["label"] != "normal" for r in rows], dtype=int)
+        metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, 1.0 - outputs[:, normal])
+        if split != "val":
+            val_outputs, val_rows = averaged("val")
+            cut = youden_threshold(np.array([r["label"] != "normal" for r in val_rows], dtype=int),
+                                   1.0 - val_outputs[:, normal])
+            if cut is not None:
+                metrics.update({f"{k}_at_val_threshold": v for k, v in
+                                _operating_point(is_anomaly, 1.0 - outputs[:, normal], cut).items()})
+    return {**metrics, "runs": list(runs), "tta": tta}
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 

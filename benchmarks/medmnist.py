@@ -2,12 +2,13 @@
 """Train on a MedMNIST ``.npz`` with the app's own engine; test AUC/ACC beside the anchors.
 
     python benchmarks/medmnist.py --data ../shared/data/medmnist/pneumoniamnist_subset.npz \\
-        [--minutes 10] [--backbone efficientnet_b0] [--image-size 64] [--json FILE]
+        [--minutes 10] [--backbone efficientnet_b0] [--image-size 64] [--ensemble 1] [--json FILE]
 
 The file is organized as it comes (official splits), trained with the `supervised`
 phase (2D) or the `cube3d` phase (3D files), with strong augmentation unless
 ``--augment`` says otherwise, under a wall-clock budget (epochs are chosen from a timed probe so that the
-learning-rate schedule completes), evaluated once on the test split.
+learning-rate schedule completes), evaluated once on the test split. ``--ensemble K`` shares the same budget among K runs
+that differ only in seed and averages their calibrated probabilities (app.evaluate.evaluate_ensemble).
 """
 
 from __future__ import annotations
@@ -78,10 +79,12 @@ def main() -> int:
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image at test time")
     parser.add_argument("--calibration", default="temperature+bias", choices=["temperature+bias", "temperature", "none"],
                         help="what is fitted on validation after training (the app's default: temperature+bias)")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="K",
+                        help="K runs (seeds 0..K-1) sharing the budget, probabilities averaged; default 1")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
 
-    from app.evaluate import evaluate_run
+    from app.evaluate import evaluate_ensemble, evaluate_run
     from app.organize.organizer import organize
     from app.training import train
     from app.workspace import Workspace
@@ -100,35 +103,41 @@ def main() -> int:
         ws = Workspace.open(tmp)
         result = organize(ws, data, name)
         train_images = result.split_counts["train"]
-        budget = args.minutes * 60
+        members = max(1, args.ensemble)
+        budget = args.minutes * 60 / members
         per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims, args.width)
         epochs = max(1, int(budget / per_epoch))
         print(f"{name}: {train_images} training images; about {per_epoch:.0f} s per epoch -> {epochs} epochs "
-              f"in {args.minutes:g} minutes", flush=True)
+              f"in {args.minutes / members:.3g} minutes" + (f", for each of {members} runs" if members > 1 else ""), flush=True)
         began = time.perf_counter()
         options = ({"width": args.width} if dims == 3 else {"pretrained": False, "clahe": args.clahe})
         options.update(ema=args.ema, class_weights=not args.no_class_weights, calibration=args.calibration)
-        run = train(ws, name, phase, run="bench", backbone=args.backbone, image_size=args.image_size,
-                    epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment,
-                    patience=max(5, epochs), time_limit_s=budget, **options)
+        runs = [train(ws, name, phase, run=f"bench-{k}", backbone=args.backbone, image_size=args.image_size,
+                      epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=k,
+                      patience=max(5, epochs), time_limit_s=budget, **options) for k in range(members)]
         train_seconds = time.perf_counter() - began
-        test = evaluate_run(ws, "bench", "test", tta=args.tta).metrics
+        if members == 1:
+            test = evaluate_run(ws, "bench-0", "test", tta=args.tta).metrics
+        else:
+            test = evaluate_ensemble(ws, [r.run for r in runs], "test", tta=args.tta)
+        epochs_done = "+".join(str(r.epochs_done) for r in runs)
     figures = {
-        "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "epochs": run.epochs_done,
+        "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "epochs": epochs_done, "ensemble": members,
         "train_seconds": round(train_seconds, 1), "test_auc": round(test["roc_auc_ovr"], 4),
         "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
         "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
         "tta": args.tta, "ema": args.ema, "class_weights": not args.no_class_weights, "calibration": args.calibration, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
     }
-    print(f"\n{name} test split ({test['n']} images), one run:\n")
+    print(f"\n{name} test split ({test['n']} images), " + ("one run" if members == 1 else f"{members} runs averaged") + ":\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")
     for method, auc, acc in ANCHORS.get(name, []):
         print(f"| {method} (MedMNIST v2) | {auc:.3f} | {acc:.3f} |")
     ci_auc, ci_acc = figures["test_auc_ci95"] or [0, 0], figures["test_acc_ci95"] or [0, 0]
     extras = "".join([f", {args.augment} augmentation", ", CLAHE" if args.clahe else "", ", TTA" if args.tta else "",
                       f", EMA {args.ema:g}" if args.ema else "", ", no class weights" if args.no_class_weights else "",
-                      f", calibration {args.calibration}" if args.calibration != "temperature+bias" else ""])
-    print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch{extras}, {run.epochs_done} epochs, "
+                      f", calibration {args.calibration}" if args.calibration != "temperature+bias" else "",
+                      f", ensemble of {members} seeds" if members > 1 else ""])
+    print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch{extras}, {epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on CPU) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
     if figures["test_acc_at_val_threshold"] is not None:

@@ -44,6 +44,8 @@ def test_global_options_go_before_or_after_the_command(capsys, tmp_path: Path, o
 def test_errors_are_one_clear_line_and_exit_2(capsys, tmp_path: Path) -> None:
     code, _, err = run(capsys, "evaluate", "nope", "--workspace", str(tmp_path))
     assert code == 2 and "No training run named 'nope'" in err and "Traceback" not in err
+    code, _, err = run(capsys, "evaluate", "nope", "--with", "other", "--workspace", str(tmp_path))
+    assert code == 2 and "No training run named 'nope'" in err and "Traceback" not in err
     code, _, err = run(capsys, "collect", "local", str(tmp_path / "absent"), "--workspace", str(tmp_path))
     assert code == 2 and "does not exist" in err
     code, _, err = run(capsys, "train", "--dataset", "x", "--phase", "supervised", "--workspace", str(tmp_path))

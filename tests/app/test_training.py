@@ -8,7 +8,7 @@ import torch
 
 from app.checkpoints import load_checkpoint
 from app.errors import DatasetError, TrainingError
-from app.evaluate import evaluate_run
+from app.evaluate import evaluate_ensemble, evaluate_run
 from app.export import export_run
 from app.training import load_run_phase, train
 
@@ -50,6 +50,20 @@ def test_evaluation_writes_metrics_plots_and_a_report(demo_ws, runs) -> None:
     vae = evaluate_run(demo_ws, "t-vae", "test")
     assert 0.0 <= vae.metrics["anomaly_auroc"] <= 1.0 and "sensitivity" in vae.metrics
     assert demo_ws.run_metadata("t-vae")["evaluation"]["test"]["n"] == vae.metrics["n"]
+
+
+def test_an_ensemble_averages_classifier_runs_and_refuses_a_mix(demo_ws, runs) -> None:
+    single = evaluate_run(demo_ws, "t-sup", "test").metrics
+    twice = evaluate_ensemble(demo_ws, ["t-sup", "t-sup"], "test")  # the average of one run is that run
+    for key in ("accuracy", "roc_auc_ovr", "anomaly_auroc", "n"):
+        if key in twice:
+            assert twice[key] == pytest.approx(single[key]), key
+    assert twice["accuracy_at_val_threshold"] == pytest.approx(single["accuracy_at_val_threshold"])
+    train(demo_ws, "demo", "supervised", run="t-sup-b", epochs=1, pretrained=False, seed=1, **TINY)
+    pair = evaluate_ensemble(demo_ws, ["t-sup", "t-sup-b"], "test", tta=True)
+    assert pair["n"] == single["n"] and 0.0 <= pair["roc_auc_ovr"] <= 1.0 and pair["runs"] == ["t-sup", "t-sup-b"]
+    with pytest.raises(TrainingError, match="same classes"):
+        evaluate_ensemble(demo_ws, ["t-sup", "t-vae"], "test")
 
 
 @pytest.mark.parametrize("run", ["t-sup", "t-vae", "t-hyb"])
