@@ -63,6 +63,8 @@ def rebuild_phase(payload: dict[str, Any]) -> Any:
     if hasattr(cls, "rebuild"):
         phase.model = cls.rebuild(payload["model_args"])
         phase._args = dict(payload["model_args"])
+        if hasattr(phase, "settle"):  # settings the phase can tell from its model better than an old config
+            phase.settle()
     try:
         phase.model.load_state_dict(payload["model_state"])
     except RuntimeError as err:

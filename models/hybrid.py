@@ -219,6 +219,12 @@ class HybridPhase:
                            model_args.get("num_classes", sup["num_classes"]),
                            **model_args.get("classifier_calibration", {}))  # older hybrids: none
 
+    def settle(self) -> None:
+        """After a reload: a hybrid saved before multi-view scores has a single-view VAE part
+        and no vae_scoring in its configuration, which would read as the new default."""
+        if "views" not in self._args.get("vae_scorer", {}):
+            self.config.vae_scoring = "run"
+
     def model_args(self) -> dict[str, Any]:
         return dict(self._args)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.checkpoints import rebuild_phase
 from app.data import phase_images, split_rows
 from app.evaluate import evaluate_run
 from app.export import export_run
@@ -168,6 +169,11 @@ def test_how_the_vae_scores_is_chosen_on_validation_and_travels_with_the_run(dem
     fallback = HybridPhase(HybridConfig(), views.classes)
     fallback.attach(load_run_phase(demo_ws, sup.run), older)
     assert fallback.config.vae_scoring == "run" and not isinstance(fallback.model.vae_scorer, MultiViewScore)
+    # A hybrid saved then has no vae_scoring in its configuration: it reloads saying "run", as it scores.
+    payload = torch.load(demo_ws.run_dir("a-hyb-ref") / "best.pt", map_location="cpu", weights_only=True)
+    del payload["config"]["vae_scoring"]
+    assert rebuild_phase(payload).config.vae_scoring == "run"
+    assert load_run_phase(demo_ws, "a-hyb-views").config.vae_scoring == "views"
 
 
 def test_a_multi_view_score_takes_the_most_unusual_view_among_normals() -> None:
