@@ -62,6 +62,17 @@ def _operating_point(is_anomaly: np.ndarray, scores: np.ndarray, threshold: floa
     }
 
 
+def _at_val_threshold(val_outputs: np.ndarray, val_rows: list, is_anomaly: np.ndarray, anomaly_score: np.ndarray,
+                      normal: int) -> dict[str, float]:
+    """Accuracy, sensitivity and specificity at the anomaly threshold chosen on validation
+    (Youden on 1 - P(normal)), as ``*_at_val_threshold``; empty when none can be chosen."""
+    val_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in val_rows])
+    cut = youden_threshold(val_anomaly, 1.0 - val_outputs[:, normal])
+    if cut is None:
+        return {}
+    return {f"{k}_at_val_threshold": v for k, v in _operating_point(is_anomaly, anomaly_score, cut).items()}
+
+
 def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progress | None = None,
                  tta: bool = False) -> Evaluation:
     """Evaluate run ``run`` on ``split``; writes plots (Grad-CAM overlays for classifiers),
@@ -92,11 +103,8 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
                 metrics["ci95"]["anomaly_auroc"] = anomaly_intervals(is_anomaly, anomaly_score)
                 if split != "val":  # an anomaly threshold chosen on validation (Youden), applied here
                     val_outputs, val_rows = _scores(ws, phase, meta["dataset"], "val", None, tta)
-                    val_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in val_rows])
-                    cut = youden_threshold(val_anomaly, 1.0 - val_outputs[:, phase.classes.index("normal")])
-                    if cut is not None:
-                        metrics.update({f"{k}_at_val_threshold": v for k, v in
-                                        _operating_point(is_anomaly, anomaly_score, cut).items()})
+                    metrics.update(_at_val_threshold(val_outputs, val_rows, is_anomaly, anomaly_score,
+                                                     phase.classes.index("normal")))
                 made.append(plots.roc_plot(is_anomaly, anomaly_score, run_dir / f"roc_{split}.png",
                                            "Anomalous vs normal"))
                 made.append(plots.pr_plot(is_anomaly, anomaly_score, run_dir / f"pr_{split}.png",
@@ -157,15 +165,10 @@ def evaluate_ensemble(ws: Workspace, runs: list[str], split: str = "test", tta: 
     metrics["ci95"] = bootstrap_intervals(outputs, targets)
     if "normal" in classes:
         normal = classes.index("normal")
-        is_anomaly = np.array([r["label"] != "normal" for r in rows], dtype=int)
+        is_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in rows])
         metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, 1.0 - outputs[:, normal])
         if split != "val":
-            val_outputs, val_rows = averaged("val")
-            cut = youden_threshold(np.array([r["label"] != "normal" for r in val_rows], dtype=int),
-                                   1.0 - val_outputs[:, normal])
-            if cut is not None:
-                metrics.update({f"{k}_at_val_threshold": v for k, v in
-                                _operating_point(is_anomaly, 1.0 - outputs[:, normal], cut).items()})
+            metrics.update(_at_val_threshold(*averaged("val"), is_anomaly, 1.0 - outputs[:, normal], normal))
     return {**metrics, "runs": list(runs), "tta": tta}
 
 
