@@ -120,7 +120,7 @@ def main() -> int:
             test = evaluate_run(ws, "bench-0", "test", tta=args.tta).metrics
         else:
             test = evaluate_ensemble(ws, [r.run for r in runs], "test", tta=args.tta)
-        epochs_done = "+".join(str(r.epochs_done) for r in runs)
+        epochs_done = runs[0].epochs_done if members == 1 else "+".join(str(r.epochs_done) for r in runs)
     figures = {
         "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "epochs": epochs_done, "ensemble": members,
         "train_seconds": round(train_seconds, 1), "test_auc": round(test["roc_auc_ovr"], 4),
