@@ -142,6 +142,26 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
     return Evaluation(run, split, metrics, report, made)
 
 
+def ensemble_partners(ws: Workspace, run: str) -> list[str]:
+    """Finished classifier runs that ``run`` can be averaged with (evaluate_ensemble):
+    the same dataset and classes, ``run`` itself left out; none when ``run`` is no classifier."""
+    from app.errors import UnknownNameError
+    from models import get_phase_class
+
+    def classifier(meta: dict[str, Any]) -> bool:
+        try:
+            return get_phase_class(meta["phase"]).spec.output == "class_probabilities"
+        except (KeyError, UnknownNameError):  # no phase recorded, or one this version does not know
+            return False
+
+    this = ws.run_metadata(run)
+    if not classifier(this):
+        return []
+    return [m["run"] for m in ws.runs()
+            if m["run"] != run and m.get("status") in ("complete", "stopped") and classifier(m)
+            and m.get("dataset") == this.get("dataset") and m.get("classes") == this.get("classes")]
+
+
 def evaluate_ensemble(ws: Workspace, runs: list[str], split: str = "test", tta: bool = False) -> dict[str, Any]:
     """Metrics of several classifier runs of one dataset averaged (their calibrated class
     probabilities, e.g. runs that differ only in seed): the same figures as one run's,

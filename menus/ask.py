@@ -39,3 +39,9 @@ def ask_int(message: str, default: int, low: int = 1, high: int = 100000) -> int
 
 def ask_confirm(message: str, default: bool = True) -> bool | None:
     return questionary.confirm(message, default=default).ask()
+
+
+def ask_checkbox(message: str, choices: list[questionary.Choice]) -> list[Any] | None:
+    """Several answers (Space picks, Enter goes on); an empty list when none is picked."""
+    return questionary.checkbox(message, choices=choices, qmark="?",
+                                instruction="(Space picks, Enter goes on; none: this run alone)").ask()

@@ -10,13 +10,13 @@ import questionary
 from rich.markdown import Markdown
 from rich.panel import Panel
 
-from app.evaluate import evaluate_run
+from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run
 from app.bundle import export_bundle
 from app.training import train
 from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_state
 from app.workspace import Workspace
 from menus import render
-from menus.ask import ask_choice, ask_confirm, ask_int, ask_path, ask_text
+from menus.ask import ask_checkbox, ask_choice, ask_confirm, ask_int, ask_path, ask_text
 from menus.stopping import clean_stop
 from menus.console import console, progress_bars
 from menus.settings import Settings
@@ -99,6 +99,17 @@ def evaluate_menu(s: Session) -> None:
     run = _pick_run(s, "Evaluate which run?")
     if run is None:
         return
+    partners = ensemble_partners(s.ws, run)
+    if partners:
+        others = ask_checkbox("Average with other runs of this dataset (an ensemble, e.g. other seeds)?",
+                              [questionary.Choice(name, value=name) for name in partners])
+        if others is None:
+            return
+        if others:
+            console.print("Averaging the runs' calibrated probabilities (shown, nothing written)...")
+            metrics = evaluate_ensemble(s.ws, [run, *others], "test")
+            show_evaluation(metrics, s.ws.run_metadata(run).get("classes", []), " + ".join(metrics["runs"]))
+            return
     with progress_bars() as bar:
         result = evaluate_run(s.ws, run, "test", progress=bar)
     show_evaluation(result.metrics, s.ws.run_metadata(run).get("classes", []), result.run)

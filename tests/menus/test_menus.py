@@ -105,6 +105,19 @@ def test_training_stopped_cleanly_is_marked_stopped_and_resumes(demo_ws) -> None
     assert again.epochs_done == 3 and demo_ws.run_metadata("m-stop")["status"] == "complete"
 
 
+def test_the_evaluate_menu_averages_runs_picked_as_an_ensemble(session, demo_ws) -> None:
+    from app.training import train
+
+    for run, seed in (("m-ens-a", 0), ("m-ens-b", 1)):
+        train(demo_ws, "demo", "supervised", run=run, epochs=1, image_size=32, batch_size=16, pretrained=False,
+              backbone="resnet18", seed=seed)
+    session.ws = demo_ws
+    # Pick m-ens-a (typing filters), then tick the first run offered to average with it.
+    drive(["m-ens-a  (", ENTER, " ", ENTER], screens.evaluate_menu, session)
+    text = session.screen.file.getvalue()
+    assert "m-ens-a + " in text and "nothing written" in text and "Report:" not in text
+
+
 def test_the_catalog_shows_the_details_and_downloads_nothing_unless_confirmed(session) -> None:
     keys = ["collect", ENTER, "catalog", ENTER, ENTER, "n", "quit", ENTER]  # "n" answers at once
     drive(keys, main_menu.main_menu, session)
