@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--clahe", action="store_const", const=True, help="equalize contrast (CLAHE) before resizing")
     tr.add_argument("--ema", type=float, metavar="DECAY",
                     help="classifiers: keep an exponential moving average of the weights (e.g. 0.99)")
+    tr.add_argument("--mixup", type=float, metavar="ALPHA",
+                    help="classifiers: blend pairs of training images and their labels (mixup; e.g. 0.2; default off)")
     tr.add_argument("--augment", choices=["none", "standard", "strong"],
                     help="training augmentation (default standard: flips and shifts; cube3d: strong)")
     tr.add_argument("--calibration", choices=["temperature+bias", "temperature", "none"],
@@ -252,7 +254,7 @@ def _collect_listing(source: str, options: dict[str, Any]) -> Any:
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "beta", "decoder", "area", "neighbours",
+            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "mixup", "beta", "decoder", "area", "neighbours",
             "score", "threshold_rule", "weight", "width", "positions", "calibration", "vae_scoring", "views")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:

@@ -100,6 +100,19 @@ def _augment(images: "Any", generator: "Any", kind: str = "standard") -> "Any":
     return torch.cat([images[:, :1].clamp(0, 1) ** gamma, images[:, 1:]], dim=1)
 
 
+def mix_batch(images: "Any", targets: "Any", classes: int, share: float, generator: "Any") -> tuple["Any", "Any"]:
+    """Mixup (Zhang et al., ICLR 2018): each image blended with another of the batch,
+    ``share`` of itself and the rest of the other, and its target the same blend of the
+    two one-hot labels (class probabilities, which the classifiers' cross-entropy takes
+    as they are). ``share`` is drawn per batch from Beta(alpha, alpha)."""
+    import torch
+
+    partner = torch.randperm(len(images), generator=generator)
+    one_hot = torch.nn.functional.one_hot(targets, classes).float()
+    return (share * images + (1 - share) * images[partner],
+            share * one_hot + (1 - share) * one_hot[partner])
+
+
 def _rotation(angles: "Any") -> "Any":
     """Rotation matrices (N, d, d) from one angle (2D) or three, about each axis (3D)."""
     import torch
@@ -125,6 +138,17 @@ def _schedule(total_steps: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
+FIT_EPOCHS = 3  # epochs timed before a time-limited run fits its schedule to the time left
+TIME_MARGIN = 0.95  # the share of the time left the fitted schedule plans to use
+
+
+def fitted_epochs(done: int, planned: int, seconds_per_epoch: float, seconds_left: float) -> int:
+    """How many epochs in all a time-limited run can finish: ``done`` plus as many as fit
+    in ``seconds_left`` (with a margin), never more than ``planned`` nor fewer than ``done + 1``."""
+    more = int(TIME_MARGIN * seconds_left / max(seconds_per_epoch, 1e-9))
+    return max(done + 1, min(planned, done + more))
+
+
 def train(
     ws: Workspace,
     dataset: str,
@@ -141,7 +165,9 @@ def train(
 
     A run folder that already holds ``last.pt`` is resumed from its last
     finished epoch, with the configuration it was started with. With
-    ``time_limit_s`` no epoch starts that would end past the limit.
+    ``time_limit_s`` no epoch starts that would end past the limit, and after its first
+    FIT_EPOCHS epochs a run that would not finish in time plans fewer epochs (the
+    learning-rate schedule then ends with the time, rather than being cut off high).
 
     Raises:
         DatasetError: no such dataset, or no rows for this phase.
@@ -175,6 +201,8 @@ def train(
         phase = create_phase(phase_name, classes, **config)
     except (TypeError, ValueError) as err:
         raise TrainingError(f"Cannot set up phase {phase_name!r}: {err}") from err
+    if not float(getattr(phase.config, "mixup", 0.0) or 0.0) >= 0:
+        raise TrainingError(f"Mixup's alpha must be 0 (off) or more (e.g. 0.2), not {phase.config.mixup}.")
     if getattr(phase.config, "augment", "standard") not in AUGMENTATIONS:
         raise TrainingError(f"Unknown augmentation {phase.config.augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -250,9 +278,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     per_rank = len(train_x) // rt.world  # every process takes as many batches, or DDP would wait forever
     steps_per_epoch = math.ceil(per_rank / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(steps_per_epoch * config.epochs, max(1, steps_per_epoch // 2 + 1))
-    )
+    warmup = max(1, steps_per_epoch // 2 + 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(steps_per_epoch * config.epochs, warmup))
     scaler = rt.scaler()
     raw = phase.model
     ema = _averaged(raw, float(getattr(config, "ema", 0.0) or 0.0))
@@ -269,6 +296,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                "config": phase.config_dict()}
     epoch, out_of_time = start, False
     augment = getattr(config, "augment", "standard")
+    mixup = float(getattr(config, "mixup", 0.0) or 0.0)
     with wrapped_for_training(raw, rt) as trainable:
         for epoch in range(start, config.epochs):
             began = time.perf_counter()
@@ -279,17 +307,22 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             # Every random draw of an epoch derives from (seed, epoch): a resumed run repeats it exactly.
             torch.manual_seed(config.seed * 100003 + epoch)
             generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+            mixing = np.random.default_rng(config.seed * 100003 + epoch) if mixup else None
             order = torch.randperm(len(train_x), generator=generator)[: per_rank * rt.world][rt.rank :: rt.world]
             total, seen = 0.0, 0
             for k in range(steps_per_epoch):
                 index = order[k * config.batch_size : (k + 1) * config.batch_size]
                 if len(index) < 2 and k > 0 and rt.world == 1:
                     continue  # a batch of one breaks batch norm; its images come back next epoch
-                images = _augment(train_x[index], generator, augment).to(rt.device, non_blocking=True)
+                images, targets = _augment(train_x[index], generator, augment), train_y[index]
+                if mixing is not None:
+                    images, targets = mix_batch(images, targets, len(phase.classes), float(mixing.beta(mixup, mixup)),
+                                                generator)
+                images, targets = images.to(rt.device, non_blocking=True), targets.to(rt.device)
                 phase.model = trainable  # the step calls through DDP, which averages the gradients
                 try:
                     with rt.autocast():
-                        loss = phase.step((images, train_y[index].to(rt.device)))["loss"]
+                        loss = phase.step((images, targets))["loss"]
                 finally:
                     phase.model = raw
                 optimizer.zero_grad(set_to_none=True)
@@ -320,6 +353,16 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             history.append(record)
             improved = metrics["monitor"] > best
             best, stale = (metrics["monitor"], 0) if improved else (best, stale + 1)
+            if time_limit_s is not None and epoch + 1 - start == FIT_EPOCHS and epoch + 1 < config.epochs:
+                per_epoch = float(np.median([r["seconds"] for r in history[-FIT_EPOCHS:]]))  # a slow first epoch aside
+                planned = int(_agreed(rt, str(fitted_epochs(epoch + 1, config.epochs, per_epoch,
+                                                            time_limit_s - (time.perf_counter() - started)))))
+                if planned < config.epochs:
+                    log.info("%s: %d of %d epochs fit in the time limit; the learning-rate schedule is fitted "
+                             "to %d", run_dir.name, planned, config.epochs, planned)
+                    config.epochs = planned
+                    scheduler.lr_lambdas = [_schedule(steps_per_epoch * planned, warmup)] * len(scheduler.lr_lambdas)
+                    payload["config"] = base["config"] = phase.config_dict()
             if rt.main:
                 state = {k: v.cpu() for k, v in raw.state_dict().items()}
                 if improved:
@@ -337,8 +380,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                 log.info("%s epoch %d/%d: %s", run_dir.name, epoch + 1, config.epochs,
                          ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "monitor")))
             report(progress, "Epochs", epoch + 1, config.epochs, **{k: v for k, v in record.items() if k != "epoch"})
-            out_of_time = time_limit_s is not None and (
-                time.perf_counter() - started + record["seconds"] > time_limit_s)
+            out_of_time = time_limit_s is not None and _agreed(rt, str(  # every process stops together
+                time.perf_counter() - started + record["seconds"] > time_limit_s)) == "True"
             if stale >= patience or out_of_time or (should_stop and should_stop()):
                 break
     raw.to("cpu")

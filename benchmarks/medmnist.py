@@ -74,6 +74,8 @@ def main() -> int:
                         help="default strong: it scored above standard on the MedMNIST files measured here (README)")
     parser.add_argument("--clahe", action="store_true")
     parser.add_argument("--ema", type=float, default=0.0, help="decay of a weight average (e.g. 0.99); 0: off")
+    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                        help="blend pairs of training images and labels, Beta(ALPHA, ALPHA) shares (e.g. 0.2); 0: off")
     parser.add_argument("--no-class-weights", action="store_true",
                         help="plain cross-entropy (MedMNIST's protocol) instead of the app's class-weighted loss")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image at test time")
@@ -111,7 +113,7 @@ def main() -> int:
               f"in {args.minutes / members:.3g} minutes" + (f", for each of {members} runs" if members > 1 else ""), flush=True)
         began = time.perf_counter()
         options = ({"width": args.width} if dims == 3 else {"pretrained": False, "clahe": args.clahe})
-        options.update(ema=args.ema, class_weights=not args.no_class_weights, calibration=args.calibration)
+        options.update(ema=args.ema, mixup=args.mixup, class_weights=not args.no_class_weights, calibration=args.calibration)
         runs = [train(ws, name, phase, run=f"bench-{k}", backbone=args.backbone, image_size=args.image_size,
                       epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=k,
                       patience=max(5, epochs), time_limit_s=budget, **options) for k in range(members)]
@@ -126,7 +128,7 @@ def main() -> int:
         "train_seconds": round(train_seconds, 1), "test_auc": round(test["roc_auc_ovr"], 4),
         "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
         "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
-        "tta": args.tta, "ema": args.ema, "class_weights": not args.no_class_weights, "calibration": args.calibration, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
+        "tta": args.tta, "ema": args.ema, "mixup": args.mixup, "class_weights": not args.no_class_weights, "calibration": args.calibration, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
     }
     print(f"\n{name} test split ({test['n']} images), " + ("one run" if members == 1 else f"{members} runs averaged") + ":\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")
@@ -134,7 +136,7 @@ def main() -> int:
         print(f"| {method} (MedMNIST v2) | {auc:.3f} | {acc:.3f} |")
     ci_auc, ci_acc = figures["test_auc_ci95"] or [0, 0], figures["test_acc_ci95"] or [0, 0]
     extras = "".join([f", {args.augment} augmentation", ", CLAHE" if args.clahe else "", ", TTA" if args.tta else "",
-                      f", EMA {args.ema:g}" if args.ema else "", ", no class weights" if args.no_class_weights else "",
+                      f", EMA {args.ema:g}" if args.ema else "", f", mixup {args.mixup:g}" if args.mixup else "", ", no class weights" if args.no_class_weights else "",
                       f", calibration {args.calibration}" if args.calibration != "temperature+bias" else "",
                       f", ensemble of {members} seeds" if members > 1 else ""])
     print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch{extras}, {epochs_done} epochs, "

@@ -40,6 +40,7 @@ class Cube3DConfig:
     # AdrenalMNIST3D (benchmarks/medmnist.py, 10 min) test AUC 0.888 and 0.893 against 0.857 and 0.842.
     augment: str = "strong"
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
     positions: bool = False  # the cube's anatomical position as an extra input
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     seed: int = 0

@@ -32,6 +32,7 @@ class SupervisedConfig:
     clahe: bool = False  # contrast-limited adaptive histogram equalization before resizing
     augment: str = "standard"  # none | standard (flips, shifts) | strong (+ rotation, zoom, contrast)
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     seed: int = 0
 

@@ -8,7 +8,7 @@ import torch
 
 from app.checkpoints import load_checkpoint
 from app.errors import DatasetError, TrainingError
-from app.evaluate import evaluate_ensemble, evaluate_run
+from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run
 from app.export import export_run
 from app.training import load_run_phase, train
 
@@ -64,6 +64,9 @@ def test_an_ensemble_averages_classifier_runs_and_refuses_a_mix(demo_ws, runs) -
     assert pair["n"] == single["n"] and 0.0 <= pair["roc_auc_ovr"] <= 1.0 and pair["runs"] == ["t-sup", "t-sup-b"]
     with pytest.raises(TrainingError, match="same classes"):
         evaluate_ensemble(demo_ws, ["t-sup", "t-vae"], "test")
+    partners = ensemble_partners(demo_ws, "t-sup")  # what the Evaluate menu offers to average with
+    assert "t-sup-b" in partners and not {"t-sup", "t-vae", "t-hyb"} & set(partners)
+    assert ensemble_partners(demo_ws, "t-vae") == [] and ensemble_partners(demo_ws, "t-hyb") == []
 
 
 @pytest.mark.parametrize("run", ["t-sup", "t-vae", "t-hyb"])
@@ -114,6 +117,51 @@ def test_a_weight_average_is_validated_kept_and_resumed_exactly(demo_ws) -> None
     assert not all(torch.equal(best[k], a["model_state"][k]) for k in weights)
     with pytest.raises(TrainingError, match="between 0 and 1"):
         train(demo_ws, "demo", "supervised", run="e-bad", epochs=1, pretrained=False, ema=1.5, **TINY)
+
+
+def test_a_time_limited_run_fits_its_schedule_to_the_time_left(demo_ws, monkeypatch) -> None:
+    from app import training
+    from app.training import fitted_epochs
+
+    assert fitted_epochs(3, 100, 2.0, 40.0) == 3 + 19  # 95% of the time left, whole epochs
+    assert fitted_epochs(3, 10, 2.0, 400.0) == 10  # never more than planned
+    assert fitted_epochs(3, 100, 2.0, -5.0) == 4  # out of time already: the next epoch ends it
+    monkeypatch.setattr(training, "FIT_EPOCHS", 1)  # time one epoch (seconds here), not three
+    result = train(demo_ws, "demo", "supervised", run="tl", epochs=60, pretrained=False, backbone="resnet18",
+                   time_limit_s=10.0, **TINY)
+    meta = demo_ws.run_metadata("tl")
+    planned = meta["config"]["epochs"]
+    assert 1 < planned < 60, "the plan shrank to what fits"
+    assert result.epochs_done <= planned and meta["status"] == "complete"
+    assert load_checkpoint(result.path / "last.pt")["config"]["epochs"] == planned, "a resume keeps the fitted plan"
+
+
+def test_mixup_blends_images_and_labels_alike() -> None:
+    from app.training import mix_batch
+
+    images = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, 2, 2).clone()
+    labels = torch.tensor([0, 1, 2, 1])
+    mixed, soft = mix_batch(images, labels, 3, 0.7, torch.Generator().manual_seed(0))
+    partner = torch.randperm(4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(mixed[:, 0, 0, 0], 0.7 * images[:, 0, 0, 0] + 0.3 * images[partner, 0, 0, 0])
+    assert torch.allclose(soft.sum(dim=1), torch.ones(4))
+    for i in range(4):  # each target is the same blend of the two images' labels
+        assert soft[i, labels[i]] >= 0.7 - 1e-6 and soft[i, labels[partner[i]]] >= 0.3 - 1e-6
+    same, hard = mix_batch(images, labels, 3, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(same, images) and torch.equal(hard.argmax(1), labels)
+
+
+def test_mixup_trains_reproducibly_and_rejects_a_negative_alpha(demo_ws) -> None:
+    common = {"epochs": 1, "pretrained": False, "backbone": "resnet18", **TINY}
+    a = train(demo_ws, "demo", "supervised", run="m-a", mixup=0.4, **common)
+    b = train(demo_ws, "demo", "supervised", run="m-b", mixup=0.4, **common)
+    plain = train(demo_ws, "demo", "supervised", run="m-plain", **common)
+    wa, wb, wp = (load_checkpoint(r.path / "last.pt")["model_state"] for r in (a, b, plain))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "one seed, one result"
+    assert not all(torch.equal(wa[k], wp[k]) for k in wa), "mixup changes what is learned"
+    assert demo_ws.run_metadata("m-a")["config"]["mixup"] == 0.4
+    with pytest.raises(TrainingError, match="Mixup"):
+        train(demo_ws, "demo", "supervised", run="m-bad", mixup=-1.0, **common)
 
 
 def test_the_kept_model_has_batch_norm_statistics_measured_for_its_weights(demo_ws) -> None:
