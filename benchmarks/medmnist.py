@@ -6,8 +6,9 @@
 
 The file is organized as it comes (official splits), trained with the `supervised`
 phase (2D) or the `cube3d` phase (3D files), with strong augmentation unless
-``--augment`` says otherwise, under a wall-clock budget (epochs are chosen from a timed probe so that the
-learning-rate schedule completes), evaluated once on the test split. ``--ensemble K`` shares the same budget among K runs
+``--augment`` says otherwise, under a wall-clock budget (epochs are planned from a timed probe, and the
+training loop fits the plan again after timing its first epochs, so that the learning-rate schedule
+completes), evaluated once on the test split. ``--ensemble K`` shares the same budget among K runs
 that differ only in seed and averages their calibrated probabilities (app.evaluate.evaluate_ensemble).
 """
 
