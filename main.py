@@ -159,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--latent-dim", type=int, help="VAE latent size")
     tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
     tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default ssim)")
-    tr.add_argument("--decoder", choices=["calibrated", "fixed"],
-                    help="VAE reconstruction term: calibrated noise level (default, sharp) or fixed (sum of squares)")
+    tr.add_argument("--decoder", choices=["calibrated", "per-image", "fixed"],
+                    help="VAE reconstruction term: noise level calibrated per batch (default, sharp) or per image "
+                         "(mixed modalities), or fixed (sum of squares)")
     tr.add_argument("--area", type=float, help="VAE: score the worst fraction of pixels (1: the whole image; "
                     "default: chosen on validation between 1 and 0.1)")
     tr.add_argument("--neighbours", type=int, help="VAE: compare each score with this many look-alike validation "

@@ -86,7 +86,8 @@ def one_run(args: argparse.Namespace, seed: int, tmp: str) -> tuple[dict, dict, 
     common = {"image_size": args.image_size, "epochs": args.epochs, "batch_size": 16, "seed": seed}
     sup = train(ws, open_name, "supervised", run=f"open-sup-{seed}", pretrained=False, backbone=args.backbone,
                 **common)
-    vae = train(ws, open_name, "vae", run=f"open-vae-{seed}", score=args.vae_score, **common)
+    decoder = {"decoder": args.vae_decoder} if args.vae_decoder else {}
+    vae = train(ws, open_name, "vae", run=f"open-vae-{seed}", score=args.vae_score, **decoder, **common)
     hyb = train(ws, open_name, "hybrid", run=f"open-hyb-{seed}", supervised_run=sup.run, vae_run=vae.run)
     half = train(ws, open_name, "hybrid", run=f"open-hyb-half-{seed}", supervised_run=sup.run, vae_run=vae.run,
                  weight=0.5)
@@ -120,6 +121,8 @@ def main() -> int:
     parser.add_argument("--backbone", default="efficientnet_b0", help="the supervised phase's timm backbone")
     parser.add_argument("--save-scores", metavar="DIR", help="keep each seed's test scores here (npz)")
     parser.add_argument("--vae-score", default="ssim", choices=["mse", "l1", "ssim", "kl"])
+    parser.add_argument("--vae-decoder", choices=["calibrated", "per-image", "fixed"],
+                        help="the VAE's reconstruction term (default: the VAE phase's)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one whole run each")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
@@ -153,6 +156,7 @@ def main() -> int:
         figures = {
             "dataset": source, "held_out": args.hold_out, "seeds": seeds, "test_counts_first_run": counts,
             "hybrid_weight": weight, "backbone": args.backbone, "epochs": args.epochs, "image_size": args.image_size, "vae_score": args.vae_score,
+            "vae_decoder": args.vae_decoder or "default",
             "seconds": round(time.perf_counter() - began, 1),
         }
         for name, key in ((n, n) for n in names):

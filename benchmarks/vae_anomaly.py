@@ -72,7 +72,7 @@ def main() -> int:
     parser.add_argument("--select-score", default="mse", help="the score whose validation AUROC picks the best epoch")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--decoder", default="calibrated", choices=["calibrated", "fixed"],
+    parser.add_argument("--decoder", default="calibrated", choices=["calibrated", "per-image", "fixed"],
                         help="the VAE's reconstruction term (models/vae.py)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()

@@ -41,8 +41,9 @@ class VAEConfig:
     # The reconstruction term. "calibrated": a Gaussian decoder whose variance is the
     # batch's own mean squared error (sigma-VAE, Rybkin et al. 2021), so the KL term
     # weighs as much as the images' real noise allows and reconstructions stay sharp;
-    # "fixed": the sum of squared errors (variance 1/2), which on [0, 1] images lets the
-    # KL term win and blurs every reconstruction into an average shape.
+    # "per-image": the same with each image's own mean squared error (mixed modalities:
+    # see reconstruction_nll); "fixed": the sum of squared errors (variance 1/2), which on
+    # [0, 1] images lets the KL term win and blurs every reconstruction into an average shape.
     decoder: str = "calibrated"
     beta: float = 1.0
     kl_warmup_epochs: int = 5
@@ -112,11 +113,29 @@ class ConvVAE(nn.Module):
 
 
 SCORES = ("mse", "l1", "ssim", "kl")
-DECODERS = ("calibrated", "fixed")
+DECODERS = ("calibrated", "per-image", "fixed")
 AREAS = (1.0, 0.1)  # single views validation chooses among; the first of each when it cannot
 NEIGHBOURS = (0, 5)
 MIN_LOG_SIGMA = -6.0  # the calibrated decoder's noise floor (sigma >= 0.0025 on [0, 1] images)
 THRESHOLD_RULES = ("percentile", "roc")
+
+
+def reconstruction_nll(squared: torch.Tensor, decoder: str) -> torch.Tensor:
+    """The reconstruction term, averaged over the batch, from squared errors (N, pixels).
+
+    "calibrated" and "per-image": the Gaussian negative log-likelihood at the optimal
+    sigma, D/2 log(sigma^2) + D/2 per image (constants dropped), sigma^2 being the mean
+    squared error of the whole batch or of each image. A shared sigma lets the images
+    that reconstruct worst (e.g. noisy CT heads beside clean radiographs) set the noise
+    level for all, so the sharp ones are fitted loosely; with a sigma per image each
+    image's error counts against its own level (halving any image's error gains as much,
+    tests/app/test_anomaly.py). "fixed": the plain sum of squared errors.
+    """
+    if decoder == "fixed":
+        return squared.sum(1).mean()
+    mse = squared.mean() if decoder == "calibrated" else squared.mean(1)
+    log_sigma = (0.5 * mse.clamp_min(1e-12).log()).clamp_min(MIN_LOG_SIGMA)
+    return (squared.shape[1] * log_sigma + squared.sum(1) / (2 * torch.exp(2 * log_sigma))).mean()
 
 
 def _gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
@@ -370,15 +389,7 @@ class VAEPhase:
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, _ = batch
         recon, mu, logvar = self.model(images)
-        squared = F.mse_loss(recon, images, reduction="none").flatten(1)
-        if self.config.decoder == "calibrated":
-            # Gaussian negative log-likelihood at the optimal shared sigma (sigma^2 = the
-            # batch's mean squared error): D/2 * log(sigma^2) + D/2 per image, constants dropped.
-            log_sigma = (0.5 * squared.mean().clamp_min(1e-12).log()).clamp_min(MIN_LOG_SIGMA)
-            pixels = squared.shape[1]
-            reconstruction = pixels * log_sigma + squared.sum(1).mean() / (2 * torch.exp(2 * log_sigma))
-        else:
-            reconstruction = squared.sum(1).mean()
+        reconstruction = reconstruction_nll(F.mse_loss(recon, images, reduction="none").flatten(1), self.config.decoder)
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
         warm = min(1.0, (self.epoch + 1) / max(1, self.config.kl_warmup_epochs))
         return {"loss": reconstruction + self.config.beta * warm * kl, "output": recon}

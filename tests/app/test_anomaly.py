@@ -79,6 +79,25 @@ def test_a_focused_score_averages_the_worst_pixels() -> None:
         ReconstructionScore(vae, "mse", area=0.0)
 
 
+def test_a_noise_level_per_image_weighs_each_image_against_its_own_error() -> None:
+    """Halving one image's error gains as much as halving another's with a sigma per image,
+    however unequal their errors; with one sigma for the batch the worse image decides."""
+    from models.vae import reconstruction_nll
+
+    errors = torch.tensor([0.01, 0.1]).repeat_interleave(64).view(2, 64)  # the second image: 10x the error
+
+    def gain(decoder: str, k: int) -> float:
+        better = errors.clone()
+        better[k] /= 2
+        return float(reconstruction_nll(errors**2, decoder) - reconstruction_nll(better**2, decoder))
+
+    assert gain("per-image", 0) == pytest.approx(gain("per-image", 1), rel=1e-5)
+    assert gain("per-image", 0) == pytest.approx(64 * np.log(2) / 2, rel=1e-5)  # D/2 log 2, averaged over 2 images
+    assert gain("calibrated", 1) > 20 * gain("calibrated", 0)
+    assert float(reconstruction_nll(errors**2, "per-image")) == pytest.approx(
+        float(np.mean([64 * (0.5 * np.log(e**2) + 0.5) for e in (0.01, 0.1)])), rel=1e-5)
+
+
 def test_the_calibrated_decoder_is_the_gaussian_likelihood_at_the_batch_noise_level() -> None:
     torch.manual_seed(0)
     phase = VAEPhase(VAEConfig(image_size=16, latent_dim=4, base_channels=4, kl_warmup_epochs=1), ["normal"])
