@@ -151,13 +151,16 @@ def test_mixup_blends_images_and_labels_alike() -> None:
     assert torch.equal(same, images) and torch.equal(hard.argmax(1), labels)
 
 
-def test_mixup_trains_reproducibly_and_rejects_a_negative_alpha(demo_ws) -> None:
-    common = {"epochs": 1, "pretrained": False, "backbone": "resnet18", **TINY}
+def test_mixup_resumes_exactly_and_rejects_a_negative_alpha(demo_ws) -> None:
+    common = {"epochs": 2, "pretrained": False, "backbone": "resnet18", **TINY}
     a = train(demo_ws, "demo", "supervised", run="m-a", mixup=0.4, **common)
-    b = train(demo_ws, "demo", "supervised", run="m-b", mixup=0.4, **common)
+    calls = iter([True])  # stop cleanly after the first epoch, then resume
+    train(demo_ws, "demo", "supervised", run="m-b", mixup=0.4, should_stop=lambda: next(calls), **common)
+    b = train(demo_ws, "demo", "supervised", run="m-b")
+    assert b.resumed_from == 1 and b.epochs_done == 2
     plain = train(demo_ws, "demo", "supervised", run="m-plain", **common)
     wa, wb, wp = (load_checkpoint(r.path / "last.pt")["model_state"] for r in (a, b, plain))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), "one seed, one result"
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "a resumed run blends exactly as an uninterrupted one"
     assert not all(torch.equal(wa[k], wp[k]) for k in wa), "mixup changes what is learned"
     assert demo_ws.run_metadata("m-a")["config"]["mixup"] == 0.4
     with pytest.raises(TrainingError, match="Mixup"):
