@@ -105,6 +105,24 @@ def test_training_stopped_cleanly_is_marked_stopped_and_resumes(demo_ws) -> None
     assert again.epochs_done == 3 and demo_ws.run_metadata("m-stop")["status"] == "complete"
 
 
+def test_the_train_menu_trains_with_the_small_dataset_regularization_when_asked(session, demo_ws) -> None:
+    session.ws = demo_ws
+
+    def clear(text: str) -> list[str]:
+        return [BACKSPACE * len(text)]
+
+    # Dataset demo, phase supervised, backbone resnet18, 32 px, 1 epoch, standard
+    # augmentation, no CLAHE, then yes to the small-dataset question.
+    keys = ["demo", ENTER, "Supervised", ENTER, *clear("efficientnet_b0"), "resnet18", ENTER,
+            *clear("64"), "32", ENTER, *clear("15"), "1", ENTER, ENTER, ENTER, "y"]
+    before = {m["run"] for m in demo_ws.runs()}
+    drive(keys, screens.train_menu, session)
+    [run] = [m for m in demo_ws.runs() if m["run"] not in before]
+    assert run["phase"] == "supervised" and run["status"] == "complete"
+    assert run["config"]["ema"] == screens.SMALL_DATA["ema"] and run["config"]["mixup"] == screens.SMALL_DATA["mixup"]
+    assert run["config"]["backbone"] == "resnet18" and run["config"]["image_size"] == 32
+
+
 def test_the_evaluate_menu_averages_runs_picked_as_an_ensemble(session, demo_ws) -> None:
     from app.training import train
 
