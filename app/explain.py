@@ -128,31 +128,38 @@ def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: i
         maps = scorer.maps(images)[:, 0].numpy()
         recon = scorer.vae.decode(scorer.vae.encode(images)[0])[:, 0].numpy()
         scores = scorer(images).numpy()
+        local = scorer.patch_maps(images)[:, 0].numpy() if getattr(scorer, "patch", 0) else None
     report(progress, "Residual maps", 1, 1)
     path = ws.run_dir(run) / f"residuals_{split}.png"
-    _residual_grid(images[:, 0].numpy(), recon, maps, scores, chosen, path, run)
+    _residual_grid(images[:, 0].numpy(), recon, maps, scores, chosen, path, run, local)
     return Explanation(run, path, len(chosen))
 
 
 def _residual_grid(images: np.ndarray, recon: np.ndarray, maps: np.ndarray, scores: np.ndarray, rows: list,
-                   path: Path, title: str) -> None:
+                   path: Path, title: str, local: np.ndarray | None = None) -> None:
+    """Image, reconstruction and residual per column; with ``local`` (the patch view's
+    distance maps) a fourth line shows where the image's patches are unlike any normal one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top = float(np.percentile(maps, 99.5)) or 1.0  # one colour scale for all: maps compare
-    fig, axes = plt.subplots(3, len(images), figsize=(1.9 * len(images), 6.2), squeeze=False)
+    heats = [("residual", maps)] + ([("patch distance", local)] if local is not None else [])
+    lines = 2 + len(heats)
+    fig, axes = plt.subplots(lines, len(images), figsize=(1.9 * len(images), 2.07 * lines), squeeze=False)
     for k in range(len(images)):
         for line, picture in enumerate((images[k], recon[k])):
             axes[line, k].imshow(picture, cmap="gray", vmin=0, vmax=1)
-        axes[2, k].imshow(images[k], cmap="gray", vmin=0, vmax=1)
-        axes[2, k].imshow(maps[k], cmap="inferno", alpha=0.55, vmin=0, vmax=top)
         axes[0, k].set_title(f"{rows[k]['label']}\nscore {scores[k]:.4g}", fontsize=8)
+    for offset, (_, heat) in enumerate(heats):
+        top = float(np.percentile(heat, 99.5)) or 1.0  # one colour scale per line: maps compare
+        for k in range(len(images)):
+            axes[2 + offset, k].imshow(images[k], cmap="gray", vmin=0, vmax=1)
+            axes[2 + offset, k].imshow(heat[k], cmap="inferno", alpha=0.55, vmin=0, vmax=top)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    for line, name in enumerate(("image", "reconstruction", "residual")):
+    for line, name in enumerate(("image", "reconstruction", *(name for name, _ in heats))):
         axes[line, 0].set_ylabel(name, fontsize=9)
     fig.suptitle(f"VAE residuals: {title}")
     fig.tight_layout()

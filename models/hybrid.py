@@ -193,8 +193,9 @@ class HybridPhase:
                         "scores as the VAE run chose. Train the VAE again to use every view.")
             self.config.vae_scoring = "run"
         scorer = vae.scorer(views=True if self.config.vae_scoring == "views" else None)  # None: the run's own
-        how = ({"views": [list(v) for v in scorer.views]} if isinstance(scorer, MultiViewScore)
-               else {"area": scorer.area, "neighbours": scorer.neighbours})
+        how = ({"views": [list(v) for v in scorer.views],
+                **({"patch": scorer.patch, "n_patch": int(scorer.patch_codes.shape[0])} if scorer.patch else {})}
+               if isinstance(scorer, MultiViewScore) else {"area": scorer.area, "neighbours": scorer.neighbours})
         self._args = {
             "supervised": supervised.model_args(), "vae": vae.model_args(),
             "normal_index": self.classes.index("normal"), "n_reference": n_reference,

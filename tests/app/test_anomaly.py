@@ -12,7 +12,8 @@ from app.evaluate import evaluate_run
 from app.export import export_run
 from app.training import load_run_phase, train
 from models.hybrid import HybridConfig, HybridPhase, NormalTail, combine
-from models.vae import ConvVAE, MultiViewScore, ReconstructionScore, VAEConfig, VAEPhase, ssim_map, _gaussian_window
+from models.vae import (PATCH_NEIGHBOURS, VIEWS, ConvVAE, MultiViewScore, ReconstructionScore, VAEConfig, VAEPhase,
+                        _gaussian_window, patch_distance, ssim_map)
 
 TINY = {"image_size": 32, "batch_size": 16}
 
@@ -176,12 +177,17 @@ def test_how_the_vae_scores_is_chosen_on_validation_and_travels_with_the_run(dem
     train(demo_ws, "demo", "hybrid", run="a-hyb-views", supervised_run=sup.run, vae_run="a-vae-ref")
     views = load_run_phase(demo_ws, "a-hyb-views")
     assert isinstance(views.model.vae_scorer, MultiViewScore)
+    normals = sum(r["label"] == "normal" for r in val)
+    assert views.model.vae_scorer.patch == PATCH_NEIGHBOURS and len(views.model.vae_scorer.patch_codes) == normals
     with torch.no_grad():
         assert torch.allclose(views.model.vae_scorer(images), phase.scorer(views=True)(images))
     assert export_run(demo_ws, "a-hyb-views").max_abs_diff <= 1e-3
     # A VAE run from before multi-view scores keeps no pooled errors: the hybrid says so and
     # scores as the run chose.
     older = load_run_phase(demo_ws, "a-vae-ref")
+    for key in ("patch_codes", "patch_features"):  # a run from before the patch view: all views but that one
+        del older.reference[key]
+    assert older.scorer(views=True).patch == 0
     del older.reference["area_scores"]
     with pytest.raises(ValueError, match="train the VAE again"):
         older.scorer(views=True)
@@ -215,6 +221,53 @@ def test_a_multi_view_score_takes_the_most_unusual_view_among_normals() -> None:
         MultiViewScore(vae, "mse").fit_reference(normals[:1])
     with pytest.raises(ValueError, match="views"):
         MultiViewScore(vae, "mse", ((0.0, 0),))
+
+
+def bones(count: int, generator: torch.Generator, broken: bool = False) -> torch.Tensor:
+    """Bright vertical bars at random places on a dark field; ``broken``: a thin dark line across each."""
+    out = torch.full((count, 1, 32, 32), 0.1)
+    for i in range(count):
+        c = int(torch.randint(9, 23, (1,), generator=generator))
+        out[i, :, :, c - 4 : c + 4] = 0.8
+        if broken:
+            y = int(torch.randint(8, 24, (1,), generator=generator))
+            out[i, :, y : y + 2, c - 4 : c + 4] = 0.2
+    return (out + 0.02 * torch.randn(out.shape, generator=generator)).clamp(0, 1)
+
+
+def test_the_patch_view_sees_a_thin_break_that_no_reconstruction_view_sees() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    vae = ConvVAE(32, 4, 8).eval()  # untrained: its reconstructions are no help, its first block still sees edges
+    multi = MultiViewScore(vae, "mse", VIEWS, patch=PATCH_NEIGHBOURS)
+    multi.fit_reference(bones(40, generator))
+    images = torch.cat([bones(20, generator), bones(20, generator, broken=True)])
+    labels = [0] * 20 + [1] * 20
+    with torch.no_grad():
+        views, scores = multi.view_scores(images), multi(images)
+    assert views.shape == (40, len(VIEWS) + 1)
+    assert all(roc_auc_score(labels, views[:, k]) < 0.6 for k in range(len(VIEWS)))
+    assert roc_auc_score(labels, views[:, -1]) > 0.9 and roc_auc_score(labels, scores) > 0.85
+    # Its heat map (shown under the residuals) peaks where the image scores: at the break.
+    with torch.no_grad():
+        maps = multi.patch_maps(images)
+    assert maps.shape == images.shape
+    rows = maps[20:, 0].amax(dim=2).argmax(dim=1)  # the row of each broken bar's hottest point
+    breaks = (images[20:, 0] < 0.45).float().sum(dim=2).argmax(dim=1)  # the row of its dark line
+    assert ((rows - breaks).abs() <= 3).float().mean() >= 0.8
+    with pytest.raises(ValueError, match="local features of at least two"):
+        MultiViewScore(vae, "mse", VIEWS, patch=3).use_reference(torch.zeros(5, 4), torch.zeros(3, 5), (1.0, 0.1, 0.03))
+
+
+def test_the_patch_distance_skips_the_image_itself_in_the_bank() -> None:
+    torch.manual_seed(0)
+    features, codes = torch.rand(4, 9, 3), torch.rand(4, 2)
+    alone = patch_distance(features, codes, features, codes, 3)
+    assert (alone > 0).all()  # each image is compared with the three others, not with itself
+    twice = patch_distance(features, codes + 0.01, features, codes, 1)  # its own copy is the nearest code
+    assert torch.allclose(twice, torch.zeros(4), atol=1e-3)
 
 
 def test_detect_anomaly_says_what_fired(demo_ws, vae_runs) -> None:
