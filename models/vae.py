@@ -195,7 +195,14 @@ MAX_REFERENCE = 2048  # reference normals kept (evenly spread), bounding memory 
 # scored lower (infection 0.80), the second block's coarser features too (fracture 0.85). On
 # PneumoniaMNIST (diffuse opacities, not local structure) it is at chance (0.46-0.51) and the
 # whole-image reconstruction error remains the useful view: the multi-view score keeps both.
+# Like the reconstruction views against 5 neighbours, the distance is then divided by the
+# mean leave-one-out distance of the PATCH_BASELINE reference normals nearest in latent
+# space, so that an image is compared with normals of its own kind (noisy CT heads have
+# larger distances than clean radiographs): fracture seeds 2 and 0, fractured vs intact
+# bones, the patch view alone 1.00 either way, but in the multi-view score 0.44 and 0.69
+# raw against 1.00 and 1.00 divided (3 or 10 neighbours: 0.98-1.00).
 PATCH_NEIGHBOURS = 10
+PATCH_BASELINE = 5
 PATCH_REFERENCE = 128  # reference normals whose patch features are kept (evenly spread)
 PATCH_GRID = 32  # positions a side at most (patch_features)
 
@@ -391,6 +398,7 @@ class MultiViewScore(ReconstructionScore):
             positions, channels = vae.patch_shape()
             self.register_buffer("patch_codes", torch.zeros(n_patch, vae.to_mu.out_features))
             self.register_buffer("patch_features", torch.zeros(n_patch, positions, channels, dtype=torch.float16))
+            self.register_buffer("patch_scores", torch.zeros(n_patch))  # their leave-one-out distances
             self.patch_tail = NormalTail(n_patch)
 
     def _views(self, pooled: list[torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
@@ -409,7 +417,15 @@ class MultiViewScore(ReconstructionScore):
             return scores
         local = patch_distance(self.vae.patch_features(images), codes, self.patch_features, self.patch_codes,
                                self.patch)
-        return torch.cat([scores, local[:, None]], dim=1)
+        return torch.cat([scores, (local / self.patch_baseline(codes))[:, None]], dim=1)
+
+    def patch_baseline(self, codes: torch.Tensor) -> torch.Tensor:
+        """The mean leave-one-out patch distance of the PATCH_BASELINE bank images nearest to
+        each code (itself skipped): what the patch view divides by."""
+        distance = ((codes[:, None, :] - self.patch_codes[None, :, :]) ** 2).sum(dim=2)
+        distance = torch.where(distance <= SAME_IMAGE, torch.full_like(distance, 1e30), distance)
+        nearest = distance.topk(min(PATCH_BASELINE, self.patch_codes.shape[0] - 1), dim=1, largest=False).indices
+        return self.patch_scores[nearest].mean(dim=1).clamp_min(1e-12)
 
     def patch_maps(self, images: torch.Tensor) -> torch.Tensor:
         """Where the patch view looks (N, 1, H, W): each position's distance to its nearest
@@ -419,6 +435,7 @@ class MultiViewScore(ReconstructionScore):
         codes, _ = self.vae.encode(images)
         local = nearest_patch_distances(self.vae.patch_features(images), codes, self.patch_features,
                                         self.patch_codes, self.patch)
+        local = local / self.patch_baseline(codes)[:, None]
         grid = math.isqrt(local.shape[1])
         return F.interpolate(local.view(-1, 1, grid, grid), size=images.shape[-2:], mode="bilinear",
                              align_corners=False)
@@ -449,11 +466,12 @@ class MultiViewScore(ReconstructionScore):
                 raise ValueError("The patch view needs the local features of at least two reference normals.")
             self.patch_codes = patch_codes.float().to(codes.device)
             self.patch_features = patch_features.half().to(codes.device)
-            self.patch_tail = NormalTail(len(patch_codes)).to(codes.device)
-            self.patch_tail.fit(torch.cat([
+            self.patch_scores = torch.cat([
                 patch_distance(self.patch_features[i : i + 64], self.patch_codes[i : i + 64], self.patch_features,
                                self.patch_codes, self.patch)
-                for i in range(0, len(self.patch_codes), 64)]))
+                for i in range(0, len(self.patch_codes), 64)])
+            self.patch_tail = NormalTail(len(patch_codes)).to(codes.device)
+            self.patch_tail.fit(self.patch_scores / self.patch_baseline(self.patch_codes))
         areas = [float(a) for a in areas]
         missing = [a for a in self.areas if a not in areas]
         if missing:
