@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--vae-scoring", choices=["views", "run"],
                     help="hybrid: the VAE part scores through every view (default) or as the VAE run chose")
     tr.add_argument("--views", action="store_const", const=True,
-                    help="VAE: score through every view at once instead of letting validation choose")
+                    help="VAE: score through every view at once (six reconstruction views and the patch view) instead of letting validation choose")
     tr.add_argument("--seed", type=int)
 
     ev = command("evaluate", "metrics, plots and a report for a finished run")
