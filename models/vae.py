@@ -229,15 +229,13 @@ def nearest_patch_distances(features: torch.Tensor, codes: torch.Tensor, bank_fe
     distance = torch.where(distance <= SAME_IMAGE, torch.full_like(distance, 1e30), distance)
     nearest = distance.topk(min(count, bank_codes.shape[0] - 1), dim=1, largest=False).indices
     features = features.float()
-    squared = (features**2).sum(dim=2, keepdim=True)
     best = None
-    for j in range(nearest.shape[1]):
+    for j in range(nearest.shape[1]):  # |a - b|^2 = |a|^2 + min_b (|b|^2 - 2 a.b): one fused product per neighbour
         bank = bank_features[nearest[:, j]].float()
-        d = squared + (bank**2).sum(dim=2)[:, None, :] - 2 * features @ bank.transpose(1, 2)
-        d = d.min(dim=2).values
+        d = torch.baddbmm((bank**2).sum(dim=2)[:, None, :], features, bank.transpose(1, 2), alpha=-2.0).amin(dim=2)
         best = d if best is None else torch.minimum(best, d)
     assert best is not None, "a patch view needs at least two bank images"
-    return best.clamp_min(0.0).sqrt()
+    return (best + (features**2).sum(dim=2)).clamp_min(0.0).sqrt()
 
 
 class ReconstructionScore(nn.Module):
@@ -573,11 +571,13 @@ class VAEPhase:
         return self.scorer()(images)
 
     @torch.no_grad()
-    def _choose(self, images: torch.Tensor, labels: np.ndarray) -> tuple[ReconstructionScore, np.ndarray, dict]:
+    def _choose(self, images: torch.Tensor, labels: np.ndarray,
+                patch: bool = True) -> tuple[ReconstructionScore, np.ndarray, dict]:
         """Try every allowed way of scoring on the validation images (references fitted on
         the validation normals): the scorer with the best validation AUROC, its scores, and
         each trial's AUROC. Ties keep the first; validation without anomalies keeps all
-        views (or the one view set by hand)."""
+        views (or the one view set by hand). ``patch`` False: all views but the patch view
+        (what early stopping watches every epoch: the patch view costs far more)."""
         from app.metrics import anomaly_auroc
 
         self.model.eval()
@@ -588,7 +588,8 @@ class VAEPhase:
         enough = int(normal.sum()) >= 2  # one normal image cannot be its own reference
         candidates: list[ReconstructionScore] = []
         if enough and not by_hand:
-            candidates.append(MultiViewScore(self.model, c.score, VIEWS, patch=PATCH_NEIGHBOURS).to(images.device))
+            candidates.append(MultiViewScore(self.model, c.score, VIEWS, patch=PATCH_NEIGHBOURS if patch else 0)
+                              .to(images.device))
         if not c.views and (by_hand or both or not enough):
             areas = [c.area] if c.area is not None else list(AREAS if both else AREAS[:1])
             counts = [c.neighbours] if c.neighbours is not None else list(NEIGHBOURS if both else NEIGHBOURS[:1])
@@ -623,8 +624,9 @@ class VAEPhase:
 
     @torch.no_grad()
     def validation_scores(self, images: torch.Tensor, is_anomaly: np.ndarray) -> np.ndarray:
-        """What early stopping watches: the validation scores as finish() would compute them."""
-        return self._choose(images, np.asarray(is_anomaly).astype(int))[1]
+        """What early stopping watches: the validation scores as finish() would compute them,
+        but for the patch view (finish() adds it once, on the best weights)."""
+        return self._choose(images, np.asarray(is_anomaly).astype(int), patch=False)[1]
 
     @torch.no_grad()
     def finish(self, images: torch.Tensor, is_anomaly: torch.Tensor, **_: Any) -> dict[str, Any]:
