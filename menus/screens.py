@@ -88,8 +88,8 @@ def train_menu(s: Session) -> None:
         overrides.update({f"{c}_run": runs[c] for c in ("supervised", "vae")})
     if phase in ("supervised", "transfer", "cube3d"):
         regularize = ask_confirm(f"Regularize for a small dataset: average the weights (EMA {SMALL_DATA['ema']}) and "
-                                 f"blend image pairs (mixup {SMALL_DATA['mixup']})? Both helped on a few hundred images "
-                                 "(README, MedMNIST).", default=False)
+                                 f"blend image pairs (mixup {SMALL_DATA['mixup']})? Both helped on the MedMNIST sets "
+                                 "measured (README).", default=False)
         if regularize is None:
             return
         if regularize:

@@ -193,7 +193,7 @@ MAX_REFERENCE = 2048  # reference normals kept (evenly spread), bounding memory 
 # hemorrhage 1.00 / 1.00, infection 0.92 / 1.00, tumour 0.99 / 0.98, where the six
 # reconstruction views reach 0.64 / 0.40, 0.90 / 0.85, 0.90 / 0.97, 0.77 / 0.92; 3 neighbours
 # scored lower (infection 0.80), the second block's coarser features too (fracture 0.85). On
-# PneumoniaMNIST (diffuse opacities, not local structure) it is at chance (0.46-0.51) and the
+# PneumoniaMNIST (diffuse opacities, not local structure) it is at chance (0.42-0.51) and the
 # whole-image reconstruction error remains the useful view: the multi-view score keeps both.
 # Like the reconstruction views against 5 neighbours, the distance is then divided by the
 # mean leave-one-out distance of the PATCH_BASELINE reference normals nearest in latent
