@@ -278,7 +278,8 @@ def _write(folder: Path, results: list[Prediction]) -> tuple[Path, Path]:
 def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Prediction],
               models: list[Model]) -> list[Path]:
     """Grad-CAM (classifiers) or residual (VAE, hybrid) maps for up to 12 predicted items,
-    drawn with the PyTorch weights when the run's checkpoint is in the workspace."""
+    drawn with the PyTorch weights when the run's checkpoint is in the workspace; a scorer
+    with a patch view adds ``overlay_<run>_patch.png``, where patches are unlike any normal one."""
     import torch
 
     from app.explain import _vae_scorer, heat_grid
@@ -293,9 +294,11 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
         phase = model._torch or load_run_phase(ws, model.run)
         images = torch.from_numpy(np.concatenate([_prepare(item, model) for item, _ in chosen]))
         scorer = _vae_scorer(phase)
+        local = None
         if scorer is not None:
             with torch.no_grad():
                 maps = scorer.maps(images)[:, 0].numpy()
+                local = scorer.patch_maps(images)[:, 0].numpy() if getattr(scorer, "patch", 0) else None
             maps = maps / (float(np.percentile(maps, 99.5)) or 1.0)
         elif hasattr(phase, "gradcam_target") and phase.gradcam_target():
             from monai.visualize import GradCAM
@@ -309,4 +312,8 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
         path = folder / f"overlay_{model.run}.png"
         heat_grid(images[:, 0].numpy(), np.clip(maps, 0, 1), titles, path, f"{model.run}")
         made.append(path)
+        if local is not None:  # distances of 1 are a normal patch's; the scale tops at the worst found
+            local = local / max(float(np.percentile(local, 99.5)), 1.0)
+            made.append(heat_grid(images[:, 0].numpy(), np.clip(local, 0, 1), titles,
+                                  folder / f"overlay_{model.run}_patch.png", f"{model.run}: patch distance"))
     return made

@@ -318,8 +318,7 @@ class ReconstructionScore(nn.Module):
     def pooled_errors(self, normals: torch.Tensor, areas: Any, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """(latent codes (n, latent), pooled errors (len(areas), n)) of ``normals``, at most
         MAX_REFERENCE of them, evenly spread: what a reference keeps."""
-        if len(normals) > MAX_REFERENCE:
-            normals = normals[torch.linspace(0, len(normals) - 1, MAX_REFERENCE).long()]
+        normals = normals[evenly(len(normals), MAX_REFERENCE).to(normals.device)]
         codes, pooled = [], []
         for i in range(0, len(normals), batch_size):
             error, mu = self.errors(normals[i : i + batch_size])
@@ -330,8 +329,7 @@ class ReconstructionScore(nn.Module):
     @torch.no_grad()
     def fit_reference(self, normals: torch.Tensor, batch_size: int = 64) -> None:
         """Keep the latent codes and raw scores of ``normals`` (validation normals) as the reference."""
-        if len(normals) > MAX_REFERENCE:
-            normals = normals[torch.linspace(0, len(normals) - 1, MAX_REFERENCE).long()]
+        normals = normals[evenly(len(normals), MAX_REFERENCE).to(normals.device)]
         parts = [self.raw(normals[i : i + batch_size]) for i in range(0, len(normals), batch_size)]
         self.reference_scores = torch.cat([p[0] for p in parts]).float()
         self.reference_codes = torch.cat([p[1] for p in parts]).float()

@@ -108,6 +108,7 @@ def test_predict_on_a_folder_routes_each_item_and_writes_results(demo_ws, runs, 
     assert result.csv.read_text().count("\n") == 4
     assert json.loads(result.json.read_text())["results"][0]["input"]
     assert result.overlays and result.overlays[0].stat().st_size > 5_000
+    assert [p.name for p in result.overlays] == [f"overlay_{runs['hybrid']}.png", f"overlay_{runs['hybrid']}_patch.png"]
 
     # One model chosen by hand: PyTorch when it has no bundle, on every item.
     shutil.rmtree(demo_ws.exports_dir / runs["vae"], ignore_errors=True)
