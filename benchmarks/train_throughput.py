@@ -2,9 +2,9 @@
 """Training images per second: the app's loop against a bare PyTorch loop, in one run.
 
 Same model (EfficientNet-B0 by default), batch size, image size and in-memory images.
-The app's figure is whole epochs as the app runs them (augmentation, gradient clipping,
-learning-rate schedule, precise batch norm, validation on a small split, two checkpoints
-written); the bare loop is forward, loss, backward, step.
+The app's figure is whole epochs as the app times them (augmentation, gradient clipping,
+learning-rate schedule, precise batch norm, validation on a small split; the checkpoints
+are written after the epoch's timer stops); the bare loop is forward, loss, backward, step.
 
 The two take turns, one epoch each (the bare epoch runs from the app's end-of-epoch
 progress call, outside the app's epoch timer), so that a machine that speeds up or slows
