@@ -9,7 +9,7 @@ phase (2D) or the `cube3d` phase (3D files), with strong augmentation unless
 ``--augment`` says otherwise, under a wall-clock budget (epochs are planned from a timed probe, and the
 training loop fits the plan again after timing its first epochs, so that the learning-rate schedule
 completes), evaluated once on the test split. ``--ensemble K`` shares the same budget among K runs
-that differ only in seed and averages their calibrated probabilities (app.evaluate.evaluate_ensemble).
+that differ only in seed (``--seed`` the first) and averages their calibrated probabilities (app.evaluate.evaluate_ensemble).
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int, d
     return per_step * (train_images / batch) * 1.15  # + validation and loading
 
 
+def seeds_used(first: int, members: int) -> str:
+    """How the table names the seeds: nothing for the default one run of seed 0."""
+    if members > 1:
+        return f", ensemble of {members} seeds" + (f" ({first}-{first + members - 1})" if first else "")
+    return f", seed {first}" if first else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a MedMNIST-format .npz file")
@@ -74,6 +81,7 @@ def main() -> int:
     parser.add_argument("--augment", default="strong", choices=["none", "standard", "strong"],
                         help="default strong: it scored above standard on the MedMNIST files measured here (README)")
     parser.add_argument("--clahe", action="store_true")
+    parser.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay; default the phase's (1e-4)")
     parser.add_argument("--ema", type=float, default=0.0, help="decay of a weight average (e.g. 0.99); 0: off")
     parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                         help="blend pairs of training images and labels, Beta(ALPHA, ALPHA) shares (e.g. 0.2); 0: off")
@@ -83,7 +91,8 @@ def main() -> int:
     parser.add_argument("--calibration", default="temperature+bias", choices=["temperature+bias", "temperature", "none"],
                         help="what is fitted on validation after training (the app's default: temperature+bias)")
     parser.add_argument("--ensemble", type=int, default=1, metavar="K",
-                        help="K runs (seeds 0..K-1) sharing the budget, probabilities averaged; default 1")
+                        help="K runs (seeds SEED..SEED+K-1) sharing the budget, probabilities averaged; default 1")
+    parser.add_argument("--seed", type=int, default=0, help="the first run's seed (an ensemble's runs: SEED, SEED+1, ...)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
 
@@ -114,9 +123,11 @@ def main() -> int:
               f"in {args.minutes / members:.3g} minutes" + (f", for each of {members} runs" if members > 1 else ""), flush=True)
         began = time.perf_counter()
         options = ({"width": args.width} if dims == 3 else {"pretrained": False, "clahe": args.clahe})
+        if args.weight_decay is not None:
+            options["weight_decay"] = args.weight_decay
         options.update(ema=args.ema, mixup=args.mixup, class_weights=not args.no_class_weights, calibration=args.calibration)
         runs = [train(ws, name, phase, run=f"bench-{k}", backbone=args.backbone, image_size=args.image_size,
-                      epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=k,
+                      epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed + k,
                       patience=max(5, epochs), time_limit_s=budget, **options) for k in range(members)]
         train_seconds = time.perf_counter() - began
         if members == 1:
@@ -125,11 +136,12 @@ def main() -> int:
             test = evaluate_ensemble(ws, [r.run for r in runs], "test", tta=args.tta)
         epochs_done = runs[0].epochs_done if members == 1 else "+".join(str(r.epochs_done) for r in runs)
     figures = {
-        "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "epochs": epochs_done, "ensemble": members,
+        "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "epochs": epochs_done, "ensemble": members, "seed": args.seed,
         "train_seconds": round(train_seconds, 1), "test_auc": round(test["roc_auc_ovr"], 4),
         "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
         "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
-        "tta": args.tta, "ema": args.ema, "mixup": args.mixup, "class_weights": not args.no_class_weights, "calibration": args.calibration, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
+        "tta": args.tta, "ema": args.ema, "mixup": args.mixup, "class_weights": not args.no_class_weights, "calibration": args.calibration,
+        "weight_decay": args.weight_decay, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
     }
     print(f"\n{name} test split ({test['n']} images), " + ("one run" if members == 1 else f"{members} runs averaged") + ":\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")
@@ -137,9 +149,10 @@ def main() -> int:
         print(f"| {method} (MedMNIST v2) | {auc:.3f} | {acc:.3f} |")
     ci_auc, ci_acc = figures["test_auc_ci95"] or [0, 0], figures["test_acc_ci95"] or [0, 0]
     extras = "".join([f", {args.augment} augmentation", ", CLAHE" if args.clahe else "", ", TTA" if args.tta else "",
-                      f", EMA {args.ema:g}" if args.ema else "", f", mixup {args.mixup:g}" if args.mixup else "", ", no class weights" if args.no_class_weights else "",
+                      f", EMA {args.ema:g}" if args.ema else "", f", mixup {args.mixup:g}" if args.mixup else "",
+                      f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else "", ", no class weights" if args.no_class_weights else "",
                       f", calibration {args.calibration}" if args.calibration != "temperature+bias" else "",
-                      f", ensemble of {members} seeds" if members > 1 else ""])
+                      seeds_used(args.seed, members)])
     print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch{extras}, {epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on CPU) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
