@@ -95,6 +95,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="the first run's seed (an ensemble's runs: SEED, SEED+1, ...)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
+    if args.weight_decay is not None and args.weight_decay < 0:
+        parser.error(f"--weight-decay must be 0 or more (e.g. 0.05), not {args.weight_decay:g}")
+    if args.seed < 0:
+        parser.error(f"--seed must be 0 or more, not {args.seed}")
 
     from app.evaluate import evaluate_ensemble, evaluate_run
     from app.organize.organizer import organize
