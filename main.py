@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = command("evaluate", "metrics, plots and a report for a finished run")
     ev.add_argument("run")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ev.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirrored image")
+    ev.add_argument("--tta", action="store_true",
+                    help="classifiers: test-time augmentation, each prediction averaged with the mirrored image's")
     ev.add_argument("--with", dest="also", action="append", default=[], metavar="RUN",
                     help="average RUN's probabilities with this classifier run's too (an ensemble, e.g. other seeds; "
                          "repeatable); shown, not written")

@@ -14,7 +14,7 @@ import numpy as np
 
 from app import plots
 from app.data import phase_inputs, split_rows
-from app.errors import DatasetError
+from app.errors import DatasetError, TrainingError
 from app.metrics import (
     anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, youden_threshold,
 )
@@ -84,6 +84,10 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
     """
     meta = ws.run_metadata(run)
     phase = load_run_phase(ws, run)
+    if tta and phase.spec.output != "class_probabilities":
+        # An anomaly scorer's threshold was fitted on scores of unmirrored images.
+        raise TrainingError(f"Test-time augmentation is for classifier runs; {run} is a {meta['phase']} run. "
+                            "Evaluate it without --tta.")
     run_dir = ws.run_dir(run)
     outputs, rows = _scores(ws, phase, meta["dataset"], split, progress, tta)
     is_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in rows])
@@ -142,23 +146,25 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
     return Evaluation(run, split, metrics, report, made)
 
 
-def ensemble_partners(ws: Workspace, run: str) -> list[str]:
-    """Finished classifier runs that ``run`` can be averaged with (evaluate_ensemble):
-    the same dataset and classes, ``run`` itself left out; none when ``run`` is no classifier."""
+def is_classifier_run(meta: dict[str, Any]) -> bool:
+    """Whether a run's metadata is that of a classifier (class probabilities out)."""
     from app.errors import UnknownNameError
     from models import get_phase_class
 
-    def classifier(meta: dict[str, Any]) -> bool:
-        try:
-            return get_phase_class(meta["phase"]).spec.output == "class_probabilities"
-        except (KeyError, UnknownNameError):  # no phase recorded, or one this version does not know
-            return False
+    try:
+        return get_phase_class(meta["phase"]).spec.output == "class_probabilities"
+    except (KeyError, UnknownNameError):  # no phase recorded, or one this version does not know
+        return False
 
+
+def ensemble_partners(ws: Workspace, run: str) -> list[str]:
+    """Finished classifier runs that ``run`` can be averaged with (evaluate_ensemble):
+    the same dataset and classes, ``run`` itself left out; none when ``run`` is no classifier."""
     this = ws.run_metadata(run)
-    if not classifier(this):
+    if not is_classifier_run(this):
         return []
     return [m["run"] for m in ws.runs()
-            if m["run"] != run and m.get("status") in ("complete", "stopped") and classifier(m)
+            if m["run"] != run and m.get("status") in ("complete", "stopped") and is_classifier_run(m)
             and m.get("dataset") == this.get("dataset") and m.get("classes") == this.get("classes")]
 
 
@@ -167,8 +173,6 @@ def evaluate_ensemble(ws: Workspace, runs: list[str], split: str = "test", tta: 
     probabilities, e.g. runs that differ only in seed): the same figures as one run's,
     with the anomaly threshold chosen on validation from the averaged validation outputs.
     Nothing is written. Raises TrainingError when the runs disagree on dataset or classes."""
-    from app.errors import TrainingError
-
     phases = [load_run_phase(ws, run) for run in runs]
     datasets = {ws.run_metadata(run)["dataset"] for run in runs}
     if len(datasets) != 1 or any(p.spec.output != "class_probabilities" or p.classes != phases[0].classes for p in phases):

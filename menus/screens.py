@@ -10,7 +10,7 @@ import questionary
 from rich.markdown import Markdown
 from rich.panel import Panel
 
-from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run
+from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run, is_classifier_run
 from app.bundle import export_bundle
 from app.training import train
 from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_state
@@ -112,19 +112,25 @@ def evaluate_menu(s: Session) -> None:
     run = _pick_run(s, "Evaluate which run?")
     if run is None:
         return
-    partners = ensemble_partners(s.ws, run)
+    partners, others = ensemble_partners(s.ws, run), []
     if partners:
         others = ask_checkbox("Average with other runs of this dataset (an ensemble, e.g. other seeds)?",
                               [questionary.Choice(name, value=name) for name in partners])
         if others is None:
             return
-        if others:
-            console.print("Averaging the runs' calibrated probabilities (shown, nothing written)...")
-            metrics = evaluate_ensemble(s.ws, [run, *others], "test")
-            show_evaluation(metrics, s.ws.run_metadata(run).get("classes", []), " + ".join(metrics["runs"]))
+    tta = False
+    if is_classifier_run(s.ws.run_metadata(run)):
+        tta = ask_confirm("Test-time augmentation: average each prediction with the mirrored image's? "
+                          "(twice the time; it often helps a little)", default=False)
+        if tta is None:
             return
+    if others:
+        console.print("Averaging the runs' calibrated probabilities (shown, nothing written)...")
+        metrics = evaluate_ensemble(s.ws, [run, *others], "test", tta=tta)
+        show_evaluation(metrics, s.ws.run_metadata(run).get("classes", []), " + ".join(metrics["runs"]))
+        return
     with progress_bars() as bar:
-        result = evaluate_run(s.ws, run, "test", progress=bar)
+        result = evaluate_run(s.ws, run, "test", progress=bar, tta=tta)
     show_evaluation(result.metrics, s.ws.run_metadata(run).get("classes", []), result.run)
     console.print(f"Report: {result.report}")
     for plot in result.plots:

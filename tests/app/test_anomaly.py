@@ -145,6 +145,14 @@ def test_vae_evaluation_shows_residual_maps_and_the_fitted_threshold(demo_ws, va
     assert "residuals_test.png" in result.report.read_text()
 
 
+def test_test_time_augmentation_of_an_anomaly_scorer_is_refused_with_what_to_do(demo_ws, vae_runs) -> None:
+    # Its threshold was fitted on scores of unmirrored images: mirrored ones would not match it.
+    from app.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="for classifier runs.*without --tta"):
+        evaluate_run(demo_ws, "a-vae-mse", "test", tta=True)
+
+
 def test_an_ssim_vae_exports_to_onnx(demo_ws, vae_runs) -> None:
     assert export_run(demo_ws, "a-vae-ssim").max_abs_diff <= 1e-4
 

@@ -130,10 +130,14 @@ def test_the_evaluate_menu_averages_runs_picked_as_an_ensemble(session, demo_ws)
         train(demo_ws, "demo", "supervised", run=run, epochs=1, image_size=32, batch_size=16, pretrained=False,
               backbone="resnet18", seed=seed)
     session.ws = demo_ws
-    # Pick m-ens-a (typing filters), then tick the first run offered to average with it.
-    drive(["m-ens-a  (", ENTER, " ", ENTER], screens.evaluate_menu, session)
+    # Pick m-ens-a (typing filters), then tick the first run offered to average with it, no TTA.
+    drive(["m-ens-a  (", ENTER, " ", ENTER, "n"], screens.evaluate_menu, session)
     text = session.screen.file.getvalue()
     assert "m-ens-a + " in text and "nothing written" in text and "Report:" not in text
+    # m-ens-b alone (no partner ticked), with test-time augmentation: evaluated, written and reported.
+    drive(["m-ens-b  (", ENTER, ENTER, "y"], screens.evaluate_menu, session)
+    assert "Report:" in session.screen.file.getvalue()
+    assert demo_ws.run_metadata("m-ens-b")["evaluation"]["test"]["tta"] is True
 
 
 def test_the_catalog_shows_the_details_and_downloads_nothing_unless_confirmed(session) -> None:
