@@ -382,7 +382,9 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             report(progress, "Epochs", epoch + 1, config.epochs, **{k: v for k, v in record.items() if k != "epoch"})
             out_of_time = time_limit_s is not None and _agreed(rt, str(  # every process stops together
                 time.perf_counter() - started + record["seconds"] > time_limit_s)) == "True"
-            if stale >= patience or out_of_time or (should_stop and should_stop()):
+            # The range above was drawn before a time fit may have shortened the plan.
+            planned_done = epoch + 1 >= config.epochs
+            if planned_done or stale >= patience or out_of_time or (should_stop and should_stop()):
                 break
     raw.to("cpu")
     barrier(rt)

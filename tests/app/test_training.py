@@ -136,6 +136,19 @@ def test_a_time_limited_run_fits_its_schedule_to_the_time_left(demo_ws, monkeypa
     assert load_checkpoint(result.path / "last.pt")["config"]["epochs"] == planned, "a resume keeps the fitted plan"
 
 
+def test_a_time_limited_run_stops_at_its_fitted_plan_when_time_is_left(demo_ws, monkeypatch) -> None:
+    # Epochs past the fitted plan would train at a learning rate of zero and show "Epoch 4/3".
+    from app import training
+
+    monkeypatch.setattr(training, "FIT_EPOCHS", 1)
+    monkeypatch.setattr(training, "fitted_epochs", lambda done, planned, per_epoch, left: 3)
+    result = train(demo_ws, "demo", "supervised", run="tl-plan", epochs=6, pretrained=False, backbone="resnet18",
+                   time_limit_s=3600.0, **TINY)
+    meta = demo_ws.run_metadata("tl-plan")
+    assert meta["config"]["epochs"] == 3 and len(meta["history"]) == 3 and result.epochs_done == 3
+    assert meta["status"] == "complete"
+
+
 def test_mixup_blends_images_and_labels_alike() -> None:
     from app.training import mix_batch
 
