@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     org.add_argument("--name", required=True, help="name of the organized dataset")
     org.add_argument("--seed", type=int, default=0)
     org.add_argument("--workers", type=int, default=None, help="scan processes (default: up to 4)")
+    org.add_argument("--replace", action="store_true",
+                     help="replace an existing dataset that runs were trained on (they keep their models)")
 
     cu = command("cubes", "cut 48-cubed cubes around annotated findings in volumes into a 3D dataset")
     cu.add_argument("path", help="a folder of NIfTI/MHA/NRRD volumes or DICOM series")
@@ -212,20 +214,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_path(ws: Workspace) -> Any:
+    return ws.logs_dir / "workbench.log"
+
+
 def _setup_logging(ws: Workspace, debug: bool) -> None:
     from rich.logging import RichHandler
 
     from menus.console import console
 
-    ws.logs_dir.mkdir(parents=True, exist_ok=True)
     screen = RichHandler(console=console, show_path=False, show_time=False)
     screen.setLevel(logging.DEBUG if debug else logging.INFO)
     screen.setFormatter(logging.Formatter("%(message)s"))
-    screen.addFilter(lambda record: debug or record.name.split(".")[0] in ("app", "models", "menus", "medanomaly")
-                     or record.levelno >= logging.WARNING)
-    logfile = logging.FileHandler(ws.logs_dir / "workbench.log", encoding="utf-8")
-    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[screen, logfile], force=True)
+    # Tracebacks of unexpected errors go to the log file; on screen only with --debug.
+    screen.addFilter(lambda record: debug or (record.name != "medanomaly.crash" and (
+        record.name.split(".")[0] in ("app", "models", "menus", "medanomaly") or record.levelno >= logging.WARNING)))
+    handlers: list[logging.Handler] = [screen]
+    try:  # a read-only workspace still answers the commands that only read
+        ws.logs_dir.mkdir(parents=True, exist_ok=True)
+        logfile = logging.FileHandler(_log_path(ws), encoding="utf-8")
+        logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(logfile)
+    except OSError:
+        pass
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=handlers, force=True)
     import warnings
 
     if not debug:
@@ -318,7 +330,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         elif args.command == "organize":
             from app.organize.organizer import organize
 
-            result = organize(ws, args.path, args.name, seed=args.seed, workers=args.workers, progress=bar)
+            result = organize(ws, args.path, args.name, seed=args.seed, workers=args.workers, replace=args.replace,
+                              progress=bar)
             message = (f"Organized {result.items} items ({result.labeled} labeled, {result.unlabeled} unlabeled, "
                        f"{result.skipped} skipped) into {result.path}; classes {result.classes}; splits {result.split_counts}")
             if result.skip_reasons:
@@ -407,7 +420,7 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
     elif args.action == "correct":
         review.add_correction(ws, args.name, args.folder, args.field, args.value)
         meta = ws.dataset_metadata(args.name)
-        organize(ws, ws.resolve(meta["source_dataset"]), args.name, seed=meta.get("seed", 0))
+        organize(ws, ws.resolve(meta["source_dataset"]), args.name, seed=meta.get("seed", 0), replace=True)
         console.print(f"Saved and applied: {args.field} = {args.value} under {args.folder}")
     elif args.action == "stats":
         stats = dataset_tools.dataset_statistics(ws, args.name)
@@ -435,6 +448,7 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    ws = None
     try:
         ws = Workspace.open(getattr(args, "workspace", None))
         _setup_logging(ws, debug)
@@ -447,13 +461,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"Error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the disk, permissions: the user can act on these
+        if debug:
+            raise
+        logging.getLogger("medanomaly.crash").exception("System error")
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"Error: {err.strerror or err}{where}. Check the disk space and permissions there, then run the "
+              f"same command again.{_log_hint(ws)}", file=sys.stderr)
+        return 2
     except Exception as err:
         if debug:
             raise
-        log.exception("Unexpected error")
-        print(f"Unexpected error: {type(err).__name__}: {err}\nRun again with --debug for the traceback.",
-              file=sys.stderr)
+        logging.getLogger("medanomaly.crash").exception("Unexpected error")
+        print(f"Unexpected error: {type(err).__name__}: {str(err)[:300]}.{_log_hint(ws)} "
+              "Run again with --debug to see the traceback here.", file=sys.stderr)
         return 1
+
+
+def _log_hint(ws: Workspace | None) -> str:
+    if ws is None or not _log_path(ws).exists():
+        return ""
+    return f" Details: {_log_path(ws)}."
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from app.atomic import swap_in, temp_sibling
 from app.errors import ExportError
 from app.organize.scan import file_sha256 as sha256_of
 from app.progress import Progress, report
@@ -229,14 +230,21 @@ def export_bundle(ws: Workspace, run: str, *, int8: bool = False, progress: Prog
 
     The bundle is written beside and moved into place whole: a failed export leaves
     the previous bundle (if any) as it was.
+
+    Raises:
+        BusyError: the run is being trained, evaluated or exported by another process.
     """
+    final = ws.export_dir(run)  # checks the name
+    with ws.lock("run", run):  # not while the run trains, nor two exports at once
+        return _export_bundle(ws, run, final, int8, progress)
+
+
+def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, progress: Progress | None) -> BundleResult:
     from app.export import export_run
 
     result = export_run(ws, run, progress)
     export = ws.run_metadata(run)["export"]
-    final = ws.exports_dir / run
-    work = ws.exports_dir / f".{run}.partial"
-    shutil.rmtree(work, ignore_errors=True)
+    work = temp_sibling(final, "new")
     work.mkdir(parents=True)
     try:
         shutil.copy2(result.path, work / "model.onnx")
@@ -249,9 +257,7 @@ def export_bundle(ws: Workspace, run: str, *, int8: bool = False, progress: Prog
         card = model_card(ws, run, files, export, quantized)
         write_state(work / CARD, Kind.MODEL_CARD, card)
         (work / "README.md").write_text(_readme(card), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        work.rename(final)
+        swap_in(work, final)  # the previous bundle stays whole until this instant
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

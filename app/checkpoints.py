@@ -18,9 +18,15 @@ from app.errors import TrainingError
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    from app.atomic import temp_sibling
+
+    tmp = temp_sibling(path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -46,7 +52,47 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise TrainingError(f"{path} cannot be read ({type(err).__name__}: {err}). Retrain this run.") from err
     if not isinstance(payload, dict) or "model_state" not in payload or "model_args" not in payload:
         raise TrainingError(f"{path} is not a MedAnomaly checkpoint (no model_state/model_args).")
+    problem = _structure_problem(payload)
+    if problem:
+        raise TrainingError(f"{path} is damaged or was not written by this tool: {problem}. Retrain this run "
+                            "(or restore the file from a backup).")
     return payload
+
+
+# The plain-data structure every checkpoint has (weights_only=True already refuses code).
+_SHAPE: dict[str, type | tuple[type, ...]] = {
+    "phase": str, "classes": list, "model_args": dict, "config": dict, "model_state": dict,
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "extra": dict, "epoch": int, "best_metric": (int, float), "history": list, "stale": int, "finished": bool,
+    "optimizer_state": dict, "scheduler_state": dict, "ema_state": dict,
+}
+
+
+def _structure_problem(payload: dict[str, Any]) -> str | None:
+    import torch
+
+    for key, kind in _SHAPE.items():
+        if key not in payload:
+            return f"the key {key!r} is missing"
+        if not isinstance(payload[key], kind) or isinstance(payload[key], bool):
+            return f"{key!r} is a {type(payload[key]).__name__}, not a {_kind_name(kind)}"
+    for key, kind in _OPTIONAL.items():
+        if key in payload and not isinstance(payload[key], kind):
+            return f"{key!r} is a {type(payload[key]).__name__}, not a {_kind_name(kind)}"
+    if not all(isinstance(c, str) for c in payload["classes"]):
+        return "'classes' holds something other than names"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["model_state"].items()):
+        return "'model_state' holds something other than named tensors"
+    if not all(isinstance(k, str) for k in payload["config"]):
+        return "'config' has a key that is not text"
+    return None
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {dict: "mapping", list: "list", str: "text", int: "whole number", float: "number", bool: "true/false"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 def rebuild_phase(payload: dict[str, Any]) -> Any:
@@ -59,7 +105,11 @@ def rebuild_phase(payload: dict[str, Any]) -> Any:
     config = {k: v for k, v in payload["config"].items() if k in known}
     if "pretrained" in config:
         config["pretrained"] = False  # the weights come from the checkpoint
-    phase = cls(cls.Config(**config), payload["classes"])
+    try:
+        phase = cls(cls.Config(**config), payload["classes"])
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise TrainingError(f"This {payload['phase']} checkpoint's settings cannot be used ({type(err).__name__}: "
+                            f"{str(err)[:160]}). Retrain the run.") from err
     if hasattr(cls, "rebuild"):
         phase.model = cls.rebuild(payload["model_args"])
         phase._args = dict(payload["model_args"])
@@ -74,6 +124,27 @@ def rebuild_phase(payload: dict[str, Any]) -> Any:
             "(a hybrid run refits in seconds)."
         ) from err
     phase.model.eval()
-    for key, value in payload.get("extra", {}).items():
-        setattr(phase, key, value)
+    _restore_extra(phase, payload["phase"], payload.get("extra", {}))
     return phase
+
+
+def _restore_extra(phase: Any, name: str, extra: dict[str, Any]) -> None:
+    """Set the plain values a checkpoint keeps beside the weights, each checked against its kind."""
+    import torch
+
+    allowed = set(phase.extra()) if hasattr(phase, "extra") else set()
+    allowed |= {"threshold"}
+    for key, value in extra.items():
+        if key not in allowed:
+            raise TrainingError(f"This {name} checkpoint sets {key!r}, which a {name} model does not keep. "
+                                "It was damaged or not written by this tool: retrain the run.")
+        current = getattr(phase, key, None)
+        numbers = (int, float)
+        fits = (value is None or current is None
+                or (isinstance(current, numbers) and isinstance(value, numbers) and not isinstance(value, bool))
+                or (isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor))
+                or type(current) is type(value))
+        if not fits:
+            raise TrainingError(f"This {name} checkpoint's {key!r} is a {type(value).__name__} where a "
+                                f"{type(current).__name__} belongs. It was damaged: retrain the run.")
+        setattr(phase, key, value)

@@ -30,3 +30,15 @@ class ExportError(WorkbenchError):
 
 class UnknownNameError(WorkbenchError):
     """A registry was asked for a name it does not hold."""
+
+
+class InvalidNameError(WorkbenchError):
+    """A user-given name cannot be used (it could point outside the workspace, or is malformed)."""
+
+
+class WorkspaceError(WorkbenchError):
+    """The workspace cannot be used: a path outside it, no permission, or another process is writing."""
+
+
+class BusyError(WorkspaceError):
+    """Another process is writing the same dataset, run or export."""

@@ -5,6 +5,7 @@ Thresholds come from the validation split, never from the split evaluated.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 
 from app import plots
 from app.data import phase_inputs, split_rows
-from app.errors import DatasetError, TrainingError
+from app.errors import DatasetError, TrainingError, WorkbenchError
 from app.metrics import (
     anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, youden_threshold,
 )
@@ -22,6 +23,8 @@ from app.progress import Progress
 from app.state import Kind, write_state
 from app.training import _predict, load_run_phase
 from app.workspace import Workspace, now_iso
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,30 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
 
     Raises:
         DatasetError / TrainingError: no such run, unfinished run, or nothing to evaluate.
+        BusyError: the run is being trained or exported by another process.
     """
+    with ws.lock("run", run):
+        return _evaluate_run(ws, run, split, progress, tta)
+
+
+def dataset_changed(ws: Workspace, meta: dict[str, Any]) -> bool:
+    """Whether the dataset a run was trained on was organized again since (another version)."""
+    trained_on = meta.get("dataset_version")
+    if not trained_on:
+        return False
+    try:
+        current = ws.dataset_metadata(meta["dataset"]).get("version")
+    except WorkbenchError:
+        return True
+    return current != trained_on
+
+
+def _evaluate_run(ws: Workspace, run: str, split: str, progress: Progress | None, tta: bool) -> Evaluation:
     meta = ws.run_metadata(run)
+    if dataset_changed(ws, meta):
+        log.warning("The dataset %r was organized again after run %s was trained on it: the %s split may now "
+                    "hold images the run trained on. Train a new run to measure it fairly.",
+                    meta["dataset"], run, split)
     phase = load_run_phase(ws, run)
     if tta and phase.spec.output != "class_probabilities":
         # An anomaly scorer's threshold was fitted on scores of unmirrored images.
@@ -140,6 +165,7 @@ def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progres
     if "calibration" in meta:
         metrics["calibration"] = meta["calibration"]
     metrics["tta"] = tta
+    metrics["dataset_changed"] = dataset_changed(ws, meta)
     report = _write_report(run_dir, meta, split, metrics, made)
     evaluation = {**meta.get("evaluation", {}), split: {**metrics, "evaluated": now_iso()}}
     write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**meta, "evaluation": evaluation})
@@ -204,9 +230,14 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
     lines = [
         f"# Run {meta['run']}", "",
         f"- phase: {meta['phase']}", f"- dataset: {meta['dataset']}",
-        f"- classes: {', '.join(meta.get('classes', []))}", f"- evaluated on: {split} split", "",
-        "| metric | value |", "| --- | --- |",
+        f"- classes: {', '.join(meta.get('classes', []))}", f"- evaluated on: {split} split",
+        f"- dataset version trained on: {meta.get('dataset_version') or 'not recorded'}", "",
     ]
+    if metrics.get("dataset_changed"):
+        lines += ["**The dataset was organized again after this run was trained: its splits may have changed, "
+                  "so these figures may include images the model trained on. Train a new run to measure it "
+                  "fairly.**", ""]
+    lines += ["| metric | value |", "| --- | --- |"]
     intervals = metrics.get("ci95", {})
     lines += [f"| {k} | {_fmt(v)}" + (f" (95% CI {intervals[k][0]:.3f}-{intervals[k][1]:.3f})" if k in intervals else "") + " |"
               for k, v in metrics.items() if not isinstance(v, (list, dict))]

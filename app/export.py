@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from app.atomic import temp_sibling
 from app.data import phase_images, split_rows
 from app.errors import ExportError
 from app.progress import Progress, report
@@ -66,7 +67,7 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
     if len(expected) == 2:
         names = ["probabilities", "anomaly_score"]
     path = ws.run_dir(run) / "model.onnx"
-    tmp = path.with_name(".model.onnx.tmp")
+    tmp = temp_sibling(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(

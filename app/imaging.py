@@ -13,6 +13,27 @@ import numpy as np
 
 from app.errors import DatasetError
 
+# Declared sizes are checked against these before any pixel is decoded, so that a small
+# file whose header claims a huge image cannot take the machine's memory (docs: limits).
+MAX_PIXELS = 64_000_000  # one 2D image (8000 x 8000): 256 MB as float32
+MAX_VOXELS = 600_000_000  # one volume or multi-frame file (e.g. 512 x 512 x 2288): 2.4 GB as float32
+
+
+def check_image_size(size: tuple[int, ...], name: str) -> None:
+    """Raises ValueError when a 2D image declares more than MAX_PIXELS pixels."""
+    pixels = int(np.prod([int(s) for s in size], dtype=np.float64))
+    if pixels > MAX_PIXELS:
+        raise ValueError(f"{name} declares {' x '.join(str(int(s)) for s in size)} pixels, over the limit of "
+                         f"{MAX_PIXELS:,}")
+
+
+def check_volume_size(shape: tuple[int, ...], name: str) -> None:
+    """Raises ValueError when a volume declares more than MAX_VOXELS values."""
+    values = float(np.prod([max(int(s), 1) for s in shape], dtype=np.float64))
+    if values > MAX_VOXELS:
+        raise ValueError(f"{name} declares {' x '.join(str(int(s)) for s in shape)} values, over the limit of "
+                         f"{MAX_VOXELS:,}")
+
 
 def _percentile_scale(image: np.ndarray) -> np.ndarray:
     low, high = np.percentile(image, [1, 99])
@@ -32,6 +53,9 @@ def read_dicom_2d(path: Path) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
     ds = pydicom.dcmread(path)
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(float(ds.get("NumberOfFrames", 1) or 1))
+    check_volume_size((rows, columns, frames, int(ds.get("SamplesPerPixel", 1) or 1)), path.name)
     pixels = ds.pixel_array
     if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
         pixels = pixels[len(pixels) // 2]  # multi-frame: the middle frame
@@ -56,6 +80,7 @@ def read_plain_2d(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:
+        check_image_size(img.size, path.name)
         if img.mode in ("I;16", "I;16B", "I", "F"):
             return _percentile_scale(np.asarray(img, dtype=np.float32))
         return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
@@ -67,14 +92,20 @@ def read_volume(path: Path) -> np.ndarray:
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        image = nib.as_closest_canonical(nib.load(path))  # RAS: the last axis is axial
+        loaded = nib.load(path)
+        check_volume_size(loaded.shape, path.name)
+        image = nib.as_closest_canonical(loaded)  # RAS: the last axis is axial
         data = np.asarray(image.dataobj, dtype=np.float32)
         if data.ndim == 4:
             data = data[..., 0]
         return np.transpose(data, (2, 1, 0))
     import SimpleITK as sitk
 
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    check_volume_size((*reader.GetSize(), reader.GetNumberOfComponents()), path.name)
+    return sitk.GetArrayFromImage(reader.Execute()).astype(np.float32)
 
 
 def load_2d(path: Path, kind: str) -> np.ndarray:

@@ -150,5 +150,13 @@ def youden_threshold(is_anomaly: np.ndarray, scores: np.ndarray) -> float | None
     if len(set(np.asarray(is_anomaly).tolist())) < 2:
         return None
     fpr, tpr, cuts = roc_curve(is_anomaly, scores)
-    best = int(np.argmax(tpr - fpr))
-    return float(min(cuts[best], 1.0)) if np.isfinite(cuts[best]) else None
+    # The first point of the curve is "flag nothing", at a cut above every score (infinite
+    # in current scikit-learn); a cut among the scores is as good when the model cannot
+    # separate the kinds at all (every point then has the same index 0), and is a number.
+    finite = np.isfinite(cuts)
+    finite[0] = False
+    if not finite.any():
+        return None
+    candidates = np.flatnonzero(finite)
+    best = int(candidates[np.argmax((tpr - fpr)[candidates])])
+    return float(cuts[best])

@@ -11,6 +11,8 @@ one runs on PyTorch.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
@@ -18,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from app.atomic import temp_sibling
 from app.bundle import Bundle, dominant, load_bundle
 from app.errors import DatasetError, WorkbenchError
 from app.progress import Progress, report
 from app.state import Kind, write_state
 from app.workspace import Workspace, now_iso
+
+log = logging.getLogger(__name__)
 
 # Phases that answer "is this image anomalous?" on their own, best first.
 ROUTABLE = ("hybrid", "supervised", "transfer", "vae")
@@ -139,9 +144,14 @@ def load_model(ws: Workspace, run: str) -> Model:
     """A finished run, from its bundle when exported (checked), else from its checkpoint."""
     from app.training import load_run_phase
 
+    from app.evaluate import dataset_changed
+
     meta = ws.run_metadata(run)
     counts = ws.dataset_metadata(meta["dataset"]).get("counts", {})
-    bundle_path = ws.exports_dir / run
+    if dataset_changed(ws, meta):
+        log.warning("Run %s was trained on an earlier version of dataset %r (it was organized again since): "
+                    "its routing follows the current version.", run, meta["dataset"])
+    bundle_path = ws.export_dir(run)
     bundle = load_bundle(bundle_path) if bundle_path.exists() else None
     phase = None if bundle else load_run_phase(ws, run)
     threshold = bundle.card.get("decision_threshold") if bundle else getattr(phase, "threshold", None)
@@ -265,13 +275,20 @@ def _write(folder: Path, results: list[Prediction]) -> tuple[Path, Path]:
 
     keys = [k for k in Prediction.__dataclass_fields__ if k != "probabilities"]
     csv_path = folder / "predictions.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        for r in results:
-            writer.writerow({k: getattr(r, k) for k in keys})
+    tmp = temp_sibling(csv_path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            for r in results:
+                writer.writerow({k: as_text(getattr(r, k)) for k in keys})
+        os.replace(tmp, csv_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     json_path = folder / "predictions.json"
-    write_state(json_path, Kind.PREDICTIONS, {"created": now_iso(), "results": [asdict(r) for r in results]})
+    rows = [{k: as_text(v) for k, v in asdict(r).items()} for r in results]
+    write_state(json_path, Kind.PREDICTIONS, {"created": now_iso(), "results": rows})
     return csv_path, json_path
 
 
@@ -317,3 +334,10 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
             made.append(heat_grid(images[:, 0].numpy(), np.clip(local, 0, 1), titles,
                                   folder / f"overlay_{model.run}_patch.png", f"{model.run}: patch distance"))
     return made
+
+
+def as_text(value: Any) -> Any:
+    """Strings as valid UTF-8 text: a file name that is not (undecodable bytes) gets U+FFFD for them."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value

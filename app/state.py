@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from app import schemas
+from app.atomic import temp_sibling
 from app.errors import StateError
 
 
@@ -36,22 +39,20 @@ class Kind(StrEnum):
 @dataclass(frozen=True)
 class Schema:
     version: int
-    required: dict[str, type | tuple[type, ...]]
+    shape: type[schemas.BaseModel]  # the declared keys and their types (app.schemas)
 
 
 SCHEMAS: dict[Kind, Schema] = {
-    Kind.DATASET_INDEX: Schema(1, {"datasets": dict}),
-    Kind.DATASET_METADATA: Schema(
-        1, {"name": str, "source_dataset": str, "classes": list, "counts": dict, "items": int}
-    ),
-    Kind.TRAINING_CONFIG: Schema(1, {"dataset": str, "classes": list, "image_size": int}),
-    Kind.RUN_METADATA: Schema(1, {"run": str, "phase": str, "dataset": str, "status": str}),
-    Kind.WORKFLOW: Schema(1, {"dataset": str, "steps": dict}),
-    Kind.SETTINGS: Schema(1, {}),
-    Kind.SCAN_CACHE: Schema(1, {"root": str, "files": dict}),
-    Kind.CORRECTIONS: Schema(1, {"dataset": str, "rules": list}),
-    Kind.MODEL_CARD: Schema(1, {"name": str, "phase": str, "task": str, "classes": list, "input": dict, "files": dict}),
-    Kind.PREDICTIONS: Schema(1, {"created": str, "results": list}),
+    Kind.DATASET_INDEX: Schema(1, schemas.DatasetIndex),
+    Kind.DATASET_METADATA: Schema(1, schemas.DatasetMetadata),
+    Kind.TRAINING_CONFIG: Schema(1, schemas.TrainingConfig),
+    Kind.RUN_METADATA: Schema(1, schemas.RunMetadata),
+    Kind.WORKFLOW: Schema(1, schemas.Workflow),
+    Kind.SETTINGS: Schema(1, schemas.Settings),
+    Kind.SCAN_CACHE: Schema(1, schemas.ScanCache),
+    Kind.CORRECTIONS: Schema(1, schemas.Corrections),
+    Kind.MODEL_CARD: Schema(1, schemas.ModelCard),
+    Kind.PREDICTIONS: Schema(1, schemas.Predictions),
 }
 
 _FIX = "Move the file aside (or delete it) and run the step that writes it again."
@@ -67,7 +68,8 @@ def write_state(path: Path, kind: Kind, payload: dict[str, Any]) -> Path:
     document = {"kind": str(kind), "schema_version": SCHEMAS[kind].version, **payload}
     _validate(document, kind, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_sibling(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=2, sort_keys=False, default=str)
@@ -123,8 +125,21 @@ def _validate(document: dict[str, Any], kind: Kind, path: Path) -> None:
             f"reads version {schema.version}. It was written by another version: "
             f"use that version, or {_FIX[0].lower()}{_FIX[1:]}"
         )
-    for key, expected in schema.required.items():
-        if key not in document:
-            raise StateError(f"{path} lacks the key {key!r}. {_FIX}")
-        if not isinstance(document[key], expected):
-            raise StateError(f"{path}: key {key!r} has the wrong type. {_FIX}")
+    try:
+        schema.shape.model_validate(document)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        if first["type"] == "missing":
+            raise StateError(f"{path} lacks the key {key!r}. {_FIX}") from None
+        found = repr(first.get("input"))
+        found = found if len(found) <= 40 else found[:37] + "..."
+        wanted = _WANTED.get(first["type"], first["msg"].lower())
+        raise StateError(f"{path}: key {key!r} has the wrong type (it should be {wanted}; found {found}). "
+                         f"{_FIX}") from None
+
+
+_WANTED = {
+    "dict_type": "an object", "model_type": "an object", "list_type": "a list", "int_type": "a whole number",
+    "float_type": "a number", "string_type": "text", "bool_type": "true or false",
+}

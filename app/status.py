@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.names import problem_with
+from app.training import run_status
 from app.workflow import STEPS, workflow_state
 from app.workspace import Workspace
 
@@ -27,10 +29,12 @@ def workspace_status(ws: Workspace) -> WorkspaceStatus:
     for meta in ws.runs():
         test = meta.get("evaluation", {}).get("test", {})
         status.runs.append({
-            "run": meta["run"], "phase": meta["phase"], "dataset": meta["dataset"], "status": meta["status"],
-            "epochs": meta.get("epoch", 0), "test": test, "exported": (ws.exports_dir / meta["run"]).exists(),
+            "run": meta["run"], "phase": meta["phase"], "dataset": meta["dataset"], "status": run_status(ws, meta),
+            "epochs": meta.get("epoch", 0), "test": test, "exported": (ws.exports_dir / meta["run"] / "metadata.json").exists(),
         })
     for path in sorted((ws.data_dir / "workflows").glob("*.json")):
+        if problem_with(path.stem):
+            continue
         steps = workflow_state(ws, path.stem)["steps"]
         done = sum(1 for s in STEPS if steps.get(s, {}).get("status") == "done")
         status.workflows[path.stem] = f"{done}/{len(STEPS)} steps done"

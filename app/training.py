@@ -7,6 +7,7 @@ where an uninterrupted one would. A checkpoint is written after every epoch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from app.checkpoints import load_checkpoint, rebuild_phase, save_checkpoint
 from app.data import phase_inputs, split_rows
 from app.errors import DatasetError, TrainingError
 from app.metrics import anomaly_auroc, classification_metrics
+from app.names import check_name
 from app.progress import Progress, report
 from app.runtime import barrier, current_runtime, wrapped_for_training
 from app.state import Kind, read_state, write_state
@@ -170,19 +172,34 @@ def train(
     learning-rate schedule then ends with the time, rather than being cut off high).
 
     Raises:
-        DatasetError: no such dataset, or no rows for this phase.
+        DatasetError: no such dataset, no rows for this phase, or a validation split
+            too small to choose the best epoch on.
         TrainingError: a checkpoint cannot be resumed, or the settings are invalid.
+        BusyError: another process is training this run.
     """
-    import torch
-
-    from models import create_phase, get_phase_class
-
-    ws.dataset_metadata(dataset)  # clear error when the dataset is missing
+    if run is not None:
+        check_name(run, "run name")
+    dataset_meta = ws.dataset_metadata(dataset)  # clear error when the dataset is missing
     tconfig = read_state(ws.organized_path(dataset) / "training_config.json", Kind.TRAINING_CONFIG)
     classes = tconfig["classes"]
     rt = current_runtime()
     run = run or _agreed(rt, new_run_name(dataset, phase_name))
-    run_dir = ws.run_dir(run)
+    run_dir = ws.run_dir(run)  # checks the name
+    # One process trains a run at a time (under torchrun, rank 0 speaks for all).
+    with ws.lock("run", run) if rt.main else contextlib.nullcontext():
+        return _train_locked(ws, dataset, dataset_meta, phase_name, run, run_dir, tconfig, classes, patience,
+                             progress, should_stop, time_limit_s, overrides)
+
+
+def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], phase_name: str, run: str,
+                  run_dir: Path, tconfig: dict[str, Any], classes: list[str], patience: int,
+                  progress: Progress | None, should_stop: Callable[[], bool] | None,
+                  time_limit_s: float | None, overrides: dict[str, Any]) -> RunResult:
+    import torch
+
+    from models import create_phase, get_phase_class
+
+    rt = current_runtime()
     last = run_dir / "last.pt"
     resumed = load_checkpoint(last) if last.exists() else None
     if resumed and resumed.get("finished"):
@@ -207,14 +224,51 @@ def train(
         raise TrainingError(f"Unknown augmentation {phase.config.augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
     run_dir.mkdir(parents=True, exist_ok=True)
     base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
-            "config": phase.config_dict(), "balance": balance, "created": now_iso()}
+            "config": phase.config_dict(), "balance": balance, "created": now_iso(),
+            "dataset_version": dataset_meta.get("version", "")}
     if (run_dir / "metadata.json").exists():
-        base["created"] = read_state(run_dir / "metadata.json", Kind.RUN_METADATA).get("created", base["created"])
+        before = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
+        base["created"] = before.get("created", base["created"])
+        base["dataset_version"] = before.get("dataset_version", base["dataset_version"])
     if rt.main:
         write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**base, "status": "running"})
-    if not phase.spec.trainable:
-        return _fit(ws, phase, dataset, run_dir, base, progress)
-    return _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s)
+    try:
+        if not phase.spec.trainable:
+            return _fit(ws, phase, dataset, run_dir, base, progress)
+        return _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s)
+    except Exception as err:
+        # Never leave a run marked running after it failed: say so, keep what was saved.
+        if rt.main:
+            failed = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
+            write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
+                        {**failed, "status": "failed" if not last.exists() else "stopped",
+                         "error": f"{type(err).__name__}: {str(err)[:300]}", "finished": now_iso()})
+        raise
+
+
+MIN_VAL_IMAGES = 2
+
+
+def check_splits(phase: Any, dataset: str, train_y: Any, val_y: Any) -> None:
+    """Refuse, before the first epoch, splits a phase cannot train or choose its best epoch on.
+
+    Raises:
+        DatasetError: an empty train split, or a validation split too small or with one
+            class only (the best epoch could not be told from the others).
+    """
+    name = phase.spec.name
+    needs_labels = phase.spec.output == "class_probabilities"
+    fix = ("Label more images (a label table, or class folders), or merge in another labeled dataset, "
+           "then organize again." if needs_labels else "Add more images, then organize again.")
+    if len(train_y) == 0:
+        what = "labeled image" if needs_labels else "image this phase trains on"
+        raise DatasetError(f"The train split of {dataset!r} holds no {what} for phase {name!r}. {fix}")
+    if len(val_y) < MIN_VAL_IMAGES:
+        raise DatasetError(f"The validation split of {dataset!r} holds {len(val_y)} labeled image(s) for phase "
+                           f"{name!r}; at least {MIN_VAL_IMAGES} are needed to choose the best epoch. {fix}")
+    if needs_labels and len(set(np.asarray(val_y).tolist())) < 2:
+        raise DatasetError(f"The validation split of {dataset!r} holds one class only, so the best epoch "
+                           f"cannot be chosen for phase {name!r}. {fix}")
 
 
 def _agreed(rt: Any, value: str) -> str:
@@ -267,8 +321,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     # Validation watches the task itself: every labeled image, normal or not.
     val_rows_for = (lambda rows: [r for r in rows if r["labeled"]]) if phase.spec.output == "anomaly_score" else phase.select_rows
     val_x, val_y = _split_tensors(ws, phase, dataset, "val", val_rows_for, progress)
-    if len(train_x) == 0:
-        raise DatasetError(f"The train split of {dataset!r} holds no image for phase {phase.spec.name!r}.")
+    check_splits(phase, dataset, train_y, val_y)
     phase.prepare(train_y)
     if rt.world > 1 and hasattr(phase, "start_epoch"):
         raise TrainingError(f"Phase {phase.spec.name!r} changes what it trains between epochs, which "
@@ -496,5 +549,15 @@ def load_run_phase(ws: Workspace, run: str) -> Any:
     """The best model of a finished run, ready to predict."""
     meta = ws.run_metadata(run)
     if meta["status"] not in ("complete", "stopped"):
-        raise TrainingError(f"Run {run!r} is {meta['status']}: finish it first (train it again to resume).")
+        raise TrainingError(f"Run {run!r} is {run_status(ws, meta)}: finish it first (train it again to resume).")
     return rebuild_phase(load_checkpoint(ws.run_dir(run) / "best.pt"))
+
+
+def run_status(ws: Workspace, meta: dict[str, Any]) -> str:
+    """A run's status as users should read it: 'running' only while a process trains it."""
+    from app.locks import is_held
+
+    status = str(meta.get("status", "unknown"))
+    if status == "running" and not is_held(ws.lock_path("run", meta["run"])):
+        return "interrupted"
+    return status

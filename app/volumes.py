@@ -115,7 +115,13 @@ def read_image(path: Path, series_id: str | None = None) -> Any:
             return reader.Execute()
         if not path.exists():
             raise DatasetError(f"{path} does not exist.")
-        return sitk.ReadImage(str(path))
+        from app.imaging import check_volume_size
+
+        single = sitk.ImageFileReader()
+        single.SetFileName(str(path))
+        single.ReadImageInformation()  # the header only: its size is checked before any voxel is read
+        check_volume_size((*single.GetSize(), single.GetNumberOfComponents()), path.name)
+        return single.Execute()
     except DatasetError:
         raise
     except Exception as err:

@@ -68,6 +68,14 @@ def run_workflow(
             and how to restart).
         WorkbenchError: any step's own error, after its progress is saved.
     """
+    with ws.lock("workflow", options.dataset):
+        return _run_workflow(ws, options, restart, progress, on_step)
+
+
+def _run_workflow(
+    ws: Workspace, options: WorkflowOptions, restart: bool, progress: Progress | None,
+    on_step: Callable[[int, str, str], None] | None,
+) -> dict[str, Any]:
     path = ws.workflow_path(options.dataset)
     state = {"dataset": options.dataset, "steps": {}} if restart else workflow_state(ws, options.dataset)
     saved = state.get("options")
@@ -119,7 +127,8 @@ def _collect(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Pro
 
 
 def _organize(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
-    result = organize(ws, options.dataset, options.dataset, seed=options.seed, progress=progress)
+    # The workflow's dataset is its own: organizing it again (a restart) replaces it.
+    result = organize(ws, options.dataset, options.dataset, seed=options.seed, replace=True, progress=progress)
     return {"items": result.items, "labeled": result.labeled, "classes": result.classes}
 
 

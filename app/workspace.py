@@ -15,7 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from app.errors import DatasetError
+from app.atomic import sweep, temp_sibling
+from app.errors import DatasetError, WorkspaceError
+from app.locks import hold
+from app.names import check_name
 from app.state import Kind, read_state, read_state_or, write_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +35,70 @@ class Workspace:
 
     @classmethod
     def open(cls, root: str | Path | None = None) -> "Workspace":
-        """The workspace at ``root``, else $MEDANOMALY_WORKSPACE, else the repository."""
+        """The workspace at ``root``, else $MEDANOMALY_WORKSPACE, else the repository.
+
+        Its folders are made on first use, and what dead processes left half-written
+        is swept away. A read-only workspace opens too (for commands that only read).
+
+        Raises:
+            WorkspaceError: the folder cannot be made, or is not a folder.
+        """
         chosen = root or os.environ.get(ENV_VAR) or REPO_ROOT
         path = Path(chosen).expanduser().resolve()
         ws = cls(path)
-        for folder in (ws.raw_dir, ws.organized_dir, ws.runs_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_dir():
+            raise WorkspaceError(f"The workspace {path} is a file, not a folder. Give a folder with --workspace DIR.")
+        try:
+            for folder in (ws.raw_dir, ws.organized_dir, ws.runs_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            if not ws.data_dir.is_dir():
+                raise WorkspaceError(
+                    f"Cannot use {path} as the workspace ({err.strerror or err}). "
+                    "Give a folder you can write to with --workspace DIR."
+                ) from None
+        if ws.writable:
+            sweep([ws.data_dir, ws.runs_dir, ws.exports_dir, ws.predictions_dir], depth=4)
         return ws
+
+    @property
+    def writable(self) -> bool:
+        return os.access(self.data_dir, os.W_OK)
+
+    # -- paths built from names: every one is checked, and stays inside the root --------
+    def inside(self, path: Path) -> Path:
+        """``path`` when it resolves inside the workspace root.
+
+        Raises:
+            WorkspaceError: it would be outside (a link, or a name that escaped the rule).
+        """
+        resolved = Path(path).resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise WorkspaceError(f"Refused: {path} is outside the workspace {self.root}.")
+        return Path(path)
+
+    def raw_target(self, source: str, name: str) -> Path:
+        """Where collector ``source`` keeps the files of dataset ``name``."""
+        return self.inside(self.raw_dir / source / check_name(name, "dataset name"))
+
+    def export_dir(self, run: str) -> Path:
+        return self.inside(self.exports_dir / check_name(run, "run name"))
+
+    # -- locks: a dataset, a run or an index is written by one process at a time --------
+    @property
+    def locks_dir(self) -> Path:
+        return self.data_dir / "locks"
+
+    def lock_path(self, kind: str, name: str) -> Path:
+        return self.locks_dir / f"{kind}-{check_name(name)}.lock"
+
+    def lock(self, kind: str, name: str, *, wait_s: float = 0.0) -> Any:
+        """A context manager holding the lock on ``kind`` ``name`` (see app.locks.hold)."""
+        what = {"dataset": "dataset", "run": "run", "export": "the export of run", "workflow": "workflow"}.get(kind, kind)
+        return hold(self.lock_path(kind, name), f"{what} {name!r}", wait_s=wait_s)
+
+    def index_lock(self) -> Any:
+        return hold(self.locks_dir / "index.lock", "the dataset index", wait_s=120.0)
 
     @property
     def data_dir(self) -> Path:
@@ -77,10 +137,10 @@ class Workspace:
         return self.data_dir / "logs"
 
     def workflow_path(self, dataset: str) -> Path:
-        return self.data_dir / "workflows" / f"{dataset}.json"
+        return self.inside(self.data_dir / "workflows" / f"{check_name(dataset, 'dataset name')}.json")
 
     def organized_path(self, dataset: str) -> Path:
-        return self.organized_dir / dataset
+        return self.inside(self.organized_dir / check_name(dataset, "dataset name"))
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the root when inside it, else absolute (as text)."""
@@ -102,11 +162,28 @@ class Workspace:
         """
         path = self.data_dir / ".pseudonym_key"
         if not path.exists():
+            # Written whole under a temporary name, then linked into place: of several
+            # processes making it at once, one wins and the others read its key.
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp = temp_sibling(path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
-        return bytes.fromhex(path.read_text().strip())
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except ValueError as err:
+            raise WorkspaceError(
+                f"The pseudonymization key {path} is damaged. Restore it from a backup: without it, "
+                "patients organized before cannot be matched to new scans."
+            ) from err
 
     # -- the dataset index -------------------------------------------------------------
     def load_index(self) -> dict[str, Any]:
@@ -114,17 +191,20 @@ class Workspace:
 
     def record_dataset(self, name: str, **entry: Any) -> None:
         """Add or update one dataset's entry in the index (merging with what is there)."""
-        datasets = self.load_index()
-        merged = {**datasets.get(name, {}), **entry, "updated": now_iso()}
-        datasets[name] = merged
-        write_state(self.index_path, Kind.DATASET_INDEX, {"datasets": datasets})
+        check_name(name, "dataset name")
+        with self.index_lock():  # read-modify-write: never lose another process's update
+            datasets = self.load_index()
+            merged = {**datasets.get(name, {}), **entry, "updated": now_iso()}
+            datasets[name] = merged
+            write_state(self.index_path, Kind.DATASET_INDEX, {"datasets": datasets})
 
     def raw_datasets(self) -> dict[str, dict[str, Any]]:
         return {n: e for n, e in self.load_index().items() if e.get("raw_path") and e.get("complete")}
 
     def organized_datasets(self) -> list[str]:
         return sorted(
-            p.name for p in self.organized_dir.iterdir() if (p / "metadata.json").exists()
+            p.name for p in self.organized_dir.iterdir()
+            if not p.name.startswith(".") and (p / "metadata.json").exists()
         ) if self.organized_dir.exists() else []
 
     def dataset_metadata(self, dataset: str) -> dict[str, Any]:
@@ -140,11 +220,12 @@ class Workspace:
         """Metadata of every run in the workspace, newest first."""
         found = []
         for meta in self.runs_dir.glob("*/metadata.json"):
-            found.append(read_state(meta, Kind.RUN_METADATA))
+            if not meta.parent.name.startswith("."):
+                found.append(read_state(meta, Kind.RUN_METADATA))
         return sorted(found, key=lambda m: m.get("created", ""), reverse=True)
 
     def run_dir(self, run: str) -> Path:
-        return self.runs_dir / run
+        return self.inside(self.runs_dir / check_name(run, "run name"))
 
     def run_metadata(self, run: str) -> dict[str, Any]:
         path = self.run_dir(run) / "metadata.json"

@@ -62,7 +62,7 @@ def main_menu(s: screens.Session) -> None:
             if s.debug:
                 console.print_exception()
         except Exception as err:  # keep the session alive; the log has the details
-            log.exception("Unexpected error in the menu")
+            logging.getLogger("medanomaly.crash").exception("Unexpected error in the menu")
             console.print(f"[red]Unexpected error:[/] {type(err).__name__}: {err}\n"
                           "Details are in the log (data/logs/workbench.log); --debug shows them here.")
             if s.debug:

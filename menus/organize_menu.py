@@ -10,11 +10,12 @@ from rich.table import Table
 from app.organize.dataset_tools import (
     BALANCE_METHODS, dataset_statistics, export_dataset, hold_out_class, merge_datasets, set_balance,
 )
-from app.organize.organizer import organize
+from app.names import problem_with, suggest_name
+from app.organize.organizer import organize, trained_runs
 from app.organize.review import FIELDS, add_correction, review_groups
 from app.state import Kind, read_state
 from menus import render
-from menus.ask import ask_choice, ask_path, ask_text
+from menus.ask import ask_choice, ask_confirm, ask_path, ask_text
 from menus.console import console, progress_bars
 
 
@@ -50,12 +51,20 @@ def scan_screen(s) -> None:
         source = ask_path("Folder to organize:")
         if not source:
             return
-    default = source if source in s.ws.raw_datasets() else Path(source).name
-    name = ask_text("Name of the organized dataset:", default=default, validate=lambda t: bool(t.strip()) or "Give a name")
+    default = source if source in s.ws.raw_datasets() else suggest_name(Path(source).name)
+    name = ask_text("Name of the organized dataset:", default=default,
+                    validate=lambda t: problem_with(t.strip()) is None or f"Not a valid name: {problem_with(t.strip())}")
     if not name:
         return
+    name = name.strip()
+    runs = trained_runs(s.ws, name) if name in s.ws.organized_datasets() else []
+    if runs and not ask_confirm(f"{name!r} exists and {len(runs)} run(s) were trained on it ({', '.join(runs[:3])}). "
+                                "Replace it? (the runs keep their models; evaluating them will say the data changed)",
+                                default=False):
+        return
     with progress_bars() as bar:
-        result = organize(s.ws, source, name.strip(), seed=s.settings.seed, workers=s.settings.workers, progress=bar)
+        result = organize(s.ws, source, name, seed=s.settings.seed, workers=s.settings.workers,
+                          replace=bool(runs), progress=bar)
     console.print(render.metrics_table(f"Organized {result.name}", {
         "items": result.items, "labeled": result.labeled, "unlabeled": result.unlabeled,
         "skipped files (see scan_report.json)": result.skipped, **{f"class {k}": v for k, v in result.classes.items()},
@@ -96,7 +105,7 @@ def review_screen(s) -> None:
         meta = s.ws.dataset_metadata(dataset)
         with progress_bars() as bar:  # unchanged files come from the scan cache: quick
             organize(s.ws, s.ws.resolve(meta["source_dataset"]), dataset, seed=meta.get("seed", 0),
-                     workers=s.settings.workers, progress=bar)
+                     workers=s.settings.workers, replace=True, progress=bar)  # the user's own correction
         console.print(f"[green]Saved[/] and applied: {field} = {value} under {folder} (kept on every rescan).")
 
 

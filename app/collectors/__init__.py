@@ -54,8 +54,21 @@ def list_collectors() -> list[Collector]:
 
 def collect(source: str, workspace: Any, **options: Any) -> CollectResult:
     """Run the collector ``source`` (see list_collectors) with its options."""
+    from app.names import check_name
+
     _load_builtin()
-    return COLLECTORS.get(source).run(workspace, **options)
+    collector = COLLECTORS.get(source)
+    name = options.get("name")
+    if name is None:
+        return collector.run(workspace, **options)
+    with workspace.lock("collect", check_name(name, "dataset name")):
+        earlier = workspace.load_index().get(name, {}).get("source")
+        if earlier and earlier != source:
+            from app.errors import CollectError
+
+            raise CollectError(f"A dataset named {name!r} was collected from {earlier} already. "
+                               f"Choose another --name for this {source} data.")
+        return collector.run(workspace, **options)
 
 
 def _load_builtin() -> None:

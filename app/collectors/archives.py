@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+import zlib
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from app.atomic import swap_in, temp_sibling
 from app.collectors.http import check_disk
 from app.errors import CollectError
 from app.progress import Progress, report
@@ -38,8 +40,7 @@ def safe_extract(archive: Path, target: Path, *, max_bytes: int | None = None,
     """
     archive, target = Path(archive), Path(target)
     limit = max_bytes if max_bytes is not None else MAX_RATIO * max(archive.stat().st_size, 1)
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = temp_sibling(target, "partial")
     partial.mkdir(parents=True)
     try:
         if zipfile.is_zipfile(archive):
@@ -48,11 +49,16 @@ def safe_extract(archive: Path, target: Path, *, max_bytes: int | None = None,
             count = _untar(archive, partial, limit, progress)
         else:
             raise CollectError(f"{archive.name} is not a zip or tar archive.")
+        swap_in(partial, target)
+    except (zipfile.BadZipFile, zlib.error, tarfile.TarError, EOFError) as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise _refuse(archive, f"it is damaged ({type(err).__name__}: {err})") from err
+    except (IsADirectoryError, FileExistsError, NotADirectoryError) as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise _refuse(archive, f"two members claim the same place ({Path(err.filename or '').name or err})") from err
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
     return count
 
 
@@ -75,9 +81,13 @@ def _unzip(archive: Path, target: Path, limit: int, progress: Progress | None) -
                 raise _refuse(archive, f"member {m.filename!r} would land outside the target folder")
             if kind == 0o120000:
                 raise _refuse(archive, f"member {m.filename!r} is a symbolic link")
+            if kind not in (0, 0o100000, 0o040000):  # fifo, device, socket
+                raise _refuse(archive, f"member {m.filename!r} is a device or special file")
         written, files = 0, 0
         for k, m in enumerate(members):
             out = target / PurePosixPath(m.filename.replace("\\", "/"))
+            if out.resolve() != target.resolve() and target.resolve() not in out.resolve().parents:
+                raise _refuse(archive, f"member {m.filename!r} would land outside the target folder")
             if m.is_dir():
                 out.mkdir(parents=True, exist_ok=True)
                 continue

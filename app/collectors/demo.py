@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from app.atomic import swap_in, temp_sibling
 from app.collectors import CollectResult, register_collector
 from app.collectors import phantoms
 from app.progress import Progress, report
@@ -226,16 +227,18 @@ def collect_demo(
     whole, so an interrupted run never leaves a half dataset marked complete.
     An existing complete demo dataset is kept unless ``force`` is set.
     """
-    target = workspace.raw_dir / "demo" / name
+    target = workspace.raw_target("demo", name)
     entry = workspace.load_index().get(name, {})
     if target.exists() and entry.get("complete") and not force:
         return CollectResult(name, target, int(entry.get("files", 0)), "already present")
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    files = generate_demo(partial, seed=seed, scale=scale, progress=progress)
-    write_manifest(partial)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    partial = temp_sibling(target, "partial")
+    try:
+        files = generate_demo(partial, seed=seed, scale=scale, progress=progress)
+        write_manifest(partial)
+        swap_in(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     workspace.record_dataset(
         name,
         source="demo",

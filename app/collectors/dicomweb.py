@@ -83,7 +83,7 @@ def collect_dicomweb(
     from dicomweb_client.api import DICOMwebClient
 
     name = name or _default_name(url)
-    target = workspace.raw_dir / "dicomweb" / name
+    target = workspace.raw_target("dicomweb", name)
     target.mkdir(parents=True, exist_ok=True)
     host = urlsplit(url).netloc or url
     workspace.record_dataset(name, source="dicomweb", raw_path=workspace.relative(target), complete=False,

@@ -148,7 +148,7 @@ def collect_kaggle(
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", dataset or ""):
         raise CollectError(f"Give the dataset as OWNER/DATASET (as in its kaggle.com URL), not {dataset!r}.")
     name = name or dataset.split("/")[1]
-    target = workspace.raw_dir / "kaggle" / name
+    target = workspace.raw_target("kaggle", name)
     downloads = workspace.raw_dir / "kaggle" / ".downloads"
     credentials = find_credentials()
     api = _api()

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from app.atomic import swap_in, temp_sibling
 from app.collectors import CollectResult, register_collector
 from app.errors import CollectError
+from app.names import check_name, suggest_name
 from app.progress import Progress, report
 
 
 def _dataset_name(path: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.name).strip("_") or "local"
+    return suggest_name(path.name, "local")
 
 
 @register_collector("local", "Local folder (PACS export, USB drive, any folder)")
@@ -38,19 +39,13 @@ def collect_local(
     files = [p for p in source.rglob("*") if p.is_file()]
     if not files:
         raise CollectError(f"{source} holds no files. Point at the folder with the images.")
-    name = name or _dataset_name(source.resolve())
+    name = check_name(name or _dataset_name(source.resolve()), "dataset name")
     where = source.resolve()
     if copy:
-        target = workspace.raw_dir / "local" / name
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        for done, file in enumerate(files, 1):
-            destination = partial / file.relative_to(source)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(file, destination)
-            report(progress, "Copying files", done, len(files))
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
+        target = workspace.raw_target("local", name)
+        if where == target.resolve() or target.resolve() in where.parents:
+            raise CollectError(f"{source} is the workspace's own copy of {name!r}; it cannot be copied onto itself.")
+        _copy_tree(source, files, target, progress)
         where = target
     workspace.record_dataset(
         name,
@@ -62,3 +57,28 @@ def collect_local(
         licence="as set by the data's owner",
     )
     return CollectResult(name, where, len(files))
+
+
+def _copy_tree(source: Path, files: list[Path], target: Path, progress: Progress | None) -> None:
+    """Copy ``files`` into ``target`` whole: beside it first, swapped in when every file is there."""
+    partial = temp_sibling(target, "partial")
+    try:
+        for done, file in enumerate(files, 1):
+            destination = partial / file.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy2(file, destination)
+            except PermissionError as err:
+                raise CollectError(
+                    f"Cannot read {file.relative_to(source)} under {source} (permission denied); nothing was copied. "
+                    "Give yourself read access to every file, or copy the readable ones elsewhere first."
+                ) from err
+            except OSError as err:
+                raise CollectError(f"Copying {file.relative_to(source)} failed ({err.strerror or err}); "
+                                   "nothing was copied. Check the disk space and the source, then try again.") from err
+            report(progress, "Copying files", done, len(files))
+        partial.mkdir(parents=True, exist_ok=True)
+        swap_in(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise

@@ -62,7 +62,7 @@ def collect_nih(
     """
     if not 1 <= archives <= len(ARCHIVES):
         raise CollectError(f"--archives takes 1 to {len(ARCHIVES)} (each holds about 9,000 images, 3.5 GB).")
-    target = workspace.raw_dir / "nih" / name
+    target = workspace.raw_target("nih", name)
     target.mkdir(parents=True, exist_ok=True)
     entry = workspace.load_index().get(name, {})
     done: dict[str, str] = dict(entry.get("archives_done", {}))

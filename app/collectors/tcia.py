@@ -78,7 +78,7 @@ def collect_tcia(
         keep = set(patients[:max_patients])
         series = [s for s in series if s.get("PatientID", "") in keep]
     name = name or collection.lower().replace(" ", "-")
-    target = workspace.raw_dir / "tcia" / name
+    target = workspace.raw_target("tcia", name)
     entry = workspace.load_index().get(name, {})
     done: dict[str, str] = dict(entry.get("series_done", {}))
     workspace.record_dataset(name, source="tcia", collection=collection, raw_path=workspace.relative(target),

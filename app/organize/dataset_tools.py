@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from app.atomic import temp_sibling
 from app.errors import DatasetError
 from app.plots import dataset_plot
 from app.organize.rows import read_rows, write_rows
@@ -120,14 +122,34 @@ def hold_out_class(ws: Workspace, dataset: str, label: str, new_name: str) -> An
 
 
 def export_dataset(ws: Workspace, dataset: str, fmt: str, destination: Path) -> Path:
-    """Write every row (and the dataset's metadata for JSON) to ``destination``."""
+    """Write every row (and the dataset's metadata for JSON) to ``destination``.
+
+    Raises:
+        DatasetError: ``destination`` exists already (it is never overwritten), or an unknown format.
+    """
     rows = all_rows(ws, dataset)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        write_rows(destination, rows)
-    elif fmt == "json":
-        meta = ws.dataset_metadata(dataset)
-        destination.write_text(json.dumps({"dataset": meta, "rows": rows}, indent=1, default=str), encoding="utf-8")
-    else:
+    if fmt not in ("csv", "json"):
         raise DatasetError(f"Export format {fmt!r} is not csv or json.")
+    if destination.exists() or destination.is_symlink():
+        raise DatasetError(f"{destination} exists already; it is not overwritten. Give a new file name.")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(destination)
+    try:
+        if fmt == "csv":
+            write_rows(tmp, rows)
+        else:
+            meta = ws.dataset_metadata(dataset)
+            tmp.write_text(json.dumps({"dataset": meta, "rows": rows}, indent=1, default=str), encoding="utf-8")
+        try:
+            os.link(tmp, destination)  # fails rather than replace a file made meanwhile
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links (a USB drive's FAT)
+            if destination.exists():
+                raise FileExistsError(destination) from None
+            os.replace(tmp, destination)
+    except FileExistsError:
+        raise DatasetError(f"{destination} exists already; it is not overwritten. Give a new file name.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return destination

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from app.atomic import swap_in, temp_sibling
 from app.cube_store import STORE_SUFFIXES
 from app.errors import DatasetError
 from app.organize.detect import (
@@ -144,6 +146,9 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     }
 
 
+MAX_WORKERS = 32  # more scan processes than this only add memory
+
+
 def default_image_size(rows: list[dict[str, Any]]) -> int:
     return 128 if len(rows) < 5000 else 224
 
@@ -156,22 +161,63 @@ def organize(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
     workers: int | None = None,
+    replace: bool = False,
     progress: Progress | None = None,
 ) -> OrganizeResult:
     """Scan ``source`` (a folder, or a dataset name in the index) into an organized dataset.
 
+    The dataset is written whole beside its place and swapped in; until then a
+    previous version stays whole and in use. Replacing a dataset that runs were
+    trained on needs ``replace``.
+
     Raises:
-        DatasetError: the source does not exist or holds no image this tool reads.
+        DatasetError: the source does not exist or holds no image this tool reads,
+            or the dataset has trained runs and ``replace`` is not set.
+        BusyError: another process is writing this dataset.
     """
+    ws.organized_path(name)  # the name is checked before any work
+    with ws.lock("dataset", name):
+        check_replace(ws, name, replace)
+        return _organize(ws, source, name, seed=seed, fractions=fractions, workers=workers,
+                         replace=replace, progress=progress)
+
+
+def trained_runs(ws: Workspace, name: str) -> list[str]:
+    """The runs trained on dataset ``name``."""
+    return [m["run"] for m in ws.runs() if m.get("dataset") == name]
+
+
+def check_replace(ws: Workspace, name: str, replace: bool) -> None:
+    """Refuse to replace a dataset that runs were trained on, unless asked to.
+
+    Raises:
+        DatasetError: saying which runs, and how to go on.
+    """
+    if replace or not (ws.organized_path(name) / "metadata.json").exists():
+        return
+    runs = trained_runs(ws, name)
+    if runs:
+        shown = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+        raise DatasetError(
+            f"Dataset {name!r} already exists and runs were trained on it ({shown}). Organize under another "
+            f"name, or replace it with --replace (those runs keep their models; evaluating them will say "
+            f"the data changed)."
+        )
+
+
+def _organize(
+    ws: Workspace, source: str | Path, name: str, *, seed: int, fractions: tuple[float, float, float],
+    workers: int | None, replace: bool, progress: Progress | None,
+) -> OrganizeResult:
     if str(source).lower().endswith(STORE_SUFFIXES):
         path = Path(source).expanduser().resolve()
         if not path.is_file():
             raise DatasetError(f"{path} does not exist.")
         rows = npz_rows(ws, path, progress)
         check_patient_disjoint(rows)  # the official splits, kept as they are
-        return write_dataset(ws, name, ws.relative(path), rows, {}, [], [], seed, fractions)
+        return write_dataset(ws, name, ws.relative(path), rows, {}, [], [], seed, fractions, replace=replace)
     root = _resolve_source(ws, source)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = max(1, min(int(workers), MAX_WORKERS)) if workers else min(4, os.cpu_count() or 1)
     cache_path = ws.data_dir / "cache" / f"scan-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
     cached = read_state_or(cache_path, Kind.SCAN_CACHE, {"root": str(root), "files": {}})["files"]
     records, skipped, fresh = scan_tree(root, ws.secret(), workers=workers, cache=cached, progress=progress)
@@ -196,7 +242,8 @@ def organize(
         for row, (files, kind) in zip(rows, groups) if kind == "dicom_series" and row["series_id"]
     }
     duplicates = _duplicates(records, root)
-    return write_dataset(ws, name, ws.relative(root), rows, series, skipped, duplicates, seed, fractions)
+    return write_dataset(ws, name, ws.relative(root), rows, series, skipped, duplicates, seed, fractions,
+                         replace=replace)
 
 
 def _given_splits(rows: list[dict[str, Any]], given: dict[str, str]) -> None:
@@ -242,13 +289,52 @@ def write_dataset(
     ws: Workspace, name: str, source: str, rows: list[dict[str, Any]], series: dict[str, list[str]],
     skipped: list, duplicates: list[list[str]], seed: int,
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), held_out: tuple[str, ...] = (),
+    replace: bool = False,
 ) -> OrganizeResult:
     """Write every file of an organized dataset from its rows (splits already assigned).
 
+    All files are written into a new folder beside the dataset's and swapped in
+    whole (see app.atomic.swap_in), under the dataset's lock.
+
     ``held_out``: labels kept out of the classes (open-set evaluation: they appear in
     the test split only, as anomalies no classifier was trained on).
+
+    Raises:
+        DatasetError: see check_replace.
+        BusyError: another process is writing this dataset.
     """
-    out = ws.organized_path(name)
+    final = ws.organized_path(name)
+    with ws.lock("dataset", name):
+        check_replace(ws, name, replace)
+        new = temp_sibling(final, "new")
+        new.mkdir(parents=True)
+        try:
+            if (final / "corrections.json").exists():  # the user's corrections outlive every version
+                shutil.copy2(final / "corrections.json", new / "corrections.json")
+            result = _write_files(ws, name, new, final, source, rows, series, skipped, duplicates, seed,
+                                  fractions, held_out)
+            swap_in(new, final)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        ws.record_dataset(name, organized_path=ws.relative(final), items=len(rows))
+    return result
+
+
+def dataset_version(folder: Path) -> str:
+    """A hash of a dataset's rows and splits: what a run was trained on."""
+    digest = hashlib.sha256()
+    for part in ("labeled.csv", "unlabeled.csv", *(f"splits/{s}.csv" for s in SPLITS)):
+        path = folder / part
+        digest.update(part.encode() + b"\0" + (path.read_bytes() if path.exists() else b"") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _write_files(
+    ws: Workspace, name: str, out: Path, final: Path, source: str, rows: list[dict[str, Any]],
+    series: dict[str, list[str]], skipped: list, duplicates: list[list[str]], seed: int,
+    fractions: tuple[float, float, float], held_out: tuple[str, ...],
+) -> OrganizeResult:
     labeled = [r for r in rows if r["labeled"]]
     unlabeled = [r for r in rows if not r["labeled"]]
     check_patient_disjoint(rows)
@@ -276,11 +362,12 @@ def write_dataset(
     write_state(out / "metadata.json", Kind.DATASET_METADATA, {
         "name": name, "source_dataset": source, "classes": ordered, "counts": counts,
         "items": len(rows), "created": now_iso(), "seed": seed, "split_fractions": list(fractions),
+        "version": dataset_version(out),
         **({"held_out_classes": list(held_out)} if held_out else {}),
     })
     total = sum(classes.values())
     weights = {c: round(total / (len(classes) * classes[c]), 4) for c in ordered}
-    previous = read_state_or(out / "training_config.json", Kind.TRAINING_CONFIG, {})
+    previous = read_state_or(final / "training_config.json", Kind.TRAINING_CONFIG, {})
     write_state(out / "training_config.json", Kind.TRAINING_CONFIG, {
         "balance": previous.get("balance", "class_weights"),
         "dataset": name, "classes": ordered, "normal_class": NORMAL if NORMAL in classes else "",
@@ -288,14 +375,13 @@ def write_dataset(
         "labeled_fraction": round(len(labeled) / len(rows), 4),
         "recommended_phases": ["supervised", "vae", "hybrid"] if NORMAL in classes else ["supervised"],
     })
-    ws.record_dataset(name, organized_path=ws.relative(out), items=len(rows))
     reasons = Counter(s.reason.split(":")[0] for s in skipped)
-    return OrganizeResult(name, out, len(rows), len(labeled), len(unlabeled), len(skipped),
+    return OrganizeResult(name, final, len(rows), len(labeled), len(unlabeled), len(skipped),
                           dict(classes), dict(split_counts), dict(reasons.most_common()), len(duplicates))
 
 
 def _write_json(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_sibling(path)
     tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     os.replace(tmp, path)

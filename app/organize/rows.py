@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from app.atomic import temp_sibling
 from app.errors import DatasetError
 
 ROW_KEYS = [
@@ -20,7 +20,8 @@ ROW_KEYS = [
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write rows as CSV atomically (temp file, then os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = temp_sibling(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.DictWriter(handle, fieldnames=ROW_KEYS, extrasaction="ignore")

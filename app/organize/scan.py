@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from app.children import die_with_parent
+from app.imaging import MAX_VOXELS, check_image_size, check_volume_size
 from app.organize.detect import PATIENT_RULES, detect
 from app.organize.privacy import pseudonymize
 from app.progress import Progress, report
@@ -90,6 +92,7 @@ def file_sha256(path: Path) -> str:
 
 READ_TAGS = [*KEPT_TAGS, "SOPClassUID", "PatientID", "SeriesInstanceUID", "ImagePositionPatient",
              "ImageOrientationPatient"]
+SIZE_TAGS = ["Rows", "Columns", "BitsAllocated", "SamplesPerPixel"]  # binary (US): read apart
 READ_TAG_NUMBERS_BY_NAME: dict[str, int] = {}  # filled on first use (pydicom is imported lazily)
 READ_TAG_NUMBERS: list[int] = []
 
@@ -150,14 +153,28 @@ def _numbers(text: str | None) -> list[float] | None:
         return None
 
 
-def _pixel_data_truncated(handle: Any, size: int, syntax: Any) -> bool:
-    """After a stop_before_pixels read the file sits at PixelData: is its declared length there?"""
+def _ushort(raw: dict[int, Any], keyword: str, syntax: Any) -> int | None:
+    """An unsigned short tag's value, from raw bytes (the fast reader) or an int (dcmread)."""
+    import struct
+
+    value = raw.get(READ_TAG_NUMBERS_BY_NAME[keyword])
+    if isinstance(value, bytes) and len(value) >= 2:
+        return int(struct.unpack("<H" if getattr(syntax, "is_little_endian", True) else ">H", value[:2])[0])
+    return int(value) if isinstance(value, int) else None
+
+
+def _pixel_data_problem(handle: Any, size: int, syntax: Any, raw: dict[int, Any], frames: str | None) -> str | None:
+    """After a stop_before_pixels read the file sits at PixelData: does it hold what the header declares?
+
+    Checked before any pixel is decoded: the declared length must be in the file, and
+    for uncompressed data it must match rows x columns x frames x samples x bytes.
+    """
     import struct
 
     start = handle.tell()
     head = handle.read(12)
     if len(head) < 8 or head[:4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
-        return False  # no pixel data element follows: nothing to check here
+        return None  # no pixel data element follows: nothing to check here
     little = getattr(syntax, "is_little_endian", True)
     implicit = getattr(syntax, "is_implicit_VR", False)
     order = "<" if little else ">"
@@ -168,8 +185,20 @@ def _pixel_data_truncated(handle: Any, size: int, syntax: Any) -> bool:
     else:
         header, length = 8, struct.unpack(order + "H", head[6:8])[0]
     if length == 0xFFFFFFFF:
-        return False  # encapsulated (compressed) frames: their length is not declared up front
-    return start + header + length > size
+        return None  # encapsulated (compressed) frames: their length is not declared up front
+    if start + header + length > size:
+        return "truncated DICOM (pixel data shorter than declared)"
+    rows, columns = _ushort(raw, "Rows", syntax), _ushort(raw, "Columns", syntax)
+    bits, samples = _ushort(raw, "BitsAllocated", syntax), _ushort(raw, "SamplesPerPixel", syntax) or 1
+    count = (_numbers(frames) or [1])[0]
+    if not (rows and columns and bits):
+        return None
+    if rows * columns * count * samples > MAX_VOXELS:
+        return f"image too large ({rows} x {columns} x {int(count)} frames; the limit is {MAX_VOXELS:,} values)"
+    expected = rows * columns * int(count) * samples * bits // 8
+    if bits % 8 == 0 and length not in (expected, expected + 1):  # +1: padding to an even length
+        return f"pixel data of {length:,} bytes where the header declares {expected:,}"
+    return None
 
 
 def _check_plain_image(path: Path) -> None:
@@ -179,6 +208,7 @@ def _check_plain_image(path: Path) -> None:
         from PIL import Image
 
         with Image.open(path) as image:
+            check_image_size(image.size, path.name)
             image.verify()  # walks every chunk and checks its CRC
     elif name.endswith((".jpg", ".jpeg")):
         with open(path, "rb") as handle:
@@ -194,6 +224,7 @@ def _check_volume(path: Path) -> None:
         import numpy as np
 
         image = nib.load(path)
+        check_volume_size(image.shape, path.name)
         if name.endswith(".nii"):
             needed = image.dataobj.offset + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
             if needed > path.stat().st_size:
@@ -211,6 +242,11 @@ def _raw_elements_dcmread(handle: Any) -> tuple[dict[int, Any], Any]:
     ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=READ_TAG_NUMBERS, force=True)
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None:  # no meta group: the encoding pydicom found is the one to read by
+        from types import SimpleNamespace
+
+        implicit, little = ds.original_encoding
+        syntax = SimpleNamespace(is_implicit_VR=bool(implicit), is_little_endian=bool(little))
     raw = {}
     for tag in READ_TAG_NUMBERS:
         element = ds.get_item(tag)
@@ -221,12 +257,13 @@ def _raw_elements_dcmread(handle: Any) -> tuple[dict[int, Any], Any]:
 
 def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float | None]:
     if not READ_TAG_NUMBERS:
-        READ_TAG_NUMBERS_BY_NAME.update(_tag_numbers(READ_TAGS))
+        READ_TAG_NUMBERS_BY_NAME.update(_tag_numbers(READ_TAGS + SIZE_TAGS))
         READ_TAG_NUMBERS.extend(READ_TAG_NUMBERS_BY_NAME.values())
     raw, syntax = _raw_elements(handle) or _raw_elements_dcmread(handle)
-    if _pixel_data_truncated(handle, size, syntax):
-        raise ValueError("truncated DICOM (pixel data shorter than declared)")
     values = {k: _text(raw, k) for k in READ_TAGS}
+    problem = _pixel_data_problem(handle, size, syntax, raw, values["NumberOfFrames"])
+    if problem:
+        raise ValueError(problem)
     if values["SOPClassUID"] is None and values["Modality"] is None:
         raise ValueError("not a DICOM image (no SOP class, no modality)")
     header = {k: values[k] for k in KEPT_TAGS if values[k] is not None}
@@ -388,7 +425,8 @@ def _scan_tree(
         for part in chunks:
             take(_scan_chunk(part, str(root), secret))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             for results in pool.map(_scan_chunk, chunks, [str(root)] * len(chunks), [secret] * len(chunks)):
                 take(results)
     records.sort(key=lambda r: r.path)

@@ -76,7 +76,7 @@ def read_label_table(path: Path) -> LabelTable | None:
     """Parse ``path`` if it is a label table of a known or generic layout, else None."""
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, restval="")  # a short row: its missing cells are empty
             columns = reader.fieldnames or []
             layout = next((t for t in TABLE_LAYOUTS if t.columns <= set(columns)), None)
             read = layout.read if layout else _generic(columns)
@@ -106,7 +106,7 @@ def read_split_table(path: Path) -> dict[str, str] | None:
     and "split": train / val / test), e.g. a dataset's official splits; else None."""
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, restval="")  # a short row: its missing cells are empty
             lower = {c.lower().strip(): c for c in reader.fieldnames or []}
             image = next((lower[c] for c in ("image index", *GENERIC_IMAGE) if c in lower), None)
             if not image or "split" not in lower:

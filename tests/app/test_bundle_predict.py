@@ -125,7 +125,7 @@ def test_predict_refuses_a_3d_run_clearly(ws, tmp_path) -> None:
 
     ws.run_dir("c3d").mkdir(parents=True)
     write_state(ws.run_dir("c3d") / "metadata.json", Kind.RUN_METADATA,
-                {"run": "c3d", "phase": "cube3d", "dataset": "x", "status": "complete"})
+                {"run": "c3d", "phase": "cube3d", "dataset": "x", "status": "complete", "config": {}})
     image = tmp_path / "a.png"
     Image.fromarray(np.full((32, 32), 100, np.uint8)).save(image)
     with pytest.raises(WorkbenchError, match="is a cube3d run; predict takes 2D models"):

@@ -1,0 +1,106 @@
+"""Declared shapes of the JSON state files (pydantic), checked on every read and write.
+
+Only what the app relies on is declared; other keys are allowed (older and newer
+versions add their own). Strict: a string where a number belongs is an error, not
+a guess, so a hand-edited or damaged file is named instead of failing later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class DatasetEntry(_State):
+    source: str | None = None
+    raw_path: str | None = None
+    organized_path: str | None = None
+    complete: bool | None = None
+    files: int | None = None
+    items: int | None = None
+    updated: str | None = None
+
+
+class DatasetIndex(_State):
+    datasets: dict[str, DatasetEntry]
+
+
+class DatasetMetadata(_State):
+    name: str
+    source_dataset: str
+    classes: list[str]
+    counts: dict[str, Any]
+    items: int
+    seed: int | None = None
+    version: str | None = None
+    split_fractions: list[float] | None = None
+    held_out_classes: list[str] | None = None
+
+
+class TrainingConfig(_State):
+    dataset: str
+    classes: list[str]
+    image_size: int
+    channels: int | None = None
+    balance: str | None = None
+    normal_class: str | None = None
+    class_weights: dict[str, float] | None = None
+    labeled_fraction: float | None = None
+    recommended_phases: list[str] | None = None
+
+
+class RunMetadata(_State):
+    run: str
+    phase: str
+    dataset: str
+    status: str
+    config: dict[str, Any]
+    classes: list[str] = []
+    created: str | None = None
+    epoch: int | None = None
+    best_metric: float | None = None
+    history: list[dict[str, Any]] | None = None
+    metrics: dict[str, Any] | None = None
+    evaluation: dict[str, dict[str, Any]] | None = None
+    export: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    dataset_version: str | None = None
+
+
+class Workflow(_State):
+    dataset: str
+    steps: dict[str, dict[str, Any]]
+    options: dict[str, Any] | None = None
+
+
+class Settings(_State):
+    pass
+
+
+class ScanCache(_State):
+    root: str
+    files: dict[str, dict[str, Any]]
+
+
+class Corrections(_State):
+    dataset: str
+    rules: list[dict[str, Any]]
+
+
+class ModelCard(_State):
+    name: str
+    phase: str
+    task: str
+    classes: list[str]
+    input: dict[str, Any]
+    files: dict[str, str]
+
+
+class Predictions(_State):
+    created: str
+    results: list[dict[str, Any]]
