@@ -204,11 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex = command("export", "export a run as an ONNX bundle (model card, README), checked against PyTorch")
     ex.add_argument("run")
     ex.add_argument("--int8", action="store_true", help="also a static INT8 copy, with its validation metric change")
+    ex.add_argument("--accept-int8-drop", action="store_true",
+                    help="export the INT8 copy even when it loses more than 0.02 validation AUROC (the drop goes "
+                         "in the model card)")
 
     pr = command("predict", "run trained models on a file, a DICOM series or a folder")
     pr.add_argument("path", help="an image file, a DICOM series folder, or a folder of images")
     pr.add_argument("--run", help="the model to use (default: chosen per image by modality and region)")
     pr.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM / residual heat maps")
+    pr.add_argument("--trust-unsigned", action="store_true",
+                    help="use exported bundles that are unsigned or signed by a key this workspace does not trust "
+                         "(their file hashes are still checked)")
 
     command("status", "show datasets, runs and workflow progress")
     return parser
@@ -360,8 +366,10 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         elif args.command == "export":
             from app.bundle import export_bundle
 
-            result = export_bundle(ws, args.run, int8=args.int8, progress=bar)
-            message = f"Exported bundle {result.path} (max abs difference to PyTorch {result.max_abs_diff:.1e})"
+            result = export_bundle(ws, args.run, int8=args.int8, accept_int8_drop=args.accept_int8_drop,
+                                   progress=bar)
+            message = (f"Exported bundle {result.path} (max abs difference to PyTorch {result.max_abs_diff:.1e}), "
+                       f"signed: {result.path / 'signature.json'}")
             if result.int8:
                 q = result.int8
                 message += f"\nINT8: {q['metric']} {q['fp32']:.4f} -> {q['int8']:.4f} ({q['change']:+.4f})"
@@ -381,7 +389,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
 
             from app.predict import predict
 
-            result = predict(ws, Path(args.path), run=args.run, overlays=not args.no_overlays, progress=bar)
+            result = predict(ws, Path(args.path), run=args.run, overlays=not args.no_overlays,
+                             trust_unsigned=args.trust_unsigned, progress=bar)
             message = f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays)
         else:  # status
             from app.status import workspace_status

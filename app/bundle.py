@@ -25,6 +25,7 @@ from app.atomic import swap_in, temp_sibling
 from app.errors import ExportError
 from app.organize.scan import file_sha256 as sha256_of
 from app.progress import Progress, report
+from app.signing import check_signature, sign_bundle, trusted_raw_keys
 from app.state import Kind, read_state, write_state
 from app.workspace import Workspace, now_iso
 
@@ -225,21 +226,29 @@ def quantize_int8(ws: Workspace, run: str, source: Path, target: Path) -> dict[s
             "calibration_images": min(len(images), 128), "scheme": "static QDQ, per-channel int8 weights, uint8 activations"}
 
 
-def export_bundle(ws: Workspace, run: str, *, int8: bool = False, progress: Progress | None = None) -> BundleResult:
+INT8_MAX_DROP = 0.02  # validation AUROC an INT8 copy may lose before it is refused
+
+
+def export_bundle(ws: Workspace, run: str, *, int8: bool = False, accept_int8_drop: bool = False,
+                  progress: Progress | None = None) -> BundleResult:
     """Export ``run`` (see app.export.export_run) and write its bundle ``exports/<run>/``.
 
     The bundle is written beside and moved into place whole: a failed export leaves
-    the previous bundle (if any) as it was.
+    the previous bundle (if any) as it was. The model card is signed with the
+    workspace's key (app.signing). An INT8 copy that loses more than INT8_MAX_DROP of
+    validation AUROC is refused unless ``accept_int8_drop``; the change is in the card.
 
     Raises:
         BusyError: the run is being trained, evaluated or exported by another process.
+        ExportError: a failed check, or an INT8 drop past the limit.
     """
     final = ws.export_dir(run)  # checks the name
     with ws.lock("run", run):  # not while the run trains, nor two exports at once
-        return _export_bundle(ws, run, final, int8, progress)
+        return _export_bundle(ws, run, final, int8, accept_int8_drop, progress)
 
 
-def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, progress: Progress | None) -> BundleResult:
+def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, accept_int8_drop: bool,
+                   progress: Progress | None) -> BundleResult:
     from app.export import export_run
 
     result = export_run(ws, run, progress)
@@ -252,11 +261,21 @@ def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, progress: P
         if int8:
             report(progress, "INT8 quantization", 0, 1)
             quantized = quantize_int8(ws, run, work / "model.onnx", work / "model.int8.onnx")
+            quantized["max_drop_allowed"] = INT8_MAX_DROP
+            quantized["drop_accepted"] = bool(quantized["change"] < -INT8_MAX_DROP)
+            if quantized["change"] < -INT8_MAX_DROP and not accept_int8_drop:
+                raise ExportError(
+                    f"INT8 lowers {quantized['metric']} from {quantized['fp32']:.4f} to {quantized['int8']:.4f} "
+                    f"({quantized['change']:+.4f}; at most -{INT8_MAX_DROP} is allowed): nothing was exported, the "
+                    "previous bundle is unchanged. Export without --int8 (FP32), or add --accept-int8-drop to "
+                    "export it anyway (the drop is then written in the model card)."
+                )
             report(progress, "INT8 quantization", 1, 1)
         files = {p.name: sha256_of(p) for p in sorted(work.glob("*.onnx"))}
         card = model_card(ws, run, files, export, quantized)
         write_state(work / CARD, Kind.MODEL_CARD, card)
         (work / "README.md").write_text(_readme(card), encoding="utf-8")
+        sign_bundle(ws.data_dir, work, CARD)
         swap_in(work, final)  # the previous bundle stays whole until this instant
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -268,25 +287,79 @@ def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, progress: P
 class Bundle:
     path: Path
     card: dict[str, Any]
+    trust: str = ""  # how its card is vouched for (app.signing.check_signature)
 
     def session(self, int8: bool = False) -> Any:
+        """An ONNX Runtime session whose graph was checked against the card (input, outputs, class count).
+
+        Raises:
+            ExportError: no such model file, or a graph that does not match its card.
+        """
         import onnxruntime as ort
 
         name = "model.int8.onnx" if int8 else "model.onnx"
         if name not in self.card["files"]:
             raise ExportError(f"The bundle {self.path} has no {name}. Export it again (with --int8 for INT8).")
-        return ort.InferenceSession(str(self.path / name), providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(self.path / name), providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ExportError(f"{self.path / name} cannot be loaded by ONNX Runtime ({str(err)[:160]}). "
+                              "Export the run again.") from err
+        check_graph(session, self.card, self.path / name)
+        return session
 
 
-def load_bundle(path: Path) -> Bundle:
-    """Read a bundle and check every model file against the SHA-256 in its card.
+def check_graph(session: Any, card: dict[str, Any], where: Path) -> None:
+    """The model's input and outputs are the ones its card describes, or ExportError."""
+    wanted = [o["name"] for o in card.get("outputs", [])]
+    found = [o.name for o in session.get_outputs()]
+    inputs = [i.name for i in session.get_inputs()]
+    problem = None
+    if inputs != [card["input"].get("name", "image")]:
+        problem = f"its inputs are {inputs}, the card says {[card['input'].get('name', 'image')]}"
+    elif sorted(found) != sorted(wanted):
+        problem = f"its outputs are {found}, the card says {wanted}"
+    else:
+        for output in session.get_outputs():
+            shape = list(output.shape)
+            last = shape[-1] if shape else None
+            if output.name == "probabilities" and (len(shape) != 2 or (isinstance(last, int)
+                                                                       and last != len(card["classes"]))):
+                problem = f"'probabilities' has shape {shape}, not (batch, {len(card['classes'])} classes)"
+            if output.name == "anomaly_score" and len(shape) != 1:
+                problem = f"'anomaly_score' has shape {shape}, not (batch,)"
+    if problem:
+        raise ExportError(f"{where} does not match its model card: {problem}. Do not use it; export the run again.")
+
+
+def check_outputs(outputs: dict[str, np.ndarray], classes: list[str], count: int, where: str) -> None:
+    """Answers are numbers of the declared shapes: a NaN or infinite output is an error, never an answer."""
+    for name, values in outputs.items():
+        expected = (count, len(classes)) if name == "probabilities" else (count,)
+        if tuple(values.shape) != expected:
+            raise ExportError(f"{where} answered {name} of shape {tuple(values.shape)} where {expected} was "
+                              "expected: the model does not match its card. Export the run again.")
+        if not np.isfinite(values).all():
+            raise ExportError(f"{where} answered NaN or infinite {name} for {int((~np.isfinite(values)).sum())} "
+                              "value(s): the model is broken (damaged weights?). No answer was given; retrain "
+                              "or export the run again.")
+
+
+def load_bundle(path: Path, *, keys_from: Path | None, trust_unsigned: bool = False) -> Bundle:
+    """Read a bundle: its card's signature, then every model file against the SHA-256 in the card.
+
+    ``keys_from``: a workspace's data folder, whose own key and data/trusted_keys/ are
+    trusted (None: none is). ``trust_unsigned`` accepts an unsigned, untrusted or badly
+    signed bundle (the hashes are still checked).
 
     Raises:
-        ExportError: no card, a missing file, or a file whose content changed.
+        ExportError: no card, no or a bad signature (see app.signing.check_signature),
+            a missing file, or a file whose content changed.
     """
     card_path = path / CARD
     if not card_path.exists():
         raise ExportError(f"{path} is not an export bundle (no {CARD}). Export the run again.")
+    trust = check_signature(path, CARD, trusted_raw_keys(keys_from), trust_unsigned)
     card = read_state(card_path, Kind.MODEL_CARD)
     for name, expected in card["files"].items():
         file = path / name
@@ -297,4 +370,4 @@ def load_bundle(path: Path) -> Bundle:
                 f"{file} does not match the SHA-256 in its model card: it was changed or damaged after export. "
                 "Do not use it; export the run again."
             )
-    return Bundle(path, card)
+    return Bundle(path, card, trust)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from app.atomic import temp_sibling
-from app.bundle import Bundle, dominant, load_bundle
+from app.bundle import Bundle, check_outputs, dominant, load_bundle
 from app.errors import DatasetError, WorkbenchError
 from app.progress import Progress, report
 from app.state import Kind, write_state
@@ -124,7 +124,16 @@ class Model:
         return "onnxruntime" if self.bundle else "pytorch"
 
     def run_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """{'probabilities': (N, C)} and/or {'anomaly_score': (N,)}."""
+        """{'probabilities': (N, C)} and/or {'anomaly_score': (N,)}, checked (shapes, finite).
+
+        Raises:
+            ExportError: outputs of the wrong shape, or NaN / infinite ones.
+        """
+        outputs = self._raw_batch(images)
+        check_outputs(outputs, self.classes, len(images), f"Model {self.run} ({self.engine})")
+        return outputs
+
+    def _raw_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
         if self.bundle:
             if self._session is None:
                 self._session = self.bundle.session()
@@ -140,8 +149,13 @@ class Model:
         return {key: out.numpy()}
 
 
-def load_model(ws: Workspace, run: str) -> Model:
-    """A finished run, from its bundle when exported (checked), else from its checkpoint."""
+def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
+    """A finished run, from its bundle when exported (signature and hashes checked), else from
+    its checkpoint.
+
+    Raises:
+        ExportError: the bundle is unsigned, badly signed or changed (see app.bundle.load_bundle).
+    """
     from app.training import load_run_phase
 
     from app.evaluate import dataset_changed
@@ -152,7 +166,11 @@ def load_model(ws: Workspace, run: str) -> Model:
         log.warning("Run %s was trained on an earlier version of dataset %r (it was organized again since): "
                     "its routing follows the current version.", run, meta["dataset"])
     bundle_path = ws.export_dir(run)
-    bundle = load_bundle(bundle_path) if bundle_path.exists() else None
+    bundle = (load_bundle(bundle_path, keys_from=ws.data_dir, trust_unsigned=trust_unsigned)
+              if bundle_path.exists() else None)
+    if bundle is None and meta.get("export"):
+        log.warning("Run %s was exported, but its bundle %s is gone: predicting with its checkpoint (PyTorch). "
+                    "Export it again to use the checked ONNX model.", run, bundle_path)
     phase = None if bundle else load_run_phase(ws, run)
     threshold = bundle.card.get("decision_threshold") if bundle else getattr(phase, "threshold", None)
     return Model(run=run, phase=meta["phase"], classes=list(meta.get("classes", [])),
@@ -208,7 +226,7 @@ def _answer(item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) ->
 
 
 def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool = True,
-            progress: Progress | None = None) -> PredictResult:
+            trust_unsigned: bool = False, progress: Progress | None = None) -> PredictResult:
     """Predict every item under ``path``; write predictions.csv/json (and overlays) under
     ``predictions/<time>/``.
 
@@ -223,7 +241,7 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
     names = [run] if run else candidate_runs(ws)
     if not names:
         raise WorkbenchError("No finished model in this workspace. Train one first (Train, or the one-click workflow).")
-    models = [load_model(ws, name) for name in names]
+    models = [load_model(ws, name, trust_unsigned) for name in names]
     results: list[Prediction] = []
     by_model: dict[str, list[tuple[int, Item]]] = {}
     for k, item in enumerate(items):

@@ -147,7 +147,7 @@ def whole_after_kill(ws: Path, op: str) -> list[str]:
         from app.bundle import load_bundle
 
         try:
-            load_bundle(bundle)
+            load_bundle(bundle, keys_from=ws / "data")
         except Exception as err:  # noqa: BLE001 - any failure here is the finding
             problems.append(f"bundle does not load: {err}")
     for name in ("best.pt", "last.pt"):

@@ -12,6 +12,7 @@ from rich.panel import Panel
 
 from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run, is_classifier_run
 from app.bundle import export_bundle
+from app.errors import ExportError
 from app.training import train
 from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_state
 from app.workspace import Workspace
@@ -180,11 +181,21 @@ def export_menu(s: Session) -> None:
                        default=False)
     if int8 is None:
         return
-    with progress_bars() as bar:
-        result = export_bundle(s.ws, run, int8=int8, progress=bar)
+    try:
+        with progress_bars() as bar:
+            result = export_bundle(s.ws, run, int8=int8, progress=bar)
+    except ExportError as err:
+        if not int8 or "INT8 lowers" not in str(err):
+            raise
+        console.print(f"[yellow]{str(err).split(': nothing was exported')[0]}.[/]")
+        if not ask_confirm("Export the INT8 copy anyway (the drop is written in the model card)?", default=False):
+            return
+        with progress_bars() as bar:
+            result = export_bundle(s.ws, run, int8=int8, accept_int8_drop=True, progress=bar)
     console.print(f"[green]Exported[/] bundle {result.path}\n"
                   f"  ONNX Runtime vs PyTorch, max abs difference: {result.max_abs_diff:.2e} (limit 1e-4)\n"
-                  f"  model card: {result.path / 'metadata.json'}; README: {result.path / 'README.md'}")
+                  f"  model card: {result.path / 'metadata.json'}; README: {result.path / 'README.md'}\n"
+                  f"  signed: {result.path / 'signature.json'} (public key {result.path / 'signing_key.pub.pem'})")
     if result.int8:
         q = result.int8
         console.print(f"  INT8: {q['metric']} {q['fp32']:.4f} -> {q['int8']:.4f} ({q['change']:+.4f})")

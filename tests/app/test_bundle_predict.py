@@ -38,7 +38,7 @@ def test_every_phase_exports_a_bundle_with_a_model_card(demo_ws, runs, phase) ->
     if phase != "supervised":
         assert isinstance(card["decision_threshold"], float)
     assert "Run it without MedAnomaly Workbench" in (result.path / "README.md").read_text()
-    assert load_bundle(result.path).card["name"] == runs[phase]
+    assert load_bundle(result.path, keys_from=demo_ws.data_dir).card["name"] == runs[phase]
     assert not list(demo_ws.exports_dir.glob(".*.partial")), "no half-written bundle left behind"
 
 
@@ -50,18 +50,19 @@ def test_a_tampered_model_file_fails_its_sha256_check(demo_ws, runs, tmp_path) -
     data[len(data) // 2] ^= 0xFF
     (copy / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(ExportError, match="does not match the SHA-256 in its model card"):
-        load_bundle(copy)
+        load_bundle(copy, keys_from=demo_ws.data_dir)
     (copy / "model.onnx").unlink()
     with pytest.raises(ExportError, match="missing from the bundle"):
-        load_bundle(copy)
+        load_bundle(copy, keys_from=demo_ws.data_dir)
 
 
 def test_int8_copy_reports_its_metric_change(demo_ws, runs) -> None:
-    result = export_bundle(demo_ws, runs["supervised"], int8=True)
+    result = export_bundle(demo_ws, runs["supervised"], int8=True, accept_int8_drop=True)
     q = result.int8
     assert q["metric"] == "val_roc_auc" and np.isfinite(q["fp32"]) and np.isfinite(q["int8"])
     assert q["change"] == pytest.approx(q["int8"] - q["fp32"])
-    card = load_bundle(result.path).card
+    card = load_bundle(result.path, keys_from=demo_ws.data_dir).card
+    assert card["int8"]["drop_accepted"] == (q["change"] < -0.02) and card["int8"]["max_drop_allowed"] == 0.02
     assert set(card["files"]) == {"model.onnx", "model.int8.onnx"} and card["int8"]["file"] == "model.int8.onnx"
     import onnxruntime as ort
 
@@ -130,3 +131,114 @@ def test_predict_refuses_a_3d_run_clearly(ws, tmp_path) -> None:
     Image.fromarray(np.full((32, 32), 100, np.uint8)).save(image)
     with pytest.raises(WorkbenchError, match="is a cube3d run; predict takes 2D models"):
         predict(ws, image, run="c3d")
+
+
+# -- trust: signatures, graphs that do not match their card, answers that are not numbers ------------
+def _copy_bundle(demo_ws, runs, tmp_path):
+    source = export_bundle(demo_ws, runs["supervised"]).path
+    copy = tmp_path / "bundle"
+    shutil.copytree(source, copy)
+    return copy
+
+
+def _replace_model(demo_ws, copy, module, sign: bool = True) -> None:
+    """Put another ONNX graph in the bundle, fix the card's hash, and (as a forger would) re-sign it."""
+    import torch
+
+    from app.signing import sign_bundle
+    from app.state import Kind, read_state, write_state
+
+    torch.onnx.export(module, (torch.zeros(2, 1, 32, 32),), str(copy / "model.onnx"), input_names=["image"],
+                      output_names=["probabilities"], dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    card = read_state(copy / "metadata.json", Kind.MODEL_CARD)
+    card["files"]["model.onnx"] = sha256_of(copy / "model.onnx")
+    write_state(copy / "metadata.json", Kind.MODEL_CARD, {k: v for k, v in card.items() if k not in ("kind", "schema_version")})
+    if sign:
+        sign_bundle(demo_ws.data_dir, copy, "metadata.json")
+
+
+def test_a_replaced_model_with_a_matching_hash_fails_the_signature(demo_ws, runs, tmp_path) -> None:
+    import torch
+
+    copy = _copy_bundle(demo_ws, runs, tmp_path)
+    assert load_bundle(copy, keys_from=demo_ws.data_dir).trust.startswith("signed by ")
+    _replace_model(demo_ws, copy, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1024, 5), torch.nn.Softmax(1)),
+                   sign=False)
+    with pytest.raises(ExportError, match="signature of .* does not verify"):
+        load_bundle(copy, keys_from=demo_ws.data_dir)
+    (copy / "signature.json").unlink()
+    with pytest.raises(ExportError, match="is not signed"):
+        load_bundle(copy, keys_from=demo_ws.data_dir)
+    assert load_bundle(copy, keys_from=demo_ws.data_dir, trust_unsigned=True).trust.startswith("unsigned")
+
+
+def test_a_bundle_signed_elsewhere_is_trusted_only_with_its_public_key(demo_ws, runs, tmp_path) -> None:
+    from app.signing import sign_bundle
+    from app.workspace import Workspace
+
+    copy = _copy_bundle(demo_ws, runs, tmp_path)
+    other = Workspace.open(tmp_path / "other")
+    sign_bundle(other.data_dir, copy, "metadata.json")
+    with pytest.raises(ExportError, match="which this workspace does not trust"):
+        load_bundle(copy, keys_from=demo_ws.data_dir)
+    here = Workspace.open(tmp_path / "here")
+    (here.data_dir / "trusted_keys").mkdir()
+    shutil.copy(copy / "signing_key.pub.pem", here.data_dir / "trusted_keys" / "colleague.pem")
+    assert load_bundle(copy, keys_from=here.data_dir).trust.startswith("signed by ")
+    # The check with plain Python and the public key alone, as docs/user_guide.md shows it.
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    signature = json.loads((copy / "signature.json").read_text())
+    key = load_pem_public_key((copy / "signing_key.pub.pem").read_bytes())
+    key.verify(base64.b64decode(signature["signature"]), (copy / "metadata.json").read_bytes())
+
+
+def test_a_graph_whose_outputs_do_not_match_the_card_is_refused(demo_ws, runs, tmp_path) -> None:
+    import torch
+
+    copy = _copy_bundle(demo_ws, runs, tmp_path)
+    _replace_model(demo_ws, copy, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1024, 3), torch.nn.Softmax(1)))
+    bundle = load_bundle(copy, keys_from=demo_ws.data_dir)  # signed and hashed: the graph itself is wrong
+    with pytest.raises(ExportError, match="does not match its model card.*not \\(batch, 5 classes\\)"):
+        bundle.session()
+
+
+def test_nan_outputs_are_an_error_never_an_answer(demo_ws, runs, tmp_path, monkeypatch) -> None:
+    import torch
+
+    from app import predict as predict_module
+
+    class Broken(torch.nn.Module):
+        def forward(self, image):
+            return torch.softmax(image.flatten(1)[:, :5] * float("nan"), dim=1)
+
+    copy = _copy_bundle(demo_ws, runs, tmp_path)
+    _replace_model(demo_ws, copy, Broken())
+    monkeypatch.setattr(predict_module.Workspace, "export_dir", lambda self, run: copy)
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    Image.fromarray(np.full((32, 32), 100, np.uint8)).save(image)
+    with pytest.raises(ExportError, match="NaN or infinite probabilities"):
+        predict(demo_ws, image.parent, run=runs["supervised"], overlays=False)
+
+
+def test_an_int8_copy_that_loses_too_much_is_refused_and_the_previous_bundle_stays(demo_ws, runs, monkeypatch) -> None:
+    from app import bundle as bundle_module
+
+    before = export_bundle(demo_ws, runs["supervised"]).path
+    kept = sha256_of(before / "metadata.json")
+
+    def lossy(ws, run, source, target):
+        shutil.copy(source, target)
+        return {"file": target.name, "metric": "val_roc_auc", "fp32": 0.8809, "int8": 0.6470, "change": -0.2339}
+
+    monkeypatch.setattr(bundle_module, "quantize_int8", lossy)
+    with pytest.raises(ExportError, match="INT8 lowers val_roc_auc from 0.8809 to 0.6470.*--accept-int8-drop"):
+        export_bundle(demo_ws, runs["supervised"], int8=True)
+    assert sha256_of(before / "metadata.json") == kept and not (before / "model.int8.onnx").exists()
+    accepted = export_bundle(demo_ws, runs["supervised"], int8=True, accept_int8_drop=True)
+    card = load_bundle(accepted.path, keys_from=demo_ws.data_dir).card
+    assert card["int8"]["drop_accepted"] is True and card["int8"]["change"] == pytest.approx(-0.2339)

@@ -120,7 +120,7 @@ def test_a_cube_dataset_from_volumes_and_a_point_csv_trains_the_3d_phase(ws, tmp
 
     bundle = export_bundle(ws, "c3d")
     assert bundle.max_abs_diff <= 1e-4
-    assert load_bundle(bundle.path).card["input"]["shape"] == ["batch", 1, 16, 16, 16]
+    assert load_bundle(bundle.path, keys_from=ws.data_dir).card["input"]["shape"] == ["batch", 1, 16, 16, 16]
 
 
 def _volume_folder(tmp_path, names):
@@ -176,7 +176,8 @@ def test_an_hdf5_cube_store_is_written_cube_by_cube_and_read_a_batch_at_a_time(w
     from app.bundle import export_bundle, load_bundle
 
     bundle = export_bundle(ws, "h5-pos")
-    assert bundle.max_abs_diff <= 1e-4 and load_bundle(bundle.path).card["input"]["shape"][:2] == ["batch", 2]
+    assert bundle.max_abs_diff <= 1e-4
+    assert load_bundle(bundle.path, keys_from=ws.data_dir).card["input"]["shape"][:2] == ["batch", 2]
 
 
 def test_a_failed_cube_extraction_leaves_no_file(ws, tmp_path) -> None:
