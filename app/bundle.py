@@ -55,6 +55,21 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def code_version() -> str:
+    """This app's version: the git commit it runs from (with '+changes' when the tree differs), else 'unknown'."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"git {commit}{'+changes' if dirty else ''}"
+
+
 def dominant(counts: dict[str, int]) -> list[str]:
     """The values that make up at least a tenth of a dataset, most frequent first."""
     total = sum(counts.values()) or 1
@@ -120,9 +135,14 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
         }[n]} for n in outputs],
         "decision_threshold": threshold if task == "anomaly_score" else None,
         "metrics": {"split": "test", "values": headline, "ci95": evaluation.get("ci95", {}),
-                    "evaluated": evaluation.get("evaluated")} if evaluation else None,
+                    "evaluated": evaluation.get("evaluated"),
+                    "setting": "test-time augmentation (mirrored views averaged)" if evaluation.get("tta")
+                    else "single view"} if evaluation else None,
         "provenance": {
             "dataset": meta["dataset"], "dataset_items": dataset.get("items"),
+            "dataset_version": meta.get("dataset_version") or None,
+            "pretrained_weights": meta.get("pretrained_weights", "not applicable to this phase"),
+            "seed": meta["config"].get("seed"), "code_version": code_version(),
             "dataset_metadata_sha256": _json_hash({k: v for k, v in dataset.items() if k != "created"}),
             "training_config_sha256": _json_hash(tconfig), "run_config": meta["config"],
             "run_config_sha256": _json_hash(meta["config"]), "epochs": meta.get("epoch"),
@@ -135,6 +155,12 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
     }
 
 
+def _weights_text(record: Any) -> str:
+    if isinstance(record, dict):
+        return f"{record.get('file')} (sha256 {str(record.get('sha256', ''))[:16]}...)"
+    return "none, trained from scratch" if record is None else str(record)
+
+
 def _readme(card: dict[str, Any]) -> str:
     shape = ", ".join(str(v) for v in card["input"]["shape"][1:])
     lines = [
@@ -143,6 +169,9 @@ def _readme(card: dict[str, Any]) -> str:
         f"Modality: {', '.join(card['modality']) or 'unknown'}; region: {', '.join(card['region']) or 'unknown'}; "
         f"classes: {', '.join(card['classes'])}.", "",
         "Research use only; not a medical device.", "",
+        f"Pretrained weights: {_weights_text(card['provenance'].get('pretrained_weights'))}. "
+        f"Seed {card['provenance'].get('seed')}; code {card['provenance'].get('code_version')}; "
+        f"dataset version {card['provenance'].get('dataset_version')}.", "",
         "## Input", "",
         f"`image`: float32, shape (batch, {shape}), values in [0, 1]:", "",
         *[f"1. {step}" for step in card["input"]["preprocessing"]["steps"]], "",
@@ -152,7 +181,8 @@ def _readme(card: dict[str, Any]) -> str:
         lines += [f"Decision threshold (chosen on validation): {card['decision_threshold']:.6g}", ""]
     if card["metrics"]:
         values, ci = card["metrics"]["values"], card["metrics"]["ci95"]
-        lines += ["## Test metrics", "", "| metric | value | 95% CI |", "| --- | --- | --- |"]
+        lines += ["## Test metrics", "", f"Measured on the test split, {card['metrics'].get('setting', 'single view')}.",
+                  "", "| metric | value | 95% CI |", "| --- | --- | --- |"]
         lines += [f"| {k} | {v:.4g} | {f'{ci[k][0]:.3f}-{ci[k][1]:.3f}' if k in ci else ''} |" for k, v in values.items()]
         lines += [""]
     lines += [

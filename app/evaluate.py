@@ -226,12 +226,22 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _weights(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "none: trained from scratch"
+    return f"{record.get('file')} (sha256 {str(record.get('sha256', ''))[:16]}...)"
+
+
 def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict[str, Any], made: list[Path]) -> Path:
     lines = [
         f"# Run {meta['run']}", "",
         f"- phase: {meta['phase']}", f"- dataset: {meta['dataset']}",
         f"- classes: {', '.join(meta.get('classes', []))}", f"- evaluated on: {split} split",
-        f"- dataset version trained on: {meta.get('dataset_version') or 'not recorded'}", "",
+        f"- dataset version trained on: {meta.get('dataset_version') or 'not recorded'}",
+        f"- seed: {meta.get('config', {}).get('seed', 'not recorded')}",
+        *([f"- pretrained weights: {_weights(meta['pretrained_weights'])}"] if "pretrained_weights" in meta else []),
+        f"- figures below: {'test-time augmentation (each image averaged with its mirror)' if metrics.get('tta') else 'single view (no test-time augmentation)'}",
+        "",
     ]
     if metrics.get("dataset_changed"):
         lines += ["**The dataset was organized again after this run was trained: its splits may have changed, "

@@ -225,11 +225,12 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
     run_dir.mkdir(parents=True, exist_ok=True)
     base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
             "config": phase.config_dict(), "balance": balance, "created": now_iso(),
-            "dataset_version": dataset_meta.get("version", "")}
+            "dataset_version": dataset_meta.get("version", ""), **_pretrained_record(phase)}
     if (run_dir / "metadata.json").exists():
         before = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
-        base["created"] = before.get("created", base["created"])
-        base["dataset_version"] = before.get("dataset_version", base["dataset_version"])
+        for kept in ("created", "dataset_version", "pretrained_weights"):  # what the run began with
+            if kept in before:
+                base[kept] = before[kept]
     if rt.main:
         write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**base, "status": "running"})
     try:
@@ -247,6 +248,18 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
 
 
 MIN_VAL_IMAGES = 2
+
+
+def _pretrained_record(phase: Any) -> dict[str, Any]:
+    """Which pretrained weights the model really started from (None: from scratch), for phases that take them."""
+    if not hasattr(phase.config, "pretrained"):
+        return {}
+    source = getattr(phase.model, "pretrained_source", "")
+    if not source:
+        return {"pretrained_weights": None}
+    from app.organize.scan import file_sha256
+
+    return {"pretrained_weights": {"file": Path(source).name, "sha256": file_sha256(Path(source))}}
 
 
 def check_splits(phase: Any, dataset: str, train_y: Any, val_y: Any) -> None:

@@ -76,11 +76,20 @@ def create_backbone(
                 name, name,
             )
     if weights:
-        return timm.create_model(
+        model = timm.create_model(
             name, pretrained=True, num_classes=num_classes, in_chans=1, drop_rate=drop_rate,
             pretrained_cfg_overlay={"file": weights},
         )
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=1, drop_rate=drop_rate)
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=1, drop_rate=drop_rate)
+    model.pretrained_source = str(Path(weights).expanduser()) if weights else ""  # what really happened
+    return model
+
+
+def settle_pretrained(config: Any, model: torch.nn.Module) -> None:
+    """Make ``config.pretrained`` say what happened: False when no weights were found to load."""
+    if config.pretrained is True and not getattr(model, "pretrained_source", ""):
+        config.pretrained = False
 
 
 class ClassifierPhase:
@@ -249,3 +258,4 @@ class SupervisedPhase(ClassifierPhase):
         self.model = create_backbone(
             config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate
         )
+        settle_pretrained(config, self.model)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from models.registry import register_phase
-from models.supervised import ClassifierPhase, check_calibration, create_backbone
+from models.supervised import ClassifierPhase, check_calibration, create_backbone, settle_pretrained
 
 
 @dataclass
@@ -49,6 +49,7 @@ class TransferPhase(ClassifierPhase):
         check_calibration(config.calibration)
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained)
+        settle_pretrained(config, self.model)
 
     def _parts(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], list[torch.nn.Parameter]]:
         head = list(self.model.get_classifier().parameters())

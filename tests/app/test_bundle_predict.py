@@ -242,3 +242,29 @@ def test_an_int8_copy_that_loses_too_much_is_refused_and_the_previous_bundle_sta
     accepted = export_bundle(demo_ws, runs["supervised"], int8=True, accept_int8_drop=True)
     card = load_bundle(accepted.path, keys_from=demo_ws.data_dir).card
     assert card["int8"]["drop_accepted"] is True and card["int8"]["change"] == pytest.approx(-0.2339)
+
+
+def test_the_card_and_report_say_what_really_happened(demo_ws, runs) -> None:
+    from app.evaluate import evaluate_run
+
+    meta = demo_ws.run_metadata(runs["supervised"])
+    # Trained with pretrained=False here; a default run with no cached weights is settled to False too.
+    assert meta["pretrained_weights"] is None and meta["config"]["pretrained"] is False
+    evaluate_run(demo_ws, runs["supervised"], "test", tta=True)
+    card = load_bundle(export_bundle(demo_ws, runs["supervised"]).path, keys_from=demo_ws.data_dir).card
+    provenance = card["provenance"]
+    assert provenance["pretrained_weights"] is None and provenance["seed"] == meta["config"]["seed"]
+    assert provenance["dataset_version"] == demo_ws.dataset_metadata("demo")["version"]
+    assert provenance["code_version"].startswith(("git ", "unknown"))
+    assert "test-time augmentation" in card["metrics"]["setting"]
+    report = (demo_ws.run_dir(runs["supervised"]) / "report.md").read_text()
+    assert "pretrained weights: none: trained from scratch" in report and "test-time augmentation" in report
+
+
+def test_a_default_run_without_cached_weights_records_that_it_trained_from_scratch(monkeypatch) -> None:
+    from models import create_phase
+    from models import supervised
+
+    monkeypatch.setattr(supervised, "cached_weights", lambda name: None)
+    phase = create_phase("supervised", ["normal", "x"], image_size=32, backbone="resnet10t")  # pretrained=True
+    assert phase.config.pretrained is False and phase.model.pretrained_source == ""
