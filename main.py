@@ -310,7 +310,7 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
                 return 1
         final = screens.run_workflow_with_progress(ws, options, restart=args.restart)
         console.print(render.workflow_table(final))
-        screens.show_workflow_results(final)
+        screens.show_workflow_results(final, ws)
         return 0
     if args.command == "dataset":
         return _dataset_command(args, ws)
@@ -403,6 +403,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         message = f"Report: {result.report}"
     if args.command == "predict":
         console.print(render.predictions_table(result.predictions))
+        for used, text in result.verdicts.items():
+            console.print(f"Model {used}: {text}", markup=False)
     if args.command == "status":
         console.print(f"Workspace: {result.root}")
         for table in render.status_tables(result):

@@ -26,6 +26,7 @@ from app.errors import ExportError
 from app.organize.scan import file_sha256 as sha256_of
 from app.progress import Progress, report
 from app.signing import check_signature, sign_bundle, trusted_raw_keys
+from app.verdict import model_verdict
 from app.state import Kind, read_state, write_state
 from app.workspace import Workspace, now_iso
 
@@ -151,6 +152,7 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
         "checks": {"onnx_checker": "passed", "max_abs_diff_vs_pytorch": export["max_abs_diff"],
                    "tolerance": 1e-4, "opset": export["opset"]},
         "int8": int8,
+        "verdict": model_verdict(meta).as_dict(),
         "files": files,
     }
 
@@ -169,6 +171,8 @@ def _readme(card: dict[str, Any]) -> str:
         f"Modality: {', '.join(card['modality']) or 'unknown'}; region: {', '.join(card['region']) or 'unknown'}; "
         f"classes: {', '.join(card['classes'])}.", "",
         "Research use only; not a medical device.", "",
+        f"**Verdict: {card['verdict']['level']}**"
+        + (f": {'; '.join(card['verdict']['reasons'])}." if card["verdict"]["reasons"] else "."), "",
         f"Pretrained weights: {_weights_text(card['provenance'].get('pretrained_weights'))}. "
         f"Seed {card['provenance'].get('seed')}; code {card['provenance'].get('code_version')}; "
         f"dataset version {card['provenance'].get('dataset_version')}.", "",

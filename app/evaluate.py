@@ -22,6 +22,7 @@ from app.metrics import (
 from app.progress import Progress
 from app.state import Kind, write_state
 from app.training import _predict, load_run_phase
+from app.verdict import model_verdict
 from app.workspace import Workspace, now_iso
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,8 @@ def _evaluate_run(ws: Workspace, run: str, split: str, progress: Progress | None
         metrics["calibration"] = meta["calibration"]
     metrics["tta"] = tta
     metrics["dataset_changed"] = dataset_changed(ws, meta)
+    if split == "test":
+        metrics["verdict"] = model_verdict({**meta, "evaluation": {"test": metrics}}).as_dict()
     report = _write_report(run_dir, meta, split, metrics, made)
     evaluation = {**meta.get("evaluation", {}), split: {**metrics, "evaluated": now_iso()}}
     write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**meta, "evaluation": evaluation})
@@ -243,6 +246,10 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         f"- figures below: {'test-time augmentation (each image averaged with its mirror)' if metrics.get('tta') else 'single view (no test-time augmentation)'}",
         "",
     ]
+    if metrics.get("verdict"):
+        verdict = metrics["verdict"]
+        lines += [f"**Verdict: {verdict['level']}**" + (f": {'; '.join(verdict['reasons'])}." if verdict["reasons"]
+                                                        else ": no weakness found in these figures."), ""]
     if metrics.get("dataset_changed"):
         lines += ["**The dataset was organized again after this run was trained: its splits may have changed, "
                   "so these figures may include images the model trained on. Train a new run to measure it "

@@ -25,6 +25,7 @@ from app.bundle import Bundle, check_outputs, dominant, load_bundle
 from app.errors import DatasetError, WorkbenchError
 from app.progress import Progress, report
 from app.state import Kind, write_state
+from app.verdict import Verdict, model_verdict
 from app.workspace import Workspace, now_iso
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Prediction:
     anomaly_score: float | None = None
     threshold: float | None = None
     is_anomaly: bool | None = None
+    model_verdict: str = ""  # fit | weak | unfit | unknown: how far to trust the model (app.verdict)
     note: str = ""
     probabilities: dict[str, float] = field(default_factory=dict)
 
@@ -65,6 +67,7 @@ class PredictResult:
     csv: Path
     json: Path
     overlays: list[Path]
+    verdicts: dict[str, str] = field(default_factory=dict)  # run -> its verdict in one line
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -116,6 +119,7 @@ class Model:
     regions: list[str]
     threshold: float | None
     bundle: Bundle | None
+    verdict: Verdict = Verdict("unknown")
     _torch: Any = None
     _session: Any = None
 
@@ -173,7 +177,7 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
                     "Export it again to use the checked ONNX model.", run, bundle_path)
     phase = None if bundle else load_run_phase(ws, run)
     threshold = bundle.card.get("decision_threshold") if bundle else getattr(phase, "threshold", None)
-    return Model(run=run, phase=meta["phase"], classes=list(meta.get("classes", [])),
+    return Model(run=run, phase=meta["phase"], classes=list(meta.get("classes", [])), verdict=model_verdict(meta),
                  image_size=int(meta["config"]["image_size"]), clahe=bool(meta["config"].get("clahe", False)),
                  modalities=dominant(counts.get("by_modality", {})), regions=dominant(counts.get("by_region", {})),
                  threshold=threshold, bundle=bundle, _torch=phase)
@@ -208,7 +212,8 @@ def _prepare(item: Item, model: Model) -> np.ndarray:
 
 
 def _answer(item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) -> Prediction:
-    found = Prediction(item.name, item.modality, item.region, run=model.run, engine=model.engine)
+    found = Prediction(item.name, item.modality, item.region, run=model.run, engine=model.engine,
+                       model_verdict=model.verdict.level)
     if "probabilities" in outputs:
         p = outputs["probabilities"][k]
         guess = int(p.argmax())
@@ -272,7 +277,9 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
     folder = _new_folder(ws.predictions_dir / time.strftime("%Y%m%d-%H%M%S"))
     csv_path, json_path = _write(folder, results)
     made = _overlays(ws, folder, items, results, models) if overlays else []
-    return PredictResult(results, folder, csv_path, json_path, made)
+    used = {r.run for r in results if r.run}
+    return PredictResult(results, folder, csv_path, json_path, made,
+                         {m.run: m.verdict.text for m in models if m.run in used})
 
 
 def _new_folder(wanted: Path) -> Path:

@@ -7,6 +7,7 @@ from typing import Any
 
 from app.names import problem_with
 from app.training import run_status
+from app.verdict import model_verdict
 from app.workflow import STEPS, workflow_state
 from app.workspace import Workspace
 
@@ -30,7 +31,7 @@ def workspace_status(ws: Workspace) -> WorkspaceStatus:
         test = meta.get("evaluation", {}).get("test", {})
         status.runs.append({
             "run": meta["run"], "phase": meta["phase"], "dataset": meta["dataset"], "status": run_status(ws, meta),
-            "epochs": meta.get("epoch", 0), "test": test, "exported": (ws.exports_dir / meta["run"] / "metadata.json").exists(),
+            "epochs": meta.get("epoch", 0), "test": test, "verdict": model_verdict(meta), "exported": (ws.exports_dir / meta["run"] / "metadata.json").exists(),
         })
     for path in sorted((ws.data_dir / "workflows").glob("*.json")):
         if problem_with(path.stem):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from app.status import WorkspaceStatus
@@ -32,15 +33,16 @@ def status_tables(status: WorkspaceStatus) -> list[Table]:
         data.add_row("(none yet)", "", "", "", "Collect the demo data or a folder to begin", "")
     tables.append(data)
     runs = Table(title="Training runs", title_justify="left")
-    for col in ("run", "phase", "status", "epochs", "test AUROC", "test bal. acc.", "ONNX"):
+    for col in ("run", "phase", "status", "epochs", "test AUROC", "test bal. acc.", "verdict", "ONNX"):
         runs.add_column(col)
     for run in status.runs[:8]:
         test = run["test"]
         runs.add_row(run["run"], run["phase"], run["status"], _num(run["epochs"]),
                      _num(test.get("anomaly_auroc", test.get("roc_auc_ovr", "-"))),
-                     _num(test.get("balanced_accuracy", "-")), "yes" if run["exported"] else "-")
+                     _num(test.get("balanced_accuracy", "-")), verdict_text(run["verdict"]),
+                     "yes" if run["exported"] else "-")
     if not status.runs:
-        runs.add_row("(none yet)", "", "", "", "", "", "")
+        runs.add_row("(none yet)", "", "", "", "", "", "", "")
     tables.append(runs)
     return tables
 
@@ -80,6 +82,14 @@ def workflow_table(state: dict[str, Any]) -> Table:
     return table
 
 
+VERDICT_STYLE = {"fit": "green", "weak": "yellow", "unfit": "bold red", "unknown": "dim"}
+
+
+def verdict_text(verdict: Any) -> str:
+    """A verdict (app.verdict.Verdict) in its colour, with its reasons."""
+    return f"[{VERDICT_STYLE.get(verdict.level, '')}]{escape(verdict.text)}[/]"
+
+
 def predictions_table(predictions: list[Any]) -> Table:
     """One line per predicted item: what it is, which model answered, and its answer."""
     table = Table(title="Predictions", title_justify="left")
@@ -87,7 +97,9 @@ def predictions_table(predictions: list[Any]) -> Table:
         table.add_column(name, justify="right" if name in ("confidence", "anomaly score") else "left")
     for p in predictions:
         verdict = "" if p.is_anomaly is None else ("[red]yes[/]" if p.is_anomaly else "[green]no[/]")
-        table.add_row(p.input[-40:], f"{p.modality} / {p.region}", p.run or f"[yellow]{p.note}[/]",
+        model = (f"{p.run} [{VERDICT_STYLE.get(p.model_verdict, '')}]({p.model_verdict})[/]"
+                 if p.run and p.model_verdict not in ("", "fit") else p.run)
+        table.add_row(p.input[-40:], f"{p.modality} / {p.region}", model or f"[yellow]{p.note}[/]",
                       p.predicted_class, _num(p.confidence) if p.confidence is not None else "",
                       _num(p.anomaly_score) if p.anomaly_score is not None else "", verdict)
     return table

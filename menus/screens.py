@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import questionary
+from rich.markup import escape
 from rich.markdown import Markdown
 from rich.panel import Panel
 
@@ -15,6 +16,7 @@ from app.bundle import export_bundle
 from app.errors import ExportError
 from app.training import train
 from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_state
+from app.verdict import Verdict, model_verdict
 from app.workspace import Workspace
 from menus import render
 from menus.ask import ask_checkbox, ask_choice, ask_confirm, ask_int, ask_path, ask_text
@@ -142,6 +144,13 @@ def show_evaluation(metrics: dict[str, Any], classes: list[str], run: str) -> No
     console.print(render.metrics_table(f"{run}: test split", metrics))
     if "confusion_matrix" in metrics:
         console.print(render.confusion_table(metrics["confusion_matrix"], classes))
+    if metrics.get("verdict"):
+        show_verdict(run, Verdict(metrics["verdict"]["level"], metrics["verdict"]["reasons"]))
+
+
+def show_verdict(run: str, verdict: Verdict) -> None:
+    """How far to trust a model, in one line (docs: Reading the verdicts)."""
+    console.print(f"Verdict on {escape(run)}: {render.verdict_text(verdict)}")
 
 
 # -- export and predict ----------------------------------------------------------------------
@@ -170,6 +179,8 @@ def predict_menu(s: Session) -> None:
     with progress_bars() as bar:
         result = predict(s.ws, Path(path), run=None if run == "__auto__" else run, progress=bar)
     console.print(render.predictions_table(result.predictions))
+    for used, text in result.verdicts.items():
+        console.print(f"Model {escape(used)}: {escape(text)}")
     console.print(f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays))
 
 
@@ -228,7 +239,7 @@ def workflow_menu(s: Session) -> None:
         return
     final = run_workflow_with_progress(s.ws, options)
     console.print(render.workflow_table(final))
-    show_workflow_results(final)
+    show_workflow_results(final, s.ws)
 
 
 def run_workflow_with_progress(ws: Workspace, options: WorkflowOptions, restart: bool = False) -> dict[str, Any]:
@@ -242,9 +253,12 @@ def run_workflow_with_progress(ws: Workspace, options: WorkflowOptions, restart:
         return run_workflow(ws, options, restart=restart, progress=bar, on_step=on_step)
 
 
-def show_workflow_results(state: dict[str, Any]) -> None:
+def show_workflow_results(state: dict[str, Any], ws: Workspace | None = None) -> None:
     for run, metrics in state["steps"].get("evaluate", {}).get("metrics", {}).items():
         console.print(render.metrics_table(f"{run}: test split", metrics))
+    if ws is not None:  # the verdicts last: what to trust of all the above
+        for run in state["steps"].get("evaluate", {}).get("metrics", {}):
+            show_verdict(run, model_verdict(ws.run_metadata(run)))
     for run, info in state["steps"].get("export", {}).get("exports", {}).items():
         console.print(f"ONNX bundle: {info['path']} (max abs difference to PyTorch {info['max_abs_diff']:.1e})")
 
