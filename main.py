@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("path", help="an image file, a DICOM series folder, or a folder of images")
     pr.add_argument("--run", help="the model to use (default: chosen per image by modality and region)")
     pr.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM / residual heat maps")
+    pr.add_argument("--allow-ood", action="store_true",
+                    help="answer also for images outside what the models were trained on (they stay marked outside)")
     pr.add_argument("--trust-unsigned", action="store_true",
                     help="use exported bundles that are unsigned or signed by a key this workspace does not trust "
                          "(their file hashes are still checked)")
@@ -390,7 +392,7 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             from app.predict import predict
 
             result = predict(ws, Path(args.path), run=args.run, overlays=not args.no_overlays,
-                             trust_unsigned=args.trust_unsigned, progress=bar)
+                             trust_unsigned=args.trust_unsigned, allow_ood=args.allow_ood, progress=bar)
             message = f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays)
         else:  # status
             from app.status import workspace_status
@@ -405,6 +407,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         console.print(render.predictions_table(result.predictions))
         for used, text in result.verdicts.items():
             console.print(f"Model {used}: {text}", markup=False)
+        if result.outside:
+            console.print(render.outside_line(result.outside, len(result.predictions), args.allow_ood))
     if args.command == "status":
         console.print(f"Workspace: {result.root}")
         for table in render.status_tables(result):

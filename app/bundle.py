@@ -153,6 +153,10 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
                    "tolerance": 1e-4, "opset": export["opset"]},
         "int8": int8,
         "verdict": model_verdict(meta).as_dict(),
+        "ood_gate": {**meta["ood_gate"], "file": "ood_gate.json",
+                     "meaning": "an input is outside what the model was trained on when its modality/region pair "
+                                "is not in 'seen', or its appearance distance (app/ood.py) exceeds 'threshold'"}
+        if meta.get("ood_gate") else None,
         "files": files,
     }
 
@@ -305,7 +309,11 @@ def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, accept_int8
                     "export it anyway (the drop is then written in the model card)."
                 )
             report(progress, "INT8 quantization", 1, 1)
-        files = {p.name: sha256_of(p) for p in sorted(work.glob("*.onnx"))}
+        from app.ood import GATE_FILE
+
+        if (ws.run_dir(run) / GATE_FILE).exists():  # the out-of-distribution gate travels with the model
+            shutil.copy2(ws.run_dir(run) / GATE_FILE, work / GATE_FILE)
+        files = {p.name: sha256_of(p) for p in sorted([*work.glob("*.onnx"), *work.glob(GATE_FILE)])}
         card = model_card(ws, run, files, export, quantized)
         write_state(work / CARD, Kind.MODEL_CARD, card)
         (work / "README.md").write_text(_readme(card), encoding="utf-8")

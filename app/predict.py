@@ -25,6 +25,7 @@ from app.bundle import Bundle, check_outputs, dominant, load_bundle
 from app.errors import DatasetError, WorkbenchError
 from app.progress import Progress, report
 from app.state import Kind, write_state
+from app.ood import OUTSIDE, Gate, load_gate
 from app.verdict import Verdict, model_verdict
 from app.workspace import Workspace, now_iso
 
@@ -56,6 +57,8 @@ class Prediction:
     threshold: float | None = None
     is_anomaly: bool | None = None
     model_verdict: str = ""  # fit | weak | unfit | unknown: how far to trust the model (app.verdict)
+    outside: bool = False  # outside what the model was trained on (app.ood): no answer unless allowed
+    ood_distance: float | None = None  # appearance distance to the training images (threshold: the gate's)
     note: str = ""
     probabilities: dict[str, float] = field(default_factory=dict)
 
@@ -68,6 +71,7 @@ class PredictResult:
     json: Path
     overlays: list[Path]
     verdicts: dict[str, str] = field(default_factory=dict)  # run -> its verdict in one line
+    outside: int = 0  # items outside what any model was trained on (no answer given, unless allowed)
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -120,6 +124,7 @@ class Model:
     threshold: float | None
     bundle: Bundle | None
     verdict: Verdict = Verdict("unknown")
+    gate: Gate | None = None
     _torch: Any = None
     _session: Any = None
 
@@ -177,7 +182,16 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
                     "Export it again to use the checked ONNX model.", run, bundle_path)
     phase = None if bundle else load_run_phase(ws, run)
     threshold = bundle.card.get("decision_threshold") if bundle else getattr(phase, "threshold", None)
+    try:
+        gate = load_gate(bundle.path if bundle else ws.run_dir(run))
+    except (ValueError, KeyError, TypeError) as err:
+        raise WorkbenchError(f"The out-of-distribution gate of run {run} cannot be read ({err}). Train the run "
+                             "again (or export it again).") from err
+    if gate is None:
+        log.warning("Run %s has no out-of-distribution gate (trained by an older version): images unlike its "
+                    "training data cannot be flagged. Train it again to add one.", run)
     return Model(run=run, phase=meta["phase"], classes=list(meta.get("classes", [])), verdict=model_verdict(meta),
+                 gate=gate,
                  image_size=int(meta["config"]["image_size"]), clahe=bool(meta["config"].get("clahe", False)),
                  modalities=dominant(counts.get("by_modality", {})), regions=dominant(counts.get("by_region", {})),
                  threshold=threshold, bundle=bundle, _torch=phase)
@@ -193,14 +207,25 @@ def candidate_runs(ws: Workspace) -> list[str]:
     return ordered
 
 
-def route(item: Item, models: list[Model]) -> Model | None:
-    """The first model trained on the item's modality and region (unknowns match anything known)."""
-    for model in models:
-        modality_ok = item.modality == "OT" or not model.modalities or item.modality in model.modalities
-        region_ok = item.region == "unknown" or not model.regions or item.region in model.regions
-        if modality_ok and region_ok:
-            return model
-    return None
+def route(item: Item, models: list[Model], allow_ood: bool = False) -> Model | None:
+    """The first model trained on the item's modality and region together (its gate's combinations).
+
+    An item whose region is unknown is routed only with ``allow_ood`` (then unknowns match
+    anything known, as do models trained before gates existed).
+    """
+    if not allow_ood:
+        if item.region == "unknown":
+            return None
+        return next((m for m in models if m.gate is not None and m.gate.covers(item.modality, item.region)),
+                    next((m for m in models if m.gate is None and _loosely(item, m)), None))
+    return next((m for m in models if _loosely(item, m)), None)
+
+
+def _loosely(item: Item, model: Model) -> bool:
+    """Modality and region each among the model's (unknowns match anything)."""
+    modality_ok = item.modality == "OT" or not model.modalities or item.modality in model.modalities
+    region_ok = item.region == "unknown" or not model.regions or item.region in model.regions
+    return modality_ok and region_ok
 
 
 # -- prediction ------------------------------------------------------------------------------
@@ -231,9 +256,13 @@ def _answer(item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) ->
 
 
 def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool = True,
-            trust_unsigned: bool = False, progress: Progress | None = None) -> PredictResult:
+            trust_unsigned: bool = False, allow_ood: bool = False, progress: Progress | None = None) -> PredictResult:
     """Predict every item under ``path``; write predictions.csv/json (and overlays) under
     ``predictions/<time>/``.
+
+    Items outside what a model was trained on (app.ood: a modality/region combination it
+    never saw, an unknown region, or an image unlike its training images) get no answer:
+    they are marked ``outside`` and counted. ``allow_ood`` answers them anyway (still marked).
 
     Raises:
         DatasetError: nothing readable under ``path``.
@@ -250,11 +279,12 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
     results: list[Prediction] = []
     by_model: dict[str, list[tuple[int, Item]]] = {}
     for k, item in enumerate(items):
-        model = models[0] if run else route(item, models)
+        model = models[0] if run else route(item, models, allow_ood)
+        if run and not allow_ood and model.gate is not None and not model.gate.covers(item.modality, item.region):
+            model = None
         if model is None:
-            trained = "; ".join(f"{m.run}: {'/'.join(m.modalities) or '?'} {'/'.join(m.regions) or '?'}" for m in models)
-            results.append(Prediction(item.name, item.modality, item.region,
-                                      note=f"no model for {item.modality} {item.region} images (trained: {trained})"))
+            results.append(Prediction(item.name, item.modality, item.region, outside=True,
+                                      note=_no_model(item, models)))
         else:
             results.append(Prediction(item.name, item.modality, item.region))
             by_model.setdefault(model.run, []).append((k, item))
@@ -269,9 +299,13 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
                 except DatasetError as err:
                     results[k].note = str(err).replace(str(item.files[0].parent), "").strip()[:160]
             if prepared:
-                outputs = model.run_batch(np.concatenate([x for _, _, x in prepared]))
+                batch = np.concatenate([x for _, _, x in prepared])
+                outputs = model.run_batch(batch)
+                distances = model.gate.distances(batch) if model.gate is not None else None
                 for n, (k, item, _) in enumerate(prepared):
                     results[k] = _answer(item, model, outputs, n)
+                    if distances is not None:
+                        _gate(results[k], float(distances[n]), model.gate.threshold, allow_ood)
             done += len(chunk)
             report(progress, "Predicting", done, len(items))
     folder = _new_folder(ws.predictions_dir / time.strftime("%Y%m%d-%H%M%S"))
@@ -279,7 +313,30 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
     made = _overlays(ws, folder, items, results, models) if overlays else []
     used = {r.run for r in results if r.run}
     return PredictResult(results, folder, csv_path, json_path, made,
-                         {m.run: m.verdict.text for m in models if m.run in used})
+                         {m.run: m.verdict.text for m in models if m.run in used},
+                         sum(1 for r in results if r.outside))
+
+
+def _no_model(item: Item, models: list[Model]) -> str:
+    if item.region == "unknown":
+        return (f"{OUTSIDE}: its region could not be told, so no model is known to fit it "
+                "(--allow-ood routes it by modality alone)")
+    trained = "; ".join(f"{m.run}: " + (", ".join(f"{a} {b}" for a, b in m.gate.seen) if m.gate else
+                                        f"{'/'.join(m.modalities) or '?'} {'/'.join(m.regions) or '?'}")
+                        for m in models)
+    return f"{OUTSIDE}: no model was trained on {item.modality} {item.region} images (trained: {trained})"
+
+
+def _gate(found: Prediction, distance: float, threshold: float, allow_ood: bool) -> None:
+    """Mark an answer whose image is unlike the model's training images; withhold it unless allowed."""
+    found.ood_distance = round(distance, 3)
+    if distance <= threshold:
+        return
+    found.outside = True
+    found.note = f"{OUTSIDE}: unlike its training images (distance {distance:.1f} > {threshold:.1f})"
+    if not allow_ood:
+        found.predicted_class, found.confidence, found.probabilities = "", None, {}
+        found.anomaly_score, found.is_anomaly = None, None
 
 
 def _new_folder(wanted: Path) -> Path:
@@ -349,8 +406,11 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
             maps = np.stack([cam(x=images[k : k + 1]).detach()[0, 0].numpy() for k in range(len(images))])
         else:
             continue
-        titles = [f"{r.input[-28:]}\n{r.predicted_class or ''} {'ANOMALY' if r.is_anomaly else ''}".strip()
-                  for _, r in chosen]
+        # Pixels cannot be searched for identifiers later: the titles carry the row number in
+        # predictions.csv and the answer, never a file or folder name (they often hold patient names).
+        row_of = {id(r): n for n, r in enumerate(results, 1)}
+        titles = [f"row {row_of[id(r)]}\n{'outside' if r.outside else (r.predicted_class or '')} "
+                  f"{'ANOMALY' if r.is_anomaly else ''}".strip() for _, r in chosen]
         path = folder / f"overlay_{model.run}.png"
         heat_grid(images[:, 0].numpy(), np.clip(maps, 0, 1), titles, path, f"{model.run}")
         made.append(path)

@@ -235,8 +235,12 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**base, "status": "running"})
     try:
         if not phase.spec.trainable:
-            return _fit(ws, phase, dataset, run_dir, base, progress)
-        return _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s)
+            result = _fit(ws, phase, dataset, run_dir, base, progress)
+        else:
+            result = _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s)
+        if rt.main and phase.spec.input_dims == 2:
+            fit_ood_gate(ws, dataset, run_dir, phase.config, progress)
+        return result
     except Exception as err:
         # Never leave a run marked running after it failed: say so, keep what was saved.
         if rt.main:
@@ -574,3 +578,33 @@ def run_status(ws: Workspace, meta: dict[str, Any]) -> str:
     if status == "running" and not is_held(ws.lock_path("run", meta["run"])):
         return "interrupted"
     return status
+
+
+GATE_IMAGES = 2000  # at most this many training (and validation) images fit the out-of-distribution gate
+
+
+def fit_ood_gate(ws: Workspace, dataset: str, run_dir: Path, config: Any, progress: Progress | None = None) -> None:
+    """Fit the run's out-of-distribution gate (app.ood) on its dataset's train and validation images,
+    prepared as the model sees them; kept in ``ood_gate.json`` and summed up in metadata.json."""
+    import random
+
+    from app.data import load_images
+    from app.ood import fit_gate, save_gate
+
+    rows = {split: split_rows(ws, dataset, split) for split in ("train", "val")}
+    for split, found in rows.items():
+        if len(found) > GATE_IMAGES:
+            rows[split] = random.Random(0).sample(found, GATE_IMAGES)
+    if len(rows["train"]) < 2:
+        log.warning("%s: too few training images to fit an out-of-distribution gate", run_dir.name)
+        return
+    size, use_clahe = int(config.image_size), bool(getattr(config, "clahe", False))
+    train_images = load_images(ws, rows["train"], size, progress, "Fitting the out-of-distribution gate",
+                               use_clahe=use_clahe)
+    val_images = load_images(ws, rows["val"], size, None, use_clahe=use_clahe)
+    gate = fit_gate(train_images, val_images, [(r["modality"], r["region"]) for r in rows["train"]])
+    save_gate(gate, run_dir)
+    meta = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
+    write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**meta, "ood_gate": {
+        "threshold": gate.threshold, "val_flagged": gate.val_flagged, "seen": [list(p) for p in gate.seen],
+        "train_images": len(train_images), "val_images": len(val_images)}})

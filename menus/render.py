@@ -90,6 +90,13 @@ def verdict_text(verdict: Any) -> str:
     return f"[{VERDICT_STYLE.get(verdict.level, '')}]{escape(verdict.text)}[/]"
 
 
+def outside_line(outside: int, total: int, allowed: bool) -> str:
+    """The summary of the out-of-distribution gate under a predictions table."""
+    then = ("answered anyway (--allow-ood): read those answers with care" if allowed
+            else "no answer was given for them (--allow-ood answers anyway)")
+    return f"[yellow]{outside} of {total} item(s) are outside what the models were trained on: {then}.[/]"
+
+
 def predictions_table(predictions: list[Any]) -> Table:
     """One line per predicted item: what it is, which model answered, and its answer."""
     table = Table(title="Predictions", title_justify="left")
@@ -97,6 +104,8 @@ def predictions_table(predictions: list[Any]) -> Table:
         table.add_column(name, justify="right" if name in ("confidence", "anomaly score") else "left")
     for p in predictions:
         verdict = "" if p.is_anomaly is None else ("[red]yes[/]" if p.is_anomaly else "[green]no[/]")
+        if p.outside:
+            verdict = f"[yellow]outside[/]{' ' + verdict if verdict else ''}"
         model = (f"{p.run} [{VERDICT_STYLE.get(p.model_verdict, '')}]({p.model_verdict})[/]"
                  if p.run and p.model_verdict not in ("", "fit") else p.run)
         table.add_row(p.input[-40:], f"{p.modality} / {p.region}", model or f"[yellow]{p.note}[/]",

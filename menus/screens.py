@@ -181,6 +181,8 @@ def predict_menu(s: Session) -> None:
     console.print(render.predictions_table(result.predictions))
     for used, text in result.verdicts.items():
         console.print(f"Model {escape(used)}: {escape(text)}")
+    if result.outside:
+        console.print(render.outside_line(result.outside, len(result.predictions), False))
     console.print(f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays))
 
 

@@ -105,7 +105,9 @@ def test_predict_on_a_folder_routes_each_item_and_writes_results(demo_ws, runs, 
     assert by_input["chest"].is_anomaly in (True, False) and by_input["chest"].threshold is not None
     assert by_input["ct_series"].run == runs["hybrid"] and by_input["ct_series"].predicted_class
     ultrasound = by_input["breast_ultrasound"]
-    assert ultrasound.run == "" and ultrasound.modality == "US" and "no model for US breast" in ultrasound.note
+    assert ultrasound.run == "" and ultrasound.modality == "US" and ultrasound.outside
+    assert "outside what this model was trained on: no model was trained on US breast images" in ultrasound.note
+    assert not by_input["chest"].outside and by_input["chest"].ood_distance is not None
     assert result.csv.read_text().count("\n") == 4
     assert json.loads(result.json.read_text())["results"][0]["input"]
     assert result.overlays and result.overlays[0].stat().st_size > 5_000
@@ -268,3 +270,16 @@ def test_a_default_run_without_cached_weights_records_that_it_trained_from_scrat
     monkeypatch.setattr(supervised, "cached_weights", lambda name: None)
     phase = create_phase("supervised", ["normal", "x"], image_size=32, backbone="resnet10t")  # pretrained=True
     assert phase.config.pretrained is False and phase.model.pretrained_source == ""
+
+
+def test_real_radiographs_are_outside_what_the_demo_models_saw(demo_ws, runs) -> None:
+    from tests.conftest import shared
+
+    folder = shared("xray/chest_samples")
+    result = predict(demo_ws, folder, overlays=False)
+    assert result.predictions and all(p.outside for p in result.predictions)
+    assert all(p.predicted_class == "" and p.is_anomaly is None for p in result.predictions)
+    assert result.outside == len(result.predictions)
+    loose = predict(demo_ws, folder, run=runs["supervised"], overlays=False, allow_ood=True)
+    judged = [p for p in loose.predictions if p.ood_distance is not None]
+    assert judged and all("unlike its training images" in p.note and p.predicted_class for p in judged)
