@@ -280,7 +280,10 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
     by_model: dict[str, list[tuple[int, Item]]] = {}
     for k, item in enumerate(items):
         model = models[0] if run else route(item, models, allow_ood)
-        if run and not allow_ood and model.gate is not None and not model.gate.covers(item.modality, item.region):
+        # A model chosen by hand answers for an unknown region (the user vouched for it), but
+        # not for a modality/region pair it never saw; the appearance check applies either way.
+        if (run and not allow_ood and model.gate is not None and item.region != "unknown"
+                and not model.gate.covers(item.modality, item.region)):
             model = None
         if model is None:
             results.append(Prediction(item.name, item.modality, item.region, outside=True,

@@ -30,7 +30,9 @@ def test_every_phase_exports_a_bundle_with_a_model_card(demo_ws, runs, phase) ->
     # magnifies float32 rounding; its phase allows 1e-3 (models/hybrid.py).
     assert result.max_abs_diff <= (1e-3 if phase == "hybrid" else 1e-4)
     card = json.loads((result.path / "metadata.json").read_text())
-    assert card["files"] == {"model.onnx": sha256_of(result.path / "model.onnx")}
+    assert card["files"] == {"model.onnx": sha256_of(result.path / "model.onnx"),
+                             "ood_gate.json": sha256_of(result.path / "ood_gate.json")}
+    assert card["ood_gate"]["threshold"] > 0 and ["XR", "chest"] in card["ood_gate"]["seen"]
     assert card["input"]["shape"] == ["batch", 1, 32, 32] and card["input"]["preprocessing"]["clahe"] is False
     assert set(card["modality"]) == {"XR", "MR", "CT"} and "chest" in card["region"]
     assert {"dataset_metadata_sha256", "training_config_sha256", "packages"} <= set(card["provenance"])
@@ -63,7 +65,8 @@ def test_int8_copy_reports_its_metric_change(demo_ws, runs) -> None:
     assert q["change"] == pytest.approx(q["int8"] - q["fp32"])
     card = load_bundle(result.path, keys_from=demo_ws.data_dir).card
     assert card["int8"]["drop_accepted"] == (q["change"] < -0.02) and card["int8"]["max_drop_allowed"] == 0.02
-    assert set(card["files"]) == {"model.onnx", "model.int8.onnx"} and card["int8"]["file"] == "model.int8.onnx"
+    assert set(card["files"]) == {"model.onnx", "model.int8.onnx", "ood_gate.json"}
+    assert card["int8"]["file"] == "model.int8.onnx"
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(result.path / "model.int8.onnx"), providers=["CPUExecutionProvider"])
