@@ -8,6 +8,7 @@ can be, so a workspace can be moved whole.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from app.errors import DatasetError, WorkspaceError
 from app.locks import hold
 from app.names import check_name
 from app.state import Kind, read_state, read_state_or, write_state
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_VAR = "MEDANOMALY_WORKSPACE"
@@ -202,10 +205,10 @@ class Workspace:
         return {n: e for n, e in self.load_index().items() if e.get("raw_path") and e.get("complete")}
 
     def organized_datasets(self) -> list[str]:
-        return sorted(
-            p.name for p in self.organized_dir.iterdir()
-            if not p.name.startswith(".") and (p / "metadata.json").exists()
-        ) if self.organized_dir.exists() else []
+        if not self.organized_dir.exists():
+            return []
+        found = [p for p in self.organized_dir.iterdir() if not p.name.startswith(".") and (p / "metadata.json").exists()]
+        return sorted(p.name for p in found if _usable(p.name, "dataset"))
 
     def dataset_metadata(self, dataset: str) -> dict[str, Any]:
         path = self.organized_path(dataset) / "metadata.json"
@@ -220,7 +223,7 @@ class Workspace:
         """Metadata of every run in the workspace, newest first."""
         found = []
         for meta in self.runs_dir.glob("*/metadata.json"):
-            if not meta.parent.name.startswith("."):
+            if not meta.parent.name.startswith(".") and _usable(meta.parent.name, "run"):
                 found.append(read_state(meta, Kind.RUN_METADATA))
         return sorted(found, key=lambda m: m.get("created", ""), reverse=True)
 
@@ -233,3 +236,18 @@ class Workspace:
             known = ", ".join(m["run"] for m in self.runs()) or "none yet"
             raise DatasetError(f"No training run named {run!r} (runs: {known}). Train first.")
         return read_state(path, Kind.RUN_METADATA)
+
+
+def _usable(name: str, what: str) -> bool:
+    """Whether a folder made by an older version has a name this version accepts (else a warning, once)."""
+    from app.names import problem_with, suggest_name
+
+    why = problem_with(name)
+    if why and (what, name) not in _WARNED:
+        _WARNED.add((what, name))
+        log.warning("The %s folder %r is left out: its name is no longer accepted (%s). Rename the folder to %r "
+                    "to use it again.", what, name, why, suggest_name(name))
+    return why is None
+
+
+_WARNED: set[tuple[str, str]] = set()

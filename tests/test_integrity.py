@@ -464,3 +464,14 @@ def test_organize_killed_at_seeded_points_ends_as_an_uninterrupted_run(tmp_path:
     assert found["kill_points"] == 3
     assert (found["inconsistent_states"], found["orphan_processes"], found["leftover_temp_files"]) == (0, 0, 0), \
         found["findings"]
+
+
+def test_a_folder_an_older_version_named_freely_is_left_out_with_a_way_back(capsys, place, caplog) -> None:
+    ws, _, _ = place
+    legacy = ws.organized_dir / "my data"
+    legacy.mkdir()
+    (legacy / "metadata.json").write_text("{}")
+    assert ws.organized_datasets() == ["first"]
+    assert "Rename the folder to 'my_data'" in caplog.text
+    code, text = run(capsys, "status", "--workspace", str(ws.root))
+    assert code == 0 and "first" in text
