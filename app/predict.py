@@ -98,11 +98,13 @@ def find_items(path: Path) -> list[Item]:
     for files, kind in _group(records, root):
         middle = files[len(files) // 2]
         relative = PurePath(Path(middle.path).relative_to(root))
+        # The rules also read the name of the folder given (a folder called chest_xray says chest).
+        seen_as = PurePath(root.name) / relative
         items.append(Item(
             name=str(relative.parent / f"{relative.name} (+{len(files) - 1} slices)") if len(files) > 1 else str(relative),
             files=[Path(f.path) for f in files], kind=kind,
-            modality=detect(MODALITY_RULES, middle.header, relative, default="OT").value,
-            region=detect(REGION_RULES, middle.header, relative).value,
+            modality=detect(MODALITY_RULES, middle.header, seen_as, default="OT").value,
+            region=detect(REGION_RULES, middle.header, seen_as).value,
         ))
     if not items:
         reasons = sorted({s.reason for s in skipped})[:3]
