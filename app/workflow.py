@@ -32,7 +32,7 @@ TITLES = {
 }
 DEMO_SCALE = 3
 
-# Training settings. --fast: small images and few epochs (about 3 minutes on 2 CPU cores).
+# Training settings. --fast: small images and few epochs (3 to 7 minutes on 2 CPU cores).
 # The fast classifier is ResNet-10-T: trained from scratch for 15 epochs at 64 px it reached
 # test macro AUC 1.000 / 0.998 (seeds 0 / 1) with every class found and calibrated ECE
 # 0.04 / 0.06, where EfficientNet-B0 reached 0.861, never predicted 'normal' and its

@@ -230,7 +230,7 @@ def workflow_menu(s: Session) -> None:
         dataset = ask_text("Name for this dataset:", validate=lambda t: bool(t.strip()) or "Give a name")
         if not dataset:
             return
-    fast = ask_confirm("Fast mode (small images, few epochs: about 3 minutes)?", default=s.settings.fast)
+    fast = ask_confirm("Fast mode (small images, few epochs: 3 to 7 minutes on 2 cores)?", default=s.settings.fast)
     if fast is None:
         return
     options = WorkflowOptions(dataset=dataset.strip(), source=source, fast=fast, seed=s.settings.seed)
