@@ -244,7 +244,7 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
         logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(logfile)
     except OSError:
-        pass
+        logfile = None  # no log file this time; the screen still gets every message
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=handlers, force=True)
     import warnings
 

@@ -20,6 +20,6 @@ def die_with_parent(parent: int) -> None:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
-            pass
+            libc = None  # no prctl here: the worker ends when the pool's pipes close instead
     if os.getppid() != parent:  # the parent died before the request above took hold
         os._exit(1)

@@ -79,7 +79,7 @@ class Workflow(_State):
 
 
 class Settings(_State):
-    pass
+    """Menu settings: every key is optional (menus/settings.py gives the defaults)."""
 
 
 class ScanCache(_State):

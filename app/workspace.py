@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from app.atomic import sweep, temp_sibling
+from app.atomic import create_once, sweep
 from app.errors import DatasetError, WorkspaceError
 from app.locks import hold
 from app.names import check_name
@@ -164,22 +164,7 @@ class Workspace:
         It never leaves the workspace: nothing writes it into state files or logs.
         """
         path = self.data_dir / ".pseudonym_key"
-        if not path.exists():
-            # Written whole under a temporary name, then linked into place: of several
-            # processes making it at once, one wins and the others read its key.
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_sibling(path)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
+        create_once(path, secrets.token_hex(32).encode("ascii"))
         try:
             return bytes.fromhex(path.read_text().strip())
         except ValueError as err:
