@@ -34,7 +34,8 @@ def status_tables(status: WorkspaceStatus) -> list[Table]:
     tables.append(data)
     runs = Table(title="Training runs", title_justify="left")
     for col in ("run", "phase", "status", "epochs", "test AUROC", "test bal. acc.", "verdict", "ONNX"):
-        runs.add_column(col)
+        # Folded, never cut: a run's name is what `evaluate RUN` and `export RUN` need.
+        runs.add_column(col, overflow="fold")
     for run in status.runs[:8]:
         test = run["test"]
         runs.add_row(run["run"], run["phase"], run["status"], _num(run["epochs"]),
