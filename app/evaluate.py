@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from app import plots
+from app.atomic import swap_in, temp_sibling
 from app.data import phase_inputs, split_rows
 from app.errors import DatasetError, TrainingError, WorkbenchError
 from app.metrics import (
@@ -79,8 +81,9 @@ def _at_val_threshold(val_outputs: np.ndarray, val_rows: list, is_anomaly: np.nd
 
 def evaluate_run(ws: Workspace, run: str, split: str = "test", progress: Progress | None = None,
                  tta: bool = False) -> Evaluation:
-    """Evaluate run ``run`` on ``split``; writes plots (Grad-CAM overlays for classifiers),
-    report.md and the run's metadata. ``tta``: average each prediction with the one on
+    """Evaluate run ``run`` on ``split``; writes plots (Grad-CAM overlays for classifiers) and
+    report.md into the run's ``evaluation/`` folder, then the run's metadata. The folder is
+    written aside and swapped in whole: an interrupted evaluation leaves the previous one. ``tta``: average each prediction with the one on
     the mirrored image (test-time augmentation).
 
     Raises:
@@ -114,7 +117,35 @@ def _evaluate_run(ws: Workspace, run: str, split: str, progress: Progress | None
         # An anomaly scorer's threshold was fitted on scores of unmirrored images.
         raise TrainingError(f"Test-time augmentation is for classifier runs; {run} is a {meta['phase']} run. "
                             "Evaluate it without --tta.")
-    run_dir = ws.run_dir(run)
+    final = ws.run_dir(run) / "evaluation"
+    staging = temp_sibling(final, "new")
+    staging.mkdir()
+    try:
+        _keep_other_splits(final, staging, split)
+        metrics, report, made = _write_outputs(ws, run, meta, phase, split, progress, tta, staging)
+        swap_in(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    evaluation = {**meta.get("evaluation", {}), split: {**metrics, "evaluated": now_iso()}}
+    write_state(ws.run_dir(run) / "metadata.json", Kind.RUN_METADATA, {**meta, "evaluation": evaluation})
+    return Evaluation(run, split, metrics, final / report.name, [final / p.name for p in made])
+
+
+def _keep_other_splits(final: Path, staging: Path, split: str) -> None:
+    """Copy into ``staging`` the figures of the splits not evaluated now (a test evaluation
+    keeps the val one's); this split's, the report and the learning curves are made anew."""
+    if not final.is_dir():
+        return
+    for path in final.iterdir():
+        if path.is_file() and path.name != "report.md" and path.stem != "learning_curves" \
+                and not path.stem.endswith(f"_{split}"):
+            shutil.copy2(path, staging / path.name)
+
+
+def _write_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, split: str,
+                   progress: Progress | None, tta: bool, run_dir: Path) -> tuple[dict[str, Any], Path, list[Path]]:
+    """Metrics of ``run`` on ``split``, with the plots and report written into ``run_dir``."""
     outputs, rows = _scores(ws, phase, meta["dataset"], split, progress, tta)
     is_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in rows])
     made: list[Path] = []
@@ -158,21 +189,18 @@ def _evaluate_run(ws: Workspace, run: str, split: str, progress: Progress | None
     if hasattr(phase, "gradcam_target") and phase.gradcam_target():
         from app.explain import gradcam_overlays
 
-        made.append(gradcam_overlays(ws, run, split, progress=progress).path)
+        made.append(gradcam_overlays(ws, run, split, progress=progress, folder=run_dir).path)
     elif phase.spec.output == "anomaly_score":
         from app.explain import residual_overlays
 
-        made.append(residual_overlays(ws, run, split, progress=progress).path)
+        made.append(residual_overlays(ws, run, split, progress=progress, folder=run_dir).path)
     if "calibration" in meta:
         metrics["calibration"] = meta["calibration"]
     metrics["tta"] = tta
     metrics["dataset_changed"] = dataset_changed(ws, meta)
     if split == "test":
         metrics["verdict"] = model_verdict({**meta, "evaluation": {"test": metrics}}).as_dict()
-    report = _write_report(run_dir, meta, split, metrics, made)
-    evaluation = {**meta.get("evaluation", {}), split: {**metrics, "evaluated": now_iso()}}
-    write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**meta, "evaluation": evaluation})
-    return Evaluation(run, split, metrics, report, made)
+    return metrics, _write_report(run_dir, meta, split, metrics, made), made
 
 
 def is_classifier_run(meta: dict[str, Any]) -> bool:

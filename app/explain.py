@@ -27,9 +27,17 @@ class Explanation:
     images: int
 
 
+def _folder(ws: Workspace, run: str, folder: Path | None) -> Path:
+    if folder is None:
+        folder = ws.run_dir(run) / "evaluation"
+        folder.mkdir(exist_ok=True)
+    return folder
+
+
 def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: int = 3,
-                     progress: Progress | None = None) -> Explanation:
-    """Save ``gradcam_<split>.png``: each image, its heat map, its true and predicted class.
+                     progress: Progress | None = None, folder: Path | None = None) -> Explanation:
+    """Save ``gradcam_<split>.png`` in ``folder`` (the run's ``evaluation/`` by default): each
+    image, its heat map, its true and predicted class.
 
     Raises:
         WorkbenchError: the phase declares no Grad-CAM layer (an anomaly scorer).
@@ -55,7 +63,7 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
         maps.append(cam(x=images[k : k + 1]).detach()[0, 0].numpy())
         probabilities.append(phase.predict(images[k : k + 1])[0].numpy())
         report(progress, "Grad-CAM", k + 1, len(images))
-    path = ws.run_dir(run) / f"gradcam_{split}.png"
+    path = _folder(ws, run, folder) / f"gradcam_{split}.png"
     _grid(images[:, 0].numpy(), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path, run)
     return Explanation(run, path, len(chosen))
 
@@ -102,8 +110,8 @@ def _vae_scorer(phase: object) -> object | None:
 
 
 def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: int = 4,
-                      progress: Progress | None = None) -> Explanation:
-    """Save ``residuals_<split>.png``: normal and anomalous images, their reconstruction and
+                      progress: Progress | None = None, folder: Path | None = None) -> Explanation:
+    """Save ``residuals_<split>.png`` in ``folder`` (the run's ``evaluation/`` by default): normal and anomalous images, their reconstruction and
     where the two differ (the VAE's anomaly map), with each image's score.
 
     Raises:
@@ -130,7 +138,7 @@ def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: i
         scores = scorer(images).numpy()
         local = scorer.patch_maps(images)[:, 0].numpy() if getattr(scorer, "patch", 0) else None
     report(progress, "Residual maps", 1, 1)
-    path = ws.run_dir(run) / f"residuals_{split}.png"
+    path = _folder(ws, run, folder) / f"residuals_{split}.png"
     _residual_grid(images[:, 0].numpy(), recon, maps, scores, chosen, path, run, local)
     return Explanation(run, path, len(chosen))
 

@@ -122,6 +122,9 @@ def fingerprint(ws: Path, op: str) -> dict[str, str]:
         evaluation = json.loads((workspace.run_dir("r") / "metadata.json").read_text())["evaluation"]["test"]
         out["evaluation"] = _hash(json.dumps({k: v for k, v in evaluation.items() if k != "evaluated"},
                                              sort_keys=True, default=str).encode())
+        folder = workspace.run_dir("r") / "evaluation"
+        out["evaluation files"] = _hash(json.dumps(sorted(p.name for p in folder.iterdir())).encode())
+        out["report.md"] = _hash((folder / "report.md").read_bytes())
     if op == "export":
         bundle = workspace.export_dir("r")
         out["model.onnx"] = _hash((bundle / "model.onnx").read_bytes())
@@ -150,6 +153,13 @@ def whole_after_kill(ws: Path, op: str) -> list[str]:
             load_bundle(bundle, keys_from=ws / "data")
         except Exception as err:  # noqa: BLE001 - any failure here is the finding
             problems.append(f"bundle does not load: {err}")
+    report = ws / "checkpoints" / "r" / "evaluation" / "report.md"
+    if report.exists():  # an evaluation folder is there whole: every figure its report shows
+        missing = [m for m in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report.read_text()) if not (report.parent / m).exists()]
+        if missing:
+            problems.append(f"evaluation folder misses {missing}")
+    elif (ws / "checkpoints" / "r" / "evaluation").exists():
+        problems.append("evaluation folder without report.md")
     for name in ("best.pt", "last.pt"):
         path = ws / "checkpoints" / "r" / name
         if path.exists():

@@ -140,7 +140,7 @@ def test_the_vae_threshold_is_fitted_on_validation_and_kept(demo_ws, vae_runs) -
 def test_vae_evaluation_shows_residual_maps_and_the_fitted_threshold(demo_ws, vae_runs) -> None:
     result = evaluate_run(demo_ws, "a-vae-ssim", "test")
     assert result.metrics["threshold"] == pytest.approx(load_run_phase(demo_ws, "a-vae-ssim").threshold)
-    residuals = demo_ws.run_dir("a-vae-ssim") / "residuals_test.png"
+    residuals = demo_ws.run_dir("a-vae-ssim") / "evaluation" / "residuals_test.png"
     assert residuals in result.plots and residuals.stat().st_size > 10_000
     assert "residuals_test.png" in result.report.read_text()
 

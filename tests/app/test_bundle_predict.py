@@ -262,7 +262,7 @@ def test_the_card_and_report_say_what_really_happened(demo_ws, runs) -> None:
     assert provenance["dataset_version"] == demo_ws.dataset_metadata("demo")["version"]
     assert provenance["code_version"].startswith(("git ", "unknown"))
     assert "test-time augmentation" in card["metrics"]["setting"]
-    report = (demo_ws.run_dir(runs["supervised"]) / "report.md").read_text()
+    report = (demo_ws.run_dir(runs["supervised"]) / "evaluation" / "report.md").read_text()
     assert "pretrained weights: none: trained from scratch" in report and "test-time augmentation" in report
 
 

@@ -78,4 +78,4 @@ def test_grad_cam_finds_its_layer_on_any_timm_backbone(demo_ws) -> None:
           backbone="resnet18")
     assert load_run_phase(demo_ws, "t-r18").gradcam_target() == "layer4"  # EfficientNet's conv_head is not there
     result = evaluate_run(demo_ws, "t-r18", "test")
-    assert demo_ws.run_dir("t-r18") / "gradcam_test.png" in result.plots
+    assert demo_ws.run_dir("t-r18") / "evaluation" / "gradcam_test.png" in result.plots

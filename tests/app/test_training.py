@@ -52,6 +52,30 @@ def test_evaluation_writes_metrics_plots_and_a_report(demo_ws, runs) -> None:
     assert demo_ws.run_metadata("t-vae")["evaluation"]["test"]["n"] == vae.metrics["n"]
 
 
+def test_an_evaluation_cut_short_leaves_the_previous_one_whole(demo_ws, runs, monkeypatch) -> None:
+    from app import plots
+
+    first = evaluate_run(demo_ws, "t-sup", "val")
+    folder = first.report.parent
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    meta_before = demo_ws.run_metadata("t-sup")["evaluation"]
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl+C after the first figures of the new evaluation
+
+    monkeypatch.setattr(plots, "roc_plot", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(demo_ws, "t-sup", "test")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert demo_ws.run_metadata("t-sup")["evaluation"] == meta_before
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    test = evaluate_run(demo_ws, "t-sup", "test")  # keeps the val figures beside its own
+    names = {p.name for p in folder.iterdir()}
+    assert {"confusion_val.png", "confusion_test.png", "report.md"} <= names
+    assert "test split" in test.report.read_text()
+
+
 def test_an_ensemble_averages_classifier_runs_and_refuses_a_mix(demo_ws, runs) -> None:
     single = evaluate_run(demo_ws, "t-sup", "test").metrics
     twice = evaluate_ensemble(demo_ws, ["t-sup", "t-sup"], "test")  # the average of one run is that run

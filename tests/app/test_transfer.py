@@ -41,7 +41,7 @@ def test_training_calibrates_on_validation(demo_ws, transfer_run) -> None:
 
 def test_evaluation_explains_with_gradcam_and_export_keeps_the_temperature(demo_ws, transfer_run) -> None:
     result = evaluate_run(demo_ws, "t-transfer", "test")
-    gradcam = demo_ws.run_dir("t-transfer") / "gradcam_test.png"
+    gradcam = demo_ws.run_dir("t-transfer") / "evaluation" / "gradcam_test.png"
     assert gradcam in result.plots and gradcam.stat().st_size > 5000
     assert "calibration" in result.metrics
     report = result.report.read_text()

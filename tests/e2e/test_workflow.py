@@ -77,9 +77,9 @@ def test_it_wrote_every_documented_file(finished) -> None:
         assert (organized / name).exists()
     for run in ws.runs():
         folder = ws.run_dir(run["run"])
-        for name in ("metadata.json", "best.pt", "last.pt", "model.onnx", "report.md"):
+        for name in ("metadata.json", "best.pt", "last.pt", "model.onnx", "evaluation/report.md"):
             assert (folder / name).exists(), f"{run['run']}/{name}"
-        assert list(folder.glob("*.png")), "plots"
+        assert list((folder / "evaluation").glob("*.png")), "plots"
         for name in ("model.onnx", "metadata.json", "README.md"):
             assert (ws.exports_dir / run["run"] / name).exists(), f"bundle {run['run']}/{name}"
 
