@@ -140,9 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     holdout.add_argument("name")
     holdout.add_argument("label", help="the anomaly class to hold out, e.g. tumor")
     holdout.add_argument("--name", dest="new_name", required=True, help="name of the copy")
-    export = actions.add_parser("export", help="write a dataset's rows as CSV or JSON")
+    export = actions.add_parser("export", help="write a dataset's rows as CSV or JSON, or a de-identified copy "
+                                                   "to share (--deidentify)")
     export.add_argument("name")
-    export.add_argument("file", help="destination; .json for JSON, anything else for CSV")
+    export.add_argument("file", help="destination; .json for JSON, anything else for CSV; with --deidentify a new "
+                                     "folder")
+    export.add_argument("--deidentify", action="store_true",
+                        help="a copy that can leave the hospital: images by item id, DICOM de-identified per "
+                             "PS3.15 Annex E (dicognito), dates shifted per patient; files flagged with burned-in "
+                             "text are left out and listed")
     for sub in (review, correct, stats, balance, merge, holdout, export):
         _global_options(sub, suppress=True)
 
@@ -214,9 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM / residual heat maps")
     pr.add_argument("--allow-ood", action="store_true",
                     help="answer also for images outside what the models were trained on (they stay marked outside)")
+    pr.add_argument("--show-names", action="store_true",
+                    help="also show and write each file's own name (it can identify a patient; the output is "
+                         "then marked as holding identifiers). Without it, items are named by item id only")
     pr.add_argument("--trust-unsigned", action="store_true",
                     help="use exported bundles that are unsigned or signed by a key this workspace does not trust "
                          "(their file hashes are still checked)")
+
+    au = command("audit", "look for patient identifiers in the workspace, a dataset export or a bundle "
+                          "(exit 1 when any is found)")
+    au.add_argument("path", nargs="?", help="what to audit (default: the workspace, less its raw inputs and "
+                                            "private map)")
 
     command("status", "show datasets, runs and workflow progress")
     return parser
@@ -316,6 +330,15 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         return 0
     if args.command == "dataset":
         return _dataset_command(args, ws)
+    if args.command == "audit":
+        from pathlib import Path
+
+        from app.audit import audit_workspace
+
+        result = audit_workspace(ws, Path(args.path) if args.path else None)
+        for line in render.audit_lines(result):
+            console.print(line)
+        return 1 if result.findings else 0
     with progress_bars() as bar:
         if args.command == "collect":
             from app.collectors import collect
@@ -392,7 +415,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             from app.predict import predict
 
             result = predict(ws, Path(args.path), run=args.run, overlays=not args.no_overlays,
-                             trust_unsigned=args.trust_unsigned, allow_ood=args.allow_ood, progress=bar)
+                             trust_unsigned=args.trust_unsigned, allow_ood=args.allow_ood,
+                             show_names=args.show_names, progress=bar)
             message = f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays)
         else:  # status
             from app.status import workspace_status
@@ -409,6 +433,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             console.print(f"Model {used}: {text}", markup=False)
         if result.outside:
             console.print(render.outside_line(result.outside, len(result.predictions), args.allow_ood))
+        if result.holds_names:
+            console.print(render.holds_names_line(result.folder))
     if args.command == "status":
         console.print(f"Workspace: {result.root}")
         for table in render.status_tables(result):
@@ -435,7 +461,7 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
     elif args.action == "correct":
         review.add_correction(ws, args.name, args.folder, args.field, args.value)
         meta = ws.dataset_metadata(args.name)
-        organize(ws, ws.resolve(meta["source_dataset"]), args.name, seed=meta.get("seed", 0), replace=True)
+        organize(ws, ws.private.source(meta["source_dataset"]), args.name, seed=meta.get("seed", 0), replace=True)
         console.print(f"Saved and applied: {args.field} = {args.value} under {args.folder}")
     elif args.action == "stats":
         stats = dataset_tools.dataset_statistics(ws, args.name)
@@ -453,6 +479,13 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
     elif args.action == "holdout":
         result = dataset_tools.hold_out_class(ws, args.name, args.label, args.new_name)
         console.print(f"{result.name}: {args.label!r} held out (test split only); classes {sorted(result.classes)}")
+    elif args.deidentify:
+        from app.organize.share import export_deidentified
+        from menus.console import progress_bars
+
+        with progress_bars() as bar:
+            shared = export_deidentified(ws, args.name, Path(args.file), progress=bar)
+        console.print(render.share_line(shared))
     else:
         target = Path(args.file).expanduser()
         fmt = "json" if target.suffix.lower() == ".json" else "csv"

@@ -11,6 +11,7 @@ from app.errors import DatasetError
 from app.imaging import load_2d, resize
 from app.organize.npz import npz_images, npz_position_codes
 from app.organize.organizer import read_rows
+from app.organize.rows import row_place
 from app.progress import Progress, report
 from app.workspace import Workspace
 
@@ -37,14 +38,14 @@ def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: 
     from_npz: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
         if row["kind"] == "npz":  # read together below, one file opening per file
-            from_npz.setdefault(row["path"], []).append(k)
+            from_npz.setdefault(row_place(ws, row), []).append(k)
             continue
-        out[k, 0] = resize(prepare(load_2d(ws.resolve(row["path"]), row["kind"])), size)
+        out[k, 0] = resize(prepare(load_2d(ws.resolve(row_place(ws, row)), row["kind"])), size)
         report(progress, task, k + 1, len(rows))
     for stored, indices in from_npz.items():
         images = npz_images(ws.resolve(stored), [rows[k] for k in indices])
         if images.ndim != 3:
-            raise DatasetError(f"{stored} holds 3D volumes: train it with a 3D phase, not a 2D one.")
+            raise DatasetError(f"{Path(stored).name} holds 3D volumes: train it with a 3D phase, not a 2D one.")
         for k, image in zip(indices, images):
             out[k, 0] = resize(prepare(image), size)
         report(progress, task, len(rows), len(rows))
@@ -74,22 +75,22 @@ def load_volumes(ws: Workspace, rows: list[dict[str, Any]], size: int, progress:
     from_npz: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
         if row["kind"] == "npz":
-            from_npz.setdefault(row["path"], []).append(k)
+            from_npz.setdefault(row_place(ws, row), []).append(k)
             continue
-        path = ws.resolve(row["path"])
+        path = ws.resolve(row_place(ws, row))
         if row["kind"] == "dicom_series":
             folder, series = series_containing(path)
             volume = load_volume(folder, row["modality"], series_id=series, crop=True)
         elif row["kind"] == "volume":
             volume = load_volume(path, row["modality"], crop=True)
         else:
-            raise DatasetError(f"{row['path']} is a 2D image: a 3D phase needs volumes, DICOM series or 3D .npz files.")
+            raise DatasetError(f"Item {row['item']} is a 2D image: a 3D phase needs volumes, DICOM series or 3D .npz files.")
         out[k, 0] = resize_volume(volume.array, size)
         report(progress, task, k + 1, len(rows))
     for stored, indices in from_npz.items():
         images = npz_images(ws.resolve(stored), [rows[k] for k in indices])
         if images.ndim != 4:
-            raise DatasetError(f"{stored} holds 2D images: train it with a 2D phase, not a 3D one.")
+            raise DatasetError(f"{Path(stored).name} holds 2D images: train it with a 2D phase, not a 3D one.")
         for k, image in zip(indices, images):
             out[k, 0] = resize_volume(image, size)
         report(progress, task, len(rows), len(rows))
@@ -105,7 +106,7 @@ def position_codes(ws: Workspace, rows: list[dict[str, Any]]) -> np.ndarray:
     by_file: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
         if row["kind"] == "npz":
-            by_file.setdefault(row["path"], []).append(k)
+            by_file.setdefault(row_place(ws, row), []).append(k)
     for stored, indices in by_file.items():
         codes[indices] = npz_position_codes(ws.resolve(stored), [rows[k] for k in indices])
     return codes
@@ -139,7 +140,7 @@ class StoredVolumes:
 
     def __init__(self, ws: Workspace, rows: list[dict[str, Any]], size: int, positions: bool = False) -> None:
         self.size, self.rows = size, rows
-        self.paths = [ws.resolve(r["path"]) for r in rows]
+        self.paths = [ws.resolve(row_place(ws, r)) for r in rows]
         self.codes = position_codes(ws, rows) if positions else None
 
     def __len__(self) -> int:
@@ -177,7 +178,7 @@ def phase_inputs(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress
 
     from app.cube_store import is_h5
 
-    if phase.spec.input_dims == 3 and rows and all(r["kind"] == "npz" and is_h5(r["path"]) for r in rows):
+    if phase.spec.input_dims == 3 and rows and all(r["kind"] == "npz" and is_h5(row_place(ws, r)) for r in rows):
         return StoredVolumes(ws, rows, phase.config.image_size, getattr(phase.config, "positions", False))
     return torch.from_numpy(phase_images(ws, phase, rows, progress, task))
 

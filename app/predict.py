@@ -37,7 +37,7 @@ ROUTABLE = ("hybrid", "supervised", "transfer", "vae")
 
 @dataclass
 class Item:
-    name: str  # relative to the input given
+    name: str  # relative to the input given; in memory only, never shown or written (file names identify)
     files: list[Path]
     kind: str  # image2d | volume | dicom_series
     modality: str = "OT"
@@ -46,9 +46,10 @@ class Item:
 
 @dataclass
 class Prediction:
-    input: str
+    item: str  # the input's item id (app.private); where it is: the workspace's private map
     modality: str
     region: str
+    name: str = ""  # the file's own base name, only with show_names (it can identify a patient)
     run: str = ""
     engine: str = ""  # onnxruntime | pytorch
     predicted_class: str = ""
@@ -72,6 +73,7 @@ class PredictResult:
     overlays: list[Path]
     verdicts: dict[str, str] = field(default_factory=dict)  # run -> its verdict in one line
     outside: int = 0  # items outside what any model was trained on (no answer given, unless allowed)
+    holds_names: bool = False  # file names were asked for (show_names): the output can identify patients
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -238,8 +240,8 @@ def _prepare(item: Item, model: Model) -> np.ndarray:
     return load_file(middle, model.image_size, use_clahe=model.clahe)
 
 
-def _answer(item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) -> Prediction:
-    found = Prediction(item.name, item.modality, item.region, run=model.run, engine=model.engine,
+def _answer(item_id: str, item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) -> Prediction:
+    found = Prediction(item_id, item.modality, item.region, run=model.run, engine=model.engine,
                        model_verdict=model.verdict.level)
     if "probabilities" in outputs:
         p = outputs["probabilities"][k]
@@ -258,9 +260,14 @@ def _answer(item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) ->
 
 
 def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool = True,
-            trust_unsigned: bool = False, allow_ood: bool = False, progress: Progress | None = None) -> PredictResult:
+            trust_unsigned: bool = False, allow_ood: bool = False, show_names: bool = False,
+            progress: Progress | None = None) -> PredictResult:
     """Predict every item under ``path``; write predictions.csv/json (and overlays) under
     ``predictions/<time>/``.
+
+    Items are named by item id; where each is goes into the workspace's private map.
+    ``show_names`` adds each file's own base name (a column ``name``), and marks the
+    output as holding identifiers (``HOLDS_IDENTIFIERS.txt`` beside it).
 
     Items outside what a model was trained on (app.ood: a modality/region combination it
     never saw, an unknown region, or an image unlike its training images) get no answer:
@@ -271,6 +278,7 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
         WorkbenchError: no finished run to predict with (train one first).
     """
     items = find_items(path)
+    ids = _item_ids(ws, items)
     if run and ws.run_metadata(run)["phase"] not in ROUTABLE:
         raise WorkbenchError(f"Run {run!r} is a {ws.run_metadata(run)['phase']} run; predict takes 2D models "
                              f"({', '.join(ROUTABLE)}). Choose one of: {', '.join(candidate_runs(ws)) or 'none yet'}.")
@@ -288,10 +296,10 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
                 and not model.gate.covers(item.modality, item.region)):
             model = None
         if model is None:
-            results.append(Prediction(item.name, item.modality, item.region, outside=True,
+            results.append(Prediction(ids[k], item.modality, item.region, outside=True,
                                       note=_no_model(item, models)))
         else:
-            results.append(Prediction(item.name, item.modality, item.region))
+            results.append(Prediction(ids[k], item.modality, item.region))
             by_model.setdefault(model.run, []).append((k, item))
     done = 0
     for model in models:
@@ -301,25 +309,49 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
             for k, item in chunk:
                 try:
                     prepared.append((k, item, _prepare(item, model)))
-                except DatasetError as err:
-                    results[k].note = str(err).replace(str(item.files[0].parent), "").strip()[:160]
+                except DatasetError as err:  # the message without the file's place or name
+                    middle = item.files[len(item.files) // 2]
+                    why = str(err).replace(str(middle), "the file").replace(str(middle.parent), "the folder")
+                    results[k].note = why.replace(middle.name, "the file").strip()[:160]
             if prepared:
                 batch = np.concatenate([x for _, _, x in prepared])
                 outputs = model.run_batch(batch)
                 distances = model.gate.distances(batch) if model.gate is not None else None
                 for n, (k, item, _) in enumerate(prepared):
-                    results[k] = _answer(item, model, outputs, n)
+                    results[k] = _answer(ids[k], item, model, outputs, n)
                     if distances is not None:
                         _gate(results[k], float(distances[n]), model.gate.threshold, allow_ood)
             done += len(chunk)
             report(progress, "Predicting", done, len(items))
-    folder = _new_folder(ws.predictions_dir / time.strftime("%Y%m%d-%H%M%S"))
-    csv_path, json_path = _write(folder, results)
+    if show_names:
+        for found, item in zip(results, items):
+            found.name = item.files[len(item.files) // 2].name if item.kind != "dicom_series" else item.files[0].parent.name
+    folder = _new_folder(ws.predictions_dir / time.strftime("%Y-%m-%dT%H%M%S"))
+    if show_names:
+        (folder / "HOLDS_IDENTIFIERS.txt").write_text(
+            "These predictions were made with --show-names: the 'name' column holds the input files' own names,\n"
+            "which can identify patients. Keep them inside the hospital; share the files without that column.\n",
+            encoding="utf-8")
+    csv_path, json_path = _write(folder, results, show_names)
     made = _overlays(ws, folder, items, results, models) if overlays else []
     used = {r.run for r in results if r.run}
     return PredictResult(results, folder, csv_path, json_path, made,
                          {m.run: m.verdict.text for m in models if m.run in used},
-                         sum(1 for r in results if r.outside))
+                         sum(1 for r in results if r.outside), show_names)
+
+
+def _item_ids(ws: Workspace, items: list[Item]) -> list[str]:
+    """Each input's item id; where it is goes into the workspace's private map only."""
+    from app.private import item_id
+
+    secret, entries, ids = ws.secret(), {}, []
+    for item in items:
+        places = [ws.relative(f) for f in item.files]
+        middle = places[len(places) // 2]
+        ids.append(item_id(secret, middle))
+        entries[ids[-1]] = {"path": middle, **({"files": places} if len(places) > 1 else {})}
+    ws.private.add(items=entries)
+    return ids
 
 
 def _no_model(item: Item, models: list[Model]) -> str:
@@ -357,10 +389,10 @@ def _new_folder(wanted: Path) -> Path:
     raise WorkbenchError(f"Too many prediction folders named {wanted.name}* in {wanted.parent}.")
 
 
-def _write(folder: Path, results: list[Prediction]) -> tuple[Path, Path]:
+def _write(folder: Path, results: list[Prediction], show_names: bool = False) -> tuple[Path, Path]:
     import csv
 
-    keys = [k for k in Prediction.__dataclass_fields__ if k != "probabilities"]
+    keys = [k for k in Prediction.__dataclass_fields__ if k != "probabilities" and (show_names or k != "name")]
     csv_path = folder / "predictions.csv"
     tmp = temp_sibling(csv_path)
     try:
@@ -374,8 +406,9 @@ def _write(folder: Path, results: list[Prediction]) -> tuple[Path, Path]:
         tmp.unlink(missing_ok=True)
         raise
     json_path = folder / "predictions.json"
-    rows = [{k: as_text(v) for k, v in asdict(r).items()} for r in results]
-    write_state(json_path, Kind.PREDICTIONS, {"created": now_iso(), "results": rows})
+    rows = [{k: as_text(v) for k, v in asdict(r).items() if show_names or k != "name"} for r in results]
+    write_state(json_path, Kind.PREDICTIONS, {"created": now_iso(), "results": rows,
+                                              **({"holds_identifiers": True} if show_names else {})})
     return csv_path, json_path
 
 

@@ -104,3 +104,16 @@ class ModelCard(_State):
 class Predictions(_State):
     created: str
     results: list[dict[str, Any]]
+
+
+class PrivateMap(_State):
+    """data/private/items.json: item ids and source ids -> real paths (the one such map). An item
+    is {"path": ..., "files": [...] for a DICOM series}; not declared per item, as a map of a
+    hundred thousand items would take seconds to check on every read."""
+    items: dict[str, dict[str, Any]]
+    sources: dict[str, str]
+
+
+class Identifiers(_State):
+    """data/private/identifiers.json: keyed hashes of identifier tokens the scans met (never the values)."""
+    hashes: list[str]

@@ -34,6 +34,8 @@ class Kind(StrEnum):
     CORRECTIONS = "corrections"
     MODEL_CARD = "model_card"
     PREDICTIONS = "predictions"
+    PRIVATE_MAP = "private_map"
+    IDENTIFIERS = "identifiers"
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,16 @@ SCHEMAS: dict[Kind, Schema] = {
     Kind.CORRECTIONS: Schema(1, schemas.Corrections),
     Kind.MODEL_CARD: Schema(1, schemas.ModelCard),
     Kind.PREDICTIONS: Schema(1, schemas.Predictions),
+    Kind.PRIVATE_MAP: Schema(1, schemas.PrivateMap),
+    Kind.IDENTIFIERS: Schema(1, schemas.Identifiers),
 }
 
 _FIX = "Move the file aside (or delete it) and run the step that writes it again."
 
 
-def write_state(path: Path, kind: Kind, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as a state file of ``kind``, atomically.
+def write_state(path: Path, kind: Kind, payload: dict[str, Any], mode: int = 0o644, compact: bool = False) -> Path:
+    """Write ``payload`` as a state file of ``kind``, atomically (file mode ``mode``); ``compact``
+    leaves out the indentation (Python's JSON writer is several times faster without it).
 
     Raises:
         StateError: if the payload lacks a required key (a programming error
@@ -69,10 +74,10 @@ def write_state(path: Path, kind: Kind, payload: dict[str, Any]) -> Path:
     _validate(document, kind, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=False, default=str)
+            json.dump(document, handle, indent=None if compact else 2, sort_keys=False, default=str)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())

@@ -82,14 +82,14 @@ def _run_workflow(
 ) -> dict[str, Any]:
     path = ws.workflow_path(options.dataset)
     state = {"dataset": options.dataset, "steps": {}} if restart else workflow_state(ws, options.dataset)
-    saved = state.get("options")
-    if saved and saved != asdict(options) and not all(s.get("status") == "done" for s in state["steps"].values()):
+    saved, given = state.get("options"), _stored(ws, options)
+    if saved and saved != given and not all(s.get("status") == "done" for s in state["steps"].values()):
         raise StateError(
             f"An unfinished workflow for {options.dataset!r} was started with other options ({saved}). "
             "Run it again with those options to resume, or restart it (--restart)."
         )
-    if saved != asdict(options) or restart:
-        state = {"dataset": options.dataset, "steps": {}, "options": asdict(options), "started": now_iso()}
+    if saved != given or restart:
+        state = {"dataset": options.dataset, "steps": {}, "options": given, "started": now_iso()}
     steps: dict[str, Any] = state["steps"]
     for number, step in enumerate(STEPS, 1):
         record = steps.get(step, {})
@@ -113,6 +113,16 @@ def _run_workflow(
     state["finished"] = now_iso()
     write_state(path, Kind.WORKFLOW, state)
     return state
+
+
+def _stored(ws: Workspace, options: WorkflowOptions) -> dict[str, Any]:
+    """The options as the state file keeps them: a source folder by its source id (app.private)."""
+    from pathlib import Path
+
+    stored = asdict(options)
+    if options.source:
+        stored["source"] = ws.private.store_source(Path(options.source).expanduser())
+    return stored
 
 
 def _collect(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:

@@ -145,9 +145,10 @@ class Workspace:
     def organized_path(self, dataset: str) -> Path:
         return self.inside(self.organized_dir / check_name(dataset, "dataset name"))
 
-    def relative(self, path: Path) -> str:
-        """``path`` relative to the root when inside it, else absolute (as text)."""
-        path = Path(path).resolve()
+    def relative(self, path: Path, follow_links: bool = True) -> str:
+        """``path`` relative to the root when inside it, else absolute (as text); a link is
+        followed unless ``follow_links`` is False (its own place is wanted)."""
+        path = Path(path).resolve() if follow_links else Path(os.path.abspath(path))
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:
@@ -156,6 +157,13 @@ class Workspace:
     def resolve(self, stored: str) -> Path:
         path = Path(stored)
         return path if path.is_absolute() else self.root / path
+
+    @property
+    def private(self) -> Any:
+        """The private map and identifier hashes (app.private.PrivateFiles)."""
+        from app.private import PrivateFiles
+
+        return PrivateFiles(self)
 
     # -- the per-workspace secret used to pseudonymize patient identifiers --------
     def secret(self) -> bytes:
@@ -180,6 +188,8 @@ class Workspace:
     def record_dataset(self, name: str, **entry: Any) -> None:
         """Add or update one dataset's entry in the index (merging with what is there)."""
         check_name(name, "dataset name")
+        if entry.get("raw_path"):  # a folder outside data/raw/ is named in the private map only
+            entry["raw_path"] = self.private.store_source(self.resolve(entry["raw_path"]))
         with self.index_lock():  # read-modify-write: never lose another process's update
             datasets = self.load_index()
             merged = {**datasets.get(name, {}), **entry, "updated": now_iso()}

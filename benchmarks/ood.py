@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         raise SystemExit(f"{args.data} is absent: the real images live in ../shared/data beside the project.")
     from app.organize.organizer import read_rows
+    from app.organize.rows import row_place
     from app.predict import predict
     from app.verdict import model_verdict
     from app.workflow import WorkflowOptions, run_workflow
@@ -95,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         # The demo's own test split, predicted the same way (each file alone, as a user would).
         raw = ws.raw_dir / "demo" / "demo"
         test_rows = read_rows(ws.organized_path("demo") / "splits" / "test.csv")
-        test_files = {ws.resolve(r["path"]).resolve() for r in test_rows}
+        test_files = {ws.resolve(row_place(ws, r)).resolve() for r in test_rows}
         result = predict(ws, raw, overlays=False)
-        # An item's name is its (middle) file's path under the folder, as a dataset row's is.
-        inside = [p for p in result.predictions if (raw / p.input.split(" (+")[0]).resolve() in test_files]
+        # Where each item is: the private map, as for a dataset row.
+        inside = [p for p in result.predictions if ws.private.path_of(p.item).resolve() in test_files]
         in_flagged = sum(1 for p in inside if p.outside)
         sup = ws.run_metadata(runs["supervised"])
         test = sup.get("evaluation", {}).get("test", {})

@@ -31,7 +31,8 @@ def organize_menu(s) -> None:
         questionary.Choice("Merge datasets", value=merge_screen,
                            disabled=None if len(s.ws.organized_datasets()) > 1 else "Organize two datasets first"),
         questionary.Choice("Hold out an anomaly class (open-set test)", value=holdout_screen, disabled=reason),
-        questionary.Choice("Export a dataset as CSV or JSON", value=export_screen, disabled=reason),
+        questionary.Choice("Export a dataset (CSV, JSON, or a de-identified copy)", value=export_screen,
+                           disabled=reason),
     ])
     if action:
         action(s)
@@ -104,7 +105,7 @@ def review_screen(s) -> None:
         add_correction(s.ws, dataset, folder, field, value)
         meta = s.ws.dataset_metadata(dataset)
         with progress_bars() as bar:  # unchanged files come from the scan cache: quick
-            organize(s.ws, s.ws.resolve(meta["source_dataset"]), dataset, seed=meta.get("seed", 0),
+            organize(s.ws, s.ws.private.source(meta["source_dataset"]), dataset, seed=meta.get("seed", 0),
                      workers=s.settings.workers, replace=True, progress=bar)  # the user's own correction
         console.print(f"[green]Saved[/] and applied: {field} = {value} under {folder} (kept on every rescan).")
 
@@ -202,8 +203,22 @@ def export_screen(s) -> None:
     dataset = _pick_dataset(s, "Export which dataset?")
     if dataset is None:
         return
-    fmt = ask_choice("Format", [questionary.Choice("CSV", value="csv"), questionary.Choice("JSON", value="json")])
+    fmt = ask_choice("Format", [
+        questionary.Choice("CSV (the rows, by item id)", value="csv"),
+        questionary.Choice("JSON (the rows and the dataset's metadata)", value="json"),
+        questionary.Choice("A de-identified copy to share (images and tables; DICOM per PS3.15 Annex E)",
+                           value="deidentify"),
+    ])
     if fmt is None:
+        return
+    if fmt == "deidentify":
+        from app.organize.share import export_deidentified
+
+        target = ask_text("Write into the new folder:", default=str(s.ws.data_dir / "exports" / f"{dataset}-shared"))
+        if target:
+            with progress_bars() as bar:
+                result = export_deidentified(s.ws, dataset, Path(target), progress=bar)
+            console.print(render.share_line(result))
         return
     default = str(s.ws.data_dir / "exports" / f"{dataset}.{fmt}")
     target = ask_text("Write to:", default=default)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -98,18 +100,38 @@ def outside_line(outside: int, total: int, allowed: bool) -> str:
     return f"[yellow]{outside} of {total} item(s) are outside what the models were trained on: {then}.[/]"
 
 
+def holds_names_line(folder: Any) -> str:
+    return (f"[yellow]{escape(str(folder))} holds the files' own names, which can identify patients: keep it "
+            "inside the hospital (HOLDS_IDENTIFIERS.txt says so beside it).[/]")
+
+
 def predictions_table(predictions: list[Any]) -> Table:
-    """One line per predicted item: what it is, which model answered, and its answer."""
-    table = Table(title="Predictions", title_justify="left")
-    for name in ("input", "modality / region", "model", "class", "confidence", "anomaly score", "anomaly?"):
-        table.add_column(name, justify="right" if name in ("confidence", "anomaly score") else "left")
+    """One line per predicted item: its item id (and file name, when asked for), what it is,
+    which model answered, and its answer. Fits 80 columns: the item id is never cut; a
+    model's verdict other than fit is marked * (its line follows the table)."""
+    names = any(p.name for p in predictions)
+    notes = Counter(p.note for p in predictions if not p.run and p.note)
+    table = Table(title="Predictions" + (" [yellow](file names shown: they can identify patients)[/]" if names else ""),
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
+                  caption="\n".join(f"[yellow]no model: {escape(note)}[/] ({n} item{'s' if n > 1 else ''})"
+                                     for note, n in notes.items()) or None)
+    table.add_column("item", no_wrap=True, min_width=13)
+    if names:
+        table.add_column("name", overflow="ellipsis", max_width=18)
+    table.add_column("image")
+    table.add_column("model", overflow="fold")
+    table.add_column("class", no_wrap=True)
+    table.add_column("conf.", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("anomaly?")
     for p in predictions:
         verdict = "" if p.is_anomaly is None else ("[red]yes[/]" if p.is_anomaly else "[green]no[/]")
         if p.outside:
             verdict = f"[yellow]outside[/]{' ' + verdict if verdict else ''}"
-        model = (f"{p.run} [{VERDICT_STYLE.get(p.model_verdict, '')}]({p.model_verdict})[/]"
-                 if p.run and p.model_verdict not in ("", "fit") else p.run)
-        table.add_row(p.input[-40:], f"{p.modality} / {p.region}", model or f"[yellow]{p.note}[/]",
+        model = (f"{escape(p.run)}[{VERDICT_STYLE.get(p.model_verdict, '')}]*[/]"
+                 if p.run and p.model_verdict not in ("", "fit") else escape(p.run))
+        table.add_row(p.item, *([escape(p.name)] if names else []), f"{p.modality} {p.region}",
+                      model or "[yellow]none[/]",
                       p.predicted_class, _num(p.confidence) if p.confidence is not None else "",
                       _num(p.anomaly_score) if p.anomaly_score is not None else "", verdict)
     return table
@@ -148,3 +170,36 @@ def catalog_table(entries: Any) -> Table:
 def catalog_details(e: Any) -> str:
     return (f"[bold]{e.title}[/] ({e.collector})\n  size: {e.size}\n  labels: {e.labels}\n  licence: {e.licence}\n"
             f"  good for: {e.good_for}\n  page: {e.page}")
+
+
+def audit_lines(result: Any, limit: int = 40) -> list[Any]:
+    """A privacy audit: the findings as a table (masked), and one line that sums it up."""
+    out: list[Any] = []
+    if result.findings:
+        table = Table(title=f"Possible identifiers in {escape(str(result.root))}", title_justify="left")
+        for column in ("file", "where", "what", "seen as"):
+            table.add_column(column)
+        for f in result.findings[:limit]:
+            table.add_row(escape(f.path), escape(f.where), f.kind, escape(f.excerpt))
+        out.append(table)
+        if len(result.findings) > limit:
+            out.append(f"... and {len(result.findings) - limit} more.")
+    left_out = f"; left out by design: {', '.join(result.excluded)}" if result.excluded else ""
+    known = (f"{result.known_identifiers} identifier token(s) the scans met, and patterns" if result.known_identifiers
+             else "patterns only (no identifier the scans met is known here)")
+    verdict = (f"[red]{len(result.findings)} possible identifier(s)[/] in" if result.findings
+               else "[green]No identifier found[/] in")
+    out.append(f"{verdict} {result.files} file(s), searched for {known}{left_out}.")
+    if result.skipped:
+        out.append(f"[yellow]Too large to read (names checked only): {escape(', '.join(result.skipped[:5]))}[/]")
+    return out
+
+
+def share_line(result: Any) -> str:
+    """What a de-identified export wrote, and what it left out."""
+    line = (f"De-identified copy written: {escape(str(result.path))} ({result.items} items, "
+            f"{result.dicom_files} DICOM files). Run the privacy audit on it before it leaves the hospital.")
+    if result.refused:
+        line += (f"\n[yellow]Left out: {len(result.refused)} item(s) whose DICOM says text is burned into the "
+                 f"pixels (BurnedInAnnotation YES): {', '.join(result.refused[:10])}.[/]")
+    return line

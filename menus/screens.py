@@ -176,13 +176,19 @@ def predict_menu(s: Session) -> None:
     ])
     if run is None:
         return
+    names = ask_confirm("Show the files' own names too? They can identify patients; without them items are "
+                        "named by item id.", default=False)
+    if names is None:
+        return
     with progress_bars() as bar:
-        result = predict(s.ws, Path(path), run=None if run == "__auto__" else run, progress=bar)
+        result = predict(s.ws, Path(path), run=None if run == "__auto__" else run, show_names=names, progress=bar)
     console.print(render.predictions_table(result.predictions))
     for used, text in result.verdicts.items():
         console.print(f"Model {escape(used)}: {escape(text)}")
     if result.outside:
         console.print(render.outside_line(result.outside, len(result.predictions), False))
+    if result.holds_names:
+        console.print(render.holds_names_line(result.folder))
     console.print(f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays))
 
 
@@ -269,9 +275,14 @@ def show_workflow_results(state: dict[str, Any], ws: Workspace | None = None) ->
 def settings_menu(s: Session) -> None:
     console.print(f"Workspace: [bold]{s.ws.root}[/] (change with --workspace DIR or MEDANOMALY_WORKSPACE)")
     key = ask_choice("Change which setting?", [
-        questionary.Choice(f"{k} = {v}", value=k) for k, v in s.settings.items().items()
+        *[questionary.Choice(f"{k} = {v}", value=k) for k, v in s.settings.items().items()],
+        questionary.Choice("Privacy audit: look for patient identifiers in the workspace or a folder",
+                           value="__audit__"),
     ])
     if key is None:
+        return
+    if key == "__audit__":
+        privacy_audit(s)
         return
     current = getattr(s.settings, key)
     if isinstance(current, bool):
@@ -283,6 +294,17 @@ def settings_menu(s: Session) -> None:
     setattr(s.settings, key, value)
     s.settings.save(s.ws)
     console.print(f"Saved: {key} = {value}")
+
+
+def privacy_audit(s: Session) -> None:
+    from app.audit import audit_workspace
+
+    where = ask_path("Audit which folder (a dataset export, a bundle)? Leave empty for the workspace:")
+    if where is None:
+        return
+    result = audit_workspace(s.ws, Path(where) if where else None)
+    for line in render.audit_lines(result):
+        console.print(line)
 
 
 HELP = """\

@@ -54,6 +54,20 @@ def planted_phi(raw: Path) -> set[str]:
 
 
 def workspace_files_without_raw(ws: Workspace) -> list[Path]:
-    """Every file the app wrote into a workspace, less the raw inputs themselves."""
-    raw = ws.raw_dir.resolve()
-    return [p for p in ws.root.rglob("*") if p.is_file() and raw not in p.resolve().parents]
+    """Every file the app wrote into a workspace, less the raw inputs themselves and the
+    private map back to them (data/private/: it holds their paths by design)."""
+    raw, private = ws.raw_dir.resolve(), (ws.data_dir / "private").resolve()
+    return [p for p in ws.root.rglob("*")
+            if p.is_file() and raw not in p.resolve().parents and private not in p.resolve().parents]
+
+
+def placed(ws: Workspace, rows: list[dict]) -> list[dict]:
+    """``rows`` with the ``path`` each item id stands for (from the private map), for assertions."""
+    from app.organize.rows import row_place
+
+    return [{**row, "path": row_place(ws, row)} for row in rows]
+
+
+def skipped_places(ws: Workspace, report: dict, root: Path) -> dict[str, str]:
+    """A scan report's skipped files as {path under ``root``: reason} (through the private map)."""
+    return {str(ws.private.path_of(s["item"]).relative_to(root.resolve())): s["reason"] for s in report["skipped"]}

@@ -89,13 +89,8 @@ def merge_datasets(ws: Workspace, names: list[str], new_name: str, seed: int = 0
     if new_name in names:
         raise DatasetError("Give the merged dataset a new name.")
     rows = [row for name in names for row in all_rows(ws, name)]
-    series: dict[str, list[str]] = {}
-    for name in names:
-        path = ws.organized_path(name) / "series.json"
-        if path.exists():
-            series.update(json.loads(path.read_text()))
     assign_splits(rows, seed=seed)
-    return write_dataset(ws, new_name, f"merged:{'+'.join(names)}", rows, series, [], [], seed)
+    return write_dataset(ws, new_name, f"merged:{'+'.join(names)}", rows, [], [], seed)
 
 
 def hold_out_class(ws: Workspace, dataset: str, label: str, new_name: str) -> Any:
@@ -115,9 +110,7 @@ def hold_out_class(ws: Workspace, dataset: str, label: str, new_name: str) -> An
     kept = [r for r in rows if r["label"] != label or r["split"] == "test"]
     if not any(r["label"] == label for r in kept):
         raise DatasetError(f"The test split of {dataset!r} holds no {label!r} image to evaluate on.")
-    series_path = ws.organized_path(dataset) / "series.json"
-    series = json.loads(series_path.read_text()) if series_path.exists() else {}
-    return write_dataset(ws, new_name, f"held-out:{dataset}-{label}", kept, series, [], [],
+    return write_dataset(ws, new_name, f"held-out:{dataset}-{label}", kept, [], [],
                          int(meta.get("seed", 0)), held_out=(label,))
 
 

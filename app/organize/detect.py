@@ -57,6 +57,14 @@ def _tokens(text: str) -> set[str]:
     return set(re.split(r"[^A-Z0-9]+", _fold(text))) - {""}
 
 
+def description_keywords(text: str) -> str:
+    """The words of a free-text DICOM description that a rule here reads, and no other: what
+    the scanner keeps of StudyDescription, SeriesDescription and ProtocolName (free text can
+    hold names and dates, so it is never stored)."""
+    known = set().union(*MODALITY_WORDS.values()) | set(REGION_WORDS) | set(BODY_PART_TAGS)
+    return " ".join(sorted(_tokens(text) & known))
+
+
 def _descriptions(header: Header) -> str:
     keys = ("StudyDescription", "SeriesDescription", "ProtocolName", "BodyPartExamined")
     return " ".join(str(header.get(k, "")) for k in keys)

@@ -1,8 +1,9 @@
 """Organize a raw folder into a dataset ready for training.
 
 Writes ``data/organized/<name>/``: metadata.json, training_config.json,
-labeled.csv, unlabeled.csv, splits/{train,val,test}.csv, series.json and
-scan_report.json. Rows are plain dicts with the keys of ``ROW_KEYS``.
+labeled.csv, unlabeled.csv, splits/{train,val,test}.csv and scan_report.json. Rows
+are plain dicts with the keys of ``ROW_KEYS``; they name files by item id, and the
+places go into the workspace's private map (app.private), never into these files.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from app.organize.privacy import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
 from app.organize.rows import ROW_KEYS, read_rows, write_rows  # noqa: F401  (re-exported)
 from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
+from app.private import item_id, source_id
 from app.organize.tables import LabelTable, lookup, read_label_table, read_split_table
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
 from app.progress import Progress, report
@@ -92,7 +95,7 @@ def _context(records: list[FileRecord], secret: bytes) -> tuple[Context, list[Sk
             elif given:
                 splits.update(given)
             else:
-                unused.append(Skipped(path.name, "a CSV file that is not a label table this tool reads"))
+                unused.append(Skipped(str(path), "a CSV file that is not a label table this tool reads"))
         elif record.format == "mask":
             stem = path.name.split(".")[0]
             for suffix in MASK_SUFFIXES:
@@ -128,7 +131,8 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     if table_hit and table_hit.patient and middle.patient_rule != "dicom_patient_id":
         patient = pseudonymize(context.secret, f"table:{table_hit.patient}")
     return {
-        "path": ws.relative(Path(middle.path)),
+        "path": ws.relative(Path(middle.path)),  # in memory only: write_dataset keeps it in the private map
+        **({"files": [ws.relative(Path(f.path)) for f in files]} if kind == "dicom_series" else {}),
         "kind": "image2d" if kind == "image2d" else ("volume" if kind == "volume" else "dicom_series"),
         "format": "dicom" if kind == "dicom_series" else Path(middle.path).suffix.lower().lstrip("."),
         "series_id": middle.series_uid if kind == "dicom_series" else "",
@@ -215,13 +219,17 @@ def _organize(
             raise DatasetError(f"{path} does not exist.")
         rows = npz_rows(ws, path, progress)
         check_patient_disjoint(rows)  # the official splits, kept as they are
-        return write_dataset(ws, name, ws.relative(path), rows, {}, [], [], seed, fractions, replace=replace)
+        return write_dataset(ws, name, ws.private.store_source(path), rows, [], [], seed, fractions,
+                             replace=replace)
     root = _resolve_source(ws, source)
     workers = max(1, min(int(workers), MAX_WORKERS)) if workers else min(4, os.cpu_count() or 1)
-    cache_path = ws.data_dir / "cache" / f"scan-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
-    cached = read_state_or(cache_path, Kind.SCAN_CACHE, {"root": str(root), "files": {}})["files"]
+    source = source_id(ws.secret(), ws.relative(root))  # the cache names neither the folder nor its files
+    cache_path = ws.data_dir / "cache" / f"scan-{source}.json"
+    _drop_old_caches(cache_path.parent)
+    cached = read_state_or(cache_path, Kind.SCAN_CACHE, {"root": source, "files": {}})["files"]
     records, skipped, fresh = scan_tree(root, ws.secret(), workers=workers, cache=cached, progress=progress)
-    write_state(cache_path, Kind.SCAN_CACHE, {"root": ws.relative(root), "files": fresh})
+    write_state(cache_path, Kind.SCAN_CACHE, {"root": source, "files": fresh})
+    ws.private.add_identifiers({h for r in records for h in r.identifiers})
     context, unused = _context(records, ws.secret())
     skipped += unused
     if not any(r.format not in ("table", "mask") for r in records):
@@ -234,16 +242,20 @@ def _organize(
     context.looks = folder_looks([Path(files[0].path) for files, kind in groups if kind == "image2d"])
     report(progress, "Looking at 2D images", 1, 1)
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
-    apply_corrections(rows, load_corrections(ws, name))
+    apply_corrections(rows, load_corrections(ws, name), ws.secret())
     assign_splits(rows, fractions, seed)
     _given_splits(rows, context.splits)
-    series = {
-        row["series_id"]: [ws.relative(Path(f.path)) for f in files]
-        for row, (files, kind) in zip(rows, groups) if kind == "dicom_series" and row["series_id"]
-    }
-    duplicates = _duplicates(records, root)
-    return write_dataset(ws, name, ws.relative(root), rows, series, skipped, duplicates, seed, fractions,
+    duplicates = _duplicates(ws, records)
+    skipped_ids = _skipped(ws, root, skipped)
+    return write_dataset(ws, name, ws.private.store_source(root), rows, skipped_ids, duplicates, seed, fractions,
                          replace=replace)
+
+
+def _drop_old_caches(folder: Path) -> None:
+    """Scan caches of versions before item ids named files by path and kept free text: gone."""
+    for old in folder.glob("scan-*.json"):
+        if not re.fullmatch(r"scan-F[0-9a-f]{12}\.json", old.name):
+            old.unlink(missing_ok=True)
 
 
 def _given_splits(rows: list[dict[str, Any]], given: dict[str, str]) -> None:
@@ -270,7 +282,7 @@ def _resolve_source(ws: Workspace, source: str | Path) -> Path:
         entry = index[str(source)]
         if not entry.get("complete"):
             raise DatasetError(f"Dataset {source!r} is not completely collected. Run Collect again.")
-        return ws.resolve(entry["raw_path"])
+        return ws.private.source(entry["raw_path"])
     root = Path(source).expanduser()
     if not root.is_dir():
         known = ", ".join(index) or "none collected yet"
@@ -278,23 +290,41 @@ def _resolve_source(ws: Workspace, source: str | Path) -> Path:
     return root.resolve()
 
 
-def _duplicates(records: list[FileRecord], root: Path) -> list[list[str]]:
+def _file_ids(ws: Workspace, places: list[str]) -> list[str]:
+    """Item ids for single files, recorded in the private map."""
+    secret = ws.secret()
+    ids = [item_id(secret, place) for place in places]
+    ws.private.add(items={i: {"path": place} for i, place in zip(ids, places)})
+    return ids
+
+
+def _duplicates(ws: Workspace, records: list[FileRecord]) -> list[list[str]]:
+    """Groups of files with identical content, by item id."""
     by_hash: dict[str, list[str]] = defaultdict(list)
     for record in records:
-        by_hash[record.sha256].append(str(Path(record.path).relative_to(root)))
-    return [paths for paths in by_hash.values() if len(paths) > 1]
+        by_hash[record.sha256].append(ws.relative(Path(record.path), follow_links=False))
+    groups = [places for places in by_hash.values() if len(places) > 1]
+    ids = iter(_file_ids(ws, [p for group in groups for p in group]))
+    return [[next(ids) for _ in group] for group in groups]
+
+
+def _skipped(ws: Workspace, root: Path, skipped: list[Skipped]) -> list[dict[str, str]]:
+    """Skipped files by item id, with their reason (which names no path)."""
+    ids = _file_ids(ws, [ws.relative(root / s.path, follow_links=False) for s in skipped])
+    return [{"item": i, "reason": s.reason} for i, s in zip(ids, skipped)]
 
 
 def write_dataset(
-    ws: Workspace, name: str, source: str, rows: list[dict[str, Any]], series: dict[str, list[str]],
-    skipped: list, duplicates: list[list[str]], seed: int,
+    ws: Workspace, name: str, source: str, rows: list[dict[str, Any]],
+    skipped: list[dict[str, str]], duplicates: list[list[str]], seed: int,
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), held_out: tuple[str, ...] = (),
     replace: bool = False,
 ) -> OrganizeResult:
     """Write every file of an organized dataset from its rows (splits already assigned).
 
     All files are written into a new folder beside the dataset's and swapped in
-    whole (see app.atomic.swap_in), under the dataset's lock.
+    whole (see app.atomic.swap_in), under the dataset's lock. Rows that still carry
+    their path get an item id, and the place goes into the private map.
 
     ``held_out``: labels kept out of the classes (open-set evaluation: they appear in
     the test split only, as anomalies no classifier was trained on).
@@ -306,12 +336,13 @@ def write_dataset(
     final = ws.organized_path(name)
     with ws.lock("dataset", name):
         check_replace(ws, name, replace)
+        _assign_items(ws, rows)
         new = temp_sibling(final, "new")
         new.mkdir(parents=True)
         try:
             if (final / "corrections.json").exists():  # the user's corrections outlive every version
                 shutil.copy2(final / "corrections.json", new / "corrections.json")
-            result = _write_files(ws, name, new, final, source, rows, series, skipped, duplicates, seed,
+            result = _write_files(ws, name, new, final, source, rows, skipped, duplicates, seed,
                                   fractions, held_out)
             swap_in(new, final)
         except BaseException:
@@ -319,6 +350,27 @@ def write_dataset(
             raise
         ws.record_dataset(name, organized_path=ws.relative(final), items=len(rows))
     return result
+
+
+def _assign_items(ws: Workspace, rows: list[dict[str, Any]]) -> None:
+    """Give rows that carry a path (new ones, or read from an older version) their item id,
+    and record where each is in the private map; the path then leaves the row."""
+    secret = ws.secret()
+    entries: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        place = row.pop("path", None)
+        files = row.pop("files", None)
+        if not place or row.get("item"):
+            continue
+        if row["kind"] == "npz":  # one entry per file; the row adds its split and index
+            file_id = item_id(secret, place)
+            entries[file_id] = {"path": place}
+            row["item"] = f"{file_id}.{row['series_id']}"
+        else:
+            key = f"series:{row['series_id']}" if row["kind"] == "dicom_series" and row["series_id"] else place
+            row["item"] = item_id(secret, key)
+            entries[row["item"]] = {"path": place, **({"files": files} if files else {})}
+    ws.private.add(items=entries)
 
 
 def dataset_version(folder: Path) -> str:
@@ -332,7 +384,7 @@ def dataset_version(folder: Path) -> str:
 
 def _write_files(
     ws: Workspace, name: str, out: Path, final: Path, source: str, rows: list[dict[str, Any]],
-    series: dict[str, list[str]], skipped: list, duplicates: list[list[str]], seed: int,
+    skipped: list[dict[str, str]], duplicates: list[list[str]], seed: int,
     fractions: tuple[float, float, float], held_out: tuple[str, ...],
 ) -> OrganizeResult:
     labeled = [r for r in rows if r["labeled"]]
@@ -342,11 +394,7 @@ def _write_files(
     write_rows(out / "unlabeled.csv", unlabeled)
     for split in SPLITS:
         write_rows(out / "splits" / f"{split}.csv", [r for r in rows if r["split"] == split])
-    _write_json(out / "series.json", series)
-    _write_json(out / "scan_report.json", {
-        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
-        "duplicates": duplicates,
-    })
+    _write_json(out / "scan_report.json", {"skipped": skipped, "duplicates": duplicates})
     classes = Counter(r["label"] for r in labeled if r["label"] not in held_out)
     ordered = sorted(classes, key=lambda c: (c != NORMAL, c))
     split_counts = Counter(r["split"] for r in rows)
@@ -375,7 +423,7 @@ def _write_files(
         "labeled_fraction": round(len(labeled) / len(rows), 4),
         "recommended_phases": ["supervised", "vae", "hybrid"] if NORMAL in classes else ["supervised"],
     })
-    reasons = Counter(s.reason.split(":")[0] for s in skipped)
+    reasons = Counter(s["reason"].split(":")[0] for s in skipped)
     return OrganizeResult(name, final, len(rows), len(labeled), len(unlabeled), len(skipped),
                           dict(classes), dict(split_counts), dict(reasons.most_common()), len(duplicates))
 

@@ -1,7 +1,9 @@
 """Review what was detected, folder by folder, and correct it.
 
 Corrections are saved in ``data/organized/<name>/corrections.json`` and applied
-on every later organize of that dataset, so a rescan never undoes them.
+on every later organize of that dataset, so a rescan never undoes them. The file
+names each folder by a keyed hash (folder names can hold patient names); the review
+itself shows the folders, on the screen of the user who asked for it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 
 from app.errors import DatasetError
 from app.organize.detect import anomaly_class
-from app.organize.rows import read_rows
+from app.organize.privacy import pseudonymize
+from app.organize.rows import read_rows, row_place
 from app.state import Kind, read_state_or, write_state
 from app.workspace import Workspace
 
@@ -31,9 +34,14 @@ class ReviewGroup:
     confidence: float  # the lowest of the three
 
 
-def _folder(row: dict[str, Any]) -> str:
-    path = PurePosixPath(row["path"])
+def _folder(ws: Workspace, row: dict[str, Any]) -> str:
+    path = PurePosixPath(row_place(ws, row))
     return str(path.parent.parent if row["kind"] == "dicom_series" else path.parent)
+
+
+def folder_key(secret: bytes, folder: str) -> str:
+    """What corrections.json says of a folder: a keyed hash of its place."""
+    return pseudonymize(secret, f"folder:{PurePosixPath(folder)}", "D")
 
 
 def review_groups(ws: Workspace, dataset: str) -> list[ReviewGroup]:
@@ -43,7 +51,7 @@ def review_groups(ws: Workspace, dataset: str) -> list[ReviewGroup]:
     rows = read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv")
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[_folder(row)].append(row)
+        groups[_folder(ws, row)].append(row)
     result = []
     for folder, members in sorted(groups.items()):
         def common(key: str) -> str:
@@ -72,20 +80,24 @@ def add_correction(ws: Workspace, dataset: str, folder: str, field: str, value: 
         raise DatasetError(f"Only {', '.join(FIELDS)} can be corrected (not {field!r}).")
     if not value.strip():
         raise DatasetError("Give a value for the correction.")
-    rules = [r for r in load_corrections(ws, dataset) if not (r["folder"] == folder and r["field"] == field)]
-    rules.append({"folder": folder, "field": field, "value": value.strip()})
+    key = folder_key(ws.secret(), folder)
+    rules = [r for r in load_corrections(ws, dataset) if not (r["folder"] == key and r["field"] == field)]
+    rules.append({"folder": key, "field": field, "value": value.strip()})
     write_state(ws.organized_path(dataset) / "corrections.json", Kind.CORRECTIONS,
                 {"dataset": dataset, "rules": rules})
     return rules
 
 
-def apply_corrections(rows: list[dict[str, Any]], rules: list[dict[str, str]]) -> int:
-    """Apply saved corrections to freshly detected rows (in place); returns rows changed."""
+def apply_corrections(rows: list[dict[str, Any]], rules: list[dict[str, str]], secret: bytes) -> int:
+    """Apply saved corrections to freshly detected rows (in place); returns rows changed.
+    A rule applies to the rows under its folder (rules of older versions name the folder)."""
     changed = 0
     for row in rows:
         path = PurePosixPath(row["path"])
+        above = {str(p) for p in path.parents}
+        above |= {folder_key(secret, p) for p in above}
         for rule in rules:
-            if not path.is_relative_to(rule["folder"]):
+            if rule["folder"] not in above:
                 continue
             field, value = rule["field"], rule["value"]
             if field == "label":

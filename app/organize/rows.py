@@ -1,30 +1,37 @@
-"""Dataset rows: plain dicts with the keys of ROW_KEYS, stored as CSV."""
+"""Dataset rows: plain dicts with the keys of ROW_KEYS, stored as CSV.
+
+Rows name their input by item id (app.private), never by path: where the pixels are is
+looked up in the workspace's private map when they are loaded (``row_place``).
+"""
 
 from __future__ import annotations
 
 import csv
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.atomic import temp_sibling
 from app.errors import DatasetError
 
+if TYPE_CHECKING:
+    from app.workspace import Workspace
+
 ROW_KEYS = [
-    "path", "kind", "format", "series_id", "n_files", "patient_id", "modality", "region",
+    "item", "kind", "format", "series_id", "n_files", "patient_id", "modality", "region",
     "label", "source_label", "labeled", "split", "modality_rule", "modality_confidence",
     "region_rule", "region_confidence", "label_rule", "label_confidence", "sha256",
 ]
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows as CSV atomically (temp file, then os.replace)."""
+def write_rows(path: Path, rows: list[dict[str, Any]], keys: list[str] = ROW_KEYS) -> None:
+    """Write rows as CSV atomically (temp file, then os.replace), with the columns ``keys``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            writer = csv.DictWriter(handle, fieldnames=ROW_KEYS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, path)
@@ -42,3 +49,20 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         row["labeled"] = row.get("labeled") == "True"
         row["n_files"] = int(row.get("n_files") or 1)
     return rows
+
+
+def row_place(ws: Workspace, row: dict[str, Any]) -> str:
+    """Where a row's pixels are, as stored (workspace-relative, or absolute outside it): from
+    the private map. Rows of a .npz/.h5 file share the file's entry (``<file id>.<split>:<index>``).
+    Rows of datasets organized by versions before item ids still carry their path."""
+    if not row.get("item"):
+        return row["path"]
+    return ws.private.item(row["item"].split(".", 1)[0])["path"]
+
+
+def series_files(ws: Workspace, row: dict[str, Any]) -> list[str]:
+    """The files of a DICOM series row, as stored (the middle one alone for older datasets)."""
+    if not row.get("item"):
+        return [row["path"]]
+    entry = ws.private.item(row["item"].split(".", 1)[0])
+    return entry.get("files") or [entry["path"]]

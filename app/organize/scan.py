@@ -20,8 +20,9 @@ from typing import Any
 
 from app.children import die_with_parent
 from app.imaging import MAX_VOXELS, check_image_size, check_volume_size
-from app.organize.detect import PATIENT_RULES, detect
+from app.organize.detect import PATIENT_RULES, description_keywords, detect
 from app.organize.privacy import pseudonymize
+from app.private import identifier_tokens, item_id, token_hash
 from app.progress import Progress, report
 
 IMAGE_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -30,9 +31,14 @@ TABLES = (".csv",)
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label")
 MASK_FOLDERS = {"masks", "mask", "segmentations", "ground_truth", "groundtruth"}
 IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "DICOMDIR"}
-# The only DICOM tags the scanner keeps. No name, birth date, address or accession.
+# The only DICOM tags the scanner keeps. No name, birth date, address or accession; of the
+# free-text descriptions only the words a detection rule reads (description_keywords).
 KEPT_TAGS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
              "ProtocolName", "InstanceNumber", "NumberOfFrames", "RescaleIntercept", "RescaleType")
+FREE_TEXT = ("StudyDescription", "SeriesDescription", "ProtocolName", "BodyPartExamined")
+# Read only to be hashed (app.private: what `audit` searches for); the values go no further.
+IDENTIFIER_TAGS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
+                   "PatientAddress", "InstitutionName", "ReferringPhysicianName")
 
 
 @dataclass
@@ -45,6 +51,7 @@ class FileRecord:
     patient_rule: str = ""
     series_uid: str = ""
     position: float | None = None
+    identifiers: list[str] = field(default_factory=list)  # keyed hashes of identifier tokens (app.private)
 
 
 @dataclass
@@ -90,7 +97,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-READ_TAGS = [*KEPT_TAGS, "SOPClassUID", "PatientID", "SeriesInstanceUID", "ImagePositionPatient",
+READ_TAGS = [*KEPT_TAGS, *IDENTIFIER_TAGS, "SOPClassUID", "SeriesInstanceUID", "ImagePositionPatient",
              "ImageOrientationPatient"]
 SIZE_TAGS = ["Rows", "Columns", "BitsAllocated", "SamplesPerPixel"]  # binary (US): read apart
 READ_TAG_NUMBERS_BY_NAME: dict[str, int] = {}  # filled on first use (pydicom is imported lazily)
@@ -255,7 +262,7 @@ def _raw_elements_dcmread(handle: Any) -> tuple[dict[int, Any], Any]:
     return raw, syntax
 
 
-def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float | None]:
+def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float | None, list[str]]:
     if not READ_TAG_NUMBERS:
         READ_TAG_NUMBERS_BY_NAME.update(_tag_numbers(READ_TAGS + SIZE_TAGS))
         READ_TAG_NUMBERS.extend(READ_TAG_NUMBERS_BY_NAME.values())
@@ -267,6 +274,12 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
     if values["SOPClassUID"] is None and values["Modality"] is None:
         raise ValueError("not a DICOM image (no SOP class, no modality)")
     header = {k: values[k] for k in KEPT_TAGS if values[k] is not None}
+    for key in FREE_TEXT:
+        if key in header:
+            header[key] = description_keywords(header[key])
+            if not header[key]:
+                del header[key]
+    identifiers = [values[k] for k in IDENTIFIER_TAGS if values[k]]
     position, orientation = _numbers(values["ImagePositionPatient"]), _numbers(values["ImageOrientationPatient"])
     z: float | None = None
     if position and orientation and len(orientation) == 6 and len(position) == 3:
@@ -276,7 +289,7 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
         z = sum(p * n for p, n in zip(position, normal))
     elif values["InstanceNumber"] is not None and _numbers(values["InstanceNumber"]):
         z = _numbers(values["InstanceNumber"])[0]
-    return header, values["PatientID"] or "", values["SeriesInstanceUID"] or "", z
+    return header, values["PatientID"] or "", values["SeriesInstanceUID"] or "", z, identifiers
 
 
 IN_MEMORY = 64 << 20  # DICOM files up to this size are read once: hashed and parsed from memory
@@ -309,8 +322,9 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
                 record = FileRecord(path=str(path), format=kind, sha256=file_sha256(path))
                 with open(path, "rb") as handle:
                     parsed = _read_dicom(handle, info.st_size)
-            header, patient_id, series_uid, record.position = parsed
+            header, patient_id, series_uid, record.position, identifiers = parsed
             record.header = header
+            record.identifiers = sorted({token_hash(secret, t) for v in identifiers for t in identifier_tokens(v)})
             record.series_uid = pseudonymize(secret, series_uid, "S") if series_uid else ""
             header = {**header, "PatientID": patient_id}
         else:
@@ -331,7 +345,8 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
     except PermissionError:
         return Skipped(shown, "permission denied"), signature
     except Exception as err:  # one bad file must never stop a scan
-        return Skipped(shown, f"unreadable: {type(err).__name__}: {str(err)[:120]}"), signature
+        why = str(err).replace(str(path), "the file").replace(str(root), "the folder").replace(path.name, "the file")
+        return Skipped(shown, f"unreadable: {type(err).__name__}: {why[:120]}"), signature
 
 
 def _mask_nonempty(path: Path) -> bool:
@@ -372,9 +387,9 @@ def scan_tree(
 ) -> tuple[list[FileRecord], list[Skipped], dict[str, Any]]:
     """Scan every file under ``root`` with ``workers`` processes (1: in this process).
 
-    ``cache`` maps a path to what an earlier scan found, with the file's size and
-    modification time; unchanged files are not read again. Returns the records,
-    the skipped files, and the new cache.
+    ``cache`` maps a file (by a keyed hash of its path: the cache names no file) to what
+    an earlier scan found, with the file's size and modification time; unchanged files
+    are not read again. Returns the records, the skipped files, and the new cache.
     """
     # The scan allocates many small objects and no reference cycles: the cyclic
     # garbage collector would only walk the growing result lists again and again.
@@ -396,13 +411,14 @@ def _scan_tree(
     skipped: list[Skipped] = []
     paths = []
     for path in all_paths:
-        entry = cache.get(path)
+        key = item_id(secret, path)
+        entry = cache.get(key)
         if entry and entry["signature"] == _signature(Path(path)):
-            fresh[path] = entry
+            fresh[key] = entry
             if "record" in entry:
-                records.append(FileRecord(**entry["record"]))
+                records.append(FileRecord(path=path, **entry["record"]))
             else:
-                skipped.append(Skipped(**entry["skipped"]))
+                skipped.append(Skipped(path[len(str(root)) + 1 :], **entry["skipped"]))
         else:
             paths.append(path)
     chunk = 64
@@ -416,7 +432,8 @@ def _scan_tree(
             (records if found else skipped).append(result)
             if signature:
                 path = result.path if found else str(root / result.path)
-                fresh[path] = {"signature": signature, "record" if found else "skipped": vars(result)}
+                kept = {k: v for k, v in vars(result).items() if k != "path"}
+                fresh[item_id(secret, path)] = {"signature": signature, "record" if found else "skipped": kept}
         done += len(results)
         report(progress, "Scanning files", done, len(all_paths))
 

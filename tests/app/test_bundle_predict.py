@@ -103,7 +103,7 @@ def test_predict_on_a_folder_routes_each_item_and_writes_results(demo_ws, runs, 
     assert len(items) == 3 and any(i.kind == "dicom_series" and len(i.files) > 1 for i in items)
 
     result = predict(demo_ws, folder)
-    by_input = {p.input.split("/")[0]: p for p in result.predictions}
+    by_input = {demo_ws.private.path_of(p.item).relative_to(folder.resolve()).parts[0]: p for p in result.predictions}
     assert by_input["chest"].run == runs["hybrid"] and by_input["chest"].engine == "onnxruntime"
     assert by_input["chest"].is_anomaly in (True, False) and by_input["chest"].threshold is not None
     assert by_input["ct_series"].run == runs["hybrid"] and by_input["ct_series"].predicted_class
@@ -112,7 +112,8 @@ def test_predict_on_a_folder_routes_each_item_and_writes_results(demo_ws, runs, 
     assert "outside what this model was trained on: no model was trained on US breast images" in ultrasound.note
     assert not by_input["chest"].outside and by_input["chest"].ood_distance is not None
     assert result.csv.read_text().count("\n") == 4
-    assert json.loads(result.json.read_text())["results"][0]["input"]
+    assert json.loads(result.json.read_text())["results"][0]["item"].startswith("I")
+    assert "new.png" not in result.csv.read_text() and "name" not in json.loads(result.json.read_text())["results"][0]
     assert result.overlays and result.overlays[0].stat().st_size > 5_000
     assert [p.name for p in result.overlays] == [f"overlay_{runs['hybrid']}.png", f"overlay_{runs['hybrid']}_patch.png"]
 

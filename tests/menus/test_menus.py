@@ -10,6 +10,7 @@ from rich.console import Console
 
 from menus import collect_menu, main_menu, organize_menu, screens
 from menus.settings import Settings
+from tests.conftest import placed
 
 DOWN, ENTER, BACKSPACE, CTRL_C = "\x1b[B", "\r", "\x7f", "\x03"
 
@@ -65,6 +66,15 @@ def test_settings_are_changed_and_saved(session) -> None:
     assert Settings.load(session.ws).seed == 7
 
 
+def test_the_privacy_audit_runs_from_settings(session, tmp_path) -> None:
+    folder = tmp_path / "to-share"
+    folder.mkdir()
+    (folder / "Doe^Jane_19600101.txt").write_text("nothing else")
+    drive(["privacy", ENTER, str(folder), ENTER], screens.settings_menu, session)
+    text = session.screen.file.getvalue()
+    assert "person name" in text and "possible identifier(s)" in text and "Doe^Jane" not in text
+
+
 def test_the_review_screen_saves_a_correction_and_reorganizes(session, tmp_path) -> None:
     from app.organize.organizer import organize, read_rows
     from tests.app.organize.layouts import LAYOUTS, png
@@ -73,7 +83,8 @@ def test_the_review_screen_saves_a_correction_and_reorganizes(session, tmp_path)
     png(tmp_path / "d" / "extra" / "img.png")
     organize(session.ws, tmp_path / "d", "busi", workers=1)
     drive([ENTER, "extra", ENTER, "label", ENTER, "malignant", ENTER, CTRL_C], organize_menu.review_screen, session)
-    row = next(r for r in read_rows(session.ws.organized_path("busi") / "labeled.csv") if "extra" in r["path"])
+    rows = placed(session.ws, read_rows(session.ws.organized_path("busi") / "labeled.csv"))
+    row = next(r for r in rows if "extra" in r["path"])
     assert (row["label"], row["label_rule"]) == ("tumor", "user_correction")
     assert "Saved" in session.screen.file.getvalue()
 

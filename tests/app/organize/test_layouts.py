@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from app.organize.organizer import organize, read_rows
+from tests.conftest import placed
 from tests.app.organize.layouts import LAYOUTS
 
 # layout -> (items, modality, region, {source label: anomaly class}, patients or None)
@@ -31,7 +32,7 @@ def test_public_layout_is_recognized(ws, tmp_path: Path, layout: str) -> None:
     LAYOUTS[layout](tmp_path / "download")
     result = organize(ws, tmp_path / "download", layout, workers=1)
     items, modality, region, labels, patients = EXPECTED[layout]
-    rows = read_rows(ws.organized_path(layout) / "labeled.csv")
+    rows = placed(ws, read_rows(ws.organized_path(layout) / "labeled.csv"))
     assert result.items == items and result.unlabeled == 0 and len(rows) == items
     assert Counter(r["modality"] for r in rows) == {modality: items}, Counter(r["modality"] for r in rows)
     assert Counter(r["region"] for r in rows) == {region: items}, Counter(r["region"] for r in rows)
@@ -44,7 +45,7 @@ def test_public_layout_is_recognized(ws, tmp_path: Path, layout: str) -> None:
 def test_lgg_masks_label_each_slice(ws, tmp_path: Path) -> None:
     LAYOUTS["lgg_mri_segmentation"](tmp_path / "d")
     organize(ws, tmp_path / "d", "lgg", workers=1)
-    rows = {Path(r["path"]).name: r for r in read_rows(ws.organized_path("lgg") / "labeled.csv")}
+    rows = {Path(r["path"]).name: r for r in placed(ws, read_rows(ws.organized_path("lgg") / "labeled.csv"))}
     assert rows["TCGA_CS_4941_19960909_2.tif"]["label"] == "tumor"
     assert rows["TCGA_CS_4941_19960909_1.tif"]["label"] == "normal"
     assert rows["TCGA_CS_4941_19960909_2.tif"]["label_rule"] == "lesion_mask"

@@ -8,7 +8,7 @@ from PIL import Image
 
 from app.organize.looks import image_look, look_of_pixels
 from app.organize.organizer import organize, read_rows
-from tests.conftest import shared
+from tests.conftest import placed, shared
 
 
 def _rgb(gray: np.ndarray) -> np.ndarray:
@@ -78,7 +78,7 @@ def unnamed_tree(tmp_path: Path) -> Path:
 
 def test_organizer_takes_the_modality_from_the_pixels_when_nothing_else_says(ws, unnamed_tree) -> None:
     organize(ws, unnamed_tree, "unnamed")
-    rows = read_rows(ws.organized_path("unnamed") / "unlabeled.csv")
+    rows = placed(ws, read_rows(ws.organized_path("unnamed") / "unlabeled.csv"))
     found = {(Path(r["path"]).parent.name, r["modality"], r["modality_rule"]) for r in rows}
     # A fan is ultrasound; a brain slice is not called an X-ray: it stays unknown for review.
     assert found == {("series_a", "US", "image_statistics"), ("series_b", "OT", "none")}

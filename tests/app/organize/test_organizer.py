@@ -8,12 +8,12 @@ import pytest
 from app.errors import DatasetError
 from app.organize.organizer import organize, read_rows
 from app.state import Kind, read_state
-from tests.conftest import planted_phi, shared
+from tests.conftest import placed, planted_phi, shared, skipped_places
 
 
 def _all_rows(ws, name: str) -> list[dict]:
     out = ws.organized_path(name)
-    return read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv")
+    return placed(ws, read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv"))
 
 
 def test_demo_is_organized_into_the_documented_files(demo_ws) -> None:
@@ -46,12 +46,13 @@ def test_demo_detection_is_right_for_every_item(demo_ws) -> None:
 def test_dicom_slices_are_grouped_into_ordered_series(demo_ws) -> None:
     import pydicom
 
-    out = demo_ws.organized_path("demo")
-    series = json.loads((out / "series.json").read_text())
+    from app.organize.rows import series_files
+
+    assert not (demo_ws.organized_path("demo") / "series.json").exists(), "file lists live in the private map"
     rows = [r for r in _all_rows(demo_ws, "demo") if r["kind"] == "dicom_series"]
     assert rows and all(r["n_files"] == 12 for r in rows)
-    assert set(series) == {r["series_id"] for r in rows}
-    for files in list(series.values())[:4]:
+    assert all(len(series_files(demo_ws, r)) == 12 for r in rows)
+    for files in [series_files(demo_ws, r) for r in rows[:4]]:
         z = [float(pydicom.dcmread(demo_ws.resolve(f), stop_before_pixels=True).ImagePositionPatient[2]) for f in files]
         assert z == sorted(z), "slices ordered by position, not by file name"
         assert len({Path(f).parent for f in files}) == 1
@@ -106,7 +107,7 @@ def test_bad_files_are_skipped_with_a_reason(ws, tmp_path) -> None:
     result = organize(ws, tree, "messy", workers=1)
     assert result.items == 1 and result.skipped == 4
     report = json.loads((ws.organized_path("messy") / "scan_report.json").read_text())
-    reasons = {s["path"]: s["reason"] for s in report["skipped"]}
+    reasons = skipped_places(ws, report, tree)
     assert reasons["NORMAL/empty.png"] == "empty file"
     assert reasons["dangling.png"] == "broken symbolic link"
     assert reasons["notes.txt"].startswith("not an image")
@@ -184,7 +185,7 @@ def test_a_corpus_of_broken_files_is_skipped_and_nothing_else_lost(ws, demo_ws, 
     png(tree / "NORMAL" / name)
     result = organize(ws, tree, "broken", workers=2)
     report = json.loads((ws.organized_path("broken") / "scan_report.json").read_text())
-    reasons = {s["path"]: s["reason"] for s in report["skipped"]}
+    reasons = skipped_places(ws, report, tree)
     assert "truncated DICOM" in reasons["ct_cut.dcm"]
     assert "unreadable" in reasons["NORMAL/cut.png"] and "truncated JPEG" in reasons["NORMAL/cut.jpg"]
     assert reasons["noext_garbage"].startswith("unreadable") and reasons["brain.nii"].startswith("unreadable")
@@ -192,7 +193,7 @@ def test_a_corpus_of_broken_files_is_skipped_and_nothing_else_lost(ws, demo_ws, 
     assert result.items == 4 and result.skipped == 7  # ok.png, whole.png, the odd name, ct_ok.dcm
     assert result.skip_reasons["unreadable"] == 5 and result.skip_reasons["empty file"] == 1
     assert result.duplicates == 1, "ok.png and whole.png (and the odd name) hold the same bytes"
-    rows = read_rows(ws.organized_path("broken") / "labeled.csv") + read_rows(ws.organized_path("broken") / "unlabeled.csv")
+    rows = _all_rows(ws, "broken")
     odd = next(r for r in rows if "_scan.png" in r["path"])
     from app.imaging import load_2d
 
@@ -252,7 +253,7 @@ def test_files_without_a_preamble_are_read_by_the_dcmread_fallback(tmp_path) -> 
     data = bare.read_bytes()
     assert data[128:132] != b"DICM"
     assert scan._raw_elements(io.BytesIO(data)) is None
-    header, patient, series, position = scan._read_dicom(io.BytesIO(data), len(data))
+    header, patient, series, position, _ = scan._read_dicom(io.BytesIO(data), len(data))
     assert header["Modality"] == "MR" and series == str(ds.SeriesInstanceUID) and position is not None
 
 

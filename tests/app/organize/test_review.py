@@ -8,6 +8,7 @@ from app.errors import DatasetError
 from app.organize import scan
 from app.organize.organizer import organize, read_rows
 from app.organize.review import add_correction, review_groups
+from tests.conftest import placed
 from tests.app.organize.layouts import LAYOUTS, png
 
 
@@ -50,7 +51,7 @@ def test_corrections_are_saved_and_reapplied_on_rescan(ws, tree) -> None:
     add_correction(ws, "cxr", folder, "region", "chest")
     result = organize(ws, tree, "cxr", workers=1)
     assert result.unlabeled == 0
-    row = next(r for r in read_rows(ws.organized_path("cxr") / "labeled.csv") if "extra" in r["path"])
+    row = next(r for r in placed(ws, read_rows(ws.organized_path("cxr") / "labeled.csv")) if "extra" in r["path"])
     assert (row["label"], row["source_label"], row["label_rule"]) == ("infection", "PNEUMONIA", "user_correction")
     assert row["region_rule"] == "user_correction" and float(row["label_confidence"]) == 1.0
     with pytest.raises(DatasetError):
@@ -111,7 +112,7 @@ def test_a_held_out_class_is_unknown_in_training_and_present_in_test(demo_ws) ->
     tumors = [r for r in rows if r["label"] == "tumor"]
     assert tumors and {r["split"] for r in tumors} == {"test"}
     # Everything else is untouched, splits included.
-    before = {r["path"]: r["split"] for r in all_rows(demo_ws, "demo") if r["label"] != "tumor"}
-    assert {r["path"]: r["split"] for r in rows if r["label"] != "tumor"} == before
+    before = {r["item"]: r["split"] for r in all_rows(demo_ws, "demo") if r["label"] != "tumor"}
+    assert {r["item"]: r["split"] for r in rows if r["label"] != "tumor"} == before
     with pytest.raises(DatasetError, match="hold out one of: fracture, hemorrhage"):
         hold_out_class(demo_ws, "demo", "normal", "x")
