@@ -146,6 +146,16 @@ def test_no_planted_patient_data_anywhere_the_app_wrote(finished) -> None:
     assert not [v for v in phi if v in output], "nor on screen"
 
 
+def _still_running(pid: int) -> str:
+    """What the process ``pid`` and its children are doing (state, signals, command), for a failure message."""
+    done = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,wchan:20,cmd", "--pid", str(pid), "--ppid", str(pid)],
+                          capture_output=True, text=True)
+    status = Path(f"/proc/{pid}/status")
+    signals = [line for line in status.read_text().splitlines() if line.startswith(("State", "Sig"))] \
+        if status.exists() else ["(gone)"]
+    return done.stdout + "\n".join(signals)
+
+
 def test_the_menu_runs_the_workflow_in_a_terminal(tmp_path) -> None:
     """Real keystrokes in a pseudo-terminal: main menu -> One-click workflow -> demo."""
     import pexpect
@@ -170,7 +180,10 @@ def test_the_menu_runs_the_workflow_in_a_terminal(tmp_path) -> None:
         child.send("quit")
         child.expect("Quit")
         child.send("\r")
-        child.expect(pexpect.EOF, timeout=30)
+        try:
+            child.expect(pexpect.EOF, timeout=60)
+        except pexpect.TIMEOUT:
+            pytest.fail(f"the menu did not exit after Quit:\n{_still_running(child.pid)}")
     finally:
         child.close(force=True)
     ws = Workspace.open(tmp_path)
