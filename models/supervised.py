@@ -191,12 +191,17 @@ class ClassifierPhase:
         temperature = float(log_t.exp())
         offsets = (bias - bias.mean()).detach()  # only differences between classes matter
         nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
-        skipped = None
-        if not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
+        skipped = kept = None
+        if temperature < TEMPERATURES[0] and bool((logits.argmax(1) == targets).all()):
+            # Every validation image already right: NLL falls on as the temperature goes to 0,
+            # so there is no optimum to fit. Nothing failed; the probabilities stay as trained
+            # (the test split's ECE says how far they hold).
+            kept = "the validation split is told apart without an error, so no temperature can be fitted on it"
+        elif not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
             # No optimum in sight (a separable validation split, or the wild logits of a barely
             # trained model): scaling that far would only magnify noise. Keep the model as it was.
             skipped = f"the temperature fit ran off to {temperature:.3g}: the validation split cannot calibrate this model"
-        if skipped or not nll_after < nll_before:  # or the fit failed to improve
+        if skipped or kept or not nll_after < nll_before:  # or the fit failed to improve
             temperature, offsets, nll_after = 1.0, torch.zeros_like(offsets), nll_before
         self.temperature = temperature
         self.bias = [float(v) for v in offsets] if with_bias and offsets.abs().sum() > 0 else None
@@ -205,7 +210,8 @@ class ClassifierPhase:
         # Scaling minimizes the NLL; ECE usually falls too, but on a small split it may not.
         return {"temperature": self.temperature, "bias": self.bias, "val_nll_before": nll_before,
                 "val_nll_after": nll_after, "val_ece_before": before["ece"], "val_mce_before": before["mce"],
-                "val_ece_after": after["ece"], "val_mce_after": after["mce"], **({"skipped": skipped} if skipped else {})}
+                "val_ece_after": after["ece"], "val_mce_after": after["mce"], **({"skipped": skipped} if skipped else {}),
+                **({"kept": kept} if kept else {})}
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities from the model's raw logits."""

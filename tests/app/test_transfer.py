@@ -117,6 +117,10 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     # past any sane one: the model is left as it is.
     wild = phase.finish(images * 1000, targets)
     assert "cannot calibrate" in wild["skipped"] and (phase.temperature, phase.bias) == (1.0, None)
+    # Every validation image right by a margin: no temperature to fit, and nothing failed.
+    separated = phase.finish((targets.float() * 2 - 1).reshape(400, 1, 1, 1) * 3, targets)
+    assert "skipped" not in separated and "without an error" in separated["kept"]
+    assert (phase.temperature, phase.bias) == (1.0, None)
     # Asked for the temperature alone (validation's proportions are not the clinic's): no
     # bias, and no decision changes.
     phase.config.calibration = "temperature"
