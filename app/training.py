@@ -405,7 +405,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                 if ema is not None:
                     ema.update_parameters(raw)
                 total, seen = total + float(loss.detach()) * len(index), seen + len(index)
-                report(progress, f"Epoch {epoch + 1}/{config.epochs}", k + 1, steps_per_epoch, loss=loss.item())
+                report(progress, "Batches", k + 1, steps_per_epoch, epoch=f"{epoch + 1}/{config.epochs}",
+                       loss=loss.item())
             # What is validated is what is kept: the weights (or their average), with batch-norm
             # statistics measured afresh on training images.
             watched = _precise_bn(ema.module if ema is not None else raw, train_x, config.batch_size, rt.device)

@@ -166,3 +166,25 @@ def test_an_unreachable_pacs_is_an_error_shown_in_the_menu(session) -> None:
     drive(keys, main_menu.main_menu, session)
     text = session.screen.file.getvalue()
     assert "Cannot reach the DICOMweb service" in text and "Goodbye" in text
+
+
+def test_progress_rows_end_as_one_line_each_and_fit_80_columns(monkeypatch) -> None:
+    from menus import console as console_module
+
+    screen = Console(file=StringIO(), width=80)
+    monkeypatch.setattr(console_module, "console", screen)
+    with console_module.progress_bars() as bar:
+        for k in (1, 2, 3):
+            bar("Loading train images", k, 3)
+        bar("Loading train images", 3, 3)  # a loop's closing report: no second line
+        for epoch in (1, 2):
+            for b in (1, 2):
+                bar("Batches", b, 2, epoch=f"{epoch}/15", loss=0.5)
+            bar("Epochs", epoch, 15, train_loss=0.25, val_accuracy=0.75, val_balanced_accuracy=0.5, val_auc=0.9)
+        bar("Loading train images", 1, 2)  # the next phase's own row and clock
+        bar("Loading train images", 2, 2)
+    lines = [line for line in screen.file.getvalue().splitlines() if line.strip()]
+    assert [line.split("  ")[0] for line in lines] == ["✓ Loading train images", "✓ Loading train images",
+                                                        "- Epochs"], lines
+    assert "2/15" in lines[2] and "(not finished)" in lines[2] and all(len(line) <= 80 for line in lines)
+    assert not [line for line in lines if "Batches" in line]
