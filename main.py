@@ -327,7 +327,7 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         final = screens.run_workflow_with_progress(ws, options, restart=args.restart)
         console.print(render.workflow_table(final))
         screens.show_workflow_results(final, ws)
-        return 0
+        return 1 if final.get("stopped") else 0  # stopped (Ctrl-C): not finished, for scripts
     if args.command == "dataset":
         return _dataset_command(args, ws)
     if args.command == "audit":

@@ -39,6 +39,7 @@ class RunResult:
     epochs_done: int
     resumed_from: int
     metrics: dict[str, Any]
+    status: str = "complete"  # or "stopped": asked to stop (Ctrl-C) before the plan ended; training it again resumes
 
 
 def new_run_name(dataset: str, phase: str) -> str:
@@ -185,6 +186,12 @@ def train(
     rt = current_runtime()
     run = run or _agreed(rt, new_run_name(dataset, phase_name))
     run_dir = ws.run_dir(run)  # checks the name
+    if not (run_dir / "last.pt").exists():  # a new run: refuse what could never train, before its folder exists
+        from app.readiness import phase_problem
+
+        problem = phase_problem(ws, dataset, phase_name)
+        if problem:
+            raise DatasetError(f"Phase {phase_name!r} cannot train on {dataset!r}: it {problem}")
     # One process trains a run at a time (under torchrun, rank 0 speaks for all).
     with ws.lock("run", run) if rt.main else contextlib.nullcontext():
         return _train_locked(ws, dataset, dataset_meta, phase_name, run, run_dir, tconfig, classes, patience,
@@ -241,13 +248,15 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         if rt.main and phase.spec.input_dims == 2:
             fit_ood_gate(ws, dataset, run_dir, phase.config, progress)
         return result
-    except Exception as err:
-        # Never leave a run marked running after it failed: say so, keep what was saved.
+    except BaseException as err:
+        # Never leave a run marked running after it failed or was stopped at once (a second
+        # Ctrl-C): say so, keep what was saved; a run with a checkpoint resumes from it.
         if rt.main:
             failed = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
+            reason = "stopped by Ctrl-C" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {str(err)[:300]}"
             write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
                         {**failed, "status": "failed" if not last.exists() else "stopped",
-                         "error": f"{type(err).__name__}: {str(err)[:300]}", "finished": now_iso()})
+                         "error": reason, "finished": now_iso()})
         raise
 
 
@@ -475,7 +484,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             # Mark the last checkpoint finished so that a rerun returns at once.
             save_checkpoint(run_dir / "last.pt", {**load_checkpoint(run_dir / "last.pt"), "finished": True})
     barrier(rt)
-    return RunResult(base["run"], run_dir, phase.spec.name, len(history), start, summary)
+    return RunResult(base["run"], run_dir, phase.spec.name, len(history), start, summary, status)
 
 
 BN_IMAGES = (128, 512)  # fewest and most training images that re-measure batch-norm statistics
@@ -579,6 +588,14 @@ def run_status(ws: Workspace, meta: dict[str, Any]) -> str:
     if status == "running" and not is_held(ws.lock_path("run", meta["run"])):
         return "interrupted"
     return status
+
+
+def resumable_runs(ws: Workspace, dataset: str) -> list[dict[str, Any]]:
+    """The runs of ``dataset`` that stopped (Ctrl-C) or were cut off (a crash, kill -9) after a
+    finished epoch: training them again goes on from there. Newest first."""
+    return [meta for meta in reversed(ws.runs())
+            if meta["dataset"] == dataset and run_status(ws, meta) in ("stopped", "interrupted")
+            and (ws.run_dir(meta["run"]) / "last.pt").exists()]
 
 
 GATE_IMAGES = 2000  # at most this many training (and validation) images fit the out-of-distribution gate

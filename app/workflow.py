@@ -2,7 +2,9 @@
 
 Progress is saved after every step in ``data/workflows/<dataset>.json``. Run it
 again after an interruption (Ctrl-C, kill -9, power cut) and it skips finished
-steps and resumes an interrupted training run from its last epoch.
+steps and resumes an interrupted training run from its last epoch. Asked to stop
+(``should_stop``, the menus' first Ctrl-C), a training step finishes its epoch and
+the workflow ends there, its step marked ``stopped``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,19 @@ def workflow_state(ws: Workspace, dataset: str) -> dict[str, Any]:
     return read_state_or(ws.workflow_path(dataset), Kind.WORKFLOW, {"dataset": dataset, "steps": {}})
 
 
+def workflow_standing(ws: Workspace, options: WorkflowOptions) -> str:
+    """Where the saved progress of ``options.dataset`` stands for these options: "new" (none, or
+    a finished one with other options), "resume" (unfinished, same options), "other options"
+    (unfinished, started with others: only a restart runs these) or "finished"."""
+    state = workflow_state(ws, options.dataset)
+    same = state.get("options") == _stored(ws, options)
+    if all(state["steps"].get(step, {}).get("status") == "done" for step in STEPS):
+        return "finished" if same else "new"  # other options after a finished one: a new workflow
+    if not state["steps"]:
+        return "new"
+    return "resume" if same else "other options"
+
+
 def run_workflow(
     ws: Workspace,
     options: WorkflowOptions,
@@ -61,11 +76,13 @@ def run_workflow(
     restart: bool = False,
     progress: Progress | None = None,
     on_step: Callable[[int, str, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) every step; returns the final workflow state.
+    """Run (or resume) every step; returns the final workflow state (with ``stopped``, the
+    step it stopped at, when ``should_stop()`` turned true: run it again to resume).
 
     ``on_step(number, step, status)`` is called as each step starts ("running"),
-    is skipped ("done before") or ends ("done").
+    is skipped ("done before") or ends ("done", or "stopped").
 
     Raises:
         StateError: the saved progress was made with other options (say which,
@@ -73,12 +90,12 @@ def run_workflow(
         WorkbenchError: any step's own error, after its progress is saved.
     """
     with ws.lock("workflow", options.dataset):
-        return _run_workflow(ws, options, restart, progress, on_step)
+        return _run_workflow(ws, options, restart, progress, on_step, should_stop)
 
 
 def _run_workflow(
     ws: Workspace, options: WorkflowOptions, restart: bool, progress: Progress | None,
-    on_step: Callable[[int, str, str], None] | None,
+    on_step: Callable[[int, str, str], None] | None, should_stop: Callable[[], bool] | None,
 ) -> dict[str, Any]:
     path = ws.workflow_path(options.dataset)
     state = {"dataset": options.dataset, "steps": {}} if restart else workflow_state(ws, options.dataset)
@@ -90,6 +107,7 @@ def _run_workflow(
         )
     if saved != given or restart:
         state = {"dataset": options.dataset, "steps": {}, "options": given, "started": now_iso()}
+    state.pop("stopped", None)
     steps: dict[str, Any] = state["steps"]
     for number, step in enumerate(STEPS, 1):
         record = steps.get(step, {})
@@ -105,14 +123,42 @@ def _run_workflow(
             record.setdefault("run", new_run_name(options.dataset, step))
         steps[step] = record
         write_state(path, Kind.WORKFLOW, state)
-        result = _STEP_FUNCTIONS[step](ws, options, steps, progress)
-        steps[step] = {**record, **result, "status": "done", "finished": now_iso()}
+        try:
+            result = _STEP_FUNCTIONS[step](ws, options, steps, progress, should_stop)
+        except BaseException as err:  # the step's record says how it ended, never "running"
+            ended = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
+            steps[step] = {**record, "status": ended, "error": _why(err), "finished": now_iso()}
+            write_state(path, Kind.WORKFLOW, state)
+            raise
+        status = "stopped" if result.pop("stopped", False) else "done"
+        steps[step] = {**record, **result, "status": status, "finished": now_iso()}
+        asked = status == "stopped" or (should_stop is not None and should_stop() and number < len(STEPS))
+        if asked:  # a training step stopped after an epoch, or another step finished first
+            state["stopped"] = step
         write_state(path, Kind.WORKFLOW, state)
         if on_step:
-            on_step(number, step, "done")
+            on_step(number, step, status)
+        if asked:
+            return state
     state["finished"] = now_iso()
     write_state(path, Kind.WORKFLOW, state)
     return state
+
+
+def stop_summary(state: dict[str, Any]) -> str | None:
+    """What a workflow that was asked to stop did, and how to go on (None: it was not stopped)."""
+    step = state.get("stopped")
+    if not step:
+        return None
+    record = state["steps"].get(step, {})
+    if record.get("status") == "stopped":
+        return (f"Stopped in '{TITLES[step]}' after epoch {record.get('epochs', '?')} of {record.get('planned', '?')}. "
+                "Run the workflow again to resume from there.")
+    return f"Stopped after '{TITLES[step]}'. Run the workflow again to go on from the next step."
+
+
+def _why(err: BaseException) -> str:
+    return "stopped by Ctrl-C" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {str(err)[:300]}"
 
 
 def _stored(ws: Workspace, options: WorkflowOptions) -> dict[str, Any]:
@@ -125,7 +171,8 @@ def _stored(ws: Workspace, options: WorkflowOptions) -> dict[str, Any]:
     return stored
 
 
-def _collect(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+def _collect(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
+             should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     if options.source:
         result = collect("local", ws, path=options.source, name=options.dataset, progress=progress)
     elif options.dataset in ws.raw_datasets():
@@ -140,23 +187,27 @@ def _collect(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Pro
     return {"files": result.files}
 
 
-def _organize(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+def _organize(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
+              should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     # The workflow's dataset is its own: organizing it again (a restart) replaces it.
     result = organize(ws, options.dataset, options.dataset, seed=options.seed, replace=True, progress=progress)
     return {"items": result.items, "labeled": result.labeled, "classes": result.classes}
 
 
 def _trainer(phase: str) -> Callable[..., dict[str, Any]]:
-    def step(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+    def step(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
+             should_stop: Callable[[], bool] | None) -> dict[str, Any]:
         settings = dict((FAST if options.fast else FULL)[phase])
         result = train(ws, options.dataset, phase, run=steps[phase]["run"], seed=options.seed,
-                       progress=progress, **settings)
-        return {"epochs": result.epochs_done, "resumed_from": result.resumed_from}
+                       progress=progress, should_stop=should_stop, **settings)
+        return {"epochs": result.epochs_done, "planned": settings["epochs"], "resumed_from": result.resumed_from,
+                "stopped": result.status == "stopped"}
 
     return step
 
 
-def _hybrid(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+def _hybrid(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
+            should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     result = train(ws, options.dataset, "hybrid", run=steps["hybrid"]["run"], seed=options.seed,
                    supervised_run=steps["supervised"]["run"], vae_run=steps["vae"]["run"], progress=progress)
     return {"weight": result.metrics.get("weight"), "val_auroc": result.metrics.get("val_auroc")}
@@ -166,7 +217,8 @@ def _runs(steps: dict) -> list[str]:
     return [steps[p]["run"] for p in ("supervised", "vae", "hybrid")]
 
 
-def _evaluate(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+def _evaluate(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
+              should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     results = {}
     for run in _runs(steps):
         metrics = evaluate_run(ws, run, "test", progress).metrics
@@ -174,7 +226,8 @@ def _evaluate(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Pr
     return {"metrics": results}
 
 
-def _export(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None) -> dict[str, Any]:
+def _export(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
+            should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     exported = {}
     for run in _runs(steps):
         result = export_bundle(ws, run, progress=progress)

@@ -81,6 +81,10 @@ def workflow_table(state: dict[str, Any]) -> Table:
         details = record.get("run") or record.get("note") or ""
         if step == "organize" and "items" in record:
             details = f"{record['items']} items, {record['labeled']} labeled"
+        elif record.get("status") == "stopped" and "planned" in record:
+            details = f"{details} (epoch {record['epochs']} of {record['planned']})"
+        elif record.get("status") in ("stopped", "failed") and record.get("error"):
+            details = f"{details} ({record['error']})" if details else record["error"]
         table.add_row(TITLES[step], record.get("status", "to do"), str(details))
     return table
 

@@ -14,8 +14,10 @@ from rich.panel import Panel
 from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run, is_classifier_run
 from app.bundle import export_bundle
 from app.errors import ExportError
-from app.training import train
-from app.workflow import STEPS, TITLES, WorkflowOptions, run_workflow, workflow_state
+from app.readiness import phase_problem
+from app.training import resumable_runs, train
+from app.workflow import (STEPS, TITLES, WorkflowOptions, run_workflow, stop_summary, workflow_standing,
+                          workflow_state)
 from app.verdict import Verdict, model_verdict
 from app.workspace import Workspace
 from menus import render
@@ -45,11 +47,23 @@ def train_menu(s: Session) -> None:
     dataset = ask_choice("Dataset", [questionary.Choice(d, value=d) for d in datasets])
     if dataset is None:
         return
+    resumable = resumable_runs(s.ws, dataset)
+    if resumable:
+        run = ask_choice("Resume a stopped run, or train a new one?", [
+            *[questionary.Choice(f"Resume {m['run']} (epoch {m.get('epoch') or 0} of {m['config'].get('epochs', '?')})",
+                                 value=m) for m in resumable],
+            questionary.Choice("Train a new run", value="new")])
+        if run is None:
+            return
+        if run != "new":
+            _train_with_progress(s, dataset, run["phase"], run=run["run"])
+            return
     runs = {m["phase"]: m["run"] for m in reversed(s.ws.runs()) if m["dataset"] == dataset and m["status"] == "complete"}
     choices = []
     for spec in list_phases():
         missing = [c for c in spec.components if c not in runs]
-        reason = f"Train {', '.join(missing)} first" if missing else None
+        problem = phase_problem(s.ws, dataset, spec.name)
+        reason = f"Train {', '.join(missing)} first" if missing else (f"it {problem}" if problem else None)
         choices.append(questionary.Choice(spec.title, value=spec.name, disabled=reason))
     phase = ask_choice("Phase", choices)
     if phase is None:
@@ -97,11 +111,19 @@ def train_menu(s: Session) -> None:
             return
         if regularize:
             overrides.update(SMALL_DATA)
+    _train_with_progress(s, dataset, phase, **overrides)
+
+
+def _train_with_progress(s: Session, dataset: str, phase: str, run: str | None = None, **overrides: Any) -> None:
     console.print("Training: Ctrl-C stops after the current epoch (twice: at once); "
-                  "training the same run again resumes it.")
+                  "Train -> Resume goes on from there.", soft_wrap=False)
     with clean_stop() as should_stop, progress_bars() as bar:
-        result = train(s.ws, dataset, phase, progress=bar, should_stop=should_stop, **overrides)
-    console.print(f"[green]Finished[/] run [bold]{result.run}[/] ({result.epochs_done} epochs).")
+        result = train(s.ws, dataset, phase, run=run, progress=bar, should_stop=should_stop, **overrides)
+    if result.status == "stopped":
+        console.print(f"[yellow]Stopped[/] run [bold]{result.run}[/] after epoch {result.epochs_done}. "
+                      "Train -> Resume goes on from there.", soft_wrap=False)
+    else:
+        console.print(f"[green]Finished[/] run [bold]{result.run}[/] ({result.epochs_done} epochs).")
     console.print(render.metrics_table("Validation", result.metrics))
 
 
@@ -240,14 +262,30 @@ def workflow_menu(s: Session) -> None:
     if fast is None:
         return
     options = WorkflowOptions(dataset=dataset.strip(), source=source, fast=fast, seed=s.settings.seed)
-    state = workflow_state(s.ws, options.dataset)
-    if state["steps"]:
-        console.print(render.workflow_table(state))
-    if not ask_confirm("Start (finished steps are skipped, an interrupted run resumes)?"):
+    restart = _resume_or_restart(s.ws, options)
+    if restart is None:
         return
-    final = run_workflow_with_progress(s.ws, options)
+    console.print("Ctrl-C stops after the current epoch (twice: at once); "
+                  "running the workflow again resumes it.", soft_wrap=False)
+    final = run_workflow_with_progress(s.ws, options, restart=restart)
     console.print(render.workflow_table(final))
     show_workflow_results(final, s.ws)
+
+
+def _resume_or_restart(ws: Workspace, options: WorkflowOptions) -> bool | None:
+    """Ask how to go on from the saved progress: False resumes, True restarts, None goes back."""
+    standing = workflow_standing(ws, options)
+    if standing == "new":
+        return False if ask_confirm("Start (finished steps are skipped, an interrupted run resumes)?") else None
+    console.print(render.workflow_table(workflow_state(ws, options.dataset)))
+    restart = questionary.Choice("Restart from the beginning (the runs made so far are kept)", value=True)
+    if standing == "other options":
+        console.print("[yellow]This workflow was started with other options[/] (another folder, fast mode or "
+                      "seed) and is unfinished. It can be restarted with these.", soft_wrap=False)
+        return ask_choice("How to go on?", [restart])
+    first = (questionary.Choice("Resume: skip the finished steps, go on from the last epoch", value=False)
+             if standing == "resume" else questionary.Choice("Show its results again (nothing is retrained)", value=False))
+    return ask_choice("How to go on?", [first, restart])
 
 
 def run_workflow_with_progress(ws: Workspace, options: WorkflowOptions, restart: bool = False) -> dict[str, Any]:
@@ -257,8 +295,12 @@ def run_workflow_with_progress(ws: Workspace, options: WorkflowOptions, restart:
         elif status == "done before":
             console.print(f"[dim]Step {number}/{len(STEPS)}: {TITLES[step]}: done before, skipped[/]")
 
-    with progress_bars() as bar:
-        return run_workflow(ws, options, restart=restart, progress=bar, on_step=on_step)
+    with clean_stop() as should_stop, progress_bars() as bar:
+        final = run_workflow(ws, options, restart=restart, progress=bar, on_step=on_step, should_stop=should_stop)
+    summary = stop_summary(final)
+    if summary:
+        console.print(f"[yellow]{summary}[/]", soft_wrap=False)
+    return final
 
 
 def show_workflow_results(state: dict[str, Any], ws: Workspace | None = None) -> None:

@@ -107,6 +107,8 @@ def test_the_demo_models_are_worth_showing(finished) -> None:
     test = sup["evaluation"]["test"]
     assert test["roc_auc_ovr"] >= 0.90, test["roc_auc_ovr"]
     assert all(c["sensitivity"] > 0 for c in test["per_class"].values() if c["support"]), test["per_class"]
+    # Fitted, or kept as trained where validation is told apart without an error (seen on an
+    # AVX-512 machine: no temperature has an optimum there); the test ECE is the measure either way.
     assert "skipped" not in sup["calibration"] and test["ece"] <= 0.10, (sup["calibration"], test["ece"])
     assert sup["pretrained_weights"] is None and sup["config"]["backbone"] == "resnet10t"
     for run in ws.runs():
@@ -156,14 +158,16 @@ def _still_running(pid: int) -> str:
     return done.stdout + "\n".join(signals)
 
 
-def test_the_menu_runs_the_workflow_in_a_terminal(tmp_path) -> None:
-    """Real keystrokes in a pseudo-terminal: main menu -> One-click workflow -> demo."""
+def test_the_menu_runs_the_workflow_stopped_by_ctrl_c_and_resumed_at_80_columns(tmp_path) -> None:
+    """Real keystrokes in an 80x24 pseudo-terminal: main menu -> One-click workflow -> demo;
+    one Ctrl-C mid-training stops after that epoch; the menu then resumes it to the end."""
     import pexpect
 
     env = {**os.environ, "TERM": "xterm", "PYTHONUNBUFFERED": "1"}
     child = pexpect.spawn(sys.executable, [str(ROOT / "main.py"), "--workspace", str(tmp_path)],
-                          env=env, encoding="utf-8", dimensions=(50, 160), timeout=60)
-    try:
+                          env=env, encoding="utf-8", dimensions=(24, 80), timeout=60)
+
+    def start_workflow(then: str) -> None:
         child.expect("What would you like to do")
         child.send("one-click")
         child.expect("One-click workflow")
@@ -172,9 +176,20 @@ def test_the_menu_runs_the_workflow_in_a_terminal(tmp_path) -> None:
         child.send("\r")  # demo, the first choice
         child.expect("Fast mode")
         child.send("\r")  # yes (the default)
-        child.expect("Start")
-        child.send("\r")
+        child.expect(then)
+        child.send("\r")  # Start; or Resume, the first choice
+
+    try:
+        start_workflow("Start")
         child.expect("Collect data", timeout=60)  # the step rules (rich colours the numbers)
+        child.expect("Train supervised classifier", timeout=300)
+        child.expect("Epochs", timeout=300)
+        time.sleep(1.0)
+        child.sendintr()  # the first Ctrl-C: finish this epoch, then stop
+        child.expect("Stopping after this epoch", timeout=30)
+        child.expect("Stopped (in|after)", timeout=300)
+        stopped = _epochs_done(tmp_path)
+        start_workflow("How to go on")
         child.expect("Export ONNX bundles", timeout=600)
         child.expect("What would you like to do", timeout=300)
         child.send("quit")
@@ -189,6 +204,9 @@ def test_the_menu_runs_the_workflow_in_a_terminal(tmp_path) -> None:
     ws = Workspace.open(tmp_path)
     state = read_state(ws.workflow_path("demo"), Kind.WORKFLOW)
     assert all(step["status"] == "done" for step in state["steps"].values())
+    assert 1 <= stopped < 15 and state["steps"]["supervised"]["resumed_from"] == stopped
+    sup = ws.run_metadata(state["steps"]["supervised"]["run"])
+    assert [h["epoch"] for h in sup["history"]] == list(range(1, 16)), "no epoch lost or done twice"
     assert len(list(tmp_path.glob("checkpoints/*/model.onnx"))) == 3
     assert len(list(tmp_path.glob("exports/*/metadata.json"))) == 3
     assert len(ws.runs()) == 3

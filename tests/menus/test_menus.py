@@ -125,7 +125,10 @@ def test_the_train_menu_trains_with_the_small_dataset_regularization_when_asked(
 
     # Dataset demo, phase supervised, backbone resnet18, 32 px, 1 epoch, standard
     # augmentation, no CLAHE, then yes to the small-dataset question.
-    keys = ["demo", ENTER, "Supervised", ENTER, *clear("efficientnet_b0"), "resnet18", ENTER,
+    from app.training import resumable_runs
+
+    new_run = ["Train a new run", ENTER] if resumable_runs(demo_ws, "demo") else []  # other tests' stopped runs
+    keys = ["demo", ENTER, *new_run, "Supervised", ENTER, *clear("efficientnet_b0"), "resnet18", ENTER,
             *clear("64"), "32", ENTER, *clear("15"), "1", ENTER, ENTER, ENTER, "y"]
     before = {m["run"] for m in demo_ws.runs()}
     drive(keys, screens.train_menu, session)
@@ -133,6 +136,62 @@ def test_the_train_menu_trains_with_the_small_dataset_regularization_when_asked(
     assert run["phase"] == "supervised" and run["status"] == "complete"
     assert run["config"]["ema"] == screens.SMALL_DATA["ema"] and run["config"]["mixup"] == screens.SMALL_DATA["mixup"]
     assert run["config"]["backbone"] == "resnet18" and run["config"]["image_size"] == 32
+
+
+def test_the_train_menu_resumes_a_stopped_run(session, demo_ws) -> None:
+    from app.training import train
+
+    session.ws = demo_ws
+    train(demo_ws, "demo", "supervised", run="m-resume", epochs=2, image_size=32, batch_size=16,
+          backbone="resnet10t", should_stop=lambda: True)
+    assert demo_ws.run_metadata("m-resume")["status"] == "stopped"
+    drive(["demo", ENTER, "m-resume", ENTER], screens.train_menu, session)
+    meta = demo_ws.run_metadata("m-resume")
+    assert (meta["status"], meta["epoch"]) == ("complete", 2)
+    assert "Finished run m-resume (2 epochs)" in session.screen.file.getvalue()
+
+
+def test_the_train_menu_shows_phases_that_cannot_work_disabled_with_the_reason(session, tmp_path, monkeypatch) -> None:
+    from app.organize.organizer import organize
+    from tests.app.organize.layouts import png
+
+    for k in range(8):
+        png(tmp_path / "scans" / f"img{k}.png", value=20 + 20 * k)
+    organize(session.ws, tmp_path / "scans", "unlabeled", workers=1)
+    asked = {}
+
+    def answer(message, choices, **kwargs):
+        asked[message] = {c.value: c.disabled for c in choices}
+        return "unlabeled" if message == "Dataset" else None
+
+    monkeypatch.setattr(screens, "ask_choice", answer)
+    screens.train_menu(session)
+    phases = asked["Phase"]
+    assert "needs labeled images" in phases["supervised"] and "needs labeled images" in phases["transfer"]
+    assert "needs 3D volumes" in phases["cube3d"] and phases["vae"] is None
+    assert phases["hybrid"].startswith("Train supervised")
+
+
+def test_the_workflow_menu_offers_resume_and_restart(session, monkeypatch) -> None:
+    from app.state import Kind, write_state
+    from app.workflow import WorkflowOptions, _stored
+
+    ran = []
+    monkeypatch.setattr(screens, "run_workflow_with_progress",
+                        lambda ws, options, restart=False: ran.append((options.fast, restart)) or {"dataset": "demo", "steps": {}})
+    monkeypatch.setattr(screens, "show_workflow_results", lambda *args: None)
+    saved = _stored(session.ws, WorkflowOptions(dataset="demo", fast=True))
+    write_state(session.ws.workflow_path("demo"), Kind.WORKFLOW, {"dataset": "demo", "options": saved, "steps": {
+        "collect": {"status": "done"}, "organize": {"status": "done", "items": 9, "labeled": 9},
+        "supervised": {"status": "stopped", "run": "demo-supervised-1", "epochs": 4, "planned": 15}}})
+    drive(["demo", ENTER, "y", "Resume", ENTER], screens.workflow_menu, session)
+    drive(["demo", ENTER, "y", "Restart", ENTER], screens.workflow_menu, session)
+    assert ran == [(True, False), (True, True)]
+    assert "epoch 4 of 15" in session.screen.file.getvalue()
+    # Other options (not fast) for an unfinished workflow: a restart, or back.
+    drive(["demo", ENTER, "n", "Back", ENTER], screens.workflow_menu, session)
+    drive(["demo", ENTER, "n", "Restart", ENTER], screens.workflow_menu, session)
+    assert ran[2:] == [(False, True)] and "started with other options" in session.screen.file.getvalue()
 
 
 def test_the_evaluate_menu_averages_runs_picked_as_an_ensemble(session, demo_ws) -> None:

@@ -1,0 +1,92 @@
+"""The workflow asked to stop: the epoch ends, the step says `stopped`, a rerun resumes it.
+
+Tiny settings (demo scale 1, 32 px, 3 epochs) keep each workflow to seconds; the whole
+workflow for real is tests/e2e.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app import workflow
+from app.state import Kind, read_state
+from app.workflow import WorkflowOptions, run_workflow, stop_summary, workflow_standing
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setattr(workflow, "DEMO_SCALE", 1)
+    monkeypatch.setitem(workflow.FAST, "supervised", {"image_size": 32, "epochs": 3, "batch_size": 16,
+                                                      "backbone": "resnet10t"})
+    return WorkflowOptions(dataset="demo", fast=True)
+
+
+def _stop_when(step_name: str):
+    """(on_step, should_stop): asked to stop from the moment ``step_name`` starts."""
+    started = []
+
+    def on_step(number: int, step: str, status: str) -> None:
+        if step == step_name and status == "running":
+            started.append(step)
+
+    return on_step, lambda: bool(started)
+
+
+def test_a_workflow_asked_to_stop_ends_the_epoch_and_resumes_from_it(ws, tiny) -> None:
+    assert workflow_standing(ws, tiny) == "new"
+    on_step, should_stop = _stop_when("supervised")
+    state = run_workflow(ws, tiny, on_step=on_step, should_stop=should_stop)
+    record = state["steps"]["supervised"]
+    assert state["stopped"] == "supervised" and (record["status"], record["epochs"], record["planned"]) == ("stopped", 1, 3)
+    assert "vae" not in state["steps"] and "finished" not in state
+    assert ws.run_metadata(record["run"])["status"] == "stopped"
+    assert read_state(ws.workflow_path("demo"), Kind.WORKFLOW)["steps"]["supervised"]["status"] == "stopped"
+    assert "after epoch 1 of 3" in stop_summary(state) and "again to resume" in stop_summary(state)
+    assert workflow_standing(ws, tiny) == "resume"
+    assert workflow_standing(ws, WorkflowOptions(dataset="demo", fast=True, seed=1)) == "other options"
+
+    on_step, should_stop = _stop_when("vae")  # resumes the classifier, stops once the VAE has begun
+    again = run_workflow(ws, tiny, on_step=on_step, should_stop=should_stop)
+    done = again["steps"]["supervised"]
+    assert (done["status"], done["run"], done["resumed_from"], done["epochs"]) == ("done", record["run"], 1, 3)
+    assert again["stopped"] == "vae" and again["steps"]["vae"]["status"] == "stopped"
+
+
+def test_a_second_ctrl_c_marks_the_step_and_the_run_stopped_never_running(ws, tiny) -> None:
+    started = []
+
+    def on_step(number: int, step: str, status: str) -> None:
+        if step == "supervised" and status == "running":
+            started.append(step)
+
+    def second_ctrl_c() -> bool:  # asked after each epoch's checkpoint is saved
+        if started:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        run_workflow(ws, tiny, on_step=on_step, should_stop=second_ctrl_c)
+    state = read_state(ws.workflow_path("demo"), Kind.WORKFLOW)
+    record = state["steps"]["supervised"]
+    assert (record["status"], record["error"]) == ("stopped", "stopped by Ctrl-C")
+    meta = ws.run_metadata(record["run"])
+    assert (meta["status"], meta["error"], meta["epoch"]) == ("stopped", "stopped by Ctrl-C", 1)
+    assert workflow_standing(ws, tiny) == "resume"
+
+
+def test_a_phase_that_cannot_train_is_refused_before_its_run_exists(ws, tmp_path) -> None:
+    from app.errors import DatasetError
+    from app.organize.organizer import organize
+    from app.readiness import phase_problem
+    from app.training import train
+    from tests.app.organize.layouts import png
+
+    for k in range(12):
+        png(tmp_path / "scans" / f"img{k}.png", value=20 + 15 * k)
+    organize(ws, tmp_path / "scans", "unlabeled", workers=1)
+    assert "needs labeled images; this dataset has none" in phase_problem(ws, "unlabeled", "supervised")
+    assert "needs 3D volumes" in phase_problem(ws, "unlabeled", "cube3d")
+    assert phase_problem(ws, "unlabeled", "vae") is None
+    with pytest.raises(DatasetError, match="cannot train on 'unlabeled': it needs labeled images"):
+        train(ws, "unlabeled", "supervised", run="never", epochs=1)
+    assert not ws.run_dir("never").exists() and ws.runs() == []
