@@ -192,10 +192,10 @@ class ClassifierPhase:
         offsets = (bias - bias.mean()).detach()  # only differences between classes matter
         nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
         skipped = kept = None
-        if temperature < TEMPERATURES[0] and bool((logits.argmax(1) == targets).all()):
-            # Every validation image already right: NLL falls on as the temperature goes to 0,
-            # so there is no optimum to fit. Nothing failed; the probabilities stay as trained
-            # (the test split's ECE says how far they hold).
+        if bool((logits.argmax(1) == targets).all()):
+            # Every validation image already right: the NLL falls on as the temperature goes to
+            # 0, so any fitted value is where the optimizer gave up, not an optimum. Nothing
+            # failed; the probabilities stay as trained (the test split's ECE says how far they hold).
             kept = "the validation split is told apart without an error, so no temperature can be fitted on it"
         elif not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
             # No optimum in sight (a separable validation split, or the wild logits of a barely
