@@ -2,13 +2,14 @@
 """MedAnomaly Workbench: `python main.py` opens the menu; every menu action has a command.
 
     python main.py workflow --dataset demo --yes --fast
-    python main.py collect demo | local PATH | nih | dicomweb URL [...]   (each with --help)
+    python main.py collect demo|local|catalog|kaggle|tcia|nih|dicomweb ...  (each with --help)
     python main.py organize PATH --name NAME
     python main.py dataset review|correct|stats|balance|merge|holdout|export ...
-    python main.py train --dataset NAME --phase supervised|vae|hybrid [...]
+    python main.py train --dataset NAME --phase supervised|transfer|vae|hybrid|cube3d
     python main.py evaluate RUN [--with RUN2 ...]
     python main.py export RUN [--int8]
-    python main.py predict PATH [--run RUN]
+    python main.py predict PATH [--run RUN] [--show-names]
+    python main.py audit [PATH]
     python main.py status
 
 Global options (before or after the command): --workspace DIR, --debug, --help.
@@ -153,13 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(sub, suppress=True)
 
     tr = command("train", "train (or resume) one phase on an organized dataset")
-    tr.add_argument("--dataset", required=True)
+    tr.add_argument("--dataset", required=True, help="an organized dataset's name (see status)")
     tr.add_argument("--phase", required=True, help="supervised, transfer, vae, hybrid or cube3d")
     tr.add_argument("--run-name", "--run", dest="run", help="run name (an existing unfinished run resumes)")
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--image-size", type=int)
-    tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--lr", type=float)
+    tr.add_argument("--epochs", type=int, help="epochs to plan (default: the phase's, e.g. 30)")
+    tr.add_argument("--image-size", type=int, help="side in pixels the images are resized to, a multiple of 16 "
+                                                     "(default: the dataset's; cube3d: the cube side)")
+    tr.add_argument("--batch-size", type=int, help="images per step (default: the phase's, e.g. 16)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: the phase's)")
     tr.add_argument("--backbone", help="any timm model name (supervised); resnet10/resnet18 (cube3d)")
     tr.add_argument("--width", type=int, help="cube3d: channels of the first stage (default 16)")
     tr.add_argument("--positions", action="store_const", const=True,
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="hybrid: the VAE part scores through every view (default) or as the VAE run chose")
     tr.add_argument("--views", action="store_const", const=True,
                     help="VAE: score through every view at once (six reconstruction views and the patch view) instead of letting validation choose")
-    tr.add_argument("--seed", type=int)
+    tr.add_argument("--seed", type=int, help="random seed (default 0): the same seed repeats a run")
 
     ev = command("evaluate", "metrics, plots and a report for a finished run")
     ev.add_argument("run")

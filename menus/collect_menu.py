@@ -14,7 +14,7 @@ from menus.console import console, progress_bars
 
 def collect_menu(s: Any) -> None:
     source = ask_choice("Collect from", [
-        questionary.Choice("Built-in demo data (offline, a few seconds)", value="demo"),
+        questionary.Choice("Built-in demo data (offline, 10 to 30 seconds)", value="demo"),
         questionary.Choice("A local folder (PACS export, USB drive)", value="local"),
         questionary.Choice("Recommended public datasets (catalog)", value="catalog"),
         questionary.Choice("Kaggle dataset (needs Kaggle credentials)", value="kaggle"),

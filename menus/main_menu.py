@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 def _header(s: screens.Session) -> None:
     status = workspace_status(s.ws)
-    console.print(Panel.fit(f"[bold]MedAnomaly Workbench[/]  workspace: {status.root}", border_style="cyan"))
+    console.print(Panel.fit(f"[bold]MedAnomaly Workbench[/]  workspace: {status.root}", border_style="cyan"),
+                  soft_wrap=False)  # a long workspace path folds inside the frame
     console.print(Columns(render.status_tables(status)))
 
 

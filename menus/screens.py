@@ -14,6 +14,7 @@ from rich.panel import Panel
 from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run, is_classifier_run
 from app.bundle import export_bundle
 from app.errors import ExportError
+from app.organize.organizer import MAX_WORKERS
 from app.readiness import phase_problem
 from app.training import resumable_runs, train
 from app.workflow import (STEPS, TITLES, WorkflowOptions, run_workflow, stop_summary, workflow_standing,
@@ -330,7 +331,8 @@ def settings_menu(s: Session) -> None:
     if isinstance(current, bool):
         value = ask_confirm(f"{key}?", default=current)
     else:
-        value = ask_int(f"{key}:", default=current, low=0 if key == "seed" else 1, high=10**6)
+        value = ask_int(f"{key}:", default=current, low=0 if key == "seed" else 1,
+                        high=MAX_WORKERS if key == "workers" else 10**6)
     if value is None:
         return
     setattr(s.settings, key, value)
@@ -362,4 +364,4 @@ Arrow keys move, Enter chooses, Ctrl-C goes back. Every action has a command-lin
 
 
 def help_menu(s: Session) -> None:
-    console.print(Panel(Markdown(HELP), title="Help"))
+    console.print(Panel(Markdown(HELP), title="Help"), soft_wrap=False)  # wrapped inside the frame, not cut

@@ -233,8 +233,10 @@ def _organize(
     context, unused = _context(records, ws.secret())
     skipped += unused
     if not any(r.format not in ("table", "mask") for r in records):
+        reasons = Counter(s.reason.split(":")[0] for s in skipped).most_common(3)
+        why = "; ".join(f"{n} {reason}" for reason, n in reasons)
         raise DatasetError(
-            f"No readable image under {root} ({len(skipped)} files skipped). "
+            f"No readable image under {root} ({len(skipped)} file(s) skipped{': ' + why if why else ''}). "
             "Point Organize at a folder of DICOM, PNG/JPEG/TIFF or NIfTI files."
         )
     groups = _group(records, root)

@@ -247,3 +247,24 @@ def test_progress_rows_end_as_one_line_each_and_fit_80_columns(monkeypatch) -> N
                                                         "- Epochs"], lines
     assert "2/15" in lines[2] and "(not finished)" in lines[2] and all(len(line) <= 80 for line in lines)
     assert not [line for line in lines if "Batches" in line]
+
+
+def test_help_and_the_header_wrap_inside_their_frames_at_80_columns(session, monkeypatch) -> None:
+    narrow = Console(file=StringIO(), width=80, soft_wrap=True)  # as menus.console's
+    monkeypatch.setattr(screens, "console", narrow)
+    monkeypatch.setattr(main_menu, "console", narrow)
+    screens.help_menu(session)
+    main_menu._header(session)
+    text = narrow.file.getvalue()
+    assert "docs/user_guide.md" in text and "it resumes" in text, text
+    assert str(session.ws.root.name) in text and all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_metrics_are_named_as_a_reader_says_them() -> None:
+    from menus import render
+
+    screen = Console(file=StringIO(), width=80)
+    screen.print(render.metrics_table("test", {"roc_auc_ovr": 0.9, "threshold_at_val_threshold": 0.5, "new_key": 1}))
+    text = screen.file.getvalue()
+    assert "ROC AUC (macro" in text and "anomaly threshold (chosen on validation)" in text and "new key" in text
+    assert "_" not in text

@@ -120,6 +120,11 @@ def test_a_folder_without_images_is_a_clear_error(ws, tmp_path) -> None:
         organize(ws, tmp_path / "empty", "nothing")
     with pytest.raises(DatasetError, match="neither a folder nor a collected dataset"):
         organize(ws, tmp_path / "absent", "nothing")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not an image")
+    (tmp_path / "notes" / "b.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"2 file\(s\) skipped: 1 (empty file|not an image[^;]*); 1 (empty file|not an image)"):
+        organize(ws, tmp_path / "notes", "nothing")
 
 
 # -- real data in ../shared/data -------------------------------------------------------------
