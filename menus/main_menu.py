@@ -14,7 +14,7 @@ from app.status import workspace_status
 from menus.collect_menu import collect_menu
 from menus import render, screens
 from menus.organize_menu import organize_menu
-from menus.ask import ask_choice
+from menus.ask import ask_choice, ask_confirm
 from menus.console import console
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ def main_menu(s: screens.Session) -> None:
         choices = [questionary.Choice(title, value=action, disabled=reason) for title, action, reason in entries]
         choices += [questionary.Separator(), questionary.Choice("Quit", value="quit")]
         action = ask_choice("What would you like to do?", choices, back=False)
+        if action is None and ask_confirm("Quit MedAnomaly Workbench?", default=True) is False:
+            continue  # Ctrl-C or Esc here asks first: a stray key does not end the session
         if action in (None, "quit"):
             console.print("Goodbye.")
             return

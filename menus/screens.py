@@ -189,7 +189,7 @@ def export_predict_menu(s: Session) -> None:
 def predict_menu(s: Session) -> None:
     from app.predict import candidate_runs, predict
 
-    path = ask_path("Image file or folder:")
+    path = ask_path("Image file or folder:", files=True)
     if not path:
         return
     runs = candidate_runs(s.ws)
@@ -343,7 +343,8 @@ def settings_menu(s: Session) -> None:
 def privacy_audit(s: Session) -> None:
     from app.audit import audit_workspace
 
-    where = ask_path("Audit which folder (a dataset export, a bundle)? Leave empty for the workspace:")
+    where = ask_path("Audit which folder (a dataset export, a bundle)? Leave empty for the workspace:",
+                     empty_ok=True)
     if where is None:
         return
     result = audit_workspace(s.ws, Path(where) if where else None)
@@ -358,7 +359,7 @@ Work from top to bottom: **Collect** data, **Organize** it (modality, region, la
 patient-level splits), **Train** phases, **Evaluate & explain**, **Export & predict**.
 **One-click workflow** runs every step; run it again after an interruption and it resumes.
 
-Arrow keys move, Enter chooses, Ctrl-C goes back. Every action has a command-line twin:
+Arrow keys move, Enter chooses, Ctrl-C or Esc goes back. Every action has a command-line twin:
 `python main.py --help`. The user guide is `docs/user_guide.md`.
 """
 

@@ -1,6 +1,7 @@
 """Menus driven through real questionary prompts fed by a pipe (no terminal needed)."""
 
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from prompt_toolkit.application import create_app_session
@@ -268,3 +269,23 @@ def test_metrics_are_named_as_a_reader_says_them() -> None:
     text = screen.file.getvalue()
     assert "ROC AUC (macro" in text and "anomaly threshold (chosen on validation)" in text and "new key" in text
     assert "_" not in text
+
+
+def test_escape_goes_back_like_ctrl_c(session) -> None:
+    assert drive(["\x1b"], screens.workflow_menu, session) is None
+    assert not session.ws.workflow_path("demo").exists(), "nothing ran"
+
+
+def test_ctrl_c_at_the_main_menu_asks_before_quitting(session) -> None:
+    drive([CTRL_C, "n", "quit", ENTER], main_menu.main_menu, session)
+    text = session.screen.file.getvalue()
+    assert text.count("MedAnomaly Workbench  workspace") == 2, "the menu came back after 'no'"
+    assert "Goodbye" in text
+
+
+def test_a_mistyped_folder_is_refused_as_it_is_typed(tmp_path) -> None:
+    from menus.ask import ask_path
+
+    missing = str(tmp_path / "nowhere")
+    answer = drive([missing, ENTER, BACKSPACE * len("nowhere"), ENTER], ask_path, "Folder:")
+    assert Path(answer) == tmp_path, "Enter on the missing folder was refused; the fixed one answered"
