@@ -64,7 +64,14 @@ def identifier_tokens(text: str) -> set[str]:
 
 
 def token_hash(secret: bytes, token: str) -> str:
-    return pseudonymize(secret, f"token:{token}", "")
+    """The keyed hash an identifier token is kept as: "T" and 12 hex digits. The letter keeps
+    it from ever reading as a record number (about one bare 12-hex hash in 280 is all digits)."""
+    return pseudonymize(secret, f"token:{token}", "T")
+
+
+def _current(stored: str) -> str:
+    """A hash as token_hash writes it now (workspaces before the "T" kept bare hex)."""
+    return stored if stored.startswith("T") else f"T{stored}"
 
 
 class PrivateFiles:
@@ -147,6 +154,7 @@ class PrivateFiles:
     def add_identifiers(self, hashes: set[str]) -> None:
         if not hashes:
             return
+        hashes = {_current(h) for h in hashes}
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._lock():
             _LOADED.pop(self.identifiers_path, None)
@@ -157,4 +165,5 @@ class PrivateFiles:
                         mode=PRIVATE_MODE)
 
     def identifier_hashes(self) -> list[str]:
-        return self._read(self.identifiers_path, Kind.IDENTIFIERS, {"hashes": []})["hashes"]
+        stored = self._read(self.identifiers_path, Kind.IDENTIFIERS, {"hashes": []})["hashes"]
+        return sorted({_current(h) for h in stored})

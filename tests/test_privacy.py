@@ -182,3 +182,30 @@ def test_the_audit_patterns_leave_timestamps_and_hashes_alone(tmp_path: Path) ->
     (dirty / "notes.md").write_text("seen 01/02/1960, record MRN-4477, id 123456789012\n")
     kinds = sorted({f.kind for f in audit(dirty).findings})
     assert kinds == ["date", "person name", "record number"]
+
+
+def test_identifier_hashes_never_read_as_record_numbers(tmp_path: Path) -> None:
+    """About one bare 12-hex hash in 280 is all digits, which the audit rightly reads as a record
+    number: with 74 tokens a scan cache failed its own audit about one time in four."""
+    import json
+
+    from app.audit import audit
+    from app.private import token_hash
+    from app.organize.privacy import pseudonymize
+
+    secret = b"k" * 32
+    token = next(f"TOKEN{k}" for k in range(100_000) if pseudonymize(secret, f"token:TOKEN{k}", "").isdigit())
+    stored = token_hash(secret, token)
+    assert stored.startswith("T") and stored[1:].isdigit(), "the same digits, kept behind a letter"
+    (tmp_path / "cache.json").write_text(json.dumps({"identifiers": [stored]}))
+    assert audit(tmp_path, secret, [stored]).findings == []
+    (tmp_path / "notes.txt").write_text(f"patient {token}")
+    assert [f.kind for f in audit(tmp_path, secret, [stored]).findings] == ["known identifier"]
+    # A workspace from before the letter: its bare hashes are read in today's form.
+    from app.state import Kind, write_state
+    from app.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "ws")
+    bare = pseudonymize(ws.secret(), "token:DOEJOHN", "")
+    write_state(ws.private.identifiers_path, Kind.IDENTIFIERS, {"hashes": [bare]})
+    assert ws.private.identifier_hashes() == [token_hash(ws.secret(), "DOEJOHN")]

@@ -413,7 +413,9 @@ def _scan_tree(
     for path in all_paths:
         key = item_id(secret, path)
         entry = cache.get(key)
-        if entry and entry["signature"] == _signature(Path(path)):
+        # Identifier hashes before the "T" prefix could read as record numbers: scanned again.
+        if entry and entry["signature"] == _signature(Path(path)) and \
+                all(h.startswith("T") for h in entry.get("record", {}).get("identifiers", [])):
             fresh[key] = entry
             if "record" in entry:
                 records.append(FileRecord(path=path, **entry["record"]))
