@@ -19,7 +19,7 @@ from app.atomic import swap_in, temp_sibling
 from app.data import phase_inputs, split_rows
 from app.errors import DatasetError, TrainingError, WorkbenchError
 from app.metrics import (
-    anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, youden_threshold,
+    anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, metric_label, youden_threshold,
 )
 from app.progress import Progress
 from app.state import Kind, write_state
@@ -284,7 +284,7 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
                   "fairly.**", ""]
     lines += ["| metric | value |", "| --- | --- |"]
     intervals = metrics.get("ci95", {})
-    lines += [f"| {k} | {_fmt(v)}" + (f" (95% CI {intervals[k][0]:.3f}-{intervals[k][1]:.3f})" if k in intervals else "") + " |"
+    lines += [f"| {metric_label(k)} | {_fmt(v)}" + (f" (95% CI {intervals[k][0]:.3f}-{intervals[k][1]:.3f})" if k in intervals else "") + " |"
               for k, v in metrics.items() if not isinstance(v, (list, dict))]
     if "per_class" in metrics:
         lines += ["", "| class | sensitivity | specificity | support |", "| --- | --- | --- | --- |"]

@@ -75,31 +75,52 @@ def _grid(images: np.ndarray, maps: np.ndarray, probabilities: np.ndarray, rows:
         guess = int(probabilities[k].argmax())
         titles.append(f"true {rows[k]['label']}\npred {classes[guess]} {probabilities[k][guess]:.2f}")
         colours.append("green" if classes[guess] == rows[k]["label"] else "red")
-    heat_grid(images, maps, titles, path, f"Grad-CAM: {title}", colours)
+    heat_grid(images, maps, titles, path, f"Grad-CAM: {title}", colours,
+              scale="where the predicted class was read (Grad-CAM, 0-1)")
+
+
+HEAT_FLOOR = 0.2  # heat below this is left out of an overlay, so the anatomy under it stays visible
 
 
 def heat_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], path: Path, title: str,
-              colours: list[str] | None = None) -> Path:
-    """Images with their heat maps (in [0, 1]) laid over, six to a line."""
+              colours: list[str] | None = None, scale: str = "relative importance (0-1)") -> Path:
+    """Images with their heat maps (in [0, 1]) laid over, six to a line, and one colour bar.
+
+    Only heat above HEAT_FLOOR is drawn, more opaque where it is higher: the scan stays
+    readable everywhere the map says little.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     columns = min(6, len(images))
     lines = (len(images) + columns - 1) // columns
-    fig, axes = plt.subplots(lines, columns, figsize=(2.3 * columns, 2.5 * lines), squeeze=False)
+    fig, axes = plt.subplots(lines, columns, figsize=(2.4 * columns + 1.2, 2.6 * lines + 0.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for k, ax in enumerate(axes.flat[: len(images)]):
+        heat = np.clip(maps[k], 0, 1)
         ax.imshow(images[k], cmap="gray", vmin=0, vmax=1)
-        ax.imshow(maps[k], cmap="jet", alpha=0.35, vmin=0, vmax=1)
+        ax.imshow(np.ma.masked_less(heat, HEAT_FLOOR), cmap="inferno", vmin=0, vmax=1,
+                  alpha=np.clip(0.25 + 0.5 * heat, 0, 0.75))
         ax.set_title(titles[k], fontsize=8, color=(colours or ["black"] * len(images))[k])
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "inferno"), ax=axes.ravel().tolist(), shrink=0.8,
+                       orientation="horizontal", fraction=0.06 / lines, pad=0.04)
+    bar.set_label(_wrapped(f"{scale}; below {HEAT_FLOOR} not drawn", 9 * columns + 20), fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle(_wrapped(title, 6 * columns + 10), fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _wrapped(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(width, 30), break_on_hyphens=False)) or text
 
 
 def _vae_scorer(phase: object) -> object | None:
@@ -135,41 +156,58 @@ def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: i
     with torch.no_grad():
         maps = scorer.maps(images)[:, 0].numpy()
         recon = scorer.vae.decode(scorer.vae.encode(images)[0])[:, 0].numpy()
-        scores = scorer(images).numpy()
         local = scorer.patch_maps(images)[:, 0].numpy() if getattr(scorer, "patch", 0) else None
+        # The run's own score and threshold: a hybrid's, not its VAE part's (another scale).
+        scores = np.asarray(phase.predict(images), dtype=float).reshape(len(images))
+    threshold = getattr(phase, "threshold", None)
     report(progress, "Residual maps", 1, 1)
     path = _folder(ws, run, folder) / f"residuals_{split}.png"
-    _residual_grid(images[:, 0].numpy(), recon, maps, scores, chosen, path, run, local)
+    cut = f"anomaly threshold {threshold:.3g}" if threshold is not None else "no threshold fitted"
+    title = (f"Hybrid {run}: residuals of its VAE part; scores are the hybrid's ({cut})"
+             if phase.spec.name == "hybrid" else f"VAE residuals: {run} ({cut})")
+    _residual_grid(images[:, 0].numpy(), recon, maps, scores, chosen, path, title, local, threshold)
     return Explanation(run, path, len(chosen))
 
 
 def _residual_grid(images: np.ndarray, recon: np.ndarray, maps: np.ndarray, scores: np.ndarray, rows: list,
-                   path: Path, title: str, local: np.ndarray | None = None) -> None:
+                   path: Path, title: str, local: np.ndarray | None = None, threshold: float | None = None) -> None:
     """Image, reconstruction and residual per column; with ``local`` (the patch view's
-    distance maps) a fourth line shows where the image's patches are unlike any normal one."""
+    distance maps) a fourth line shows where the image's patches are unlike any normal one.
+    Each column says its score and, with ``threshold``, whether the run flags it (green: rightly,
+    red: wrongly); each heat line has its colour bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    heats = [("residual", maps)] + ([("patch distance", local)] if local is not None else [])
+    heats = [("residual", maps, "residual (|image - reconstruction|)")]
+    if local is not None:
+        heats.append(("patch distance", local, "patch distance to normal patches"))
     lines = 2 + len(heats)
-    fig, axes = plt.subplots(lines, len(images), figsize=(1.9 * len(images), 2.07 * lines), squeeze=False)
+    fig, axes = plt.subplots(lines, len(images), figsize=(1.9 * len(images) + 1.2, 2.07 * lines + 0.6),
+                             squeeze=False, layout="constrained")
     for k in range(len(images)):
         for line, picture in enumerate((images[k], recon[k])):
             axes[line, k].imshow(picture, cmap="gray", vmin=0, vmax=1)
-        axes[0, k].set_title(f"{rows[k]['label']}\nscore {scores[k]:.4g}", fontsize=8)
-    for offset, (_, heat) in enumerate(heats):
+        label, colour = f"{rows[k]['label']}\nscore {scores[k]:.3g}", "black"
+        if threshold is not None:
+            flagged, anomalous = scores[k] >= threshold, rows[k]["label"] != "normal"
+            label += "\nflagged" if flagged else "\nnot flagged"
+            colour = "green" if flagged == anomalous else "red"
+        axes[0, k].set_title(label, fontsize=8, color=colour)
+    for offset, (_, heat, scale) in enumerate(heats):
         top = float(np.percentile(heat, 99.5)) or 1.0  # one colour scale per line: maps compare
         for k in range(len(images)):
             axes[2 + offset, k].imshow(images[k], cmap="gray", vmin=0, vmax=1)
-            axes[2 + offset, k].imshow(heat[k], cmap="inferno", alpha=0.55, vmin=0, vmax=top)
+            shown = axes[2 + offset, k].imshow(np.ma.masked_less(heat[k], HEAT_FLOOR * top), cmap="inferno",
+                                               alpha=0.6, vmin=0, vmax=top)
+        bar = fig.colorbar(shown, ax=axes[2 + offset, :].tolist(), shrink=0.85, pad=0.01)
+        bar.set_label(scale, fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    for line, name in enumerate(("image", "reconstruction", *(name for name, _ in heats))):
+    for line, name in enumerate(("image", "reconstruction", *(name for name, _, _ in heats))):
         axes[line, 0].set_ylabel(name, fontsize=9)
-    fig.suptitle(f"VAE residuals: {title}")
-    fig.tight_layout()
+    fig.suptitle(_wrapped(title, 12 * len(images)), fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)

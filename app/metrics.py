@@ -160,3 +160,24 @@ def youden_threshold(is_anomaly: np.ndarray, scores: np.ndarray) -> float | None
     candidates = np.flatnonzero(finite)
     best = int(candidates[np.argmax((tpr - fpr)[candidates])])
     return float(cuts[best])
+
+
+METRIC_LABELS = {
+    "n": "images", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+    "roc_auc_ovr": "ROC AUC (macro, one vs. rest)", "pr_auc_ovr": "PR AUC (macro)",
+    "f1_macro": "F1 (macro)", "f1_weighted": "F1 (weighted)", "kappa": "Cohen's kappa",
+    "ece": "calibration error (ECE)", "mce": "largest calibration error (MCE)",
+    "anomaly_auroc": "anomaly AUROC (normal vs. any finding)", "threshold": "anomaly threshold",
+    "threshold_at_val_threshold": "anomaly threshold (chosen on validation)",
+    "accuracy_at_val_threshold": "accuracy at that threshold",
+    "sensitivity_at_val_threshold": "sensitivity at that threshold",
+    "specificity_at_val_threshold": "specificity at that threshold",
+    "tta": "test-time augmentation (mirror)", "dataset_changed": "dataset organized again since training",
+    "val_auroc": "validation AUROC", "best_val_monitor": "best validation score", "epochs_trained": "epochs trained",
+    "weight": "weight of the classifier (hybrid)",
+}
+
+
+def metric_label(key: str) -> str:
+    """A metric's name as a reader says it (``threshold_at_val_threshold`` is no word)."""
+    return METRIC_LABELS.get(key, key.replace("_", " "))

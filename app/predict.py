@@ -450,12 +450,16 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
         titles = [f"row {row_of[id(r)]}\n{'outside' if r.outside else (r.predicted_class or '')} "
                   f"{'ANOMALY' if r.is_anomaly else ''}".strip() for _, r in chosen]
         path = folder / f"overlay_{model.run}.png"
-        heat_grid(images[:, 0].numpy(), np.clip(maps, 0, 1), titles, path, f"{model.run}")
+        scale = ("difference from the model's reconstruction (1: the most in these images)" if scorer is not None
+                 else "where the predicted class was read (Grad-CAM, 0-1)")
+        heat_grid(images[:, 0].numpy(), np.clip(maps, 0, 1), titles, path, f"Predictions of {model.run}", scale=scale)
         made.append(path)
         if local is not None:  # distances of 1 are a normal patch's; the scale tops at the worst found
             local = local / max(float(np.percentile(local, 99.5)), 1.0)
             made.append(heat_grid(images[:, 0].numpy(), np.clip(local, 0, 1), titles,
-                                  folder / f"overlay_{model.run}_patch.png", f"{model.run}: patch distance"))
+                                  folder / f"overlay_{model.run}_patch.png",
+                                  f"Predictions of {model.run}: patches unlike any normal one",
+                                  scale="patch distance to the nearest normal patch (1: the most here)"))
     return made
 
 

@@ -10,6 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from app.metrics import metric_label
 from app.status import WorkspaceStatus
 
 
@@ -48,27 +49,6 @@ def status_tables(status: WorkspaceStatus) -> list[Table]:
         runs.add_row("(none yet)", "", "", "", "", "", "", "")
     tables.append(runs)
     return tables
-
-
-METRIC_LABELS = {
-    "n": "images", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
-    "roc_auc_ovr": "ROC AUC (macro, one vs. rest)", "pr_auc_ovr": "PR AUC (macro)",
-    "f1_macro": "F1 (macro)", "f1_weighted": "F1 (weighted)", "kappa": "Cohen's kappa",
-    "ece": "calibration error (ECE)", "mce": "largest calibration error (MCE)",
-    "anomaly_auroc": "anomaly AUROC (normal vs. any finding)", "threshold": "anomaly threshold",
-    "threshold_at_val_threshold": "anomaly threshold (chosen on validation)",
-    "accuracy_at_val_threshold": "accuracy at that threshold",
-    "sensitivity_at_val_threshold": "sensitivity at that threshold",
-    "specificity_at_val_threshold": "specificity at that threshold",
-    "tta": "test-time augmentation (mirror)", "dataset_changed": "dataset organized again since training",
-    "val_auroc": "validation AUROC", "best_val_monitor": "best validation score", "epochs_trained": "epochs trained",
-    "weight": "weight of the classifier (hybrid)",
-}
-
-
-def metric_label(key: str) -> str:
-    """A metric's name as a reader says it (``threshold_at_val_threshold`` is no word)."""
-    return METRIC_LABELS.get(key, key.replace("_", " "))
 
 
 def metrics_table(title: str, metrics: dict[str, Any]) -> Table:

@@ -46,7 +46,7 @@ def test_evaluation_writes_metrics_plots_and_a_report(demo_ws, runs) -> None:
     n = len(result.metrics["confusion_matrix"])
     assert n == 5 and sum(map(sum, result.metrics["confusion_matrix"])) == result.metrics["n"]
     assert all(p.exists() and p.stat().st_size > 1000 for p in result.plots)
-    assert "balanced_accuracy" in result.report.read_text()
+    assert "| balanced accuracy |" in result.report.read_text()
     vae = evaluate_run(demo_ws, "t-vae", "test")
     assert 0.0 <= vae.metrics["anomaly_auroc"] <= 1.0 and "sensitivity" in vae.metrics
     assert demo_ws.run_metadata("t-vae")["evaluation"]["test"]["n"] == vae.metrics["n"]
