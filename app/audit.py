@@ -195,12 +195,19 @@ def _json(text: str, searcher: _Searcher) -> Iterator[tuple[str, str, str]]:
         yield from (("JSON text", kind, excerpt) for kind, excerpt in searcher.text(value))
 
 
+# Keys whose values are the app's own digests (hex; one in a few thousand is all digits and
+# would read as a record number): a digest cannot hold an identifier, so they are not searched.
+DIGEST_KEYS = frozenset({"version", "dataset_version", "key_id", "sha256", "signature"})
+
+
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for key, inner in value.items():
             yield str(key)
+            if key in DIGEST_KEYS and isinstance(inner, str) and re.fullmatch(r"[0-9a-f]{8,}", inner):
+                continue
             yield from _strings(inner)
     elif isinstance(value, list):
         for inner in value:

@@ -174,7 +174,8 @@ def test_the_audit_patterns_leave_timestamps_and_hashes_alone(tmp_path: Path) ->
     clean.mkdir()
     (clean / "run-20261204-223107").mkdir()
     (clean / "metadata.json").write_text('{"created": "2026-12-04T22:31:07+00:00", "sha256": "1234567890abcdef", '
-                                         '"auc": 0.91234567, "n": 123456789, "item": "I0123456789ab"}')
+                                         '"auc": 0.91234567, "n": 123456789, "item": "I0123456789ab", '
+                                         '"dataset_version": "4711081547110815", "key_id": "1234123412341234"}')
     (clean / "log.txt").write_text("2026-12-04 22:31:07,123 INFO app: epoch 3/15 loss 0.123456789\n")
     assert audit(clean).findings == []
     dirty = tmp_path / "dirty"
