@@ -57,10 +57,18 @@ def _versions() -> dict[str, str]:
 
 
 def code_version() -> str:
-    """This app's version: the git commit it runs from (with '+changes' when the tree differs), else 'unknown'."""
+    """This app's version: the git commit it runs from (with '+changes' when the tree differs),
+    else the installed package's version, else 'unknown'."""
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"medanomaly-workbench {version('medanomaly-workbench')}"
+        except PackageNotFoundError:
+            return "unknown"
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()

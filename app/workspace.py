@@ -1,7 +1,8 @@
 """Where everything lives: the workspace folders and the dataset index.
 
 The workspace root defaults to this repository (its own ``data/`` and
-``checkpoints/``); ``--workspace DIR`` or ``MEDANOMALY_WORKSPACE`` moves it to a
+``checkpoints/``), or to the user's data folder when the app is installed with pip
+(``default_root``); ``--workspace DIR`` or ``MEDANOMALY_WORKSPACE`` moves it to a
 large disk. Paths inside state files are stored relative to the root where they
 can be, so a workspace can be moved whole.
 """
@@ -28,6 +29,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_VAR = "MEDANOMALY_WORKSPACE"
 
 
+def default_root() -> Path:
+    """The workspace when none is given: the repository when the app runs from a checkout
+    (``./run.sh``), else (installed with pip) the user's data folder,
+    ``$XDG_DATA_HOME/medanomaly`` or ``~/.local/share/medanomaly``; never site-packages."""
+    if (REPO_ROOT / "main.py").is_file() and (REPO_ROOT / "app").is_dir() and (REPO_ROOT / "run.sh").is_file():
+        return REPO_ROOT
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "medanomaly"
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -38,7 +48,7 @@ class Workspace:
 
     @classmethod
     def open(cls, root: str | Path | None = None) -> "Workspace":
-        """The workspace at ``root``, else $MEDANOMALY_WORKSPACE, else the repository.
+        """The workspace at ``root``, else $MEDANOMALY_WORKSPACE, else ``default_root()``.
 
         Its folders are made on first use, and what dead processes left half-written
         is swept away. A read-only workspace opens too (for commands that only read).
@@ -46,7 +56,7 @@ class Workspace:
         Raises:
             WorkspaceError: the folder cannot be made, or is not a folder.
         """
-        chosen = root or os.environ.get(ENV_VAR) or REPO_ROOT
+        chosen = root or os.environ.get(ENV_VAR) or default_root()
         path = Path(chosen).expanduser().resolve()
         ws = cls(path)
         if path.exists() and not path.is_dir():

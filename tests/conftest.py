@@ -71,3 +71,34 @@ def placed(ws: Workspace, rows: list[dict]) -> list[dict]:
 def skipped_places(ws: Workspace, report: dict, root: Path) -> dict[str, str]:
     """A scan report's skipped files as {path under ``root``: reason} (through the private map)."""
     return {str(ws.private.path_of(s["item"]).relative_to(root.resolve())): s["reason"] for s in report["skipped"]}
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `medanomaly` command of a wheel built from this checkout and installed into a fresh
+    virtual environment (as `pip install .` gives a user). The wheel is built from a copy of
+    the sources, so the checkout gets no build/ or egg-info; its dependencies come from the
+    test environment (a .pth file), as the machines here cannot download them."""
+    import shutil
+    import site
+    import subprocess
+
+    work = tmp_path_factory.mktemp("packaging")
+    source = work / "source"
+    for name in ("app", "menus", "models"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    run = lambda *command: subprocess.run(command, capture_output=True, text=True, timeout=600)  # noqa: E731
+    built = run(sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                "--no-index", "-w", str(work / "dist"), "-q")
+    assert built.returncode == 0, built.stdout + built.stderr
+    [wheel] = (work / "dist").glob("medanomaly_workbench-*.whl")
+    venv = work / "venv"
+    made = run(sys.executable, "-m", "venv", "--without-pip", str(venv))
+    assert made.returncode == 0, made.stderr
+    [packages] = venv.glob("lib/python*/site-packages")
+    (packages / "test-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    pip_done = run(str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel))
+    assert pip_done.returncode == 0, pip_done.stdout + pip_done.stderr
+    return venv / "bin" / "medanomaly"

@@ -80,8 +80,10 @@ def collect_dicomweb(
             matching study.
     """
     import requests
-    from dicomweb_client.api import DICOMwebClient
 
+    from app.collectors.extras import client
+
+    DICOMwebClient = client("dicomweb_client.api", "DICOMweb").DICOMwebClient  # noqa: N806 - the class
     name = name or _default_name(url)
     target = workspace.raw_target("dicomweb", name)
     target.mkdir(parents=True, exist_ok=True)

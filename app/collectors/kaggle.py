@@ -88,7 +88,9 @@ def _api() -> Any:
     except SystemExit as err:  # the package's own exit when it finds nothing it accepts
         raise CollectError(f"Kaggle did not accept the credentials. {SETUP}") from err
     except ImportError as err:
-        raise CollectError(f"The kaggle package is missing or broken ({err}): rerun scripts/setup_env.sh.") from err
+        from app.collectors.extras import INSTALL
+
+        raise CollectError(f"The kaggle package is missing or broken ({err}). {INSTALL}") from err
     return api
 
 

@@ -28,10 +28,10 @@ LICENCE = "per collection (most TCIA collections: CC BY 4.0; see the collection'
 
 
 def _nbia() -> Any:
-    logging.getLogger("tcia_utils").setLevel(logging.CRITICAL)  # its errors become ours, with advice
-    from tcia_utils import nbia
+    from app.collectors.extras import client
 
-    return nbia
+    logging.getLogger("tcia_utils").setLevel(logging.CRITICAL)  # its errors become ours, with advice
+    return client("tcia_utils.nbia", "TCIA")
 
 
 def list_collections() -> list[str]:

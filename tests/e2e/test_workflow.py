@@ -23,7 +23,7 @@ from app.workspace import Workspace
 from tests.conftest import ROOT, planted_phi, workspace_files_without_raw
 
 pytestmark = pytest.mark.slow
-WORKFLOW = [sys.executable, str(ROOT / "main.py"), "workflow", "--dataset", "demo", "--yes", "--fast"]
+WORKFLOW = ["workflow", "--dataset", "demo", "--yes", "--fast"]
 
 
 def _epochs_done(ws_root: Path) -> int:
@@ -36,11 +36,12 @@ def _epochs_done(ws_root: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Workspace, str]:
-    """Start the workflow, kill -9 it mid-training, run it again to the end."""
+def finished(tmp_path_factory, installed) -> tuple[Workspace, str]:
+    """Start the workflow with the `medanomaly` command a wheel of this checkout installed
+    (tests/conftest.py), kill -9 it mid-training, run it again to the end."""
     root = tmp_path_factory.mktemp("wf")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
-    first = subprocess.Popen([*WORKFLOW, "--workspace", str(root)], stdout=subprocess.DEVNULL,
+    first = subprocess.Popen([str(installed), *WORKFLOW, "--workspace", str(root)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 420
     while _epochs_done(root) < 2:
@@ -53,7 +54,7 @@ def finished(tmp_path_factory) -> tuple[Workspace, str]:
     killed_at = _epochs_done(root)
     state = json.loads((root / "data" / "workflows" / "demo.json").read_text())
     assert state["steps"]["supervised"]["status"] == "running"
-    second = subprocess.run([*WORKFLOW, "--workspace", str(root)], capture_output=True, text=True,
+    second = subprocess.run([str(installed), *WORKFLOW, "--workspace", str(root)], capture_output=True, text=True,
                             timeout=900, env=env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     output = second.stdout + second.stderr

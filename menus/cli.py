@@ -1,0 +1,540 @@
+"""MedAnomaly Workbench: `python main.py` opens the menu; every menu action has a command.
+
+    python main.py workflow --dataset demo --yes --fast
+    python main.py collect demo|local|catalog|kaggle|tcia|nih|dicomweb ...  (each with --help)
+    python main.py organize PATH --name NAME
+    python main.py dataset review|correct|stats|balance|merge|holdout|export ...
+    python main.py train --dataset NAME --phase supervised|transfer|vae|hybrid|cube3d
+    python main.py evaluate RUN [--with RUN2 ...]
+    python main.py export RUN [--int8]
+    python main.py predict PATH [--run RUN] [--show-names]
+    python main.py audit [PATH]
+    python main.py status
+
+Global options (before or after the command): --workspace DIR, --debug, --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.errors import CollectError, WorkbenchError
+from app.workspace import Workspace
+
+log = logging.getLogger("medanomaly")
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--workspace", metavar="DIR", default=default,
+                        help="workspace folder (default: $MEDANOMALY_WORKSPACE, else this repository; "
+                             "installed with pip: ~/.local/share/medanomaly)")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="show full tracebacks and debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Run as `python main.py` from a checkout, or as `medanomaly` when installed (pip install .).
+    prog = "main.py" if Path(sys.argv[0]).name == "main.py" else "medanomaly"
+    parser = argparse.ArgumentParser(prog=prog, description="MedAnomaly Workbench: medical image anomaly detection.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=(__doc__ or "").replace("python main.py", "python main.py" if prog == "main.py"
+                                                                    else "medanomaly"))
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _global_options(sub, suppress=True)
+        return sub
+
+    command("menu", "open the interactive menu (the default)")
+    wf = command("workflow", "one-click: collect -> organize -> train all phases -> evaluate -> export (resumable)")
+    wf.add_argument("--dataset", default="demo", help="dataset name (default: demo, the built-in data)")
+    wf.add_argument("--source", metavar="PATH", help="a local folder to collect from")
+    wf.add_argument("--fast", action="store_true", help="small images and few epochs (under 5 minutes on 2 cores)")
+    wf.add_argument("--yes", action="store_true", help="ask no questions")
+    wf.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    wf.add_argument("--seed", type=int, default=0)
+
+    col = command("collect", "bring data into the workspace")
+    sources = col.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    demo = sources.add_parser("demo", help="generate the built-in demo dataset (offline)")
+    demo.add_argument("--scale", type=int, default=3, help="size multiplier (default 3: about 440 items)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--force", action="store_true", help="generate again even if present")
+    local = sources.add_parser("local", help="register a local folder (PACS export, USB drive)")
+    local.add_argument("path")
+    local.add_argument("--name", help="dataset name (default: the folder's name)")
+    local.add_argument("--copy", action="store_true", help="copy the files into the workspace")
+    nih = sources.add_parser("nih", help="NIH ChestX-ray14 (label table, official splits, image archives)")
+    nih.add_argument("--archives", type=int, default=12, help="how many of the 12 image archives (default all; "
+                     "each about 9,000 images, 3.5 GB)")
+    nih.add_argument("--mirror", metavar="URL", help="a mirror serving the files by name (and SHA256SUMS)")
+    nih.add_argument("--metadata", metavar="FOLDER", help="a folder holding Data_Entry_2017_v2020.csv, "
+                     "train_val_list.txt and test_list.txt (from the NIH Box folder)")
+    nih.add_argument("--name", default="nih-chestxray14", help="dataset name")
+    nih.add_argument("--keep-archives", action="store_true", help="keep the .tar.gz files after unpacking")
+    web = sources.add_parser("dicomweb", help="a DICOMweb PACS (QIDO-RS search, WADO-RS retrieve)")
+    web.add_argument("url", help="the DICOMweb root, e.g. https://pacs.example.org/dicom-web")
+    web.add_argument("--study", metavar="UID", help="one study (StudyInstanceUID); default: search")
+    web.add_argument("--modality", help="only studies with this modality (e.g. CT, MR, CR)")
+    web.add_argument("--max-studies", type=int, default=50, help="at most this many studies (default 50)")
+    web.add_argument("--name", help="dataset name (default: the server's name)")
+    kag = sources.add_parser("kaggle", help="a Kaggle dataset (needs Kaggle credentials)")
+    kag.add_argument("dataset", nargs="?", help="OWNER/DATASET, as in the dataset's kaggle.com address")
+    kag.add_argument("--search", metavar="TERM", help="list matching datasets instead of downloading")
+    kag.add_argument("--name", help="dataset name (default: the dataset's slug)")
+    tc = sources.add_parser("tcia", help="a TCIA collection (The Cancer Imaging Archive)")
+    tc.add_argument("collection", nargs="?", help="collection name, e.g. LIDC-IDRI")
+    tc.add_argument("--list", action="store_true", help="list the collections instead of downloading")
+    tc.add_argument("--modality", help="only series of this modality (CT, MR, PT, ...)")
+    tc.add_argument("--body-part", help="only series of this body part (BodyPartExamined, e.g. CHEST)")
+    tc.add_argument("--max-patients", type=int, help="only the first N patients")
+    tc.add_argument("--name", help="dataset name (default: the collection's name)")
+    cat = sources.add_parser("catalog", help="recommended public datasets; with KEY, download that one")
+    cat.add_argument("key", nargs="?", help="a catalog key (without it: the list)")
+    for sub in (demo, local, nih, web, kag, tc, cat):
+        _global_options(sub, suppress=True)
+
+    org = command("organize", "detect modality/region/label, pseudonymize, split by patient")
+    org.add_argument("path", help="a folder, or the name of a collected dataset")
+    org.add_argument("--name", required=True, help="name of the organized dataset")
+    org.add_argument("--seed", type=int, default=0)
+    org.add_argument("--workers", type=int, default=None, help="scan processes (default: up to 4)")
+    org.add_argument("--replace", action="store_true",
+                     help="replace an existing dataset that runs were trained on (they keep their models)")
+
+    cu = command("cubes", "cut 48-cubed cubes around annotated findings in volumes into a 3D dataset")
+    cu.add_argument("path", help="a folder of NIfTI/MHA/NRRD volumes or DICOM series")
+    cu.add_argument("--name", required=True, help="name of the cube dataset")
+    cu.add_argument("--modality", required=True, choices=["CT", "MR"], help="sets resampling and intensity scaling")
+    cu.add_argument("--points", metavar="CSV", help="annotations: series (or file stem), x,y,z mm or i,j,k voxels, "
+                    "optional location and label (0: a normal place at that location); "
+                    "without it, *_mask volumes beside each volume")
+    cu.add_argument("--negatives", type=int, default=4, help="negative cubes per volume (default 4)")
+    cu.add_argument("--region", default="unknown", help="anatomical region recorded for the dataset")
+    cu.add_argument("--store", choices=["npz", "h5"], default="npz",
+                    help="npz (read whole; default) or h5: a chunked HDF5 store, written and read a batch at a time, "
+                         "for datasets larger than memory")
+
+    ds = command("dataset", "review, correct, balance, merge, export organized datasets")
+    actions = ds.add_subparsers(dest="action", metavar="ACTION", required=True)
+    review = actions.add_parser("review", help="what was detected, per folder")
+    review.add_argument("name")
+    correct = actions.add_parser("correct", help="set modality/region/label for every item under a folder")
+    correct.add_argument("name")
+    correct.add_argument("folder", help="a folder as 'dataset review' shows it")
+    correct.add_argument("field", choices=["modality", "region", "label"])
+    correct.add_argument("value")
+    stats = actions.add_parser("stats", help="counts per class, split, modality and region, with a plot")
+    stats.add_argument("name")
+    balance = actions.add_parser("balance", help="how training handles class imbalance")
+    balance.add_argument("name")
+    balance.add_argument("method", choices=["class_weights", "oversample", "undersample", "none"])
+    merge = actions.add_parser("merge", help="merge organized datasets, split again by patient")
+    merge.add_argument("names", nargs="+")
+    merge.add_argument("--name", required=True, help="name of the merged dataset")
+    holdout = actions.add_parser("holdout", help="a copy with one anomaly class unknown (test split only)")
+    holdout.add_argument("name")
+    holdout.add_argument("label", help="the anomaly class to hold out, e.g. tumor")
+    holdout.add_argument("--name", dest="new_name", required=True, help="name of the copy")
+    export = actions.add_parser("export", help="write a dataset's rows as CSV or JSON, or a de-identified copy "
+                                                   "to share (--deidentify)")
+    export.add_argument("name")
+    export.add_argument("file", help="destination; .json for JSON, anything else for CSV; with --deidentify a new "
+                                     "folder")
+    export.add_argument("--deidentify", action="store_true",
+                        help="a copy that can leave the hospital: images by item id, DICOM de-identified per "
+                             "PS3.15 Annex E (dicognito), dates shifted per patient; files flagged with burned-in "
+                             "text are left out and listed")
+    for sub in (review, correct, stats, balance, merge, holdout, export):
+        _global_options(sub, suppress=True)
+
+    tr = command("train", "train (or resume) one phase on an organized dataset")
+    tr.add_argument("--dataset", required=True, help="an organized dataset's name (see status)")
+    tr.add_argument("--phase", required=True, help="supervised, transfer, vae, hybrid or cube3d")
+    tr.add_argument("--run-name", "--run", dest="run", help="run name (an existing unfinished run resumes)")
+    tr.add_argument("--epochs", type=int, help="epochs to plan (default: the phase's, e.g. 30)")
+    tr.add_argument("--image-size", type=int, help="side in pixels the images are resized to, a multiple of 16 "
+                                                     "(default: the dataset's; cube3d: the cube side)")
+    tr.add_argument("--batch-size", type=int, help="images per step (default: the phase's, e.g. 16)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: the phase's)")
+    tr.add_argument("--backbone", help="any timm model name (supervised); resnet10/resnet18 (cube3d)")
+    tr.add_argument("--width", type=int, help="cube3d: channels of the first stage (default 16)")
+    tr.add_argument("--positions", action="store_const", const=True,
+                    help="cube3d: give the model each cube's anatomical position (cube datasets with positions)")
+    tr.add_argument("--latent-dim", type=int, help="VAE latent size")
+    tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
+    tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default ssim)")
+    tr.add_argument("--decoder", choices=["calibrated", "per-image", "fixed"],
+                    help="VAE reconstruction term: noise level calibrated per batch (default, sharp) or per image "
+                         "(mixed modalities), or fixed (sum of squares)")
+    tr.add_argument("--area", type=float, help="VAE: score the worst fraction of pixels (1: the whole image; "
+                    "default: chosen on validation between 1 and 0.1)")
+    tr.add_argument("--neighbours", type=int, help="VAE: compare each score with this many look-alike validation "
+                    "normals (0: with none; default: chosen on validation between 0 and 5)")
+    tr.add_argument("--threshold-rule", choices=["percentile", "roc"],
+                    help="VAE threshold: 95th percentile of validation normals (default) or best validation ROC point")
+    tr.add_argument("--weight", type=float, help="hybrid: the classifier's weight w in the combined evidence "
+                    "(default from the labeled fraction)")
+    tr.add_argument("--frozen-epochs", type=int, help="transfer: epochs with the body frozen")
+    tr.add_argument("--weights", metavar="FILE", help="pretrained weights file (supervised, transfer)")
+    tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
+    tr.add_argument("--vae-run", help="hybrid: the VAE run to combine")
+    tr.add_argument("--clahe", action="store_const", const=True, help="equalize contrast (CLAHE) before resizing")
+    tr.add_argument("--ema", type=float, metavar="DECAY",
+                    help="classifiers: keep an exponential moving average of the weights (e.g. 0.99)")
+    tr.add_argument("--mixup", type=float, metavar="ALPHA",
+                    help="classifiers: blend pairs of training images and their labels (mixup; e.g. 0.2; default off)")
+    tr.add_argument("--augment", choices=["none", "standard", "strong"],
+                    help="training augmentation (default standard: flips and shifts; cube3d: strong)")
+    tr.add_argument("--calibration", choices=["temperature+bias", "temperature", "none"],
+                    help="classifiers: what is fitted on validation after training (default temperature+bias; "
+                    "temperature alone never changes a decision)")
+    tr.add_argument("--vae-scoring", choices=["views", "run"],
+                    help="hybrid: the VAE part scores through every view (default) or as the VAE run chose")
+    tr.add_argument("--views", action="store_const", const=True,
+                    help="VAE: score through every view at once (six reconstruction views and the patch view) instead of letting validation choose")
+    tr.add_argument("--seed", type=int, help="random seed (default 0): the same seed repeats a run")
+
+    ev = command("evaluate", "metrics, plots and a report for a finished run")
+    ev.add_argument("run")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--tta", action="store_true",
+                    help="classifiers: test-time augmentation, each prediction averaged with the mirrored image's")
+    ev.add_argument("--with", dest="also", action="append", default=[], metavar="RUN",
+                    help="average RUN's probabilities with this classifier run's too (an ensemble, e.g. other seeds; "
+                         "repeatable); shown, not written")
+
+    ex = command("export", "export a run as an ONNX bundle (model card, README), checked against PyTorch")
+    ex.add_argument("run")
+    ex.add_argument("--int8", action="store_true", help="also a static INT8 copy, with its validation metric change")
+    ex.add_argument("--accept-int8-drop", action="store_true",
+                    help="export the INT8 copy even when it loses more than 0.02 validation AUROC (the drop goes "
+                         "in the model card)")
+
+    pr = command("predict", "run trained models on a file, a DICOM series or a folder")
+    pr.add_argument("path", help="an image file, a DICOM series folder, or a folder of images")
+    pr.add_argument("--run", help="the model to use (default: chosen per image by modality and region)")
+    pr.add_argument("--no-overlays", action="store_true", help="skip the Grad-CAM / residual heat maps")
+    pr.add_argument("--allow-ood", action="store_true",
+                    help="answer also for images outside what the models were trained on (they stay marked outside)")
+    pr.add_argument("--show-names", action="store_true",
+                    help="also show and write each file's own name (it can identify a patient; the output is "
+                         "then marked as holding identifiers). Without it, items are named by item id only")
+    pr.add_argument("--trust-unsigned", action="store_true",
+                    help="use exported bundles that are unsigned or signed by a key this workspace does not trust "
+                         "(their file hashes are still checked)")
+
+    au = command("audit", "look for patient identifiers in the workspace, a dataset export or a bundle "
+                          "(exit 1 when any is found)")
+    au.add_argument("path", nargs="?", help="what to audit (default: the workspace, less its raw inputs and "
+                                            "private map)")
+
+    command("status", "show datasets, runs and workflow progress")
+    return parser
+
+
+def _log_path(ws: Workspace) -> Any:
+    return ws.logs_dir / "workbench.log"
+
+
+def _setup_logging(ws: Workspace, debug: bool) -> None:
+    from rich.logging import RichHandler
+
+    from menus.console import console
+
+    screen = RichHandler(console=console, show_path=False, show_time=False)
+    screen.setLevel(logging.DEBUG if debug else logging.INFO)
+    screen.setFormatter(logging.Formatter("%(message)s"))
+    # Tracebacks of unexpected errors go to the log file; on screen only with --debug.
+    screen.addFilter(lambda record: debug or (record.name != "medanomaly.crash" and (
+        record.name.split(".")[0] in ("app", "models", "menus", "medanomaly") or record.levelno >= logging.WARNING)))
+    handlers: list[logging.Handler] = [screen]
+    try:  # a read-only workspace still answers the commands that only read
+        ws.logs_dir.mkdir(parents=True, exist_ok=True)
+        logfile = logging.FileHandler(_log_path(ws), encoding="utf-8")
+        logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(logfile)
+    except OSError:
+        logfile = None  # no log file this time; the screen still gets every message
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=handlers, force=True)
+    import warnings
+
+    if not debug:
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _collect_listing(source: str, options: dict[str, Any]) -> Any:
+    """What `collect kaggle --search`, `collect tcia --list` and `collect catalog` show; None to download."""
+    from menus import render
+
+    if source == "kaggle" and (options.get("search") or not options.get("dataset")):
+        from app.collectors.kaggle import search
+
+        if not options.get("search"):
+            raise CollectError("Give OWNER/DATASET, or --search TERM to find one.")
+        return render.kaggle_table(search(options["search"]))
+    if source == "tcia" and (options.get("list") or not options.get("collection")):
+        from app.collectors.tcia import list_collections
+
+        return render.plain_list("TCIA collections", list_collections())
+    if source == "catalog" and not options.get("key"):
+        from app.collectors.catalog import CATALOG
+
+        return render.catalog_table(CATALOG)
+    return None
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
+            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "mixup", "beta", "decoder", "area", "neighbours",
+            "score", "threshold_rule", "weight", "width", "positions", "calibration", "vae_scoring", "views")
+    chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.weights:
+        chosen["pretrained"] = args.weights
+    return chosen
+
+
+def run_command(args: argparse.Namespace, ws: Workspace) -> int:
+    from menus import render, screens
+    from menus.console import console, progress_bars
+    from menus.settings import Settings
+
+    if args.command in (None, "menu"):
+        if not sys.stdin.isatty():
+            console.print("The menu needs an interactive terminal. Use a command instead (python main.py --help), "
+                          "e.g. python main.py workflow --dataset demo --yes --fast")
+            return 2
+        from menus.main_menu import main_menu
+
+        main_menu(screens.Session(ws, Settings.load(ws), args.debug))
+        return 0
+    if args.command == "workflow":
+        from app.workflow import WorkflowOptions
+
+        options = WorkflowOptions(dataset=args.dataset, source=args.source, fast=args.fast, seed=args.seed)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                console.print("No terminal to confirm on: add --yes to run without questions.")
+                return 2
+            from menus.ask import ask_confirm
+
+            if not ask_confirm(f"Run the whole workflow on {options.dataset!r}{' (fast)' if options.fast else ''}?"):
+                return 1
+        final = screens.run_workflow_with_progress(ws, options, restart=args.restart)
+        console.print(render.workflow_table(final))
+        screens.show_workflow_results(final, ws)
+        return 1 if final.get("stopped") else 0  # stopped (Ctrl-C): not finished, for scripts
+    if args.command == "dataset":
+        return _dataset_command(args, ws)
+    if args.command == "audit":
+        from pathlib import Path
+
+        from app.audit import audit_workspace
+
+        result = audit_workspace(ws, Path(args.path) if args.path else None)
+        for line in render.audit_lines(result):
+            console.print(line)
+        return 1 if result.findings else 0
+    with progress_bars() as bar:
+        if args.command == "collect":
+            from app.collectors import collect
+
+            options = vars(args).copy()
+            source = options.pop("source")
+            for key in ("command", "workspace", "debug"):
+                options.pop(key, None)
+            listing = _collect_listing(source, options)
+            if listing is not None:
+                console.print(listing)
+                return 0
+            if source == "catalog":
+                from app.collectors.catalog import collect_entry
+
+                result = collect_entry(ws, options["key"], progress=bar)
+            else:
+                result = collect(source, ws, progress=bar, **{k: v for k, v in options.items() if v is not None})
+            message = f"Collected {result.files} files as {result.dataset!r} in {result.path} {result.note}"
+        elif args.command == "organize":
+            from app.organize.organizer import organize
+
+            result = organize(ws, args.path, args.name, seed=args.seed, workers=args.workers, replace=args.replace,
+                              progress=bar)
+            message = (f"Organized {result.items} items ({result.labeled} labeled, {result.unlabeled} unlabeled, "
+                       f"{result.skipped} skipped) into {result.path}; classes {result.classes}; splits {result.split_counts}")
+            if result.skip_reasons:
+                message += f"\nSkipped: {result.skip_reasons} (details in scan_report.json)"
+            if result.duplicates:
+                message += f"\nGroups of identical files: {result.duplicates}"
+        elif args.command == "train":
+            from app.training import train
+
+            from menus.stopping import clean_stop
+
+            # Under torchrun every rank must stop at the same epoch: there Ctrl-C stops at once.
+            alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+            with clean_stop() if alone else contextlib.nullcontext(lambda: False) as should_stop:
+                result = train(ws, args.dataset, args.phase, run=args.run, progress=bar,
+                               should_stop=should_stop, **_train_overrides(args))
+            message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
+        elif args.command == "evaluate":
+            from app.evaluate import evaluate_ensemble, evaluate_run
+
+            if args.also:
+                result = evaluate_ensemble(ws, [args.run, *args.also], args.split, tta=args.tta)
+            else:
+                result = evaluate_run(ws, args.run, args.split, progress=bar, tta=args.tta)
+            message = ""
+        elif args.command == "export":
+            from app.bundle import export_bundle
+
+            result = export_bundle(ws, args.run, int8=args.int8, accept_int8_drop=args.accept_int8_drop,
+                                   progress=bar)
+            message = (f"Exported bundle {result.path} (max abs difference to PyTorch {result.max_abs_diff:.1e}), "
+                       f"signed: {result.path / 'signature.json'}")
+            if result.int8:
+                q = result.int8
+                message += f"\nINT8: {q['metric']} {q['fp32']:.4f} -> {q['int8']:.4f} ({q['change']:+.4f})"
+        elif args.command == "cubes":
+            from pathlib import Path
+
+            from app.cubes import build_cube_dataset
+
+            result = build_cube_dataset(ws, Path(args.path), args.name, args.modality,
+                                        annotations=Path(args.points) if args.points else None,
+                                        negatives=args.negatives, region=args.region, store=args.store,
+                                        progress=bar)
+            message = (f"Cube dataset {result.name}: {result.items} cubes, classes {result.classes}, "
+                       f"splits {result.split_counts}; train it with --phase cube3d")
+        elif args.command == "predict":
+            from pathlib import Path
+
+            from app.predict import predict
+
+            result = predict(ws, Path(args.path), run=args.run, overlays=not args.no_overlays,
+                             trust_unsigned=args.trust_unsigned, allow_ood=args.allow_ood,
+                             show_names=args.show_names, progress=bar)
+            message = f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays)
+        else:  # status
+            from app.status import workspace_status
+
+            result, message = workspace_status(ws), ""
+    if args.command == "evaluate" and args.also:
+        screens.show_evaluation(result, ws.run_metadata(args.run).get("classes", []), " + ".join(result["runs"]))
+    elif args.command == "evaluate":
+        screens.show_evaluation(result.metrics, ws.run_metadata(args.run).get("classes", []), args.run)
+        message = f"Report: {result.report}"
+    if args.command == "predict":
+        console.print(render.predictions_table(result.predictions))
+        for used, text in result.verdicts.items():
+            console.print(f"Model {used}: {text}", markup=False)
+        if result.outside:
+            console.print(render.outside_line(result.outside, len(result.predictions), args.allow_ood))
+        if result.holds_names:
+            console.print(render.holds_names_line(result.folder))
+    if args.command == "status":
+        console.print(f"Workspace: {result.root}")
+        for table in render.status_tables(result):
+            console.print(table)
+        for name, progress in result.workflows.items():
+            console.print(f"Workflow {name}: {progress}")
+    if message:
+        console.print(message)
+    return 0
+
+
+def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
+    from pathlib import Path
+
+    from app.organize import dataset_tools, review
+    from app.organize.organizer import organize
+    from menus import render
+    from menus.console import console
+
+    if args.action == "review":
+        for group in review.review_groups(ws, args.name):
+            console.print(f"{group.folder}: {group.items} items, {group.modality}, {group.region}, {group.label} "
+                          f"[dim]({group.rules}; confidence {group.confidence:.2f})[/]")
+    elif args.action == "correct":
+        review.add_correction(ws, args.name, args.folder, args.field, args.value)
+        meta = ws.dataset_metadata(args.name)
+        organize(ws, ws.private.source(meta["source_dataset"]), args.name, seed=meta.get("seed", 0), replace=True)
+        console.print(f"Saved and applied: {args.field} = {args.value} under {args.folder}")
+    elif args.action == "stats":
+        stats = dataset_tools.dataset_statistics(ws, args.name)
+        for key in ("by_modality", "by_region", "by_kind"):
+            console.print(render.metrics_table(key.replace("_", " "), stats[key]))
+        for label, splits in stats["by_class_and_split"].items():
+            console.print(f"{label}: " + ", ".join(f"{k} {v}" for k, v in splits.items()))
+        console.print(f"Plot: {stats['plot']}")
+    elif args.action == "balance":
+        dataset_tools.set_balance(ws, args.name, args.method)
+        console.print(f"{args.name} trains with {args.method}.")
+    elif args.action == "merge":
+        result = dataset_tools.merge_datasets(ws, args.names, args.name)
+        console.print(f"Merged into {result.name}: {result.items} items, splits {result.split_counts}")
+    elif args.action == "holdout":
+        result = dataset_tools.hold_out_class(ws, args.name, args.label, args.new_name)
+        console.print(f"{result.name}: {args.label!r} held out (test split only); classes {sorted(result.classes)}")
+    elif args.deidentify:
+        from app.organize.share import export_deidentified
+        from menus.console import progress_bars
+
+        with progress_bars() as bar:
+            shared = export_deidentified(ws, args.name, Path(args.file), progress=bar)
+        console.print(render.share_line(shared))
+    else:
+        target = Path(args.file).expanduser()
+        fmt = "json" if target.suffix.lower() == ".json" else "csv"
+        console.print(f"Written: {dataset_tools.export_dataset(ws, args.name, fmt, target)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    ws = None
+    try:
+        ws = Workspace.open(getattr(args, "workspace", None))
+        _setup_logging(ws, debug)
+        return run_command(args, ws)
+    except KeyboardInterrupt:
+        print("\nInterrupted. Work done so far is saved; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except WorkbenchError as err:
+        if debug:
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the disk, permissions: the user can act on these
+        if debug:
+            raise
+        logging.getLogger("medanomaly.crash").exception("System error")
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"Error: {err.strerror or err}{where}. Check the disk space and permissions there, then run the "
+              f"same command again.{_log_hint(ws)}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if debug:
+            raise
+        logging.getLogger("medanomaly.crash").exception("Unexpected error")
+        print(f"Unexpected error: {type(err).__name__}: {str(err)[:300]}.{_log_hint(ws)} "
+              "Run again with --debug to see the traceback here.", file=sys.stderr)
+        return 1
+
+
+def _log_hint(ws: Workspace | None) -> str:
+    if ws is None or not _log_path(ws).exists():
+        return ""
+    return f" Details: {_log_path(ws)}."
+
