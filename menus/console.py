@@ -53,7 +53,7 @@ def progress_bars() -> Iterator[Any]:
 
     def update(task: str, done: int, total: int | None, **info: Any) -> None:
         if info.pop("unit", None) == "bytes":  # downloads: size and speed (the bar's eta column gives the ETA)
-            speed = bars.tasks[tasks[task]].speed if task in tasks else None
+            speed = _row(task).speed if task in tasks else None
             info = {"size": f"{_mb(done)}/{_mb(total) if total else '?'} MB",
                     **({"speed": f"{_mb(speed)} MB/s"} if speed else {})}
         text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
@@ -67,9 +67,13 @@ def progress_bars() -> Iterator[Any]:
             ended[task] = (done, total)
             _close(task, ("✓ ", "green"), "")
 
+    def _row(task: str) -> Any:
+        """The live row of ``task`` (rows are found by id: ended ones leave, so positions move)."""
+        return next(t for t in bars.tasks if t.id == tasks[task])
+
     def _close(task: str, mark: tuple[str, str], note: str) -> None:
         """Take ``task``'s row out of the live rows and print it once, as it ended."""
-        row = next(t for t in bars.tasks if t.id == tasks[task])
+        row = _row(task)
         bars.remove_task(tasks.pop(task))
         bars.refresh()  # the live rows without it, before the line goes above them
         if task in QUIET_WHEN_DONE and not note:

@@ -243,10 +243,13 @@ def test_progress_rows_end_as_one_line_each_and_fit_80_columns(monkeypatch) -> N
             bar("Epochs", epoch, 15, train_loss=0.25, val_accuracy=0.75, val_balanced_accuracy=0.5, val_auc=0.9)
         bar("Loading train images", 1, 2)  # the next phase's own row and clock
         bar("Loading train images", 2, 2)
+        for done in (1000, 2_000_000):  # a download after rows have ended: found by id, not position
+            bar("model.zip", done, 2_000_000, unit="bytes")
     lines = [line for line in screen.file.getvalue().splitlines() if line.strip()]
     assert [line.split("  ")[0] for line in lines] == ["✓ Loading train images", "✓ Loading train images",
-                                                        "- Epochs"], lines
-    assert "2/15" in lines[2] and "(not finished)" in lines[2] and all(len(line) <= 80 for line in lines)
+                                                        "✓ model.zip", "- Epochs"], lines
+    assert "2.0/2.0 MB" in lines[2]
+    assert "2/15" in lines[3] and "(not finished)" in lines[3] and all(len(line) <= 80 for line in lines)
     assert not [line for line in lines if "Batches" in line]
 
 
