@@ -376,6 +376,9 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
                 message += f"\nSkipped: {result.skip_reasons} (details in scan_report.json)"
             if result.duplicates:
                 message += f"\nGroups of identical files: {result.duplicates}"
+            from menus import render
+
+            message += "".join(f"\n{line}" for line in render.label_lines(result))
         elif args.command == "train":
             from app.training import train
 
@@ -463,8 +466,9 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
 
     if args.action == "review":
         for group in review.review_groups(ws, args.name):
-            console.print(f"{group.folder}: {group.items} items, {group.modality}, {group.region}, {group.label} "
-                          f"[dim]({group.rules}; confidence {group.confidence:.2f})[/]")
+            conflicts = f" [yellow]({group.conflicts} conflicting: table and folder disagree)[/]" if group.conflicts else ""
+            console.print(f"{group.folder}: {group.items} items, {group.modality}, {group.region}, {group.label}"
+                          f"{conflicts} [dim]({group.rules}; confidence {group.confidence:.2f})[/]", soft_wrap=True)
     elif args.action == "correct":
         review.add_correction(ws, args.name, args.folder, args.field, args.value)
         meta = ws.dataset_metadata(args.name)

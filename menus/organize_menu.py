@@ -76,6 +76,8 @@ def scan_screen(s) -> None:
             **{f"skipped: {reason}": n for reason, n in result.skip_reasons.items()},
             "groups of identical files": result.duplicates,
         }))
+    for line in render.label_lines(result):
+        console.print(line)
     console.print(f"Files written to {result.path}. Review them: Organize -> Review and correct.")
 
 
@@ -89,9 +91,14 @@ def review_screen(s) -> None:
         for col in ("#", "folder", "items", "modality", "region", "label", "rules (modality / region / label)", "confidence"):
             table.add_column(col)
         for k, g in enumerate(groups, 1):
-            style = "yellow" if g.confidence < 0.5 else None
-            table.add_row(str(k), g.folder, str(g.items), g.modality, g.region, g.label, g.rules, f"{g.confidence:.2f}", style=style)
+            style = "yellow" if g.confidence < 0.5 or g.conflicts else None
+            label = g.label + (f" ({g.conflicts} conflicting)" if g.conflicts else "")
+            table.add_row(str(k), render.review_place(g.folder), str(g.items), g.modality, g.region, label, g.rules,
+                          f"{g.confidence:.2f}", style=style)
         console.print(table)
+        if any(g.conflicts for g in groups):
+            console.print("[yellow]Conflicting[/]: a label table and the class folder disagree on these items; they "
+                          "are left unlabeled until you set their label here.")
         folder = ask_choice("Correct which folder? (low confidence in yellow)",
                             [questionary.Choice(f"{k}. {g.folder}", value=g.folder) for k, g in enumerate(groups, 1)])
         if folder is None:

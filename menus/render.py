@@ -208,3 +208,21 @@ def share_line(result: Any) -> str:
         line += (f"\n[yellow]Left out: {len(result.refused)} item(s) whose DICOM says text is burned into the "
                  f"pixels (BurnedInAnnotation YES): {', '.join(result.refused[:10])}.[/]")
     return line
+
+
+def label_lines(result: Any) -> list[str]:
+    """What an organize says of its labels beyond the counts: conflicts and each label table's use."""
+    lines = []
+    if result.conflicts:
+        lines.append(f"[yellow]{result.conflicts} item(s) where a label table and the class folder disagree[/]: left "
+                     "unlabeled (listed in scan_report.json); set their label in Organize -> Review and correct.")
+    lines += [f"Label table {escape(note)}" for note in result.table_notes]
+    return lines
+
+
+def review_place(folder: str) -> str:
+    """A review line's place: a folder, or 'folder  (series S…)' where one folder holds several."""
+    from app.organize.review import SERIES_MARK
+
+    place, _, series = folder.partition(SERIES_MARK)
+    return escape(place) + (f"  [dim](series {series})[/]" if series else "")

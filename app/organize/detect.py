@@ -142,7 +142,9 @@ REGION_WORDS = {
     "cardiac": {"HEART", "CARDIAC", "CORONARY", "COEUR", "HERZ", "CORAZON", "CARDIO", "CTA_CORONARY"},
     "breast": {"BREAST", "SEIN", "MAMMA", "MAMA", "MAMMO", "MAMMOGRAPHY", "BUSI"},
     "bone": {"BONE", "EXTREMITY", "HAND", "WRIST", "ELBOW", "KNEE", "ANKLE", "FOOT", "SHOULDER",
-             "FEMUR", "TIBIA", "HUMERUS", "FRACTURE", "FRACTURED", "MURA", "OS", "KNOCHEN"},
+             "FEMUR", "TIBIA", "HUMERUS", "FRACTURE", "FRACTURED", "MURA", "OS", "KNOCHEN", "FINGER",
+             "FOREARM", "THUMB", "CODO", "RODILLA", "MUNECA", "GENOU", "POIGNET", "MSK", "MUSCULOSKELETAL"},
+    "neck": {"NECK", "THYROID", "CAROTID", "CAROTIDS", "LARYNX", "PAROTID", "CUELLO", "COU", "HALS"},
 }
 BODY_PART_TAGS = {
     "HEAD": "brain", "BRAIN": "brain", "SKULL": "brain", "HEADNECK": "brain",
@@ -150,7 +152,7 @@ BODY_PART_TAGS = {
     "ABDOMEN": "abdomen", "LIVER": "abdomen", "KIDNEY": "abdomen", "PANCREAS": "abdomen",
     "PELVIS": "pelvis", "PROSTATE": "pelvis", "HIP": "pelvis",
     "SPINE": "spine", "CSPINE": "spine", "TSPINE": "spine", "LSPINE": "spine",
-    "HEART": "cardiac", "CARDIAC": "cardiac", "BREAST": "breast",
+    "HEART": "cardiac", "CARDIAC": "cardiac", "BREAST": "breast", "NECK": "neck", "THYROID": "neck",
     "EXTREMITY": "bone", "HAND": "bone", "WRIST": "bone", "KNEE": "bone", "ANKLE": "bone",
     "FOOT": "bone", "SHOULDER": "bone", "ELBOW": "bone", "LEG": "bone", "ARM": "bone",
 }
@@ -174,6 +176,28 @@ def region_from_names(header: Header, path: PurePath) -> str | None:
     return None
 
 
+# File names that only one public dataset uses, and what its images are, for a user who
+# points at a dataset's own folder (``kaggle_3m``), where no dataset name is in any path.
+DATASET_FILE_NAMES = [
+    # LGG segmentation (Buda et al., TCGA-LGG FLAIR slices): TCGA_CS_4941_19960909_12.tif
+    (re.compile(r"^TCGA_[A-Z0-9]{2}_[A-Z0-9]{4}_\d{8}_\d+\.tif$"), "MR", "brain"),
+]
+
+
+def _dataset_file_name(path: PurePath) -> tuple[str, str] | None:
+    return next(((m, r) for pattern, m, r in DATASET_FILE_NAMES if pattern.match(path.name)), None)
+
+
+def region_from_dataset_file_name(header: Header, path: PurePath) -> str | None:
+    found = _dataset_file_name(path)
+    return found[1] if found else None
+
+
+def modality_from_dataset_file_name(header: Header, path: PurePath) -> str | None:
+    found = _dataset_file_name(path)
+    return found[0] if found else None
+
+
 def region_from_table(header: Header, path: PurePath) -> str | None:
     return header.get("TableRegion") or None
 
@@ -183,6 +207,7 @@ REGION_RULES = [
     RuleEntry("dicom_description", 0.8, region_from_description),
     RuleEntry("label_table_layout", 0.7, region_from_table),
     RuleEntry("folder_or_file_name", 0.6, region_from_names),
+    RuleEntry("dataset_file_name", 0.55, region_from_dataset_file_name),
 ]
 
 def modality_from_brain_photo(header: Header, path: PurePath) -> str | None:
@@ -223,6 +248,7 @@ MODALITY_RULES = [
     RuleEntry("dicom_description", 0.8, modality_from_description),
     RuleEntry("label_table_layout", 0.7, modality_from_table),
     RuleEntry("folder_or_file_name", 0.6, modality_from_names),
+    RuleEntry("dataset_file_name", 0.55, modality_from_dataset_file_name),
     RuleEntry("hounsfield_rescale", 0.5, modality_from_pixel_scale),
     RuleEntry("brain_2d_image", 0.4, modality_from_brain_photo),
     RuleEntry("image_statistics", 0.35, modality_from_image_look),
@@ -245,6 +271,11 @@ LABEL_NAMES = {
     "fracture": "fracture", "fractured": "fracture",
     "edema": "edema", "oedema": "edema", "atelectasis": "atelectasis",
     "pneumothorax": "pneumothorax", "effusion": "other_anomaly", "abnormal": "other_anomaly",
+    "positive": "other_anomaly",  # MURA: an abnormal study, of any kind
+    "cyst": "other_anomaly", "stone": "other_anomaly", "kidneystone": "other_anomaly",
+    # RSNA intracranial hemorrhage subtypes
+    "epidural": "hemorrhage", "intraparenchymal": "hemorrhage", "intraventricular": "hemorrhage",
+    "subarachnoid": "hemorrhage", "subdural": "hemorrhage",
     "maskpositive": "tumor", "maskempty": NORMAL,
     # NIH ChestX-ray14 findings
     "infiltration": "consolidation", "cardiomegaly": "other_anomaly",
@@ -267,9 +298,16 @@ def _label_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", _fold(name).lower())
 
 
+STUDY_FOLDER = re.compile(r"^study\d+_(positive|negative)$", re.IGNORECASE)  # MURA: study1_negative
+
+
 def label_from_folder(header: Header, path: PurePath) -> str | None:
-    """The nearest folder whose name is a known class name; returns that folder name."""
+    """The nearest folder whose name is a known class name; returns that folder name
+    (a MURA study folder, ``study2_positive``: its last word)."""
     for part in reversed(path.parent.parts):
+        study = STUDY_FOLDER.match(part)
+        if study:
+            return study.group(1).lower()
         if LABEL_NAMES.get(_label_key(part)):
             return part
     return None
@@ -292,6 +330,15 @@ LABEL_RULES = [
     RuleEntry("class_folder", 0.9, label_from_folder),
     RuleEntry("lesion_mask", 0.85, label_from_mask),
 ]
+
+
+def findings(source_label: str) -> str:
+    """A multi-label source label's anomaly classes, "|"-joined ("Effusion|Infiltration" ->
+    "consolidation|other_anomaly"); empty for a single label (its class is the row's label)."""
+    parts = [p for p in source_label.split("|") if p.strip()]
+    if len(parts) < 2:
+        return ""
+    return "|".join(sorted({LABEL_NAMES.get(_label_key(p)) or "other_anomaly" for p in parts}))
 
 
 def anomaly_class(source_label: str) -> str:

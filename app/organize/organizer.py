@@ -8,6 +8,8 @@ places go into the workspace's private map (app.private), never into these files
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,7 +24,8 @@ from app.atomic import swap_in, temp_sibling
 from app.cube_store import STORE_SUFFIXES
 from app.errors import DatasetError
 from app.organize.detect import (
-    LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, anomaly_class, detect,
+    LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, Detected, anomaly_class, detect, findings,
+    label_from_folder,
 )
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
@@ -31,7 +34,10 @@ from app.organize.review import apply_corrections, load_corrections
 from app.organize.rows import ROW_KEYS, read_rows, write_rows  # noqa: F401  (re-exported)
 from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
 from app.private import item_id, source_id
-from app.organize.tables import LabelTable, lookup, read_label_table, read_split_table
+from app.organize.tables import (
+    NEGATIVE, LabelTable, TableHit, TableReport, TreeIndex, match_keys, match_tables, read_label_table,
+    read_split_table,
+)
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
 from app.progress import Progress, report
 from app.state import Kind, read_state_or, write_state
@@ -51,6 +57,8 @@ class OrganizeResult:
     split_counts: dict[str, int]
     skip_reasons: dict[str, int]  # reason (without file details) -> files
     duplicates: int  # groups of files with identical content
+    conflicts: int = 0  # items a label table and their class folder disagree on: left unlabeled
+    table_notes: tuple[str, ...] = ()  # per label table: rows applied, ambiguous, naming no file
 
 
 def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
@@ -76,14 +84,17 @@ def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord]
 class Context:
     """What the organizer learned from files that are not items: label tables and masks."""
 
-    tables: list[LabelTable]
+    tables: list[tuple[str, LabelTable]]  # (path, table)
     masks: dict[tuple[str, str], bool]  # (image folder, image stem) -> mask non-empty
     secret: bytes
     looks: dict[str, str] = field(default_factory=dict)  # 2D image folder -> its pixels' look
-    splits: dict[str, str] = field(default_factory=dict)  # image file name -> a given split (official lists)
+    splits: dict[str, str] = field(default_factory=dict)  # image path -> a given split (official lists)
+    hits: dict[str, list[TableHit]] = field(default_factory=dict)  # image path -> what label tables say of it
+    table_reports: list[TableReport] = field(default_factory=list)
+    root_name: str = ""  # the name of the folder the user pointed at: read by the name rules too
 
 
-def _context(records: list[FileRecord], secret: bytes) -> tuple[Context, list[Skipped]]:
+def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
     tables, unused, masks, splits = [], [], {}, {}
     for record in records:
         path = Path(record.path)
@@ -91,11 +102,11 @@ def _context(records: list[FileRecord], secret: bytes) -> tuple[Context, list[Sk
             table = read_label_table(path)
             given = None if table else read_split_table(path)
             if table:
-                tables.append(table)
+                tables.append((record.path, table))
             elif given:
                 splits.update(given)
             else:
-                unused.append(Skipped(str(path), "a CSV file that is not a label table this tool reads"))
+                unused.append(Skipped(str(path.relative_to(root)), _unused_table_reason(path)))
         elif record.format == "mask":
             stem = path.name.split(".")[0]
             for suffix in MASK_SUFFIXES:
@@ -106,18 +117,49 @@ def _context(records: list[FileRecord], secret: bytes) -> tuple[Context, list[Sk
             for folder in (path.parent, path.parent.parent, path.parent.parent / "images"):
                 key = (str(folder), stem)
                 masks[key] = masks.get(key, False) or nonempty
-    return Context(tables, masks, secret, splits=splits), unused
+    index = TreeIndex(r.path for r in records if r.format not in ("table", "mask"))
+    matches = match_tables(tables, index)
+    context = Context(tables, masks, secret, splits=match_keys(splits, index), hits=matches.hits,
+                      table_reports=matches.reports, root_name=root.name)
+    return context, unused
 
+
+def _unused_table_reason(path: Path) -> str:
+    """Why a CSV file is not read: MURA's study lists say what its folder names say."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+            first = next(csv.reader(handle), [])
+    except (OSError, csv.Error):
+        first = []
+    if len(first) == 2 and first[0].rstrip().endswith("/") and first[1].strip() in ("0", "1"):
+        return "a list of studies and labels; the same labels are read from the study folders' names"
+    return "a CSV file that is not a label table this tool reads"
+
+
+def _table_label(files: list[FileRecord], context: Context) -> tuple[TableHit | None, str]:
+    """What the label tables say of an item (a series: of any of its slices), and their label.
+
+    Several answers: a finding wins over "normal" (a series with one bleeding slice
+    bleeds) and different findings are all kept ("a|b")."""
+    hits = [hit for f in files for hit in context.hits.get(f.path, [])]
+    if not hits:
+        return None, ""
+    findings = sorted({part for hit in hits for part in hit.label.split("|") if hit.label != NEGATIVE})
+    label = "|".join(findings) if findings else NEGATIVE
+    return next((h for h in hits if h.patient), hits[0]), label
 
 def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, context: Context) -> dict[str, Any]:
     middle = files[len(files) // 2]  # the slice a 2D model looks at
     path = Path(middle.path)
-    relative = PurePath(path.relative_to(root))
+    relative = PurePath(context.root_name, path.relative_to(root))
     header = dict(middle.header)
-    table_hit = lookup(context.tables, path.name)
+    table_hit, table_label = _table_label(files, context)
+    folder_label = label_from_folder(header, relative)
+    conflict = bool(table_hit and folder_label and anomaly_class(table_label) != anomaly_class(folder_label))
     if table_hit:
-        header.update(LabelTable=table_hit.label, TableModality=table_hit.table.modality,
-                      TableRegion=table_hit.table.region)
+        header.update(TableModality=table_hit.table.modality, TableRegion=table_hit.table.region)
+        if not conflict:
+            header["LabelTable"] = table_label
     mask_key = (str(path.parent), path.name.split(".")[0])
     if mask_key in context.masks:
         header["MaskNonEmpty"] = context.masks[mask_key]
@@ -126,6 +168,8 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     modality = detect(MODALITY_RULES, header, relative, default="OT")
     region = detect(REGION_RULES, header, relative)
     label = detect(LABEL_RULES, header, relative, default="")
+    if conflict:  # never resolved silently: unlabeled, and said in the scan report and the review
+        label = Detected("", "conflict", 0.0)
     series_hash = hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest()
     patient = middle.patient or f"F{series_hash[:12]}"  # unknown patient: the item is its own
     if table_hit and table_hit.patient and middle.patient_rule != "dicom_patient_id":
@@ -143,8 +187,10 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
         "region": region.value, "region_rule": region.rule, "region_confidence": region.confidence,
         "label": anomaly_class(label.value) if label.value else "",
         "source_label": label.value,
+        "findings": findings(label.value),
         "labeled": bool(label.value),
-        "label_rule": label.rule if label.value else "", "label_confidence": label.confidence,
+        "label_rule": label.rule if label.value or conflict else "", "label_confidence": label.confidence,
+        **({"conflict": {"label_table": table_label, "class_folder": folder_label}} if conflict else {}),
         "sha256": files[0].sha256 if len(files) == 1 else series_hash,
         "split": "",
     }
@@ -230,7 +276,7 @@ def _organize(
     records, skipped, fresh = scan_tree(root, ws.secret(), workers=workers, cache=cached, progress=progress)
     write_state(cache_path, Kind.SCAN_CACHE, {"root": source, "files": fresh})
     ws.private.add_identifiers({h for r in records for h in r.identifiers})
-    context, unused = _context(records, ws.secret())
+    context, unused = _context(records, ws.secret(), root)
     skipped += unused
     if not any(r.format not in ("table", "mask") for r in records):
         reasons = Counter(s.reason.split(":")[0] for s in skipped).most_common(3)
@@ -246,11 +292,33 @@ def _organize(
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
     apply_corrections(rows, load_corrections(ws, name), ws.secret())
     assign_splits(rows, fractions, seed)
-    _given_splits(rows, context.splits)
+    _given_splits(rows, {ws.relative(Path(p)): split for p, split in context.splits.items()})
     duplicates = _duplicates(ws, records)
     skipped_ids = _skipped(ws, root, skipped)
-    return write_dataset(ws, name, ws.private.store_source(root), rows, skipped_ids, duplicates, seed, fractions,
-                         replace=replace)
+    tables = _table_notes(ws, root, context.table_reports)
+    result = write_dataset(ws, name, ws.private.store_source(root), rows, skipped_ids, duplicates, seed, fractions,
+                           replace=replace, tables=tables)
+    lines = tuple(_table_line(root, r) for r in context.table_reports)
+    return dataclasses.replace(result, table_notes=lines)
+
+
+def _table_notes(ws: Workspace, root: Path, reports: list[TableReport]) -> list[dict[str, Any]]:
+    """What each label table did, by item id, for the scan report."""
+    ids = _file_ids(ws, [ws.relative(Path(r.path), follow_links=False) for r in reports])
+    return [{"item": i, "layout": r.table.layout, "rows_applied": r.applied,
+             "rows_naming_several_files": r.ambiguous, "rows_naming_no_file": r.unmatched}
+            for i, r in zip(ids, reports)]
+
+
+def _table_line(root: Path, report: TableReport) -> str:
+    """One line on the user's screen for a label table (its place is theirs to see)."""
+    line = f"{Path(report.path).relative_to(root)} ({report.table.layout}): {report.applied} row(s) applied"
+    if report.ambiguous:
+        line += (f"; {report.ambiguous} name a file that several folders hold and were not applied "
+                 "(give the table a column of paths)")
+    if report.unmatched:
+        line += f"; {report.unmatched} name no file here"
+    return line
 
 
 def _drop_old_caches(folder: Path) -> None:
@@ -269,7 +337,7 @@ def _given_splits(rows: list[dict[str, Any]], given: dict[str, str]) -> None:
     if not given:
         return
     for row in rows:
-        split = given.get(PurePath(row["path"]).name)
+        split = given.get(row["path"])
         if split:
             row["split"] = split
     try:
@@ -320,7 +388,7 @@ def write_dataset(
     ws: Workspace, name: str, source: str, rows: list[dict[str, Any]],
     skipped: list[dict[str, str]], duplicates: list[list[str]], seed: int,
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), held_out: tuple[str, ...] = (),
-    replace: bool = False,
+    replace: bool = False, tables: list[dict[str, Any]] | None = None,
 ) -> OrganizeResult:
     """Write every file of an organized dataset from its rows (splits already assigned).
 
@@ -345,7 +413,7 @@ def write_dataset(
             if (final / "corrections.json").exists():  # the user's corrections outlive every version
                 shutil.copy2(final / "corrections.json", new / "corrections.json")
             result = _write_files(ws, name, new, final, source, rows, skipped, duplicates, seed,
-                                  fractions, held_out)
+                                  fractions, held_out, tables or [])
             swap_in(new, final)
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
@@ -387,7 +455,7 @@ def dataset_version(folder: Path) -> str:
 def _write_files(
     ws: Workspace, name: str, out: Path, final: Path, source: str, rows: list[dict[str, Any]],
     skipped: list[dict[str, str]], duplicates: list[list[str]], seed: int,
-    fractions: tuple[float, float, float], held_out: tuple[str, ...],
+    fractions: tuple[float, float, float], held_out: tuple[str, ...], tables: list[dict[str, Any]],
 ) -> OrganizeResult:
     labeled = [r for r in rows if r["labeled"]]
     unlabeled = [r for r in rows if not r["labeled"]]
@@ -396,7 +464,9 @@ def _write_files(
     write_rows(out / "unlabeled.csv", unlabeled)
     for split in SPLITS:
         write_rows(out / "splits" / f"{split}.csv", [r for r in rows if r["split"] == split])
-    _write_json(out / "scan_report.json", {"skipped": skipped, "duplicates": duplicates})
+    conflicts = [{"item": r["item"], "answers": r["conflict"]} for r in rows if r.get("conflict")]
+    _write_json(out / "scan_report.json", {"skipped": skipped, "duplicates": duplicates,
+                                           "label_conflicts": conflicts, "label_tables": tables})
     classes = Counter(r["label"] for r in labeled if r["label"] not in held_out)
     ordered = sorted(classes, key=lambda c: (c != NORMAL, c))
     split_counts = Counter(r["split"] for r in rows)
@@ -408,6 +478,7 @@ def _write_files(
         "by_region": dict(Counter(r["region"] for r in rows)),
         "by_split": dict(split_counts),
         "by_source_label": dict(Counter(r["source_label"] for r in labeled)),
+        "label_conflicts": len(conflicts),
     }
     write_state(out / "metadata.json", Kind.DATASET_METADATA, {
         "name": name, "source_dataset": source, "classes": ordered, "counts": counts,
@@ -427,7 +498,8 @@ def _write_files(
     })
     reasons = Counter(s["reason"].split(":")[0] for s in skipped)
     return OrganizeResult(name, final, len(rows), len(labeled), len(unlabeled), len(skipped),
-                          dict(classes), dict(split_counts), dict(reasons.most_common()), len(duplicates))
+                          dict(classes), dict(split_counts), dict(reasons.most_common()), len(duplicates),
+                          len(conflicts))
 
 
 def _write_json(path: Path, payload: Any) -> None:

@@ -25,18 +25,22 @@ FIELDS = ("modality", "region", "label")
 
 @dataclass(frozen=True)
 class ReviewGroup:
-    folder: str
+    folder: str  # the folder, or "folder#<series id>" where a folder holds several series: what to correct
     items: int
     modality: str
     region: str
     label: str
     rules: str  # which rules fired, e.g. "dicom_modality_tag / dicom_description / class_folder"
     confidence: float  # the lowest of the three
+    conflicts: int = 0  # items whose label table and class folder disagree (left unlabeled)
+    files: int = 0
+
+
+SERIES_MARK = "#"
 
 
 def _folder(ws: Workspace, row: dict[str, Any]) -> str:
-    path = PurePosixPath(row_place(ws, row))
-    return str(path.parent.parent if row["kind"] == "dicom_series" else path.parent)
+    return str(PurePosixPath(row_place(ws, row)).parent)
 
 
 def folder_key(secret: bytes, folder: str) -> str:
@@ -49,9 +53,18 @@ def review_groups(ws: Workspace, dataset: str) -> list[ReviewGroup]:
     ws.dataset_metadata(dataset)
     out = ws.organized_path(dataset)
     rows = read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv")
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_folder: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[_folder(ws, row)].append(row)
+        by_folder[_folder(ws, row)].append(row)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for folder, members in by_folder.items():
+        series = {m["series_id"] for m in members if m["kind"] == "dicom_series" and m["series_id"]}
+        if len(series) < 2:
+            groups[folder] = members
+            continue
+        for row in members:  # several series in one folder: a line (and a correction) each
+            key = f"{folder}{SERIES_MARK}{row['series_id']}" if row["series_id"] else folder
+            groups.setdefault(key, []).append(row)
     result = []
     for folder, members in sorted(groups.items()):
         def common(key: str) -> str:
@@ -60,8 +73,10 @@ def review_groups(ws: Workspace, dataset: str) -> list[ReviewGroup]:
 
         rules = " / ".join(common(f"{f}_rule") or "-" for f in FIELDS)
         confidence = min(float(m[f"{f}_confidence"] or 0) for m in members for f in FIELDS if m[f"{f}_rule"])
+        conflicts = sum(m["label_rule"] == "conflict" for m in members)
         result.append(ReviewGroup(folder, len(members), common("modality"), common("region"),
-                                  common("label") or "(unlabeled)", rules, confidence))
+                                  common("label") or "(unlabeled)", rules, confidence, conflicts,
+                                  sum(m["n_files"] for m in members)))
     return result
 
 
@@ -95,6 +110,8 @@ def apply_corrections(rows: list[dict[str, Any]], rules: list[dict[str, str]], s
     for row in rows:
         path = PurePosixPath(row["path"])
         above = {str(p) for p in path.parents}
+        if row.get("series_id"):
+            above.add(f"{path.parent}{SERIES_MARK}{row['series_id']}")
         above |= {folder_key(secret, p) for p in above}
         for rule in rules:
             if rule["folder"] not in above:

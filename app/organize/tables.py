@@ -1,15 +1,20 @@
-"""Label tables beside the images: NIH ChestX-ray14, RSNA pneumonia, and generic CSVs.
+"""Label tables beside the images: NIH ChestX-ray14, RSNA pneumonia and hemorrhage, and generic CSVs.
 
 Each known layout is one entry of ``TABLE_LAYOUTS``: the columns that identify it and
 a function from a row to ``(image key, dataset label, patient or "")``. The image key
-is a file name, or a file stem where the table names images without an extension.
+is what the table names an image by: a path (relative or absolute), a file name, or a
+file stem. ``match_tables`` finds the file each key means, by path where the table
+has paths and by name only where that name is unique in the tree: a file name that
+sits in several folders (``image1.png`` in every class folder) is never guessed.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 Row = dict[str, str]
@@ -22,6 +27,7 @@ class TableLayout:
     read: Callable[[Row], tuple[str, str, str]]
     modality: str = ""  # what the layout tells about its images, when the files do not
     region: str = ""
+    accepts: Callable[[Row], bool] = lambda row: True  # a first row that says "this is my layout"
 
 
 def _nih(row: Row) -> tuple[str, str, str]:
@@ -41,35 +47,68 @@ def _rsna_classes(row: Row) -> tuple[str, str, str]:
     return row["patientId"].strip(), names.get(cls, cls), row["patientId"].strip()
 
 
-GENERIC_IMAGE = ("image", "filename", "file", "image_id", "path", "image_path", "img", "name")
+# RSNA intracranial hemorrhage: one row per image and subtype, "ID_<image>_<subtype>,<0|1>".
+RSNA_ICH_ID = re.compile(r"^(ID_[0-9a-fA-F]+)_(any|epidural|intraparenchymal|intraventricular|subarachnoid|subdural)$")
+
+
+def _rsna_ich(row: Row) -> tuple[str, str, str]:
+    match = RSNA_ICH_ID.match(row["ID"].strip())
+    if not match or row["Label"].strip() not in ("0", "1"):
+        return "", "", ""
+    image, subtype = match.groups()
+    if row["Label"].strip() == "0":
+        return image, "normal", ""
+    return image, ("" if subtype == "any" else subtype), ""  # "any" positive: the subtypes' rows say which
+
+
+GENERIC_PATH = ("path", "image_path", "filepath", "file_path", "relative_path", "img_path")
+GENERIC_IMAGE = ("image", "filename", "file", "image_id", "img", "name", "image_name", "file_name")
 GENERIC_LABEL = ("label", "class", "diagnosis", "finding", "target", "category")
 GENERIC_PATIENT = ("patient_id", "patient", "subject", "subject_id", "patientid")
 
 
-def _generic(columns: list[str]) -> Callable[[Row], tuple[str, str, str]] | None:
+def _generic(columns: list[str], first: Row | None) -> Callable[[Row], tuple[str, str, str]] | None:
+    """A table with an image column and a label column; a column of paths is preferred to one of names."""
     lower = {c.lower().strip(): c for c in columns}
-    image = next((lower[c] for c in GENERIC_IMAGE if c in lower), None)
+    paths = [lower[c] for c in GENERIC_PATH if c in lower]
+    names = [lower[c] for c in GENERIC_IMAGE if c in lower]
+    # A "path" column that holds paths wins; one that holds bare names is just another name column.
+    with_slash = [c for c in paths + names if first and ("/" in first.get(c, "") or "\\" in first.get(c, ""))]
+    image = next(iter(with_slash or names or paths), None)
     label = next((lower[c] for c in GENERIC_LABEL if c in lower), None)
     patient = next((lower[c] for c in GENERIC_PATIENT if c in lower), None)
     if not image or not label:
         return None
-    return lambda row: (Path(row[image].strip()).name, row[label].strip(), row[patient].strip() if patient else "")
+    return lambda row: (row[image].strip(), row[label].strip(), row[patient].strip() if patient else "")
 
 
 TABLE_LAYOUTS = [
     TableLayout("nih_chestxray14", frozenset({"Image Index", "Finding Labels", "Patient ID"}), _nih, "XR", "chest"),
     TableLayout("rsna_pneumonia_detailed", frozenset({"patientId", "class"}), _rsna_classes, "XR", "chest"),
     TableLayout("rsna_pneumonia_labels", frozenset({"patientId", "Target"}), _rsna_labels, "XR", "chest"),
+    TableLayout("rsna_intracranial_hemorrhage", frozenset({"ID", "Label"}), _rsna_ich, "CT", "brain",
+                accepts=lambda row: bool(RSNA_ICH_ID.match(row.get("ID", "").strip()))),
 ]
+NEGATIVE = "normal"
 
 
 @dataclass
 class LabelTable:
     layout: str
-    labels: dict[str, str]  # image key -> dataset label
+    labels: dict[str, str]  # image key as the table writes it -> dataset label
     patients: dict[str, str]  # image key -> raw patient id (pseudonymized by the caller)
     modality: str = ""
     region: str = ""
+
+
+def _merge(old: str | None, new: str) -> str:
+    """Several rows of one image: a finding wins over "normal" (RSNA lists every box of a
+    patient; RSNA ICH one row per subtype), and several findings are kept, "a|b"."""
+    if old in (None, NEGATIVE, new):
+        return new
+    if new == NEGATIVE:
+        return old
+    return "|".join(sorted(set(old.split("|")) | {new}))
 
 
 def read_label_table(path: Path) -> LabelTable | None:
@@ -78,19 +117,20 @@ def read_label_table(path: Path) -> LabelTable | None:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
             reader = csv.DictReader(handle, restval="")  # a short row: its missing cells are empty
             columns = reader.fieldnames or []
-            layout = next((t for t in TABLE_LAYOUTS if t.columns <= set(columns)), None)
-            read = layout.read if layout else _generic(columns)
+            rows = iter(reader)
+            first = next(rows, None)
+            layout = next((t for t in TABLE_LAYOUTS if t.columns <= set(columns) and (first is None or t.accepts(first))),
+                          None)
+            read = layout.read if layout else _generic(columns, first)
             if read is None:
                 return None
             table = LabelTable(layout.name if layout else "generic_csv", {}, {},
                                layout.modality if layout else "", layout.region if layout else "")
-            for row in reader:
+            for row in ([first] if first is not None else []) + list(rows):
                 key, label, patient = read(row)
                 if not key or not label:
                     continue
-                # A positive row wins over a negative one (RSNA lists every box of a patient).
-                if table.labels.get(key) in (None, "normal"):
-                    table.labels[key] = label
+                table.labels[key] = _merge(table.labels.get(key), label)
                 if patient:
                     table.patients[key] = patient
             return table
@@ -102,23 +142,71 @@ SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val", "test": "te
 
 
 def read_split_table(path: Path) -> dict[str, str] | None:
-    """A list of given splits (columns: an image column of GENERIC_IMAGE or "Image Index",
-    and "split": train / val / test), e.g. a dataset's official splits; else None."""
+    """A list of given splits (columns: an image column of GENERIC_PATH, GENERIC_IMAGE or "Image Index",
+    and "split": train / val / test), e.g. a dataset's official splits, by image key; else None."""
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
             reader = csv.DictReader(handle, restval="")  # a short row: its missing cells are empty
             lower = {c.lower().strip(): c for c in reader.fieldnames or []}
-            image = next((lower[c] for c in ("image index", *GENERIC_IMAGE) if c in lower), None)
+            image = next((lower[c] for c in ("image index", *GENERIC_PATH, *GENERIC_IMAGE) if c in lower), None)
             if not image or "split" not in lower:
                 return None
             given = {}
             for row in reader:
                 split = SPLIT_VALUES.get(row[lower["split"]].strip().lower())
                 if split and row[image].strip():
-                    given[Path(row[image].strip()).name] = split
+                    given[row[image].strip()] = split
             return given or None
     except (OSError, csv.Error, KeyError):
         return None
+
+
+# -- which file a table's key means ------------------------------------------------------------------
+def _parts(text: str) -> tuple[str, ...]:
+    return tuple(p for p in text.replace("\\", "/").lower().split("/") if p not in ("", "."))
+
+
+class TreeIndex:
+    """The image files of a tree, found by name, by stem, and by the folders above them."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.by_name: dict[str, list[tuple[str, tuple[str, ...]]]] = defaultdict(list)
+        self.by_stem: dict[str, list[tuple[str, tuple[str, ...]]]] = defaultdict(list)
+        for path in paths:
+            parts = _parts(path)
+            self.by_name[parts[-1]].append((path, parts))
+            self.by_stem[parts[-1].split(".")[0]].append((path, parts))
+
+    def find(self, key: str) -> tuple[str | None, int]:
+        """The one file ``key`` names, and how many files it could name.
+
+        A key with folders matches the file whose path ends with them; where no path ends
+        with all of them (the top folder renamed), the one file sharing the most of them,
+        at least the file and its folder. A bare name or stem matches only a name that
+        is unique in the tree. Returns (path or None, candidates): None with 0 candidates
+        is a key that names no file here, None with several is an ambiguous one.
+        """
+        parts = _parts(key)
+        if not parts:
+            return None, 0
+        candidates = self.by_name.get(parts[-1]) or self.by_stem.get(parts[-1]) or []
+        if len(candidates) <= 1:
+            return (candidates[0][0] if candidates else None), len(candidates)
+        if len(parts) == 1:
+            return None, len(candidates)
+
+        def shared(file_parts: tuple[str, ...]) -> int:
+            n = 1  # the names already agree
+            while n < min(len(parts), len(file_parts)) and parts[-1 - n] == file_parts[-1 - n]:
+                n += 1
+            return n
+
+        scores = [(shared(file_parts), path) for path, file_parts in candidates]
+        best = max(score for score, _ in scores)
+        winners = [path for score, path in scores if score == best]
+        if best >= 2 and len(winners) == 1:
+            return winners[0], len(candidates)
+        return None, len(candidates)
 
 
 @dataclass(frozen=True)
@@ -128,11 +216,46 @@ class TableHit:
     table: LabelTable
 
 
-def lookup(tables: list[LabelTable], file_name: str) -> TableHit | None:
-    """What a label table says of an image file name, trying the name then its stem."""
-    stem = file_name.split(".")[0]
-    for table in tables:
-        for key in (file_name, stem):
-            if key in table.labels:
-                return TableHit(table.labels[key], table.patients.get(key, ""), table)
-    return None
+@dataclass
+class TableReport:
+    """What one table did: rows applied, rows naming a file shared by several, rows naming none."""
+
+    table: LabelTable
+    path: str
+    applied: int = 0
+    ambiguous: int = 0
+    unmatched: int = 0
+
+
+@dataclass
+class TableMatches:
+    hits: dict[str, list[TableHit]] = field(default_factory=lambda: defaultdict(list))  # image path -> what tables say
+    reports: list[TableReport] = field(default_factory=list)
+
+
+def match_tables(tables: list[tuple[str, LabelTable]], index: TreeIndex) -> TableMatches:
+    """Every (table path, table)'s rows matched to the files of ``index``."""
+    matches = TableMatches()
+    for path, table in tables:
+        report = TableReport(table, path)
+        for key, label in table.labels.items():
+            found, candidates = index.find(key)
+            if found:
+                matches.hits[found].append(TableHit(label, table.patients.get(key, ""), table))
+                report.applied += 1
+            elif candidates:
+                report.ambiguous += 1
+            else:
+                report.unmatched += 1
+        matches.reports.append(report)
+    return matches
+
+
+def match_keys(given: dict[str, str], index: TreeIndex) -> dict[str, str]:
+    """A key -> value list (official splits) as image path -> value, by the same rules."""
+    out = {}
+    for key, value in given.items():
+        found, _ = index.find(key)
+        if found:
+            out[found] = value
+    return out

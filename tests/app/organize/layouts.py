@@ -19,7 +19,8 @@ def png(path: Path, value: int = 90, size: int = 16, mask_on: bool | None = None
     Image.fromarray(pixels).save(path)
 
 
-def dicom(path: Path, *, modality: str, patient: str, body_part: str = "", study: str = "") -> None:
+def dicom(path: Path, *, modality: str, patient: str, body_part: str = "", study: str = "",
+          series: str = "", position: float | None = None) -> None:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -30,7 +31,9 @@ def dicom(path: Path, *, modality: str, patient: str, body_part: str = "", study
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.PatientID, ds.PatientName = modality, patient, "TEST^PATIENT"
-    ds.SeriesInstanceUID, ds.StudyInstanceUID = generate_uid(), generate_uid()
+    ds.SeriesInstanceUID, ds.StudyInstanceUID = series or generate_uid(), generate_uid()
+    if position is not None:
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, position], [1, 0, 0, 0, 1, 0]
     if body_part:
         ds.BodyPartExamined = body_part
     if study:
@@ -122,8 +125,62 @@ def rsna_pneumonia(root: Path) -> None:
     )
 
 
+def mura(root: Path) -> None:
+    """MURA v1.1: labels only in the study folders' names; the same file names in every study."""
+    base = root / "MURA-v1.1"
+    studies = []
+    for split, body, patient, study, count in (
+        ("train", "XR_WRIST", "patient06359", "study1_positive", 3), ("train", "XR_WRIST", "patient06360", "study1_negative", 2),
+        ("train", "XR_ELBOW", "patient04991", "study1_negative", 2), ("train", "XR_ELBOW", "patient04991", "study2_positive", 2),
+        ("valid", "XR_FINGER", "patient11185", "study1_positive", 2), ("valid", "XR_HUMERUS", "patient11190", "study1_negative", 1),
+    ):
+        folder = base / split / body / patient / study
+        for k in range(1, count + 1):
+            png(folder / f"image{k}.png", value=10 + len(studies) * 10 + k)
+        studies.append((split, f"MURA-v1.1/{split}/{body}/{patient}/{study}/,{int(study.endswith('positive'))}"))
+    for split in ("train", "valid"):
+        (base / f"{split}_labeled_studies.csv").write_text("\n".join(s for sp, s in studies if sp == split) + "\n")
+
+
+def ct_kidney(root: Path) -> None:
+    """CT KIDNEY DATASET: Normal/Cyst/Tumor/Stone folders and a table with Colab paths."""
+    name = "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone"
+    base = root / name / name
+    lines = [",image,path,diag,target,Class"]
+    for target, cls in enumerate(("Cyst", "Normal", "Stone", "Tumor")):
+        for k in range(1, 3):
+            png(base / cls / f"{cls}- ({k}).png", value=20 + target * 10 + k)
+            lines.append(f"{len(lines) - 1},{cls}- ({k}),/content/drive/MyDrive/{name}/{name}/{cls}/{cls}- ({k}).png,"
+                         f"{cls},{target},{cls}")
+    (root / name / "kidneyData.csv").write_text("\n".join(lines) + "\n")
+
+
+def rsna_ich(root: Path) -> None:
+    """RSNA intracranial hemorrhage: CT slices named by id, one table row per image and subtype."""
+    from pydicom.uid import generate_uid
+
+    base = root / "rsna-intracranial-hemorrhage-detection"
+    lines = ["ID,Label"]
+    subtypes = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
+    for case, positive in (("0a1b2c", {1: "subdural"}), ("1d2e3f", {}), ("2a3b4c", {0: "epidural", 2: "subarachnoid"})):
+        series = generate_uid()
+        for k in range(3):
+            image = f"ID_{case}{k:03x}"
+            dicom(base / "stage_2_train" / f"{image}.dcm", modality="CT", patient=f"ID_{case}",
+                  series=series, position=float(k * 5))
+            found = positive.get(k)
+            lines += [f"{image}_{s},{int(s == found or (s == 'any' and found is not None))}" for s in subtypes]
+    (base / "stage_2_train.csv").write_text("\n".join(lines) + "\n")
+
+
+def lgg_own_folder(root: Path) -> None:
+    """The LGG set when the user points at ``kaggle_3m`` itself: no dataset name above the files."""
+    lgg_mri_segmentation(root)
+
+
 LAYOUTS = {
     "chest_xray_pneumonia": chest_xray_pneumonia, "covid19_radiography": covid19_radiography,
     "lgg_mri_segmentation": lgg_mri_segmentation, "brain_tumor_mri": brain_tumor_mri, "busi": busi,
     "bone_fracture": bone_fracture, "nih_chestxray14": nih_chestxray14, "rsna_pneumonia": rsna_pneumonia,
+    "mura": mura, "ct_kidney": ct_kidney, "rsna_ich": rsna_ich,
 }

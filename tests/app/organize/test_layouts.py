@@ -24,6 +24,11 @@ EXPECTED = {
                                            "Infiltration": "consolidation"}, 5),
     "rsna_pneumonia": (4, "XR", "chest", {"abnormal": "other_anomaly", "normal": "normal",
                                           "Lung Opacity": "consolidation"}, 4),
+    "mura": (12, "XR", "bone", {"negative": "normal", "positive": "other_anomaly"}, 5),
+    "ct_kidney": (8, "CT", "abdomen", {"Cyst": "other_anomaly", "Normal": "normal", "Stone": "other_anomaly",
+                                       "Tumor": "tumor"}, None),
+    "rsna_ich": (3, "CT", "brain", {"subdural": "hemorrhage", "normal": "normal",
+                                    "epidural|subarachnoid": "hemorrhage"}, 3),
 }
 
 
@@ -58,3 +63,88 @@ def test_rsna_uses_its_table_and_keeps_patients_apart(ws, tmp_path: Path) -> Non
     assert {r["label_rule"] for r in rows} == {"label_table"}
     text = "".join(p.read_text() for p in ws.organized_path("rsna").rglob("*.csv"))
     assert "0004cfab" not in text.replace("data/", "").split("stage_2_train_images")[0], "patient ids pseudonymized"
+
+
+def _by_name(ws, name: str) -> dict[str, dict]:
+    rows = read_rows(ws.organized_path(name) / "labeled.csv") + read_rows(ws.organized_path(name) / "unlabeled.csv")
+    return {"/".join(Path(r["path"]).parts[-3:]): r for r in placed(ws, rows)}
+
+
+def test_lgg_pointed_at_its_own_folder_is_still_brain_mr(ws, tmp_path: Path) -> None:
+    LAYOUTS["lgg_mri_segmentation"](tmp_path / "d")
+    result = organize(ws, tmp_path / "d" / "lgg-mri-segmentation" / "kaggle_3m", "lgg", workers=1)
+    rows = _by_name(ws, "lgg").values()
+    assert result.items == 6 and result.unlabeled == 0
+    assert {(r["modality"], r["region"]) for r in rows} == {("MR", "brain")}
+
+
+def test_rsna_hemorrhage_subtypes_label_the_series_that_holds_them(ws, tmp_path: Path) -> None:
+    LAYOUTS["rsna_ich"](tmp_path / "d")
+    organize(ws, tmp_path / "d", "ich", workers=1)
+    rows = sorted(_by_name(ws, "ich").values(), key=lambda r: r["source_label"])
+    assert [(r["n_files"], r["source_label"], r["findings"]) for r in rows] == [
+        (3, "epidural|subarachnoid", "hemorrhage"), (3, "normal", ""), (3, "subdural", "")]
+
+
+def test_nih_multi_label_rows_keep_every_finding(ws, tmp_path: Path) -> None:
+    LAYOUTS["nih_chestxray14"](tmp_path / "d")
+    organize(ws, tmp_path / "d", "nih", workers=1)
+    rows = {Path(r["path"]).name: r for r in _by_name(ws, "nih").values()}
+    assert rows["00000001_001.png"]["source_label"] == "Cardiomegaly|Effusion"
+    assert rows["00000003_000.png"]["findings"] == "other_anomaly|pneumothorax"
+    assert rows["00000003_000.png"]["label"] == "pneumothorax"  # the telling finding is the class
+
+
+def _same_names_in_every_class_folder(root: Path) -> None:
+    """A fracture set with image1.png.. in each class folder, and a label table elsewhere
+    that names files by bare name (as many Kaggle sets do)."""
+    from tests.app.organize.layouts import png
+
+    for k, folder in enumerate(("fractured", "not fractured")):
+        for i in range(1, 4):
+            png(root / "bones" / folder / f"image{i}.png", value=40 + 10 * k + i)
+    (root / "extra").mkdir()
+    png(root / "extra" / "scan7.png", value=99)
+    (root / "extra" / "labels.csv").write_text("image,label\nimage1.png,fractured\nimage2.png,fractured\n"
+                                               "image3.png,fractured\nscan7.png,fractured\n")
+
+
+def test_a_table_naming_files_by_a_name_several_folders_share_labels_nothing_there(ws, tmp_path: Path) -> None:
+    _same_names_in_every_class_folder(tmp_path / "d")
+    result = organize(ws, tmp_path / "d", "bones", workers=1)
+    rows = _by_name(ws, "bones")
+    assert {k: r["source_label"] for k, r in rows.items()} == {
+        **{f"bones/fractured/image{i}.png": "fractured" for i in range(1, 4)},
+        **{f"bones/not fractured/image{i}.png": "not fractured" for i in range(1, 4)},
+        "d/extra/scan7.png": "fractured",  # a name unique in the tree: the table is trusted there
+    }
+    assert result.conflicts == 0
+    assert result.table_notes == ("extra/labels.csv (generic_csv): 1 row(s) applied; 3 name a file that several "
+                                  "folders hold and were not applied (give the table a column of paths)",)
+    report = __import__("json").loads((ws.organized_path("bones") / "scan_report.json").read_text())
+    assert report["label_tables"][0]["rows_naming_several_files"] == 3
+
+
+def test_a_table_that_disagrees_with_the_class_folder_leaves_the_item_unlabeled_and_says_so(ws, tmp_path: Path) -> None:
+    _same_names_in_every_class_folder(tmp_path / "d")
+    (tmp_path / "d" / "extra" / "labels.csv").write_text(
+        "path,label\nbones/fractured/image1.png,fractured\nbones/not fractured/image1.png,fractured\n"
+        "bones/not fractured/image2.png,not fractured\n")
+    result = organize(ws, tmp_path / "d", "bones", workers=1)
+    rows = _by_name(ws, "bones")
+    wrong = rows["bones/not fractured/image1.png"]
+    assert (wrong["labeled"], wrong["label"], wrong["label_rule"]) == (False, "", "conflict")
+    assert rows["bones/fractured/image1.png"]["label_rule"] == "label_table"  # both say fractured
+    assert rows["bones/not fractured/image2.png"]["source_label"] == "not fractured"
+    assert result.conflicts == 1
+    report = __import__("json").loads((ws.organized_path("bones") / "scan_report.json").read_text())
+    assert report["label_conflicts"] == [{"item": wrong["item"], "answers": {
+        "label_table": "fractured", "class_folder": "not fractured"}}]
+
+
+def test_a_table_with_paths_finds_its_files_when_the_top_folder_was_renamed(ws, tmp_path: Path) -> None:
+    LAYOUTS["ct_kidney"](tmp_path / "d")
+    (tmp_path / "d" / "CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone").rename(tmp_path / "d" / "kidney")
+    result = organize(ws, tmp_path / "d", "kidney", workers=1)
+    assert result.labeled == 8 and result.conflicts == 0
+    assert {r["label_rule"] for r in _by_name(ws, "kidney").values()} == {"label_table"}

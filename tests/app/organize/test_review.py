@@ -116,3 +116,33 @@ def test_a_held_out_class_is_unknown_in_training_and_present_in_test(demo_ws) ->
     assert {r["item"]: r["split"] for r in rows if r["label"] != "tumor"} == before
     with pytest.raises(DatasetError, match="hold out one of: fracture, hemorrhage"):
         hold_out_class(demo_ws, "demo", "normal", "x")
+
+
+def test_review_has_a_line_per_series_where_one_folder_holds_several(ws, tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+
+    from tests.app.organize.layouts import dicom
+
+    for patient, study in (("P1", "CHEST"), ("P2", "HEAD")):  # two series, their files side by side
+        series = generate_uid()
+        for k in range(3):
+            dicom(tmp_path / "export" / f"{patient}_{k}.dcm", modality="CT", patient=patient, study=study,
+                  series=series, position=float(k))
+    organize(ws, tmp_path / "export", "pacs", workers=1)
+    groups = review_groups(ws, "pacs")
+    assert sorted((g.region, g.items, g.files) for g in groups) == [("brain", 1, 3), ("chest", 1, 3)]
+    head = next(g for g in groups if g.region == "brain")
+    add_correction(ws, "pacs", head.folder, "label", "hemorrhage")
+    organize(ws, tmp_path / "export", "pacs", workers=1, replace=True)
+    labels = {g.region: g.label for g in review_groups(ws, "pacs")}
+    assert labels == {"brain": "hemorrhage", "chest": "(unlabeled)"}, "the correction is the one series'"
+
+
+def test_review_counts_conflicting_items(ws, tmp_path: Path) -> None:
+    (tmp_path / "d" / "normal").mkdir(parents=True)
+    for k in range(2):
+        png(tmp_path / "d" / "normal" / f"x{k}.png", value=30 + k)
+    (tmp_path / "d" / "labels.csv").write_text("path,label\nnormal/x0.png,tumor\nnormal/x1.png,normal\n")
+    organize(ws, tmp_path / "d", "c", workers=1)
+    (group,) = review_groups(ws, "c")
+    assert (group.items, group.conflicts, group.confidence) == (2, 1, 0.0)
