@@ -85,6 +85,7 @@ class Settings(_State):
 class ScanCache(_State):
     root: str
     files: dict[str, dict[str, Any]]
+    scanner: int = 1  # what the scanner that wrote it knew; an older one's records are read again
 
 
 class Corrections(_State):

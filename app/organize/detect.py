@@ -271,6 +271,7 @@ LABEL_NAMES = {
     "fracture": "fracture", "fractured": "fracture",
     "edema": "edema", "oedema": "edema", "atelectasis": "atelectasis",
     "pneumothorax": "pneumothorax", "effusion": "other_anomaly", "abnormal": "other_anomaly",
+    "lesion": "other_anomaly", "neoplasm": "tumor", "neoplasticlesion": "tumor",
     "positive": "other_anomaly",  # MURA: an abnormal study, of any kind
     "cyst": "other_anomaly", "stone": "other_anomaly", "kidneystone": "other_anomaly",
     # RSNA intracranial hemorrhage subtypes
@@ -318,6 +319,11 @@ def label_from_table(header: Header, path: PurePath) -> str | None:
     return header.get("LabelTable") or None
 
 
+def label_from_annotation(header: Header, path: PurePath) -> str | None:
+    """A DICOM SEG or RTSTRUCT that outlines a lesion in this series (app.organize.dicom_objects)."""
+    return header.get("AnnotatedLesion") or None
+
+
 def label_from_mask(header: Header, path: PurePath) -> str | None:
     """A lesion mask beside the image: non-empty means tumor (LGG, BUSI layouts)."""
     if "MaskNonEmpty" not in header:
@@ -328,6 +334,7 @@ def label_from_mask(header: Header, path: PurePath) -> str | None:
 LABEL_RULES = [
     RuleEntry("label_table", 1.0, label_from_table),
     RuleEntry("class_folder", 0.9, label_from_folder),
+    RuleEntry("dicom_seg_or_rtstruct", 0.85, label_from_annotation),
     RuleEntry("lesion_mask", 0.85, label_from_mask),
 ]
 

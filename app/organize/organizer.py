@@ -66,7 +66,7 @@ def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord]
     series: dict[str, list[FileRecord]] = defaultdict(list)
     items: list[tuple[list[FileRecord], str]] = []
     for record in records:
-        if record.format in ("table", "mask"):
+        if record.format in ("table", "mask", "annotation"):
             continue
         if record.format == "dicom":
             # A file with no series UID is a series of its own.
@@ -90,12 +90,13 @@ class Context:
     looks: dict[str, str] = field(default_factory=dict)  # 2D image folder -> its pixels' look
     splits: dict[str, str] = field(default_factory=dict)  # image path -> a given split (official lists)
     hits: dict[str, list[TableHit]] = field(default_factory=dict)  # image path -> what label tables say of it
+    annotations: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # series -> [(SEG|RTSTRUCT, lesion)]
     table_reports: list[TableReport] = field(default_factory=list)
     root_name: str = ""  # the name of the folder the user pointed at: read by the name rules too
 
 
 def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
-    tables, unused, masks, splits = [], [], {}, {}
+    tables, unused, masks, splits, annotations = [], [], {}, {}, {}
     for record in records:
         path = Path(record.path)
         if record.format == "table":
@@ -107,6 +108,9 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
                 splits.update(given)
             else:
                 unused.append(Skipped(str(path.relative_to(root)), _unused_table_reason(path)))
+        elif record.format == "annotation":
+            for series in record.header.get("References", []):
+                annotations.setdefault(series, []).append((record.header["Annotation"], record.header["Lesion"]))
         elif record.format == "mask":
             stem = path.name.split(".")[0]
             for suffix in MASK_SUFFIXES:
@@ -117,10 +121,10 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
             for folder in (path.parent, path.parent.parent, path.parent.parent / "images"):
                 key = (str(folder), stem)
                 masks[key] = masks.get(key, False) or nonempty
-    index = TreeIndex(r.path for r in records if r.format not in ("table", "mask"))
+    index = TreeIndex(r.path for r in records if r.format not in ("table", "mask", "annotation"))
     matches = match_tables(tables, index)
     context = Context(tables, masks, secret, splits=match_keys(splits, index), hits=matches.hits,
-                      table_reports=matches.reports, root_name=root.name)
+                      table_reports=matches.reports, root_name=root.name, annotations=annotations)
     return context, unused
 
 
@@ -163,6 +167,10 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     mask_key = (str(path.parent), path.name.split(".")[0])
     if mask_key in context.masks:
         header["MaskNonEmpty"] = context.masks[mask_key]
+    marks = context.annotations.get(middle.series_uid, []) if kind == "dicom_series" else []
+    lesion = next((lesion for _, lesion in marks if lesion), "")
+    if lesion:
+        header["AnnotatedLesion"] = lesion
     if kind == "image2d" and str(path.parent) in context.looks:
         header["ImageLook"] = context.looks[str(path.parent)]
     modality = detect(MODALITY_RULES, header, relative, default="OT")
@@ -192,10 +200,12 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
         "label_rule": label.rule if label.value or conflict else "", "label_confidence": label.confidence,
         **({"conflict": {"label_table": table_label, "class_folder": folder_label}} if conflict else {}),
         "sha256": files[0].sha256 if len(files) == 1 else series_hash,
+        "annotations": "|".join(sorted({kind for kind, _ in marks})),
         "split": "",
     }
 
 
+SCANNER_VERSION = 2  # 2: non-image DICOM objects (SEG, SR, ...) and DICOMDIR are told apart
 MAX_WORKERS = 32  # more scan processes than this only add memory
 
 
@@ -272,13 +282,14 @@ def _organize(
     source = source_id(ws.secret(), ws.relative(root))  # the cache names neither the folder nor its files
     cache_path = ws.data_dir / "cache" / f"scan-{source}.json"
     _drop_old_caches(cache_path.parent)
-    cached = read_state_or(cache_path, Kind.SCAN_CACHE, {"root": source, "files": {}})["files"]
+    cache = read_state_or(cache_path, Kind.SCAN_CACHE, {"root": source, "files": {}})
+    cached = cache["files"] if cache.get("scanner", 1) == SCANNER_VERSION else {}
     records, skipped, fresh = scan_tree(root, ws.secret(), workers=workers, cache=cached, progress=progress)
-    write_state(cache_path, Kind.SCAN_CACHE, {"root": source, "files": fresh})
+    write_state(cache_path, Kind.SCAN_CACHE, {"root": source, "files": fresh, "scanner": SCANNER_VERSION})
     ws.private.add_identifiers({h for r in records for h in r.identifiers})
     context, unused = _context(records, ws.secret(), root)
     skipped += unused
-    if not any(r.format not in ("table", "mask") for r in records):
+    if not any(r.format not in ("table", "mask", "annotation") for r in records):
         reasons = Counter(s.reason.split(":")[0] for s in skipped).most_common(3)
         why = "; ".join(f"{n} {reason}" for reason, n in reasons)
         raise DatasetError(

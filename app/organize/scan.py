@@ -21,6 +21,7 @@ from typing import Any
 from app.children import die_with_parent
 from app.imaging import MAX_VOXELS, check_image_size, check_volume_size
 from app.organize.detect import PATIENT_RULES, description_keywords, detect
+from app.organize.dicom_objects import ANNOTATIONS, annotation_facts, not_an_image, skip_reason
 from app.organize.privacy import pseudonymize
 from app.private import identifier_tokens, item_id, token_hash
 from app.progress import Progress, report
@@ -30,7 +31,7 @@ VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 TABLES = (".csv",)
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label")
 MASK_FOLDERS = {"masks", "mask", "segmentations", "ground_truth", "groundtruth"}
-IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "DICOMDIR"}
+IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "desktop.ini"}  # clutter, not data: no line
 # The only DICOM tags the scanner keeps. No name, birth date, address or accession; of the
 # free-text descriptions only the words a detection rule reads (description_keywords).
 KEPT_TAGS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
@@ -58,6 +59,15 @@ class FileRecord:
 class Skipped:
     path: str
     reason: str
+
+
+class NotAnImage(Exception):
+    """A DICOM object that holds no image: ``kind`` (dicom_objects.WHAT); for SEG and RTSTRUCT,
+    the series they mark up and the lesion they outline."""
+
+    def __init__(self, kind: str, series: list[str] | None = None, lesion: str = "") -> None:
+        super().__init__(kind)
+        self.kind, self.series, self.lesion = kind, series or [], lesion
 
 
 def is_mask(path: Path) -> bool:
@@ -268,6 +278,14 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
         READ_TAG_NUMBERS.extend(READ_TAG_NUMBERS_BY_NAME.values())
     raw, syntax = _raw_elements(handle) or _raw_elements_dcmread(handle)
     values = {k: _text(raw, k) for k in READ_TAGS}
+    kind = not_an_image(values["SOPClassUID"], values["Modality"])
+    if kind in ANNOTATIONS:
+        import pydicom
+
+        handle.seek(0)
+        raise NotAnImage(kind, *annotation_facts(pydicom.dcmread(handle, stop_before_pixels=True, force=True), kind))
+    if kind:
+        raise NotAnImage(kind)
     problem = _pixel_data_problem(handle, size, syntax, raw, values["NumberOfFrames"])
     if problem:
         raise ValueError(problem)
@@ -309,6 +327,8 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
                 return Skipped(shown, "broken symbolic link"), signature
         if info.st_size == 0:
             return Skipped(shown, "empty file"), signature
+        if path.name.upper() == "DICOMDIR":
+            return Skipped(shown, skip_reason("DICOMDIR")), signature
         kind = file_format(path)
         if kind is None:
             return Skipped(shown, "not an image format this tool reads"), signature
@@ -341,6 +361,13 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
         found = detect(PATIENT_RULES, header, PurePath(shown))
         if found.rule != "none":
             record.patient, record.patient_rule = pseudonymize(secret, found.value), found.rule
+        return record, signature
+    except NotAnImage as obj:
+        if obj.kind not in ANNOTATIONS:
+            return Skipped(shown, skip_reason(obj.kind)), signature
+        record.format = "annotation"  # not an item: it marks up the series it references
+        record.header = {"Annotation": obj.kind, "Lesion": obj.lesion,
+                         "References": [pseudonymize(secret, uid, "S") for uid in obj.series]}
         return record, signature
     except PermissionError:
         return Skipped(shown, "permission denied"), signature
