@@ -8,6 +8,7 @@ volumes give their middle axial slice; everything else is scaled between its
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,11 +49,28 @@ def _first(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def read_dicom_2d(path: Path) -> np.ndarray:
+def open_dicom(path: Path) -> Any:
+    """A DICOM file with its pixels ready to decode, old headerless (ACR-NEMA style) files included:
+    those lack the meta group and often the photometric interpretation, which are filled in
+    with the only values they can have (implicit VR little endian; grey, black is low)."""
     import pydicom
+
+    ds = pydicom.dcmread(path, force=True)
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        ds.file_meta = meta if meta is not None else pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    if "PixelData" in ds and "SamplesPerPixel" not in ds:
+        ds.SamplesPerPixel = 1
+    if "PixelData" in ds and "PhotometricInterpretation" not in ds and ds.SamplesPerPixel == 1:
+        ds.PhotometricInterpretation = "MONOCHROME2"
+    return ds
+
+
+def read_dicom_2d(path: Path) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
-    ds = pydicom.dcmread(path)
+    ds = open_dicom(path)
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     frames = int(float(ds.get("NumberOfFrames", 1) or 1))
     check_volume_size((rows, columns, frames, int(ds.get("SamplesPerPixel", 1) or 1)), path.name)

@@ -83,8 +83,9 @@ def find_items(path: Path) -> list[Item]:
     Raises:
         DatasetError: the path does not exist or holds no image this tool reads.
     """
-    from app.organize.detect import MODALITY_RULES, REGION_RULES, detect
+    from app.organize.detect import MODALITY_RULES, REGION_RULES, described_regions, detect
     from app.organize.organizer import _group
+    from app.organize.pixel_rules import fill_regions
     from app.organize.scan import FileRecord, scan_file, scan_tree
 
     path = Path(path).expanduser().resolve()
@@ -96,18 +97,24 @@ def find_items(path: Path) -> list[Item]:
     else:  # one file: read it alone, not its whole folder
         found, _ = scan_file(path, root, b"predict")
         records, skipped = ([found], []) if isinstance(found, FileRecord) else ([], [found])
-    items = []
+    items, rows = [], []
     for files, kind in _group(records, root):
         middle = files[len(files) // 2]
         relative = PurePath(Path(middle.path).relative_to(root))
         # The rules also read the name of the folder given (a folder called chest_xray says chest).
         seen_as = PurePath(root.name) / relative
+        modality = detect(MODALITY_RULES, middle.header, seen_as, default="OT")
+        region = detect(REGION_RULES, middle.header, seen_as)
+        named = described_regions(middle.header) if region.rule in ("dicom_body_part", "dicom_description") else []
+        rows.append({"kind": kind, "modality": modality.value, "modality_rule": modality.rule, "region": region.value,
+                     "regions": "|".join(named) if len(named) > 1 else ""})
         items.append(Item(
             name=str(relative.parent / f"{relative.name} (+{len(files) - 1} slices)") if len(files) > 1 else str(relative),
-            files=[Path(f.path) for f in files], kind=kind,
-            modality=detect(MODALITY_RULES, middle.header, seen_as, default="OT").value,
-            region=detect(REGION_RULES, middle.header, seen_as).value,
+            files=[Path(f.path) for f in files], kind=kind, modality=modality.value, region=region.value,
         ))
+    fill_regions(rows, [[str(f) for f in item.files] for item in items])  # as the organizer does
+    for item, row in zip(items, rows):
+        item.modality, item.region = row["modality"], row["region"]
     if not items:
         reasons = sorted({s.reason for s in skipped})[:3]
         raise DatasetError(f"No image this tool reads under {path}" + (f" ({'; '.join(reasons)})" if reasons else "")

@@ -61,7 +61,7 @@ def description_keywords(text: str) -> str:
     """The words of a free-text DICOM description that a rule here reads, and no other: what
     the scanner keeps of StudyDescription, SeriesDescription and ProtocolName (free text can
     hold names and dates, so it is never stored)."""
-    known = set().union(*MODALITY_WORDS.values()) | set(REGION_WORDS) | set(BODY_PART_TAGS)
+    known = set().union(*MODALITY_WORDS.values(), *REGION_WORDS.values()) | set(BODY_PART_TAGS)
     return " ".join(sorted(_tokens(text) & known))
 
 
@@ -168,6 +168,24 @@ def region_from_description(header: Header, path: PurePath) -> str | None:
     return _words_to_value(_tokens(" ".join(str(header.get(k, "")) for k in keys)), REGION_WORDS)
 
 
+def described_regions(header: Header) -> list[str]:
+    """Every region the body part tag and the descriptions name ("CT ABD AND PELVIS WITH CHEST
+    IMAGES": abdomen, pelvis, chest); more than one leaves the main one to the pixels."""
+    words = _tokens(" ".join(str(header.get(k, "")) for k in ("StudyDescription", "SeriesDescription", "ProtocolName")))
+    found = [region for region, keys in REGION_WORDS.items() if words & keys]
+    body_part = region_from_body_part(header, PurePath())
+    if str(header.get("BodyPartExamined", "")).upper().replace(" ", "_") in ("CHEST_TO_PELVIS", "CHESTABDPELVIS"):
+        found += ["chest", "abdomen", "pelvis"]
+    elif body_part:
+        found.append(body_part)
+    return sorted(set(found))
+
+
+def region_from_modality(header: Header, path: PurePath) -> str | None:
+    """Mammography images nothing but the breast."""
+    return "breast" if str(header.get("Modality", "")).upper() == "MG" else None
+
+
 def region_from_names(header: Header, path: PurePath) -> str | None:
     for part in _folders(path):
         found = _words_to_value(_tokens(part), REGION_WORDS)
@@ -204,6 +222,7 @@ def region_from_table(header: Header, path: PurePath) -> str | None:
 
 REGION_RULES = [
     RuleEntry("dicom_body_part", 1.0, region_from_body_part),
+    RuleEntry("mammography", 0.95, region_from_modality),
     RuleEntry("dicom_description", 0.8, region_from_description),
     RuleEntry("label_table_layout", 0.7, region_from_table),
     RuleEntry("folder_or_file_name", 0.6, region_from_names),

@@ -24,9 +24,10 @@ from app.atomic import swap_in, temp_sibling
 from app.cube_store import STORE_SUFFIXES
 from app.errors import DatasetError
 from app.organize.detect import (
-    LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, Detected, anomaly_class, detect, findings,
-    label_from_folder,
+    LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, Detected, anomaly_class, described_regions, detect,
+    findings, label_from_folder,
 )
+from app.organize.pixel_rules import fill_regions
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
 from app.organize.privacy import pseudonymize
@@ -175,6 +176,7 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
         header["ImageLook"] = context.looks[str(path.parent)]
     modality = detect(MODALITY_RULES, header, relative, default="OT")
     region = detect(REGION_RULES, header, relative)
+    named = described_regions(header) if region.rule in ("dicom_body_part", "dicom_description") else []
     label = detect(LABEL_RULES, header, relative, default="")
     if conflict:  # never resolved silently: unlabeled, and said in the scan report and the review
         label = Detected("", "conflict", 0.0)
@@ -193,6 +195,8 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
         "modality": modality.value, "modality_rule": modality.rule,
         "modality_confidence": modality.confidence,
         "region": region.value, "region_rule": region.rule, "region_confidence": region.confidence,
+        # every region named (the pixels pick the main one, app.organize.pixel_rules), else the one found
+        "regions": "|".join(named) if len(named) > 1 else ("" if region.value == "unknown" else region.value),
         "label": anomaly_class(label.value) if label.value else "",
         "source_label": label.value,
         "findings": findings(label.value),
@@ -205,7 +209,9 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     }
 
 
-SCANNER_VERSION = 2  # 2: non-image DICOM objects (SEG, SR, ...) and DICOMDIR are told apart
+# 2: non-image DICOM objects (SEG, SR, ...) and DICOMDIR told apart; 3: every region word of a
+# description kept (only the body part tag's words were)
+SCANNER_VERSION = 3
 MAX_WORKERS = 32  # more scan processes than this only add memory
 
 
@@ -301,6 +307,7 @@ def _organize(
     context.looks = folder_looks([Path(files[0].path) for files, kind in groups if kind == "image2d"])
     report(progress, "Looking at 2D images", 1, 1)
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
+    fill_regions(rows, [[f.path for f in files] for files, _ in groups], progress)
     apply_corrections(rows, load_corrections(ws, name), ws.secret())
     assign_splits(rows, fractions, seed)
     _given_splits(rows, {ws.relative(Path(p)): split for p, split in context.splits.items()})

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from app.workspace import Workspace
 
 ROW_KEYS = [
-    "item", "kind", "format", "series_id", "n_files", "patient_id", "modality", "region",
+    "item", "kind", "format", "series_id", "n_files", "patient_id", "modality", "region", "regions",
     "label", "source_label", "findings", "labeled", "split", "modality_rule", "modality_confidence",
     "region_rule", "region_confidence", "label_rule", "label_confidence", "sha256", "annotations",
 ]

@@ -1,0 +1,255 @@
+"""The body region from the pixels, when no tag, description or name tells it.
+
+Each rule reads what a radiologist reads first, and answers only when it is clear:
+
+- CT in Hounsfield units, per slice: a closed ring of bone around soft tissue is a
+  skull (brain); aerated lung (under -300 HU: ground glass counts) over a tenth of the
+  body's cross-section, not in its front third (bowel gas), is the chest; a body at least
+  20 cm wide with neither is the abdomen. A series is judged on three slices (a
+  quarter, half and three quarters of the way), and the region most of them show is
+  the main one; every region seen is kept (``regions``), by how many slices show it.
+- Radiographs (XR, and 2D pictures that look like one): two dark lung fields either
+  side of a bright mediastinum, on the rows where lungs are, is a chest film.
+- MR with a known pixel size: one rounded object with air all round it, 13 to 26 cm
+  across (16.5 cm at least along its long axis), is a head; a volume must hold all of
+  it: at least 12 cm in every direction, 13 cm in two, and under 26 cm in all.
+
+Anything else gets no answer here: an unknown region is shown to the user and can be
+corrected in the review; a wrong one is worse. scipy.ndimage does the image work.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+AIR_HU = -500  # below this: air (outside the body, in the lungs)
+LUNG_HU = -300  # aerated lung, ground glass included (diseased lungs are not black)
+LUNG_FRACTION = 0.10  # of the body's cross-section: chest slices 0.11-0.25, abdomen 0.01-0.09 in the real test set
+BONE_HU = 300
+MIN_BODY_MM = 200  # an abdomen is wider than this; a neck or a limb is not
+HEAD_MM = (130, 260)  # the extent of an adult head's outline, in mm
+HEAD_LONG_MM = 165  # its long axis at least (a knee in profile: 158)
+CHEST_PROFILE = 0.3  # how much brighter the mediastinum is than the darker lung field (0-1 scale)
+
+
+@dataclass
+class Pixels:
+    """What the region rules read: raw slices (HU for CT), their pixel size, a volume's extent."""
+
+    slices: list[np.ndarray]
+    spacing: float | None = None  # mm per pixel in-plane
+    extent_mm: tuple[float, float, float] | None = None  # a volume's foreground extent (z, y, x)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PixelRegion:
+    region: str
+    coverage: float  # the fraction of the slices read that show it
+    regions: tuple[str, ...]  # every region a slice showed, most slices first
+
+
+def read_pixels(paths: list[Path], kind: str) -> Pixels | None:
+    """The slices of one item (a 2D file, a volume, or a sorted DICOM series); None if unreadable."""
+    try:
+        if kind == "dicom_series":
+            picks = sorted({paths[int(len(paths) * f)] for f in (0.25, 0.5, 0.75)}, key=paths.index)
+            slices, spacing = [], None
+            for path in picks:
+                values, spacing = _dicom_values(path)
+                slices.append(values)
+            return Pixels(slices, spacing)
+        if kind == "volume":
+            return _volume(paths[0])
+        from PIL import Image
+
+        with Image.open(paths[0]) as image:
+            return Pixels([np.asarray(image.convert("L"), dtype=np.float32)])
+    except Exception:  # a file the scan read but pixels that do not decode: no answer from here
+        return None
+
+
+def _dicom_values(path: Path) -> tuple[np.ndarray, float | None]:
+    from pydicom.pixels import apply_modality_lut
+
+    from app.imaging import open_dicom
+
+    ds = open_dicom(path)
+    pixels = ds.pixel_array
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if pixels.ndim == 4 or (pixels.ndim == 3 and samples == 1):
+        pixels = pixels[len(pixels) // 2]  # multi-frame: the middle frame
+    if pixels.ndim == 3:
+        pixels = pixels.mean(axis=-1)
+    values = apply_modality_lut(pixels, ds).astype(np.float32) if samples == 1 else pixels.astype(np.float32)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        values = values.max() - values
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    return values, (float(spacing[0]) if spacing else None)
+
+
+def _volume(path: Path) -> Pixels:
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(path))
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        image = sitk.VectorIndexSelectionCast(image, 0)
+    if image.GetDimension() == 2:
+        return Pixels([sitk.GetArrayFromImage(image).astype(np.float32)], float(image.GetSpacing()[0]))
+    if image.GetDimension() == 4:
+        size = list(image.GetSize())
+        image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
+    image = sitk.DICOMOrient(image, "LPS")  # array axis 0 runs feet to head: axial slices
+    volume = sitk.GetArrayFromImage(image).astype(np.float32)
+    spacing = image.GetSpacing()  # x, y, z
+    slices = [volume[int(len(volume) * f)] for f in (0.25, 0.5, 0.75)]
+    body = volume > _background_level(volume)
+    extent = None
+    if body.any():
+        nonzero = [np.nonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))[0] for axis in range(3)]
+        sizes = [(n[-1] - n[0] + 1) for n in nonzero]
+        extent = (sizes[0] * spacing[2], sizes[1] * spacing[1], sizes[2] * spacing[0])
+    return Pixels(slices, float(spacing[0]), extent)
+
+
+def _background_level(values: np.ndarray) -> float:
+    """Between air and tissue in a picture without units: half Otsu's threshold of the 1-99.5% range."""
+    from skimage.filters import threshold_otsu
+
+    low, high = np.percentile(values, [1, 99.5])
+    if high <= low:
+        return float(high)
+    sample = np.clip((values.ravel()[:: max(1, values.size // 200_000)] - low) / (high - low), 0, 1)
+    return float(low + (high - low) * 0.5 * threshold_otsu(sample))
+
+
+def _body(mask: np.ndarray) -> np.ndarray | None:
+    """The largest connected object, its holes filled (lungs, skull contents)."""
+    from scipy import ndimage as ndi
+
+    labels, count = ndi.label(mask)
+    if count == 0:
+        return None
+    sizes = ndi.sum(mask, labels, range(1, count + 1))
+    return ndi.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
+
+
+def _is_hu(values: np.ndarray) -> bool:
+    """Hounsfield units: air near -1000 and bone or contrast well above water."""
+    return float(values.min()) < -700 and float(values.max()) > 200
+
+
+def ct_slice_region(values: np.ndarray, spacing: float | None) -> str | None:
+    """brain, chest or abdomen for one CT slice in HU; None when it is not clear."""
+    from scipy import ndimage as ndi
+
+    body = _body(values > AIR_HU)
+    if body is None or body.sum() < 0.02 * body.size:
+        return None
+    area = float(body.sum())
+    bone = body & (values > BONE_HU)
+    enclosed = ndi.binary_fill_holes(bone) & ~bone
+    if enclosed.sum() > 0.4 * area:
+        return "brain"  # a closed ring of bone around most of the cross-section: the skull
+    if _edge(body) > 0.1:
+        return None  # the field of view cuts the body (a heart- or spine-centred reconstruction)
+    lungs = body & (values < LUNG_HU)
+    if lungs.sum() > LUNG_FRACTION * area:
+        rows = np.nonzero(body.any(axis=1))[0]
+        depth = (np.nonzero(lungs)[0].mean() - rows[0]) / (rows[-1] - rows[0] + 1)
+        if depth > 0.35:
+            return "chest"  # aerated lung, ill or not, behind the front third: not bowel gas
+    if spacing:
+        columns = np.nonzero(body.any(axis=0))[0]
+        if (columns[-1] - columns[0] + 1) * spacing >= MIN_BODY_MM:
+            return "abdomen"
+    return None
+
+
+def _edge(body: np.ndarray) -> float:
+    """How much of the image's border the body covers (0: air all round it)."""
+    return float(np.concatenate([body[0], body[-1], body[:, 0], body[:, -1]]).mean())
+
+
+def chest_film(values: np.ndarray) -> bool:
+    """Two dark lung fields either side of a bright mediastinum: a frontal chest radiograph."""
+    from scipy import ndimage as ndi
+
+    low, high = np.percentile(values, [1, 99.5])
+    if high <= low:
+        return False
+    scaled = np.clip((values - low) / (high - low), 0, 1)
+    h, w = scaled.shape
+    profile = ndi.uniform_filter1d(scaled[int(h * 0.3) : int(h * 0.65)].mean(axis=0), max(1, w // 20))
+
+    def part(a: float, b: float) -> np.ndarray:
+        return profile[int(w * a) : max(int(w * b), int(w * a) + 1)]
+
+    middle = part(0.42, 0.58).max()
+    left, right = part(0.12, 0.45).min(), part(0.55, 0.88).min()
+    return bool(middle - max(left, right) > CHEST_PROFILE)
+
+
+def mr_head(values: np.ndarray, spacing: float | None, extent: tuple[float, float, float] | None) -> bool:
+    """One rounded object with air all round it, the size of a head (needs the pixel size)."""
+    if not spacing:
+        return False
+    body = _body(values > _background_level(values))
+    if body is None:
+        return False
+    if _edge(body) > (0.2 if extent else 0.05):
+        return False  # cut by the field of view: a trunk or a limb, not a whole head
+    rows, columns = np.nonzero(body.any(axis=1))[0], np.nonzero(body.any(axis=0))[0]
+    fill = body.sum() / (np.pi / 4 * (rows[-1] - rows[0] + 1) * (columns[-1] - columns[0] + 1))
+    if fill < 0.8:
+        return False  # not an ellipse: two legs, two breasts, a hand
+    low, high = HEAD_MM
+    if extent:  # a volume: the whole head in it, not a slab (its middle slice may be near the top)
+        small, middle, large = sorted(extent)
+        return small >= 120 and middle >= low and large <= high
+    height, width = (rows[-1] - rows[0] + 1) * spacing, (columns[-1] - columns[0] + 1) * spacing
+    short, long = sorted((height, width))
+    return low <= short and HEAD_LONG_MM <= long <= high and short / long > 0.65
+
+
+def region_from_pixels(pixels: Pixels, modality: str, candidates: tuple[str, ...] = ()) -> PixelRegion | None:
+    """The region the slices show, for a modality whose rule is above; None when unclear.
+
+    ``candidates``: regions the descriptions name; a slice's answer outside them is not
+    counted (a "chest and abdomen" study is one or the other, slice by slice)."""
+    if modality == "CT":
+        if not all(_is_hu(s) for s in pixels.slices):
+            return None
+        votes = [ct_slice_region(s, pixels.spacing) for s in pixels.slices]
+    elif modality == "XR":
+        votes = ["chest" if chest_film(s) else None for s in pixels.slices]
+    elif modality in ("MR", "OT") and pixels.extent_mm:  # a volume: judged whole, on its middle slice
+        middle = pixels.slices[len(pixels.slices) // 2]
+        votes = ["brain" if mr_head(middle, pixels.spacing, pixels.extent_mm) else None]
+    elif modality == "MR" or (modality == "OT" and pixels.spacing):  # the outline's shape and size only
+        votes = ["brain" if mr_head(s, pixels.spacing, None) else None for s in pixels.slices]
+    else:
+        return None
+    seen = Counter(v for v in votes if v and (not candidates or v in candidates))
+    if not seen:
+        return None
+    region, count = seen.most_common(1)[0]
+    if count * 2 <= len(votes):
+        return None  # most slices said nothing clear
+    return PixelRegion(region, count / len(votes), tuple(r for r, _ in seen.most_common()))
+
+
+def looks_like_ct(pixels: Pixels) -> bool:
+    """Values in Hounsfield units on every slice: air near -1000, soft tissue near 0 (a volume
+    whose file says nothing of its modality: NIfTI CT is as common as NIfTI MR)."""
+    for values in pixels.slices:
+        if not _is_hu(values):
+            return False
+        air, tissue = np.mean(values < AIR_HU), np.mean((values > -100) & (values < 150))
+        if air < 0.002 or tissue < 0.05:  # a crop inside the body holds little air, but some
+            return False
+    return bool(pixels.slices)

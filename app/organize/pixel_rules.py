@@ -1,0 +1,82 @@
+"""The region from the pixels (app.organize.anatomy), for the items the other rules leave open.
+
+An item is read when no tag, description or name gave its region, or when its
+descriptions name several ("CT ABD AND PELVIS WITH CHEST IMAGES"): then the slices say
+which of them the series mostly shows. Items of one folder come from one source, so a
+folder of many items is judged on a few evenly spaced ones; only when those agree does
+the answer stand for the rest (``sibling_agreement``, weaker), else each item is read.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path, PurePath
+from typing import Any
+
+from app.organize.anatomy import looks_like_ct, read_pixels, region_from_pixels
+from app.progress import Progress, report
+
+SAMPLE = 8
+PIXELS = ("pixels", 0.5)
+CHOSEN_BY_PIXELS = ("description_and_pixels", 0.8)  # named in the descriptions, and what the slices show
+SIBLINGS = ("sibling_agreement", 0.4)
+
+
+HOUNSFIELD = ("hounsfield_values", 0.6)
+
+
+def needs_pixels(row: dict[str, Any]) -> bool:
+    return row["region"] == "unknown" or len(row.get("regions", "").split("|")) > 1
+
+
+def _read(row: dict[str, Any], paths: list[Path]) -> Any:
+    pixels = read_pixels(paths, row["kind"])
+    if pixels is None:
+        return None
+    if row["kind"] == "volume" and row["modality_rule"] in ("file_format", "none") and looks_like_ct(pixels):
+        row["modality"], (row["modality_rule"], row["modality_confidence"]) = "CT", HOUNSFIELD
+    candidates = tuple(row["regions"].split("|")) if "|" in row.get("regions", "") else ()
+    return region_from_pixels(pixels, row["modality"], candidates)
+
+
+def _set(row: dict[str, Any], found: Any, rule: tuple[str, float]) -> None:
+    if "|" in row.get("regions", ""):
+        rule = CHOSEN_BY_PIXELS if rule == PIXELS else SIBLINGS
+        row["regions"] = "|".join([found.region, *(r for r in row["regions"].split("|") if r != found.region)])
+    else:
+        row["regions"] = "|".join(found.regions)
+    row["region"], (row["region_rule"], row["region_confidence"]) = found.region, rule
+
+
+def fill_regions(rows: list[dict[str, Any]], files: list[list[str]], progress: Progress | None = None) -> int:
+    """Regions from pixels for the rows that need them (in place); ``files[i]`` are row i's
+    files in slice order. Returns the items whose pixels were read."""
+    by_folder: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        if needs_pixels(row) and row["modality"] in ("CT", "MR", "XR", "OT"):
+            by_folder[str(PurePath(files[i][0]).parent)].append(i)
+    total, done, read = sum(len(v) for v in by_folder.values()), 0, 0
+    report(progress, "Reading regions from pixels", 0, max(total, 1))
+    for members in by_folder.values():
+        sample = members[:: max(1, len(members) // SAMPLE)][:SAMPLE] if len(members) > SAMPLE else members
+        found = {i: _read(rows[i], [Path(f) for f in files[i]]) for i in sample}
+        read += len(sample)
+        for i, answer in found.items():
+            if answer:
+                _set(rows[i], answer, PIXELS)
+        rest = [i for i in members if i not in found]
+        answers = {a.region for a in found.values() if a}
+        if rest and len(answers) == 1 and all(found.values()):
+            region = next(a for a in found.values() if a)
+            for i in rest:
+                if "|" not in rows[i].get("regions", "") or region.region in rows[i]["regions"].split("|"):
+                    _set(rows[i], region, SIBLINGS)
+        elif rest:
+            for i in rest:  # the sample disagrees or is unsure: each item speaks for itself
+                answer = _read(rows[i], [Path(f) for f in files[i]])
+                read += 1
+                if answer:
+                    _set(rows[i], answer, PIXELS)
+        done += len(members)
+        report(progress, "Reading regions from pixels", done, max(total, 1))
+    return read

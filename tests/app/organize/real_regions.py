@@ -1,0 +1,79 @@
+"""What region each real image under ../shared/data shows, and neutral copies that hide it.
+
+The truth comes from the files' own tags and sources (regions/README.md) and, for the
+COVID-19-NY-SBU slices, from looking at them: eight of those twenty "chest CT" slices
+are abdominal (kidneys, bowel, liver below the lungs), although their studies say chest.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+REGION_FOLDERS = {
+    "brain_head": "brain", "neck": "neck", "chest": "chest", "cardiac": "cardiac", "abdomen": "abdomen",
+    "pelvis": "pelvis", "spine": "spine", "upper_extremity": "bone", "lower_extremity": "bone", "breast": "breast",
+}
+ABDOMINAL_COVID_SLICES = {
+    "A027284_19000925-116.dcm", "A027284_19001231-131.dcm", "A058062_19001231-084.dcm", "A058062_19010108-078.dcm",
+    "A062055_19001127-136.dcm", "A062055_19001228-131.dcm", "A067967_19001006-028.dcm", "A067967_19001231-270.dcm",
+}
+# Tags that say the region in words: what a neutral copy leaves out (the modality stays).
+DESCRIPTIVE_TAGS = ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName",
+                    "WindowCenterWidthExplanation", "ImageComments", "RequestedProcedureDescription",
+                    "PerformedProcedureStepDescription")
+
+
+def true_region(path: Path, data: Path) -> str | None:
+    """The region ``path`` shows, or None for files that are not images of ours to judge."""
+    parts = path.relative_to(data).parts
+    if parts[0] == "regions" and len(parts) > 2:
+        return REGION_FOLDERS.get(parts[1])
+    if parts[0] == "xray":
+        return "chest"
+    if parts[0] == "nifti":
+        return "brain"
+    if parts[0] == "dicom":
+        folder = parts[1]
+        if folder == "ct_chest_covid_slices":
+            return "abdomen" if path.name in ABDOMINAL_COVID_SLICES else ("chest" if path.suffix == ".dcm" else None)
+        if folder in ("mr_brain_t1w_series", "ct_head_jpeg"):
+            return "brain" if path.suffix == ".dcm" else None
+        if folder == "mixed_cta_cr_mr":
+            if "CR" in path.name:
+                return "chest"
+            return "cardiac" if path.name.startswith("osirix") else "brain"
+    return None
+
+
+def image_files(data: Path) -> list[Path]:
+    """Every image file under ``data`` whose region is known."""
+    return [p for p in sorted(data.rglob("*")) if p.is_file() and true_region(p, data)]
+
+
+def neutral_copy(data: Path, target: Path) -> dict[str, tuple[str, str]]:
+    """Copy every image under neutral names (``itemNN/fileK``, extension kept), DICOM files without
+    their descriptive tags; the files of one folder stay together (a series stays a series).
+    Returns copied path -> (true region, the original's path under ``data``)."""
+    from app.imaging import open_dicom
+
+    truth: dict[str, tuple[str, str]] = {}
+    folders: dict[Path, Path] = {}
+    for k, path in enumerate(image_files(data)):
+        folder = folders.setdefault(path.parent, target / f"item{len(folders):02d}")
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+        copy = folder / f"file{k:03d}{suffix}"
+        if suffix.lower() in (".dcm", ""):
+            ds = open_dicom(path)
+            present = [t for t in DESCRIPTIVE_TAGS if t in ds]
+            for tag in present:
+                delattr(ds, tag)
+            if present:
+                ds.save_as(copy)
+            else:
+                shutil.copyfile(path, copy)
+        else:
+            shutil.copyfile(path, copy)
+        truth[str(copy)] = (true_region(path, data) or "", str(path.relative_to(data)))
+    return truth

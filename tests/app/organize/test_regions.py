@@ -1,0 +1,117 @@
+"""The region from the pixels, on real images whose names and tags say nothing of it.
+
+Every real image under ../shared/data is copied under a neutral name (item03/file017.dcm),
+its descriptive DICOM tags removed (tests/app/organize/real_regions.py); what the
+organizer then finds can only come from the pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.organize.organizer import organize
+from app.organize.rows import read_rows, row_place
+from tests.app.organize.real_regions import ABDOMINAL_COVID_SLICES, neutral_copy
+from tests.conftest import shared
+
+
+def _rows(ws, name: str) -> list[dict]:
+    out = ws.organized_path(name)
+    rows = read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv")
+    for row in rows:
+        files = ws.private.item(row["item"]).get("files") or [row_place(ws, row)]
+        row["place"] = str(ws.resolve(files[len(files) // 2]).resolve())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def neutral(tmp_path_factory) -> dict[str, dict]:
+    """Original path under ../shared/data -> its row, organized from a neutral copy."""
+    from app.workspace import Workspace
+
+    data = shared("regions").parent
+    target = tmp_path_factory.mktemp("neutral")
+    copies = {str(Path(k).resolve()): v for k, v in neutral_copy(data, target / "copy").items()}
+    ws = Workspace.open(target / "ws")
+    organize(ws, target / "copy", "neutral", workers=2)
+    return {copies[r["place"]][1]: {**r, "truth": copies[r["place"]][0]} for r in _rows(ws, "neutral")}
+
+
+def test_nothing_in_the_neutral_copies_names_the_region(neutral) -> None:
+    assert {r["region_rule"] for r in neutral.values()} <= {"pixels", "none", "sibling_agreement"}
+
+
+@pytest.mark.parametrize("name", sorted(f"dicom/ct_chest_covid_slices/{n}" for n in (
+    "A002304_19001231-076.dcm", "A046441_19001111-045.dcm", "A046441_19010101-23.dcm", "A056642_19001229-053.dcm",
+    "A072894_19001203-066.dcm", "A098752_19010127-128.dcm", *ABDOMINAL_COVID_SLICES)))
+def test_ct_slices_are_told_chest_or_abdomen_even_with_diseased_lungs(neutral, name) -> None:
+    row = neutral[name]
+    assert (row["modality"], row["region"]) == ("CT", row["truth"])
+
+
+@pytest.mark.parametrize("name", [
+    "xray/chest_samples/00000001_000.png", "xray/chest_samples/16747_3_1.jpg", "xray/chest_samples/h0001.png",
+    "xray/chest_samples/tb0005.png", "xray/chest_samples/covid-19-pneumonia-58-prior.jpg",
+    "xray/chest_samples/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm",
+    "dicom/mixed_cta_cr_mr/gdcm-CR-MONO1-10-chest.dcm",
+])
+def test_chest_radiographs_are_chest(neutral, name) -> None:
+    assert neutral[name]["region"] == "chest"
+
+
+@pytest.mark.parametrize("name", [
+    "nifti/eun_uchar_8.nii.gz", "nifti/KmeansTest_T1UCharRaw.nii.gz",
+    "regions/brain_head/mr_brain_t1gd_TCGA-02-0003_pyradiomics_brain1.nrrd",
+    "regions/brain_head/mr_head_flair_ge_MR-MONO2-16-head.dcm", "regions/brain_head/ct_head_picker_CT-MONO2-16-brain.dcm",
+    "regions/brain_head/ct_head_toshiba_WG04_CT2.dcm", "dicom/mixed_cta_cr_mr/bbmri-53323419.dcm",
+])
+def test_heads_are_brain(neutral, name) -> None:
+    assert neutral[name]["region"] == "brain"
+
+
+def test_a_nifti_ct_is_ct_by_its_hounsfield_values(neutral) -> None:
+    row = neutral["regions/abdomen/ct_spleen_MSD_ivadomed_sub-spleen2_ct.nii.gz"]
+    assert (row["modality"], row["modality_rule"]) == ("CT", "hounsfield_values")
+
+
+def test_the_pixels_never_name_a_wrong_region_where_the_image_is_clear(neutral) -> None:
+    """Unknown is allowed (the review shows it); a wrong region is not. The one exception is
+    a CT colonography series cut at the liver dome, whose slices are a fifth lung."""
+    wrong = {name for name, r in neutral.items() if r["region"] not in ("unknown", r["truth"])}
+    assert wrong <= {f"regions/abdomen/ct_colonography_dcmqi_ct-3slice_0{k}.dcm" for k in (1, 2, 3)}, wrong
+    decided = [r for r in neutral.values() if r["region"] != "unknown"]
+    assert len(decided) >= 40, f"{len(decided)} of {len(neutral)} decided from the pixels"
+
+
+def test_a_study_described_as_chest_and_abdomen_is_what_its_slices_show(ws) -> None:
+    """'CT ABD AND PELVIS' with ProtocolName 'CHEST PELVIS', slices at kidney level: abdomen,
+    every region named kept, the main one first."""
+    data = shared("dicom/ct_chest_covid_slices")
+    organize(ws, data, "covid", workers=1)
+    rows = {Path(r["place"]).name: r for r in _rows(ws, "covid")}
+    row = rows["A027284_19000925-116.dcm"]
+    assert (row["region"], row["region_rule"]) == ("abdomen", "description_and_pixels")
+    assert row["regions"].split("|")[0] == "abdomen" and set(row["regions"].split("|")) == {"abdomen", "chest", "pelvis"}
+    chest = rows["A002304_19001231-076.dcm"]  # "CT ABD AND PELVIS", series "CHEST 2.5 MM/ABD.PEL": the lungs
+    assert (chest["region"], chest["region_rule"]) == ("chest", "description_and_pixels")
+    assert sum(r["region"] == "abdomen" for r in rows.values()) == len(ABDOMINAL_COVID_SLICES)
+
+
+def test_a_large_folder_is_judged_on_a_sample_that_must_agree(ws, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from app.organize import pixel_rules
+
+    films = [shared("xray/chest_samples") / n for n in ("00000001_000.png", "00027426_000.png", "tb0005.png")]
+    (tmp_path / "batch").mkdir()
+    for k in range(12):
+        shutil.copyfile(films[k % 3], tmp_path / "batch" / f"scan_{k:02d}.png")
+    reads = []
+    real = pixel_rules.read_pixels
+    monkeypatch.setattr(pixel_rules, "read_pixels", lambda paths, kind: reads.append(paths) or real(paths, kind))
+    organize(ws, tmp_path / "batch", "films", workers=1)
+    rows = _rows(ws, "films")
+    assert {r["region"] for r in rows} == {"chest"} and len(reads) == pixel_rules.SAMPLE
+    assert sorted(r["region_rule"] for r in rows).count("sibling_agreement") == 12 - pixel_rules.SAMPLE
