@@ -54,7 +54,9 @@ def _fold(text: str) -> str:
 
 
 def _tokens(text: str) -> set[str]:
-    return set(re.split(r"[^A-Z0-9]+", _fold(text))) - {""}
+    words = set(re.split(r"[^A-Z0-9]+", _fold(text))) - {""}
+    # "Thorax^1HEAD_NECK": a number run into a word still names the word
+    return words | {w.lstrip("0123456789") for w in words if w[:1].isdigit() and w.lstrip("0123456789")}
 
 
 def description_keywords(text: str) -> str:
@@ -159,25 +161,37 @@ BODY_PART_TAGS = {
 
 
 def region_from_body_part(header: Header, path: PurePath) -> str | None:
-    part = re.sub(r"[^A-Z_]", "", _fold(str(header.get("BodyPartExamined", ""))))
-    return BODY_PART_TAGS.get(part)
+    return BODY_PART_TAGS.get(body_part_term(str(header.get("BodyPartExamined", ""))))
+
+
+def _region_of_words(words: set[str]) -> str | None:
+    if "NECK" in words and words & {"HEAD", "HEADNECK", "HN"}:
+        return "neck"  # a head-and-neck study (ENT oncology): the neck, whatever else it names
+    return _words_to_value(words, REGION_WORDS)
 
 
 def region_from_description(header: Header, path: PurePath) -> str | None:
     keys = ("StudyDescription", "SeriesDescription", "ProtocolName")
-    return _words_to_value(_tokens(" ".join(str(header.get(k, "")) for k in keys)), REGION_WORDS)
+    return _region_of_words(_tokens(" ".join(str(header.get(k, "")) for k in keys)))
+
+
+SPANS = {"CHEST_TO_PELVIS": ["chest", "abdomen", "pelvis"], "CHESTABDPELVIS": ["chest", "abdomen", "pelvis"],
+         "ABDOMENPELVIS": ["abdomen", "pelvis"], "HEADNECK": ["brain", "neck"], "WHOLEBODY": []}
+
+
+def body_part_term(value: str) -> str:
+    """A BodyPartExamined value as its defined term ("Chest to pelvis" -> "CHEST_TO_PELVIS")."""
+    return re.sub(r"[^A-Z_]", "", _fold(value).strip().replace(" ", "_"))
 
 
 def described_regions(header: Header) -> list[str]:
     """Every region the body part tag and the descriptions name ("CT ABD AND PELVIS WITH CHEST
     IMAGES": abdomen, pelvis, chest); more than one leaves the main one to the pixels."""
-    words = _tokens(" ".join(str(header.get(k, "")) for k in ("StudyDescription", "SeriesDescription", "ProtocolName")))
-    found = [region for region, keys in REGION_WORDS.items() if words & keys]
-    body_part = region_from_body_part(header, PurePath())
-    if str(header.get("BodyPartExamined", "")).upper().replace(" ", "_") in ("CHEST_TO_PELVIS", "CHESTABDPELVIS"):
-        found += ["chest", "abdomen", "pelvis"]
-    elif body_part:
-        found.append(body_part)
+    keys = ("StudyDescription", "SeriesDescription", "ProtocolName", "BodyPartExamined")
+    words = _tokens(" ".join(str(header.get(k, "")) for k in keys))
+    found = [region for region, names in REGION_WORDS.items() if words & names]
+    found += [BODY_PART_TAGS[w] for w in words if w in BODY_PART_TAGS]
+    found += SPANS.get(body_part_term(str(header.get("BodyPartExamined", ""))), [])
     return sorted(set(found))
 
 
@@ -188,7 +202,7 @@ def region_from_modality(header: Header, path: PurePath) -> str | None:
 
 def region_from_names(header: Header, path: PurePath) -> str | None:
     for part in _folders(path):
-        found = _words_to_value(_tokens(part), REGION_WORDS)
+        found = _region_of_words(_tokens(part))
         if found:
             return found
     return None

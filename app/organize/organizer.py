@@ -210,7 +210,7 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
 
 
 # 2: non-image DICOM objects (SEG, SR, ...) and DICOMDIR told apart; 3: every region word of a
-# description kept (only the body part tag's words were)
+# description kept (only the body part tag's words were), body part defined terms kept whole
 SCANNER_VERSION = 3
 MAX_WORKERS = 32  # more scan processes than this only add memory
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from app.children import die_with_parent
 from app.imaging import MAX_VOXELS, check_image_size, check_volume_size
-from app.organize.detect import PATIENT_RULES, description_keywords, detect
+from app.organize.detect import (
+    BODY_PART_TAGS, PATIENT_RULES, SPANS, body_part_term, description_keywords, detect,
+)
 from app.organize.dicom_objects import ANNOTATIONS, annotation_facts, not_an_image, skip_reason
 from app.organize.privacy import pseudonymize
 from app.private import identifier_tokens, item_id, token_hash
@@ -294,7 +296,9 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
     header = {k: values[k] for k in KEPT_TAGS if values[k] is not None}
     for key in FREE_TEXT:
         if key in header:
-            header[key] = description_keywords(header[key])
+            term = body_part_term(header[key]) if key == "BodyPartExamined" else ""
+            # a body part's defined term ("CHEST_TO_PELVIS") is kept whole; free text only as keywords
+            header[key] = term if term in BODY_PART_TAGS or term in SPANS else description_keywords(header[key])
             if not header[key]:
                 del header[key]
     identifiers = [values[k] for k in IDENTIFIER_TAGS if values[k]]

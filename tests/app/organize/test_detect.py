@@ -41,6 +41,11 @@ def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
         ({}, "chest_xray/PNEUMONIA/person1_bacteria_1.jpeg", "chest", "folder_or_file_name"),
         ({}, "bone_xray/fractured/p1.png", "bone", "folder_or_file_name"),
         ({}, "stuff/1.png", "unknown", "none"),
+        ({"StudyDescription": "Thorax^1HEAD_NECK_PETCT"}, "a/1.dcm", "neck", "dicom_description"),
+        ({"StudyDescription": "THYROID"}, "a/1.dcm", "neck", "dicom_description"),
+        ({"StudyDescription": "ECOTOMOGRAFIA CODO IZQUIERDO"}, "a/1.dcm", "bone", "dicom_description"),
+        ({"Modality": "MG"}, "a/1.dcm", "breast", "mammography"),
+        ({}, "kaggle_3m/TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif", "brain", "dataset_file_name"),
     ],
 )
 def test_region_rules(header: dict, path: str, value: str, rule: str) -> None:
@@ -84,3 +89,18 @@ def test_no_label_folder_means_unlabeled() -> None:
 )
 def test_patient_rules(header: dict, name: str, value: str) -> None:
     assert detect(PATIENT_RULES, header, PurePath(name)).value == value
+
+
+@pytest.mark.parametrize("header, regions", [
+    ({"StudyDescription": "CT ABD AND PELVIS", "ProtocolName": "CHEST PELVIS"}, ["abdomen", "chest", "pelvis"]),
+    ({"BodyPartExamined": "CHEST_TO_PELVIS"}, ["abdomen", "chest", "pelvis"]),
+    ({"StudyDescription": "CT CHEST WO IV CONT", "BodyPartExamined": "CHEST"}, ["chest"]),
+    ({"StudyDescription": "Thorax^1HEAD_NECK_PETCT"}, ["brain", "chest", "neck"]),
+])
+def test_every_region_a_description_names_is_kept(header: dict, regions: list[str]) -> None:
+    from app.organize.detect import body_part_term, described_regions, description_keywords
+
+    assert described_regions(header) == regions
+    kept = {k: description_keywords(v) for k, v in header.items() if k != "BodyPartExamined"}  # as scanned
+    kept.update({k: body_part_term(v) for k, v in header.items() if k == "BodyPartExamined"})
+    assert described_regions(kept) == regions
