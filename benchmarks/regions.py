@@ -25,11 +25,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def judge(rows: list[dict], truth: dict[str, str], origins: dict[str, str] | None = None) -> dict:
+def judge(rows: list[dict], truth: dict[str, str], origins: dict[str, str] | None = None,
+          modalities: dict[str, str] | None = None) -> dict:
     by_rule: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    result = {"items": 0, "right": 0, "unknown": 0, "wrong": []}
+    result = {"items": 0, "right": 0, "unknown": 0, "wrong": [], "modality_right": 0, "modality_wrong": []}
     for row in rows:
         expected = truth.get(row["place"])
+        wanted = (modalities or {}).get(row["place"])
+        if expected and wanted:
+            if row["modality"] == wanted:
+                result["modality_right"] += 1
+            else:
+                result["modality_wrong"].append(f"{_shown(row, origins)}: {wanted} -> {row['modality']} "
+                                                f"({row['modality_rule']})")
         if not expected:
             continue
         result["items"] += 1
@@ -67,7 +75,7 @@ def organized(source: Path, work: Path) -> list[dict]:
 
 
 def main() -> int:
-    from tests.app.organize.real_regions import image_files, neutral_copy, true_region
+    from tests.app.organize.real_regions import image_files, neutral_copy, true_modality, true_region
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -79,10 +87,12 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         truth = {str(p): true_region(p, data) for p in image_files(data)}
-        given = judge(organized(data, Path(tmp) / "ws1"), truth)
+        modalities = {str(p): true_modality(p, data) for p in image_files(data)}
+        given = judge(organized(data, Path(tmp) / "ws1"), truth, modalities=modalities)
         copies = {str(Path(k).resolve()): v for k, v in neutral_copy(data, Path(tmp) / "neutral").items()}
         neutral = judge(organized(Path(tmp) / "neutral", Path(tmp) / "ws2"), {k: v[0] for k, v in copies.items()},
-                        {k: f"{Path(k).name} ({v[1]})" for k, v in copies.items()})
+                        {k: f"{Path(k).name} ({v[1]})" for k, v in copies.items()},
+                        {k: true_modality(data / v[1], data) for k, v in copies.items()})
     for title, result in (("as given (names and tags)", given), ("neutral copies (pixels only)", neutral)):
         print(f"\n{title}: {result['right']} of {result['items']} items right, {result['unknown']} unknown, "
               f"{len(result['wrong'])} wrong")
@@ -91,6 +101,9 @@ def main() -> int:
             print(f"  {rule:28} {decided:8d} {right:6d}")
         for line in result["wrong"]:
             print(f"  wrong: {line}")
+        print(f"  modality: {result['modality_right']} of {result['items']} right")
+        for line in result["modality_wrong"]:
+            print(f"  modality wrong: {line}")
     if args.json:
         args.json.write_text(json.dumps({"as_given": given, "neutral": neutral}, indent=1))
     return 0

@@ -100,7 +100,10 @@ def _words_to_value(words: set[str], table: Mapping[str, set[str]]) -> str | Non
 
 
 def modality_from_tag(header: Header, path: PurePath) -> str | None:
-    return MODALITY_TAGS.get(str(header.get("Modality", "")).upper()) or None
+    found = MODALITY_TAGS.get(str(header.get("Modality", "")).upper()) or None
+    if found == "XR" and body_part_term(str(header.get("BodyPartExamined", ""))) == "BREAST":
+        return "MG"  # a mammogram stored as a plain radiograph (RG, DX): the breast says what it is
+    return found
 
 
 def modality_from_description(header: Header, path: PurePath) -> str | None:

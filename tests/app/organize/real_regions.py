@@ -46,6 +46,21 @@ def true_region(path: Path, data: Path) -> str | None:
     return None
 
 
+PREFIX_MODALITY = {"ct": "CT", "mr": "MR", "xr": "XR", "us": "US", "mg": "MG", "xa": "XA", "nm": "NM"}
+
+
+def true_modality(path: Path, data: Path) -> str | None:
+    """The modality of ``path`` (regions/: its name's prefix; the rest: its folder)."""
+    parts = path.relative_to(data).parts
+    if parts[0] == "regions" and len(parts) > 2:
+        return PREFIX_MODALITY.get(path.name.split("_")[0])
+    if parts[0] == "xray" or "CR" in path.name:
+        return "XR"
+    if parts[0] == "nifti" or path.name.startswith("bbmri") or parts[1:2] == ("mr_brain_t1w_series",):
+        return "MR"
+    return "CT" if true_region(path, data) else None
+
+
 def image_files(data: Path) -> list[Path]:
     """Every image file under ``data`` whose region is known."""
     return [p for p in sorted(data.rglob("*")) if p.is_file() and true_region(p, data)]

@@ -13,6 +13,7 @@ from app.organize.detect import (
         ({"Modality": "CT"}, "x/IM1.dcm", "CT", "dicom_modality_tag"),
         ({"Modality": "DX"}, "x/IM1.dcm", "XR", "dicom_modality_tag"),
         ({"Modality": "PT"}, "x/IM1.dcm", "PET", "dicom_modality_tag"),
+        ({"Modality": "RG", "BodyPartExamined": "BREAST"}, "x/IM1.dcm", "MG", "dicom_modality_tag"),
         ({"StudyDescription": "IRM CEREBRALE"}, "x/IM1", "MR", "dicom_description"),
         ({}, "chest_xray/train/NORMAL/IM-0001-0001.jpeg", "XR", "folder_or_file_name"),
         ({}, "Dataset_BUSI_with_GT/benign/benign (1).png", "US", "folder_or_file_name"),
