@@ -217,6 +217,8 @@ def label_lines(result: Any) -> list[str]:
         lines.append(f"[yellow]{result.conflicts} item(s) where a label table and the class folder disagree[/]: left "
                      "unlabeled (listed in scan_report.json); set their label in Organize -> Review and correct.")
     lines += [f"Label table {escape(note)}" for note in result.table_notes]
+    if result.mask_note:
+        lines.append(f"Masks: {escape(result.mask_note)}")
     return lines
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+import numpy as np
+
 from app.atomic import swap_in, temp_sibling
 from app.cube_store import STORE_SUFFIXES
 from app.errors import DatasetError
@@ -60,6 +62,7 @@ class OrganizeResult:
     duplicates: int  # groups of files with identical content
     conflicts: int = 0  # items a label table and their class folder disagree on: left unlabeled
     table_notes: tuple[str, ...] = ()  # per label table: rows applied, ambiguous, naming no file
+    mask_note: str = ""  # why the masks beside the images label nothing, when they do not
 
 
 def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
@@ -94,10 +97,11 @@ class Context:
     annotations: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # series -> [(SEG|RTSTRUCT, lesion)]
     table_reports: list[TableReport] = field(default_factory=list)
     root_name: str = ""  # the name of the folder the user pointed at: read by the name rules too
+    mask_note: str = ""  # why the masks beside the images label nothing, when they do not
 
 
 def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
-    tables, unused, masks, splits, annotations = [], [], {}, {}, {}
+    tables, unused, masks, splits, annotations, areas = [], [], {}, {}, {}, []
     for record in records:
         path = Path(record.path)
         if record.format == "table":
@@ -119,13 +123,21 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
                     stem = stem[: -len(suffix)]
                     break
             nonempty = bool(record.header.get("MaskNonEmpty"))
+            areas.append(float(record.header.get("MaskArea", 0.0)))
             for folder in (path.parent, path.parent.parent, path.parent.parent / "images"):
                 key = (str(folder), stem)
                 masks[key] = masks.get(key, False) or nonempty
+    mask_note = ""
+    if areas and min(areas) > 0 and float(np.median(areas)) > OUTLINE_AREA:
+        # Every mask set, and large: outlines of an organ (lungs), not of lesions. They label nothing.
+        mask_note = (f"{len(areas)} mask(s), every one set and covering {np.median(areas):.0%} of its image (median): "
+                     "organ outlines, not lesions; they label nothing")
+        masks = {}
     index = TreeIndex(r.path for r in records if r.format not in ("table", "mask", "annotation"))
     matches = match_tables(tables, index)
     context = Context(tables, masks, secret, splits=match_keys(splits, index), hits=matches.hits,
-                      table_reports=matches.reports, root_name=root.name, annotations=annotations)
+                      table_reports=matches.reports, root_name=root.name, annotations=annotations,
+                      mask_note=mask_note)
     return context, unused
 
 
@@ -138,6 +150,8 @@ def _unused_table_reason(path: Path) -> str:
         first = []
     if len(first) == 2 and first[0].rstrip().endswith("/") and first[1].strip() in ("0", "1"):
         return "a list of studies and labels; the same labels are read from the study folders' names"
+    if len(first) == 1 and "/" in first[0]:
+        return "a list of image paths without labels"
     return "a CSV file that is not a label table this tool reads"
 
 
@@ -211,7 +225,8 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
 
 # 2: non-image DICOM objects (SEG, SR, ...) and DICOMDIR told apart; 3: every region word of a
 # description kept (only the body part tag's words were), body part defined terms kept whole
-SCANNER_VERSION = 3
+SCANNER_VERSION = 4  # 4: masks' area
+OUTLINE_AREA = 0.15  # masks set on every image and covering more than this (median) outline organs
 MAX_WORKERS = 32  # more scan processes than this only add memory
 
 
@@ -314,10 +329,11 @@ def _organize(
     duplicates = _duplicates(ws, records)
     skipped_ids = _skipped(ws, root, skipped)
     tables = _table_notes(ws, root, context.table_reports)
+    report_labels = {"label_tables": tables, **({"masks": context.mask_note} if context.mask_note else {})}
     result = write_dataset(ws, name, ws.private.store_source(root), rows, skipped_ids, duplicates, seed, fractions,
-                           replace=replace, tables=tables)
+                           replace=replace, label_report=report_labels)
     lines = tuple(_table_line(root, r) for r in context.table_reports)
-    return dataclasses.replace(result, table_notes=lines)
+    return dataclasses.replace(result, table_notes=lines, mask_note=context.mask_note)
 
 
 def _table_notes(ws: Workspace, root: Path, reports: list[TableReport]) -> list[dict[str, Any]]:
@@ -406,7 +422,7 @@ def write_dataset(
     ws: Workspace, name: str, source: str, rows: list[dict[str, Any]],
     skipped: list[dict[str, str]], duplicates: list[list[str]], seed: int,
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15), held_out: tuple[str, ...] = (),
-    replace: bool = False, tables: list[dict[str, Any]] | None = None,
+    replace: bool = False, label_report: dict[str, Any] | None = None,
 ) -> OrganizeResult:
     """Write every file of an organized dataset from its rows (splits already assigned).
 
@@ -431,7 +447,7 @@ def write_dataset(
             if (final / "corrections.json").exists():  # the user's corrections outlive every version
                 shutil.copy2(final / "corrections.json", new / "corrections.json")
             result = _write_files(ws, name, new, final, source, rows, skipped, duplicates, seed,
-                                  fractions, held_out, tables or [])
+                                  fractions, held_out, label_report or {"label_tables": []})
             swap_in(new, final)
         except BaseException:
             shutil.rmtree(new, ignore_errors=True)
@@ -473,7 +489,7 @@ def dataset_version(folder: Path) -> str:
 def _write_files(
     ws: Workspace, name: str, out: Path, final: Path, source: str, rows: list[dict[str, Any]],
     skipped: list[dict[str, str]], duplicates: list[list[str]], seed: int,
-    fractions: tuple[float, float, float], held_out: tuple[str, ...], tables: list[dict[str, Any]],
+    fractions: tuple[float, float, float], held_out: tuple[str, ...], label_report: dict[str, Any],
 ) -> OrganizeResult:
     labeled = [r for r in rows if r["labeled"]]
     unlabeled = [r for r in rows if not r["labeled"]]
@@ -484,7 +500,7 @@ def _write_files(
         write_rows(out / "splits" / f"{split}.csv", [r for r in rows if r["split"] == split])
     conflicts = [{"item": r["item"], "answers": r["conflict"]} for r in rows if r.get("conflict")]
     _write_json(out / "scan_report.json", {"skipped": skipped, "duplicates": duplicates,
-                                           "label_conflicts": conflicts, "label_tables": tables})
+                                           "label_conflicts": conflicts, **label_report})
     classes = Counter(r["label"] for r in labeled if r["label"] not in held_out)
     ordered = sorted(classes, key=lambda c: (c != NORMAL, c))
     split_counts = Counter(r["split"] for r in rows)

@@ -356,7 +356,8 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
             if kind == "table":
                 return record, signature
             if kind == "mask":
-                record.header = {"MaskNonEmpty": _mask_nonempty(path)}
+                area = _mask_area(path)
+                record.header = {"MaskNonEmpty": area > 0, "MaskArea": round(area, 4)}
                 return record, signature
             if kind == "image2d":
                 _check_plain_image(path)
@@ -380,12 +381,14 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
         return Skipped(shown, f"unreadable: {type(err).__name__}: {why[:120]}"), signature
 
 
-def _mask_nonempty(path: Path) -> bool:
+def _mask_area(path: Path) -> float:
+    """The fraction of a mask's pixels that are set."""
     import numpy as np
     from PIL import Image
 
     with Image.open(path) as mask:
-        return bool(np.asarray(mask).any())
+        pixels = np.asarray(mask)
+    return float(np.count_nonzero(pixels.reshape(pixels.shape[0], pixels.shape[1], -1).any(axis=2)) / max(1, pixels.shape[0] * pixels.shape[1]))
 
 
 def _scan_chunk(paths: list[str], root: str, secret: bytes) -> list[tuple[FileRecord | Skipped, list[int] | None]]:

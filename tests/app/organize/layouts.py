@@ -140,6 +140,8 @@ def mura(root: Path) -> None:
         studies.append((split, f"MURA-v1.1/{split}/{body}/{patient}/{study}/,{int(study.endswith('positive'))}"))
     for split in ("train", "valid"):
         (base / f"{split}_labeled_studies.csv").write_text("\n".join(s for sp, s in studies if sp == split) + "\n")
+        images = sorted(str(p.relative_to(root)) for p in (base / split).rglob("*.png"))
+        (base / f"{split}_image_paths.csv").write_text("\n".join(images) + "\n")
 
 
 def ct_kidney(root: Path) -> None:

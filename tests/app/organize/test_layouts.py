@@ -148,3 +148,31 @@ def test_a_table_with_paths_finds_its_files_when_the_top_folder_was_renamed(ws, 
     result = organize(ws, tmp_path / "d", "kidney", workers=1)
     assert result.labeled == 8 and result.conflicts == 0
     assert {r["label_rule"] for r in _by_name(ws, "kidney").values()} == {"label_table"}
+
+
+def test_lung_outlines_beside_unlabeled_radiographs_label_nothing(ws, tmp_path: Path) -> None:
+    """images/ and masks/ with no class folder (a lung segmentation set): every mask set and
+    large, so they outline organs; calling every film 'tumor' would be a silent mislabel."""
+    import numpy as np
+    from PIL import Image
+
+    for k in range(4):
+        (tmp_path / "d" / "images").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32), 60 + k, np.uint8)).save(tmp_path / "d" / "images" / f"CXR_{k}.png")
+        lungs = np.zeros((32, 32), np.uint8)
+        lungs[4:28, 3:14] = lungs[4:28, 18:29] = 255
+        Image.fromarray(lungs).save(tmp_path / "d" / "masks" / f"CXR_{k}.png")
+    result = organize(ws, tmp_path / "d", "lungs", workers=1)
+    assert (result.items, result.labeled) == (4, 0)
+    assert "organ outlines" in result.mask_note
+    report = __import__("json").loads((ws.organized_path("lungs") / "scan_report.json").read_text())
+    assert "organ outlines" in report["masks"]
+
+
+def test_mura_lists_are_skipped_with_what_they_are(ws, tmp_path: Path) -> None:
+    LAYOUTS["mura"](tmp_path / "d")
+    result = organize(ws, tmp_path / "d", "mura", workers=1)
+    assert result.skip_reasons == {
+        "a list of studies and labels; the same labels are read from the study folders' names": 2,
+        "a list of image paths without labels": 2}
