@@ -167,6 +167,7 @@ def _table_label(files: list[FileRecord], context: Context) -> tuple[TableHit | 
     label = "|".join(findings) if findings else NEGATIVE
     return next((h for h in hits if h.patient), hits[0]), label
 
+
 def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, context: Context) -> dict[str, Any]:
     middle = files[len(files) // 2]  # the slice a 2D model looks at
     path = Path(middle.path)
