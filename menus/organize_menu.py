@@ -87,26 +87,36 @@ def review_screen(s) -> None:
         return
     while True:
         groups = review_groups(s.ws, dataset)
-        table = Table(title=f"Detected in {dataset}, per folder", title_justify="left")
-        for col in ("#", "folder", "items", "modality", "region", "label", "rules (modality / region / label)", "confidence"):
-            table.add_column(col)
-        for k, g in enumerate(groups, 1):
+        base, shown = render.review_places([g.folder for g in groups])
+        wide = console.width >= 120  # the rules that fired fit beside the rest only on a wide terminal
+        table = Table(title=f"Detected in {dataset}, per folder under {base}", title_justify="left")
+        for col in ("#", "folder", "items", "modality", "region", "label"):
+            table.add_column(col, overflow="fold")
+        if wide:
+            table.add_column("rules (modality / region / label)", overflow="fold")
+        table.add_column("conf.")
+        for k, (g, place) in enumerate(zip(groups, shown), 1):
             style = "yellow" if g.confidence < 0.5 or g.conflicts else None
             label = g.label + (f" ({g.conflicts} conflicting)" if g.conflicts else "")
-            table.add_row(str(k), render.review_place(g.folder), str(g.items), g.modality, g.region, label, g.rules,
+            table.add_row(str(k), place, str(g.items), g.modality, g.region, label, *([g.rules] if wide else []),
                           f"{g.confidence:.2f}", style=style)
         console.print(table)
+        if not wide:
+            console.print(f"[dim]The rules that fired: a wider terminal, or `dataset review {dataset}`.[/]",
+                          soft_wrap=False)
         if any(g.conflicts for g in groups):
             console.print("[yellow]Conflicting[/]: a label table and the class folder disagree on these items; they "
-                          "are left unlabeled until you set their label here.")
-        folder = ask_choice("Correct which folder? (low confidence in yellow)",
-                            [questionary.Choice(f"{k}. {g.folder}", value=g.folder) for k, g in enumerate(groups, 1)])
+                          "are left unlabeled until you set their label here.", soft_wrap=False)
+        folder = ask_choice("Correct which folder? (yellow: low confidence)",
+                            [questionary.Choice(f"{k}. {place}", value=g.folder)
+                             for k, (g, place) in enumerate(zip(groups, shown), 1)])
         if folder is None:
             return
         field = ask_choice("Which field?", [questionary.Choice(f, value=f) for f in FIELDS])
         if field is None:
             continue
-        value = ask_text(f"New {field} for every item under {folder}:", validate=lambda t: bool(t.strip()) or "Give a value")
+        place = shown[[g.folder for g in groups].index(folder)]
+        value = ask_text(f"New {field} for every item in {place}:", validate=lambda t: bool(t.strip()) or "Give a value")
         if not value:
             continue
         add_correction(s.ws, dataset, folder, field, value)

@@ -222,9 +222,20 @@ def label_lines(result: Any) -> list[str]:
     return lines
 
 
-def review_place(folder: str) -> str:
-    """A review line's place: a folder, or 'folder  (series S…)' where one folder holds several."""
+def review_places(folders: list[str]) -> tuple[str, list[str]]:
+    """The folders of a review, shown under their common folder: (that folder, each place in it,
+    'series S…' added where one folder holds several). Plain text: the menu's choices show it too."""
+    import os
+
     from app.organize.review import SERIES_MARK
 
-    place, _, series = folder.partition(SERIES_MARK)
-    return escape(place) + (f"  [dim](series {series})[/]" if series else "")
+    places = [f.partition(SERIES_MARK)[0] for f in folders]
+    base = os.path.commonpath(places) if places else ""
+    if len(set(places)) == 1:
+        base = os.path.dirname(base)
+    shown = []
+    for folder, place in zip(folders, places):
+        series = folder.partition(SERIES_MARK)[2]
+        inside = os.path.relpath(place, base) if base else place
+        shown.append(inside + (f" (series {series})" if series else ""))
+    return base, shown

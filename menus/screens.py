@@ -10,6 +10,7 @@ import questionary
 from rich.markup import escape
 from rich.markdown import Markdown
 from rich.panel import Panel
+from rich.padding import Padding
 
 from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run, is_classifier_run
 from app.bundle import export_bundle
@@ -60,12 +61,22 @@ def train_menu(s: Session) -> None:
             _train_with_progress(s, dataset, run["phase"], run=run["run"])
             return
     runs = {m["phase"]: m["run"] for m in reversed(s.ws.runs()) if m["dataset"] == dataset and m["status"] == "complete"}
-    choices = []
+    choices, reasons = [], []
     for spec in list_phases():
         missing = [c for c in spec.components if c not in runs]
         problem = phase_problem(s.ws, dataset, spec.name)
-        reason = f"Train {', '.join(missing)} first" if missing else (f"it {problem}" if problem else None)
-        choices.append(questionary.Choice(spec.title, value=spec.name, disabled=reason))
+        short = spec.title.split(" (")[0]
+        if missing:
+            choices.append(questionary.Choice(short, value=spec.name, disabled=f"train {', '.join(missing)} first"))
+        elif problem:  # the whole sentence above the list, wrapped; the entry only points to it
+            reasons.append(f"[bold]{short}[/] {problem}")
+            choices.append(questionary.Choice(short, value=spec.name, disabled="not on this dataset, see above"))
+        else:
+            choices.append(questionary.Choice(spec.title, value=spec.name))
+    if reasons:
+        console.print(f"Not possible on {dataset}:")
+        for reason in reasons:
+            console.print(Padding(reason, (0, 0, 0, 2)), soft_wrap=False)  # wrapped, not cut
     phase = ask_choice("Phase", choices)
     if phase is None:
         return

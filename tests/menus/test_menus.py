@@ -168,9 +168,10 @@ def test_the_train_menu_shows_phases_that_cannot_work_disabled_with_the_reason(s
     monkeypatch.setattr(screens, "ask_choice", answer)
     screens.train_menu(session)
     phases = asked["Phase"]
-    assert "needs labeled images" in phases["supervised"] and "needs labeled images" in phases["transfer"]
-    assert "needs 3D volumes" in phases["cube3d"] and phases["vae"] is None
-    assert phases["hybrid"].startswith("Train supervised")
+    assert phases["supervised"] == phases["transfer"] == phases["cube3d"] == "not on this dataset, see above"
+    assert phases["vae"] is None and phases["hybrid"].startswith("train supervised")
+    said = session.screen.file.getvalue()
+    assert "Not possible on unlabeled" in said and "needs labeled images" in said and "needs 3D volumes" in said
 
 
 def test_the_workflow_menu_offers_resume_and_restart(session, monkeypatch) -> None:
