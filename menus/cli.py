@@ -247,6 +247,9 @@ def _log_path(ws: Workspace) -> Any:
     return ws.logs_dir / "workbench.log"
 
 
+QUIET_ON_SCREEN = ("urllib3", "requests", "dicomweb_client")
+
+
 def _setup_logging(ws: Workspace, debug: bool) -> None:
     from rich.logging import RichHandler
 
@@ -256,8 +259,11 @@ def _setup_logging(ws: Workspace, debug: bool) -> None:
     screen.setLevel(logging.DEBUG if debug else logging.INFO)
     screen.setFormatter(logging.Formatter("%(message)s"))
     # Tracebacks of unexpected errors go to the log file; on screen only with --debug.
+    # Connection retries (urllib3) are the download engine's business: it says what went wrong, once, with
+    # what to do; their warnings only go to the log file.
     screen.addFilter(lambda record: debug or (record.name != "medanomaly.crash" and (
-        record.name.split(".")[0] in ("app", "models", "menus", "medanomaly") or record.levelno >= logging.WARNING)))
+        record.name.split(".")[0] in ("app", "models", "menus", "medanomaly") or (
+            record.levelno >= logging.WARNING and record.name.split(".")[0] not in QUIET_ON_SCREEN))))
     handlers: list[logging.Handler] = [screen]
     try:  # a read-only workspace still answers the commands that only read
         ws.logs_dir.mkdir(parents=True, exist_ok=True)

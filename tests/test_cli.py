@@ -114,5 +114,7 @@ def test_the_catalog_lists_and_network_sources_fail_offline_with_one_clear_line(
     assert code == 2 and "Create New Token" in err and "Traceback" not in err
     code, _, err = run(capsys, "collect", "catalog", "no-such-entry", "--workspace", str(tmp_path / "w"))
     assert code == 2 and "nih-chestxray14" in err
-    code, _, err = run(capsys, "collect", "dicomweb", "http://127.0.0.1:9/dicom-web", "--workspace", str(tmp_path / "w"))
+    code, out, err = run(capsys, "collect", "dicomweb", "http://127.0.0.1:9/dicom-web", "--workspace", str(tmp_path / "w"))
     assert code == 2 and "Cannot reach the DICOMweb service" in err and "Traceback" not in err
+    assert "Retrying" not in out + err, "connection retries are the log file's, not the screen's"
+    assert "Retrying" in (tmp_path / "w" / "data" / "logs" / "workbench.log").read_text()

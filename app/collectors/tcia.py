@@ -11,6 +11,7 @@ TCIA access token (sent as a bearer token with the downloads).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import os
@@ -46,6 +47,24 @@ def list_collections() -> list[str]:
     return sorted(str(c.get("Collection", c)) if isinstance(c, dict) else str(c) for c in found)
 
 
+def _why_no_series(nbia: Any, collection: str, modality: str | None, body_part: str | None) -> str:
+    """An empty answer means no network, a name TCIA does not know, or filters nothing matches:
+    asking for the collection list tells which (tcia-utils returns nothing for all three)."""
+    known = nbia.getCollections()
+    if not known:
+        return ("Cannot reach TCIA (services.cancerimagingarchive.net): check the network, a proxy or VPN, "
+                "and run again.")
+    names = [str(c.get("Collection", c)) if isinstance(c, dict) else str(c) for c in known]
+    if collection.lower() not in {n.lower() for n in names}:
+        close = difflib.get_close_matches(collection, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        return f"TCIA has no collection named {collection!r}.{hint} See them all: collect tcia --list."
+    filters = " and ".join(f for f in (f"modality {modality}" if modality else "",
+                                        f"body part {body_part}" if body_part else "") if f)
+    return (f"Collection {collection!r} has no series with {filters or 'these filters'}: "
+            "drop or change the filter (DICOM terms: CT, MR, PT; CHEST, HEAD...).")
+
+
 def _hashed(uid: str) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
@@ -70,9 +89,7 @@ def collect_tcia(
     nbia = _nbia()
     series = nbia.getSeries(collection=collection, modality=modality or "", bodyPart=body_part or "")
     if not series:
-        raise CollectError(f"TCIA returned no series for collection {collection!r}"
-                           f"{' modality ' + modality if modality else ''}{' body part ' + body_part if body_part else ''}: "
-                           "check the names (collect tcia --list) and the network, then run again.")
+        raise CollectError(_why_no_series(nbia, collection, modality, body_part))
     patients = sorted({s.get("PatientID", "") for s in series})
     if max_patients:
         keep = set(patients[:max_patients])

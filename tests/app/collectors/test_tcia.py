@@ -75,5 +75,13 @@ def test_an_incomplete_series_is_rejected(ws, nbia) -> None:
 
 
 def test_an_unknown_collection_or_no_network_is_a_clear_message(ws, nbia) -> None:
-    with pytest.raises(CollectError, match="collect tcia --list"):
+    server, _ = nbia
+    with pytest.raises(CollectError, match="has no series with modality PET: drop or change the filter"):
         collect("tcia", ws, collection="TCGA-GBM", modality="PET")
+    server.routes[f"{BASE}getSeries"] = __import__("tests.fakes.http_server", fromlist=["Route"]).Route(
+        [], content_type="application/json")
+    with pytest.raises(CollectError, match="no collection named 'TCGA-GMB'. Did you mean TCGA-GBM"):
+        collect("tcia", ws, collection="TCGA-GMB")
+    del server.routes[f"{BASE}getCollectionValues"]  # as without network: tcia-utils answers nothing
+    with pytest.raises(CollectError, match="^Cannot reach TCIA"):
+        collect("tcia", ws, collection="TCGA-GBM")
