@@ -362,7 +362,7 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
                 options.pop(key, None)
             listing = _collect_listing(source, options)
             if listing is not None:
-                console.print(listing)
+                console.print(listing, soft_wrap=False)  # wrapped to the terminal, not cut
                 return 0
             if source == "catalog":
                 from app.collectors.catalog import collect_entry

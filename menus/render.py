@@ -162,14 +162,22 @@ def plain_list(title: str, names: list[str]) -> Table:
     return table
 
 
-def catalog_table(entries: Any) -> Table:
-    table = Table(title="Recommended public datasets (collect catalog KEY to download one)")
-    table.add_column("key", no_wrap=True)
-    for column in ("dataset", "size", "modality", "region", "good for"):
-        table.add_column(column, overflow="fold")
+def catalog_table(entries: Any) -> Any:
+    """The catalog as one block per dataset: words wrap whole at any width (a table of six
+    columns split them at 80: "ultrasoun d"), and labels and licence have room."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
+
+    blocks: list[Any] = [Text("Recommended public datasets (collect catalog KEY to download one)", style="bold")]
     for e in entries:
-        table.add_row(e.key, e.title, e.size, e.modality, e.region, e.good_for)
-    return table
+        blocks.append(Text.assemble("\n", (e.key, "bold cyan"), "  ", e.title))
+        facts = [("", f"{e.modality} · {e.region} · {e.size}"), ("labels: ", e.labels), ("licence: ", e.licence),
+                 ("good for: ", e.good_for)]
+        for name, value in facts:
+            if value:
+                blocks.append(Padding(Text.assemble((name, "dim"), value), (0, 0, 0, 2), expand=False))
+    return Group(*blocks)
 
 
 def catalog_details(e: Any) -> str:

@@ -293,3 +293,17 @@ def test_a_mistyped_folder_is_refused_as_it_is_typed(tmp_path) -> None:
     missing = str(tmp_path / "nowhere")
     answer = drive([missing, ENTER, BACKSPACE * len("nowhere"), ENTER], ask_path, "Folder:")
     assert Path(answer) == tmp_path, "Enter on the missing folder was refused; the fixed one answered"
+
+
+def test_the_catalog_wraps_whole_words_with_labels_and_licence_at_80_columns() -> None:
+    from app.collectors.catalog import CATALOG
+    from menus import render
+
+    screen = Console(file=StringIO(), width=80)
+    screen.print(render.catalog_table(CATALOG), soft_wrap=False)
+    lines = screen.file.getvalue().splitlines()
+    words = set(" ".join(lines).split())
+    assert all(len(line) <= 80 for line in lines)
+    for entry in CATALOG:
+        assert set(f"{entry.title} {entry.labels} {entry.licence}".split()) <= words, entry.key  # no word cut
+    assert sum(line.lstrip().startswith("licence:") for line in lines) == len(CATALOG)
