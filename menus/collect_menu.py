@@ -51,7 +51,7 @@ def _options(s: Any, source: str) -> dict[str, Any] | None:
         from app.collectors.catalog import CATALOG
 
         console.print(render.catalog_table(CATALOG), soft_wrap=False)  # wrapped to the terminal, not cut
-        entry = ask_choice("Download which?", [questionary.Choice(f"{e.title} ({e.size})", value=e) for e in CATALOG])
+        entry = ask_choice("Download which?", [questionary.Choice(f"{e.key}: {e.title}", value=e) for e in CATALOG])
         if entry is None:
             return None
         console.print(render.catalog_details(entry))
