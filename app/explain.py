@@ -57,6 +57,7 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
         raise DatasetError(f"The {split} split holds no labeled image to explain.")
     images = torch.from_numpy(phase_images(ws, phase, chosen))
     phase.model.eval()
+    layer = phase.gradcam_target(images.shape[-1])  # at a small input size, a finer stage than the last
     cam = GradCAM(nn_module=phase.model, target_layers=layer)
     maps, probabilities = [], []
     for k in range(len(images)):
@@ -64,7 +65,8 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
         probabilities.append(phase.predict(images[k : k + 1])[0].numpy())
         report(progress, "Grad-CAM", k + 1, len(images))
     path = _folder(ws, run, folder) / f"gradcam_{split}.png"
-    _grid(images[:, 0].numpy(), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path, run)
+    _grid(images[:, 0].numpy(), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path,
+          f"{run} (layer {layer})")
     return Explanation(run, path, len(chosen))
 
 

@@ -447,7 +447,7 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
         elif hasattr(phase, "gradcam_target") and phase.gradcam_target():
             from monai.visualize import GradCAM
 
-            cam = GradCAM(nn_module=phase.model, target_layers=phase.gradcam_target())
+            cam = GradCAM(nn_module=phase.model, target_layers=phase.gradcam_target(images.shape[-1]))
             maps = np.stack([cam(x=images[k : k + 1]).detach()[0, 0].numpy() for k in range(len(images))])
         else:
             continue

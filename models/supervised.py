@@ -92,6 +92,9 @@ def settle_pretrained(config: Any, model: torch.nn.Module) -> None:
         config.pretrained = False
 
 
+MIN_CAM_CELLS = 7  # a Grad-CAM map this many cells across at least (224 px / 32: the usual 7 x 7)
+
+
 class ClassifierPhase:
     """What every classifier phase shares: rows, targets, weighted loss, calibrated softmax.
 
@@ -119,13 +122,19 @@ class ClassifierPhase:
     def model_args(self) -> dict[str, Any]:
         return {"backbone": self.config.backbone, "num_classes": len(self.classes), "in_chans": 1}
 
-    def gradcam_target(self) -> str | None:
-        """The layer Grad-CAM reads: the phase's declared one when this backbone has it,
-        else the last feature stage timm reports (any timm backbone has one)."""
+    def gradcam_target(self, image_size: int | None = None) -> str | None:
+        """The layer Grad-CAM reads: the phase's declared one when this backbone has it, else
+        the last feature stage timm reports (any timm backbone has one). Given the input
+        size, a final map coarser than MIN_CAM_CELLS across (2 x 2 at 64 px: broad stripes)
+        gives way to the deepest stage that still resolves that many cells."""
+        info = list(getattr(self.model, "feature_info", None) or [])
+        if image_size and info:
+            fine = [stage for stage in info if image_size // int(stage["reduction"]) >= MIN_CAM_CELLS]
+            if fine and fine[-1] is not info[-1]:
+                return fine[-1]["module"]
         declared = getattr(self.spec, "gradcam_layer", None)
         if declared and declared in dict(self.model.named_modules()):
             return declared
-        info = getattr(self.model, "feature_info", None)
         return info[-1]["module"] if info else None
 
     def select_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -76,6 +76,9 @@ def test_grad_cam_finds_its_layer_on_any_timm_backbone(demo_ws) -> None:
 
     train(demo_ws, "demo", "supervised", run="t-r18", epochs=1, pretrained=False, image_size=32, batch_size=16,
           backbone="resnet18")
-    assert load_run_phase(demo_ws, "t-r18").gradcam_target() == "layer4"  # EfficientNet's conv_head is not there
+    phase = load_run_phase(demo_ws, "t-r18")
+    assert phase.gradcam_target() == phase.gradcam_target(224) == "layer4"  # EfficientNet's conv_head is not there
+    # At 64 px layer4's map is 2 x 2 (broad stripes): the deepest stage with at least 7 x 7 cells instead
+    assert phase.gradcam_target(64) == "layer2" and phase.gradcam_target(32) == "layer1"
     result = evaluate_run(demo_ws, "t-r18", "test")
     assert demo_ws.run_dir("t-r18") / "evaluation" / "gradcam_test.png" in result.plots
