@@ -56,7 +56,9 @@ def fill_regions(rows: list[dict[str, Any]], files: list[list[str]], progress: P
         if needs_pixels(row) and row["modality"] in ("CT", "MR", "XR", "OT"):
             by_folder[str(PurePath(files[i][0]).parent)].append(i)
     total, done, read = sum(len(v) for v in by_folder.values()), 0, 0
-    report(progress, "Reading regions from pixels", 0, max(total, 1))
+    if total == 0:
+        return 0  # no progress row for nothing to do (an unfinished one would linger on screen)
+    report(progress, "Reading regions from pixels", 0, total)
     for members in by_folder.values():
         sample = members[:: max(1, len(members) // SAMPLE)][:SAMPLE] if len(members) > SAMPLE else members
         found = {i: _read(rows[i], [Path(f) for f in files[i]]) for i in sample}
@@ -78,5 +80,5 @@ def fill_regions(rows: list[dict[str, Any]], files: list[list[str]], progress: P
                 if answer:
                     _set(rows[i], answer, PIXELS)
         done += len(members)
-        report(progress, "Reading regions from pixels", done, max(total, 1))
+        report(progress, "Reading regions from pixels", done, total)
     return read

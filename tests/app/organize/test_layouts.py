@@ -176,3 +176,12 @@ def test_mura_lists_are_skipped_with_what_they_are(ws, tmp_path: Path) -> None:
     assert result.skip_reasons == {
         "a list of studies and labels; the same labels are read from the study folders' names": 2,
         "a list of image paths without labels": 2}
+
+
+@pytest.mark.parametrize("layout", ["chest_xray_pneumonia", "rsna_ich", "mura"])
+def test_every_progress_task_of_an_organize_ends_at_its_total(ws, tmp_path: Path, layout: str) -> None:
+    """A task left short of its total stays on screen as an unfinished row for the rest of the session."""
+    LAYOUTS[layout](tmp_path / "d")
+    seen: dict[str, tuple[int, int | None]] = {}
+    organize(ws, tmp_path / "d", "x", workers=1, progress=lambda task, done, total, **_: seen.update({task: (done, total)}))
+    assert seen and all(done == total for done, total in seen.values()), seen
