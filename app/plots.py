@@ -83,30 +83,44 @@ def reliability_diagram(probabilities: np.ndarray, targets: np.ndarray, path: Pa
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == targets
     edges = np.linspace(0, 1, bins + 1)
-    centres, accuracy = [], []
+    centres, accuracy, counts = [], [], []
     for low, high in zip(edges[:-1], edges[1:]):
         inside = (confidence > low) & (confidence <= high)
         if inside.any():
             centres.append((low + high) / 2)
             accuracy.append(correct[inside].mean())
+            counts.append(int(inside.sum()))
     with _figure(path, (4.5, 4.5), title) as ax:
-        ax.bar(centres, accuracy, width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy")
+        bars = ax.bar(centres, accuracy, width=1 / bins, edgecolor="black", alpha=0.7,
+                      label="accuracy (images in the bin)")
+        ax.bar_label(bars, [str(n) for n in counts], label_type="center", fontsize=7)  # how far to trust each bar
         ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
         ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
         ax.legend(loc="upper left")
     return path
 
 
+def kept_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The epoch whose weights a run keeps: the first with the best validation ``monitor``."""
+    scored = [h for h in history if isinstance(h.get("monitor"), (int, float)) and h["monitor"] == h["monitor"]]
+    return max(scored, key=lambda h: (h["monitor"], -h["epoch"]))["epoch"] if scored else None
+
+
 def learning_curves(history: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Training loss and validation figures per epoch, with the kept epoch marked on both."""
     epochs = [h["epoch"] for h in history]
+    kept = kept_epoch(history)
     with _figure(path, (9, 3.6), title, columns=2) as (left, right):
         left.plot(epochs, [h["train_loss"] for h in history], marker="o")
         left.set(xlabel="epoch", ylabel="training loss")
         for key in ("val_auc", "val_balanced_accuracy", "val_auroc"):
             if key in history[0]:
-                right.plot(epochs, [h[key] for h in history], marker="o", label=key)
-        right.set(xlabel="epoch", ylim=(0, 1))
-        right.legend()
+                right.plot(epochs, [h[key] for h in history], marker="o", label=key.replace("_", " "))
+        if kept is not None:
+            for ax in (left, right):
+                ax.axvline(kept, color="black", linestyle=":", label=f"kept (epoch {kept}, best on validation)")
+        right.set(xlabel="epoch", ylim=(0, 1.05))
+        right.legend(loc="best")
     return path
 
 

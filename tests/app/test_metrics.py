@@ -52,3 +52,22 @@ def test_bootstrap_intervals_bracket_the_estimate_and_narrow_with_more_data() ->
     assert ci_big[1] - ci_big[0] < ci_small[1] - ci_small[0]
     low, high = anomaly_intervals(big[1], big[0][:, 1], rounds=200)
     assert low < roc_auc_score(big[1], big[0][:, 1]) < high
+
+
+def test_the_learning_curves_mark_the_epoch_whose_weights_were_kept(tmp_path) -> None:
+    """The kept epoch is the first with the best validation monitor (as the training loop keeps best.pt)."""
+    from app import plots
+
+    history = [{"epoch": e, "train_loss": 1 / e, "val_auc": m, "monitor": m}
+               for e, m in [(1, 0.7), (2, 0.9), (3, 0.8), (4, 0.9), (5, float("nan"))]]
+    assert plots.kept_epoch(history) == 2
+    assert plots.kept_epoch([{"epoch": 1, "train_loss": 1.0}]) is None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from unittest import mock
+
+    with mock.patch("matplotlib.axes.Axes.axvline", autospec=True) as line:
+        plots.learning_curves(history, tmp_path / "curves.png", "run")
+    assert [call.args[1] for call in line.call_args_list] == [2, 2]  # on both panels
+    assert (tmp_path / "curves.png").stat().st_size > 1000
