@@ -8,6 +8,7 @@ from collections.abc import Callable
 import questionary
 from rich.columns import Columns
 from rich.panel import Panel
+from rich.table import Table
 
 from app.errors import WorkbenchError
 from app.status import workspace_status
@@ -24,7 +25,12 @@ def _header(s: screens.Session) -> None:
     status = workspace_status(s.ws)
     console.print(Panel.fit(f"[bold]MedAnomaly Workbench[/]  workspace: {status.root}", border_style="cyan"),
                   soft_wrap=False)  # a long workspace path folds inside the frame
-    console.print(Columns(render.status_tables(status)))
+    parts = render.status_tables(status)
+    if all(isinstance(part, Table) for part in parts):
+        console.print(Columns(parts))  # side by side where they fit
+    else:
+        for part in parts:
+            console.print(part)
 
 
 def _entries(s: screens.Session) -> list[tuple[str, Callable[[screens.Session], None], str | None]]:

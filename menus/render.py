@@ -9,6 +9,7 @@ from typing import Any
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from app.metrics import metric_label
 from app.status import WorkspaceStatus
@@ -20,8 +21,10 @@ def _num(value: Any) -> str:
     return str(value)
 
 
-def status_tables(status: WorkspaceStatus) -> list[Table]:
-    tables = []
+def status_tables(status: WorkspaceStatus) -> list[Table | Text]:
+    """The datasets and runs tables; a line each instead where there is nothing yet (an
+    empty table at 80 x 24 pushes the menu's header off the screen)."""
+    tables: list[Table | Text] = []
     data = Table(title="Datasets", title_justify="left", expand=False)
     for col in ("name", "collected files", "organized items", "labeled", "classes", "splits"):
         data.add_column(col)
@@ -32,9 +35,7 @@ def status_tables(status: WorkspaceStatus) -> list[Table]:
         data.add_row(name, _num(raw.get("files", "-")), _num(org.get("items", "-")), _num(org.get("labeled", "-")),
                      ", ".join(org.get("classes", [])) or "-",
                      "/".join(str(splits.get(s, 0)) for s in ("train", "val", "test")) if splits else "-")
-    if not names:
-        data.add_row("(none yet)", "", "", "", "Collect the demo data or a folder to begin", "")
-    tables.append(data)
+    tables.append(data if names else Text("Datasets: none yet. Collect the demo data or a folder to begin."))
     runs = Table(title="Training runs", title_justify="left")
     for col in ("run", "phase", "status", "epochs", "test AUROC", "test bal. acc.", "verdict", "ONNX"):
         # Folded, never cut: a run's name is what `evaluate RUN` and `export RUN` need.
@@ -45,9 +46,7 @@ def status_tables(status: WorkspaceStatus) -> list[Table]:
                      _num(test.get("anomaly_auroc", test.get("roc_auc_ovr", "-"))),
                      _num(test.get("balanced_accuracy", "-")), verdict_text(run["verdict"]),
                      "yes" if run["exported"] else "-")
-    if not status.runs:
-        runs.add_row("(none yet)", "", "", "", "", "", "", "")
-    tables.append(runs)
+    tables.append(runs if status.runs else Text("Training runs: none yet."))
     return tables
 
 

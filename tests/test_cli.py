@@ -38,7 +38,7 @@ def test_global_options_go_before_or_after_the_command(capsys, tmp_path: Path, o
     code, out, _ = run(capsys, *argv)
     assert code == 0
     assert (tmp_path / "w" / "data" / "raw").is_dir() and (tmp_path / "w" / "checkpoints").is_dir()
-    assert "(none yet)" in out
+    assert "Datasets: none yet" in out and "Training runs: none yet" in out
 
 
 def test_errors_are_one_clear_line_and_exit_2(capsys, tmp_path: Path) -> None:

@@ -47,6 +47,15 @@ def _quit(t: Terminal) -> None:
     t.child.expect(__import__("pexpect").EOF, timeout=30)
 
 
+def test_a_new_workspace_shows_its_header_and_the_whole_menu_on_one_80x24_screen(terminal, tmp_path: Path) -> None:
+    t = terminal(tmp_path / "ws")
+    t.wait("Quit")
+    screen = t.display()
+    assert "MedAnomaly Workbench" in screen, "the header is still on screen:\n" + screen
+    assert "Datasets: none yet" in screen and "Training runs: none yet" in screen
+    _quit(t)
+
+
 def test_help_wraps_inside_its_frame_at_80_columns(terminal, tmp_path: Path) -> None:
     t = terminal(tmp_path / "ws")
     _pick(t, "help", "» Help")
