@@ -24,6 +24,10 @@ class TrainingError(WorkbenchError):
     """A training run could not start, resume or finish."""
 
 
+class DeviceError(WorkbenchError):
+    """The device asked for (MEDANOMALY_DEVICE) is not there."""
+
+
 class ExportError(WorkbenchError):
     """A model could not be exported or failed its checks."""
 

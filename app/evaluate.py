@@ -270,6 +270,7 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         f"- classes: {', '.join(meta.get('classes', []))}", f"- evaluated on: {split} split",
         f"- dataset version trained on: {meta.get('dataset_version') or 'not recorded'}",
         f"- seed: {meta.get('config', {}).get('seed', 'not recorded')}",
+        *([f"- trained on: {meta['device']}"] if meta.get("device") else []),
         *([f"- pretrained weights: {_weights(meta['pretrained_weights'])}"] if "pretrained_weights" in meta else []),
         f"- figures below: {'test-time augmentation (each image averaged with its mirror)' if metrics.get('tta') else 'single view (no test-time augmentation)'}",
         "",

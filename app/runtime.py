@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import DeviceError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -36,6 +38,46 @@ class Runtime:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
 
+    def synchronize(self) -> None:
+        """Wait for the GPU's queued work, so that a clock read after it measures that work."""
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def exact(self) -> Iterator[None]:
+        """Full float32, same result every time, on the GPU (nothing changes on the CPU).
+
+        By default CUDA convolutions use TF32 (a 10-bit mantissa: about 1e-3 relative) and
+        cuDNN picks its fastest, not always deterministic, algorithm. What a run keeps and
+        compares later on the CPU or in ONNX Runtime (the best epoch's validation figures,
+        the VAE's choice of score, batch-norm statistics) is computed without either.
+        """
+        if not self.cuda:
+            yield
+            return
+        import torch
+
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = saved
+
+    def describe(self) -> str:
+        """The device in words, for tables and reports: 'CPU (2 cores)', 'NVIDIA H200'."""
+        if self.cuda:
+            import torch
+
+            name = torch.cuda.get_device_name(torch.device(self.device))
+            return name + (f" x {self.world}" if self.world > 1 else "")
+        return f"CPU ({os.cpu_count() or 1} cores)"
+
     def scaler(self) -> Any:
         """A gradient scaler for float16 on GPU; a no-op otherwise."""
         import torch
@@ -51,8 +93,16 @@ def current_runtime() -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    wanted = os.environ.get("MEDANOMALY_DEVICE", "")
-    if wanted:
+    wanted = os.environ.get("MEDANOMALY_DEVICE", "").strip().lower()
+    if wanted and wanted != "cpu" and not wanted.startswith("cuda"):
+        raise DeviceError(f"MEDANOMALY_DEVICE is {wanted!r}; use 'cpu', 'cuda' or 'cuda:N' (or unset it).")
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"MEDANOMALY_DEVICE is {wanted!r} but PyTorch (torch {torch.__version__}) sees no "
+                          "CUDA device: no GPU or driver here, or a CPU-only build of torch. Unset it to run "
+                          "on the CPU.")
+    if wanted == "cuda":
+        device = f"cuda:{local}"
+    elif wanted:
         device = wanted
     elif torch.cuda.is_available():
         device = f"cuda:{local}"

@@ -81,7 +81,8 @@ def _augment(images: "Any", generator: "Any", kind: str = "standard") -> "Any":
 
     if kind == "none":
         return images
-    flip = torch.rand(len(images), generator=generator) < 0.5
+    # The draws come from the CPU generator (resumable on any device) and go where the images are.
+    flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
     images = torch.where(flip.view(-1, *[1] * (images.dim() - 1)), images.flip(-1), images)
     if kind == "standard":
         limit = max(1, images.shape[-1] // 16)
@@ -92,15 +93,29 @@ def _augment(images: "Any", generator: "Any", kind: str = "standard") -> "Any":
     angles, zoom = torch.deg2rad(uniform(-10, 10, 1 if dims == 2 else 3)), uniform(0.9, 1.1)
     shift = uniform(-1 / 8, 1 / 8, dims)  # grid units: 1/16 of the side
     matrix = _rotation(angles) / zoom[:, None, None]
-    theta = torch.cat([matrix, shift[:, :, None]], dim=2)
+    theta = torch.cat([matrix, shift[:, :, None]], dim=2).to(images.device)
     grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
     images = torch.nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
-    gamma = torch.exp(uniform(-0.22, 0.22)).view(-1, *[1] * (images.dim() - 1))
+    gamma = torch.exp(uniform(-0.22, 0.22)).view(-1, *[1] * (images.dim() - 1)).to(images.device)
     if dims == 2:
         return images.clamp(0, 1) ** gamma
     # Volumes: the intensity change touches the first channel only; a second one holds the
     # cube's position code (models/cube3d.py), constant, which rotation and zoom keep.
     return torch.cat([images[:, :1].clamp(0, 1) ** gamma, images[:, 1:]], dim=1)
+
+
+def _resident(images: "Any", rt: Any) -> "Any":
+    """The training images on the GPU once, where they take under a quarter of its free
+    memory: each batch is then cut and augmented there, with no copy from the host per
+    step. As they are on the CPU, for volumes read a batch at a time, or when too large."""
+    import torch
+
+    if not rt.cuda or not isinstance(images, torch.Tensor):
+        return images
+    free, _ = torch.cuda.mem_get_info(torch.device(rt.device))
+    if images.element_size() * images.nelement() > free // 4:
+        return images
+    return images.to(rt.device)
 
 
 def mix_batch(images: "Any", targets: "Any", classes: int, share: float, generator: "Any") -> tuple["Any", "Any"]:
@@ -145,11 +160,11 @@ FIT_EPOCHS = 3  # epochs timed before a time-limited run fits its schedule to th
 TIME_MARGIN = 0.95  # the share of the time left the fitted schedule plans to use
 
 
-def fitted_epochs(done: int, planned: int, seconds_per_epoch: float, seconds_left: float) -> int:
+def fitted_epochs(done: int, ceiling: int, seconds_per_epoch: float, seconds_left: float) -> int:
     """How many epochs in all a time-limited run can finish: ``done`` plus as many as fit
-    in ``seconds_left`` (with a margin), never more than ``planned`` nor fewer than ``done + 1``."""
+    in ``seconds_left`` (with a margin), never more than ``ceiling`` nor fewer than ``done + 1``."""
     more = int(TIME_MARGIN * seconds_left / max(seconds_per_epoch, 1e-9))
-    return max(done + 1, min(planned, done + more))
+    return max(done + 1, min(ceiling, done + more))
 
 
 def train(
@@ -160,6 +175,7 @@ def train(
     run: str | None = None,
     patience: int = 10,
     time_limit_s: float | None = None,
+    max_epochs: int | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     **overrides: Any,
@@ -169,8 +185,12 @@ def train(
     A run folder that already holds ``last.pt`` is resumed from its last
     finished epoch, with the configuration it was started with. With
     ``time_limit_s`` no epoch starts that would end past the limit, and after its first
-    FIT_EPOCHS epochs a run that would not finish in time plans fewer epochs (the
-    learning-rate schedule then ends with the time, rather than being cut off high).
+    FIT_EPOCHS epochs the plan is refitted to what the time left holds (timed on the
+    epochs after the first, which carries the warm-up; on a GPU the clock is read after
+    its queued work): fewer epochs when the run would not finish in time (the
+    learning-rate schedule then ends with the time, rather than being cut off high), and
+    more, up to ``max_epochs``, when time would be left over (the plan a caller guessed
+    before anything was timed, e.g. from a probe that counted CUDA's start-up).
 
     Raises:
         DatasetError: no such dataset, no rows for this phase, or a validation split
@@ -195,13 +215,14 @@ def train(
     # One process trains a run at a time (under torchrun, rank 0 speaks for all).
     with ws.lock("run", run) if rt.main else contextlib.nullcontext():
         return _train_locked(ws, dataset, dataset_meta, phase_name, run, run_dir, tconfig, classes, patience,
-                             progress, should_stop, time_limit_s, overrides)
+                             progress, should_stop, time_limit_s, overrides, max_epochs)
 
 
 def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], phase_name: str, run: str,
                   run_dir: Path, tconfig: dict[str, Any], classes: list[str], patience: int,
                   progress: Progress | None, should_stop: Callable[[], bool] | None,
-                  time_limit_s: float | None, overrides: dict[str, Any]) -> RunResult:
+                  time_limit_s: float | None, overrides: dict[str, Any],
+                  max_epochs: int | None = None) -> RunResult:
     import torch
 
     from models import create_phase, get_phase_class
@@ -232,7 +253,7 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
     run_dir.mkdir(parents=True, exist_ok=True)
     base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
             "config": phase.config_dict(), "balance": balance, "created": now_iso(),
-            "dataset_version": dataset_meta.get("version", ""), **_pretrained_record(phase)}
+            "dataset_version": dataset_meta.get("version", ""), "device": rt.describe(), **_pretrained_record(phase)}
     if (run_dir / "metadata.json").exists():
         before = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
         for kept in ("created", "dataset_version", "pretrained_weights"):  # what the run began with
@@ -244,7 +265,8 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         if not phase.spec.trainable:
             result = _fit(ws, phase, dataset, run_dir, base, progress)
         else:
-            result = _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s)
+            result = _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s,
+                           max_epochs)
         if rt.main and phase.spec.input_dims == 2:
             fit_ood_gate(ws, dataset, run_dir, phase.config, progress)
         return result
@@ -335,7 +357,7 @@ def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for
 
 def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str, Any], resumed: dict | None,
           patience: int, progress: Progress | None, should_stop: Callable[[], bool] | None,
-          time_limit_s: float | None = None) -> RunResult:
+          time_limit_s: float | None = None, max_epochs: int | None = None) -> RunResult:
     import torch
 
     rt = current_runtime()
@@ -355,6 +377,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     phase.model.to(rt.device)
     params = phase.param_groups() if hasattr(phase, "param_groups") else phase.model.parameters()
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    resident = _resident(train_x, rt)  # batches are cut (and augmented) from here
     per_rank = len(train_x) // rt.world  # every process takes as many batches, or DDP would wait forever
     steps_per_epoch = math.ceil(per_rank / config.batch_size)
     warmup = max(1, steps_per_epoch // 2 + 1)
@@ -377,7 +400,9 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     augment = getattr(config, "augment", "standard")
     mixup = float(getattr(config, "mixup", 0.0) or 0.0)
     with wrapped_for_training(raw, rt) as trainable:
-        for epoch in range(start, config.epochs):
+        # A time-limited run may refit its plan up to ``ceiling`` epochs; the loop ends at the plan.
+        ceiling = max(config.epochs, max_epochs or 0) if time_limit_s is not None else config.epochs
+        for epoch in range(start, ceiling):
             began = time.perf_counter()
             phase.epoch = epoch
             if hasattr(phase, "start_epoch"):
@@ -393,7 +418,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                 index = order[k * config.batch_size : (k + 1) * config.batch_size]
                 if len(index) < 2 and k > 0 and rt.world == 1:
                     continue  # a batch of one breaks batch norm; its images come back next epoch
-                images, targets = _augment(train_x[index], generator, augment), train_y[index]
+                images, targets = _augment(resident[index], generator, augment), train_y[index]
                 if mixing is not None:
                     images, targets = mix_batch(images, targets, len(phase.classes), float(mixing.beta(mixup, mixup)),
                                                 generator)
@@ -418,27 +443,25 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                        loss=loss.item())
             # What is validated is what is kept: the weights (or their average), with batch-norm
             # statistics measured afresh on training images.
-            watched = _precise_bn(ema.module if ema is not None else raw, train_x, config.batch_size, rt.device)
-            phase.model = watched
-            try:
-                if hasattr(phase, "validation_scores"):  # scored as after training (the VAE's choices)
-                    outputs = phase.validation_scores(val_x.to(rt.device), val_y.numpy())
-                else:
-                    outputs = _predict(phase, val_x, 64, rt.device)
-                metrics = validation_metrics(phase, outputs, val_y.numpy())
-            finally:
-                phase.model = raw
+            # Both are kept and compared later on the CPU: exact float32 on a GPU (Runtime.exact).
+            with rt.exact():
+                watched = _precise_bn(ema.module if ema is not None else raw, resident, config.batch_size, rt.device)
+                metrics = _validate(phase, watched, raw, val_x, val_y, rt.device)
+            rt.synchronize()  # the GPU's queued work belongs to this epoch's time
             record = {"epoch": epoch + 1, "train_loss": total / max(1, seen), **metrics,
                       "seconds": round(time.perf_counter() - began, 2)}
             history.append(record)
             improved = metrics["monitor"] > best
             best, stale = (metrics["monitor"], 0) if improved else (best, stale + 1)
-            if time_limit_s is not None and epoch + 1 - start == FIT_EPOCHS and epoch + 1 < config.epochs:
-                per_epoch = float(np.median([r["seconds"] for r in history[-FIT_EPOCHS:]]))  # a slow first epoch aside
-                planned = int(_agreed(rt, str(fitted_epochs(epoch + 1, config.epochs, per_epoch,
+            if time_limit_s is not None and epoch + 1 - start == FIT_EPOCHS and epoch + 1 < ceiling:
+                # The first epoch of a process carries its warm-up (CUDA context, cuDNN's
+                # choice of kernels, caches): the plan is timed on the ones after it.
+                timed = history[start + 1 : epoch + 1] or history[start : epoch + 1]
+                per_epoch = float(np.median([r["seconds"] for r in timed]))
+                planned = int(_agreed(rt, str(fitted_epochs(epoch + 1, ceiling, per_epoch,
                                                             time_limit_s - (time.perf_counter() - started)))))
-                if planned < config.epochs:
-                    log.info("%s: %d of %d epochs fit in the time limit; the learning-rate schedule is fitted "
+                if planned != config.epochs:
+                    log.info("%s: %d epochs fit in the time left (%s planned); the learning-rate schedule is fitted "
                              "to %d", run_dir.name, planned, config.epochs, planned)
                     config.epochs = planned
                     scheduler.lr_lambdas = [_schedule(steps_per_epoch * planned, warmup)] * len(scheduler.lr_lambdas)
@@ -501,6 +524,19 @@ def bn_image_count(train_images: int) -> int:
     """
     fewest, most = BN_IMAGES
     return min(train_images, max(fewest, min(most, train_images // BN_SHARE)))
+
+
+def _validate(phase: Any, watched: Any, raw: Any, val_x: Any, val_y: Any, device: str) -> dict[str, float]:
+    """The validation figures of the weights ``watched`` (the phase's model is ``raw`` again after)."""
+    phase.model = watched
+    try:
+        if hasattr(phase, "validation_scores"):  # scored as after training (the VAE's choices)
+            outputs = phase.validation_scores(val_x.to(device), val_y.numpy())
+        else:
+            outputs = _predict(phase, val_x, 64, device)
+        return validation_metrics(phase, outputs, val_y.numpy())
+    finally:
+        phase.model = raw
 
 
 def _precise_bn(model: Any, images: Any, batch_size: int, device: str) -> Any:

@@ -59,7 +59,8 @@ def run_one(ws, name: str, latent: int, epochs: int, size: int, select: str, sco
                  for split, (images, labels) in split_data.items()}
         view = "all views" if "views" in chosen else f"area {chosen['area']:g}, neighbours {chosen['neighbours']}"
         out.append({"latent_dim": latent, "score": kind, "view": view,
-                    "val_auroc": found["val"], "test_auroc": found["test"], "train_seconds": seconds})
+                    "val_auroc": found["val"], "test_auroc": found["test"], "train_seconds": seconds,
+                    "device": ws.run_metadata(run).get("device", "CPU")})
     return out
 
 
@@ -99,7 +100,7 @@ def main() -> int:
         print(f"| {method} | {value:.1f} |")
     for r in results:
         print(f"| **ours**: VAE, latent {r['latent_dim']}, score {r['score']}, {r['view']} "
-              f"({r['train_seconds']:.0f} s on CPU) | "
+              f"({r['train_seconds']:.0f} s on {r['device']}) | "
               f"**{100 * r['test_auroc']:.1f}** (validation {100 * r['val_auroc']:.1f}) |")
     print("\nThe anchors are on RSNA pneumonia (64 px), not PneumoniaMNIST: a different set.")
     best = max(results, key=lambda r: r["val_auroc"])  # chosen on validation, never on test

@@ -14,6 +14,20 @@ sys.path.insert(0, str(ROOT))
 from app.workspace import Workspace  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` run where PyTorch sees a CUDA device and skip, with the reason, elsewhere.
+    The rest of the suite runs on whatever MEDANOMALY_DEVICE says (default: a GPU when there is one)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible to PyTorch here); run on a GPU machine "
+                                   "with MEDANOMALY_DEVICE=cuda ./test.sh -m gpu")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def shared(relative: str) -> Path:
     """A path under ../shared/data, or skip the test when it is not there."""
     path = SHARED_DATA / relative

@@ -1,6 +1,7 @@
 """The training loop, checkpoints, hybrid fitting, evaluation and ONNX export on tiny runs."""
 
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -150,7 +151,8 @@ def test_a_time_limited_run_fits_its_schedule_to_the_time_left(demo_ws, monkeypa
     assert fitted_epochs(3, 100, 2.0, 40.0) == 3 + 19  # 95% of the time left, whole epochs
     assert fitted_epochs(3, 10, 2.0, 400.0) == 10  # never more than planned
     assert fitted_epochs(3, 100, 2.0, -5.0) == 4  # out of time already: the next epoch ends it
-    monkeypatch.setattr(training, "FIT_EPOCHS", 1)  # time one epoch (seconds here), not three
+    monkeypatch.setattr(training, "FIT_EPOCHS", 1)  # time one epoch, not three
+    _slow_batches(monkeypatch, 0.05)  # 60 epochs take minutes on any device, a GPU included
     result = train(demo_ws, "demo", "supervised", run="tl", epochs=60, pretrained=False, backbone="resnet18",
                    time_limit_s=10.0, **TINY)
     meta = demo_ws.run_metadata("tl")
@@ -158,6 +160,37 @@ def test_a_time_limited_run_fits_its_schedule_to_the_time_left(demo_ws, monkeypa
     assert 1 < planned < 60, "the plan shrank to what fits"
     assert result.epochs_done <= planned and meta["status"] == "complete"
     assert load_checkpoint(result.path / "last.pt")["config"]["epochs"] == planned, "a resume keeps the fitted plan"
+
+
+def _slow_batches(monkeypatch, seconds: float) -> None:
+    """Every training batch takes at least ``seconds`` longer (a slow device, whatever this one is)."""
+    from app import training
+
+    augment = training._augment
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return augment(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_augment", slow)
+
+
+def test_a_time_limited_run_plans_more_epochs_when_time_is_left(demo_ws, monkeypatch) -> None:
+    """A plan guessed before anything was timed (a probe that counted CUDA's start-up) grows
+    to what the time holds, up to max_epochs; the schedule is fitted to it; a resume keeps it."""
+    from app import training
+
+    seen: list[int] = []
+    fitted = training.fitted_epochs
+    monkeypatch.setattr(training, "fitted_epochs", lambda *a: seen.append(fitted(*a)) or seen[-1])
+    monkeypatch.setattr(training, "FIT_EPOCHS", 1)
+    result = train(demo_ws, "demo", "supervised", run="tl-grow", epochs=2, max_epochs=4, pretrained=False,
+                   backbone="resnet18", time_limit_s=3600.0, **TINY)
+    meta = demo_ws.run_metadata("tl-grow")
+    assert seen == [4] and meta["config"]["epochs"] == 4, "the plan grew to its ceiling"
+    assert result.epochs_done == 4 and len(meta["history"]) == 4 and meta["status"] == "complete"
+    assert load_checkpoint(result.path / "last.pt")["config"]["epochs"] == 4
+    assert training.fitted_epochs(1, 4, 2.0, 3600.0) == 4
 
 
 def test_a_time_limited_run_stops_at_its_fitted_plan_when_time_is_left(demo_ws, monkeypatch) -> None:

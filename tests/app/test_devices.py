@@ -1,0 +1,65 @@
+"""Where training runs (MEDANOMALY_DEVICE, Runtime) and what must hold on a GPU.
+
+The first tests run anywhere; those marked ``gpu`` run where PyTorch sees a CUDA device
+(``MEDANOMALY_DEVICE=cuda ./test.sh -m gpu``) and skip with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.errors import DeviceError
+from app.runtime import Runtime, current_runtime
+
+TINY = {"image_size": 32, "batch_size": 16}
+
+
+def test_the_device_named_in_the_environment_is_used_or_refused_clearly(monkeypatch) -> None:
+    monkeypatch.setenv("MEDANOMALY_DEVICE", "cpu")
+    assert current_runtime().device == "cpu" and current_runtime().describe().startswith("CPU (")
+    monkeypatch.setenv("MEDANOMALY_DEVICE", "tpu")
+    with pytest.raises(DeviceError, match="use 'cpu', 'cuda' or 'cuda:N'"):
+        current_runtime()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("MEDANOMALY_DEVICE", "cuda")
+        with pytest.raises(DeviceError, match="sees no CUDA device.*Unset it to run on the CPU"):
+            current_runtime()
+
+
+def test_exact_mode_turns_tf32_and_kernel_races_off_on_a_gpu_and_puts_them_back() -> None:
+    """Runtime.exact only flips PyTorch's switches; no GPU is needed to see them flipped."""
+    backends = torch.backends
+    before = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32, backends.cudnn.deterministic,
+              backends.cudnn.benchmark)
+    with Runtime("cuda:0").exact():
+        assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
+        assert backends.cudnn.deterministic and not backends.cudnn.benchmark
+    assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32, backends.cudnn.deterministic,
+            backends.cudnn.benchmark) == before
+    with Runtime("cpu").exact():  # nothing to change on the CPU
+        assert (backends.cudnn.allow_tf32, backends.cudnn.deterministic) == before[::2]
+
+
+def test_a_run_records_the_device_it_trained_on_and_its_report_names_it(demo_ws) -> None:
+    from app.evaluate import evaluate_run
+    from app.training import train
+
+    train(demo_ws, "demo", "supervised", run="dev-cpu", epochs=1, pretrained=False, backbone="resnet18", **TINY)
+    device = demo_ws.run_metadata("dev-cpu")["device"]
+    assert device == current_runtime().describe()
+    evaluate_run(demo_ws, "dev-cpu", "test")
+    assert f"- trained on: {device}" in (demo_ws.run_dir("dev-cpu") / "evaluation" / "report.md").read_text()
+
+
+@pytest.mark.gpu
+def test_a_gpu_trained_run_names_its_gpu_and_exports(demo_ws, monkeypatch) -> None:
+    """Trained on the GPU (mixed precision), checked and exported on the CPU in float32."""
+    from app.export import export_run
+    from app.training import train
+
+    monkeypatch.setenv("MEDANOMALY_DEVICE", "cuda")
+    train(demo_ws, "demo", "supervised", run="dev-gpu", epochs=2, pretrained=False, backbone="resnet18", **TINY)
+    meta = demo_ws.run_metadata("dev-gpu")
+    assert meta["device"] == current_runtime().describe() and "CPU" not in meta["device"]
+    assert export_run(demo_ws, "dev-gpu").max_abs_diff <= 1e-4
