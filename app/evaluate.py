@@ -291,6 +291,13 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         lines += ["", "| class | sensitivity | specificity | support |", "| --- | --- | --- | --- |"]
         lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {c['support']} |"
                   for name, c in metrics["per_class"].items()]
+    if isinstance(meta.get("recipe"), dict) and meta.get("trials"):
+        # app/recipes.py: the recipes screened on validation, and the one this run went on with.
+        lines += ["", f"## Recipe: {meta['recipe'].get('name')} (chosen on the validation split)", "",
+                  "| recipe screened | epochs | best validation figure | seconds |", "| --- | --- | --- | --- |"]
+        lines += [f"| {t['recipe']}{' (chosen)' if t['recipe'] == meta['recipe'].get('name') else ''} | {t['epochs']} | "
+                  f"{_fmt(t['val_monitor'])} | {t['seconds']} |" for t in meta["trials"]]
+        lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in meta["recipe"].items() if k != "name") + "."]
     calibration = metrics.get("calibration")
     if isinstance(calibration, dict) and calibration:
         # Fitted on validation after training: a classifier's temperature and per-class bias

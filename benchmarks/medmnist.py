@@ -10,6 +10,12 @@ phase (2D) or the `cube3d` phase (3D files), with strong augmentation unless
 training loop fits the plan again after timing its first epochs, so that the learning-rate schedule
 completes), evaluated once on the test split. ``--ensemble K`` shares the same budget among K runs
 that differ only in seed (``--seed`` the first) and averages their calibrated probabilities (app.evaluate.evaluate_ensemble).
+
+``--recipe auto`` (the default for 2D files when no recipe flag is given: ``--backbone``,
+``--image-size``, ``--augment``, ``--lr``, ``--ema``, ``--mixup``) screens a few recipes on the
+validation split and continues the best to the end of the budget (app/recipes.py); the JSON
+then holds ``recipe`` (the chosen one) and ``trials`` (each recipe's validation figure). 3D
+files keep the 3D defaults, which carried to sets nobody tuned on.
 """
 
 from __future__ import annotations
@@ -87,12 +93,15 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=16, help="3D: channels of the first stage")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, help="default 3e-3 (2D) or 1e-3 (3D)")
-    parser.add_argument("--augment", default="strong", choices=["none", "standard", "strong"],
+    parser.add_argument("--augment", choices=["none", "standard", "strong"],
                         help="default strong: it scored above standard on the MedMNIST files measured here (README)")
+    parser.add_argument("--recipe", choices=["auto", "flags"],
+                        help="auto: search recipes on validation (2D default unless a recipe flag is given); "
+                             "flags: train the flags' recipe as given")
     parser.add_argument("--clahe", action="store_true")
     parser.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay; default the phase's (1e-4)")
-    parser.add_argument("--ema", type=float, default=0.0, help="decay of a weight average (e.g. 0.99); 0: off")
-    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+    parser.add_argument("--ema", type=float, help="decay of a weight average (e.g. 0.99); 0: off (the default)")
+    parser.add_argument("--mixup", type=float, metavar="ALPHA",
                         help="blend pairs of training images and labels, Beta(ALPHA, ALPHA) shares (e.g. 0.2); 0: off")
     parser.add_argument("--no-class-weights", action="store_true",
                         help="plain cross-entropy (MedMNIST's protocol) instead of the app's class-weighted loss")
@@ -110,6 +119,7 @@ def main() -> int:
         parser.error(f"--seed must be 0 or more, not {args.seed}")
 
     from app.evaluate import evaluate_ensemble, evaluate_run
+    from app.recipes import RECIPES_2D, search_and_train
     from app.runtime import current_runtime
     from app.organize.organizer import organize
     from app.training import train
@@ -124,6 +134,12 @@ def main() -> int:
     with np.load(data) as arrays:
         dims = arrays["train_images"].ndim - 1 - (arrays["train_images"].shape[-1] == 3)
     phase = "cube3d" if dims == 3 else "supervised"
+    flags_given = any(v is not None for v in (args.backbone, args.image_size, args.augment, args.lr, args.ema, args.mixup))
+    if args.recipe == "auto" and (dims == 3 or args.ensemble > 1):
+        parser.error("--recipe auto searches 2D recipes for one run: leave it out for 3D files and ensembles")
+    auto = dims == 2 and args.ensemble <= 1 and (args.recipe == "auto" or (args.recipe is None and not flags_given))
+    args.augment = args.augment or "strong"
+    args.ema, args.mixup = args.ema or 0.0, args.mixup or 0.0
     args.backbone = args.backbone or ("resnet10" if dims == 3 else "efficientnet_b0")
     args.image_size = args.image_size or (28 if dims == 3 else 64)
     args.lr = args.lr or (1e-3 if dims == 3 else 3e-3)
@@ -133,25 +149,42 @@ def main() -> int:
         train_images = result.split_counts["train"]
         members = max(1, args.ensemble)
         budget = args.minutes * 60 / members
-        per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims, args.width,
-                                      runtime.device)
-        epochs = max(1, int(budget / per_epoch))
-        # The probe is a guess (on a GPU it counts CUDA's start-up); after three epochs the
-        # run refits its plan to the time left, up to MedMNIST's own 100 epochs.
-        ceiling = max(epochs, MAX_EPOCHS)
-        print(f"{name}: {train_images} training images; about {per_epoch:.0f} s per epoch -> {epochs} epochs "
-              f"in {args.minutes / members:.3g} minutes" + (f", for each of {members} runs" if members > 1 else ""), flush=True)
-        began = time.perf_counter()
         options = ({"width": args.width} if dims == 3 else {"pretrained": False, "clahe": args.clahe})
         if args.weight_decay is not None:
             options["weight_decay"] = args.weight_decay
-        options.update(ema=args.ema, mixup=args.mixup, class_weights=not args.no_class_weights, calibration=args.calibration)
-        runs = [train(ws, name, phase, run=f"bench-{k}", backbone=args.backbone, image_size=args.image_size,
-                      epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed + k,
-                      patience=ceiling, time_limit_s=budget, max_epochs=ceiling, **options) for k in range(members)]
+        options.update(class_weights=not args.no_class_weights, calibration=args.calibration)
+        searched: dict = {"recipe": "flags", "trials": []}
+        began = time.perf_counter()
+        if auto:
+            print(f"{name}: {train_images} training images; screening {len(RECIPES_2D)} recipes on validation, "
+                  f"then the best to the end of {args.minutes:g} minutes", flush=True)
+            found, searched = search_and_train(ws, name, budget, run="bench", seed=args.seed,
+                                               batch_size=args.batch_size, **options)
+            runs = [found]
+            chosen = searched["recipe"]
+            args.backbone, args.image_size, args.lr = chosen["backbone"], chosen["image_size"], chosen["lr"]
+            args.augment, args.ema, args.mixup = chosen["augment"], chosen["ema"], chosen["mixup"]
+            for trial in searched["trials"]:
+                print(f"  {trial['recipe']}: validation {trial['val_monitor']:.4f} after {trial['epochs']} epochs "
+                      f"({trial['seconds']:.0f} s)")
+            print(f"  chosen: {chosen['name']}", flush=True)
+        else:
+            per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims,
+                                          args.width, runtime.device)
+            epochs = max(1, int(budget / per_epoch))
+            # The probe is a guess (on a GPU it counts CUDA's start-up); after three epochs the
+            # run refits its plan to the time left, up to MedMNIST's own 100 epochs.
+            ceiling = max(epochs, MAX_EPOCHS)
+            print(f"{name}: {train_images} training images; about {per_epoch:.0f} s per epoch -> {epochs} epochs "
+                  f"in {args.minutes / members:.3g} minutes" + (f", for each of {members} runs" if members > 1 else ""),
+                  flush=True)
+            options.update(ema=args.ema, mixup=args.mixup)
+            runs = [train(ws, name, phase, run=f"bench-{k}", backbone=args.backbone, image_size=args.image_size,
+                          epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed + k,
+                          patience=ceiling, time_limit_s=budget, max_epochs=ceiling, **options) for k in range(members)]
         train_seconds = time.perf_counter() - began
         if members == 1:
-            test = evaluate_run(ws, "bench-0", "test", tta=args.tta).metrics
+            test = evaluate_run(ws, runs[0].run, "test", tta=args.tta).metrics
         else:
             test = evaluate_ensemble(ws, [r.run for r in runs], "test", tta=args.tta)
         epochs_done = runs[0].epochs_done if members == 1 else "+".join(str(r.epochs_done) for r in runs)
@@ -163,6 +196,7 @@ def main() -> int:
         "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
         "tta": args.tta, "ema": args.ema, "mixup": args.mixup, "class_weights": not args.no_class_weights, "calibration": args.calibration,
         "weight_decay": args.weight_decay, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
+        "lr": args.lr, "recipe": searched["recipe"], "trials": searched["trials"],
     }
     print(f"\n{name} test split ({test['n']} images), " + ("one run" if members == 1 else f"{members} runs averaged") + ":\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")

@@ -1,0 +1,77 @@
+"""The recipe search screens on validation only and continues the winner's own run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from app.organize.organizer import organize
+from app.recipes import Recipe, screen_epochs, search_and_train
+
+# "slow" cannot learn in two epochs (a learning rate of 1e-7); "fast" learns the lesion.
+RECIPES = (Recipe("slow", "resnet10t", 32, "standard", lr=1e-7), Recipe("fast", "resnet10t", 32, "standard"))
+OPTIONS = {"pretrained": False, "batch_size": 8}
+
+
+def _npz(path: Path, shuffle_test: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 48), ("val", 16), ("test", 16)):
+        labels = (np.arange(n) % 2).reshape(n, 1)
+        images = (rng.random((n, 28, 28)) * 80).astype(np.uint8)
+        images[labels[:, 0] == 1, 10:18, 10:18] = 250  # a bright lesion: learnable
+        if split == "test" and shuffle_test:
+            labels = np.random.default_rng(1).permutation(labels)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    np.savez(path, **arrays)
+    return path
+
+
+def test_the_search_chooses_on_validation_and_continues_the_winner(ws, tmp_path: Path) -> None:
+    organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
+    result, record = search_and_train(ws, "toy", 12.0, run="r", recipes=RECIPES, epochs={"slow": 2, "fast": 2},
+                                      **OPTIONS)
+    trials = {t["recipe"]: t for t in record["trials"]}
+    assert set(trials) == {"slow", "fast"} and all(t["epochs"] == 2 for t in trials.values())
+    assert trials["fast"]["val_monitor"] > trials["slow"]["val_monitor"]
+    assert record["recipe"]["name"] == "fast" and record["recipe"]["lr"] == 3e-3
+    assert result.run == trials["fast"]["run"], "the winner's own run goes on"
+    meta = ws.run_metadata(result.run)
+    assert meta["status"] == "complete" and len(meta["history"]) > 2, "continued past its screening epochs"
+    assert meta["recipe"] == record["recipe"] and meta["trials"] == record["trials"]
+    from app.evaluate import evaluate_run
+
+    evaluate_run(ws, result.run, "test")
+    report = (ws.run_dir(result.run) / "evaluation" / "report.md").read_text()
+    assert "## Recipe: fast (chosen on the validation split)" in report and "| slow | 2 |" in report
+
+
+def test_the_search_never_reads_the_test_split(ws, tmp_path: Path, monkeypatch) -> None:
+    """Shuffled test labels change nothing the search sees: the same figures, the same choice."""
+    import app.training
+    from app import data
+
+    read: list[str] = []
+    split_rows = data.split_rows
+
+    def watched(ws_, dataset, split):
+        read.append(split)
+        return split_rows(ws_, dataset, split)
+
+    figures = []
+    for k, shuffled in enumerate((False, True)):
+        organize(ws, _npz(tmp_path / f"toy{k}mnist.npz", shuffle_test=shuffled), f"toy{k}")
+        with monkeypatch.context() as patch:
+            patch.setattr(app.training, "split_rows", watched)
+            patch.setattr(data, "split_rows", watched)
+            _, record = search_and_train(ws, f"toy{k}", 10.0, run=f"s{k}", recipes=RECIPES,
+                                         epochs={"slow": 2, "fast": 2}, **OPTIONS)
+        figures.append([(t["recipe"], t["val_monitor"]) for t in record["trials"]])
+    assert figures[0] == figures[1]
+    assert read and "test" not in read
+
+
+def test_screening_shares_a_third_of_the_budget_with_two_epochs_at_least() -> None:
+    assert screen_epochs({"a": 10.0, "b": 40.0}, 600.0) == {"a": 9, "b": 2}
+    assert screen_epochs({"a": 1000.0}, 60.0) == {"a": 2}
