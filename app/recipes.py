@@ -2,14 +2,15 @@
 
 A recipe is what the hand-tuned benchmark flags were: backbone, input size, augmentation,
 mixup, weight average (EMA), learning rate. ``search_and_train`` screens a few recipes
-that suit small medical sets, each for a short, fixed number of epochs of its own
-full-length schedule (successive halving's first rung: the learning rate is still high,
-so what is compared is how fast each learns), scores each by its best validation figure
-(the same ``monitor`` the training loop keeps its best epoch by: the validation AUC), and
-then continues the winner's own run to the end of the time budget (its plan refitted to
-the time left), so the screening epochs of the winner are not lost. The test split is
-never read: the trials, their figures and the choice are written into the final run's
-metadata (``recipe``, ``trials``).
+that suit small medical sets, each as a short run of its own (a few epochs, its
+learning-rate schedule run to the end, so that recipes that learn slowly at first but
+finish well, mixup and weight averages, are judged finished rather than halfway), scores
+each by its best validation figure (the ``monitor`` the training loop keeps its best epoch
+by: the validation AUC), and then trains the winner for the rest of the budget starting
+from the weights its screening run ended with (a warm restart: new optimizer and
+schedule, its plan fitted to the time left), so the screening epochs of the winner are
+not lost. The test split is never read: the trials, their figures and the choice are
+written into the final run's metadata (``recipe``, ``trials``).
 """
 
 from __future__ import annotations
@@ -97,10 +98,10 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
                      batch_size: int = 64, recipes: tuple[Recipe, ...] = RECIPES_2D,
                      epochs: dict[str, int] | None = None, progress: Progress | None = None,
                      **options: Any) -> tuple[RunResult, dict[str, Any]]:
-    """Screen ``recipes`` on validation, continue the winner to the end of ``budget_s``.
+    """Screen ``recipes`` on validation, train the winner on from its weights to the end of ``budget_s``.
 
     ``epochs`` (recipe name -> screening epochs) is measured from a probe on this device
-    when not given. Returns the winner's finished run and what the search did:
+    when not given. Returns the final run (``run``) and what the search did:
     ``{"recipe": ..., "trials": [{recipe, epochs, val_monitor, seconds}, ...]}``, also
     written into that run's metadata.json.
     """
@@ -113,32 +114,26 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
         device = current_runtime().device
         per_epoch = {r.name: seconds_per_epoch(r, train_images, batch_size, device) for r in recipes}
         epochs = screen_epochs(per_epoch, budget_s)
-    # Each trial's schedule is planned for the whole budget: the winner goes on with it.
-    planned = {r.name: max(epochs[r.name] + 1, int(epochs[r.name] / SCREEN_SHARE * len(recipes))) for r in recipes}
     trials = []
     for k, recipe in enumerate(recipes):
-        stop_after = epochs[recipe.name]
         started = time.perf_counter()
-        done = {"epochs": 0}
-
-        def enough(done: dict[str, int] = done, stop_after: int = stop_after) -> bool:
-            done["epochs"] += 1
-            return done["epochs"] >= stop_after
-
-        result = train(ws, dataset, "supervised", run=f"{run}-trial{k}", epochs=planned[recipe.name],
-                       batch_size=batch_size, seed=seed, patience=MAX_EPOCHS, should_stop=enough,
-                       progress=progress, **recipe.options(), **options)
+        result = train(ws, dataset, "supervised", run=f"{run}-trial{k}", epochs=epochs[recipe.name],
+                       batch_size=batch_size, seed=seed, patience=MAX_EPOCHS, progress=progress,
+                       **recipe.options(), **options)
         meta = ws.run_metadata(result.run)
+        seconds = time.perf_counter() - started
         trials.append({"recipe": recipe.name, "run": result.run, "epochs": len(meta["history"]),
-                       "val_monitor": round(float(meta["best_metric"]), 4),
-                       "seconds": round(time.perf_counter() - started, 1)})
+                       "val_monitor": round(float(meta["best_metric"]), 4), "seconds": round(seconds, 1)})
     best = max(trials, key=lambda t: t["val_monitor"])  # the first of equals: the list's order
     winner = next(r for r in recipes if r.name == best["recipe"])
-    left = budget_s - (time.perf_counter() - began)
-    result = train(ws, dataset, "supervised", run=best["run"], time_limit_s=max(left, 1.0), max_epochs=MAX_EPOCHS,
-                   patience=MAX_EPOCHS, progress=progress)
+    left = max(1.0, budget_s - (time.perf_counter() - began))
+    per_epoch = best["seconds"] / max(1, best["epochs"])  # a first plan; refitted once timed
+    planned = max(MIN_SCREEN_EPOCHS, min(MAX_EPOCHS, int(left / max(per_epoch, 1e-9))))
+    result = train(ws, dataset, "supervised", run=run, init_from=best["run"], epochs=planned, batch_size=batch_size,
+                   seed=seed, time_limit_s=left, max_epochs=MAX_EPOCHS, patience=MAX_EPOCHS, progress=progress,
+                   **winner.options(), **options)
     record = {"recipe": {"name": winner.name, **winner.options()}, "trials": trials}
-    path = ws.run_dir(best["run"]) / "metadata.json"
+    path = ws.run_dir(run) / "metadata.json"
     write_state(path, Kind.RUN_METADATA, {**read_state(path, Kind.RUN_METADATA), **record})
     return result, record
 

@@ -176,6 +176,7 @@ def train(
     patience: int = 10,
     time_limit_s: float | None = None,
     max_epochs: int | None = None,
+    init_from: str | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     **overrides: Any,
@@ -183,7 +184,9 @@ def train(
     """Train (or resume, or fit) phase ``phase_name`` on an organized dataset.
 
     A run folder that already holds ``last.pt`` is resumed from its last
-    finished epoch, with the configuration it was started with. With
+    finished epoch, with the configuration it was started with. A new run with
+    ``init_from`` starts from the weights that run ended with (same phase and model), with
+    its own optimizer and schedule (a warm restart). With
     ``time_limit_s`` no epoch starts that would end past the limit, and after its first
     FIT_EPOCHS epochs the plan is refitted to what the time left holds (timed on the
     epochs after the first, which carries the warm-up; on a GPU the clock is read after
@@ -215,14 +218,14 @@ def train(
     # One process trains a run at a time (under torchrun, rank 0 speaks for all).
     with ws.lock("run", run) if rt.main else contextlib.nullcontext():
         return _train_locked(ws, dataset, dataset_meta, phase_name, run, run_dir, tconfig, classes, patience,
-                             progress, should_stop, time_limit_s, overrides, max_epochs)
+                             progress, should_stop, time_limit_s, overrides, max_epochs, init_from)
 
 
 def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], phase_name: str, run: str,
                   run_dir: Path, tconfig: dict[str, Any], classes: list[str], patience: int,
                   progress: Progress | None, should_stop: Callable[[], bool] | None,
                   time_limit_s: float | None, overrides: dict[str, Any],
-                  max_epochs: int | None = None) -> RunResult:
+                  max_epochs: int | None = None, init_from: str | None = None) -> RunResult:
     import torch
 
     from models import create_phase, get_phase_class
@@ -254,6 +257,9 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
     base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
             "config": phase.config_dict(), "balance": balance, "created": now_iso(),
             "dataset_version": dataset_meta.get("version", ""), "device": rt.describe(), **_pretrained_record(phase)}
+    if init_from and not resumed:
+        _start_from(ws, phase, init_from)
+        base["initialized_from"] = init_from
     if (run_dir / "metadata.json").exists():
         before = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
         for kept in ("created", "dataset_version", "pretrained_weights"):  # what the run began with
@@ -317,6 +323,16 @@ def check_splits(phase: Any, dataset: str, train_y: Any, val_y: Any) -> None:
     if needs_labels and len(set(np.asarray(val_y).tolist())) < 2:
         raise DatasetError(f"The validation split of {dataset!r} holds one class only, so the best epoch "
                            f"cannot be chosen for phase {name!r}. {fix}")
+
+
+def _start_from(ws: Workspace, phase: Any, run: str) -> None:
+    """Start a new run from the weights another run ended with (a warm restart: a fresh
+    optimizer and learning-rate schedule); the two must build the same model."""
+    payload = load_checkpoint(ws.run_dir(run) / "last.pt")
+    if payload.get("model_args") != phase.model_args() or payload.get("phase") != phase.spec.name:
+        raise TrainingError(f"Run {run!r} built another model ({payload.get('phase')}, {payload.get('model_args')}); "
+                            f"a {phase.spec.name} run with {phase.model_args()} cannot start from its weights.")
+    phase.model.load_state_dict(payload["model_state"])
 
 
 def _agreed(rt: Any, value: str) -> str:

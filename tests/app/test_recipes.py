@@ -36,9 +36,9 @@ def test_the_search_chooses_on_validation_and_continues_the_winner(ws, tmp_path:
     assert set(trials) == {"slow", "fast"} and all(t["epochs"] == 2 for t in trials.values())
     assert trials["fast"]["val_monitor"] > trials["slow"]["val_monitor"]
     assert record["recipe"]["name"] == "fast" and record["recipe"]["lr"] == 3e-3
-    assert result.run == trials["fast"]["run"], "the winner's own run goes on"
     meta = ws.run_metadata(result.run)
-    assert meta["status"] == "complete" and len(meta["history"]) > 2, "continued past its screening epochs"
+    assert result.run == "r" and meta["initialized_from"] == trials["fast"]["run"], "the winner's weights go on"
+    assert meta["status"] == "complete" and meta["config"]["lr"] == 3e-3 and meta["history"]
     assert meta["recipe"] == record["recipe"] and meta["trials"] == record["trials"]
     from app.evaluate import evaluate_run
 
