@@ -253,12 +253,13 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         raise TrainingError(f"Mixup's alpha must be 0 (off) or more (e.g. 0.2), not {phase.config.mixup}.")
     if getattr(phase.config, "augment", "standard") not in AUGMENTATIONS:
         raise TrainingError(f"Unknown augmentation {phase.config.augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
+    if init_from and not resumed:
+        _start_from(ws, phase, init_from)  # refused before the run's folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
             "config": phase.config_dict(), "balance": balance, "created": now_iso(),
             "dataset_version": dataset_meta.get("version", ""), "device": rt.describe(), **_pretrained_record(phase)}
     if init_from and not resumed:
-        _start_from(ws, phase, init_from)
         base["initialized_from"] = init_from
     if (run_dir / "metadata.json").exists():
         before = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)

@@ -75,3 +75,17 @@ def test_the_search_never_reads_the_test_split(ws, tmp_path: Path, monkeypatch) 
 def test_screening_shares_a_third_of_the_budget_with_two_epochs_at_least() -> None:
     assert screen_epochs({"a": 10.0, "b": 40.0}, 600.0) == {"a": 9, "b": 2}
     assert screen_epochs({"a": 1000.0}, 60.0) == {"a": 2}
+
+
+def test_a_run_starts_only_from_the_weights_of_the_same_model(ws, tmp_path: Path) -> None:
+    import pytest
+
+    from app.errors import TrainingError
+    from app.training import train
+
+    organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
+    train(ws, "toy", "supervised", run="first", epochs=1, image_size=32, backbone="resnet10t", **OPTIONS)
+    with pytest.raises(TrainingError, match="cannot start from its weights"):
+        train(ws, "toy", "supervised", run="other", init_from="first", epochs=1, image_size=32, backbone="resnet18",
+              **OPTIONS)
+    assert not ws.run_dir("other").exists(), "nothing is left of the refused run"
