@@ -41,6 +41,48 @@ def _sample_inputs(ws: Workspace, dataset: str, phase: Any, count: int = 8) -> n
     raise ExportError(f"Dataset {dataset!r} has no image to check the export on.")
 
 
+def rounding_spread(module: Any, inputs: np.ndarray, expected: list[Any], draws: int = 3,
+                    scale: float = 1e-6) -> list[np.ndarray]:
+    """How far each output moves when the inputs move by noise of float32 rounding's size.
+
+    ONNX Runtime and PyTorch round differently inside the graph (other kernels, other
+    orders of summation): about 1e-7 relative. Most outputs move by as little; an output
+    that passes through a step or a steep stretch (the hybrid's normal tails, fitted on a
+    few validation scores) can move by far more at some inputs, and there the two engines
+    may honestly disagree by as much. A wrong export (other weights, other preprocessing)
+    differs everywhere and by far more: the check allows each output its own spread.
+    """
+    import torch
+
+    spread = [np.zeros(e.shape, np.float32) for e in expected]
+    images = torch.from_numpy(inputs)
+    with torch.no_grad():
+        for k in range(draws):
+            noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(k)) * scale
+            moved = module(images + noise)
+            moved = [moved] if isinstance(moved, torch.Tensor) else list(moved)
+            spread = [np.maximum(s, np.abs(m.numpy() - e.numpy())) for s, m, e in zip(spread, moved, expected)]
+    return spread
+
+
+def parity_problem(got: list[np.ndarray], expected: list[np.ndarray], spread: list[np.ndarray],
+                   tolerance: float) -> str:
+    """Why ONNX Runtime's outputs ``got`` are not PyTorch's ``expected`` ('' when they are).
+
+    Each output may differ by ``tolerance`` plus its own rounding spread (rounding_spread);
+    an input may use its spread only where it is the exception: when most inputs need it,
+    the graph is wrong, not the inputs unlucky.
+    """
+    beyond = [np.abs(g - e) > tolerance + s for g, e, s in zip(got, expected, spread)]
+    if any(b.any() for b in beyond):
+        return "more than the outputs move when the inputs move by rounding noise"
+    per_item = [np.abs(g - e).reshape(len(g), -1).max(axis=1) > tolerance for g, e in zip(got, expected)]
+    excused = int(np.logical_or.reduce(per_item).sum()) if per_item else 0
+    if excused > len(got[0]) // 2:
+        return f"on {excused} of {len(got[0])} inputs, not a few near a step"
+    return ""
+
+
 def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> ExportResult:
     """Write ``checkpoints/<run>/model.onnx`` (dynamic batch) and check it against PyTorch.
 
@@ -86,9 +128,15 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
     diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
     report(progress, "Exporting to ONNX", 2, 3)
     tolerance = getattr(phase, "export_tolerance", TOLERANCE)
-    if not diff <= tolerance:
+    problem = parity_problem(got, [e.numpy() for e in expected], rounding_spread(module, inputs, expected), tolerance)
+    if problem:
         tmp.unlink(missing_ok=True)
-        raise ExportError(f"ONNX Runtime differs from PyTorch by {diff:.2e} (> {tolerance}); export refused.")
+        raise ExportError(f"ONNX Runtime differs from PyTorch by {diff:.2e} (> {tolerance}): {problem}; export refused.")
+    if not diff <= tolerance:
+        log.info("%s: ONNX Runtime differs from PyTorch by %.2e (> %g) only on a few inputs where the model's "
+                 "output itself moves as much under rounding-size input noise (a score near a step of a normal "
+                 "tail): accepted",
+                 run, diff, tolerance)
     tmp.replace(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     export: dict[str, Any] = {

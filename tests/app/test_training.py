@@ -356,3 +356,27 @@ def test_a_checkpoint_from_an_older_model_is_a_clear_error() -> None:
                "model_args": {"backbone": "resnet10", "width": 8, "num_classes": 2}, "model_state": state}
     with pytest.raises(TrainingError, match="written by an older version of the app"):
         rebuild_phase(payload)
+
+
+def test_the_export_check_allows_each_output_its_own_rounding_spread_and_no_more() -> None:
+    """ORT and PyTorch round differently; at a step of a normal tail that flips the output.
+    Such inputs are excused by how far the output moves under rounding-size input noise;
+    a graph that differs everywhere, or beyond that spread, is refused."""
+    from app.export import parity_problem, rounding_spread
+
+    class Step(torch.nn.Module):  # 1 above the step at 0.5, else 0: as a tail's empirical part
+        def forward(self, x):
+            return (x.flatten(1).mean(dim=1) >= 0.5).float()
+
+    inputs = np.stack([np.full((1, 4, 4), v, np.float32) for v in (0.1, 0.5, 0.9, 0.3)])
+    expected = [Step()(torch.from_numpy(inputs))]
+    spread = rounding_spread(Step(), inputs, expected)
+    assert spread[0][1] == 1.0 and not spread[0][[0, 2, 3]].any(), "only the input on the step moves"
+    flipped = expected[0].numpy().copy()
+    flipped[1] = 1 - flipped[1]  # the other engine rounds that one input to the other side
+    assert parity_problem([flipped], [expected[0].numpy()], spread, 1e-4) == ""
+    wrong = expected[0].numpy().copy()
+    wrong[0] = 1.0  # far from any step: a wrong graph
+    assert "rounding noise" in parity_problem([wrong], [expected[0].numpy()], spread, 1e-4)
+    loose = [np.ones(4, np.float32)]
+    assert "on 4 of 4 inputs" in parity_problem([expected[0].numpy() + 0.01], [expected[0].numpy()], loose, 1e-4)
