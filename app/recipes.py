@@ -62,32 +62,40 @@ RECIPES_2D = (
 TIE = 0.005  # validation figures this close are a tie: small validation splits cannot tell them apart
 
 
-def seconds_per_epoch(recipe: Recipe, train_images: int, batch_size: int, device: str = "cpu",
-                      channels: int = 1) -> float:
-    """A few training steps of the recipe's model alone on ``device``, scaled to an epoch (+15%
-    for validation and loading): a first guess, each run refits its plan once timed."""
+def probe_seconds_per_epoch(model: Any, image_shape: tuple[int, ...], train_images: int, batch_size: int,
+                            device: str = "cpu") -> float:
+    """Time a few training steps of ``model`` alone on ``device`` (random images of
+    ``image_shape``, channels first), scaled to an epoch (+15% for validation and loading):
+    a first guess, each run refits its plan once timed."""
     import torch
 
-    from models.supervised import create_backbone
-
-    model = create_backbone(recipe.backbone, 2, pretrained=False).to(device)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters())
-    x = torch.rand(batch_size, channels, recipe.image_size, recipe.image_size, device=device)
+    x = torch.rand(batch_size, *image_shape, device=device)
     y = torch.randint(0, 2, (batch_size,), device=device)
+    synchronize = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     began = 0.0
     for step in range(8):
-        if step == 3:
-            if device.startswith("cuda"):
-                torch.cuda.synchronize(device)
+        if step == 3:  # the first steps carry the warm-up
+            synchronize()
             began = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
+    synchronize()
     per_step = (time.perf_counter() - began) / 5
     return per_step * (train_images / batch_size) * 1.15
+
+
+def seconds_per_epoch(recipe: Recipe, train_images: int, batch_size: int, device: str = "cpu",
+                      channels: int = 1) -> float:
+    """probe_seconds_per_epoch for the recipe's model and input size."""
+    from models.supervised import create_backbone
+
+    model = create_backbone(recipe.backbone, 2, pretrained=False)
+    return probe_seconds_per_epoch(model, (channels, recipe.image_size, recipe.image_size), train_images, batch_size,
+                                   device)
 
 
 def screen_epochs(per_epoch: dict[str, float], budget_s: float) -> dict[str, int]:

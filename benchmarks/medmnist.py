@@ -49,7 +49,7 @@ def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int, d
                       device: str = "cpu") -> float:
     """Time a few training steps of the model alone on ``device``, to size the run to the budget
     (a first guess: the run refits its plan after its first epochs)."""
-    import torch
+    from app.recipes import probe_seconds_per_epoch
 
     if dims == 3:
         from models.cube3d import create_resnet3d
@@ -59,22 +59,7 @@ def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int, d
         from models.supervised import create_backbone
 
         model = create_backbone(backbone, 2, pretrained=False)
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters())
-    x, y = torch.rand(batch, 1, *(size,) * dims, device=device), torch.randint(0, 2, (batch,), device=device)
-    for step in range(8):
-        if step == 3:
-            if device.startswith("cuda"):
-                torch.cuda.synchronize(device)
-            began = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    per_step = (time.perf_counter() - began) / 5
-    return per_step * (train_images / batch) * 1.15  # + validation and loading
+    return probe_seconds_per_epoch(model, (1, *(size,) * dims), train_images, batch, device)
 
 
 def seeds_used(first: int, members: int) -> str:
@@ -137,6 +122,9 @@ def main() -> int:
     flags_given = any(v is not None for v in (args.backbone, args.image_size, args.augment, args.lr, args.ema, args.mixup))
     if args.recipe == "auto" and (dims == 3 or args.ensemble > 1):
         parser.error("--recipe auto searches 2D recipes for one run: leave it out for 3D files and ensembles")
+    if args.recipe == "auto" and flags_given:
+        parser.error("--recipe auto chooses backbone, image size, augmentation, learning rate, EMA and mixup itself: "
+                     "leave those flags out, or use --recipe flags to train them as given")
     auto = dims == 2 and args.ensemble <= 1 and (args.recipe == "auto" or (args.recipe is None and not flags_given))
     args.augment = args.augment or "strong"
     args.ema, args.mixup = args.ema or 0.0, args.mixup or 0.0

@@ -14,7 +14,8 @@ on a few demo images for an overlay, and writes:
     docs/pictures/hybrid_residuals_test.png  the hybrid's residual maps
     docs/pictures/prediction_overlay.png a prediction overlay from `predict`
 
-    python scripts/docs_pictures.py [--out docs/pictures]   (about 2-7 minutes on 2 cores)
+    python scripts/docs_pictures.py [--out docs/pictures]   (about 1.5-7 minutes on 2 cores, by the processor;
+    needs the test tools pexpect and pyte, which ./test.sh installs)
 """
 
 from __future__ import annotations
