@@ -86,7 +86,7 @@ def dominant(counts: dict[str, int]) -> list[str]:
 
 
 def _channels(phase: Any) -> int:
-    return 2 if getattr(phase.config, "positions", False) else 1
+    return 2 if getattr(phase.config, "positions", False) else int(getattr(phase.config, "channels", 1))
 
 
 def _preprocessing(config: dict[str, Any], dims: int = 2) -> dict[str, Any]:
@@ -104,16 +104,21 @@ def _preprocessing(config: dict[str, Any], dims: int = 2) -> dict[str, Any]:
                   if positions else []),
             ],
         }
+    colour = int(config.get("channels", 1)) == 3
+    read = ("read as RGB, 8 bits divided by 255 (DICOM colour as pydicom decodes it; grey images, which "
+            "are read as below, repeated in all three channels)" if colour else
+            "read as one grayscale plane")
     return {
-        "channels": 1, "size": [config["image_size"], config["image_size"]], "dtype": "float32", "range": [0.0, 1.0],
-        "clahe": bool(config.get("clahe", False)),
+        "channels": 3 if colour else 1, "size": [config["image_size"], config["image_size"]], "dtype": "float32",
+        "range": [0.0, 1.0], "clahe": bool(config.get("clahe", False)),
         "steps": [
-            "read as one grayscale plane (DICOM: modality rescale, then the stored window, MONOCHROME1 inverted; "
+            read + " (DICOM: modality rescale, then the stored window, MONOCHROME1 inverted; "
             "volumes: the middle axial slice; other images: 8-bit divided by 255, 16-bit scaled between "
             "the 1st and 99th percentiles)",
-            *(["CLAHE (skimage.exposure.equalize_adapthist, clip_limit=0.01) at the image's own size"]
+            *(["CLAHE (skimage.exposure.equalize_adapthist, clip_limit=0.01) at the image's own size"
+               + (", on the brightness (HSV value) of colour images" if colour else "")]
               if config.get("clahe") else []),
-            "bilinear resize to the input size",
+            "bilinear resize to the input size" + (", each channel" if colour else ""),
         ],
     }
 

@@ -21,33 +21,45 @@ def split_rows(ws: Workspace, dataset: str, split: str) -> list[dict[str, Any]]:
 
 
 def clahe(image: np.ndarray) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalization (scikit-image), in [0, 1]."""
+    """Contrast-limited adaptive histogram equalization (scikit-image), in [0, 1]; a colour
+    (y, x, 3) image is equalized in its brightness (scikit-image's HSV value), hues kept."""
     from skimage.exposure import equalize_adapthist
 
     return equalize_adapthist(np.clip(image, 0.0, 1.0), clip_limit=0.01).astype(np.float32)
 
 
-def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Progress | None = None,
-                task: str = "Loading images", *, use_clahe: bool = False) -> np.ndarray:
-    """Decode and resize every row's image: float32 array (N, 1, size, size) in [0, 1].
+def channels_first(image: np.ndarray, channels: int) -> np.ndarray:
+    """A (y, x) or (y, x, 3) image as (channels, y, x): grey ones repeated for a colour model."""
+    if image.ndim == 2:
+        return np.broadcast_to(image, (channels, *image.shape))
+    return np.moveaxis(image, -1, 0)
 
-    With ``use_clahe`` each image is equalized (CLAHE) at its own resolution, before resizing.
+
+def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Progress | None = None,
+                task: str = "Loading images", *, use_clahe: bool = False, channels: int = 1) -> np.ndarray:
+    """Decode and resize every row's image: float32 array (N, channels, size, size) in [0, 1].
+
+    ``channels`` 1 reads every image grey (colour ones as their luminance); 3 reads colour
+    images as RGB and repeats grey ones. With ``use_clahe`` each image is equalized (CLAHE)
+    at its own resolution, before resizing.
     """
     prepare = clahe if use_clahe else (lambda image: image)
-    out = np.empty((len(rows), 1, size, size), np.float32)
+    colour = channels == 3
+    out = np.empty((len(rows), channels, size, size), np.float32)
     from_npz: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
         if row["kind"] == "npz":  # read together below, one file opening per file
             from_npz.setdefault(row_place(ws, row), []).append(k)
             continue
-        out[k, 0] = resize(prepare(load_2d(ws.resolve(row_place(ws, row)), row["kind"])), size)
+        image = resize(prepare(load_2d(ws.resolve(row_place(ws, row)), row["kind"], colour)), size)
+        out[k] = channels_first(image, channels)
         report(progress, task, k + 1, len(rows))
     for stored, indices in from_npz.items():
-        images = npz_images(ws.resolve(stored), [rows[k] for k in indices])
-        if images.ndim != 3:
+        images = npz_images(ws.resolve(stored), [rows[k] for k in indices], colour=colour)
+        if images.ndim != 3 + (images.shape[-1] == 3 and colour):
             raise DatasetError(f"{Path(stored).name} holds 3D volumes: train it with a 3D phase, not a 2D one.")
         for k, image in zip(indices, images):
-            out[k, 0] = resize(prepare(image), size)
+            out[k] = channels_first(resize(prepare(image), size), channels)
         report(progress, task, len(rows), len(rows))
     return out
 
@@ -126,7 +138,8 @@ def phase_images(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress
     if phase.spec.input_dims == 3:
         volumes = load_volumes(ws, rows, config.image_size, progress, task)
         return with_positions(volumes, position_codes(ws, rows)) if getattr(config, "positions", False) else volumes
-    return load_images(ws, rows, config.image_size, progress, task, use_clahe=getattr(config, "clahe", False))
+    return load_images(ws, rows, config.image_size, progress, task, use_clahe=getattr(config, "clahe", False),
+                       channels=getattr(config, "channels", 1))
 
 
 class StoredVolumes:
@@ -183,10 +196,10 @@ def phase_inputs(ws: Workspace, phase: Any, rows: list[dict[str, Any]], progress
     return torch.from_numpy(phase_images(ws, phase, rows, progress, task))
 
 
-def load_file(path: Path, size: int, use_clahe: bool = False) -> np.ndarray:
-    """One file as a model input (1, 1, size, size), for prediction."""
+def load_file(path: Path, size: int, use_clahe: bool = False, channels: int = 1) -> np.ndarray:
+    """One file as a model input (1, channels, size, size), for prediction."""
     from app.organize.scan import file_format
 
     kind = {"dicom": "dicom_series", "volume": "volume"}.get(file_format(path) or "", "image2d")
-    image = load_2d(path, kind)
-    return resize(clahe(image) if use_clahe else image, size)[None, None]
+    image = load_2d(path, kind, colour=channels == 3)
+    return np.ascontiguousarray(channels_first(resize(clahe(image) if use_clahe else image, size), channels))[None]

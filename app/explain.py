@@ -65,7 +65,7 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
         probabilities.append(phase.predict(images[k : k + 1])[0].numpy())
         report(progress, "Grad-CAM", k + 1, len(images))
     path = _folder(ws, run, folder) / f"gradcam_{split}.png"
-    _grid(images[:, 0].numpy(), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path,
+    _grid(for_display(images.numpy()), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path,
           f"{run} (layer {layer})")
     return Explanation(run, path, len(chosen))
 
@@ -82,6 +82,11 @@ def _grid(images: np.ndarray, maps: np.ndarray, probabilities: np.ndarray, rows:
 
 
 HEAT_FLOOR = 0.2  # heat below this is left out of an overlay, so the anatomy under it stays visible
+
+
+def for_display(images: np.ndarray) -> np.ndarray:
+    """Model inputs (N, C, y, x) as pictures: grey (N, y, x), or colour (N, y, x, 3)."""
+    return images[:, 0] if images.shape[1] != 3 else np.moveaxis(images, 1, -1)
 
 
 def heat_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], path: Path, title: str,

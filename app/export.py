@@ -141,10 +141,10 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     export: dict[str, Any] = {
         "path": path.name, "sha256": digest, "max_abs_diff": diff, "opset": 17, "outputs": names,
-        "input": {"name": "image", "shape": ["batch", 2 if getattr(phase.config, "positions", False) else 1,
-                                              *[size] * phase.spec.input_dims], "dtype": "float32",
-                  "preprocessing": "grayscale, resized to the input size, scaled to [0, 1] "
-                                   "(DICOM: rescale, then the stored window)"},
+        "input": {"name": "image", "shape": ["batch", int(inputs.shape[1]), *[size] * phase.spec.input_dims],
+                  "dtype": "float32",
+                  "preprocessing": ("RGB" if int(getattr(phase.config, "channels", 1)) == 3 else "grayscale")
+                  + ", resized to the input size, scaled to [0, 1] (DICOM: rescale, then the stored window)"},
         "exported": now_iso(),
     }
     write_state(ws.run_dir(run) / "metadata.json", Kind.RUN_METADATA, {**meta, "export": export})

@@ -1,4 +1,4 @@
-"""Read any supported image into a 2D float array in [0, 1].
+"""Read any supported image into a 2D float array in [0, 1] (colour ones, when asked, as (y, x, 3)).
 
 DICOM gets its rescale (to Hounsfield units for CT) and its stored window;
 volumes give their middle axial slice; everything else is scaled between its
@@ -67,7 +67,9 @@ def open_dicom(path: Path) -> Any:
     return ds
 
 
-def read_dicom_2d(path: Path) -> np.ndarray:
+def read_dicom_2d(path: Path, colour: bool = False) -> np.ndarray:
+    """One DICOM image in [0, 1]: grey (y, x); with ``colour``, a colour one (RGB, e.g.
+    dermoscopy, endoscopy, slide microscopy) as (y, x, 3) and a grey one repeated three times."""
     from pydicom.pixels import apply_modality_lut
 
     ds = open_dicom(path)
@@ -75,10 +77,14 @@ def read_dicom_2d(path: Path) -> np.ndarray:
     frames = int(float(ds.get("NumberOfFrames", 1) or 1))
     check_volume_size((rows, columns, frames, int(ds.get("SamplesPerPixel", 1) or 1)), path.name)
     pixels = ds.pixel_array
-    if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if pixels.ndim == 3 + (samples > 1):
         pixels = pixels[len(pixels) // 2]  # multi-frame: the middle frame
-    elif pixels.ndim == 3:
-        pixels = pixels.mean(axis=-1)  # colour: luminance-ish
+    if samples > 1 and colour:  # pydicom gives colour as RGB
+        rgb = pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0)
+        return np.clip(rgb, 0.0, 1.0)
+    if samples > 1:
+        pixels = pixels.mean(axis=-1)  # grey: luminance-ish
     values = apply_modality_lut(pixels, ds).astype(np.float32)
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         centre, width = _first(ds.WindowCenter), max(_first(ds.WindowWidth), 1.0)
@@ -91,17 +97,23 @@ def read_dicom_2d(path: Path) -> np.ndarray:
         image = _percentile_scale(values)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         image = 1.0 - image
-    return image
+    return as_colour(image) if colour else image
 
 
-def read_plain_2d(path: Path) -> np.ndarray:
+def as_colour(image: np.ndarray) -> np.ndarray:
+    """A grey (y, x) image as (y, x, 3); a colour one as it is."""
+    return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
+
+
+def read_plain_2d(path: Path, colour: bool = False) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:
         check_image_size(img.size, path.name)
         if img.mode in ("I;16", "I;16B", "I", "F"):
-            return _percentile_scale(np.asarray(img, dtype=np.float32))
-        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+            grey = _percentile_scale(np.asarray(img, dtype=np.float32))
+            return as_colour(grey) if colour else grey
+        return np.asarray(img.convert("RGB" if colour else "L"), dtype=np.float32) / 255.0
 
 
 def read_volume(path: Path) -> np.ndarray:
@@ -126,8 +138,9 @@ def read_volume(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(reader.Execute()).astype(np.float32)
 
 
-def load_2d(path: Path, kind: str) -> np.ndarray:
-    """The 2D image a 2D model sees for one dataset row.
+def load_2d(path: Path, kind: str, colour: bool = False) -> np.ndarray:
+    """The 2D image a 2D model sees for one dataset row: (y, x), or with ``colour`` (y, x, 3)
+    (grey images repeated, so a colour model takes the grey images of a mixed folder too).
 
     Raises:
         DatasetError: the file is missing or cannot be decoded.
@@ -135,10 +148,11 @@ def load_2d(path: Path, kind: str) -> np.ndarray:
     try:
         if kind == "volume":
             volume = read_volume(path)
-            return _percentile_scale(volume[volume.shape[0] // 2])
+            grey = _percentile_scale(volume[volume.shape[0] // 2])
+            return as_colour(grey) if colour else grey
         if kind == "dicom_series":
-            return read_dicom_2d(path)
-        return read_plain_2d(path)
+            return read_dicom_2d(path, colour)
+        return read_plain_2d(path, colour)
     except FileNotFoundError as err:
         raise DatasetError(f"{path} is missing. Was the raw data moved? Run Organize again.") from err
     except Exception as err:
@@ -146,8 +160,11 @@ def load_2d(path: Path, kind: str) -> np.ndarray:
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """A (y, x) image resized (bilinear) to (size, size); a (y, x, c) one channel by channel."""
     from PIL import Image
 
+    if image.ndim == 3:
+        return np.stack([resize(image[..., c], size) for c in range(image.shape[-1])], axis=-1)
     if image.shape == (size, size):
         return image.astype(np.float32)
     resized = Image.fromarray(image.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)

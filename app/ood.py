@@ -33,8 +33,8 @@ OUTSIDE = "outside what this model was trained on"
 
 
 def describe(images: np.ndarray) -> np.ndarray:
-    """Descriptors (N, 95) of prepared images (N, 1, S, S) in [0, 1]."""
-    x = np.clip(np.asarray(images, dtype=np.float32)[:, 0], 0.0, 1.0)
+    """Descriptors (N, 95) of prepared images (N, C, S, S) in [0, 1] (colour ones: of their channels' mean)."""
+    x = np.clip(np.asarray(images, dtype=np.float32).mean(axis=1), 0.0, 1.0)
     n, size = x.shape[0], x.shape[-1]
     cell = max(1, size // 8)
     cropped = x[:, : cell * 8, : cell * 8]

@@ -135,6 +135,7 @@ class Model:
     threshold: float | None
     bundle: Bundle | None
     verdict: Verdict = Verdict("unknown")
+    channels: int = 1  # 3: a colour model (images read as RGB)
     gate: Gate | None = None
     _torch: Any = None
     _session: Any = None
@@ -204,6 +205,7 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
     return Model(run=run, phase=meta["phase"], classes=list(meta.get("classes", [])), verdict=model_verdict(meta),
                  gate=gate,
                  image_size=int(meta["config"]["image_size"]), clahe=bool(meta["config"].get("clahe", False)),
+                 channels=int(meta["config"].get("channels", 1)),
                  modalities=dominant(counts.get("by_modality", {})), regions=dominant(counts.get("by_region", {})),
                  threshold=threshold, bundle=bundle, _torch=phase)
 
@@ -244,7 +246,7 @@ def _prepare(item: Item, model: Model) -> np.ndarray:
     from app.data import load_file
 
     middle = item.files[len(item.files) // 2]
-    return load_file(middle, model.image_size, use_clahe=model.clahe)
+    return load_file(middle, model.image_size, use_clahe=model.clahe, channels=model.channels)
 
 
 def _answer(item_id: str, item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) -> Prediction:
@@ -426,7 +428,7 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
     with a patch view adds ``overlay_<run>_patch.png``, where patches are unlike any normal one."""
     import torch
 
-    from app.explain import _vae_scorer, heat_grid
+    from app.explain import _vae_scorer, for_display, heat_grid
     from app.training import load_run_phase
 
     made = []
@@ -459,11 +461,11 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
         path = folder / f"overlay_{model.run}.png"
         scale = ("difference from the model's reconstruction (1: the most in these images)" if scorer is not None
                  else "where the predicted class was read (Grad-CAM, 0-1)")
-        heat_grid(images[:, 0].numpy(), np.clip(maps, 0, 1), titles, path, f"Predictions of {model.run}", scale=scale)
+        heat_grid(for_display(images.numpy()), np.clip(maps, 0, 1), titles, path, f"Predictions of {model.run}", scale=scale)
         made.append(path)
         if local is not None:  # distances of 1 are a normal patch's; the scale tops at the worst found
             local = local / max(float(np.percentile(local, 99.5)), 1.0)
-            made.append(heat_grid(images[:, 0].numpy(), np.clip(local, 0, 1), titles,
+            made.append(heat_grid(for_display(images.numpy()), np.clip(local, 0, 1), titles,
                                   folder / f"overlay_{model.run}_patch.png",
                                   f"Predictions of {model.run}: patches unlike any normal one",
                                   scale="patch distance to the nearest normal patch (1: the most here)"))

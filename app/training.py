@@ -241,6 +241,8 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
     fields = set(cls.Config.__dataclass_fields__)
     if "labeled_fraction" in fields:
         config.setdefault("labeled_fraction", tconfig.get("labeled_fraction", 1.0))
+    if "channels" in fields:  # colour data trains colour models (the organizer tells)
+        config.setdefault("channels", int(tconfig.get("channels", 1)))
     balance = tconfig.get("balance", "class_weights")
     if "class_weights" in fields and not resumed:
         config.setdefault("class_weights", balance == "class_weights")
@@ -670,9 +672,10 @@ def fit_ood_gate(ws: Workspace, dataset: str, run_dir: Path, config: Any, progre
         log.warning("%s: too few training images to fit an out-of-distribution gate", run_dir.name)
         return
     size, use_clahe = int(config.image_size), bool(getattr(config, "clahe", False))
+    channels = int(getattr(config, "channels", 1))
     train_images = load_images(ws, rows["train"], size, progress, "Fitting the out-of-distribution gate",
-                               use_clahe=use_clahe)
-    val_images = load_images(ws, rows["val"], size, None, use_clahe=use_clahe)
+                               use_clahe=use_clahe, channels=channels)
+    val_images = load_images(ws, rows["val"], size, None, use_clahe=use_clahe, channels=channels)
     gate = fit_gate(train_images, val_images, [(r["modality"], r["region"]) for r in rows["train"]])
     save_gate(gate, run_dir)
     meta = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)

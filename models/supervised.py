@@ -34,7 +34,17 @@ class SupervisedConfig:
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
+    channels: int = 1  # 1: grey; 3: RGB, for colour data (the dataset's training_config.json says which)
     seed: int = 0
+
+
+CHANNELS = (1, 3)
+
+
+def check_channels(channels: int) -> int:
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (grey) or 3 (colour), not {channels!r}")
+    return channels
 
 
 def cached_weights(name: str) -> str | None:
@@ -54,9 +64,9 @@ def cached_weights(name: str) -> str | None:
 
 
 def create_backbone(
-    name: str, num_classes: int, *, pretrained: bool | str, drop_rate: float = 0.0
+    name: str, num_classes: int, *, pretrained: bool | str, drop_rate: float = 0.0, in_chans: int = 1
 ) -> torch.nn.Module:
-    """A timm model with one input channel.
+    """A timm model with ``in_chans`` input channels (1: grey; 3: colour).
 
     ``pretrained`` is False, True (weights from the local cache; never downloaded
     during training) or a path to a weights file. Without weights the model trains
@@ -77,11 +87,12 @@ def create_backbone(
             )
     if weights:
         model = timm.create_model(
-            name, pretrained=True, num_classes=num_classes, in_chans=1, drop_rate=drop_rate,
+            name, pretrained=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
             pretrained_cfg_overlay={"file": weights},
         )
     else:
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=1, drop_rate=drop_rate)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                                  drop_rate=drop_rate)
     model.pretrained_source = str(Path(weights).expanduser()) if weights else ""  # what really happened
     return model
 
@@ -120,7 +131,8 @@ class ClassifierPhase:
     bias: list[float] | None = None  # per-class logit offsets; None: none fitted (older runs too)
 
     def model_args(self) -> dict[str, Any]:
-        return {"backbone": self.config.backbone, "num_classes": len(self.classes), "in_chans": 1}
+        return {"backbone": self.config.backbone, "num_classes": len(self.classes),
+                "in_chans": getattr(self.config, "channels", 1)}
 
     def gradcam_target(self, image_size: int | None = None) -> str | None:
         """The layer Grad-CAM reads: the phase's declared one when this backbone has it, else
@@ -269,8 +281,10 @@ class SupervisedPhase(ClassifierPhase):
 
     def __init__(self, config: SupervisedConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)
+        check_channels(config.channels)
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(
-            config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate
+            config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate,
+            in_chans=config.channels,
         )
         settle_pretrained(config, self.model)

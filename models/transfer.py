@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from models.registry import register_phase
-from models.supervised import ClassifierPhase, check_calibration, create_backbone, settle_pretrained
+from models.supervised import ClassifierPhase, check_calibration, check_channels, create_backbone, settle_pretrained
 
 
 @dataclass
@@ -35,6 +35,7 @@ class TransferConfig:
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
+    channels: int = 1  # 1: grey; 3: RGB (colour data: ImageNet weights are used as they are)
     seed: int = 0
 
 
@@ -47,8 +48,10 @@ class TransferPhase(ClassifierPhase):
 
     def __init__(self, config: TransferConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)
+        check_channels(config.channels)
         self.config, self.classes = config, list(classes)
-        self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained)
+        self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained,
+                                     in_chans=config.channels)
         settle_pretrained(config, self.model)
 
     def _parts(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], list[torch.nn.Parameter]]:

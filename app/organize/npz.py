@@ -84,8 +84,9 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
     return rows
 
 
-def npz_images(path: Path, rows: list[dict[str, Any]]) -> np.ndarray:
-    """The images of ``rows`` (all from ``path``), as float32 in [0, 1], 2D or 3D, channels first.
+def npz_images(path: Path, rows: list[dict[str, Any]], colour: bool = False) -> np.ndarray:
+    """The images of ``rows`` (all from ``path``), as float32 in [0, 1], 2D or 3D; a colour
+    2D file's as their luminance, or with ``colour`` as they are, (N, y, x, 3).
 
     An HDF5 store reads only these images; an .npz file is read per split.
     """
@@ -100,7 +101,7 @@ def npz_images(path: Path, rows: list[dict[str, Any]]) -> np.ndarray:
         ordered.append(parts[split][cursor[split]])
         cursor[split] += 1
     images = np.stack(ordered).astype(np.float32) / 255.0
-    if images.ndim == 4 and images.shape[-1] == 3:  # colour 2D MedMNIST: luminance
+    if images.ndim == 4 and images.shape[-1] == 3 and not colour:  # colour 2D MedMNIST: luminance
         images = images.mean(axis=-1)
     return images
 

@@ -30,6 +30,7 @@ from app.organize.detect import (
     findings, label_from_folder,
 )
 from app.organize.pixel_rules import fill_regions
+from app.organize.colour import dataset_channels
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
 from app.organize.privacy import pseudonymize
@@ -229,6 +230,11 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
 SCANNER_VERSION = 4  # 4: masks' area
 OUTLINE_AREA = 0.15  # masks set on every image and covering more than this (median) outline organs
 MAX_WORKERS = 32  # more scan processes than this only add memory
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders numbers inside names by value (grade_2 before grade_10)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def default_image_size(rows: list[dict[str, Any]]) -> int:
@@ -503,7 +509,7 @@ def _write_files(
     _write_json(out / "scan_report.json", {"skipped": skipped, "duplicates": duplicates,
                                            "label_conflicts": conflicts, **label_report})
     classes = Counter(r["label"] for r in labeled if r["label"] not in held_out)
-    ordered = sorted(classes, key=lambda c: (c != NORMAL, c))
+    ordered = sorted(classes, key=lambda c: (c != NORMAL, natural_key(c)))  # class_2 before class_10
     split_counts = Counter(r["split"] for r in rows)
     counts = {
         "items": len(rows), "labeled": len(labeled), "unlabeled": len(unlabeled),
@@ -527,7 +533,7 @@ def _write_files(
     write_state(out / "training_config.json", Kind.TRAINING_CONFIG, {
         "balance": previous.get("balance", "class_weights"),
         "dataset": name, "classes": ordered, "normal_class": NORMAL if NORMAL in classes else "",
-        "image_size": default_image_size(rows), "channels": 1, "class_weights": weights,
+        "image_size": default_image_size(rows), "channels": dataset_channels(ws, rows), "class_weights": weights,
         "labeled_fraction": round(len(labeled) / len(rows), 4),
         "recommended_phases": ["supervised", "vae", "hybrid"] if NORMAL in classes else ["supervised"],
     })
