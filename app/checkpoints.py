@@ -65,7 +65,7 @@ _SHAPE: dict[str, type | tuple[type, ...]] = {
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "extra": dict, "epoch": int, "best_metric": (int, float), "history": list, "stale": int, "finished": bool,
-    "optimizer_state": dict, "scheduler_state": dict, "ema_state": dict,
+    "optimizer_state": dict, "scheduler_state": dict, "ema_state": dict, "epoch_images": int,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,24 @@ def channels_first(image: np.ndarray, channels: int) -> np.ndarray:
     return np.moveaxis(image, -1, 0)
 
 
+_kept: dict[tuple, np.ndarray] | None = None  # loads kept for reuse inside ``loads_kept``
+
+
+@contextlib.contextmanager
+def loads_kept() -> Iterator[None]:
+    """Within this block, ``load_images`` keeps what it decoded and gives a copy when the same
+    rows are asked for again at the same size (the recipe search trains several models on one
+    split: a large set is decoded once per input size, not once per model). Cleared at the end."""
+    global _kept
+    outer = _kept
+    _kept = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        if outer is None:
+            _kept = None
+
+
 def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Progress | None = None,
                 task: str = "Loading images", *, use_clahe: bool = False, channels: int = 1) -> np.ndarray:
     """Decode and resize every row's image: float32 array (N, channels, size, size) in [0, 1].
@@ -43,6 +63,18 @@ def load_images(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: 
     images as RGB and repeats grey ones. With ``use_clahe`` each image is equalized (CLAHE)
     at its own resolution, before resizing.
     """
+    if _kept is None:
+        return _decode(ws, rows, size, progress, task, use_clahe, channels)
+    key = (tuple(r.get("item") or f"{r['path']}#{r.get('series_id', '')}" for r in rows), size, use_clahe, channels)
+    if key not in _kept:
+        _kept[key] = _decode(ws, rows, size, progress, task, use_clahe, channels)
+    else:
+        report(progress, task, len(rows), len(rows))
+    return _kept[key].copy()
+
+
+def _decode(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Progress | None, task: str,
+            use_clahe: bool, channels: int) -> np.ndarray:
     prepare = clahe if use_clahe else (lambda image: image)
     colour = channels == 3
     out = np.empty((len(rows), channels, size, size), np.float32)

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from app.data import loads_kept
 from app.progress import Progress
 from app.training import RunResult, train
 from app.workspace import Workspace
@@ -93,7 +94,7 @@ def seconds_per_epoch(recipe: Recipe, train_images: int, batch_size: int, device
     """probe_seconds_per_epoch for the recipe's model and input size."""
     from models.supervised import create_backbone
 
-    model = create_backbone(recipe.backbone, 2, pretrained=False)
+    model = create_backbone(recipe.backbone, 2, pretrained=False, in_chans=channels)
     return probe_seconds_per_epoch(model, (channels, recipe.image_size, recipe.image_size), train_images, batch_size,
                                    device)
 
@@ -103,6 +104,19 @@ def screen_epochs(per_epoch: dict[str, float], budget_s: float) -> dict[str, int
     at least MIN_SCREEN_EPOCHS."""
     share = SCREEN_SHARE * budget_s / max(1, len(per_epoch))
     return {name: max(MIN_SCREEN_EPOCHS, int(share / max(seconds, 1e-9))) for name, seconds in per_epoch.items()}
+
+
+def screen_samples(per_epoch: dict[str, float], budget_s: float, train_images: int,
+                   batch_size: int) -> dict[str, int | None]:
+    """Training images each screening epoch draws: all of them (None) when MIN_SCREEN_EPOCHS
+    whole epochs fit in a recipe's share of the screening time; else a random sample that
+    fits (a large set is screened on samples, each recipe for the same time)."""
+    share = SCREEN_SHARE * budget_s / max(1, len(per_epoch))
+    found: dict[str, int | None] = {}
+    for name, seconds in per_epoch.items():
+        fits = int(train_images * share / (MIN_SCREEN_EPOCHS * max(seconds, 1e-9)))
+        found[name] = None if fits >= train_images else max(4 * batch_size, fits)
+    return found
 
 
 def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, seed: int = 0,
@@ -117,30 +131,50 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
     written into that run's metadata.json.
     """
     from app.runtime import current_runtime
-    from app.state import Kind, read_state, write_state
+    from app.state import Kind, read_state
 
     began = time.perf_counter()
     train_images = sum(1 for _ in _train_rows(ws, dataset))
+    samples: dict[str, int | None] = {}
     if epochs is None:
         device = current_runtime().device
-        per_epoch = {r.name: seconds_per_epoch(r, train_images, batch_size, device) for r in recipes}
+        channels = int(read_state(ws.organized_path(dataset) / "training_config.json",
+                                  Kind.TRAINING_CONFIG).get("channels", 1))
+        per_epoch = {r.name: seconds_per_epoch(r, train_images, batch_size, device, channels) for r in recipes}
         epochs = screen_epochs(per_epoch, budget_s)
+        samples = screen_samples(per_epoch, budget_s, train_images, batch_size)
+    with loads_kept():  # a large split is decoded once per input size, not once per recipe
+        return _search(ws, dataset, budget_s, began, train_images, run, seed, batch_size, recipes, epochs, samples,
+                       progress, options)
+
+
+def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_images: int, run: str, seed: int,
+            batch_size: int, recipes: tuple[Recipe, ...], epochs: dict[str, int], samples: dict[str, int | None],
+            progress: Progress | None, options: dict[str, Any]) -> tuple[RunResult, dict[str, Any]]:
+    from app.state import Kind, read_state, write_state
+
+    share = SCREEN_SHARE * budget_s / max(1, len(recipes))
     trials = []
     for k, recipe in enumerate(recipes):
         started = time.perf_counter()
+        # A sampled screen is also held to its share of the time (loading and validation count too).
+        limit = {"time_limit_s": share} if samples.get(recipe.name) else {}
         result = train(ws, dataset, "supervised", run=f"{run}-trial{k}", epochs=epochs[recipe.name],
                        batch_size=batch_size, seed=seed, patience=MAX_EPOCHS, progress=progress,
-                       **recipe.options(), **options)
+                       epoch_images=samples.get(recipe.name), **limit, **recipe.options(), **options)
         meta = ws.run_metadata(result.run)
         seconds = time.perf_counter() - started
         trials.append({"recipe": recipe.name, "run": result.run, "epochs": len(meta["history"]),
-                       "val_monitor": round(float(meta["best_metric"]), 4), "seconds": round(seconds, 1)})
+                       "val_monitor": round(float(meta["best_metric"]), 4), "seconds": round(seconds, 1),
+                       **({"epoch_images": samples[recipe.name]} if samples.get(recipe.name) else {})})
     top = max(t["val_monitor"] for t in trials)
     best = next(t for t in trials if t["val_monitor"] >= top - TIE)  # of near-equals, the first listed
     winner = next(r for r in recipes if r.name == best["recipe"])
     left = max(1.0, budget_s - (time.perf_counter() - began))
-    per_epoch = best["seconds"] / max(1, best["epochs"])  # a first plan; refitted once timed
-    planned = max(MIN_SCREEN_EPOCHS, min(MAX_EPOCHS, int(left / max(per_epoch, 1e-9))))
+    # A first plan in whole epochs (a screened sample scaled up); the run refits it once timed,
+    # and draws its epochs as samples too when whole ones would not fit often enough.
+    per_epoch = best["seconds"] / max(1, best["epochs"]) * train_images / (best.get("epoch_images") or train_images)
+    planned = max(1 if best.get("epoch_images") else MIN_SCREEN_EPOCHS, min(MAX_EPOCHS, int(left / max(per_epoch, 1e-9))))
     result = train(ws, dataset, "supervised", run=run, init_from=best["run"], epochs=planned, batch_size=batch_size,
                    seed=seed, time_limit_s=left, max_epochs=MAX_EPOCHS, patience=MAX_EPOCHS, progress=progress,
                    **winner.options(), **options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,6 +159,21 @@ def _schedule(total_steps: int, warmup: int) -> Callable[[int], float]:
 
 FIT_EPOCHS = 3  # epochs timed before a time-limited run fits its schedule to the time left
 TIME_MARGIN = 0.95  # the share of the time left the fitted schedule plans to use
+MIN_FIT = 10  # a time-limited run's epochs are cut to a sample of the training set when fewer would fit
+VAL_WATCH = 2000  # validation during training watches at most this many images (a fixed random sample):
+# enough to choose an epoch and fit a temperature (a standard error near 0.01 on accuracy), and on a
+# large set no longer the larger part of a short epoch
+
+
+def epoch_sample(train_images: int, seconds_per_epoch: float, time_limit_s: float, batch_size: int) -> int | None:
+    """How many training images each epoch of a time-limited run draws (a fresh random sample
+    every epoch), so that MIN_FIT epochs fit in the time: None (all of them) when a whole
+    epoch already fits MIN_FIT times. A large set then still gets a schedule, early stopping
+    and a best epoch chosen on validation, rather than one unfinished pass over it."""
+    if seconds_per_epoch * MIN_FIT <= time_limit_s:
+        return None
+    fits = int(train_images * time_limit_s / (MIN_FIT * seconds_per_epoch))
+    return min(train_images, max(4 * batch_size, fits))
 
 
 def fitted_epochs(done: int, ceiling: int, seconds_per_epoch: float, seconds_left: float) -> int:
@@ -177,6 +193,7 @@ def train(
     time_limit_s: float | None = None,
     max_epochs: int | None = None,
     init_from: str | None = None,
+    epoch_images: int | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     **overrides: Any,
@@ -187,13 +204,18 @@ def train(
     finished epoch, with the configuration it was started with. A new run with
     ``init_from`` starts from the weights that run ended with (same phase and model), with
     its own optimizer and schedule (a warm restart). With
-    ``time_limit_s`` no epoch starts that would end past the limit, and after its first
+    ``time_limit_s`` (training time: the clock starts once the images are loaded)
+    no epoch starts that would end past the limit, and after its first
     FIT_EPOCHS epochs the plan is refitted to what the time left holds (timed on the
     epochs after the first, which carries the warm-up; on a GPU the clock is read after
     its queued work): fewer epochs when the run would not finish in time (the
     learning-rate schedule then ends with the time, rather than being cut off high), and
     more, up to ``max_epochs``, when time would be left over (the plan a caller guessed
     before anything was timed, e.g. from a probe that counted CUDA's start-up).
+    When a whole epoch would take more than a MIN_FIT-th of the limit, each epoch draws a
+    fresh random sample of the training images instead (epoch_sample; the planned epochs
+    scaled to as many images in all). ``epoch_images`` sets that sample's size
+    directly (epochs then count samples of that size).
 
     Raises:
         DatasetError: no such dataset, no rows for this phase, or a validation split
@@ -218,14 +240,15 @@ def train(
     # One process trains a run at a time (under torchrun, rank 0 speaks for all).
     with ws.lock("run", run) if rt.main else contextlib.nullcontext():
         return _train_locked(ws, dataset, dataset_meta, phase_name, run, run_dir, tconfig, classes, patience,
-                             progress, should_stop, time_limit_s, overrides, max_epochs, init_from)
+                             progress, should_stop, time_limit_s, overrides, max_epochs, init_from, epoch_images)
 
 
 def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], phase_name: str, run: str,
                   run_dir: Path, tconfig: dict[str, Any], classes: list[str], patience: int,
                   progress: Progress | None, should_stop: Callable[[], bool] | None,
                   time_limit_s: float | None, overrides: dict[str, Any],
-                  max_epochs: int | None = None, init_from: str | None = None) -> RunResult:
+                  max_epochs: int | None = None, init_from: str | None = None,
+                  epoch_images: int | None = None) -> RunResult:
     import torch
 
     from models import create_phase, get_phase_class
@@ -275,7 +298,7 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
             result = _fit(ws, phase, dataset, run_dir, base, progress)
         else:
             result = _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s,
-                           max_epochs)
+                           max_epochs, epoch_images)
         if rt.main and phase.spec.input_dims == 2:
             fit_ood_gate(ws, dataset, run_dir, phase.config, progress)
         return result
@@ -366,6 +389,9 @@ def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for
                    progress: Progress | None) -> tuple[Any, Any]:
     """A split's images (a tensor, or StoredVolumes read a batch at a time) and targets."""
     rows = rows_for(split_rows(ws, dataset, split))
+    if split == "val" and len(rows) > VAL_WATCH:  # a fixed sample: the same on every epoch and on resume
+        keep = sorted(random.Random(0).sample(range(len(rows)), VAL_WATCH))
+        rows = [rows[k] for k in keep]
     if split == "train" and hasattr(phase, "check_rows"):
         try:
             phase.check_rows(ws, rows)
@@ -376,11 +402,11 @@ def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for
 
 def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str, Any], resumed: dict | None,
           patience: int, progress: Progress | None, should_stop: Callable[[], bool] | None,
-          time_limit_s: float | None = None, max_epochs: int | None = None) -> RunResult:
+          time_limit_s: float | None = None, max_epochs: int | None = None,
+          epoch_images: int | None = None) -> RunResult:
     import torch
 
     rt = current_runtime()
-    started = time.perf_counter()
     if not rt.main:
         progress = None  # one process draws the bars and writes the files
     config = phase.config
@@ -389,6 +415,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     val_rows_for = (lambda rows: [r for r in rows if r["labeled"]]) if phase.spec.output == "anomaly_score" else phase.select_rows
     val_x, val_y = _split_tensors(ws, phase, dataset, "val", val_rows_for, progress)
     check_splits(phase, dataset, train_y, val_y)
+    started = time.perf_counter()  # a time limit counts training: the images are loaded before the clock starts
     phase.prepare(train_y)
     if rt.world > 1 and hasattr(phase, "start_epoch"):
         raise TrainingError(f"Phase {phase.spec.name!r} changes what it trains between epochs, which "
@@ -397,7 +424,18 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     params = phase.param_groups() if hasattr(phase, "param_groups") else phase.model.parameters()
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     resident = _resident(train_x, rt)  # batches are cut (and augmented) from here
-    per_rank = len(train_x) // rt.world  # every process takes as many batches, or DDP would wait forever
+    if resumed:
+        drawn = resumed.get("epoch_images")
+    elif epoch_images:
+        drawn = min(len(train_x), max(2, int(epoch_images)))
+    else:
+        drawn = _epoch_images(phase, phase.model, train_x, time_limit_s, rt)
+        if drawn:  # the caller planned whole epochs: as many images, in smaller epochs
+            config.epochs = math.ceil(config.epochs * len(train_x) / drawn)
+            base["config"] = phase.config_dict()
+    if drawn:
+        base["epoch_images"] = drawn
+    per_rank = (drawn or len(train_x)) // rt.world  # every process takes as many batches, or DDP would wait forever
     steps_per_epoch = math.ceil(per_rank / config.batch_size)
     warmup = max(1, steps_per_epoch // 2 + 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(steps_per_epoch * config.epochs, warmup))
@@ -414,7 +452,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         start, best, history, stale = resumed["epoch"], resumed["best_metric"], resumed["history"], resumed["stale"]
         log.info("Resuming %s from epoch %d", run_dir.name, start)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
-               "config": phase.config_dict()}
+               "config": phase.config_dict(), **({"epoch_images": drawn} if drawn else {})}
     epoch, out_of_time = start, False
     augment = getattr(config, "augment", "standard")
     mixup = float(getattr(config, "mixup", 0.0) or 0.0)
@@ -527,6 +565,30 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             save_checkpoint(run_dir / "last.pt", {**load_checkpoint(run_dir / "last.pt"), "finished": True})
     barrier(rt)
     return RunResult(base["run"], run_dir, phase.spec.name, len(history), start, summary, status)
+
+
+def _epoch_images(phase: Any, model: Any, train_x: Any, time_limit_s: float | None, rt: Any) -> int | None:
+    """epoch_sample for a new run: a time-limited classifier times a few steps of a copy of
+    its model (its weights untouched) when an epoch has enough steps to matter."""
+    batch = phase.config.batch_size
+    if (time_limit_s is None or rt.world > 1 or phase.spec.output != "class_probabilities"
+            or len(train_x) < PROBE_STEPS * batch):
+        return None
+    import copy
+
+    from app.recipes import probe_seconds_per_epoch
+
+    with rt.autocast():
+        seconds = probe_seconds_per_epoch(copy.deepcopy(model), tuple(train_x.shape[1:]), len(train_x), batch,
+                                          rt.device)
+    drawn = epoch_sample(len(train_x), seconds, time_limit_s, batch)
+    if drawn:
+        log.info("An epoch of all %d training images would take about %.0f s: each epoch draws %d of them, so that "
+                 "%d epochs fit in %.0f s", len(train_x), seconds, drawn, MIN_FIT, time_limit_s)
+    return drawn
+
+
+PROBE_STEPS = 8  # epochs of fewer steps are not probed (an epoch that short fits any sensible limit)
 
 
 BN_IMAGES = (128, 512)  # fewest and most training images that re-measure batch-norm statistics

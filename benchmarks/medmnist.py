@@ -46,7 +46,7 @@ ANCHORS = {
 
 
 def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int, dims: int = 2, width: int = 32,
-                      device: str = "cpu") -> float:
+                      device: str = "cpu", channels: int = 1) -> float:
     """Time a few training steps of the model alone on ``device``, to size the run to the budget
     (a first guess: the run refits its plan after its first epochs)."""
     from app.recipes import probe_seconds_per_epoch
@@ -58,8 +58,8 @@ def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int, d
     else:
         from models.supervised import create_backbone
 
-        model = create_backbone(backbone, 2, pretrained=False)
-    return probe_seconds_per_epoch(model, (1, *(size,) * dims), train_images, batch, device)
+        model = create_backbone(backbone, 2, pretrained=False, in_chans=channels)
+    return probe_seconds_per_epoch(model, (channels, *(size,) * dims), train_images, batch, device)
 
 
 def seeds_used(first: int, members: int) -> str:
@@ -116,8 +116,10 @@ def main() -> int:
     device = runtime.describe()
     data = Path(args.data).expanduser().resolve()
     name = data.name.split(".")[0].split("_")[0].lower()
-    with np.load(data) as arrays:
-        dims = arrays["train_images"].ndim - 1 - (arrays["train_images"].shape[-1] == 3)
+    with np.load(data, mmap_mode="r") as arrays:
+        shape = arrays["train_images"].shape
+    channels = 3 if len(shape) == 4 and shape[-1] == 3 else 1
+    dims = len(shape) - 1 - (channels == 3)
     phase = "cube3d" if dims == 3 else "supervised"
     flags_given = any(v is not None for v in (args.backbone, args.image_size, args.augment, args.lr, args.ema, args.mixup))
     if args.recipe == "auto" and (dims == 3 or args.ensemble > 1):
@@ -158,7 +160,7 @@ def main() -> int:
             print(f"  chosen: {chosen['name']}", flush=True)
         else:
             per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims,
-                                          args.width, runtime.device)
+                                          args.width, runtime.device, channels)
             epochs = max(1, int(budget / per_epoch))
             # The probe is a guess (on a GPU it counts CUDA's start-up); after three epochs the
             # run refits its plan to the time left, up to MedMNIST's own 100 epochs.
@@ -177,7 +179,7 @@ def main() -> int:
             test = evaluate_ensemble(ws, [r.run for r in runs], "test", tta=args.tta)
         epochs_done = runs[0].epochs_done if members == 1 else "+".join(str(r.epochs_done) for r in runs)
     figures = {
-        "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "epochs": epochs_done, "ensemble": members, "seed": args.seed,
+        "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "channels": channels, "epochs": epochs_done, "ensemble": members, "seed": args.seed,
         "train_seconds": round(train_seconds, 1), "budget_used": round(train_seconds / (args.minutes * 60), 3),
         "device": device, "test_auc": round(test["roc_auc_ovr"], 4),
         "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
@@ -196,7 +198,7 @@ def main() -> int:
                       f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else "", ", no class weights" if args.no_class_weights else "",
                       f", calibration {args.calibration}" if args.calibration != "temperature+bias" else "",
                       seeds_used(args.seed, members)])
-    print(f"| **ours**: {args.backbone} ({args.image_size} px, from scratch{extras}, {epochs_done} epochs, "
+    print(f"| **ours**: {args.backbone} ({args.image_size} px{', RGB' if channels == 3 else ''}, from scratch{extras}, {epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on {device}) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
     if figures["test_acc_at_val_threshold"] is not None:

@@ -46,7 +46,7 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
 
     try:
         with Store(path) as data:
-            labels = {s: data.array(f"{s}_labels").reshape(data.shape(f"{s}_labels")[0], -1)[:, 0] for s in SPLITS}
+            table = {s: data.array(f"{s}_labels").reshape(data.shape(f"{s}_labels")[0], -1) for s in SPLITS}
             shapes = {s: data.shape(f"{s}_images") for s in SPLITS}
             # Cube files (app/cubes.py) say their classes, modality and patients themselves.
             own_names = [str(v) for v in data.array("label_names")] if "label_names" in data else None
@@ -57,6 +57,12 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
         raise DatasetError(
             f"{path} is not a MedMNIST-format file (train/val/test _images and _labels): {err}"
         ) from err
+    if table["train"].shape[1] > 1:
+        raise DatasetError(
+            f"{path.name} gives {table['train'].shape[1]} labels per image (a multi-label file, like ChestMNIST's 14 "
+            "findings); this tool trains one label per image. Make one label column (for example 'any finding' "
+            "against 'none') and organize that file.")
+    labels = {s: table[s][:, 0] for s in SPLITS}
     names, modality, region = _known(path)
     if own_names:
         names = dict(enumerate(own_names))
