@@ -15,10 +15,12 @@ written into the final run's metadata (``recipe``, ``trials``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.data import loads_kept
+from app.errors import TrainingError
 from app.progress import Progress
 from app.training import RunResult, train
 from app.workspace import Workspace
@@ -60,6 +62,23 @@ RECIPES_2D = (
     # The light ResNet at 32 px: the most epochs in the budget, for larger sets.
     Recipe("resnet10t-32", "resnet10t", 32, "strong", mixup=0.4, ema=0.99),
 )
+RECIPE_KEYS = ("backbone", "image_size", "augment", "lr", "ema", "mixup")  # what a recipe sets
+FLAGS = {"image_size": "--image-size"}  # command-line spellings that are not the key with dashes
+
+
+def auto_problem(phase: str, settings: dict[str, Any]) -> str | None:
+    """Why the recipe search cannot take these settings (None: it can)."""
+    if phase != "supervised":
+        return f"the recipe search trains the supervised phase, not {phase!r}: leave out --recipe auto"
+    given = [FLAGS.get(k, "--" + k.replace("_", "-")) for k in RECIPE_KEYS if settings.get(k) is not None]
+    if given:
+        return (f"the recipe search chooses {', '.join(given)} itself: leave them out, or use --recipe flags to "
+                "train them as given")
+    if settings.get("epochs") is not None:
+        return "the recipe search plans its epochs from --minutes: leave out --epochs"
+    return None
+
+
 TIE = 0.005  # validation figures this close are a tie: small validation splits cannot tell them apart
 
 
@@ -120,20 +139,32 @@ def screen_samples(per_epoch: dict[str, float], budget_s: float, train_images: i
 
 
 def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, seed: int = 0,
-                     batch_size: int = 64, recipes: tuple[Recipe, ...] = RECIPES_2D,
+                     batch_size: int = 64, recipes: tuple[Recipe, ...] | None = None,
                      epochs: dict[str, int] | None = None, progress: Progress | None = None,
+                     should_stop: Callable[[], bool] | None = None,
                      **options: Any) -> tuple[RunResult, dict[str, Any]]:
-    """Screen ``recipes`` on validation, train the winner on from its weights to the end of ``budget_s``.
+    """Screen ``recipes`` (default RECIPES_2D) on validation, train the winner on from its weights to the end of
+    ``budget_s``.
 
     ``epochs`` (recipe name -> screening epochs) is measured from a probe on this device
     when not given. Returns the final run (``run``) and what the search did:
     ``{"recipe": ..., "trials": [{recipe, epochs, val_monitor, seconds}, ...]}``, also
-    written into that run's metadata.json.
+    written into that run's metadata.json. When ``should_stop`` asks, the run training
+    then stops after its epoch and is returned as it is (status "stopped"; a stopped trial
+    has ``"stopped": True`` in the record and no recipe chosen): resuming the final run
+    goes on with the chosen recipe, a search stopped during screening starts again.
+
+    Raises:
+        TrainingError: ``run`` already exists (a search needs fresh run names).
     """
     from app.runtime import current_runtime
     from app.state import Kind, read_state
 
+    recipes = recipes or RECIPES_2D
     began = time.perf_counter()
+    if ws.run_dir(run).exists():
+        raise TrainingError(f"Run {run!r} already exists: give the search a new run name (its trials are named "
+                            f"{run}-trial0, -trial1, ...).")
     train_images = sum(1 for _ in _train_rows(ws, dataset))
     samples: dict[str, int | None] = {}
     if epochs is None:
@@ -145,12 +176,13 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
         samples = screen_samples(per_epoch, budget_s, train_images, batch_size)
     with loads_kept():  # a large split is decoded once per input size, not once per recipe
         return _search(ws, dataset, budget_s, began, train_images, run, seed, batch_size, recipes, epochs, samples,
-                       progress, options)
+                       progress, should_stop, options)
 
 
 def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_images: int, run: str, seed: int,
             batch_size: int, recipes: tuple[Recipe, ...], epochs: dict[str, int], samples: dict[str, int | None],
-            progress: Progress | None, options: dict[str, Any]) -> tuple[RunResult, dict[str, Any]]:
+            progress: Progress | None, should_stop: Callable[[], bool] | None,
+            options: dict[str, Any]) -> tuple[RunResult, dict[str, Any]]:
     from app.state import Kind, read_state, write_state
 
     share = SCREEN_SHARE * budget_s / max(1, len(recipes))
@@ -161,12 +193,15 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
         limit = {"time_limit_s": share} if samples.get(recipe.name) else {}
         result = train(ws, dataset, "supervised", run=f"{run}-trial{k}", epochs=epochs[recipe.name],
                        batch_size=batch_size, seed=seed, patience=MAX_EPOCHS, progress=progress,
-                       epoch_images=samples.get(recipe.name), **limit, **recipe.options(), **options)
+                       should_stop=should_stop, epoch_images=samples.get(recipe.name), **limit, **recipe.options(),
+                       **options)
         meta = ws.run_metadata(result.run)
         seconds = time.perf_counter() - started
         trials.append({"recipe": recipe.name, "run": result.run, "epochs": len(meta["history"]),
                        "val_monitor": round(float(meta["best_metric"]), 4), "seconds": round(seconds, 1),
                        **({"epoch_images": samples[recipe.name]} if samples.get(recipe.name) else {})})
+        if result.status == "stopped":
+            return result, {"recipe": None, "trials": trials, "stopped": True}
     top = max(t["val_monitor"] for t in trials)
     best = next(t for t in trials if t["val_monitor"] >= top - TIE)  # of near-equals, the first listed
     winner = next(r for r in recipes if r.name == best["recipe"])
@@ -177,7 +212,7 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
     planned = max(1 if best.get("epoch_images") else MIN_SCREEN_EPOCHS, min(MAX_EPOCHS, int(left / max(per_epoch, 1e-9))))
     result = train(ws, dataset, "supervised", run=run, init_from=best["run"], epochs=planned, batch_size=batch_size,
                    seed=seed, time_limit_s=left, max_epochs=MAX_EPOCHS, patience=MAX_EPOCHS, progress=progress,
-                   **winner.options(), **options)
+                   should_stop=should_stop, **winner.options(), **options)
     record = {"recipe": {"name": winner.name, **winner.options()}, "trials": trials}
     path = ws.run_dir(run) / "metadata.json"
     write_state(path, Kind.RUN_METADATA, {**read_state(path, Kind.RUN_METADATA), **record})

@@ -288,7 +288,8 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         base["initialized_from"] = init_from
     if (run_dir / "metadata.json").exists():
         before = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
-        for kept in ("created", "dataset_version", "pretrained_weights"):  # what the run began with
+        for kept in ("created", "dataset_version", "pretrained_weights", "initialized_from", "recipe", "trials",
+                     "epoch_images"):  # what the run began with
             if kept in before:
                 base[kept] = before[kept]
     if rt.main:

@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--views", action="store_const", const=True,
                     help="VAE: score through every view at once (six reconstruction views and the patch view) instead of letting validation choose")
     tr.add_argument("--seed", type=int, help="random seed (default 0): the same seed repeats a run")
+    tr.add_argument("--recipe", choices=["auto", "flags"], default="flags",
+                    help="supervised: auto screens a few recipes (backbone, input size) on the validation split and "
+                         "trains the best on to the end of --minutes (it chooses --backbone, --image-size, --augment, "
+                         "--lr, --ema and --mixup itself); flags (the default) trains the options given")
+    tr.add_argument("--minutes", type=float, help="a wall-clock training budget: the plan of epochs is fitted to it "
+                    "(--recipe auto: default 10)")
 
     ev = command("evaluate", "metrics, plots and a report for a finished run")
     ev.add_argument("run")
@@ -392,10 +398,27 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
 
             # Under torchrun every rank must stop at the same epoch: there Ctrl-C stops at once.
             alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
-            with clean_stop() if alone else contextlib.nullcontext(lambda: False) as should_stop:
-                result = train(ws, args.dataset, args.phase, run=args.run, progress=bar,
-                               should_stop=should_stop, **_train_overrides(args))
-            message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
+            overrides = _train_overrides(args)
+            if args.minutes is not None and not args.minutes > 0:
+                raise WorkbenchError(f"--minutes must be more than 0, not {args.minutes:g}")
+            if args.recipe == "auto":
+                from app.recipes import auto_problem, search_and_train
+                from app.training import new_run_name
+
+                problem = auto_problem(args.phase, overrides)
+                if problem:
+                    raise WorkbenchError(f"--recipe auto: {problem}.")
+                with clean_stop() as should_stop:
+                    result, record = search_and_train(
+                        ws, args.dataset, (args.minutes or 10.0) * 60, run=args.run or new_run_name(args.dataset, "supervised"),
+                        progress=bar, should_stop=should_stop, **overrides)
+                message = render.recipe_summary(record, result)
+            else:
+                budget = {"time_limit_s": args.minutes * 60, "max_epochs": 100} if args.minutes else {}
+                with clean_stop() if alone else contextlib.nullcontext(lambda: False) as should_stop:
+                    result = train(ws, args.dataset, args.phase, run=args.run, progress=bar,
+                                   should_stop=should_stop, **budget, **overrides)
+                message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
         elif args.command == "evaluate":
             from app.evaluate import evaluate_ensemble, evaluate_run
 

@@ -246,3 +246,20 @@ def review_places(folders: list[str]) -> tuple[str, list[str]]:
         inside = os.path.relpath(place, base) if base else place
         shown.append(inside + (f" (series {series})" if series else ""))
     return base, shown
+
+
+def trial_lines(trials: list[dict[str, Any]]) -> list[str]:
+    """One line per screened recipe: its validation figure (AUC; balanced accuracy where AUC is undefined)."""
+    return [f"  {t['recipe']}: validation {t['val_monitor']:.4f} after {t['epochs']} epochs ({t['seconds']:.0f} s"
+            + (f", {t['epoch_images']} images an epoch" if t.get("epoch_images") else "") + ")" for t in trials]
+
+
+def recipe_summary(record: dict[str, Any], result: Any) -> str:
+    """What a recipe search did, for the end of `train --recipe auto`."""
+    lines = trial_lines(record["trials"])
+    if record.get("stopped"):
+        return "\n".join([f"Stopped while screening recipes (in {result.run}); no recipe was chosen. "
+                          "Train again to start the search anew.", "Screened so far:", *lines])
+    state = " (stopped: train --run " + result.run + " resumes it)" if result.status == "stopped" else ""
+    return "\n".join([f"Run {result.run}: recipe {record['recipe']['name']}, chosen on the validation split, "
+                      f"{result.epochs_done} epochs{state}.", "Recipes screened:", *lines])

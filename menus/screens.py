@@ -81,6 +81,19 @@ def train_menu(s: Session) -> None:
     if phase is None:
         return
     overrides: dict[str, Any] = {"seed": s.settings.seed}
+    if phase == "supervised":
+        how = ask_choice("Recipe (backbone, image size, augmentation, regularization)", [
+            questionary.Choice("Let the tool choose: screen 4 recipes on the validation split, train the best on "
+                               "(recommended for a new dataset)", value="auto"),
+            questionary.Choice("Set it myself", value="flags")])
+        if how is None:
+            return
+        if how == "auto":
+            minutes = ask_int("Minutes in all (screening takes about a third):", default=3 if s.settings.fast else 10,
+                              low=1, high=24 * 60)
+            if minutes is not None:
+                _search_with_progress(s, dataset, minutes, **overrides)
+            return
     if phase in ("supervised", "transfer", "vae"):
         if phase == "supervised":
             backbone = ask_text("timm backbone:", default="efficientnet_b0")
@@ -137,6 +150,20 @@ def _train_with_progress(s: Session, dataset: str, phase: str, run: str | None =
     else:
         console.print(f"[green]Finished[/] run [bold]{result.run}[/] ({result.epochs_done} epochs).")
     console.print(render.metrics_table("Validation", result.metrics))
+
+
+def _search_with_progress(s: Session, dataset: str, minutes: int, **overrides: Any) -> None:
+    from app.recipes import search_and_train
+    from app.training import new_run_name
+
+    console.print(f"Screening recipes, then training the best for the rest of {minutes} minutes. Ctrl-C stops after "
+                  "the current epoch (twice: at once).", soft_wrap=False)
+    with clean_stop() as should_stop, progress_bars() as bar:
+        result, record = search_and_train(s.ws, dataset, minutes * 60.0, run=new_run_name(dataset, "supervised"),
+                                          progress=bar, should_stop=should_stop, **overrides)
+    console.print(render.recipe_summary(record, result), soft_wrap=False, markup=False)
+    if not record.get("stopped"):
+        console.print(render.metrics_table("Validation", result.metrics))
 
 
 def _pick_run(s: Session, message: str) -> str | None:

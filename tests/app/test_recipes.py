@@ -89,3 +89,33 @@ def test_a_run_starts_only_from_the_weights_of_the_same_model(ws, tmp_path: Path
         train(ws, "toy", "supervised", run="other", init_from="first", epochs=1, image_size=32, backbone="resnet18",
               **OPTIONS)
     assert not ws.run_dir("other").exists(), "nothing is left of the refused run"
+
+
+def test_train_recipe_auto_from_the_command_line(capsys, tmp_path: Path, monkeypatch) -> None:
+    """The command-line twin: the search's trials and choice are printed; recipe flags are refused."""
+    import app.recipes
+    import main
+
+    # Two quick recipes instead of the four real ones (the search itself is tested above).
+    monkeypatch.setattr(app.recipes, "RECIPES_2D", RECIPES)
+    workspace = str(tmp_path / "w")
+    assert main.main(["organize", str(_npz(tmp_path / "toymnist.npz")), "--name", "toy", "--workspace", workspace]) == 0
+    code = main.main(["train", "--dataset", "toy", "--phase", "supervised", "--recipe", "auto", "--minutes", "0.3",
+                      "--batch-size", "8", "--run", "auto", "--workspace", workspace])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "chosen on the validation split" in out and "slow: validation" in out and "fast: validation" in out
+    for argv, problem in ((["--backbone", "resnet18"], "chooses --backbone itself"),
+                          (["--epochs", "3"], "leave out --epochs"),
+                          (["--phase", "vae"], "trains the supervised phase")):
+        args = ["train", "--dataset", "toy", "--phase", "supervised", "--recipe", "auto", "--workspace", workspace]
+        if argv[0] == "--phase":
+            args[args.index("supervised")] = argv[1]
+            argv = []
+        code = main.main([*args, *argv])
+        err = capsys.readouterr()
+        assert code == 2 and problem in err.out + err.err, (argv, err)
+    code = main.main(["train", "--dataset", "toy", "--phase", "supervised", "--recipe", "auto", "--minutes", "0.2",
+                      "--run", "auto", "--workspace", workspace])
+    err = capsys.readouterr()
+    assert code == 2 and "already exists" in err.out + err.err

@@ -124,12 +124,12 @@ def test_the_train_menu_trains_with_the_small_dataset_regularization_when_asked(
     def clear(text: str) -> list[str]:
         return [BACKSPACE * len(text)]
 
-    # Dataset demo, phase supervised, backbone resnet18, 32 px, 1 epoch, standard
+    # Dataset demo, phase supervised, recipe set by hand, backbone resnet18, 32 px, 1 epoch, standard
     # augmentation, no CLAHE, then yes to the small-dataset question.
     from app.training import resumable_runs
 
     new_run = ["Train a new run", ENTER] if resumable_runs(demo_ws, "demo") else []  # other tests' stopped runs
-    keys = ["demo", ENTER, *new_run, "Supervised", ENTER, *clear("efficientnet_b0"), "resnet18", ENTER,
+    keys = ["demo", ENTER, *new_run, "Supervised", ENTER, "Set it myself", ENTER, *clear("efficientnet_b0"), "resnet18", ENTER,
             *clear("64"), "32", ENTER, *clear("15"), "1", ENTER, ENTER, ENTER, "y"]
     before = {m["run"] for m in demo_ws.runs()}
     drive(keys, screens.train_menu, session)
@@ -137,6 +137,32 @@ def test_the_train_menu_trains_with_the_small_dataset_regularization_when_asked(
     assert run["phase"] == "supervised" and run["status"] == "complete"
     assert run["config"]["ema"] == screens.SMALL_DATA["ema"] and run["config"]["mixup"] == screens.SMALL_DATA["mixup"]
     assert run["config"]["backbone"] == "resnet18" and run["config"]["image_size"] == 32
+
+
+def test_the_train_menu_lets_the_tool_choose_the_recipe_by_default(session, demo_ws, monkeypatch) -> None:
+    import app.recipes
+    from app.recipes import Recipe
+    from app.training import resumable_runs
+
+    session.ws = demo_ws
+    quick = (Recipe("still", "resnet10t", 32, "none", lr=1e-7), Recipe("quick", "resnet10t", 32, "none"))
+    monkeypatch.setattr(app.recipes, "RECIPES_2D", quick)
+    search = app.recipes.search_and_train
+    asked: list[float] = []
+
+    def shorter(ws, dataset, budget_s, **kwargs):  # the menu's minute, as a few seconds
+        asked.append(budget_s)
+        return search(ws, dataset, 8.0, epochs={"still": 1, "quick": 1}, **kwargs)
+
+    monkeypatch.setattr(app.recipes, "search_and_train", shorter)
+    new_run = ["Train a new run", ENTER] if resumable_runs(demo_ws, "demo") else []
+    before = {m["run"] for m in demo_ws.runs()}
+    drive(["demo", ENTER, *new_run, "Supervised", ENTER, ENTER, BACKSPACE * 2, "2", ENTER], screens.train_menu, session)
+    assert asked == [120.0], "the recipe search is the first answer, its minutes asked"
+    made = [m for m in demo_ws.runs() if m["run"] not in before]
+    final = next(m for m in made if "trial" not in m["run"])
+    assert final["recipe"]["name"] in ("still", "quick") and len(final["trials"]) == 2
+    assert "chosen on the validation split" in session.screen.file.getvalue()
 
 
 def test_the_train_menu_resumes_a_stopped_run(session, demo_ws) -> None:
