@@ -88,6 +88,8 @@ def main() -> int:
     parser.add_argument("--ema", type=float, help="decay of a weight average (e.g. 0.99); 0: off (the default)")
     parser.add_argument("--mixup", type=float, metavar="ALPHA",
                         help="blend pairs of training images and labels, Beta(ALPHA, ALPHA) shares (e.g. 0.2); 0: off")
+    parser.add_argument("--ordinal", type=float, metavar="WEIGHT",
+                        help="ordered classes (e.g. RetinaMNIST's grades): squared-EMD loss term with this weight (e.g. 1)")
     parser.add_argument("--no-class-weights", action="store_true",
                         help="plain cross-entropy (MedMNIST's protocol) instead of the app's class-weighted loss")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image at test time")
@@ -122,6 +124,8 @@ def main() -> int:
     dims = len(shape) - 1 - (channels == 3)
     phase = "cube3d" if dims == 3 else "supervised"
     flags_given = any(v is not None for v in (args.backbone, args.image_size, args.augment, args.lr, args.ema, args.mixup))
+    if args.ordinal and dims == 3:
+        parser.error("--ordinal is for 2D classifiers; the 3D phase has no ordinal loss")
     if args.recipe == "auto" and (dims == 3 or args.ensemble > 1):
         parser.error("--recipe auto searches 2D recipes for one run: leave it out for 3D files and ensembles")
     if args.recipe == "auto" and flags_given:
@@ -143,6 +147,8 @@ def main() -> int:
         if args.weight_decay is not None:
             options["weight_decay"] = args.weight_decay
         options.update(class_weights=not args.no_class_weights, calibration=args.calibration)
+        if args.ordinal:
+            options["ordinal"] = args.ordinal
         searched: dict = {"recipe": "flags", "trials": []}
         began = time.perf_counter()
         if auto:
@@ -186,7 +192,7 @@ def main() -> int:
         "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
         "tta": args.tta, "ema": args.ema, "mixup": args.mixup, "class_weights": not args.no_class_weights, "calibration": args.calibration,
         "weight_decay": args.weight_decay, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
-        "lr": args.lr, "recipe": searched["recipe"], "trials": searched["trials"],
+        "lr": args.lr, "recipe": searched["recipe"], "trials": searched["trials"], "ordinal": args.ordinal or 0.0,
     }
     print(f"\n{name} test split ({test['n']} images), " + ("one run" if members == 1 else f"{members} runs averaged") + ":\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")
@@ -195,6 +201,7 @@ def main() -> int:
     ci_auc, ci_acc = figures["test_auc_ci95"] or [0, 0], figures["test_acc_ci95"] or [0, 0]
     extras = "".join([f", {args.augment} augmentation", ", CLAHE" if args.clahe else "", ", TTA" if args.tta else "",
                       f", EMA {args.ema:g}" if args.ema else "", f", mixup {args.mixup:g}" if args.mixup else "",
+                      f", ordinal loss {args.ordinal:g}" if args.ordinal else "",
                       f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else "", ", no class weights" if args.no_class_weights else "",
                       f", calibration {args.calibration}" if args.calibration != "temperature+bias" else "",
                       seeds_used(args.seed, members)])

@@ -136,6 +136,13 @@ def train_menu(s: Session) -> None:
             return
         if regularize:
             overrides.update(SMALL_DATA)
+    if phase in ("supervised", "transfer") and _graded(s.ws, dataset):
+        ordinal = ask_confirm("These classes are grades (ordered). Add an ordinal loss, so that a prediction two "
+                              "grades off costs more than one grade off?", default=False)
+        if ordinal is None:
+            return
+        if ordinal:
+            overrides["ordinal"] = 1.0
     _train_with_progress(s, dataset, phase, **overrides)
 
 
@@ -150,6 +157,13 @@ def _train_with_progress(s: Session, dataset: str, phase: str, run: str | None =
     else:
         console.print(f"[green]Finished[/] run [bold]{result.run}[/] ({result.epochs_done} epochs).")
     console.print(render.metrics_table("Validation", result.metrics))
+
+
+def _graded(ws: Workspace, dataset: str) -> bool:
+    from app.state import Kind, read_state_or
+
+    return bool(read_state_or(ws.organized_path(dataset) / "training_config.json", Kind.TRAINING_CONFIG,
+                              {}).get("ordinal"))
 
 
 def _search_with_progress(s: Session, dataset: str, minutes: int, **overrides: Any) -> None:

@@ -35,6 +35,7 @@ class SupervisedConfig:
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     channels: int = 1  # 1: grey; 3: RGB, for colour data (the dataset's training_config.json says which)
+    ordinal: float = 0.0  # ordered classes (grades): weight of the squared-EMD term added to the loss (e.g. 1); 0: off
     seed: int = 0
 
 
@@ -167,6 +168,9 @@ class ClassifierPhase:
         weight = getattr(self, "class_weight", None)
         weight = weight.to(logits.device) if weight is not None else None
         loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
+        ordinal = float(getattr(self.config, "ordinal", 0.0) or 0.0)
+        if ordinal:
+            loss = loss + ordinal * squared_emd(logits, targets)
         return {"loss": loss, "output": logits}
 
     @torch.no_grad()
@@ -247,6 +251,17 @@ class ClassifierPhase:
         return asdict(self.config)
 
 
+def squared_emd(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The squared earth mover's distance between the predicted and the target class
+    distributions over ordered classes (Hou et al., 2016): the squared differences of their
+    cumulative sums. Unlike cross-entropy it costs more the farther the mass lies from the
+    true grade (grade 4 called 0 is worse than called 3). ``targets``: class indices, or
+    class probabilities (mixup)."""
+    probabilities = torch.softmax(logits.float(), dim=1)
+    wanted = targets.float() if targets.dim() == 2 else F.one_hot(targets, logits.shape[1]).float()
+    return ((probabilities.cumsum(1) - wanted.cumsum(1)) ** 2).sum(1).mean()
+
+
 CALIBRATIONS = ("temperature+bias", "temperature", "none")  # see ClassifierPhase
 
 
@@ -282,6 +297,8 @@ class SupervisedPhase(ClassifierPhase):
     def __init__(self, config: SupervisedConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)
         check_channels(config.channels)
+        if not config.ordinal >= 0:
+            raise ValueError(f"the ordinal loss weight must be 0 (off) or more (e.g. 1), not {config.ordinal}")
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(
             config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate,

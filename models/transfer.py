@@ -36,6 +36,7 @@ class TransferConfig:
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     channels: int = 1  # 1: grey; 3: RGB (colour data: ImageNet weights are used as they are)
+    ordinal: float = 0.0  # ordered classes: weight of the squared-EMD loss term (models/supervised.py squared_emd)
     seed: int = 0
 
 
@@ -49,6 +50,8 @@ class TransferPhase(ClassifierPhase):
     def __init__(self, config: TransferConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)
         check_channels(config.channels)
+        if not config.ordinal >= 0:
+            raise ValueError(f"the ordinal loss weight must be 0 (off) or more (e.g. 1), not {config.ordinal}")
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained,
                                      in_chans=config.channels)

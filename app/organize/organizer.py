@@ -31,11 +31,12 @@ from app.organize.detect import (
 )
 from app.organize.pixel_rules import fill_regions
 from app.organize.colour import dataset_channels
+from app.organize.ordinal import ordered_classes
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
 from app.organize.privacy import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
-from app.organize.rows import ROW_KEYS, read_rows, write_rows  # noqa: F401  (re-exported)
+from app.organize.rows import ROW_KEYS, read_rows, row_place, write_rows  # noqa: F401  (re-exported)
 from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
 from app.private import item_id, source_id
 from app.organize.tables import (
@@ -535,6 +536,7 @@ def _write_files(
         "dataset": name, "classes": ordered, "normal_class": NORMAL if NORMAL in classes else "",
         "image_size": default_image_size(rows), "channels": dataset_channels(ws, rows), "class_weights": weights,
         "labeled_fraction": round(len(labeled) / len(rows), 4),
+        "ordinal": ordered_classes(ordered, {Path(row_place(ws, r)).name for r in rows if r.get("kind") == "npz"}),
         "recommended_phases": ["supervised", "vae", "hybrid"] if NORMAL in classes else ["supervised"],
     })
     reasons = Counter(s["reason"].split(":")[0] for s in skipped)
