@@ -80,6 +80,7 @@ def auto_problem(phase: str, settings: dict[str, Any]) -> str | None:
 
 
 TIE = 0.005  # validation figures this close are a tie: small validation splits cannot tell them apart
+MEMBER_SHARE = 0.2  # of the budget left after the winner's run: enough to train a second member of an ensemble
 
 
 def probe_seconds_per_epoch(model: Any, image_shape: tuple[int, ...], train_images: int, batch_size: int,
@@ -141,7 +142,7 @@ def screen_samples(per_epoch: dict[str, float], budget_s: float, train_images: i
 def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, seed: int = 0,
                      batch_size: int = 64, recipes: tuple[Recipe, ...] | None = None,
                      epochs: dict[str, int] | None = None, progress: Progress | None = None,
-                     should_stop: Callable[[], bool] | None = None,
+                     should_stop: Callable[[], bool] | None = None, ensemble: bool = False,
                      **options: Any) -> tuple[RunResult, dict[str, Any]]:
     """Screen ``recipes`` (default RECIPES_2D) on validation, train the winner on from its weights to the end of
     ``budget_s``.
@@ -153,6 +154,9 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
     then stops after its epoch and is returned as it is (status "stopped"; a stopped trial
     has ``"stopped": True`` in the record and no recipe chosen): resuming the final run
     goes on with the chosen recipe, a search stopped during screening starts again.
+    With ``ensemble``, time left once the winner's run is complete (it reached MAX_EPOCHS)
+    trains a second member (``<run>-member1``; see _second_member): the record's
+    ``ensemble`` says which runs to average (``runs``) and what validation said.
 
     Raises:
         TrainingError: ``run`` already exists (a search needs fresh run names).
@@ -176,12 +180,12 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
         samples = screen_samples(per_epoch, budget_s, train_images, batch_size)
     with loads_kept():  # a large split is decoded once per input size, not once per recipe
         return _search(ws, dataset, budget_s, began, train_images, run, seed, batch_size, recipes, epochs, samples,
-                       progress, should_stop, options)
+                       progress, should_stop, ensemble, options)
 
 
 def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_images: int, run: str, seed: int,
             batch_size: int, recipes: tuple[Recipe, ...], epochs: dict[str, int], samples: dict[str, int | None],
-            progress: Progress | None, should_stop: Callable[[], bool] | None,
+            progress: Progress | None, should_stop: Callable[[], bool] | None, ensemble: bool,
             options: dict[str, Any]) -> tuple[RunResult, dict[str, Any]]:
     from app.state import Kind, read_state, write_state
 
@@ -213,10 +217,43 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
     result = train(ws, dataset, "supervised", run=run, init_from=best["run"], epochs=planned, batch_size=batch_size,
                    seed=seed, time_limit_s=left, max_epochs=MAX_EPOCHS, patience=MAX_EPOCHS, progress=progress,
                    should_stop=should_stop, **winner.options(), **options)
-    record = {"recipe": {"name": winner.name, **winner.options()}, "trials": trials}
+    record: dict[str, Any] = {"recipe": {"name": winner.name, **winner.options()}, "trials": trials}
+    spare = budget_s - (time.perf_counter() - began)
+    if ensemble and result.status == "complete" and spare >= MEMBER_SHARE * budget_s:
+        record["ensemble"] = _second_member(ws, dataset, run, spare, trials, best, recipes, seed, batch_size, progress,
+                                            should_stop, options)
     path = ws.run_dir(run) / "metadata.json"
     write_state(path, Kind.RUN_METADATA, {**read_state(path, Kind.RUN_METADATA), **record})
     return result, record
+
+
+def _second_member(ws: Workspace, dataset: str, run: str, spare: float, trials: list[dict[str, Any]],
+                   best: dict[str, Any], recipes: tuple[Recipe, ...], seed: int, batch_size: int,
+                   progress: Progress | None, should_stop: Callable[[], bool] | None,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """With time left after the winner's run (it reached MAX_EPOCHS early), the runner-up
+    recipe (or the winner's again with the next seed, when the runner-up scored more than
+    TIE below it) is trained on for the time left; the two runs' averaged probabilities
+    are kept only when they score at least the winner's alone on validation."""
+    from app.evaluate import evaluate_ensemble
+
+    others = sorted((t for t in trials if t is not best), key=lambda t: -t["val_monitor"])
+    close = others and others[0]["val_monitor"] >= best["val_monitor"] - 2 * TIE
+    chosen = others[0] if close else best
+    recipe = next(r for r in recipes if r.name == chosen["recipe"])
+    member = f"{run}-member1"
+    began = time.perf_counter()
+    per_epoch = chosen["seconds"] / max(1, chosen["epochs"])
+    planned = max(MIN_SCREEN_EPOCHS, min(MAX_EPOCHS, int(spare / max(per_epoch, 1e-9))))
+    done = train(ws, dataset, "supervised", run=member, init_from=chosen["run"] if close else None, epochs=planned,
+                 batch_size=batch_size, seed=seed + (0 if close else 1), time_limit_s=spare, max_epochs=MAX_EPOCHS,
+                 patience=MAX_EPOCHS, progress=progress, should_stop=should_stop, **recipe.options(), **options)
+    alone = evaluate_ensemble(ws, [run], "val")["roc_auc_ovr"]
+    both = evaluate_ensemble(ws, [run, member], "val")["roc_auc_ovr"]
+    kept = done.status == "complete" and both >= alone
+    return {"runs": [run, member] if kept else [run], "member": member, "member_recipe": recipe.name,
+            "val_auc_alone": round(float(alone), 4), "val_auc_both": round(float(both), 4), "kept": kept,
+            "seconds": round(time.perf_counter() - began, 1)}
 
 
 def _train_rows(ws: Workspace, dataset: str) -> list[dict[str, Any]]:

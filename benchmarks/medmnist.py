@@ -98,6 +98,8 @@ def main() -> int:
     parser.add_argument("--ensemble", type=int, default=1, metavar="K",
                         help="K runs (seeds SEED..SEED+K-1) sharing the budget, probabilities averaged; default 1")
     parser.add_argument("--seed", type=int, default=0, help="the first run's seed (an ensemble's runs: SEED, SEED+1, ...)")
+    parser.add_argument("--no-search-ensemble", action="store_true",
+                        help="--recipe auto: never spend time left after the winner's run on a second member")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     if args.weight_decay is not None and args.weight_decay < 0:
@@ -155,7 +157,8 @@ def main() -> int:
             print(f"{name}: {train_images} training images; screening {len(RECIPES_2D)} recipes on validation, "
                   f"then the best to the end of {args.minutes:g} minutes", flush=True)
             found, searched = search_and_train(ws, name, budget, run="bench", seed=args.seed,
-                                               batch_size=args.batch_size, **options)
+                                               batch_size=args.batch_size, ensemble=not args.no_search_ensemble,
+                                               **options)
             runs = [found]
             chosen = searched["recipe"]
             args.backbone, args.image_size, args.lr = chosen["backbone"], chosen["image_size"], chosen["lr"]
@@ -164,6 +167,11 @@ def main() -> int:
                 print(f"  {trial['recipe']}: validation {trial['val_monitor']:.4f} after {trial['epochs']} epochs "
                       f"({trial['seconds']:.0f} s)")
             print(f"  chosen: {chosen['name']}", flush=True)
+            if "ensemble" in searched:
+                e = searched["ensemble"]
+                print(f"  time left: {e['member_recipe']} trained as a second member ({e['seconds']:.0f} s); validation "
+                      f"AUC {e['val_auc_alone']:.4f} alone, {e['val_auc_both']:.4f} averaged: "
+                      + ("averaged" if e["kept"] else "the winner alone"), flush=True)
         else:
             per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims,
                                           args.width, runtime.device, channels)
@@ -179,7 +187,10 @@ def main() -> int:
                           epochs=epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed + k,
                           patience=ceiling, time_limit_s=budget, max_epochs=ceiling, **options) for k in range(members)]
         train_seconds = time.perf_counter() - began
-        if members == 1:
+        averaged = searched.get("ensemble", {}).get("runs", []) if auto else []
+        if len(averaged) > 1:
+            test = evaluate_ensemble(ws, averaged, "test", tta=args.tta)
+        elif members == 1:
             test = evaluate_run(ws, runs[0].run, "test", tta=args.tta).metrics
         else:
             test = evaluate_ensemble(ws, [r.run for r in runs], "test", tta=args.tta)
@@ -193,8 +204,11 @@ def main() -> int:
         "tta": args.tta, "ema": args.ema, "mixup": args.mixup, "class_weights": not args.no_class_weights, "calibration": args.calibration,
         "weight_decay": args.weight_decay, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
         "lr": args.lr, "recipe": searched["recipe"], "trials": searched["trials"], "ordinal": args.ordinal or 0.0,
+        "search_ensemble": searched.get("ensemble"),
     }
-    print(f"\n{name} test split ({test['n']} images), " + ("one run" if members == 1 else f"{members} runs averaged") + ":\n")
+    how = (f"{members} runs averaged" if members > 1 else
+           f"two runs averaged ({' + '.join(averaged)})" if len(averaged) > 1 else "one run")
+    print(f"\n{name} test split ({test['n']} images), {how}:\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")
     for method, auc, acc in ANCHORS.get(name, []):
         print(f"| {method} (MedMNIST v2) | {auc:.3f} | {acc:.3f} |")
@@ -204,7 +218,8 @@ def main() -> int:
                       f", ordinal loss {args.ordinal:g}" if args.ordinal else "",
                       f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else "", ", no class weights" if args.no_class_weights else "",
                       f", calibration {args.calibration}" if args.calibration != "temperature+bias" else "",
-                      seeds_used(args.seed, members)])
+                      seeds_used(args.seed, members),
+                      f", averaged with {searched['ensemble']['member_recipe']}" if len(averaged) > 1 else ""])
     print(f"| **ours**: {args.backbone} ({args.image_size} px{', RGB' if channels == 3 else ''}, from scratch{extras}, {epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on {device}) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
@@ -218,5 +233,16 @@ def main() -> int:
     return 0
 
 
+def run() -> int:
+    """main, with the app's own errors (a file it cannot train, a busy run) as one line and exit status 2."""
+    from app.errors import WorkbenchError
+
+    try:
+        return main()
+    except WorkbenchError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

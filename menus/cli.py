@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--views", action="store_const", const=True,
                     help="VAE: score through every view at once (six reconstruction views and the patch view) instead of letting validation choose")
     tr.add_argument("--seed", type=int, help="random seed (default 0): the same seed repeats a run")
+    tr.add_argument("--channels", type=int, choices=[1, 3],
+                    help="supervised, transfer: 1 reads the images grey, 3 as RGB (default: the dataset's, "
+                         "training_config.json)")
     tr.add_argument("--ordinal", type=float, metavar="WEIGHT",
                     help="classifiers, ordered classes (grades): add the squared earth mover's distance between "
                          "predicted and true grade distributions to the loss, with this weight (e.g. 1; default off)")
@@ -313,7 +316,7 @@ def _collect_listing(source: str, options: dict[str, Any]) -> Any:
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
             "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "mixup", "beta", "decoder", "area", "neighbours",
-            "score", "threshold_rule", "weight", "width", "positions", "calibration", "vae_scoring", "views", "ordinal")
+            "score", "threshold_rule", "weight", "width", "positions", "calibration", "vae_scoring", "views", "ordinal", "channels")
     chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.weights:
         chosen["pretrained"] = args.weights

@@ -119,3 +119,25 @@ def test_train_recipe_auto_from_the_command_line(capsys, tmp_path: Path, monkeyp
                       "--run", "auto", "--workspace", workspace])
     err = capsys.readouterr()
     assert code == 2 and "already exists" in err.out + err.err
+
+
+def test_time_left_after_the_winner_trains_a_second_member_kept_only_if_validation_agrees(ws, tmp_path: Path,
+                                                                                          monkeypatch) -> None:
+    import app.recipes
+    from app.evaluate import evaluate_ensemble
+
+    monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)  # the winner's run ends early, leaving most of the time
+    organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
+    close = (Recipe("first", "resnet10t", 32, "standard"), Recipe("second", "resnet10t", 32, "standard", lr=1e-3))
+    _, record = search_and_train(ws, "toy", 60.0, run="e", recipes=close, epochs={"first": 2, "second": 2},
+                                 ensemble=True, **OPTIONS)
+    found = record["ensemble"]
+    assert found["member"] == "e-member1" and ws.run_metadata("e-member1")["status"] == "complete"
+    ranked = sorted(record["trials"], key=lambda t: -t["val_monitor"])
+    runner_up_close = ranked[1]["val_monitor"] >= ranked[0]["val_monitor"] - 2 * app.recipes.TIE
+    assert found["member_recipe"] == (ranked[1]["recipe"] if runner_up_close else record["recipe"]["name"])
+    alone, both = (evaluate_ensemble(ws, runs, "val")["roc_auc_ovr"] for runs in (["e"], ["e", "e-member1"]))
+    assert found["val_auc_both"] == round(both, 4) and found["val_auc_alone"] == round(alone, 4)
+    assert found["kept"] == (both >= alone)
+    assert found["runs"] == (["e", "e-member1"] if found["kept"] else ["e"])
+    assert ws.run_metadata("e")["ensemble"] == found

@@ -1,0 +1,55 @@
+"""benchmarks/medmnist.py end to end on a tiny colour file: the flagless command others will run
+on MedMNIST sets nobody here has (colour, several classes), and its one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+HUES = [(200, 60, 130), (60, 200, 130), (130, 60, 200)]  # equal channel means: only colour tells them apart
+
+
+def _colour_npz(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 90), ("val", 30), ("test", 30)):
+        labels = (np.arange(n) % 3).reshape(n, 1)
+        images = np.repeat((100 + rng.random((n, 28, 28, 1)) * 60).astype(np.uint8), 3, axis=-1)
+        for k in range(n):
+            y, x = rng.integers(4, 16, 2)
+            images[k, y : y + 9, x : x + 9] = HUES[int(labels[k, 0])]
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    np.savez(path, **arrays)
+    return path
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "medmnist.py"), *args], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+
+
+def test_the_flagless_benchmark_searches_a_colour_multiclass_file(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    done = _bench("--data", str(_colour_npz(tmp_path / "huemnist.npz")), "--minutes", "0.4", "--batch-size", "16",
+                  "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["channels"] == 3 and figures["recipe"]["name"] and len(figures["trials"]) == 4
+    assert figures["test_auc"] >= 0.9, figures  # three hues a grey reading could not tell apart
+    assert "RGB" in done.stdout and "chosen:" in done.stdout
+
+
+def test_a_multi_label_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    arrays = {}
+    for split, n in (("train", 10), ("val", 4), ("test", 4)):
+        arrays[f"{split}_images"] = np.zeros((n, 28, 28), np.uint8)
+        arrays[f"{split}_labels"] = np.zeros((n, 14), np.uint8)
+    np.savez(tmp_path / "chestmnist.npz", **arrays)
+    done = _bench("--data", str(tmp_path / "chestmnist.npz"), "--minutes", "0.1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("Error: chestmnist.npz gives 14 labels per image"), done.stderr
