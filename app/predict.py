@@ -211,8 +211,10 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
 
 
 def candidate_runs(ws: Workspace) -> list[str]:
-    """Finished runs that can answer alone, the best kind first, newest first within a kind."""
-    runs = [m for m in ws.runs() if m.get("status") == "complete" and m.get("phase") in ROUTABLE]
+    """Finished runs that can answer alone, the best kind first, newest first within a kind
+    (a recipe search's short screening runs never: ``trial_of``)."""
+    runs = [m for m in ws.runs() if m.get("status") == "complete" and m.get("phase") in ROUTABLE
+            and not m.get("trial_of")]
     ordered: list[str] = []
     for phase in ROUTABLE:
         ordered += [m["run"] for m in sorted((m for m in runs if m["phase"] == phase),

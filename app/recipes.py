@@ -199,7 +199,8 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
                        batch_size=batch_size, seed=seed, patience=MAX_EPOCHS, progress=progress,
                        should_stop=should_stop, epoch_images=samples.get(recipe.name), **limit, **recipe.options(),
                        **options)
-        meta = ws.run_metadata(result.run)
+        meta = {**ws.run_metadata(result.run), "trial_of": run}  # kept out of routing and the runs table
+        write_state(ws.run_dir(result.run) / "metadata.json", Kind.RUN_METADATA, meta)
         seconds = time.perf_counter() - started
         trials.append({"recipe": recipe.name, "run": result.run, "epochs": len(meta["history"]),
                        "val_monitor": round(float(meta["best_metric"]), 4), "seconds": round(seconds, 1),

@@ -18,6 +18,7 @@ class WorkspaceStatus:
     collected: dict[str, dict[str, Any]] = field(default_factory=dict)
     organized: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    trials: int = 0  # recipe-search screening runs, not listed in ``runs``
     workflows: dict[str, str] = field(default_factory=dict)
 
 
@@ -28,6 +29,9 @@ def workspace_status(ws: Workspace) -> WorkspaceStatus:
         meta = ws.dataset_metadata(name)
         status.organized[name] = {"items": meta["items"], "classes": meta["classes"], **meta["counts"]}
     for meta in ws.runs():
+        if meta.get("trial_of"):
+            status.trials += 1
+            continue
         test = meta.get("evaluation", {}).get("test", {})
         status.runs.append({
             "run": meta["run"], "phase": meta["phase"], "dataset": meta["dataset"], "status": run_status(ws, meta),

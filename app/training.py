@@ -710,9 +710,11 @@ def run_status(ws: Workspace, meta: dict[str, Any]) -> str:
 
 def resumable_runs(ws: Workspace, dataset: str) -> list[dict[str, Any]]:
     """The runs of ``dataset`` that stopped (Ctrl-C) or were cut off (a crash, kill -9) after a
-    finished epoch: training them again goes on from there. Newest first."""
+    finished epoch: training them again goes on from there. Newest first. (A recipe search's
+    screening runs are not: a search stopped while screening starts again.)"""
     return [meta for meta in reversed(ws.runs())
-            if meta["dataset"] == dataset and run_status(ws, meta) in ("stopped", "interrupted")
+            if meta["dataset"] == dataset and not meta.get("trial_of")
+            and run_status(ws, meta) in ("stopped", "interrupted")
             and (ws.run_dir(meta["run"]) / "last.pt").exists()]
 
 

@@ -46,6 +46,9 @@ def status_tables(status: WorkspaceStatus) -> list[Table | Text]:
                      _num(test.get("anomaly_auroc", test.get("roc_auc_ovr", "-"))),
                      _num(test.get("balanced_accuracy", "-")), verdict_text(run["verdict"]),
                      "yes" if run["exported"] else "-")
+    if status.trials:
+        runs.caption = f"and {status.trials} recipe-search trial run(s), not listed (checkpoints/<run>-trialN)"
+        runs.caption_justify = "left"
     tables.append(runs if status.runs else Text("Training runs: none yet."))
     return tables
 

@@ -60,7 +60,8 @@ def train_menu(s: Session) -> None:
         if run != "new":
             _train_with_progress(s, dataset, run["phase"], run=run["run"])
             return
-    runs = {m["phase"]: m["run"] for m in reversed(s.ws.runs()) if m["dataset"] == dataset and m["status"] == "complete"}
+    runs = {m["phase"]: m["run"] for m in reversed(s.ws.runs())
+            if m["dataset"] == dataset and m["status"] == "complete" and not m.get("trial_of")}
     choices, reasons = [], []
     for spec in list_phases():
         missing = [c for c in spec.components if c not in runs]
@@ -83,8 +84,7 @@ def train_menu(s: Session) -> None:
     overrides: dict[str, Any] = {"seed": s.settings.seed}
     if phase == "supervised":
         how = ask_choice("Recipe (backbone, image size, augmentation, regularization)", [
-            questionary.Choice("Let the tool choose: screen 4 recipes on the validation split, train the best on "
-                               "(recommended for a new dataset)", value="auto"),
+            questionary.Choice("Let the tool choose (recommended): 4 recipes tried on validation", value="auto"),
             questionary.Choice("Set it myself", value="flags")])
         if how is None:
             return

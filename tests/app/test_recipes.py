@@ -141,3 +141,21 @@ def test_time_left_after_the_winner_trains_a_second_member_kept_only_if_validati
     assert found["kept"] == (both >= alone)
     assert found["runs"] == (["e", "e-member1"] if found["kept"] else ["e"])
     assert ws.run_metadata("e")["ensemble"] == found
+
+
+def test_screening_runs_stay_out_of_routing_resuming_and_the_runs_table(ws, tmp_path: Path) -> None:
+    from app.predict import candidate_runs
+    from app.status import workspace_status
+    from app.training import resumable_runs
+
+    organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
+    asked = []
+    # Stopped in the second trial (asked after each epoch but a run's last): nothing chosen, the trials marked.
+    result, record = search_and_train(ws, "toy", 10.0, run="s", recipes=RECIPES, epochs={"slow": 2, "fast": 2},
+                                      should_stop=lambda: asked.append(1) or len(asked) >= 2, **OPTIONS)
+    assert record["stopped"] and record["recipe"] is None and result.run == "s-trial1"
+    assert all(ws.run_metadata(t["run"])["trial_of"] == "s" for t in record["trials"])
+    assert resumable_runs(ws, "toy") == [], "a search stopped while screening starts again; its trials do not resume"
+    assert "s-trial0" not in candidate_runs(ws)
+    status = workspace_status(ws)
+    assert status.trials == 2 and not status.runs
