@@ -33,8 +33,11 @@ OUTSIDE = "outside what this model was trained on"
 
 
 def describe(images: np.ndarray) -> np.ndarray:
-    """Descriptors (N, 95) of prepared images (N, C, S, S) in [0, 1] (colour ones: of their channels' mean)."""
-    x = np.clip(np.asarray(images, dtype=np.float32).mean(axis=1), 0.0, 1.0)
+    """Descriptors (N, 95) of prepared images (N, 1, S, S) in [0, 1]; colour ones (N, 3, S, S):
+    (N, 99), those of their channels' mean and four of their hue (mean and spread of R-G
+    and G-B), so that a grey image shown to a colour model stands out."""
+    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    x = images.mean(axis=1)
     n, size = x.shape[0], x.shape[-1]
     cell = max(1, size // 8)
     cropped = x[:, : cell * 8, : cell * 8]
@@ -50,8 +53,12 @@ def describe(images: np.ndarray) -> np.ndarray:
     dark, bright = (flat < 0.02).mean(1), (flat > 0.98).mean(1)
     lap = x[:, 1:-1, 1:-1] * 4 - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
     detail = np.log1p(np.abs(lap).reshape(n, -1).mean(1) * 100)
-    return np.concatenate([thumb, hist, edge_hist, np.stack([mean, std, skew, np.log1p(kurt), dark, bright,
-                                                             detail], 1)], 1).astype(np.float64)
+    parts = [thumb, hist, edge_hist, np.stack([mean, std, skew, np.log1p(kurt), dark, bright, detail], 1)]
+    if images.shape[1] == 3:
+        rg = (images[:, 0] - images[:, 1]).reshape(n, -1)
+        gb = (images[:, 1] - images[:, 2]).reshape(n, -1)
+        parts.append(np.stack([rg.mean(1), gb.mean(1), rg.std(1), gb.std(1)], 1))
+    return np.concatenate(parts, 1).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,20 @@ def test_images_unlike_the_training_ones_are_flagged(gate) -> None:
         assert (gate.distances(images) > gate.threshold).mean() >= 0.95
 
 
+def tinted(images: np.ndarray, tint: tuple[float, float, float]) -> np.ndarray:
+    """Grey (N, 1, S, S) images as colour ones whose discs carry ``tint`` (channel means kept near the grey)."""
+    return np.clip(np.concatenate([images * t for t in tint], axis=1), 0, 1).astype(np.float32)
+
+
+def test_a_colour_gate_flags_grey_images_of_the_same_shapes() -> None:
+    """A dermoscopy-like model shown a grey image: brightness alone looks familiar, the hue does not."""
+    pink = (1.2, 0.8, 1.0)
+    gate = fit_gate(tinted(phantoms(300, 0), pink), tinted(phantoms(200, 1), pink), [("XC", "skin")])
+    assert (gate.distances(tinted(phantoms(200, 2), pink)) > gate.threshold).mean() <= 0.05
+    grey = np.repeat(phantoms(50, 3), 3, axis=1)  # what a colour model reads from a grey file
+    assert (gate.distances(grey) > gate.threshold).mean() >= 0.95
+
+
 def test_the_gate_survives_its_file(gate, tmp_path) -> None:
     save_gate(gate, tmp_path)
     again = load_gate(tmp_path)
