@@ -288,9 +288,10 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
     lines += [f"| {metric_label(k)} | {_fmt(v)}" + (f" (95% CI {intervals[k][0]:.3f}-{intervals[k][1]:.3f})" if k in intervals else "") + " |"
               for k, v in metrics.items() if not isinstance(v, (list, dict))]
     if "per_class" in metrics:
-        lines += ["", "| class | sensitivity | specificity | support |", "| --- | --- | --- | --- |"]
-        lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {c['support']} |"
-                  for name, c in metrics["per_class"].items()]
+        lines += ["", "| class | sensitivity | specificity | AUC (this class against the rest) | support |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {_fmt(c.get('auc', float('nan')))} | "
+                  f"{c['support']} |" for name, c in metrics["per_class"].items()]
     if isinstance(meta.get("recipe"), dict) and meta.get("trials"):
         # app/recipes.py: the recipes screened on validation, and the one this run went on with.
         lines += ["", f"## Recipe: {meta['recipe'].get('name')} (chosen on the validation split)", "",

@@ -59,7 +59,8 @@ def headline_metrics(probabilities: np.ndarray, targets: np.ndarray) -> dict[str
 
 def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, F1 (macro, weighted), Cohen's kappa, ROC-AUC and PR-AUC
-    (one-vs-rest, macro), per-class sensitivity and specificity, calibration errors, confusion matrix.
+    (one-vs-rest, macro), per-class sensitivity, specificity and one-vs-rest ROC-AUC, calibration errors,
+    confusion matrix.
 
     AUCs are NaN when fewer than two classes are present in ``targets`` (undefined then).
     """
@@ -78,6 +79,7 @@ def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, class
             "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
             "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
             "support": int(tp + fn),
+            "auc": _one_vs_rest_auc(probabilities[:, k], targets == k),
         }
     return {
         **headline_metrics(probabilities, targets),
@@ -89,6 +91,13 @@ def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, class
         "confusion_matrix": matrix.tolist(),
         "n": int(len(targets)),
     }
+
+
+def _one_vs_rest_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC-AUC of one class's probability against all others; NaN when either side is empty."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(positive, scores)) if 0 < positive.sum() < len(positive) else float("nan")
 
 
 def calibration_errors(probabilities: np.ndarray, targets: np.ndarray, bins: int = 10) -> dict[str, float]:

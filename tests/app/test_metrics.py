@@ -25,9 +25,14 @@ def test_per_class_sensitivity_and_specificity() -> None:
     probabilities = np.eye(3)[[0, 0, 1, 1, 2, 2]] * 0.9 + 0.05
     targets = np.array([0, 1, 1, 1, 2, 0])
     m = classification_metrics(probabilities, targets, ["normal", "tumor", "fracture"])
-    assert m["per_class"]["tumor"] == {"sensitivity": pytest.approx(2 / 3), "specificity": 1.0, "support": 3}
+    assert m["per_class"]["tumor"] == {"sensitivity": pytest.approx(2 / 3), "specificity": 1.0, "support": 3,
+                                       "auc": pytest.approx(roc_auc_score(targets == 1, probabilities[:, 1]))}
     assert m["per_class"]["normal"]["specificity"] == pytest.approx(3 / 4)
     assert sum(map(sum, m["confusion_matrix"])) == 6
+    # The macro AUC is the mean of the per-class one-vs-rest AUCs (MedMNIST's multi-class AUC).
+    assert np.mean([c["auc"] for c in m["per_class"].values()]) == pytest.approx(m["roc_auc_ovr"])
+    absent = classification_metrics(probabilities, np.array([0, 1, 1, 1, 1, 0]), ["normal", "tumor", "fracture"])
+    assert np.isnan(absent["per_class"]["fracture"]["auc"]), "no image of the class: no AUC"
 
 
 def test_calibration_errors() -> None:
