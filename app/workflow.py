@@ -50,6 +50,7 @@ class WorkflowOptions:
     source: str | None = None  # a local folder; None: the demo collector (or an already collected dataset)
     fast: bool = False
     seed: int = 0
+    recipe_minutes: float = 0.0  # > 0: the supervised step is the recipe search (app/recipes.py) for this long
 
 
 def workflow_state(ws: Workspace, dataset: str) -> dict[str, Any]:
@@ -151,6 +152,9 @@ def stop_summary(state: dict[str, Any]) -> str | None:
     if not step:
         return None
     record = state["steps"].get(step, {})
+    if record.get("status") == "stopped" and record.get("screening"):
+        return (f"Stopped in '{TITLES[step]}' while screening recipes. Run the workflow again to go on from "
+                "there (finished screening runs are kept).")
     if record.get("status") == "stopped":
         return (f"Stopped in '{TITLES[step]}' after epoch {record.get('epochs', '?')} of {record.get('planned', '?')}. "
                 "Run the workflow again to resume from there.")
@@ -166,6 +170,8 @@ def _stored(ws: Workspace, options: WorkflowOptions) -> dict[str, Any]:
     from pathlib import Path
 
     stored = asdict(options)
+    if not stored.get("recipe_minutes"):
+        stored.pop("recipe_minutes")  # as versions before the option stored them: their workflows still resume
     if options.source:
         stored["source"] = ws.private.store_source(Path(options.source).expanduser())
     return stored
@@ -206,6 +212,28 @@ def _trainer(phase: str) -> Callable[..., dict[str, Any]]:
     return step
 
 
+def _supervised(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
+                should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    """The fixed recipe (FAST or FULL), or with ``recipe_minutes`` the recipe search. A search
+    resumes as its parts do: finished screening runs return at once, a stopped one goes on,
+    and a final run that was stopped resumes with the recipe it was given."""
+    if not options.recipe_minutes:
+        return _trainer("supervised")(ws, options, steps, progress, should_stop)
+    from app.recipes import search_and_train
+
+    run = steps["supervised"]["run"]
+    if (ws.run_dir(run) / "last.pt").exists():
+        result = train(ws, options.dataset, "supervised", run=run, progress=progress, should_stop=should_stop)
+    else:
+        result, record = search_and_train(ws, options.dataset, options.recipe_minutes * 60, run=run,
+                                          seed=options.seed, progress=progress, should_stop=should_stop)
+        if record.get("stopped"):
+            return {"epochs": 0, "planned": "?", "resumed_from": 0, "stopped": True, "screening": result.run}
+    meta = ws.run_metadata(run)
+    return {"epochs": result.epochs_done, "planned": meta["config"]["epochs"], "resumed_from": result.resumed_from,
+            "stopped": result.status == "stopped", "recipe": (meta.get("recipe") or {}).get("name")}
+
+
 def _hybrid(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
             should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     result = train(ws, options.dataset, "hybrid", run=steps["hybrid"]["run"], seed=options.seed,
@@ -236,6 +264,6 @@ def _export(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Prog
 
 
 _STEP_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
-    "collect": _collect, "organize": _organize, "supervised": _trainer("supervised"),
+    "collect": _collect, "organize": _organize, "supervised": _supervised,
     "vae": _trainer("vae"), "hybrid": _hybrid, "evaluate": _evaluate, "export": _export,
 }

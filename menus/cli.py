@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("--yes", action="store_true", help="ask no questions")
     wf.add_argument("--restart", action="store_true", help="start over instead of resuming")
     wf.add_argument("--seed", type=int, default=0)
+    wf.add_argument("--recipe-minutes", type=float, default=0.0, metavar="M",
+                    help="the supervised step lets the tool choose its recipe on validation, in M minutes "
+                         "(as train --recipe auto); default 0: the fixed recipe")
 
     col = command("collect", "bring data into the workspace")
     sources = col.add_subparsers(dest="source", metavar="SOURCE", required=True)
@@ -340,7 +343,10 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
     if args.command == "workflow":
         from app.workflow import WorkflowOptions
 
-        options = WorkflowOptions(dataset=args.dataset, source=args.source, fast=args.fast, seed=args.seed)
+        if not args.recipe_minutes >= 0:
+            raise WorkbenchError(f"--recipe-minutes must be 0 (the fixed recipe) or more, not {args.recipe_minutes:g}")
+        options = WorkflowOptions(dataset=args.dataset, source=args.source, fast=args.fast, seed=args.seed,
+                                  recipe_minutes=args.recipe_minutes)
         if not args.yes:
             if not sys.stdin.isatty():
                 console.print("No terminal to confirm on: add --yes to run without questions.")

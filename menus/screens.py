@@ -314,7 +314,8 @@ def workflow_menu(s: Session) -> None:
     fast = ask_confirm("Fast mode (small images, few epochs: 3 to 7 minutes on 2 cores)?", default=s.settings.fast)
     if fast is None:
         return
-    options = WorkflowOptions(dataset=dataset.strip(), source=source, fast=fast, seed=s.settings.seed)
+    options = WorkflowOptions(dataset=dataset.strip(), source=source, fast=fast, seed=s.settings.seed,
+                              recipe_minutes=s.settings.recipe_minutes)
     restart = _resume_or_restart(s.ws, options)
     if restart is None:
         return
@@ -383,7 +384,7 @@ def settings_menu(s: Session) -> None:
     if isinstance(current, bool):
         value = ask_confirm(f"{key}?", default=current)
     else:
-        value = ask_int(f"{key}:", default=current, low=0 if key == "seed" else 1,
+        value = ask_int(f"{key}:", default=current, low=0 if key in ("seed", "recipe_minutes") else 1,
                         high=MAX_WORKERS if key == "workers" else 10**6)
     if value is None:
         return

@@ -14,6 +14,7 @@ class Settings:
     seed: int = 0
     fast: bool = True  # the one-click workflow and train menus default to small, quick runs
     workers: int = 2  # scan processes
+    recipe_minutes: int = 0  # > 0: the workflow's classifier step lets the tool choose its recipe in this many minutes
 
     @classmethod
     def load(cls, ws: Workspace) -> "Settings":

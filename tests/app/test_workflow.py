@@ -90,3 +90,39 @@ def test_a_phase_that_cannot_train_is_refused_before_its_run_exists(ws, tmp_path
     with pytest.raises(DatasetError, match="cannot train on 'unlabeled': it needs labeled images"):
         train(ws, "unlabeled", "supervised", run="never", epochs=1)
     assert not ws.run_dir("never").exists() and ws.runs() == []
+
+
+def test_the_workflow_can_let_the_tool_choose_the_recipe_and_resumes_the_search(ws, tiny, monkeypatch) -> None:
+    import app.recipes
+    from app.recipes import Recipe
+
+    monkeypatch.setattr(app.recipes, "RECIPES_2D", (Recipe("a", "resnet10t", 32, "none"),
+                                                    Recipe("b", "resnet10t", 32, "none", lr=1e-3)))
+    options = WorkflowOptions(dataset="demo", fast=True, recipe_minutes=0.3)
+    started, asked = [], []
+
+    def on_step(number: int, step: str, status: str) -> None:
+        if step == "supervised" and status == "running":
+            started.append(step)
+
+    def stop_at_the_second_ask() -> bool:  # asked after each screening epoch but a run's last, and between steps
+        if started:
+            asked.append(1)
+        return len(asked) >= 2
+
+    state = run_workflow(ws, options, on_step=on_step, should_stop=stop_at_the_second_ask)
+    record = state["steps"]["supervised"]
+    assert state["stopped"] == "supervised" and record["status"] == "stopped" and record["screening"]
+    assert "while screening recipes" in stop_summary(state)
+    cut = ws.run_metadata(record["screening"])  # the screening run that was stopped
+    assert cut["status"] == "stopped" and cut["trial_of"] == record["run"]
+    on_step, should_stop = _stop_when("vae")
+    again = run_workflow(ws, options, on_step=on_step, should_stop=should_stop)
+    done = again["steps"]["supervised"]
+    assert done["status"] == "done" and done["recipe"] in ("a", "b") and done["run"] == record["run"]
+    meta = ws.run_metadata(done["run"])
+    assert meta["recipe"]["name"] == done["recipe"] and [t["recipe"] for t in meta["trials"]] == ["a", "b"]
+    went_on = ws.run_metadata(record["screening"])
+    assert went_on["status"] == "complete" and went_on["history"][: len(cut["history"])] == cut["history"], \
+        "the stopped screening run resumed from its epoch"
+    assert workflow_standing(ws, WorkflowOptions(dataset="demo", fast=True)) == "other options"
