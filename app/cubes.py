@@ -217,13 +217,18 @@ def extract_from_volume(volume: Volume, points: list[Point], negatives: int, see
 def find_volumes(root: Path) -> list[tuple[Path, str | None]]:
     """(path, DICOM series id or None) of every volume under ``root``: NIfTI/MHA/NRRD files
     (masks excluded) and every DICOM series of every folder."""
+    import SimpleITK as sitk
+
+    from app.dicom_marks import is_image_series
     from app.organize.scan import VOLUMES, is_mask
     from app.volumes import dicom_series_ids
 
     found: list[tuple[Path, str | None]] = []
     for folder in sorted({root, *(p for p in root.rglob("*") if p.is_dir())}):
         for series in dicom_series_ids(folder):
-            found.append((folder, series))
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series)
+            if files and is_image_series(Path(files[0])):  # a SEG or RTSTRUCT is a series of its own
+                found.append((folder, series))
         for file in sorted(folder.iterdir()):
             if file.is_file() and file.name.lower().endswith(VOLUMES) and not is_mask(file):
                 found.append((file, None))
@@ -274,7 +279,9 @@ def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annot
     """Cubes from every volume under ``source`` -> an organized dataset ``name`` (MedMNIST layout).
 
     Positives come from ``annotations`` (CSV: series or file stem, x y z in mm or i j k
-    voxels, optional location and label) or from a ``*_mask`` beside each volume. Series
+    voxels, optional location and label), else from a ``*_mask`` beside each volume file,
+    and for DICOM series from the SEG and RTSTRUCT objects in the tree that outline their
+    lesions (app.dicom_marks). Series
     and patients are pseudonymized with the workspace key; no identifier is written.
     Patients are split before any cube is cut, and cubes go to the file as they are
     cut: with ``store="h5"`` (a chunked HDF5 store, read a batch at a time in training)
@@ -295,6 +302,14 @@ def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annot
     if not volumes:
         raise DatasetError(f"No volume under {source}: give NIfTI/MHA/NRRD files or DICOM series folders.")
     secret, rng = ws.secret(), np.random.default_rng(seed)
+    marks: dict[str, list[tuple[float, float, float]]] = {}
+    if not annotations and any(series for _, series in volumes):
+        from app.dicom_marks import lesion_points
+
+        marks, problems = lesion_points(source)
+        if problems:
+            raise DatasetError("Some segmentations could not be read, so their lesions would be missed: "
+                               + "; ".join(problems[:3]) + ". Fix or remove them, or give a points CSV.")
     identities = []
     for path, series in volumes:
         key, patient = _identity(path, series)
@@ -307,8 +322,10 @@ def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annot
             volume = load_volume(folder, modality, series_id=series)
             if annotations:
                 points = points_from_csv(annotations, volume, key)
+            elif series:
+                points = [Point(volume.world_to_voxel(world)) for world in marks.get(series, [])]
             else:
-                mask = _mask_for(folder) if not series else None
+                mask = _mask_for(folder)
                 points = points_from_mask(_mask_array(mask, volume)) if mask else []
             for cube, label, position in volume_cubes(volume, points, negatives, rng):
                 writer.add(split_of[patient_id], cube, label, position, series_id, patient_id)

@@ -36,6 +36,13 @@ def _known(path: Path) -> tuple[dict[int, str], str, str]:
     return {}, "OT", "unknown"
 
 
+def _label_table(data: Any, split: str) -> np.ndarray:
+    """A split's labels as (N, columns); an empty split (a small cohort's) as (0, columns)."""
+    shape = data.shape(f"{split}_labels")
+    columns = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    return data.array(f"{split}_labels").reshape(shape[0], columns)
+
+
 def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> list[dict[str, Any]]:
     """One row per image of a MedMNIST-format file.
 
@@ -46,7 +53,7 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
 
     try:
         with Store(path) as data:
-            table = {s: data.array(f"{s}_labels").reshape(data.shape(f"{s}_labels")[0], -1) for s in SPLITS}
+            table = {s: _label_table(data, s) for s in SPLITS}
             shapes = {s: data.shape(f"{s}_images") for s in SPLITS}
             # Cube files (app/cubes.py) say their classes, modality and patients themselves.
             own_names = [str(v) for v in data.array("label_names")] if "label_names" in data else None
