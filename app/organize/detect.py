@@ -99,8 +99,25 @@ def _words_to_value(words: set[str], table: Mapping[str, set[str]]) -> str | Non
     return None
 
 
+# Storage classes made for the breast (PS3.4 B.5): digital mammography (for presentation and for
+# processing), breast tomosynthesis, breast projection X-ray.
+MAMMOGRAPHY_CLASSES = {"1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.1.2.1",
+                       "1.2.840.10008.5.1.4.1.1.13.1.3", "1.2.840.10008.5.1.4.1.1.13.1.4",
+                       "1.2.840.10008.5.1.4.1.1.13.1.5"}
+# View positions only mammography uses (CID 4014; a radiograph's are AP, PA, LL, RL, RLD, LLD, RLO, LLO).
+MAMMOGRAPHY_VIEWS = {"CC", "MLO", "ML", "LM", "LMO", "FB", "SIO", "XCC", "XCCL", "XCCM", "ISO", "CV", "AT"}
+
+
+def is_mammogram(header: Header) -> bool:
+    """A breast image by its storage class or its view (MLO, CC...), whatever its Modality tag says."""
+    return (str(header.get("SOPClassUID", "")).strip() in MAMMOGRAPHY_CLASSES
+            or str(header.get("ViewPosition", "")).strip().upper() in MAMMOGRAPHY_VIEWS)
+
+
 def modality_from_tag(header: Header, path: PurePath) -> str | None:
     found = MODALITY_TAGS.get(str(header.get("Modality", "")).upper()) or None
+    if found in (None, "XR") and is_mammogram(header):
+        return "MG"  # a breast storage class or a mammography view, whatever the Modality tag says
     if found == "XR" and body_part_term(str(header.get("BodyPartExamined", ""))) == "BREAST":
         return "MG"  # a mammogram stored as a plain radiograph (RG, DX): the breast says what it is
     return found
@@ -199,8 +216,8 @@ def described_regions(header: Header) -> list[str]:
 
 
 def region_from_modality(header: Header, path: PurePath) -> str | None:
-    """Mammography images nothing but the breast."""
-    return "breast" if str(header.get("Modality", "")).upper() == "MG" else None
+    """Mammography images nothing but the breast (by its Modality tag, storage class or view)."""
+    return "breast" if str(header.get("Modality", "")).upper() == "MG" or is_mammogram(header) else None
 
 
 def region_from_names(header: Header, path: PurePath) -> str | None:

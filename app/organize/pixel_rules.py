@@ -5,6 +5,11 @@ descriptions name several ("CT ABD AND PELVIS WITH CHEST IMAGES"): then the slic
 which of them the series mostly shows. Items of one folder come from one source, so a
 folder of many items is judged on a few evenly spaced ones; only when those agree does
 the answer stand for the rest (``sibling_agreement``, weaker), else each item is read.
+
+The pixels also check the modality where only a header hinted at it: an untagged file
+with the usual -1024 intercept is CT only if its values hold air near -1000 HU
+(an MR exported as a secondary capture often has that intercept too); a 3D volume
+whose format says nothing is CT by its Hounsfield values, else most likely MR.
 """
 
 from __future__ import annotations
@@ -23,18 +28,35 @@ SIBLINGS = ("sibling_agreement", 0.4)
 
 
 HOUNSFIELD = ("hounsfield_values", 0.6)
+NOT_HOUNSFIELD = ("pixels_not_hounsfield", 0.5)  # a header that hinted at CT, pixels without air at -1000 HU
+VOLUME_NOT_HOUNSFIELD = ("volume_not_hounsfield", 0.3)  # a 3D volume without units, not CT: MR is most likely
+
+
+def needs_region(row: dict[str, Any]) -> bool:
+    return row["region"] == "unknown" or len(row.get("regions", "").split("|")) > 1
 
 
 def needs_pixels(row: dict[str, Any]) -> bool:
-    return row["region"] == "unknown" or len(row.get("regions", "").split("|")) > 1
+    return needs_region(row) or row["modality_rule"] == "hounsfield_rescale"  # a header's guess, checked
+
+
+def _set_modality(row: dict[str, Any], modality: str, rule: tuple[str, float]) -> None:
+    row["modality"], (row["modality_rule"], row["modality_confidence"]) = modality, rule
 
 
 def _read(row: dict[str, Any], paths: list[Path]) -> Any:
     pixels = read_pixels(paths, row["kind"])
     if pixels is None:
         return None
-    if row["kind"] == "volume" and row["modality_rule"] in ("file_format", "none") and looks_like_ct(pixels):
-        row["modality"], (row["modality_rule"], row["modality_confidence"]) = "CT", HOUNSFIELD
+    if row["modality_rule"] == "hounsfield_rescale" and not looks_like_ct(pixels):
+        _set_modality(row, "OT", NOT_HOUNSFIELD)  # e.g. an MR exported as a secondary capture with -1024
+    if row["kind"] == "volume" and row["modality_rule"] in ("file_format", "none"):
+        if looks_like_ct(pixels):
+            _set_modality(row, "CT", HOUNSFIELD)
+        elif pixels.extent_mm and row["modality"] == "OT":
+            _set_modality(row, "MR", VOLUME_NOT_HOUNSFIELD)
+    if not needs_region(row):
+        return None  # read only to check the modality: the region stands
     candidates = tuple(row["regions"].split("|")) if "|" in row.get("regions", "") else ()
     return region_from_pixels(pixels, row["modality"], candidates)
 
@@ -67,14 +89,18 @@ def fill_regions(rows: list[dict[str, Any]], files: list[list[str]], progress: P
             if answer:
                 _set(rows[i], answer, PIXELS)
         rest = [i for i in members if i not in found]
+        if all(rows[i]["modality_rule"] == NOT_HOUNSFIELD[0] for i in sample):
+            for i in rest:  # one source: what its sample showed holds for the rest
+                if rows[i]["modality_rule"] == "hounsfield_rescale":
+                    _set_modality(rows[i], "OT", NOT_HOUNSFIELD)
         answers = {a.region for a in found.values() if a}
         if rest and len(answers) == 1 and all(found.values()):
             region = next(a for a in found.values() if a)
-            for i in rest:
+            for i in (i for i in rest if needs_region(rows[i])):
                 if "|" not in rows[i].get("regions", "") or region.region in rows[i]["regions"].split("|"):
                     _set(rows[i], region, SIBLINGS)
         elif rest:
-            for i in rest:  # the sample disagrees or is unsure: each item speaks for itself
+            for i in (i for i in rest if needs_region(rows[i])):  # the sample disagrees or is unsure: each speaks
                 answer = _read(rows[i], [Path(f) for f in files[i]])
                 read += 1
                 if answer:

@@ -37,7 +37,8 @@ IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "desktop.ini"}  # clutter, no
 # The only DICOM tags the scanner keeps. No name, birth date, address or accession; of the
 # free-text descriptions only the words a detection rule reads (description_keywords).
 KEPT_TAGS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
-             "ProtocolName", "InstanceNumber", "NumberOfFrames", "RescaleIntercept", "RescaleType")
+             "ProtocolName", "InstanceNumber", "NumberOfFrames", "RescaleIntercept", "RescaleType",
+             "SOPClassUID", "ViewPosition")
 FREE_TEXT = ("StudyDescription", "SeriesDescription", "ProtocolName", "BodyPartExamined")
 # Read only to be hashed (app.private: what `audit` searches for); the values go no further.
 IDENTIFIER_TAGS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
@@ -109,7 +110,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-READ_TAGS = [*KEPT_TAGS, *IDENTIFIER_TAGS, "SOPClassUID", "SeriesInstanceUID", "ImagePositionPatient",
+READ_TAGS = [*KEPT_TAGS, *IDENTIFIER_TAGS, "SeriesInstanceUID", "ImagePositionPatient",
              "ImageOrientationPatient"]
 SIZE_TAGS = ["Rows", "Columns", "BitsAllocated", "SamplesPerPixel"]  # binary (US): read apart
 READ_TAG_NUMBERS_BY_NAME: dict[str, int] = {}  # filled on first use (pydicom is imported lazily)

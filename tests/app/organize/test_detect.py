@@ -20,6 +20,11 @@ from app.organize.detect import (
         ({}, "brain/sub-01_T1w.nii.gz", "MR", "folder_or_file_name"),
         ({}, "misc/scan.nii.gz", "MR", "file_format"),
         ({"RescaleIntercept": "-1024"}, "export/0001", "CT", "hounsfield_rescale"),
+        # a mammogram by its view or storage class, whatever its Modality tag says (RG, DX, none)
+        ({"Modality": "RG", "ViewPosition": "MLO"}, "x/IM1.dcm", "MG", "dicom_modality_tag"),
+        ({"Modality": "DX", "ViewPosition": "PA"}, "x/IM1.dcm", "XR", "dicom_modality_tag"),
+        ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.2"}, "x/IM1.dcm", "MG", "dicom_modality_tag"),
+        ({"Modality": "CT", "ViewPosition": "CC"}, "x/IM1.dcm", "CT", "dicom_modality_tag"),
         ({}, "Training/glioma/Tr-gl_0001.jpg", "MR", "brain_2d_image"),
         ({}, "misc/thing.xyz", "OT", "none"),
     ],
@@ -46,6 +51,8 @@ def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
         ({"StudyDescription": "THYROID"}, "a/1.dcm", "neck", "dicom_description"),
         ({"StudyDescription": "ECOTOMOGRAFIA CODO IZQUIERDO"}, "a/1.dcm", "bone", "dicom_description"),
         ({"Modality": "MG"}, "a/1.dcm", "breast", "mammography"),
+        ({"Modality": "RG", "ViewPosition": "XCCL"}, "a/1.dcm", "breast", "mammography"),
+        ({"Modality": "DX", "ViewPosition": "AP"}, "a/1.dcm", "unknown", "none"),
         ({}, "kaggle_3m/TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif", "brain", "dataset_file_name"),
     ],
 )

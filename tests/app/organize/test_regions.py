@@ -40,7 +40,7 @@ def neutral(tmp_path_factory) -> dict[str, dict]:
 
 
 def test_nothing_in_the_neutral_copies_names_the_region(neutral) -> None:
-    assert {r["region_rule"] for r in neutral.values()} <= {"pixels", "none", "sibling_agreement"}
+    assert {r["region_rule"] for r in neutral.values()} <= {"pixels", "none", "sibling_agreement", "mammography"}
 
 
 @pytest.mark.parametrize("name", sorted(f"dicom/ct_chest_covid_slices/{n}" for n in (
@@ -74,6 +74,22 @@ def test_heads_are_brain(neutral, name) -> None:
 def test_a_nifti_ct_is_ct_by_its_hounsfield_values(neutral) -> None:
     row = neutral["regions/abdomen/ct_spleen_MSD_ivadomed_sub-spleen2_ct.nii.gz"]
     assert (row["modality"], row["modality_rule"]) == ("CT", "hounsfield_values")
+
+
+def test_a_mammogram_is_breast_by_its_view_and_an_unlabelled_volume_mr_by_its_values(neutral) -> None:
+    mammogram = neutral["regions/breast/mg_mlo_left_WG04_MG1.dcm"]  # Modality RG, ViewPosition MLO
+    assert (mammogram["modality"], mammogram["region"]) == ("MG", "breast")
+    for name in ("regions/brain_head/mr_brain_t1gd_TCGA-02-0003_pyradiomics_brain1.nrrd",
+                 "regions/breast/mr_breast_pre_pyradiomics_breast1.nrrd"):
+        assert (neutral[name]["modality"], neutral[name]["modality_rule"]) == ("MR", "volume_not_hounsfield")
+
+
+def test_a_header_that_hints_at_ct_is_checked_on_the_pixels(neutral) -> None:
+    """An MR exported by a viewer as a secondary capture with the CT-like intercept -1024:
+    no air at -1000 HU, so not CT; its outline is still a head."""
+    row = neutral["regions/brain_head/mr_brain_t1_osirix_cerebrix.dcm"]
+    assert (row["modality"], row["modality_rule"], row["region"]) == ("OT", "pixels_not_hounsfield", "brain")
+    assert all(r["modality"] == "CT" for name, r in neutral.items() if "ct_chest_covid_slices" in name)
 
 
 def test_the_pixels_never_name_a_wrong_region_where_the_image_is_clear(neutral) -> None:
