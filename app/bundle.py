@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.atomic import swap_in, temp_sibling
-from app.errors import ExportError
+from core.errors import ExportError
 from app.organize.scan import file_sha256 as sha256_of
 from app.progress import Progress, report
 from app.signing import check_signature, sign_bundle, trusted_raw_keys
@@ -262,7 +262,7 @@ def quantize_int8(ws: Workspace, run: str, source: Path, target: Path) -> dict[s
         prepared.unlink(missing_ok=True)
 
     def metric(path: Path) -> float:
-        from app.metrics import anomaly_auroc, classification_metrics
+        from core.metrics import anomaly_auroc, classification_metrics
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = np.concatenate([session.run(None, {"image": images[i : i + 32]})[-1] for i in range(0, len(images), 32)])

@@ -12,7 +12,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from app.errors import TrainingError
+from core.errors import TrainingError
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

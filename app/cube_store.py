@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 
 STORE_SUFFIXES = (".npz", ".h5", ".hdf5")
 SPLITS = ("train", "val", "test")

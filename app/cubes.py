@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.progress import Progress, report
 from app.volumes import Volume, body_box
 
@@ -292,7 +292,7 @@ def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annot
     """
     from app.cube_store import StoreWriter
     from app.organize.organizer import organize
-    from app.organize.privacy import pseudonymize
+    from app.pseudonyms import pseudonymize
     from app.volumes import load_volume
 
     if store not in ("npz", "h5"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.imaging import load_2d, resize
 from app.organize.npz import npz_images, npz_position_codes
 from app.organize.organizer import read_rows

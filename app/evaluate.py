@@ -17,13 +17,13 @@ import numpy as np
 from app import plots
 from app.atomic import swap_in, temp_sibling
 from app.data import phase_inputs, split_rows
-from app.errors import DatasetError, TrainingError, WorkbenchError
-from app.metrics import (
+from core.errors import DatasetError, TrainingError, WorkbenchError
+from core.metrics import (
     anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, metric_label, youden_threshold,
 )
 from app.progress import Progress
 from app.state import Kind, write_state
-from app.training import _predict, load_run_phase
+from app.training import load_run_phase, predict_batches
 from app.verdict import model_verdict
 from app.workspace import Workspace, now_iso
 
@@ -52,8 +52,8 @@ def _scores(ws: Workspace, phase: Any, dataset: str, split: str, progress: Progr
     parts = []
     for start in range(0, len(images), 256):  # a cube store is read a part at a time
         batch = images[start : start + 256]
-        output = _predict(phase, batch, 64)
-        parts.append((output + _predict(phase, batch.flip(-1), 64)) / 2 if tta else output)
+        output = predict_batches(phase, batch, 64)
+        parts.append((output + predict_batches(phase, batch.flip(-1), 64)) / 2 if tta else output)
     return np.concatenate(parts), rows
 
 
@@ -205,7 +205,7 @@ def _write_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, sp
 
 def is_classifier_run(meta: dict[str, Any]) -> bool:
     """Whether a run's metadata is that of a classifier (class probabilities out)."""
-    from app.errors import UnknownNameError
+    from core.errors import UnknownNameError
     from models import get_phase_class
 
     try:

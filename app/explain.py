@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.data import phase_images, split_rows
-from app.errors import DatasetError, WorkbenchError
+from core.errors import DatasetError, WorkbenchError
 from app.progress import Progress, report
 from app.training import load_run_phase
 from app.workspace import Workspace
@@ -130,7 +130,7 @@ def _wrapped(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, max(width, 30), break_on_hyphens=False)) or text
 
 
-def _vae_scorer(phase: object) -> object | None:
+def vae_scorer(phase: object) -> object | None:
     """The reconstruction scorer of a VAE phase, or of a hybrid's VAE part."""
     if hasattr(phase, "scorer"):
         return phase.scorer()
@@ -150,7 +150,7 @@ def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: i
 
     meta = ws.run_metadata(run)
     phase = load_run_phase(ws, run)
-    scorer = _vae_scorer(phase)
+    scorer = vae_scorer(phase)
     if scorer is None:
         raise WorkbenchError(f"Run {run!r} ({phase.spec.name}) has no VAE: there is no reconstruction to show.")
     rows = [r for r in split_rows(ws, meta["dataset"], split) if r["labeled"]]

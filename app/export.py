@@ -13,7 +13,7 @@ import numpy as np
 
 from app.atomic import temp_sibling
 from app.data import phase_images, split_rows
-from app.errors import ExportError
+from core.errors import ExportError
 from app.progress import Progress, report
 from app.state import Kind, write_state
 from app.training import load_run_phase

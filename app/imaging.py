@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 
 # Declared sizes are checked against these before any pixel is decoded, so that a small
 # file whose header claims a huge image cannot take the machine's memory (docs: limits).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from app.errors import BusyError
+from core.errors import BusyError
 
 _held: dict[Path, int] = {}  # locks this process holds, with how many blocks hold each
 

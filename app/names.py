@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from app.errors import InvalidNameError
+from core.errors import InvalidNameError
 
 MAX_LENGTH = 64
 _ALLOWED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -126,12 +126,11 @@ def learning_curves(history: list[dict[str, Any]], path: Path, title: str) -> Pa
 
 def dataset_plot(stats: dict[str, Any], path: Path, title: str) -> Path:
     """Items per class and split, per modality, per region."""
-    from app.organize.splits import SPLITS
-
     classes = list(stats["by_class_and_split"])
+    splits = list(stats["by_class_and_split"][classes[0]]) if classes else []  # train, val, test
     x = np.arange(len(classes))
     with _figure(path, (13, 3.8), title, columns=3) as (by_class, by_modality, by_region):
-        for k, split in enumerate(SPLITS):
+        for k, split in enumerate(splits):
             by_class.bar(x + (k - 1) * 0.27, [stats["by_class_and_split"][c][split] for c in classes], 0.27, label=split)
         by_class.set_xticks(x, classes, rotation=30, ha="right")
         by_class.set_title("items per class and split")

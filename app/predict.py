@@ -22,7 +22,7 @@ import numpy as np
 
 from app.atomic import temp_sibling
 from app.bundle import Bundle, check_outputs, dominant, load_bundle
-from app.errors import DatasetError, WorkbenchError
+from core.errors import DatasetError, WorkbenchError
 from app.progress import Progress, report
 from app.state import Kind, write_state
 from app.ood import OUTSIDE, Gate, load_gate
@@ -84,7 +84,7 @@ def find_items(path: Path) -> list[Item]:
         DatasetError: the path does not exist or holds no image this tool reads.
     """
     from app.organize.detect import MODALITY_RULES, REGION_RULES, described_regions, detect
-    from app.organize.organizer import _group
+    from app.organize.organizer import group_items
     from app.organize.pixel_rules import fill_regions
     from app.organize.scan import FileRecord, scan_file, scan_tree
 
@@ -98,7 +98,7 @@ def find_items(path: Path) -> list[Item]:
         found, _ = scan_file(path, root, b"predict")
         records, skipped = ([found], []) if isinstance(found, FileRecord) else ([], [found])
     items, rows = [], []
-    for files, kind in _group(records, root):
+    for files, kind in group_items(records, root):
         middle = files[len(files) // 2]
         relative = PurePath(Path(middle.path).relative_to(root))
         # The rules also read the name of the folder given (a folder called chest_xray says chest).
@@ -430,7 +430,7 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
     with a patch view adds ``overlay_<run>_patch.png``, where patches are unlike any normal one."""
     import torch
 
-    from app.explain import _vae_scorer, for_display, heat_grid
+    from app.explain import for_display, heat_grid, vae_scorer
     from app.training import load_run_phase
 
     made = []
@@ -441,7 +441,7 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
             continue
         phase = model._torch or load_run_phase(ws, model.run)
         images = torch.from_numpy(np.concatenate([_prepare(item, model) for item, _ in chosen]))
-        scorer = _vae_scorer(phase)
+        scorer = vae_scorer(phase)
         local = None
         if scorer is not None:
             with torch.no_grad():

@@ -22,9 +22,9 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.locks import hold
-from app.organize.privacy import pseudonymize
+from app.pseudonyms import pseudonymize
 from app.state import Kind, read_state_or, write_state
 
 if TYPE_CHECKING:

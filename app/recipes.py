@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.data import loads_kept
-from app.errors import TrainingError
+from app.timing import probe_seconds_per_epoch
+from core.errors import TrainingError
 from app.progress import Progress
 from app.training import RunResult, train
 from app.workspace import Workspace
@@ -81,32 +82,6 @@ def auto_problem(phase: str, settings: dict[str, Any]) -> str | None:
 
 TIE = 0.005  # validation figures this close are a tie: small validation splits cannot tell them apart
 MEMBER_SHARE = 0.2  # of the budget left after the winner's run: enough to train a second member of an ensemble
-
-
-def probe_seconds_per_epoch(model: Any, image_shape: tuple[int, ...], train_images: int, batch_size: int,
-                            device: str = "cpu") -> float:
-    """Time a few training steps of ``model`` alone on ``device`` (random images of
-    ``image_shape``, channels first), scaled to an epoch (+15% for validation and loading):
-    a first guess, each run refits its plan once timed."""
-    import torch
-
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters())
-    x = torch.rand(batch_size, *image_shape, device=device)
-    y = torch.randint(0, 2, (batch_size,), device=device)
-    synchronize = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
-    began = 0.0
-    for step in range(8):
-        if step == 3:  # the first steps carry the warm-up
-            synchronize()
-            began = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    synchronize()
-    per_step = (time.perf_counter() - began) / 5
-    return per_step * (train_images / batch_size) * 1.15
 
 
 def seconds_per_epoch(recipe: Recipe, train_images: int, batch_size: int, device: str = "cpu",

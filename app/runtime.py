@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import DeviceError
+from core.errors import DeviceError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.atomic import create_once, temp_sibling
-from app.errors import ExportError
+from core.errors import ExportError
 
 SIGNATURE = "signature.json"
 PUBLIC_KEY = "signing_key.pub.pem"

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from app import schemas
 from app.atomic import temp_sibling
-from app.errors import StateError
+from core.errors import StateError
 
 
 class Kind(StrEnum):

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from app.checkpoints import load_checkpoint, rebuild_phase, save_checkpoint
-from app.data import phase_inputs, split_rows
-from app.errors import DatasetError, TrainingError
-from app.metrics import anomaly_auroc, classification_metrics
+from app.data import phase_inputs, position_codes, split_rows
+from core.errors import DatasetError, TrainingError
+from core.metrics import anomaly_auroc, classification_metrics
 from app.names import check_name
 from app.progress import Progress, report
 from app.runtime import barrier, current_runtime, wrapped_for_training
@@ -58,7 +58,8 @@ def validation_metrics(phase: Any, outputs: np.ndarray, targets: np.ndarray) -> 
     return {"val_auroc": auroc, "monitor": auroc if not math.isnan(auroc) else -float(outputs.mean())}
 
 
-def _predict(phase: Any, images: "Any", batch_size: int, device: str = "cpu") -> np.ndarray:
+def predict_batches(phase: Any, images: "Any", batch_size: int, device: str = "cpu") -> np.ndarray:
+    """The phase's outputs for ``images`` (a tensor), a batch at a time, in eval mode, on the CPU."""
     import torch
 
     phase.model.eval()
@@ -395,7 +396,7 @@ def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for
         rows = [rows[k] for k in keep]
     if split == "train" and hasattr(phase, "check_rows"):
         try:
-            phase.check_rows(ws, rows)
+            phase.check_rows(rows, lambda some: position_codes(ws, some))
         except ValueError as err:
             raise TrainingError(f"Cannot train {phase.spec.name!r} on {dataset!r}: {err}") from err
     return phase_inputs(ws, phase, rows, progress, f"Loading {split} images"), phase.targets(rows)
@@ -577,7 +578,7 @@ def _epoch_images(phase: Any, model: Any, train_x: Any, time_limit_s: float | No
         return None
     import copy
 
-    from app.recipes import probe_seconds_per_epoch
+    from app.timing import probe_seconds_per_epoch
 
     with rt.autocast():
         seconds = probe_seconds_per_epoch(copy.deepcopy(model), tuple(train_x.shape[1:]), len(train_x), batch,
@@ -615,7 +616,7 @@ def _validate(phase: Any, watched: Any, raw: Any, val_x: Any, val_y: Any, device
         if hasattr(phase, "validation_scores"):  # scored as after training (the VAE's choices)
             outputs = phase.validation_scores(val_x.to(device), val_y.numpy())
         else:
-            outputs = _predict(phase, val_x, 64, device)
+            outputs = predict_batches(phase, val_x, 64, device)
         return validation_metrics(phase, outputs, val_y.numpy())
     finally:
         phase.model = raw

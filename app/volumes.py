@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 
 # Target spacing (mm, x y z) and intensity handling per modality.
 SPACING = {"CT": (1.0, 1.0, 1.0), "MR": (1.0, 1.0, 1.0)}

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.collectors import collect
-from app.errors import DatasetError, StateError
+from core.errors import DatasetError, StateError
 from app.evaluate import evaluate_run
 from app.bundle import export_bundle
 from app.organize.organizer import organize

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from app.atomic import create_once, sweep
-from app.errors import DatasetError, WorkspaceError
+from core.errors import DatasetError, WorkspaceError
 from app.locks import hold
 from app.names import check_name
 from app.state import Kind, read_state, read_state_or, write_state

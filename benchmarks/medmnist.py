@@ -49,7 +49,7 @@ def seconds_per_epoch(backbone: str, size: int, batch: int, train_images: int, d
                       device: str = "cpu", channels: int = 1) -> float:
     """Time a few training steps of the model alone on ``device``, to size the run to the budget
     (a first guess: the run refits its plan after its first epochs)."""
-    from app.recipes import probe_seconds_per_epoch
+    from app.timing import probe_seconds_per_epoch
 
     if dims == 3:
         from models.cube3d import create_resnet3d
@@ -235,7 +235,7 @@ def main() -> int:
 
 def run() -> int:
     """main, with the app's own errors (a file it cannot train, a busy run) as one line and exit status 2."""
-    from app.errors import WorkbenchError
+    from core.errors import WorkbenchError
 
     try:
         return main()

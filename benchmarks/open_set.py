@@ -39,13 +39,13 @@ def scores_on_test(ws, run: str, dataset: str, views: bool = False) -> tuple[np.
     import torch
 
     from app.data import phase_images, split_rows
-    from app.training import _predict, load_run_phase
+    from app.training import load_run_phase, predict_batches
 
     phase = load_run_phase(ws, run)
     if views:
         phase.views = True
     rows = [r for r in split_rows(ws, dataset, "test") if r["labeled"]]
-    outputs = _predict(phase, torch.from_numpy(phase_images(ws, phase, rows)), 64)
+    outputs = predict_batches(phase, torch.from_numpy(phase_images(ws, phase, rows)), 64)
     if phase.spec.output == "class_probabilities":
         outputs = 1.0 - outputs[:, phase.classes.index("normal")]
     return outputs, rows
@@ -55,7 +55,7 @@ def auroc(scores: np.ndarray, rows: list[dict], positives: set[str], same_kind: 
     """Normal vs ``positives``; with ``same_kind`` only the normals of the positives' own
     modality and region (in the demo each anomaly kind lives in one, so "all normals" also
     measures how well a detector tells that kind of image from the others)."""
-    from app.metrics import anomaly_auroc
+    from core.metrics import anomaly_auroc
 
     kinds = {(r.get("modality"), r.get("region")) for r in rows if r["label"] in positives}
     keep = [k for k, r in enumerate(rows) if r["label"] in positives or

@@ -119,7 +119,7 @@ def main() -> int:
         parser.error("--epochs must be at least 2: the first epoch of each loop is a warm-up")
     if args.device:
         os.environ["MEDANOMALY_DEVICE"] = args.device  # the app's loop and the bare one alike
-    from app.errors import DeviceError
+    from core.errors import DeviceError
     from app.runtime import current_runtime
 
     try:

@@ -37,8 +37,8 @@ def run_one(ws, name: str, latent: int, epochs: int, size: int, select: str, sco
     import torch
 
     from app.data import phase_images, split_rows
-    from app.metrics import anomaly_auroc
-    from app.training import _predict, load_run_phase, train
+    from core.metrics import anomaly_auroc
+    from app.training import load_run_phase, predict_batches, train
 
     began = time.perf_counter()
     run = f"vae-d{latent}"
@@ -55,7 +55,7 @@ def run_one(ws, name: str, latent: int, epochs: int, size: int, select: str, sco
     for kind in scores:
         phase.config.score = kind
         chosen = phase.finish(*split_data["val"])  # how this score is computed, chosen on validation
-        found = {split: float(anomaly_auroc(labels.numpy(), _predict(phase, images, 128)))
+        found = {split: float(anomaly_auroc(labels.numpy(), predict_batches(phase, images, 128)))
                  for split, (images, labels) in split_data.items()}
         view = "all views" if "views" in chosen else f"area {chosen['area']:g}, neighbours {chosen['neighbours']}"
         out.append({"latent_dim": latent, "score": kind, "view": view,

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.errors import CollectError, WorkbenchError
+from core.errors import CollectError, WorkbenchError
 from app.workspace import Workspace
 
 log = logging.getLogger("medanomaly")

@@ -10,7 +10,7 @@ from rich.columns import Columns
 from rich.panel import Panel
 from rich.table import Table
 
-from app.errors import WorkbenchError
+from core.errors import WorkbenchError
 from app.status import workspace_status
 from menus.collect_menu import collect_menu
 from menus import render, screens

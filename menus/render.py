@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from app.metrics import metric_label
+from core.metrics import metric_label
 from app.status import WorkspaceStatus
 
 

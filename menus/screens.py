@@ -14,7 +14,7 @@ from rich.padding import Padding
 
 from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run, is_classifier_run
 from app.bundle import export_bundle
-from app.errors import ExportError
+from core.errors import ExportError
 from app.organize.organizer import MAX_WORKERS
 from app.readiness import phase_problem
 from app.training import resumable_runs, train

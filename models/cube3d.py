@@ -12,6 +12,7 @@ keeps one input: the network reads it back as a one-hot beside its pooled featur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -100,8 +101,9 @@ class Cube3DPhase(ClassifierPhase):
         return create_resnet3d(model_args["backbone"], model_args["width"], model_args["num_classes"],
                                model_args.get("positions", False))
 
-    def check_rows(self, ws: Any, rows: list[dict[str, Any]]) -> None:
-        """With positions: refuse training rows whose position alone tells the label.
+    def check_rows(self, rows: list[dict[str, Any]], position_codes: Callable[[list[Any]], np.ndarray]) -> None:
+        """With positions: refuse training rows whose position alone tells the label
+        (``position_codes(rows)``: each row's position index, 0 for none).
 
         Cubes cut around findings carry a position and sampled negatives carry none; a
         model given positions would learn "has a position = finding" and nothing of the
@@ -109,9 +111,7 @@ class Cube3DPhase(ClassifierPhase):
         """
         if not self.config.positions:
             return
-        from app.data import position_codes
-
-        codes = position_codes(ws, rows)
+        codes = position_codes(rows)
         has = codes > 0
         findings = np.array([r["label"] != "normal" for r in rows])
         if not has.any():

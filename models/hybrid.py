@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.metrics import youden_threshold
+from core.metrics import youden_threshold
 from models.registry import register_phase
 from models.supervised import create_backbone
 from models.tails import NormalTail

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from app.registry import Registry
+from core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,16 @@ def register_phase(name: str, title: str, **facts: Any):
     return wrap
 
 
+# The phases that come with the tool, loaded as plugins are: by name, on first use (importing
+# one registers it). The registry itself depends on none of them.
+BUILTIN_PHASES = ("models.supervised", "models.cube3d", "models.vae", "models.hybrid", "models.transfer")
+
+
 def _load_builtin() -> None:
-    from models import cube3d, hybrid, supervised, transfer, vae  # noqa: F401  (registration side effect)
+    import importlib
+
+    for module in BUILTIN_PHASES:
+        importlib.import_module(module)
 
 
 def list_phases() -> list[PhaseSpec]:

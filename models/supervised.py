@@ -186,7 +186,7 @@ class ClassifierPhase:
         """Fit the temperature, and the per-class bias when every class has at least
         MIN_PER_CLASS validation images, on validation logits (best weights loaded; NLL
         minimized); report NLL, ECE and MCE before and after."""
-        from app.metrics import calibration_errors
+        from core.metrics import calibration_errors
 
         how = check_calibration(getattr(self.config, "calibration", "temperature+bias"))
         if how == "none":

@@ -576,7 +576,7 @@ class VAEPhase:
         each trial's AUROC. Ties keep the first; validation without anomalies keeps all
         views (or the one view set by hand). ``patch`` False: all views but the patch view
         (what early stopping watches every epoch: the patch view costs far more)."""
-        from app.metrics import anomaly_auroc
+        from core.metrics import anomaly_auroc
 
         self.model.eval()
         normal = torch.from_numpy(labels == 0) if (labels == 0).any() else torch.ones(len(labels), dtype=torch.bool)
@@ -630,7 +630,7 @@ class VAEPhase:
     def finish(self, images: torch.Tensor, is_anomaly: torch.Tensor, **_: Any) -> dict[str, Any]:
         """Fit on the validation images (best weights loaded): how scores are computed
         (area and neighbours, see VAEConfig), the reference normals, the threshold."""
-        from app.metrics import youden_threshold
+        from core.metrics import youden_threshold
 
         labels = is_anomaly.numpy().astype(int)
         scorer, scores, trials = self._choose(images, labels)

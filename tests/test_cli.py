@@ -53,7 +53,7 @@ def test_errors_are_one_clear_line_and_exit_2(capsys, tmp_path: Path) -> None:
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    from app.errors import WorkbenchError
+    from core.errors import WorkbenchError
 
     with pytest.raises(WorkbenchError):
         main.main(["evaluate", "nope", "--workspace", str(tmp_path), "--debug"])

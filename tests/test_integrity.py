@@ -114,7 +114,7 @@ def test_every_suggested_name_is_valid() -> None:
 
 
 def test_a_path_built_inside_the_workspace_cannot_follow_a_link_out(place) -> None:
-    from app.errors import WorkspaceError
+    from core.errors import WorkspaceError
 
     ws, _, sentinel = place
     (ws.organized_dir / "linked").symlink_to(sentinel, target_is_directory=True)
@@ -186,7 +186,7 @@ def test_a_checkpoint_of_plain_data_but_the_wrong_structure_is_refused_clearly(t
     import torch
 
     from app.checkpoints import load_checkpoint, rebuild_phase
-    from app.errors import TrainingError
+    from core.errors import TrainingError
     from models import create_phase
 
     phase = create_phase("supervised", ["normal", "pneumonia"], image_size=32, pretrained=False)
@@ -244,7 +244,7 @@ def test_declared_sizes_are_checked_before_pixels_are_decoded(tmp_path: Path) ->
     # A NIfTI whose header claims 1024^3 voxels, and a PNG that claims 12000 x 12000 pixels.
     import nibabel as nib
 
-    from app.errors import DatasetError
+    from core.errors import DatasetError
     from app.imaging import load_2d
 
     header = nib.Nifti1Header()
@@ -297,7 +297,7 @@ def test_zip_members_that_are_special_files_or_damaged_are_refused(tmp_path: Pat
     import zipfile
 
     from app.collectors.archives import safe_extract
-    from app.errors import CollectError
+    from core.errors import CollectError
 
     fifo = tmp_path / "fifo.zip"
     with zipfile.ZipFile(fifo, "w") as zf:

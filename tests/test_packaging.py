@@ -32,7 +32,7 @@ def test_the_installed_command_answers_help_and_status(installed: Path, tmp_path
 def test_the_wheel_holds_the_app_and_nothing_else(installed: Path) -> None:
     [wheel] = (installed.parent.parent.parent / "dist").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"app/workspace.py", "menus/cli.py", "models/registry.py", "app/collectors/demo.py"} <= set(names)
+    assert {"app/workspace.py", "core/errors.py", "menus/cli.py", "models/registry.py", "app/collectors/demo.py"} <= set(names)
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "data/", "checkpoints/"))]
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "medanomaly = menus.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

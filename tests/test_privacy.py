@@ -192,7 +192,7 @@ def test_identifier_hashes_never_read_as_record_numbers(tmp_path: Path) -> None:
 
     from app.audit import audit
     from app.private import token_hash
-    from app.organize.privacy import pseudonymize
+    from app.pseudonyms import pseudonymize
 
     secret = b"k" * 32
     token = next(f"TOKEN{k}" for k in range(100_000) if pseudonymize(secret, f"token:TOKEN{k}", "").isdigit())

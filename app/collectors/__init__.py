@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.registry import Registry
+from core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def collect(source: str, workspace: Any, **options: Any) -> CollectResult:
     with workspace.lock("collect", check_name(name, "dataset name")):
         earlier = workspace.load_index().get(name, {}).get("source")
         if earlier and earlier != source:
-            from app.errors import CollectError
+            from core.errors import CollectError
 
             raise CollectError(f"A dataset named {name!r} was collected from {earlier} already. "
                                f"Choose another --name for this {source} data.")

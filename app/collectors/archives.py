@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from app.atomic import swap_in, temp_sibling
 from app.collectors.http import check_disk
-from app.errors import CollectError
+from core.errors import CollectError
 from app.progress import Progress, report
 
 MAX_RATIO = 200  # unpacked bytes per archive byte beyond which an archive counts as a bomb

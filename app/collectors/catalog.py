@@ -78,7 +78,7 @@ CATALOG = (
 
 def catalog_entry(key: str) -> CatalogEntry:
     """Raises CollectError for a key not in the catalog."""
-    from app.errors import CollectError
+    from core.errors import CollectError
 
     for entry in CATALOG:
         if entry.key == key:

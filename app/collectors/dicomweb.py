@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.collectors import CollectResult, register_collector
-from app.errors import CollectError
+from core.errors import CollectError
 from app.progress import Progress, report
 from app.workspace import now_iso
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from app.errors import CollectError
+from core.errors import CollectError
 
 INSTALL = ("Install the collectors' clients: pip install 'medanomaly-workbench[collectors]' "
            "(from a checkout, ./run.sh installs them).")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.errors import CollectError
+from core.errors import CollectError
 from app.progress import Progress, report
 
 CHUNK = 1 << 16  # what a cut connection can lose: the chunk being read

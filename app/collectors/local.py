@@ -8,7 +8,7 @@ from typing import Any
 
 from app.atomic import swap_in, temp_sibling
 from app.collectors import CollectResult, register_collector
-from app.errors import CollectError
+from core.errors import CollectError
 from app.names import check_name, suggest_name
 from app.progress import Progress, report
 

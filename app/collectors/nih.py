@@ -21,7 +21,7 @@ from typing import Any
 from app.collectors import CollectResult, register_collector
 from app.collectors.archives import safe_extract
 from app.collectors.http import download, new_session
-from app.errors import CollectError
+from core.errors import CollectError
 from app.progress import Progress
 from app.workspace import now_iso
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.atomic import temp_sibling
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.plots import dataset_plot
 from app.organize.rows import read_rows, write_rows
 from app.organize.splits import SPLITS, assign_splits

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.organize.detect import anomaly_class
 from app.organize.splits import SPLITS
 from app.progress import Progress, report

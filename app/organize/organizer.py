@@ -24,7 +24,7 @@ import numpy as np
 
 from app.atomic import swap_in, temp_sibling
 from app.cube_store import STORE_SUFFIXES
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, Detected, anomaly_class, described_regions, detect,
     findings, label_from_folder,
@@ -34,7 +34,7 @@ from app.organize.colour import dataset_channels
 from app.organize.ordinal import ordered_classes
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
-from app.organize.privacy import pseudonymize
+from app.pseudonyms import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
 from app.organize.rows import ROW_KEYS, read_rows, row_place, write_rows  # noqa: F401  (re-exported)
 from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
@@ -67,7 +67,7 @@ class OrganizeResult:
     mask_note: str = ""  # why the masks beside the images label nothing, when they do not
 
 
-def _group(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
+def group_items(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
     """Files -> items: one per 2D image or volume, one per DICOM series (tables, masks: none)."""
     series: dict[str, list[FileRecord]] = defaultdict(list)
     items: list[tuple[list[FileRecord], str]] = []
@@ -325,7 +325,7 @@ def _organize(
             f"No readable image under {root} ({len(skipped)} file(s) skipped{': ' + why if why else ''}). "
             "Point Organize at a folder of DICOM, PNG/JPEG/TIFF or NIfTI files."
         )
-    groups = _group(records, root)
+    groups = group_items(records, root)
     report(progress, "Looking at 2D images", 0, 1)
     context.looks = folder_looks([Path(files[0].path) for files, kind in groups if kind == "image2d"])
     report(progress, "Looking at 2D images", 1, 1)

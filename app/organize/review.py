@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.organize.detect import anomaly_class
-from app.organize.privacy import pseudonymize
+from app.pseudonyms import pseudonymize
 from app.organize.rows import read_rows, row_place
 from app.state import Kind, read_state_or, write_state
 from app.workspace import Workspace

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.atomic import temp_sibling
-from app.errors import DatasetError
+from core.errors import DatasetError
 
 if TYPE_CHECKING:
     from app.workspace import Workspace

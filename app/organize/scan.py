@@ -24,7 +24,7 @@ from app.organize.detect import (
     BODY_PART_TAGS, PATIENT_RULES, SPANS, body_part_term, description_keywords, detect,
 )
 from app.organize.dicom_objects import ANNOTATIONS, annotation_facts, not_an_image, skip_reason
-from app.organize.privacy import pseudonymize
+from app.pseudonyms import pseudonymize
 from app.private import identifier_tokens, item_id, token_hash
 from app.progress import Progress, report
 

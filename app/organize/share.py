@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from app.atomic import temp_sibling
-from app.errors import DatasetError
-from app.organize.privacy import pseudonymize
+from core.errors import DatasetError
+from app.pseudonyms import pseudonymize
 from app.organize.rows import ROW_KEYS, row_place, series_files, write_rows
 from app.organize.splits import SPLITS
 from app.progress import Progress, report

@@ -6,7 +6,7 @@ import random
 from collections import Counter, defaultdict
 from typing import Any
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 
 SPLITS = ("train", "val", "test")
 

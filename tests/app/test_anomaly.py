@@ -147,7 +147,7 @@ def test_vae_evaluation_shows_residual_maps_and_the_fitted_threshold(demo_ws, va
 
 def test_test_time_augmentation_of_an_anomaly_scorer_is_refused_with_what_to_do(demo_ws, vae_runs) -> None:
     # Its threshold was fitted on scores of unmirrored images: mirrored ones would not match it.
-    from app.errors import TrainingError
+    from core.errors import TrainingError
 
     with pytest.raises(TrainingError, match="for classifier runs.*without --tta"):
         evaluate_run(demo_ws, "a-vae-mse", "test", tta=True)
@@ -164,7 +164,7 @@ def test_how_the_vae_scores_is_chosen_on_validation_and_travels_with_the_run(dem
     assert len(trials) == 5 and "all views" in trials and max(trials.values()) == trials[chosen]
     # Early stopping watched the scores as they are computed after training (all but the
     # patch view, which finish() adds once): the best epoch's figure is the best weights'.
-    from app.metrics import anomaly_auroc
+    from core.metrics import anomaly_auroc
 
     history = demo_ws.run_metadata("a-vae-ssim")["history"]
     best = load_run_phase(demo_ws, "a-vae-ssim")

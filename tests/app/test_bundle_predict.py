@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from app.bundle import export_bundle, load_bundle, sha256_of
-from app.errors import ExportError
+from core.errors import ExportError
 from app.predict import Model, find_items, predict, route
 from app.training import train
 
@@ -127,7 +127,7 @@ def test_predict_on_a_folder_routes_each_item_and_writes_results(demo_ws, runs, 
 
 
 def test_predict_refuses_a_3d_run_clearly(ws, tmp_path) -> None:
-    from app.errors import WorkbenchError
+    from core.errors import WorkbenchError
     from app.state import Kind, write_state
 
     ws.run_dir("c3d").mkdir(parents=True)

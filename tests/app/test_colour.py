@@ -100,7 +100,7 @@ def test_classes_with_numbers_are_ordered_by_value() -> None:
 
 @pytest.mark.parametrize("channels", [2, 4])
 def test_only_grey_or_colour_models_are_built(ws, tmp_path: Path, channels: int) -> None:
-    from app.errors import TrainingError
+    from core.errors import TrainingError
 
     organize(ws, _colour_npz(tmp_path / "huemnist.npz"), "hue")
     with pytest.raises(TrainingError, match="channels must be 1 .grey. or 3 .colour."):

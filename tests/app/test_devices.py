@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.errors import DeviceError
+from core.errors import DeviceError
 from app.runtime import Runtime, current_runtime
 
 TINY = {"image_size": 32, "batch_size": 16}

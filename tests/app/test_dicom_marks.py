@@ -159,7 +159,7 @@ def test_a_broken_segmentation_stops_the_cube_build_with_what_to_do(ws, tmp_path
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     from app.cubes import build_cube_dataset
-    from app.errors import DatasetError
+    from core.errors import DatasetError
 
     _ct_series(tmp_path / "ct", "P1")
     meta = FileMetaDataset()

@@ -45,7 +45,7 @@ def test_itk_formats(tmp_path: Path, suffix: str) -> None:
 
 
 def test_a_missing_file_says_what_to_do(tmp_path: Path) -> None:
-    from app.errors import DatasetError
+    from core.errors import DatasetError
 
     with pytest.raises(DatasetError, match="Run Organize again"):
         load_2d(tmp_path / "gone.png", "image2d")

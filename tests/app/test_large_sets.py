@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.organize.organizer import organize
 from app.recipes import screen_samples
 from app.training import MIN_FIT, epoch_sample, train
@@ -43,11 +43,11 @@ def test_screening_samples_only_when_two_whole_epochs_do_not_fit() -> None:
 
 def test_a_time_limited_run_on_a_large_set_draws_fresh_samples_and_resumes_with_them(ws, tmp_path: Path,
                                                                                     monkeypatch) -> None:
-    import app.recipes
+    import app.timing
 
     organize(ws, _npz(tmp_path / "bigmnist.npz"), "big")
     # The probe says an epoch of all 320 images takes 100 s: under an 8 s limit each epoch draws a sample.
-    monkeypatch.setattr(app.recipes, "probe_seconds_per_epoch", lambda *a, **k: 100.0)
+    monkeypatch.setattr(app.timing, "probe_seconds_per_epoch", lambda *a, **k: 100.0)
     settings = dict(backbone="resnet10t", image_size=32, epochs=1, batch_size=8, pretrained=False, augment="none",
                     time_limit_s=8.0, max_epochs=40, patience=100)
     asked = []
@@ -58,7 +58,7 @@ def test_a_time_limited_run_on_a_large_set_draws_fresh_samples_and_resumes_with_
     assert stopped.status == "stopped" and meta["epoch_images"] == drawn
     # The plan of one whole epoch became as many images in epochs of the sample.
     assert meta["config"]["epochs"] == 320 // drawn
-    monkeypatch.setattr(app.recipes, "probe_seconds_per_epoch", lambda *a, **k: 1.0)  # a resumed run keeps its own
+    monkeypatch.setattr(app.timing, "probe_seconds_per_epoch", lambda *a, **k: 1.0)  # a resumed run keeps its own
     result = train(ws, "big", "supervised", run="r", **settings)
     meta = ws.run_metadata(result.run)
     assert meta["epoch_images"] == drawn and meta["status"] == "complete" and len(meta["history"]) >= 3

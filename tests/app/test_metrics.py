@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
-from app.metrics import (
+from core.metrics import (
     anomaly_intervals, bootstrap_intervals, calibration_errors, classification_metrics, headline_metrics,
 )
 

@@ -55,7 +55,7 @@ def test_a_graded_file_is_marked_ordinal_and_trains_with_the_loss(ws, tmp_path: 
           pretrained=False, ordinal=1.0)
     meta = ws.run_metadata("graded")
     assert meta["config"]["ordinal"] == 1.0 and meta["status"] == "complete"
-    from app.errors import TrainingError
+    from core.errors import TrainingError
 
     with pytest.raises(TrainingError, match="ordinal loss weight must be 0"):
         train(ws, "retina", "supervised", run="bad", epochs=1, pretrained=False, ordinal=-1.0)

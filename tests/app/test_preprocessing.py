@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.data import clahe, split_rows
-from app.errors import TrainingError
+from core.errors import TrainingError
 from app.evaluate import evaluate_run
 from app.training import _augment, train
 

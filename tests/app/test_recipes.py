@@ -80,7 +80,7 @@ def test_screening_shares_a_third_of_the_budget_with_two_epochs_at_least() -> No
 def test_a_run_starts_only_from_the_weights_of_the_same_model(ws, tmp_path: Path) -> None:
     import pytest
 
-    from app.errors import TrainingError
+    from core.errors import TrainingError
     from app.training import train
 
     organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")

@@ -1,7 +1,7 @@
 import pytest
 
-from app.errors import UnknownNameError
-from app.registry import Registry
+from core.errors import UnknownNameError
+from core.registry import Registry
 from models import create_phase, list_phases
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import StateError
+from core.errors import StateError
 from app.state import Kind, read_state, write_state
 
 

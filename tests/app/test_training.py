@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from app.checkpoints import load_checkpoint
-from app.errors import DatasetError, TrainingError
+from core.errors import DatasetError, TrainingError
 from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run
 from app.export import export_run
 from app.training import load_run_phase, train

@@ -52,7 +52,7 @@ def test_evaluation_explains_with_gradcam_and_export_keeps_the_temperature(demo_
 
 
 def test_gradcam_maps_follow_the_declared_layer(demo_ws) -> None:
-    from app.errors import WorkbenchError
+    from core.errors import WorkbenchError
     from app.explain import gradcam_overlays
 
     sup = train(demo_ws, "demo", "supervised", run="g-sup", epochs=1, image_size=32, batch_size=16, pretrained=False)

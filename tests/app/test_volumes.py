@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from app.errors import TrainingError
+from core.errors import TrainingError
 from app.cubes import SIZE, extract_cube, negative_centres, one_hot, points_from_mask, Point
 from app.volumes import load_volume, read_image
 from tests.conftest import shared
@@ -182,7 +182,7 @@ def test_an_hdf5_cube_store_is_written_cube_by_cube_and_read_a_batch_at_a_time(w
 
 def test_a_failed_cube_extraction_leaves_no_file(ws, tmp_path) -> None:
     from app.cubes import build_cube_dataset
-    from app.errors import DatasetError
+    from core.errors import DatasetError
 
     folder = _volume_folder(tmp_path, ["a", "b"])
     table = tmp_path / "points.csv"

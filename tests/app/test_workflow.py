@@ -75,7 +75,7 @@ def test_a_second_ctrl_c_marks_the_step_and_the_run_stopped_never_running(ws, ti
 
 
 def test_a_phase_that_cannot_train_is_refused_before_its_run_exists(ws, tmp_path) -> None:
-    from app.errors import DatasetError
+    from core.errors import DatasetError
     from app.organize.organizer import organize
     from app.readiness import phase_problem
     from app.training import train

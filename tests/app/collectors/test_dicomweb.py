@@ -4,7 +4,7 @@ import pydicom
 import pytest
 
 from app.collectors import collect
-from app.errors import CollectError
+from core.errors import CollectError
 from app.organize.organizer import organize
 from tests.conftest import shared, workspace_files_without_raw
 from tests.fakes.orthanc import Orthanc

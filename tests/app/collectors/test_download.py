@@ -9,7 +9,7 @@ import pytest
 
 from app.collectors.archives import safe_extract
 from app.collectors.http import download
-from app.errors import CollectError
+from core.errors import CollectError
 from tests.fakes.http_server import FakeServer, Route
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB

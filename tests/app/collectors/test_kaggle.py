@@ -9,7 +9,7 @@ import pytest
 
 from app.collectors import collect
 from app.collectors.kaggle import find_credentials, search
-from app.errors import CollectError
+from core.errors import CollectError
 from tests.fakes.http_server import FakeServer, Route
 
 API = "/v1/datasets.DatasetApiService"  # api.kaggle.com/v1/...

@@ -10,7 +10,7 @@ from PIL import Image
 
 from app.collectors import collect
 from app.data import split_rows
-from app.errors import CollectError
+from core.errors import CollectError
 from app.organize.organizer import organize
 from tests.fakes.http_server import FakeServer, Route
 

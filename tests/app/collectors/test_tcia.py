@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from app.collectors import collect
-from app.errors import CollectError
+from core.errors import CollectError
 from tests.conftest import shared
 from tests.fakes.http_server import FakeServer, Route
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.organize.organizer import organize, read_rows
 from tests.conftest import shared
 

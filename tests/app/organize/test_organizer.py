@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.organize.organizer import organize, read_rows
 from app.state import Kind, read_state
 from tests.conftest import placed, planted_phi, shared, skipped_places

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import DatasetError
+from core.errors import DatasetError
 from app.organize import scan
 from app.organize.organizer import organize, read_rows
 from app.organize.review import add_correction, review_groups
@@ -101,7 +101,7 @@ def test_statistics_merge_balance_and_export(ws, tmp_path) -> None:
 
 
 def test_a_held_out_class_is_unknown_in_training_and_present_in_test(demo_ws) -> None:
-    from app.errors import DatasetError
+    from core.errors import DatasetError
     from app.organize.dataset_tools import all_rows, hold_out_class
 
     result = hold_out_class(demo_ws, "demo", "tumor", "demo-no-tumor")

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from app.errors import UnknownNameError
+from core.errors import UnknownNameError
 
 T = TypeVar("T")
 
