@@ -136,7 +136,7 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
     headline = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     task = ("classification" if phase.spec.output == "class_probabilities" else "anomaly_score")
     outputs = export["outputs"]
-    threshold = getattr(phase, "threshold", None)
+    threshold = phase.threshold
     return {
         "name": run, "phase": meta["phase"], "task": task, "created": now_iso(),
         "modality": dominant(counts.get("by_modality", {})), "region": dominant(counts.get("by_region", {})),

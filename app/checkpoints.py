@@ -110,11 +110,10 @@ def rebuild_phase(payload: dict[str, Any]) -> Any:
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise TrainingError(f"This {payload['phase']} checkpoint's settings cannot be used ({type(err).__name__}: "
                             f"{str(err)[:160]}). Retrain the run.") from err
-    if hasattr(cls, "rebuild"):
-        phase.model = cls.rebuild(payload["model_args"])
-        phase._args = dict(payload["model_args"])
-        if hasattr(phase, "settle"):  # settings the phase can tell from its model better than an old config
-            phase.settle()
+    rebuilt = cls.rebuild(payload["model_args"])
+    if rebuilt is not None:  # a model its Config alone cannot build
+        phase.model = rebuilt
+        phase.settle(payload["model_args"])  # what it tells from its model better than an old config
     try:
         phase.model.load_state_dict(payload["model_state"])
     except RuntimeError as err:
@@ -132,7 +131,7 @@ def _restore_extra(phase: Any, name: str, extra: dict[str, Any]) -> None:
     """Set the plain values a checkpoint keeps beside the weights, each checked against its kind."""
     import torch
 
-    allowed = set(phase.extra()) if hasattr(phase, "extra") else set()
+    allowed = set(phase.extra())
     allowed |= {"threshold"}
     for key, value in extra.items():
         if key not in allowed:

@@ -171,7 +171,7 @@ def _write_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, sp
                 made.append(plots.pr_plot(is_anomaly, anomaly_score, run_dir / f"pr_{split}.png",
                                           "Anomalous vs normal"))
     else:
-        threshold = getattr(phase, "threshold", None)
+        threshold = phase.threshold
         if threshold is None:  # VAE: the 95th percentile of validation normals
             val_scores, val_rows = _scores(ws, phase, meta["dataset"], "val", progress)
             normals = val_scores[[r["label"] == "normal" for r in val_rows]]
@@ -186,7 +186,7 @@ def _write_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, sp
             made.append(plots.pr_plot(is_anomaly, outputs, run_dir / f"pr_{split}.png", "Anomalous vs normal"))
     if meta.get("history"):
         made.append(plots.learning_curves(meta["history"], run_dir / "learning_curves.png", run))
-    if hasattr(phase, "gradcam_target") and phase.gradcam_target():
+    if phase.gradcam_target():
         from app.explain import gradcam_overlays
 
         made.append(gradcam_overlays(ws, run, split, progress=progress, folder=run_dir).path)

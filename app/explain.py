@@ -48,7 +48,7 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
 
     meta = ws.run_metadata(run)
     phase = load_run_phase(ws, run)
-    layer = phase.gradcam_target() if hasattr(phase, "gradcam_target") else None
+    layer = phase.gradcam_target()
     if not layer:
         raise WorkbenchError(f"Run {run!r} ({phase.spec.name}) has no Grad-CAM: it scores anomalies, not classes.")
     rows = phase.select_rows([r for r in split_rows(ws, meta["dataset"], split) if r["labeled"]])
@@ -132,9 +132,7 @@ def _wrapped(text: str, width: int) -> str:
 
 def vae_scorer(phase: object) -> object | None:
     """The reconstruction scorer of a VAE phase, or of a hybrid's VAE part."""
-    if hasattr(phase, "scorer"):
-        return phase.scorer()
-    return getattr(getattr(phase, "model", None), "vae_scorer", None)
+    return phase.scorer()
 
 
 def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: int = 4,
@@ -166,7 +164,7 @@ def residual_overlays(ws: Workspace, run: str, split: str = "test", per_group: i
         local = scorer.patch_maps(images)[:, 0].numpy() if getattr(scorer, "patch", 0) else None
         # The run's own score and threshold: a hybrid's, not its VAE part's (another scale).
         scores = np.asarray(phase.predict(images), dtype=float).reshape(len(images))
-    threshold = getattr(phase, "threshold", None)
+    threshold = phase.threshold
     report(progress, "Residual maps", 1, 1)
     path = _folder(ws, run, folder) / f"residuals_{split}.png"
     cut = f"anomaly threshold {threshold:.3g}" if threshold is not None else "no threshold fitted"

@@ -20,7 +20,6 @@ from app.training import load_run_phase
 from app.workspace import Workspace, now_iso
 
 log = logging.getLogger(__name__)
-TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
         raise ExportError(f"The ONNX export of {run!r} failed its check: {err}") from err
     diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
     report(progress, "Exporting to ONNX", 2, 3)
-    tolerance = getattr(phase, "export_tolerance", TOLERANCE)
+    tolerance = phase.export_tolerance
     problem = parity_problem(got, [e.numpy() for e in expected], rounding_spread(module, inputs, expected), tolerance)
     if problem:
         tmp.unlink(missing_ok=True)

@@ -28,11 +28,10 @@ from app.state import Kind, write_state
 from app.ood import OUTSIDE, Gate, load_gate
 from app.verdict import Verdict, model_verdict
 from app.workspace import Workspace, now_iso
+from models.registry import routable_phases
 
 log = logging.getLogger(__name__)
 
-# Phases that answer "is this image anomalous?" on their own, best first.
-ROUTABLE = ("hybrid", "supervised", "transfer", "vae")
 
 
 @dataclass
@@ -193,7 +192,7 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
         log.warning("Run %s was exported, but its bundle %s is gone: predicting with its checkpoint (PyTorch). "
                     "Export it again to use the checked ONNX model.", run, bundle_path)
     phase = None if bundle else load_run_phase(ws, run)
-    threshold = bundle.card.get("decision_threshold") if bundle else getattr(phase, "threshold", None)
+    threshold = bundle.card.get("decision_threshold") if bundle else phase.threshold
     try:
         gate = load_gate(bundle.path if bundle else ws.run_dir(run))
     except (ValueError, KeyError, TypeError) as err:
@@ -213,10 +212,11 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
 def candidate_runs(ws: Workspace) -> list[str]:
     """Finished runs that can answer alone, the best kind first, newest first within a kind
     (a recipe search's short screening runs never: ``trial_of``)."""
-    runs = [m for m in ws.runs() if m.get("status") == "complete" and m.get("phase") in ROUTABLE
+    routable = routable_phases()  # those that answer "is this image anomalous?" alone, best first
+    runs = [m for m in ws.runs() if m.get("status") == "complete" and m.get("phase") in routable
             and not m.get("trial_of")]
     ordered: list[str] = []
-    for phase in ROUTABLE:
+    for phase in routable:
         ordered += [m["run"] for m in sorted((m for m in runs if m["phase"] == phase),
                                              key=lambda m: m.get("finished", ""), reverse=True)]
     return ordered
@@ -290,9 +290,9 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
     """
     items = find_items(path)
     ids = _item_ids(ws, items)
-    if run and ws.run_metadata(run)["phase"] not in ROUTABLE:
+    if run and ws.run_metadata(run)["phase"] not in routable_phases():
         raise WorkbenchError(f"Run {run!r} is a {ws.run_metadata(run)['phase']} run; predict takes 2D models "
-                             f"({', '.join(ROUTABLE)}). Choose one of: {', '.join(candidate_runs(ws)) or 'none yet'}.")
+                             f"({', '.join(routable_phases())}). Choose one of: {', '.join(candidate_runs(ws)) or 'none yet'}.")
     names = [run] if run else candidate_runs(ws)
     if not names:
         raise WorkbenchError("No finished model in this workspace. Train one first (Train, or the one-click workflow).")
@@ -448,7 +448,7 @@ def _overlays(ws: Workspace, folder: Path, items: list[Item], results: list[Pred
                 maps = scorer.maps(images)[:, 0].numpy()
                 local = scorer.patch_maps(images)[:, 0].numpy() if getattr(scorer, "patch", 0) else None
             maps = maps / (float(np.percentile(maps, 99.5)) or 1.0)
-        elif hasattr(phase, "gradcam_target") and phase.gradcam_target():
+        elif phase.gradcam_target():
             from monai.visualize import GradCAM
 
             cam = GradCAM(nn_module=phase.model, target_layers=phase.gradcam_target(images.shape[-1]))

@@ -394,7 +394,7 @@ def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for
     if split == "val" and len(rows) > VAL_WATCH:  # a fixed sample: the same on every epoch and on resume
         keep = sorted(random.Random(0).sample(range(len(rows)), VAL_WATCH))
         rows = [rows[k] for k in keep]
-    if split == "train" and hasattr(phase, "check_rows"):
+    if split == "train":
         try:
             phase.check_rows(rows, lambda some: position_codes(ws, some))
         except ValueError as err:
@@ -419,12 +419,11 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     check_splits(phase, dataset, train_y, val_y)
     started = time.perf_counter()  # a time limit counts training: the images are loaded before the clock starts
     phase.prepare(train_y)
-    if rt.world > 1 and hasattr(phase, "start_epoch"):
+    if rt.world > 1 and phase.changes_between_epochs:
         raise TrainingError(f"Phase {phase.spec.name!r} changes what it trains between epochs, which "
                             "DistributedDataParallel cannot follow: run it without torchrun.")
     phase.model.to(rt.device)
-    params = phase.param_groups() if hasattr(phase, "param_groups") else phase.model.parameters()
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(phase.param_groups(), lr=config.lr, weight_decay=config.weight_decay)
     resident = _resident(train_x, rt)  # batches are cut (and augmented) from here
     if resumed:
         drawn = resumed.get("epoch_images")
@@ -464,8 +463,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         for epoch in range(start, ceiling):
             began = time.perf_counter()
             phase.epoch = epoch
-            if hasattr(phase, "start_epoch"):
-                phase.start_epoch(epoch)  # e.g. the transfer phase's frozen first stage
+            phase.start_epoch(epoch)  # e.g. the transfer phase's frozen first stage
             raw.train()
             # Every random draw of an epoch derives from (seed, epoch): a resumed run repeats it exactly.
             torch.manual_seed(config.seed * 100003 + epoch)
@@ -550,12 +548,14 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                 break
     raw.to("cpu")
     barrier(rt)
-    if rt.main and hasattr(phase, "finish") and (run_dir / "best.pt").exists():
+    if rt.main and (run_dir / "best.pt").exists():
         # Post-training fitting (e.g. temperature scaling) on the best weights.
         best_payload = load_checkpoint(run_dir / "best.pt")
         raw.load_state_dict(best_payload["model_state"])
-        base = {**base, "calibration": phase.finish(val_x, val_y, train_x=train_x)}
-        save_checkpoint(run_dir / "best.pt", {**best_payload, "extra": phase.extra()})
+        fitted = phase.finish(val_x, val_y, train_x=train_x)
+        if fitted is not None:
+            base = {**base, "calibration": fitted}
+            save_checkpoint(run_dir / "best.pt", {**best_payload, "extra": phase.extra()})
     status = "complete" if epoch + 1 >= config.epochs or stale >= patience or out_of_time else "stopped"
     summary = {"best_val_monitor": best, "epochs_trained": len(history)}
     if rt.main:
@@ -613,9 +613,8 @@ def _validate(phase: Any, watched: Any, raw: Any, val_x: Any, val_y: Any, device
     """The validation figures of the weights ``watched`` (the phase's model is ``raw`` again after)."""
     phase.model = watched
     try:
-        if hasattr(phase, "validation_scores"):  # scored as after training (the VAE's choices)
-            outputs = phase.validation_scores(val_x.to(device), val_y.numpy())
-        else:
+        outputs = phase.validation_scores(val_x, val_y.numpy(), device)  # scored as after training (the VAE)
+        if outputs is None:
             outputs = predict_batches(phase, val_x, 64, device)
         return validation_metrics(phase, outputs, val_y.numpy())
     finally:

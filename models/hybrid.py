@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from core.metrics import youden_threshold
+from models.base import Phase
 from models.registry import register_phase
 from models.supervised import create_backbone
 from models.tails import NormalTail
@@ -157,9 +158,9 @@ class HybridModel(nn.Module):
 
 @register_phase(
     "hybrid", "Hybrid ensemble (classifier + VAE: known and unknown anomalies)",
-    input_dims=2, output="anomaly_score", trainable=False, components=("supervised", "vae"),
+    input_dims=2, output="anomaly_score", trainable=False, components=("supervised", "vae"), route=0,
 )
-class HybridPhase:
+class HybridPhase(Phase):
     Config = HybridConfig
     # The normal tails turn float32 rounding of a score (1e-7) into up to a few 1e-4 of
     # tail probability where the validation normals lie close together; a wrong export
@@ -220,9 +221,15 @@ class HybridPhase:
                            model_args.get("num_classes", sup["num_classes"]),
                            **model_args.get("classifier_calibration", {}))  # older hybrids: none
 
-    def settle(self) -> None:
-        """After a reload: a hybrid saved before multi-view scores has a single-view VAE part
-        and no vae_scoring in its configuration, which would read as the new default."""
+    def scorer(self) -> Any:
+        """The VAE part's scorer: its residual maps explain the unknown-anomaly score."""
+        return self.model.vae_scorer if self.model is not None else None
+
+    def settle(self, model_args: dict[str, Any]) -> None:
+        """After a reload: keep the parts' arguments; a hybrid saved before multi-view scores has
+        a single-view VAE part and no vae_scoring in its configuration, which would read as the
+        new default."""
+        self._args = dict(model_args)
         if "views" not in self._args.get("vae_scorer", {}):
             self.config.vae_scoring = "run"
 

@@ -24,6 +24,7 @@ class PhaseSpec:
     exportable: bool = True
     gradcam_layer: str | None = None
     components: tuple[str, ...] = ()  # phases whose trained runs this one combines
+    route: int | None = None  # predict's order among phases that answer alone (lower first); None: never
 
 
 PHASES: Registry[type] = Registry("phase")
@@ -55,6 +56,11 @@ def _load_builtin() -> None:
 def list_phases() -> list[PhaseSpec]:
     _load_builtin()
     return [cls.spec for _, cls in PHASES.items()]
+
+
+def routable_phases() -> list[str]:
+    """The phases predict may answer with alone, the one it prefers first."""
+    return [spec.name for spec in sorted((s for s in list_phases() if s.route is not None), key=lambda s: s.route)]
 
 
 def get_phase_class(name: str) -> type:

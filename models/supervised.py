@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from models.base import Phase
 from models.registry import register_phase
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def settle_pretrained(config: Any, model: torch.nn.Module) -> None:
 MIN_CAM_CELLS = 7  # a Grad-CAM map this many cells across at least (224 px / 32: the usual 7 x 7)
 
 
-class ClassifierPhase:
+class ClassifierPhase(Phase):
     """What every classifier phase shares: rows, targets, weighted loss, calibrated softmax.
 
     After training, ``finish`` calibrates on validation: probabilities are
@@ -289,7 +290,7 @@ class _Probabilities(torch.nn.Module):
 
 @register_phase(
     "supervised", "Supervised classifier (timm backbone, EfficientNet-B0 by default)",
-    input_dims=2, output="class_probabilities", gradcam_layer="conv_head",
+    input_dims=2, output="class_probabilities", gradcam_layer="conv_head", route=1,
 )
 class SupervisedPhase(ClassifierPhase):
     Config = SupervisedConfig

@@ -42,10 +42,11 @@ class TransferConfig:
 
 @register_phase(
     "transfer", "Transfer learning (ResNet, two stages, calibrated)",
-    input_dims=2, output="class_probabilities", gradcam_layer="layer4",
+    input_dims=2, output="class_probabilities", gradcam_layer="layer4", route=2,
 )
 class TransferPhase(ClassifierPhase):
     Config = TransferConfig
+    changes_between_epochs = True  # the frozen first stage (start_epoch)
 
     def __init__(self, config: TransferConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)

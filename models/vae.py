@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.base import Phase
 from models.registry import register_phase
 from models.tails import NormalTail
 
@@ -482,9 +483,9 @@ class MultiViewScore(ReconstructionScore):
 
 @register_phase(
     "vae", "Variational autoencoder (learns normality; finds unknown anomalies)",
-    input_dims=2, output="anomaly_score", needs_labels=False,
+    input_dims=2, output="anomaly_score", needs_labels=False, route=3,
 )
-class VAEPhase:
+class VAEPhase(Phase):
     Config = VAEConfig
 
     def __init__(self, config: VAEConfig, classes: list[str]) -> None:
@@ -621,10 +622,10 @@ class VAEPhase:
                 "patch_codes": patch_codes.cpu(), "patch_features": patch_features.cpu()}
 
     @torch.no_grad()
-    def validation_scores(self, images: torch.Tensor, is_anomaly: np.ndarray) -> np.ndarray:
+    def validation_scores(self, images: torch.Tensor, is_anomaly: np.ndarray, device: str = "cpu") -> np.ndarray:
         """What early stopping watches: the validation scores as finish() would compute them,
         but for the patch view (finish() adds it once, on the best weights)."""
-        return self._choose(images, np.asarray(is_anomaly).astype(int), patch=False)[1]
+        return self._choose(images.to(device), np.asarray(is_anomaly).astype(int), patch=False)[1]
 
     @torch.no_grad()
     def finish(self, images: torch.Tensor, is_anomaly: torch.Tensor, **_: Any) -> dict[str, Any]:

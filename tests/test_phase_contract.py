@@ -1,0 +1,110 @@
+"""The phase contract kept honest: a tiny phase defined here, with nothing but what models/base.py
+asks for, is offered by the Train menu, trained from the command line, evaluated, exported and
+used by predict, without editing any of them (docs/architecture.md, "Adding a phase")."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import main
+from models.base import Phase
+from models.registry import PHASES, register_phase
+
+
+@dataclass
+class TinyConfig:
+    image_size: int = 16
+    epochs: int = 2
+    batch_size: int = 8
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    clahe: bool = False
+    seed: int = 0
+
+
+class TinyPhase(Phase):
+    """A linear classifier on 16 x 16 images: the smallest phase that is a whole phase."""
+
+    Config = TinyConfig
+
+    def __init__(self, config: TinyConfig, classes: list[str]) -> None:
+        self.config, self.classes = config, list(classes)
+        self.model = nn.Sequential(nn.Flatten(), nn.Linear(config.image_size**2, len(classes)))
+
+    def model_args(self) -> dict[str, Any]:
+        return {"image_size": self.config.image_size, "num_classes": len(self.classes)}
+
+    def select_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r["labeled"] and r["label"] in self.classes]
+
+    def targets(self, rows: list[dict[str, Any]]) -> torch.Tensor:
+        return torch.tensor([self.classes.index(r["label"]) for r in rows])
+
+    def prepare(self, targets: torch.Tensor) -> None:
+        pass
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        return {"loss": F.cross_entropy(self.model(images), targets)}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(images), dim=1)
+
+    def export_module(self) -> nn.Module:
+        return nn.Sequential(self.model, nn.Softmax(dim=1))
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+
+@pytest.fixture
+def tiny():
+    """The tiny phase registered for one test, and gone after it."""
+    register_phase("tiny", "Tiny linear classifier (a test's)", input_dims=2, output="class_probabilities",
+                   route=9)(TinyPhase)
+    yield TinyPhase
+    PHASES.unregister("tiny")
+
+
+def test_a_phase_defined_in_a_test_is_offered_trained_evaluated_exported_and_predicts(
+        tiny, ws, monkeypatch, capsys) -> None:
+    from app.collectors import collect
+    from app.organize.organizer import organize
+    from menus import screens
+    from menus.settings import Settings
+
+    collect("demo", ws, scale=1)  # a workspace of its own: the phase is gone after this test
+    organize(ws, "demo", "demo", workers=1)
+
+    offered = {}
+
+    def answer(message, choices, **kwargs):
+        offered[message] = {c.value: c.disabled for c in choices}
+        return "demo" if message == "Dataset" else None
+
+    monkeypatch.setattr(screens, "ask_choice", answer)
+    screens.train_menu(screens.Session(ws, Settings.load(ws)))
+    assert offered["Phase"]["tiny"] is None, "the menu offers the registered phase"
+
+    workspace = ["--workspace", str(ws.root)]
+    assert main.main(["train", "--dataset", "demo", "--phase", "tiny", "--run", "tiny-run", *workspace]) == 0
+    meta = ws.run_metadata("tiny-run")
+    assert meta["status"] == "complete" and len(meta["history"]) == 2 and meta["phase"] == "tiny"
+    assert main.main(["evaluate", "tiny-run", *workspace]) == 0
+    assert main.main(["export", "tiny-run", *workspace]) == 0
+    assert "Exported bundle" in capsys.readouterr().out
+    from app.predict import candidate_runs, predict
+
+    assert candidate_runs(ws)[-1] == "tiny-run", "predict may route to it, after the built-in phases"
+    image = next(p for p in sorted((ws.data_dir / "raw").rglob("*")) if p.suffix.lower() in (".png", ".dcm"))
+    result = predict(ws, image, run="tiny-run")
+    [answer] = result.predictions
+    assert answer.run == "tiny-run" and answer.engine == "onnxruntime", "answered by its verified bundle"
+    assert answer.predicted_class in ("normal", *meta["classes"]) and abs(sum(answer.probabilities.values()) - 1) < 1e-4
