@@ -254,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("path", nargs="?", help="what to audit (default: the workspace, less its raw inputs and "
                                             "private map)")
 
+    sv = command("serve", "serve the REST API on this workspace (FastAPI; /api/v1, schema at /api/v1/openapi.json)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only); any other needs the "
+                         "workspace's access token with every request")
+    sv.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    sv.add_argument("--new-token", action="store_true",
+                    help="make a new access token (shown once; the old one stops working) before serving")
+
     command("status", "show datasets, runs and workflow progress")
     return parser
 
@@ -328,7 +336,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace, ws: Workspace) -> int:
     from menus import render, screens
-    from menus.console import console, progress_bars
+    from menus.console import as_job, console, progress_bars
     from menus.settings import Settings
 
     if args.command in (None, "menu"):
@@ -361,6 +369,18 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         return 1 if final.get("stopped") else 0  # stopped (Ctrl-C): not finished, for scripts
     if args.command == "dataset":
         return _dataset_command(args, ws)
+    if args.command == "serve":
+        from web.server import has_token, is_loopback, new_token, serve
+
+        if not 0 < args.port < 65536:
+            raise WorkbenchError(f"--port must be between 1 and 65535, not {args.port}")
+        if args.new_token or (not is_loopback(args.host) and not has_token(ws)):
+            console.print(f"Access token (shown once; keep it like a password): {new_token(ws)}")
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        guard = "this machine only" if is_loopback(args.host) else "every request needs the access token"
+        console.print(f"Serving the API on http://{shown}:{args.port}/api/v1 ({guard}); Ctrl-C stops.")
+        serve(ws, args.host, args.port)
+        return 0
     if args.command == "audit":
         from pathlib import Path
 
@@ -385,15 +405,17 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             if source == "catalog":
                 from app.collectors.catalog import collect_entry
 
-                result = collect_entry(ws, options["key"], progress=bar)
+                result = as_job("collect", bar, lambda job: collect_entry(ws, options["key"], progress=job.progress))
             else:
-                result = collect(source, ws, progress=bar, **{k: v for k, v in options.items() if v is not None})
+                given = {k: v for k, v in options.items() if v is not None}
+                result = as_job("collect", bar, lambda job: collect(source, ws, progress=job.progress, **given))
             message = f"Collected {result.files} files as {result.dataset!r} in {result.path} {result.note}"
         elif args.command == "organize":
             from app.organize.organizer import organize
 
-            result = organize(ws, args.path, args.name, seed=args.seed, workers=args.workers, replace=args.replace,
-                              progress=bar)
+            result = as_job("organize", bar, lambda job: organize(
+                ws, args.path, args.name, seed=args.seed, workers=args.workers, replace=args.replace,
+                progress=job.progress))
             message = (f"Organized {result.items} items ({result.labeled} labeled, {result.unlabeled} unlabeled, "
                        f"{result.skipped} skipped) into {result.path}; classes {result.classes}; splits {result.split_counts}")
             if result.skip_reasons:
@@ -421,15 +443,17 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
                 if problem:
                     raise WorkbenchError(f"--recipe auto: {problem}.")
                 with clean_stop() as should_stop:
-                    result, record = search_and_train(
+                    result, record = as_job("train", bar, lambda job: search_and_train(
                         ws, args.dataset, (args.minutes or 10.0) * 60, run=args.run or new_run_name(args.dataset, "supervised"),
-                        progress=bar, should_stop=should_stop, **overrides)
+                        progress=job.progress, should_stop=lambda: should_stop() or job.should_stop(), **overrides),
+                        graceful=True)
                 message = render.recipe_summary(record, result)
             else:
                 budget = {"time_limit_s": args.minutes * 60, "max_epochs": 100} if args.minutes else {}
                 with clean_stop() if alone else contextlib.nullcontext(lambda: False) as should_stop:
-                    result = train(ws, args.dataset, args.phase, run=args.run, progress=bar,
-                                   should_stop=should_stop, **budget, **overrides)
+                    result = as_job("train", bar, lambda job: train(
+                        ws, args.dataset, args.phase, run=args.run, progress=job.progress,
+                        should_stop=lambda: should_stop() or job.should_stop(), **budget, **overrides), graceful=True)
                 message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
         elif args.command == "evaluate":
             from app.evaluate import evaluate_ensemble, evaluate_run
@@ -437,13 +461,14 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             if args.also:
                 result = evaluate_ensemble(ws, [args.run, *args.also], args.split, tta=args.tta)
             else:
-                result = evaluate_run(ws, args.run, args.split, progress=bar, tta=args.tta)
+                result = as_job("evaluate", bar, lambda job: evaluate_run(ws, args.run, args.split, progress=job.progress,
+                                                                         tta=args.tta))
             message = ""
         elif args.command == "export":
             from app.bundle import export_bundle
 
-            result = export_bundle(ws, args.run, int8=args.int8, accept_int8_drop=args.accept_int8_drop,
-                                   progress=bar)
+            result = as_job("export", bar, lambda job: export_bundle(
+                ws, args.run, int8=args.int8, accept_int8_drop=args.accept_int8_drop, progress=job.progress))
             message = (f"Exported bundle {result.path} (max abs difference to PyTorch {result.max_abs_diff:.1e}), "
                        f"signed: {result.path / 'signature.json'}")
             if result.int8:
@@ -454,10 +479,9 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
 
             from app.cubes import build_cube_dataset
 
-            result = build_cube_dataset(ws, Path(args.path), args.name, args.modality,
-                                        annotations=Path(args.points) if args.points else None,
-                                        negatives=args.negatives, region=args.region, store=args.store,
-                                        progress=bar)
+            result = as_job("cubes", bar, lambda job: build_cube_dataset(
+                ws, Path(args.path), args.name, args.modality, annotations=Path(args.points) if args.points else None,
+                negatives=args.negatives, region=args.region, store=args.store, progress=job.progress))
             message = (f"Cube dataset {result.name}: {result.items} cubes, classes {result.classes}, "
                        f"splits {result.split_counts}; train it with --phase cube3d")
         elif args.command == "predict":
@@ -465,9 +489,9 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
 
             from app.predict import predict
 
-            result = predict(ws, Path(args.path), run=args.run, overlays=not args.no_overlays,
-                             trust_unsigned=args.trust_unsigned, allow_ood=args.allow_ood,
-                             show_names=args.show_names, progress=bar)
+            result = as_job("predict", bar, lambda job: predict(
+                ws, Path(args.path), run=args.run, overlays=not args.no_overlays, trust_unsigned=args.trust_unsigned,
+                allow_ood=args.allow_ood, show_names=args.show_names, progress=job.progress))
             message = f"Saved: {result.csv}, {result.json}" + "".join(f", {p}" for p in result.overlays)
         else:  # status
             from app.status import workspace_status
@@ -533,10 +557,11 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
         console.print(f"{result.name}: {args.label!r} held out (test split only); classes {sorted(result.classes)}")
     elif args.deidentify:
         from app.organize.share import export_deidentified
-        from menus.console import progress_bars
+        from menus.console import as_job, progress_bars
 
         with progress_bars() as bar:
-            shared = export_deidentified(ws, args.name, Path(args.file), progress=bar)
+            shared = as_job("share", bar, lambda job: export_deidentified(ws, args.name, Path(args.file),
+                                                                          progress=job.progress))
         console.print(render.share_line(shared))
     else:
         target = Path(args.file).expanduser()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from rich.console import Console
+
+from app.jobs import Job
+
+T = TypeVar("T")
 from rich.table import Column
 from rich.text import Text
 from rich.progress import (
@@ -28,6 +32,15 @@ QUIET_WHEN_DONE = ("Batches",)  # one epoch's batches: the Epochs row and the lo
 def _elapsed(seconds: float | None) -> str:
     seconds = int(seconds or 0)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def as_job(name: str, bar: Callable[..., None], work: Callable[[Job[T]], T], graceful: bool = False) -> T:
+    """Run ``work(job)`` as an app.jobs.Job whose progress events draw ``bar``: the command
+    line follows the same events a web page does."""
+    job: Job[T] = Job(name, work, graceful=graceful)
+    job.listen(lambda event: bar(event.task, event.done, event.total, **event.info) if event.kind == "progress"
+               else None)
+    return job.run()
 
 
 @contextlib.contextmanager
