@@ -99,7 +99,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     work = tmp_path_factory.mktemp("packaging")
     source = work / "source"
-    for name in ("app", "core", "menus", "models"):
+    for name in ("app", "core", "menus", "models", "web"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)

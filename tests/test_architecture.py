@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("app", "core", "models", "menus")
+PACKAGES = ("app", "core", "models", "menus", "web")
 CHECKED = [*(ROOT / p for p in PACKAGES), ROOT / "benchmarks", ROOT / "scripts", ROOT / "main.py"]
 
 

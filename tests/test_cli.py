@@ -24,7 +24,7 @@ def test_help_lists_every_command(capsys) -> None:
 
 @pytest.mark.parametrize("command", [["workflow"], ["collect", "demo"], ["organize"], ["train"], ["export"],
                                      ["collect", "kaggle"], ["collect", "tcia"], ["collect", "nih"],
-                                     ["collect", "dicomweb"], ["collect", "local"], ["collect", "catalog"]])
+                                     ["collect", "dicomweb"], ["collect", "local"], ["collect", "catalog"], ["serve"]])
 def test_each_command_has_help(capsys, command) -> None:
     with pytest.raises(SystemExit) as exit_:
         main.main([*command, "--help"])

@@ -1,0 +1,142 @@
+"""The REST API (FastAPI TestClient): every endpoint, the token rule, names that try to leave the
+workspace, and a training started, followed live and stopped through it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from web.server import API, create_app, has_token, is_loopback, new_token
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from app.collectors import collect
+    from app.organize.organizer import organize
+    from app.workspace import Workspace
+
+    ws = Workspace.open(tmp_path_factory.mktemp("api_ws"))
+    collect("demo", ws, scale=1)
+    organize(ws, "demo", "demo", workers=1)
+    return ws
+
+
+def _wait(client: TestClient, job_id: str, states=("finished", "failed", "cancelled"), timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        view = client.get(f"{API}/jobs/{job_id}").json()
+        if view["state"] in states:
+            return view
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {view['state']} after {timeout} s")
+
+
+def test_datasets_runs_and_the_schema(demo) -> None:
+    client = TestClient(create_app(demo))
+    assert [d["name"] for d in client.get(f"{API}/datasets").json()] == ["demo"]
+    one = client.get(f"{API}/datasets/demo").json()
+    assert one["name"] == "demo" and "counts" in one
+    assert client.get(f"{API}/runs").json() == [] or isinstance(client.get(f"{API}/runs").json(), list)
+    schema = client.get(f"{API}/openapi.json").json()
+    assert {f"{API}/datasets", f"{API}/runs/{{name}}", f"{API}/jobs/train", f"{API}/jobs/{{job_id}}/cancel"} <= set(
+        schema["paths"])
+
+
+@pytest.mark.parametrize("name", ["..", "...%2F..%2Fetc", "a%00b", "con", " spaced", "x" * 300])
+def test_names_that_are_not_names_are_refused_in_one_line(demo, name) -> None:
+    client = TestClient(create_app(demo))
+    for path in (f"{API}/datasets/{name}", f"{API}/runs/{name}"):
+        answer = client.get(path)
+        assert answer.status_code in (400, 404), (path, answer.status_code)
+        assert "Traceback" not in answer.text and "detail" in answer.json()
+    refused = client.post(f"{API}/jobs/train", json={"dataset": "demo", "run": "../../outside"})
+    assert refused.status_code == 400 and "cannot be a run name" in refused.json()["detail"]
+    assert not (demo.root.parent / "outside").exists()
+
+
+def test_unknown_things_are_404_and_bad_bodies_422(demo) -> None:
+    client = TestClient(create_app(demo))
+    assert client.get(f"{API}/datasets/absent").status_code == 404
+    assert "No training run named 'nope'" in client.get(f"{API}/runs/nope").json()["detail"]
+    assert client.get(f"{API}/jobs/nope").status_code == 404
+    assert client.post(f"{API}/jobs/nope/cancel").status_code == 404
+    assert client.post(f"{API}/jobs/train", json={"dataset": "demo", "epochs": 0}).status_code == 422
+    assert client.post(f"{API}/jobs/train", json={"dataset": "demo", "phase": "superviesd"}).status_code == 400
+
+
+def test_off_loopback_every_request_needs_the_token(demo) -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    token = new_token(demo)
+    assert has_token(demo) and token not in (demo.data_dir / "server_token.sha256").read_text()
+    client = TestClient(create_app(demo, require_token=True))
+    for path in (f"{API}/datasets", f"{API}/runs", f"{API}/jobs"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.post(f"{API}/jobs/train", json={"dataset": "demo"}).status_code == 401
+    again = new_token(demo)
+    assert client.get(f"{API}/datasets", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert client.get(f"{API}/datasets", headers={"Authorization": f"Bearer {again}"}).status_code == 200
+
+
+def test_a_training_is_started_followed_live_stopped_and_shown(demo) -> None:
+    client = TestClient(create_app(demo))
+    started = client.post(f"{API}/jobs/train", json={"dataset": "demo", "phase": "supervised", "run": "api-run",
+                                                      "epochs": 30, "image_size": 32, "batch_size": 16,
+                                                      "backbone": "resnet10t"})
+    assert started.status_code == 202 and started.json()["run"] == "api-run"
+    job = started.json()["id"]
+    kinds = []
+    with client.stream("GET", f"{API}/jobs/{job}/stream") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                kinds.append(event["kind"])
+                if event["kind"] == "progress" and event["task"] == "Epochs" and event["done"] >= 1:
+                    assert client.post(f"{API}/jobs/{job}/cancel").status_code == 202
+                if event["kind"] in ("finished", "failed", "cancelled"):
+                    break
+    assert kinds[0] == "started" and kinds[-1] == "cancelled", kinds[-3:]
+    view = _wait(client, job)
+    assert view["state"] == "cancelled" and view["error"] == ""
+    run = client.get(f"{API}/runs/api-run").json()
+    assert run["status"] == "stopped" and 1 <= len(run["history"]) < 30, "stopped after an epoch, resumable"
+    events = client.get(f"{API}/jobs/{job}/events", params={"after": 1}).json()
+    assert events[0]["seq"] == 2 and events[-1]["kind"] == "cancelled"
+    assert [j["id"] for j in client.get(f"{API}/jobs").json()] == [job]
+    assert any(r["run"] == "api-run" for r in client.get(f"{API}/runs").json())
+
+
+def test_main_py_serve_answers_on_loopback_and_shows_a_new_token_once(tmp_path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    server = subprocess.Popen([sys.executable, str(root / "main.py"), "serve", "--port", str(port), "--new-token",
+                               "--workspace", str(tmp_path / "ws")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline, answer = time.time() + 90, None
+        while answer is None and time.time() < deadline:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{API}/datasets", timeout=2) as reply:
+                    answer = json.loads(reply.read())
+            except OSError:
+                time.sleep(0.3)
+        assert answer == [], "an empty workspace, answered without a token on loopback"
+    finally:
+        server.terminate()
+        out = server.communicate(timeout=30)[0]
+    assert "Access token (shown once" in out and f"http://127.0.0.1:{port}/api/v1 (this machine only)" in out
+    assert (tmp_path / "ws" / "data" / "server_token.sha256").exists()

@@ -1,0 +1,214 @@
+"""The REST API on the same core as the menus and the command line (FastAPI).
+
+``python main.py serve`` serves it on 127.0.0.1:8765 by default. On the loopback address
+anyone logged in to the machine may use it, as they may use the workspace's files;
+served on any other address, every request needs the workspace's access token
+(``Authorization: Bearer TOKEN``): made on first use, shown once, and kept in the
+workspace only as its SHA-256.
+
+Under ``/api/v1`` (the OpenAPI schema at ``/api/v1/openapi.json``):
+
+    GET  /datasets, /datasets/{name}      organized datasets: names, counts, detected facts
+    GET  /runs, /runs/{name}              training runs: phase, status, metrics, history
+    POST /jobs/train                      start a training (the Train menu's defaults)
+    GET  /jobs, /jobs/{id}                jobs of this server: state, last events
+    GET  /jobs/{id}/events?after=N        their events after the N-th
+    GET  /jobs/{id}/stream                the same as server-sent events, until the job ends
+    POST /jobs/{id}/cancel                stop at the next safe point (a training: after its epoch)
+
+Every name goes through the workspace's name rules (app.names); errors are one line of
+JSON (``{"detail": ...}``) with what to do, never a traceback; nothing identifying is
+returned (dataset and run metadata hold pseudonyms and counts only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from app.jobs import Job, Jobs
+from app.workspace import Workspace
+from core.errors import BusyError, DatasetError, InvalidNameError, UnknownNameError, WorkbenchError
+
+API = "/api/v1"
+TOKEN_FILE = "server_token.sha256"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _token_path(ws: Workspace) -> Any:
+    return ws.data_dir / TOKEN_FILE
+
+
+def new_token(ws: Workspace) -> str:
+    """A fresh access token for this workspace (replacing any other); only its hash is kept."""
+    token = secrets.token_urlsafe(32)
+    path = _token_path(ws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(hashlib.sha256(token.encode()).hexdigest() + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def has_token(ws: Workspace) -> bool:
+    return _token_path(ws).exists()
+
+
+def _token_matches(ws: Workspace, given: str) -> bool:
+    try:
+        kept = _token_path(ws).read_text().strip()
+    except OSError:
+        return False
+    return hmac.compare_digest(kept, hashlib.sha256(given.encode()).hexdigest())
+
+
+class TrainRequest(BaseModel):
+    dataset: str = Field(description="an organized dataset's name")
+    phase: str = Field("supervised", description="supervised, transfer, vae, hybrid or cube3d")
+    run: str | None = Field(None, description="the run's name (default: made from the dataset and phase)")
+    backbone: str | None = Field(None, pattern=r"^[a-z0-9_.]{1,64}$", description="a timm model name (supervised, transfer)")
+    epochs: int | None = Field(None, ge=1, le=1000)
+    image_size: int | None = Field(None, ge=8, le=1024)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    minutes: float | None = Field(None, gt=0, le=24 * 60, description="a time budget instead of fixed epochs")
+
+
+def _job_view(job: Job[Any], events: int = 5) -> dict[str, Any]:
+    return {"id": job.id, "name": job.name, "state": job.state, "error": job.error,
+            "events": [asdict(e) for e in job.events()[-events:]]}
+
+
+def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None = None) -> FastAPI:
+    """The API over workspace ``ws``; ``require_token``: every request needs the bearer token."""
+    jobs = jobs or Jobs()
+    app = FastAPI(title="MedAnomaly Workbench API", version="1", openapi_url=f"{API}/openapi.json",
+                  docs_url=f"{API}/docs", redoc_url=None)
+
+    def authorized(request: Request) -> None:
+        if not require_token:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given or not _token_matches(ws, given.strip()):
+            raise HTTPException(401, "This server needs the workspace's access token: send "
+                                     "'Authorization: Bearer TOKEN' (python main.py serve --new-token makes one).",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(WorkbenchError)
+    async def workbench_error(request: Request, err: WorkbenchError) -> JSONResponse:
+        if isinstance(err, (InvalidNameError, UnknownNameError)):
+            status = 400
+        elif isinstance(err, DatasetError) and str(err).startswith("No "):
+            status = 404
+        elif isinstance(err, BusyError):
+            status = 409
+        else:
+            status = 422
+        return JSONResponse({"detail": str(err).splitlines()[0]}, status_code=status)
+
+    secured = [Depends(authorized)]
+
+    @app.get(f"{API}/datasets", dependencies=secured)
+    def datasets() -> list[dict[str, Any]]:
+        found = []
+        for name in ws.organized_datasets():
+            meta = ws.dataset_metadata(name)
+            found.append({"name": name, "items": meta.get("counts", {}).get("items"),
+                          "classes": meta.get("classes", []), "version": meta.get("version", "")})
+        return found
+
+    @app.get(f"{API}/datasets/{{name}}", dependencies=secured)
+    def dataset(name: str) -> dict[str, Any]:
+        return {"name": name, **ws.dataset_metadata(name)}
+
+    @app.get(f"{API}/runs", dependencies=secured)
+    def runs() -> list[dict[str, Any]]:
+        keep = ("run", "phase", "dataset", "status", "created", "finished", "metrics", "trial_of")
+        return [{k: m[k] for k in keep if k in m} for m in ws.runs()]
+
+    @app.get(f"{API}/runs/{{name}}", dependencies=secured)
+    def run(name: str) -> dict[str, Any]:
+        return ws.run_metadata(name)
+
+    @app.post(f"{API}/jobs/train", status_code=202, dependencies=secured)
+    def start_training(asked: TrainRequest) -> dict[str, Any]:
+        from app.names import check_name
+        from app.training import new_run_name, train
+        from models import get_phase_class
+
+        ws.dataset_metadata(asked.dataset)  # names checked, and a clear 404 before any job starts
+        get_phase_class(asked.phase)
+        name = check_name(asked.run, "run name") if asked.run else new_run_name(asked.dataset, asked.phase)
+        settings = {k: v for k, v in (("epochs", asked.epochs), ("image_size", asked.image_size),
+                                      ("batch_size", asked.batch_size), ("backbone", asked.backbone)) if v is not None}
+        budget = {"time_limit_s": asked.minutes * 60, "max_epochs": 100} if asked.minutes else {}
+        job = Job("train", lambda job: train(ws, asked.dataset, asked.phase, run=name, progress=job.progress,
+                                             should_stop=job.should_stop, **budget, **settings), graceful=True)
+        jobs.submit(job)
+        return {**_job_view(job), "run": name}
+
+    @app.get(f"{API}/jobs", dependencies=secured)
+    def all_jobs() -> list[dict[str, Any]]:
+        return [_job_view(job, events=1) for job in jobs.all()]
+
+    def _job(job_id: str) -> Job[Any]:
+        try:
+            return jobs.get(job_id)
+        except WorkbenchError as err:
+            raise HTTPException(404, str(err)) from err
+
+    @app.get(f"{API}/jobs/{{job_id}}", dependencies=secured)
+    def one_job(job_id: str) -> dict[str, Any]:
+        return _job_view(_job(job_id))
+
+    @app.get(f"{API}/jobs/{{job_id}}/events", dependencies=secured)
+    def job_events(job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        return [asdict(e) for e in _job(job_id).events(after)]
+
+    @app.get(f"{API}/jobs/{{job_id}}/stream", dependencies=secured)
+    async def job_stream(job_id: str, after: int = 0) -> StreamingResponse:
+        job = _job(job_id)
+
+        async def events() -> AsyncIterator[str]:
+            seen = after
+            while True:
+                for event in job.events(seen):
+                    seen = event.seq
+                    yield f"id: {event.seq}\nevent: {event.kind}\ndata: {json.dumps(asdict(event))}\n\n"
+                if job.state not in ("pending", "running") and not job.events(seen):
+                    return
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.post(f"{API}/jobs/{{job_id}}/cancel", status_code=202, dependencies=secured)
+    def cancel(job_id: str) -> dict[str, Any]:
+        job = _job(job_id)
+        job.cancel()
+        return _job_view(job)
+
+    return app
+
+
+def serve(ws: Workspace, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning") -> None:
+    """Serve the API until Ctrl-C (uvicorn). Off the loopback address the token is required."""
+    import uvicorn
+
+    app = create_app(ws, require_token=not is_loopback(host))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
