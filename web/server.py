@@ -45,6 +45,17 @@ API = "/api/v1"
 TOKEN_FILE = "server_token.sha256"
 
 
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8765" -> "::1")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -99,6 +110,20 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
     jobs = jobs or Jobs()
     app = FastAPI(title="MedAnomaly Workbench API", version="1", openapi_url=f"{API}/openapi.json",
                   docs_url=f"{API}/docs", redoc_url=None)
+
+    if not require_token:  # loopback: a web page the user opens elsewhere must not reach in
+
+        @app.middleware("http")
+        async def loopback_names_only(request: Request, call_next: Any) -> Any:
+            # A site whose name is made to point at 127.0.0.1 (DNS rebinding) would be same-origin:
+            # only requests addressed to this machine's own names are answered.
+            if host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
+                return JSONResponse({"detail": "This server answers requests addressed to 127.0.0.1 or "
+                                               "localhost only."}, status_code=400)
+            if request.method == "POST" and request.headers.get("content-type", "").split(";")[0].strip() not in (
+                    "application/json", ""):
+                return JSONResponse({"detail": "Send JSON (Content-Type: application/json)."}, status_code=415)
+            return await call_next(request)
 
     def authorized(request: Request) -> None:
         if not require_token:

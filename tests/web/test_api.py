@@ -9,7 +9,9 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from web.server import API, create_app, has_token, is_loopback, new_token
+from web.server import API, create_app, has_token, host_name, is_loopback, new_token
+
+LOCAL = "http://127.0.0.1:8765"  # what a browser on this machine sends as Host
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def _wait(client: TestClient, job_id: str, states=("finished", "failed", "cancel
 
 
 def test_datasets_runs_and_the_schema(demo) -> None:
-    client = TestClient(create_app(demo))
+    client = TestClient(create_app(demo), base_url=LOCAL)
     assert [d["name"] for d in client.get(f"{API}/datasets").json()] == ["demo"]
     one = client.get(f"{API}/datasets/demo").json()
     assert one["name"] == "demo" and "counts" in one
@@ -47,7 +49,7 @@ def test_datasets_runs_and_the_schema(demo) -> None:
 
 @pytest.mark.parametrize("name", ["..", "...%2F..%2Fetc", "a%00b", "con", " spaced", "x" * 300])
 def test_names_that_are_not_names_are_refused_in_one_line(demo, name) -> None:
-    client = TestClient(create_app(demo))
+    client = TestClient(create_app(demo), base_url=LOCAL)
     for path in (f"{API}/datasets/{name}", f"{API}/runs/{name}"):
         answer = client.get(path)
         assert answer.status_code in (400, 404), (path, answer.status_code)
@@ -58,13 +60,28 @@ def test_names_that_are_not_names_are_refused_in_one_line(demo, name) -> None:
 
 
 def test_unknown_things_are_404_and_bad_bodies_422(demo) -> None:
-    client = TestClient(create_app(demo))
+    client = TestClient(create_app(demo), base_url=LOCAL)
     assert client.get(f"{API}/datasets/absent").status_code == 404
     assert "No training run named 'nope'" in client.get(f"{API}/runs/nope").json()["detail"]
     assert client.get(f"{API}/jobs/nope").status_code == 404
     assert client.post(f"{API}/jobs/nope/cancel").status_code == 404
     assert client.post(f"{API}/jobs/train", json={"dataset": "demo", "epochs": 0}).status_code == 422
     assert client.post(f"{API}/jobs/train", json={"dataset": "demo", "phase": "superviesd"}).status_code == 400
+
+
+def test_on_loopback_only_requests_to_this_machine_and_json_posts_are_answered(demo) -> None:
+    """A site whose name is made to point at 127.0.0.1 (DNS rebinding) would be same-origin to a
+    browser: its requests name that site as Host and are refused; a form post (no JSON) too."""
+    assert host_name("[::1]:8765") == "::1" and host_name("localhost:80") == "localhost" and host_name("::1") == "::1"
+    app = create_app(demo)
+    for base in ("http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"):
+        assert TestClient(app, base_url=base).get(f"{API}/datasets").status_code == 200
+    rebound = TestClient(app, base_url="http://evil.example:8765")
+    assert rebound.get(f"{API}/datasets").status_code == 400
+    assert rebound.post(f"{API}/jobs/train", json={"dataset": "demo"}).status_code == 400
+    form = TestClient(app, base_url=LOCAL).post(f"{API}/jobs/train", content='{"dataset": "demo"}',
+                                               headers={"Content-Type": "text/plain"})
+    assert form.status_code == 415 and TestClient(app, base_url=LOCAL).get(f"{API}/jobs").json() == []
 
 
 def test_off_loopback_every_request_needs_the_token(demo) -> None:
@@ -83,7 +100,7 @@ def test_off_loopback_every_request_needs_the_token(demo) -> None:
 
 
 def test_a_training_is_started_followed_live_stopped_and_shown(demo) -> None:
-    client = TestClient(create_app(demo))
+    client = TestClient(create_app(demo), base_url=LOCAL)
     started = client.post(f"{API}/jobs/train", json={"dataset": "demo", "phase": "supervised", "run": "api-run",
                                                       "epochs": 30, "image_size": 32, "batch_size": 16,
                                                       "backbone": "resnet10t"})
