@@ -15,6 +15,9 @@ Under ``/api/v1`` (the OpenAPI schema at ``/api/v1/openapi.json``):
     GET  /jobs/{id}/events?after=N        their events after the N-th
     GET  /jobs/{id}/stream                the same as server-sent events, until the job ends
     POST /jobs/{id}/cancel                stop at the next safe point (a training: after its epoch)
+    POST /predict?kind=dcm|png|jpg|nii|nii.gz|zip[&run=RUN][&allow_ood=true]
+                                          the request body is one file (a zip: one DICOM series);
+                                          the answer per item, as predict writes it
 
 Every name goes through the workspace's name rules (app.names); errors are one line of
 JSON (``{"detail": ...}``) with what to do, never a traceback; nothing identifying is
@@ -105,7 +108,13 @@ def _job_view(job: Job[Any], events: int = 5) -> dict[str, Any]:
             "events": [asdict(e) for e in job.events()[-events:]]}
 
 
-def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None = None) -> FastAPI:
+UPLOAD_LIMIT = 2 << 30  # bytes of one upload (a zipped CT series fits; MAX_VOXELS still guards the decode)
+UPLOAD_KINDS = {"dcm": ".dcm", "png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tif": ".tif", "tiff": ".tif",
+                "nii": ".nii", "nii.gz": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "zip": ".zip"}
+
+
+def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None = None,
+               upload_limit: int = UPLOAD_LIMIT) -> FastAPI:
     """The API over workspace ``ws``; ``require_token``: every request needs the bearer token."""
     jobs = jobs or Jobs()
     app = FastAPI(title="MedAnomaly Workbench API", version="1", openapi_url=f"{API}/openapi.json",
@@ -121,8 +130,8 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
                 return JSONResponse({"detail": "This server answers requests addressed to 127.0.0.1 or "
                                                "localhost only."}, status_code=400)
             if request.method == "POST" and request.headers.get("content-type", "").split(";")[0].strip() not in (
-                    "application/json", ""):
-                return JSONResponse({"detail": "Send JSON (Content-Type: application/json)."}, status_code=415)
+                    "application/json", "application/octet-stream", ""):  # neither is a form other sites can post
+                return JSONResponse({"detail": "Send JSON, or a file as application/octet-stream."}, status_code=415)
             return await call_next(request)
 
     def authorized(request: Request) -> None:
@@ -138,7 +147,8 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
     async def workbench_error(request: Request, err: WorkbenchError) -> JSONResponse:
         if isinstance(err, (InvalidNameError, UnknownNameError)):
             status = 400
-        elif isinstance(err, DatasetError) and str(err).startswith("No "):
+        elif isinstance(err, DatasetError) and str(err).startswith(("No organized dataset named",
+                                                                     "No training run named")):
             status = 404
         elif isinstance(err, BusyError):
             status = 409
@@ -227,6 +237,54 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
         job = _job(job_id)
         job.cancel()
         return _job_view(job)
+
+    @app.post(f"{API}/predict", dependencies=secured)
+    async def predict_upload(request: Request, kind: str, run: str | None = None,
+                             allow_ood: bool = False) -> dict[str, Any]:
+        """One uploaded file, predicted as ``main.py predict`` would. It is written inside the
+        workspace under a generated name (its own name is never asked for: it can identify
+        a patient), read, and deleted; only the predictions stay, by item id."""
+        import shutil
+        import uuid
+
+        from starlette.concurrency import run_in_threadpool
+
+        from app.predict import predict
+
+        if kind.lower() not in UPLOAD_KINDS:
+            raise HTTPException(400, f"Unknown kind {kind!r}: send one of {', '.join(UPLOAD_KINDS)}.")
+        if int(request.headers.get("content-length") or 0) > upload_limit:
+            raise HTTPException(413, f"The file is larger than this server takes ({upload_limit:,} bytes).")
+        folder = ws.data_dir / "uploads" / uuid.uuid4().hex
+        folder.mkdir(parents=True, mode=0o700)
+        try:
+            target, size = folder / f"upload{UPLOAD_KINDS[kind.lower()]}", 0
+            with open(target, "wb") as handle:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > upload_limit:
+                        raise HTTPException(413, f"The file is larger than this server takes ({upload_limit:,} bytes).")
+                    handle.write(chunk)
+            if size == 0:
+                raise HTTPException(400, "The request body is empty: send the file's bytes as the body.")
+            given = target
+            try:
+                if kind.lower() == "zip":
+                    from app.collectors.archives import safe_extract
+
+                    given = folder / "series"
+                    await run_in_threadpool(safe_extract, target, given, max_bytes=upload_limit)
+                    target.unlink()
+                result = await run_in_threadpool(lambda: predict(ws, given, run=run, allow_ood=allow_ood,
+                                                                 overlays=False))
+            except WorkbenchError as err:  # said of "the upload", not of where this server keeps it
+                detail = str(err).splitlines()[0].replace(str(given), "the upload").replace(str(folder), "the upload")
+                raise HTTPException(404 if str(err).startswith("No training run named") else 422, detail) from err
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        answers = [{k: v for k, v in asdict(p).items() if k != "name"} for p in result.predictions]
+        return {"predictions": answers, "verdicts": result.verdicts, "outside": result.outside,
+                "saved": ws.relative(result.json)}
 
     return app
 

@@ -127,6 +127,57 @@ def test_a_training_is_started_followed_live_stopped_and_shown(demo) -> None:
     assert any(r["run"] == "api-run" for r in client.get(f"{API}/runs").json())
 
 
+@pytest.fixture(scope="module")
+def trained(demo):
+    from app.training import train
+
+    train(demo, "demo", "supervised", run="predictor", epochs=1, image_size=32, batch_size=16, backbone="resnet10t",
+          pretrained=False)
+    return demo
+
+
+def _demo_file(ws, suffix: str):
+    return next(p for p in sorted((ws.data_dir / "raw").rglob(f"*{suffix}")))
+
+
+def _uploads_left(ws) -> list:
+    return list((ws.data_dir / "uploads").iterdir()) if (ws.data_dir / "uploads").exists() else []
+
+
+def test_an_uploaded_image_is_predicted_and_the_upload_is_not_kept(trained) -> None:
+    client = TestClient(create_app(trained), base_url=LOCAL)
+    image = _demo_file(trained, ".dcm")
+    answer = client.post(f"{API}/predict", params={"kind": "dcm", "run": "predictor", "allow_ood": "true"},
+                         content=image.read_bytes(), headers={"Content-Type": "application/octet-stream"})
+    assert answer.status_code == 200, answer.text
+    [found] = answer.json()["predictions"]
+    assert found["run"] == "predictor" and found["item"] and "name" not in found
+    assert image.name not in answer.text and image.stem not in answer.text, "the file's own name is never used"
+    assert (trained.root / answer.json()["saved"]).exists() and _uploads_left(trained) == []
+
+
+def test_uploads_too_large_malformed_unknown_or_unsafe_are_refused_and_leave_nothing(trained, tmp_path) -> None:
+    import zipfile
+
+    small = TestClient(create_app(trained, upload_limit=1000), base_url=LOCAL)
+    octet = {"Content-Type": "application/octet-stream"}
+    too_big = small.post(f"{API}/predict", params={"kind": "png"}, content=b"\0" * 5000, headers=octet)
+    assert too_big.status_code == 413
+    client = TestClient(create_app(trained), base_url=LOCAL)
+    assert client.post(f"{API}/predict", params={"kind": "exe"}, content=b"MZ", headers=octet).status_code == 400
+    assert client.post(f"{API}/predict", params={"kind": "png"}, content=b"", headers=octet).status_code == 400
+    broken = client.post(f"{API}/predict", params={"kind": "png", "run": "predictor"},
+                         content=b"\x89PNG\r\n\x1a\n not really", headers=octet)
+    assert broken.status_code == 422 and "Traceback" not in broken.text and "the upload" in broken.json()["detail"]
+    assert str(trained.root) not in broken.text, "where the server keeps its files is not said"
+    unsafe = tmp_path / "series.zip"
+    with zipfile.ZipFile(unsafe, "w") as archive:
+        archive.writestr("../../escaped.dcm", b"DICM")
+    refused = client.post(f"{API}/predict", params={"kind": "zip"}, content=unsafe.read_bytes(), headers=octet)
+    assert refused.status_code == 422 and "Refused" in refused.json()["detail"]
+    assert not list(trained.root.parent.rglob("escaped.dcm")) and _uploads_left(trained) == []
+
+
 def test_main_py_serve_answers_on_loopback_and_shows_a_new_token_once(tmp_path) -> None:
     import os
     import socket
