@@ -209,6 +209,34 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
                  threshold=threshold, bundle=bundle, _torch=phase)
 
 
+def model_from_bundle(path: Path, *, keys_from: Path | None = None, trust_unsigned: bool = False) -> Model:
+    """A model from an exported bundle alone, with no workspace (the deployment case): its card
+    says what it reads, its classes, threshold, verdict and where it was trained; its gate
+    travels in the bundle. 3D bundles (cube3d) are not served this way.
+
+    Raises:
+        ExportError: the bundle is unsigned, badly signed or changed (see app.bundle.load_bundle).
+        WorkbenchError: a 3D bundle, or a gate that cannot be read.
+    """
+    from core.errors import ExportError
+
+    bundle = load_bundle(Path(path), keys_from=keys_from, trust_unsigned=trust_unsigned)
+    card = bundle.card
+    if len(card["input"]["shape"]) != 4:
+        raise WorkbenchError(f"{path} holds a 3D model ({card['phase']}); serving takes 2D image models.")
+    try:
+        gate = load_gate(bundle.path)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ExportError(f"The out-of-distribution gate in {path} cannot be read ({err}). Export the run again.") from err
+    verdict = card.get("verdict") or {}
+    preprocessing = card["input"].get("preprocessing", {})
+    return Model(run=card["name"], phase=card["phase"], classes=list(card["classes"]),
+                 verdict=Verdict(verdict.get("level", "unknown"), list(verdict.get("reasons", []))), gate=gate,
+                 image_size=int(card["input"]["shape"][-1]), clahe=bool(preprocessing.get("clahe", False)),
+                 channels=int(card["input"]["shape"][1]), modalities=list(card.get("modality") or []),
+                 regions=list(card.get("region") or []), threshold=card.get("decision_threshold"), bundle=bundle)
+
+
 def candidate_runs(ws: Workspace) -> list[str]:
     """Finished runs that can answer alone, the best kind first, newest first within a kind
     (a recipe search's short screening runs never: ``trial_of``)."""
@@ -297,13 +325,35 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
     if not names:
         raise WorkbenchError("No finished model in this workspace. Train one first (Train, or the one-click workflow).")
     models = [load_model(ws, name, trust_unsigned) for name in names]
+    results = answer_items(items, ids, models, chosen=bool(run), allow_ood=allow_ood, progress=progress)
+    if show_names:
+        for found, item in zip(results, items):
+            found.name = item.files[len(item.files) // 2].name if item.kind != "dicom_series" else item.files[0].parent.name
+    folder = _new_folder(ws.predictions_dir / time.strftime("%Y-%m-%dT%H%M%S"))
+    if show_names:
+        (folder / "HOLDS_IDENTIFIERS.txt").write_text(
+            "These predictions were made with --show-names: the 'name' column holds the input files' own names,\n"
+            "which can identify patients. Keep them inside the hospital; share the files without that column.\n",
+            encoding="utf-8")
+    csv_path, json_path = _write(folder, results, show_names)
+    made = _overlays(ws, folder, items, results, models) if overlays else []
+    used = {r.run for r in results if r.run}
+    return PredictResult(results, folder, csv_path, json_path, made,
+                         {m.run: m.verdict.text for m in models if m.run in used},
+                         sum(1 for r in results if r.outside), show_names)
+
+
+def answer_items(items: list[Item], ids: list[str], models: list[Model], *, chosen: bool = False,
+                 allow_ood: bool = False, progress: Progress | None = None) -> list[Prediction]:
+    """Each item's answer from ``models`` (routed by modality and region; ``chosen``: the one
+    model asked for answers all), with the out-of-distribution gate applied; ``ids`` name them."""
     results: list[Prediction] = []
     by_model: dict[str, list[tuple[int, Item]]] = {}
     for k, item in enumerate(items):
-        model = models[0] if run else route(item, models, allow_ood)
+        model = models[0] if chosen else route(item, models, allow_ood)
         # A model chosen by hand answers for an unknown region (the user vouched for it), but
         # not for a modality/region pair it never saw; the appearance check applies either way.
-        if (run and not allow_ood and model.gate is not None and item.region != "unknown"
+        if (chosen and not allow_ood and model.gate is not None and item.region != "unknown"
                 and not model.gate.covers(item.modality, item.region)):
             model = None
         if model is None:
@@ -334,21 +384,7 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
                         _gate(results[k], float(distances[n]), model.gate.threshold, allow_ood)
             done += len(chunk)
             report(progress, "Predicting", done, len(items))
-    if show_names:
-        for found, item in zip(results, items):
-            found.name = item.files[len(item.files) // 2].name if item.kind != "dicom_series" else item.files[0].parent.name
-    folder = _new_folder(ws.predictions_dir / time.strftime("%Y-%m-%dT%H%M%S"))
-    if show_names:
-        (folder / "HOLDS_IDENTIFIERS.txt").write_text(
-            "These predictions were made with --show-names: the 'name' column holds the input files' own names,\n"
-            "which can identify patients. Keep them inside the hospital; share the files without that column.\n",
-            encoding="utf-8")
-    csv_path, json_path = _write(folder, results, show_names)
-    made = _overlays(ws, folder, items, results, models) if overlays else []
-    used = {r.run for r in results if r.run}
-    return PredictResult(results, folder, csv_path, json_path, made,
-                         {m.run: m.verdict.text for m in models if m.run in used},
-                         sum(1 for r in results if r.outside), show_names)
+    return results
 
 
 def _item_ids(ws: Workspace, items: list[Item]) -> list[str]:

@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
     sv.add_argument("--new-token", action="store_true",
                     help="make a new access token (shown once; the old one stops working) before serving")
+    sv.add_argument("--bundle", metavar="DIR",
+                    help="serve this exported bundle alone, for inference only (no workspace; off loopback the "
+                         "token comes from MEDANOMALY_TOKEN)")
+    sv.add_argument("--trust-unsigned", action="store_true",
+                    help="with --bundle: serve a bundle unsigned or signed by a key this workspace does not trust "
+                         "(its file hashes are still checked)")
 
     command("status", "show datasets, runs and workflow progress")
     return parser
@@ -370,10 +376,20 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
     if args.command == "dataset":
         return _dataset_command(args, ws)
     if args.command == "serve":
-        from web.server import has_token, is_loopback, new_token, serve
+        from web.guard import is_loopback
+        from web.server import has_token, new_token, serve
 
         if not 0 < args.port < 65536:
             raise WorkbenchError(f"--port must be between 1 and 65535, not {args.port}")
+        if args.bundle:
+            from pathlib import Path
+
+            from web.bundle_server import serve_bundle
+
+            console.print(f"Serving bundle {args.bundle} on http://{args.host}:{args.port}/api/v1/predict; Ctrl-C stops.")
+            serve_bundle(Path(args.bundle), args.host, args.port, trust_unsigned=args.trust_unsigned,
+                         keys_from=ws.data_dir)
+            return 0
         if args.new_token or (not is_loopback(args.host) and not has_token(ws)):
             console.print(f"Access token (shown once; keep it like a password): {new_token(ws)}")
         shown = f"[{args.host}]" if ":" in args.host else args.host

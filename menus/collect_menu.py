@@ -9,7 +9,7 @@ import questionary
 from app.collectors import collect
 from menus import render
 from menus.ask import ask_choice, ask_confirm, ask_int, ask_path, ask_text
-from menus.console import console, progress_bars
+from menus.console import as_job, console, progress_bars
 
 
 def collect_menu(s: Any) -> None:
@@ -29,10 +29,11 @@ def collect_menu(s: Any) -> None:
         from app.collectors.catalog import collect_entry
 
         with progress_bars() as bar:
-            result = collect_entry(s.ws, options.pop("key"), progress=bar)
+            key = options.pop("key")
+            result = as_job("collect", bar, lambda job: collect_entry(s.ws, key, progress=job.progress))
     else:
         with progress_bars() as bar:
-            result = collect(source, s.ws, progress=bar, **options)
+            result = as_job("collect", bar, lambda job: collect(source, s.ws, progress=job.progress, **options))
     console.print(f"[green]Collected[/] {result.files} files as dataset [bold]{result.dataset}[/] "
                   f"in {result.path} {result.note}")
 

@@ -16,7 +16,7 @@ from app.organize.review import FIELDS, add_correction, review_groups
 from app.state import Kind, read_state
 from menus import render
 from menus.ask import ask_choice, ask_confirm, ask_path, ask_text
-from menus.console import console, progress_bars
+from menus.console import as_job, console, progress_bars
 
 
 def organize_menu(s) -> None:
@@ -64,8 +64,9 @@ def scan_screen(s) -> None:
                                 default=False):
         return
     with progress_bars() as bar:
-        result = organize(s.ws, source, name, seed=s.settings.seed, workers=s.settings.workers,
-                          replace=bool(runs), progress=bar)
+        result = as_job("organize", bar, lambda job: organize(
+            s.ws, source, name, seed=s.settings.seed, workers=s.settings.workers, replace=bool(runs),
+            progress=job.progress))
     console.print(render.metrics_table(f"Organized {result.name}", {
         "items": result.items, "labeled": result.labeled, "unlabeled": result.unlabeled,
         "skipped files (see scan_report.json)": result.skipped, **{f"class {k}": v for k, v in result.classes.items()},
@@ -122,8 +123,9 @@ def review_screen(s) -> None:
         add_correction(s.ws, dataset, folder, field, value)
         meta = s.ws.dataset_metadata(dataset)
         with progress_bars() as bar:  # unchanged files come from the scan cache: quick
-            organize(s.ws, s.ws.private.source(meta["source_dataset"]), dataset, seed=meta.get("seed", 0),
-                     workers=s.settings.workers, replace=True, progress=bar)  # the user's own correction
+            as_job("organize", bar, lambda job: organize(  # the user's own correction
+                s.ws, s.ws.private.source(meta["source_dataset"]), dataset, seed=meta.get("seed", 0),
+                workers=s.settings.workers, replace=True, progress=job.progress))
         console.print(f"[green]Saved[/] and applied: {field} = {value} under {folder} (kept on every rescan).")
 
 
@@ -192,9 +194,9 @@ def cubes_screen(s) -> None:
     if store is None:
         return
     with progress_bars() as bar:
-        result = build_cube_dataset(s.ws, Path(folder), name.strip(), modality,
-                                    annotations=Path(points).expanduser() if points.strip() else None,
-                                    store=store, progress=bar)
+        result = as_job("cubes", bar, lambda job: build_cube_dataset(
+            s.ws, Path(folder), name.strip(), modality, store=store, progress=job.progress,
+            annotations=Path(points).expanduser() if points.strip() else None))
     console.print(f"[green]{result.name}[/]: {result.items} cubes, classes {result.classes}, "
                   f"splits {result.split_counts}. Train it with the 3D CNN phase.")
 
@@ -234,7 +236,8 @@ def export_screen(s) -> None:
         target = ask_text("Write into the new folder:", default=str(s.ws.data_dir / "exports" / f"{dataset}-shared"))
         if target:
             with progress_bars() as bar:
-                result = export_deidentified(s.ws, dataset, Path(target), progress=bar)
+                result = as_job("share", bar, lambda job: export_deidentified(s.ws, dataset, Path(target),
+                                                                             progress=job.progress))
             console.print(render.share_line(result))
         return
     default = str(s.ws.data_dir / "exports" / f"{dataset}.{fmt}")

@@ -25,7 +25,7 @@ from app.workspace import Workspace
 from menus import render
 from menus.ask import ask_checkbox, ask_choice, ask_confirm, ask_int, ask_path, ask_text
 from menus.stopping import clean_stop
-from menus.console import console, progress_bars
+from menus.console import as_job, console, progress_bars
 from menus.settings import Settings
 
 
@@ -150,7 +150,9 @@ def _train_with_progress(s: Session, dataset: str, phase: str, run: str | None =
     console.print("Training: Ctrl-C stops after the current epoch (twice: at once); "
                   "Train -> Resume goes on from there.", soft_wrap=False)
     with clean_stop() as should_stop, progress_bars() as bar:
-        result = train(s.ws, dataset, phase, run=run, progress=bar, should_stop=should_stop, **overrides)
+        result = as_job("train", bar, lambda job: train(
+            s.ws, dataset, phase, run=run, progress=job.progress,
+            should_stop=lambda: should_stop() or job.should_stop(), **overrides), graceful=True)
     if result.status == "stopped":
         console.print(f"[yellow]Stopped[/] run [bold]{result.run}[/] after epoch {result.epochs_done}. "
                       "Train -> Resume goes on from there.", soft_wrap=False)
@@ -173,8 +175,9 @@ def _search_with_progress(s: Session, dataset: str, minutes: int, **overrides: A
     console.print(f"Screening recipes, then training the best for the rest of {minutes} minutes. Ctrl-C stops after "
                   "the current epoch (twice: at once).", soft_wrap=False)
     with clean_stop() as should_stop, progress_bars() as bar:
-        result, record = search_and_train(s.ws, dataset, minutes * 60.0, run=new_run_name(dataset, "supervised"),
-                                          progress=bar, should_stop=should_stop, **overrides)
+        result, record = as_job("train", bar, lambda job: search_and_train(
+            s.ws, dataset, minutes * 60.0, run=new_run_name(dataset, "supervised"), progress=job.progress,
+            should_stop=lambda: should_stop() or job.should_stop(), **overrides), graceful=True)
     console.print(render.recipe_summary(record, result), soft_wrap=False, markup=False)
     if not record.get("stopped"):
         console.print(render.metrics_table("Validation", result.metrics))
@@ -208,7 +211,7 @@ def evaluate_menu(s: Session) -> None:
         show_evaluation(metrics, s.ws.run_metadata(run).get("classes", []), " + ".join(metrics["runs"]))
         return
     with progress_bars() as bar:
-        result = evaluate_run(s.ws, run, "test", progress=bar, tta=tta)
+        result = as_job("evaluate", bar, lambda job: evaluate_run(s.ws, run, "test", progress=job.progress, tta=tta))
     show_evaluation(result.metrics, s.ws.run_metadata(run).get("classes", []), result.run)
     console.print(f"Report: {result.report}")
     for plot in result.plots:
@@ -256,7 +259,8 @@ def predict_menu(s: Session) -> None:
     if names is None:
         return
     with progress_bars() as bar:
-        result = predict(s.ws, Path(path), run=None if run == "__auto__" else run, show_names=names, progress=bar)
+        result = as_job("predict", bar, lambda job: predict(
+            s.ws, Path(path), run=None if run == "__auto__" else run, show_names=names, progress=job.progress))
     console.print(render.predictions_table(result.predictions))
     for used, text in result.verdicts.items():
         console.print(f"Model {escape(used)}: {escape(text)}")
@@ -277,7 +281,7 @@ def export_menu(s: Session) -> None:
         return
     try:
         with progress_bars() as bar:
-            result = export_bundle(s.ws, run, int8=int8, progress=bar)
+            result = as_job("export", bar, lambda job: export_bundle(s.ws, run, int8=int8, progress=job.progress))
     except ExportError as err:
         if not int8 or "INT8 lowers" not in str(err):
             raise
@@ -285,7 +289,8 @@ def export_menu(s: Session) -> None:
         if not ask_confirm("Export the INT8 copy anyway (the drop is written in the model card)?", default=False):
             return
         with progress_bars() as bar:
-            result = export_bundle(s.ws, run, int8=int8, accept_int8_drop=True, progress=bar)
+            result = as_job("export", bar, lambda job: export_bundle(s.ws, run, int8=int8, accept_int8_drop=True,
+                                                                     progress=job.progress))
     console.print(f"[green]Exported[/] bundle {result.path}\n"
                   f"  ONNX Runtime vs PyTorch, max abs difference: {result.max_abs_diff:.2e} (limit 1e-4)\n"
                   f"  model card: {result.path / 'metadata.json'}; README: {result.path / 'README.md'}\n"
@@ -350,7 +355,9 @@ def run_workflow_with_progress(ws: Workspace, options: WorkflowOptions, restart:
             console.print(f"[dim]Step {number}/{len(STEPS)}: {TITLES[step]}: done before, skipped[/]")
 
     with clean_stop() as should_stop, progress_bars() as bar:
-        final = run_workflow(ws, options, restart=restart, progress=bar, on_step=on_step, should_stop=should_stop)
+        final = as_job("workflow", bar, lambda job: run_workflow(
+            ws, options, restart=restart, progress=job.progress, on_step=on_step,
+            should_stop=lambda: should_stop() or job.should_stop()), graceful=True)
     summary = stop_summary(final)
     if summary:
         console.print(f"[yellow]{summary}[/]", soft_wrap=False)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -39,31 +38,16 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from app.jobs import Job, Jobs
 from app.workspace import Workspace
 from core.errors import BusyError, DatasetError, InvalidNameError, UnknownNameError, WorkbenchError
+from web.guard import guard, is_loopback
+from web.uploads import UPLOAD_LIMIT, received, said_of_the_upload
 
 API = "/api/v1"
 TOKEN_FILE = "server_token.sha256"
-
-
-LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
-
-
-def host_name(header: str) -> str:
-    """The name in a Host header, without its port ("[::1]:8765" -> "::1")."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _token_path(ws: Workspace) -> Any:
@@ -108,11 +92,6 @@ def _job_view(job: Job[Any], events: int = 5) -> dict[str, Any]:
             "events": [asdict(e) for e in job.events()[-events:]]}
 
 
-UPLOAD_LIMIT = 2 << 30  # bytes of one upload (a zipped CT series fits; MAX_VOXELS still guards the decode)
-UPLOAD_KINDS = {"dcm": ".dcm", "png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tif": ".tif", "tiff": ".tif",
-                "nii": ".nii", "nii.gz": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "zip": ".zip"}
-
-
 def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None = None,
                upload_limit: int = UPLOAD_LIMIT) -> FastAPI:
     """The API over workspace ``ws``; ``require_token``: every request needs the bearer token."""
@@ -120,28 +99,8 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
     app = FastAPI(title="MedAnomaly Workbench API", version="1", openapi_url=f"{API}/openapi.json",
                   docs_url=f"{API}/docs", redoc_url=None)
 
-    if not require_token:  # loopback: a web page the user opens elsewhere must not reach in
-
-        @app.middleware("http")
-        async def loopback_names_only(request: Request, call_next: Any) -> Any:
-            # A site whose name is made to point at 127.0.0.1 (DNS rebinding) would be same-origin:
-            # only requests addressed to this machine's own names are answered.
-            if host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
-                return JSONResponse({"detail": "This server answers requests addressed to 127.0.0.1 or "
-                                               "localhost only."}, status_code=400)
-            if request.method == "POST" and request.headers.get("content-type", "").split(";")[0].strip() not in (
-                    "application/json", "application/octet-stream", ""):  # neither is a form other sites can post
-                return JSONResponse({"detail": "Send JSON, or a file as application/octet-stream."}, status_code=415)
-            return await call_next(request)
-
-    def authorized(request: Request) -> None:
-        if not require_token:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given or not _token_matches(ws, given.strip()):
-            raise HTTPException(401, "This server needs the workspace's access token: send "
-                                     "'Authorization: Bearer TOKEN' (python main.py serve --new-token makes one).",
-                                headers={"WWW-Authenticate": "Bearer"})
+    authorized = guard(app, require_token=require_token, token_matches=lambda given: _token_matches(ws, given),
+                       how_to_get_one="python main.py serve --new-token makes one")
 
     @app.exception_handler(WorkbenchError)
     async def workbench_error(request: Request, err: WorkbenchError) -> JSONResponse:
@@ -242,46 +201,18 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
     async def predict_upload(request: Request, kind: str, run: str | None = None,
                              allow_ood: bool = False) -> dict[str, Any]:
         """One uploaded file, predicted as ``main.py predict`` would. It is written inside the
-        workspace under a generated name (its own name is never asked for: it can identify
-        a patient), read, and deleted; only the predictions stay, by item id."""
-        import shutil
-        import uuid
-
-        from starlette.concurrency import run_in_threadpool
-
+        workspace under a generated name (web.uploads), read, and deleted; only the
+        predictions stay, by item id."""
         from app.predict import predict
 
-        if kind.lower() not in UPLOAD_KINDS:
-            raise HTTPException(400, f"Unknown kind {kind!r}: send one of {', '.join(UPLOAD_KINDS)}.")
-        if int(request.headers.get("content-length") or 0) > upload_limit:
-            raise HTTPException(413, f"The file is larger than this server takes ({upload_limit:,} bytes).")
-        folder = ws.data_dir / "uploads" / uuid.uuid4().hex
-        folder.mkdir(parents=True, mode=0o700)
-        try:
-            target, size = folder / f"upload{UPLOAD_KINDS[kind.lower()]}", 0
-            with open(target, "wb") as handle:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > upload_limit:
-                        raise HTTPException(413, f"The file is larger than this server takes ({upload_limit:,} bytes).")
-                    handle.write(chunk)
-            if size == 0:
-                raise HTTPException(400, "The request body is empty: send the file's bytes as the body.")
-            given = target
+        under = ws.data_dir / "uploads"
+        async with received(request, kind, under, upload_limit) as given:
             try:
-                if kind.lower() == "zip":
-                    from app.collectors.archives import safe_extract
-
-                    given = folder / "series"
-                    await run_in_threadpool(safe_extract, target, given, max_bytes=upload_limit)
-                    target.unlink()
                 result = await run_in_threadpool(lambda: predict(ws, given, run=run, allow_ood=allow_ood,
                                                                  overlays=False))
-            except WorkbenchError as err:  # said of "the upload", not of where this server keeps it
-                detail = str(err).splitlines()[0].replace(str(given), "the upload").replace(str(folder), "the upload")
-                raise HTTPException(404 if str(err).startswith("No training run named") else 422, detail) from err
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            except WorkbenchError as err:
+                status = 404 if str(err).startswith("No training run named") else 422
+                raise HTTPException(status, said_of_the_upload(str(err), under)) from err
         answers = [{k: v for k, v in asdict(p).items() if k != "name"} for p in result.predictions]
         return {"predictions": answers, "verdicts": result.verdicts, "outside": result.outside,
                 "saved": ws.relative(result.json)}

@@ -9,21 +9,11 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from web.server import API, create_app, has_token, host_name, is_loopback, new_token
+from web.guard import host_name, is_loopback
+from tests.web.conftest import demo_file, uploads_left
+from web.server import API, create_app, has_token, new_token
 
 LOCAL = "http://127.0.0.1:8765"  # what a browser on this machine sends as Host
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    from app.collectors import collect
-    from app.organize.organizer import organize
-    from app.workspace import Workspace
-
-    ws = Workspace.open(tmp_path_factory.mktemp("api_ws"))
-    collect("demo", ws, scale=1)
-    organize(ws, "demo", "demo", workers=1)
-    return ws
 
 
 def _wait(client: TestClient, job_id: str, states=("finished", "failed", "cancelled"), timeout: float = 120) -> dict:
@@ -127,33 +117,16 @@ def test_a_training_is_started_followed_live_stopped_and_shown(demo) -> None:
     assert any(r["run"] == "api-run" for r in client.get(f"{API}/runs").json())
 
 
-@pytest.fixture(scope="module")
-def trained(demo):
-    from app.training import train
-
-    train(demo, "demo", "supervised", run="predictor", epochs=1, image_size=32, batch_size=16, backbone="resnet10t",
-          pretrained=False)
-    return demo
-
-
-def _demo_file(ws, suffix: str):
-    return next(p for p in sorted((ws.data_dir / "raw").rglob(f"*{suffix}")))
-
-
-def _uploads_left(ws) -> list:
-    return list((ws.data_dir / "uploads").iterdir()) if (ws.data_dir / "uploads").exists() else []
-
-
 def test_an_uploaded_image_is_predicted_and_the_upload_is_not_kept(trained) -> None:
     client = TestClient(create_app(trained), base_url=LOCAL)
-    image = _demo_file(trained, ".dcm")
+    image = demo_file(trained, ".dcm")
     answer = client.post(f"{API}/predict", params={"kind": "dcm", "run": "predictor", "allow_ood": "true"},
                          content=image.read_bytes(), headers={"Content-Type": "application/octet-stream"})
     assert answer.status_code == 200, answer.text
     [found] = answer.json()["predictions"]
     assert found["run"] == "predictor" and found["item"] and "name" not in found
     assert image.name not in answer.text and image.stem not in answer.text, "the file's own name is never used"
-    assert (trained.root / answer.json()["saved"]).exists() and _uploads_left(trained) == []
+    assert (trained.root / answer.json()["saved"]).exists() and uploads_left(trained) == []
 
 
 def test_uploads_too_large_malformed_unknown_or_unsafe_are_refused_and_leave_nothing(trained, tmp_path) -> None:
@@ -175,7 +148,7 @@ def test_uploads_too_large_malformed_unknown_or_unsafe_are_refused_and_leave_not
         archive.writestr("../../escaped.dcm", b"DICM")
     refused = client.post(f"{API}/predict", params={"kind": "zip"}, content=unsafe.read_bytes(), headers=octet)
     assert refused.status_code == 422 and "Refused" in refused.json()["detail"]
-    assert not list(trained.root.parent.rglob("escaped.dcm")) and _uploads_left(trained) == []
+    assert not list(trained.root.parent.rglob("escaped.dcm")) and uploads_left(trained) == []
 
 
 def test_main_py_serve_answers_on_loopback_and_shows_a_new_token_once(tmp_path) -> None:
