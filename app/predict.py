@@ -76,6 +76,20 @@ class PredictResult:
 
 
 # -- inputs ----------------------------------------------------------------------------------
+def load_readers() -> None:
+    """Import every image reader now. Imported lazily by many threads at once (a server's
+    requests), a package half-imported by one thread is seen by another: pydicom then
+    fails with "partially initialized module" on every request after."""
+    import PIL.Image  # noqa: F401
+    import pydicom  # noqa: F401
+    import pydicom.filereader  # noqa: F401
+    import pydicom.pixels  # noqa: F401
+    import SimpleITK  # noqa: F401
+
+    from app.organize import detect, pixel_rules, scan  # noqa: F401
+    from app.organize.organizer import group_items  # noqa: F401
+
+
 def find_items(path: Path) -> list[Item]:
     """The items under ``path`` with their detected modality and region.
 

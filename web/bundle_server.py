@@ -30,7 +30,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.predict import Model, answer_items, find_items, model_from_bundle
+from app.predict import Model, answer_items, find_items, load_readers, model_from_bundle
 from core.errors import WorkbenchError
 from web.guard import guard, is_loopback
 from web.uploads import UPLOAD_LIMIT, received, said_of_the_upload
@@ -45,6 +45,7 @@ def create_bundle_app(model: Model, *, token: str | None = None, upload_limit: i
 
     shape = (1, model.channels, model.image_size, model.image_size)
     model.run_batch(np.zeros(shape, np.float32))  # the session made and checked once, before any request
+    load_readers()  # before requests import them in several threads at once
     folder = Path(tempfile.mkdtemp(prefix="medanomaly-uploads-"))  # mode 0700
 
     @asynccontextmanager

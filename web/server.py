@@ -95,6 +95,9 @@ def _job_view(job: Job[Any], events: int = 5) -> dict[str, Any]:
 def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None = None,
                upload_limit: int = UPLOAD_LIMIT) -> FastAPI:
     """The API over workspace ``ws``; ``require_token``: every request needs the bearer token."""
+    from app.predict import load_readers
+
+    load_readers()  # before requests import them in several threads at once
     jobs = jobs or Jobs()
     app = FastAPI(title="MedAnomaly Workbench API", version="1", openapi_url=f"{API}/openapi.json",
                   docs_url=f"{API}/docs", redoc_url=None)
