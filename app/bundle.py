@@ -46,7 +46,7 @@ def _json_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -160,7 +160,7 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
             "dataset_metadata_sha256": _json_hash({k: v for k, v in dataset.items() if k != "created"}),
             "training_config_sha256": _json_hash(tconfig), "run_config": meta["config"],
             "run_config_sha256": _json_hash(meta["config"]), "epochs": meta.get("epoch"),
-            "packages": _versions(),
+            "packages": package_versions(),
         },
         "checks": {"onnx_checker": "passed", "max_abs_diff_vs_pytorch": export["max_abs_diff"],
                    "tolerance": 1e-4, "opset": export["opset"]},

@@ -15,6 +15,9 @@ Under ``/api/v1`` (the OpenAPI schema at ``/api/v1/openapi.json``):
     GET  /jobs/{id}/events?after=N        their events after the N-th
     GET  /jobs/{id}/stream                the same as server-sent events, until the job ends
     POST /jobs/{id}/cancel                stop at the next safe point (a training: after its epoch)
+    POST /jobs/export                     export a run as a signed, verified bundle (a job)
+    GET  /runs/{name}/bundle.zip          download its bundle, zipped
+    GET  /system                          CPU, GPU, memory, disk, package versions
     POST /predict?kind=dcm|png|jpg|nii|nii.gz|zip[&run=RUN][&allow_ood=true]
                                           the request body is one file (a zip: one DICOM series);
                                           the answer per item, as predict writes it
@@ -85,6 +88,11 @@ class TrainRequest(BaseModel):
     image_size: int | None = Field(None, ge=8, le=1024)
     batch_size: int | None = Field(None, ge=1, le=4096)
     minutes: float | None = Field(None, gt=0, le=24 * 60, description="a time budget instead of fixed epochs")
+
+
+class ExportRequest(BaseModel):
+    run: str = Field(description="a finished run's name")
+    int8: bool = Field(False, description="also an INT8 copy (refused if it loses more than 0.02 AUROC)")
 
 
 def _job_view(job: Job[Any], events: int = 5) -> dict[str, Any]:
@@ -158,6 +166,54 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
                                              should_stop=job.should_stop, **budget, **settings), graceful=True)
         jobs.submit(job)
         return {**_job_view(job), "run": name}
+
+    @app.post(f"{API}/jobs/export", status_code=202, dependencies=secured)
+    def start_export(asked: ExportRequest) -> dict[str, Any]:
+        from app.bundle import export_bundle
+
+        meta = ws.run_metadata(asked.run)  # names checked, and a clear 404 before any job starts
+        if meta.get("status") != "complete":
+            raise HTTPException(409, f"Run {asked.run!r} is {meta.get('status')}: only a finished run is exported.")
+        job = Job("export", lambda job: export_bundle(ws, asked.run, int8=asked.int8, progress=job.progress))
+        jobs.submit(job)
+        return _job_view(job)
+
+    @app.get(f"{API}/runs/{{name}}/bundle.zip", dependencies=secured)
+    def download_bundle(name: str) -> StreamingResponse:
+        import io
+        import zipfile
+
+        ws.run_metadata(name)
+        folder = ws.export_dir(name)
+        if not (folder / "metadata.json").exists():
+            raise HTTPException(404, f"Run {name!r} has no bundle yet: export it first (POST {API}/jobs/export).")
+        buffer = io.BytesIO()
+        with ws.lock("export", name, wait_s=30.0), zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(p for p in folder.iterdir() if p.is_file()):  # read whole: never half a new export
+                archive.write(file, f"{name}/{file.name}")
+        buffer.seek(0)
+        return StreamingResponse(buffer, media_type="application/zip",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}-bundle.zip"'})
+
+    @app.get(f"{API}/system", dependencies=secured)
+    def system() -> dict[str, Any]:
+        import os
+        import platform
+        import shutil
+
+        from app.bundle import package_versions
+        from app.runtime import current_runtime
+
+        disk = shutil.disk_usage(ws.root)
+        memory = None
+        try:
+            pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+            memory = pages * size
+        except (ValueError, OSError, AttributeError):
+            pass
+        return {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                "device": current_runtime().describe(), "memory_bytes": memory,
+                "disk_free_bytes": disk.free, "disk_total_bytes": disk.total, "packages": package_versions()}
 
     @app.get(f"{API}/jobs", dependencies=secured)
     def all_jobs() -> list[dict[str, Any]]:

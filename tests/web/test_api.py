@@ -181,3 +181,21 @@ def test_main_py_serve_answers_on_loopback_and_shows_a_new_token_once(tmp_path) 
         out = server.communicate(timeout=30)[0]
     assert "Access token (shown once" in out and f"http://127.0.0.1:{port}/api/v1 (this machine only)" in out
     assert (tmp_path / "ws" / "data" / "server_token.sha256").exists()
+
+
+def test_a_run_is_exported_as_a_job_and_its_bundle_downloaded(trained) -> None:
+    import io
+    import zipfile
+
+    client = TestClient(create_app(trained), base_url=LOCAL)
+    assert client.get(f"{API}/runs/predictor/bundle.zip").status_code in (200, 404)
+    assert client.post(f"{API}/jobs/export", json={"run": "api-run-absent"}).status_code == 404
+    job = client.post(f"{API}/jobs/export", json={"run": "predictor"})
+    assert job.status_code == 202
+    assert _wait(client, job.json()["id"])["state"] == "finished"
+    download = client.get(f"{API}/runs/predictor/bundle.zip")
+    assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(download.content)).namelist()
+    assert {"predictor/model.onnx", "predictor/metadata.json", "predictor/signature.json"} <= set(names)
+    system = client.get(f"{API}/system").json()
+    assert system["cpus"] >= 1 and system["disk_free_bytes"] > 0 and "onnxruntime" in system["packages"]
