@@ -379,8 +379,9 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         from web.guard import is_loopback
         from web.server import has_token, new_token, serve
 
-        if not 0 < args.port < 65536:
-            raise WorkbenchError(f"--port must be between 1 and 65535, not {args.port}")
+        from web.server import check_port
+
+        check_port(args.host, args.port)
         if args.bundle:
             from pathlib import Path
 

@@ -381,11 +381,15 @@ def settings_menu(s: Session) -> None:
         *[questionary.Choice(f"{k} = {v}", value=k) for k, v in s.settings.items().items()],
         questionary.Choice("Privacy audit: look for patient identifiers in the workspace or a folder",
                            value="__audit__"),
+        questionary.Choice(f"Serve the REST API on this machine (port {API_PORT}; Ctrl-C stops)", value="__serve__"),
     ])
     if key is None:
         return
     if key == "__audit__":
         privacy_audit(s)
+        return
+    if key == "__serve__":
+        serve_api(s)
         return
     current = getattr(s.settings, key)
     if isinstance(current, bool):
@@ -398,6 +402,21 @@ def settings_menu(s: Session) -> None:
     setattr(s.settings, key, value)
     s.settings.save(s.ws)
     console.print(f"Saved: {key} = {value}")
+
+
+API_PORT = 8765
+
+
+def serve_api(s: Session, port: int | None = None) -> None:
+    """The REST API on 127.0.0.1 until Ctrl-C, then back to the menu (main.py serve is the same)."""
+    from web.server import check_port, serve
+
+    port = port or API_PORT
+    check_port("127.0.0.1", port)
+    console.print(f"Serving the API on http://127.0.0.1:{port}/api/v1 (this machine only; its schema is readable "
+                  f"at /api/v1/docs). Ctrl-C stops it and comes back here.", soft_wrap=False)
+    serve(s.ws, "127.0.0.1", port)
+    console.print("The API server stopped.")
 
 
 def privacy_audit(s: Session) -> None:

@@ -94,6 +94,9 @@ def serve_bundle(path: Path, host: str = "127.0.0.1", port: int = 8765, *, trust
     """
     import uvicorn
 
+    from web.server import check_port
+
+    check_port(host, port)
     token = os.environ.get(TOKEN_VARIABLE) or None
     if not is_loopback(host) and not token:
         raise WorkbenchError(f"Serving on {host} needs an access token: set {TOKEN_VARIABLE} (a long random "

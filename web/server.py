@@ -279,9 +279,31 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
     return app
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line, a port out of range or already taken (uvicorn would exit the process)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise WorkbenchError(f"The port must be between 1 and 65535, not {port}.")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise WorkbenchError(f"Cannot listen on {host}:{port} ({err.strerror or err}): another program uses "
+                                 "it, or the address is not this machine's. Choose another port (--port).") from err
+
+
 def serve(ws: Workspace, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning") -> None:
-    """Serve the API until Ctrl-C (uvicorn). Off the loopback address the token is required."""
+    """Serve the API until Ctrl-C (uvicorn). Off the loopback address the token is required.
+
+    Raises:
+        WorkbenchError: the port is taken or out of range.
+    """
     import uvicorn
+
+    check_port(host, port)
 
     app = create_app(ws, require_token=not is_loopback(host))
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -199,3 +199,36 @@ def test_a_run_is_exported_as_a_job_and_its_bundle_downloaded(trained) -> None:
     assert {"predictor/model.onnx", "predictor/metadata.json", "predictor/signature.json"} <= set(names)
     system = client.get(f"{API}/system").json()
     assert system["cpus"] >= 1 and system["disk_free_bytes"] > 0 and "onnxruntime" in system["packages"]
+
+
+def test_the_settings_menu_serves_the_api_and_a_taken_port_is_one_clear_line(ws, monkeypatch) -> None:
+    import socket
+    from io import StringIO
+
+    from rich.console import Console
+
+    import web.server
+    from core.errors import WorkbenchError
+    from menus import screens
+    from menus.settings import Settings
+
+    served = []
+    monkeypatch.setattr(web.server, "serve", lambda *args: served.append(args))
+    monkeypatch.setattr(screens, "ask_choice", lambda message, choices, **kwargs: "__serve__")
+    screen = Console(file=StringIO(), width=80)
+    monkeypatch.setattr(screens, "console", screen)
+    with socket.socket() as probe:  # a free port for the menu's server
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    monkeypatch.setattr(screens, "API_PORT", free)
+    screens.settings_menu(screens.Session(ws, Settings.load(ws)))
+    assert served == [(ws, "127.0.0.1", free)]
+    assert f"http://127.0.0.1:{free}/api/v1" in screen.file.getvalue()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(WorkbenchError, match=f"Cannot listen on 127.0.0.1:{port}.*Choose another port"):
+            web.server.check_port("127.0.0.1", port)
+    with pytest.raises(WorkbenchError, match="between 1 and 65535"):
+        web.server.check_port("127.0.0.1", 70000)
