@@ -145,8 +145,8 @@ class Job(Generic[T]):
         def body() -> None:
             try:
                 self.run()
-            except BaseException:  # kept in the job's state and last event
-                pass
+            except BaseException:  # nobody to raise it to: the job's state and last event say it
+                log.info("Job %s (%s) ended %s: %s", self.name, self.id, self.state, self.error or "cancelled")
 
         thread = threading.Thread(target=body, name=f"job-{self.name}-{self.id}", daemon=True)
         thread.start()
