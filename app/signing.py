@@ -159,3 +159,27 @@ def check_signature(bundle: Path, card_name: str, trusted: dict[str, bytes], tru
     raise ExportError(f"{bundle} is signed by key {kid}, which this workspace does not trust. If it comes from a "
                       f"colleague's workstation, put their {PUBLIC_KEY} in data/trusted_keys/ (check its key id "
                       f"with them).{override}")
+
+
+def has_signing_key(data_dir: Path) -> bool:
+    return _private_path(data_dir).exists()
+
+
+def sign_bytes(data_dir: Path, data: bytes) -> dict[str, Any]:
+    """An Ed25519 signature of ``data`` by the workspace's key (made on first use)."""
+    key = _signing_key(data_dir)
+    raw = _raw(key.public_key())
+    return {"algorithm": ALGORITHM, "key_id": key_id(raw), "public_key": base64.b64encode(raw).decode("ascii"),
+            "signature": base64.b64encode(key.sign(data)).decode("ascii")}
+
+
+def verify_bytes(raw_key: bytes, data: bytes, signature_b64: str) -> bool:
+    """Whether ``signature_b64`` is the signature of ``data`` by the raw Ed25519 key."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(raw_key).verify(base64.b64decode(signature_b64, validate=True), data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

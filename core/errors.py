@@ -46,3 +46,7 @@ class WorkspaceError(WorkbenchError):
 
 class BusyError(WorkspaceError):
     """Another process is writing the same dataset, run or export."""
+
+
+class BackupError(WorkbenchError):
+    """A backup cannot be written, or an archive cannot be restored (damaged, changed, not a backup)."""

@@ -9,6 +9,8 @@
     python main.py export RUN [--int8]
     python main.py predict PATH [--run RUN] [--show-names]
     python main.py audit [PATH]
+    python main.py backup [--raw] [--to DIR] | restore ARCHIVE [--yes] | backup --list
+    python main.py serve [--host H --port P] [--bundle DIR]
     python main.py status
 
 Global options (before or after the command): --workspace DIR, --debug, --help.
@@ -268,6 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --bundle: serve a bundle unsigned or signed by a key this workspace does not trust "
                          "(its file hashes are still checked)")
 
+    bk = command("backup", "write a dated archive of the workspace (state, keys, runs, bundles, organized "
+                           "datasets) with a manifest of SHA-256 hashes, signed")
+    bk.add_argument("--raw", action="store_true",
+                    help="also the collected raw files and the private map to their places (these can identify "
+                         "patients: keep such an archive as you keep the raw data)")
+    bk.add_argument("--to", metavar="DIR", help="write the archive there (default: the workspace's backups/)")
+    bk.add_argument("--list", action="store_true", help="list the archives in backups/ instead")
+    rs = command("restore", "restore the workspace from a backup archive; every hash is checked before anything "
+                            "is replaced, and what is replaced is moved aside, not deleted")
+    rs.add_argument("archive", help="an archive's path, or the name of one in backups/")
+    rs.add_argument("--yes", action="store_true", help="ask no questions")
+
     command("status", "show datasets, runs and workflow progress")
     return parser
 
@@ -398,6 +412,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         console.print(f"Serving the API on http://{shown}:{args.port}/api/v1 ({guard}); Ctrl-C stops.")
         serve(ws, args.host, args.port)
         return 0
+    if args.command in ("backup", "restore"):
+        return _backup_command(args, ws)
     if args.command == "audit":
         from pathlib import Path
 
@@ -535,6 +551,37 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             console.print(f"Workflow {name}: {progress}")
     if message:
         console.print(message)
+    return 0
+
+
+def _backup_command(args: argparse.Namespace, ws: Workspace) -> int:
+    from app import backup as backups
+    from menus import render
+    from menus.console import as_job, console, progress_bars
+
+    if args.command == "backup" and args.list:
+        console.print(render.backups_table(backups.list_backups(ws)))
+        return 0
+    if args.command == "backup":
+        with progress_bars() as bar:
+            made = as_job("backup", bar, lambda job: backups.backup(
+                ws, raw=args.raw, to=Path(args.to).expanduser() if args.to else None, progress=job.progress))
+        console.print(render.backup_line(made))
+        return 0
+    given = Path(args.archive).expanduser()
+    archive = given if given.exists() or "/" in args.archive else backups.backup_path(ws, args.archive)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            console.print("No terminal to confirm on: add --yes to restore without questions.")
+            return 2
+        from menus.ask import ask_confirm
+
+        if not ask_confirm(f"Replace this workspace's state, runs, bundles and datasets with {archive.name}? "
+                           "(what is replaced is moved to backups/replaced-..., not deleted)"):
+            return 1
+    with progress_bars() as bar:
+        done = as_job("restore", bar, lambda job: backups.restore(ws, archive, progress=job.progress))
+    console.print(render.restore_line(done))
     return 0
 
 

@@ -266,3 +266,39 @@ def recipe_summary(record: dict[str, Any], result: Any) -> str:
     state = " (stopped: train --run " + result.run + " resumes it)" if result.status == "stopped" else ""
     return "\n".join([f"Run {result.run}: recipe {record['recipe']['name']}, chosen on the validation split, "
                       f"{result.epochs_done} epochs{state}.", "Recipes screened:", *lines])
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def backups_table(found: list[dict[str, Any]]) -> Table | Text:
+    if not found:
+        return Text("No backups yet in backups/ (python main.py backup makes one).")
+    table = Table(title="Backups (named by when they were made)", box=box.SIMPLE)
+    table.add_column("archive", no_wrap=True)
+    for heading in ("files", "size", "raw data"):
+        table.add_column(heading)
+    for entry in found:
+        if "problem" in entry:
+            table.add_row(escape(entry["name"]), "", _size(entry["size"]), f"[red]{escape(entry['problem'])}[/]")
+            continue
+        table.add_row(escape(entry["name"]), str(entry["files"]), _size(entry["size"]), "yes" if entry["raw"] else "no")
+    return table
+
+
+def backup_line(made: Any) -> str:
+    raw = "with" if "data/raw" in made.entries else "without"
+    return (f"Backup written: {escape(str(made.archive))} ({made.files} files, {_size(made.bytes)}, {raw} raw data), "
+            "signed, with the SHA-256 of every file. It holds the workspace's keys: keep it as you keep the "
+            "workspace. Restore: python main.py restore " + escape(made.archive.name))
+
+
+def restore_line(done: Any) -> str:
+    aside = f" What it replaced is in {escape(str(done.replaced))}." if done.replaced else ""
+    return (f"Restored {done.files} files from {escape(done.archive.name)}, every one matching its SHA-256 "
+            f"(signed by {escape(done.signed_by)}).{aside}")

@@ -382,8 +382,12 @@ def settings_menu(s: Session) -> None:
         questionary.Choice("Privacy audit: look for patient identifiers in the workspace or a folder",
                            value="__audit__"),
         questionary.Choice(f"Serve the REST API on this machine (port {API_PORT}; Ctrl-C stops)", value="__serve__"),
+        questionary.Choice("Back up the workspace, or restore it from a backup", value="__backup__"),
     ])
     if key is None:
+        return
+    if key == "__backup__":
+        backup_menu(s)
         return
     if key == "__audit__":
         privacy_audit(s)
@@ -417,6 +421,33 @@ def serve_api(s: Session, port: int | None = None) -> None:
                   f"at /api/v1/docs). Ctrl-C stops it and comes back here.", soft_wrap=False)
     serve(s.ws, "127.0.0.1", port)
     console.print("The API server stopped.")
+
+
+def backup_menu(s: Session) -> None:
+    """Back up (a dated, signed archive with SHA-256 hashes) or restore (every hash checked first)."""
+    from app import backup as backups
+
+    found = backups.list_backups(s.ws)
+    console.print(render.backups_table(found))
+    choices = [questionary.Choice("Back up now (state, keys, runs, bundles, organized datasets)", value="backup"),
+               questionary.Choice("Back up now, with the raw data (can identify patients)", value="raw")]
+    choices += [questionary.Choice(f"Restore {entry['name']}", value=entry["name"])
+                for entry in found if "problem" not in entry]
+    chosen = ask_choice("Backup:", choices)
+    if chosen is None:
+        return
+    with progress_bars() as bar:
+        if chosen in ("backup", "raw"):
+            made = as_job("backup", bar, lambda job: backups.backup(s.ws, raw=chosen == "raw", progress=job.progress))
+            message = render.backup_line(made)
+        else:
+            if not ask_confirm(f"Replace this workspace's state, runs, bundles and datasets with {chosen}? What is "
+                               "replaced is moved to backups/replaced-..., not deleted.", default=False):
+                return
+            archive = backups.backup_path(s.ws, chosen)
+            done = as_job("restore", bar, lambda job: backups.restore(s.ws, archive, progress=job.progress))
+            message = render.restore_line(done)
+    console.print(message)
 
 
 def privacy_audit(s: Session) -> None:

@@ -76,6 +76,21 @@ def test_the_privacy_audit_runs_from_settings(session, tmp_path) -> None:
     assert "person name" in text and "possible identifier(s)" in text and "Doe^Jane" not in text
 
 
+def test_settings_back_up_and_restore_the_workspace_after_a_confirmation(session) -> None:
+    (session.ws.data_dir / "workflows").mkdir()
+    (session.ws.data_dir / "workflows" / "demo.json").write_text("{}")
+    drive(["Back up", ENTER, ENTER], screens.settings_menu, session)
+    assert "Backup written" in session.screen.file.getvalue()
+    [archive] = (session.ws.root / "backups").glob("medanomaly-backup-*.tar")
+    (session.ws.data_dir / "workflows" / "demo.json").write_text("damaged")
+    drive(["Back up", ENTER, "Restore", ENTER, "n", ENTER], screens.settings_menu, session)  # said no: kept as is
+    assert (session.ws.data_dir / "workflows" / "demo.json").read_text() == "damaged"
+    drive(["Back up", ENTER, "Restore", ENTER, "y", ENTER], screens.settings_menu, session)
+    assert (session.ws.data_dir / "workflows" / "demo.json").read_text() == "{}"
+    text = session.screen.file.getvalue()
+    assert archive.name in text and "Restored" in text and "backups/replaced-" in text
+
+
 def test_the_review_screen_saves_a_correction_and_reorganizes(session, tmp_path) -> None:
     from app.organize.organizer import organize, read_rows
     from tests.app.organize.layouts import LAYOUTS, png
