@@ -4,5 +4,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$root/scripts/setup_env.sh"
 bash "$root/scripts/setup_test_services.sh"
+bash "$root/scripts/setup_browser.sh"
 cd "$root"
 exec "$root/.venv/bin/python" -m pytest "$@"

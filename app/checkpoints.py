@@ -147,3 +147,23 @@ def _restore_extra(phase: Any, name: str, extra: dict[str, Any]) -> None:
             raise TrainingError(f"This {name} checkpoint's {key!r} is a {type(value).__name__} where a "
                                 f"{type(current).__name__} belongs. It was damaged: retrain the run.")
         setattr(phase, key, value)
+
+
+def delete_run(ws: Any, run: str) -> None:
+    """Delete training run ``run`` (its checkpoints, metadata and evaluation; an exported bundle
+    stays). Renamed aside first, so that a kill part-way leaves no half run (``sweep`` ends it).
+
+    Raises:
+        DatasetError: no such run.
+        BusyError: a process trains it now.
+    """
+    import shutil
+
+    from app.atomic import temp_sibling
+
+    ws.run_metadata(run)  # the name checked, and a clear error for a run that is not there
+    folder = ws.run_dir(run)
+    with ws.lock("run", run):
+        aside = temp_sibling(folder, "tmp")  # a kill before the rmtree: sweep removes it
+        os.rename(folder, aside)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -105,7 +105,8 @@ def heat_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], path: Pat
 
     columns = min(6, len(images))
     lines = (len(images) + columns - 1) // columns
-    fig, axes = plt.subplots(lines, columns, figsize=(2.4 * columns + 1.2, 2.6 * lines + 0.8), squeeze=False)
+    fig, axes = plt.subplots(lines, columns, figsize=(2.4 * columns + 1.2, 2.6 * lines + 0.8), squeeze=False,
+                             layout="constrained")  # room for a title of several lines above the images
     for ax in axes.flat:
         ax.axis("off")
     for k, ax in enumerate(axes.flat[: len(images)]):

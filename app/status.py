@@ -44,3 +44,24 @@ def workspace_status(ws: Workspace) -> WorkspaceStatus:
         done = sum(1 for s in STEPS if steps.get(s, {}).get("status") == "done")
         status.workflows[path.stem] = f"{done}/{len(STEPS)} steps done"
     return status
+
+
+def system_facts(ws: Workspace) -> dict[str, Any]:
+    """CPU, device, memory, disk and package versions (what /system shows)."""
+    import os
+    import platform
+    import shutil
+
+    from app.bundle import package_versions
+    from app.runtime import current_runtime
+
+    disk = shutil.disk_usage(ws.root)
+    memory = None
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        memory = pages * size
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "device": current_runtime().describe(), "memory_bytes": memory,
+            "disk_free_bytes": disk.free, "disk_total_bytes": disk.total, "packages": package_versions()}

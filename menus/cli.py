@@ -391,7 +391,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
         return _dataset_command(args, ws)
     if args.command == "serve":
         from web.guard import is_loopback
-        from web.server import has_token, new_token, serve
+        from web.server import serve
+        from web.tokens import has_token, new_token
 
         from web.server import check_port
 

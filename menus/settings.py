@@ -1,29 +1,5 @@
-"""User settings, kept in the workspace's settings.json (owned here: they are UI defaults)."""
+"""The settings the menus share with the dashboard (app.settings)."""
 
-from __future__ import annotations
+from app.settings import Settings
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
-
-from app.state import Kind, read_state_or, write_state
-from app.workspace import Workspace
-
-
-@dataclass
-class Settings:
-    seed: int = 0
-    fast: bool = True  # the one-click workflow and train menus default to small, quick runs
-    workers: int = 2  # scan processes
-    recipe_minutes: int = 0  # > 0: the workflow's classifier step lets the tool choose its recipe in this many minutes
-
-    @classmethod
-    def load(cls, ws: Workspace) -> "Settings":
-        stored = read_state_or(ws.settings_path, Kind.SETTINGS, {})
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in stored.items() if k in known})
-
-    def save(self, ws: Workspace) -> None:
-        write_state(ws.settings_path, Kind.SETTINGS, asdict(self))
-
-    def items(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Settings"]

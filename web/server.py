@@ -18,9 +18,15 @@ Under ``/api/v1`` (the OpenAPI schema at ``/api/v1/openapi.json``):
     POST /jobs/export                     export a run as a signed, verified bundle (a job)
     GET  /runs/{name}/bundle.zip          download its bundle, zipped
     GET  /system                          CPU, GPU, memory, disk, package versions
-    POST /predict?kind=dcm|png|jpg|nii|nii.gz|zip[&run=RUN][&allow_ood=true]
-                                          the request body is one file (a zip: one DICOM series);
-                                          the answer per item, as predict writes it
+    POST /predict[?run=RUN][&allow_ood=true]
+                                          a multipart form with one file (DICOM, a zipped series,
+                                          PNG/JPEG/TIFF, NIfTI, NRRD, MHA), or the file as the body
+                                          with ?kind=dcm|png|jpg|nii|nii.gz|zip...; the answer per
+                                          item, as predict writes it
+    GET  /backups, POST /jobs/backup, POST /jobs/restore
+                                          the workspace's backups; make one, restore one (a job)
+
+The browser dashboard (web.pages) is served by the same process at /.
 
 Every name goes through the workspace's name rules (app.names); errors are one line of
 JSON (``{"detail": ...}``) with what to do, never a traceback; nothing identifying is
@@ -30,10 +36,7 @@ returned (dataset and run metadata hold pseudonyms and counts only).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
@@ -45,38 +48,12 @@ from starlette.concurrency import run_in_threadpool
 
 from app.jobs import Job, Jobs
 from app.workspace import Workspace
-from core.errors import BusyError, DatasetError, InvalidNameError, UnknownNameError, WorkbenchError
+from core.errors import BackupError, BusyError, DatasetError, InvalidNameError, UnknownNameError, WorkbenchError
 from web.guard import guard, is_loopback
-from web.uploads import UPLOAD_LIMIT, received, said_of_the_upload
+from web.tokens import token_matches
+from web.uploads import UPLOAD_LIMIT, received, received_form, said_of_the_upload
 
 API = "/api/v1"
-TOKEN_FILE = "server_token.sha256"
-
-
-def _token_path(ws: Workspace) -> Any:
-    return ws.data_dir / TOKEN_FILE
-
-
-def new_token(ws: Workspace) -> str:
-    """A fresh access token for this workspace (replacing any other); only its hash is kept."""
-    token = secrets.token_urlsafe(32)
-    path = _token_path(ws)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(hashlib.sha256(token.encode()).hexdigest() + "\n")
-    path.chmod(0o600)
-    return token
-
-
-def has_token(ws: Workspace) -> bool:
-    return _token_path(ws).exists()
-
-
-def _token_matches(ws: Workspace, given: str) -> bool:
-    try:
-        kept = _token_path(ws).read_text().strip()
-    except OSError:
-        return False
-    return hmac.compare_digest(kept, hashlib.sha256(given.encode()).hexdigest())
 
 
 class TrainRequest(BaseModel):
@@ -88,6 +65,14 @@ class TrainRequest(BaseModel):
     image_size: int | None = Field(None, ge=8, le=1024)
     batch_size: int | None = Field(None, ge=1, le=4096)
     minutes: float | None = Field(None, gt=0, le=24 * 60, description="a time budget instead of fixed epochs")
+
+
+class BackupRequest(BaseModel):
+    raw: bool = Field(False, description="also the raw files and the private map to them (they can identify patients)")
+
+
+class RestoreRequest(BaseModel):
+    name: str = Field(description="an archive's name in the workspace's backups/ (GET /backups)")
 
 
 class ExportRequest(BaseModel):
@@ -110,11 +95,15 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
     app = FastAPI(title="MedAnomaly Workbench API", version="1", openapi_url=f"{API}/openapi.json",
                   docs_url=f"{API}/docs", redoc_url=None)
 
-    authorized = guard(app, require_token=require_token, token_matches=lambda given: _token_matches(ws, given),
+    authorized = guard(app, require_token=require_token, token_matches=lambda given: token_matches(ws, given),
                        how_to_get_one="python main.py serve --new-token makes one")
 
+    from web.pages import add_pages, wants_page
+
+    error_page = add_pages(app, ws, jobs, secured=[Depends(authorized)], upload_limit=upload_limit)
+
     @app.exception_handler(WorkbenchError)
-    async def workbench_error(request: Request, err: WorkbenchError) -> JSONResponse:
+    async def workbench_error(request: Request, err: WorkbenchError) -> Any:
         if isinstance(err, (InvalidNameError, UnknownNameError)):
             status = 400
         elif isinstance(err, DatasetError) and str(err).startswith(("No organized dataset named",
@@ -122,8 +111,12 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
             status = 404
         elif isinstance(err, BusyError):
             status = 409
+        elif isinstance(err, BackupError) and str(err).startswith("No backup named"):
+            status = 404
         else:
             status = 422
+        if wants_page(request):
+            return error_page(request, status, str(err).splitlines()[0])
         return JSONResponse({"detail": str(err).splitlines()[0]}, status_code=status)
 
     secured = [Depends(authorized)]
@@ -178,6 +171,29 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
         jobs.submit(job)
         return _job_view(job)
 
+    @app.get(f"{API}/backups", dependencies=secured)
+    def backups() -> list[dict[str, Any]]:
+        from app.backup import list_backups
+
+        return list_backups(ws)
+
+    @app.post(f"{API}/jobs/backup", status_code=202, dependencies=secured)
+    def start_backup(asked: BackupRequest) -> dict[str, Any]:
+        from app.backup import backup
+
+        job = Job("backup", lambda job: backup(ws, raw=asked.raw, progress=job.progress))
+        jobs.submit(job)
+        return _job_view(job)
+
+    @app.post(f"{API}/jobs/restore", status_code=202, dependencies=secured)
+    def start_restore(asked: RestoreRequest) -> dict[str, Any]:
+        from app.backup import backup_path, restore
+
+        archive = backup_path(ws, asked.name)  # a bare archive name in backups/, and a clear 4xx before any job
+        job = Job("restore", lambda job: restore(ws, archive, progress=job.progress))
+        jobs.submit(job)
+        return _job_view(job)
+
     @app.get(f"{API}/runs/{{name}}/bundle.zip", dependencies=secured)
     def download_bundle(name: str) -> StreamingResponse:
         import io
@@ -197,23 +213,9 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
 
     @app.get(f"{API}/system", dependencies=secured)
     def system() -> dict[str, Any]:
-        import os
-        import platform
-        import shutil
+        from app.status import system_facts
 
-        from app.bundle import package_versions
-        from app.runtime import current_runtime
-
-        disk = shutil.disk_usage(ws.root)
-        memory = None
-        try:
-            pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-            memory = pages * size
-        except (ValueError, OSError, AttributeError):
-            pass
-        return {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                "device": current_runtime().describe(), "memory_bytes": memory,
-                "disk_free_bytes": disk.free, "disk_total_bytes": disk.total, "packages": package_versions()}
+        return system_facts(ws)
 
     @app.get(f"{API}/jobs", dependencies=secured)
     def all_jobs() -> list[dict[str, Any]]:
@@ -234,11 +236,12 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
         return [asdict(e) for e in _job(job_id).events(after)]
 
     @app.get(f"{API}/jobs/{{job_id}}/stream", dependencies=secured)
-    async def job_stream(job_id: str, after: int = 0) -> StreamingResponse:
+    async def job_stream(request: Request, job_id: str, after: int = 0) -> StreamingResponse:
         job = _job(job_id)
+        resumed = request.headers.get("last-event-id", "")  # a browser reconnecting goes on where it was
 
         async def events() -> AsyncIterator[str]:
-            seen = after
+            seen = max(after, int(resumed) if resumed.isdigit() else 0)
             while True:
                 for event in job.events(seen):
                     seen = event.seq
@@ -257,17 +260,25 @@ def create_app(ws: Workspace, *, require_token: bool = False, jobs: Jobs | None 
         return _job_view(job)
 
     @app.post(f"{API}/predict", dependencies=secured)
-    async def predict_upload(request: Request, kind: str, run: str | None = None,
+    async def predict_upload(request: Request, kind: str | None = None, run: str | None = None,
                              allow_ood: bool = False) -> dict[str, Any]:
-        """One uploaded file, predicted as ``main.py predict`` would. It is written inside the
-        workspace under a generated name (web.uploads), read, and deleted; only the
-        predictions stay, by item id."""
+        """One uploaded file, predicted as ``main.py predict`` would: a multipart form with one
+        file field (its kind read from the file name's ending), or the file as the raw body with
+        ``kind``. It is written inside the workspace under a generated name (web.uploads), read,
+        and deleted; only the predictions stay, by item id."""
         from app.predict import predict
 
         under = ws.data_dir / "uploads"
-        async with received(request, kind, under, upload_limit) as given:
+        multipart = request.headers.get("content-type", "").lower().startswith("multipart/")
+        if not multipart and not kind:
+            raise HTTPException(400, "Send the file as a multipart form, or as the body with ?kind=dcm|png|jpg|"
+                                     "nii|nii.gz|zip...")
+        upload = received_form(request, under, upload_limit) if multipart else received(request, kind or "", under,
+                                                                                       upload_limit)
+        async with upload as given:
+            path = given[0] if multipart else given
             try:
-                result = await run_in_threadpool(lambda: predict(ws, given, run=run, allow_ood=allow_ood,
+                result = await run_in_threadpool(lambda: predict(ws, path, run=run, allow_ood=allow_ood,
                                                                  overlays=False))
             except WorkbenchError as err:
                 status = 404 if str(err).startswith("No training run named") else 422

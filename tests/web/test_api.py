@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from web.guard import host_name, is_loopback
 from tests.web.conftest import demo_file, uploads_left
-from web.server import API, create_app, has_token, new_token
+from web.server import API, create_app
+from web.tokens import has_token, new_token
 
 LOCAL = "http://127.0.0.1:8765"  # what a browser on this machine sends as Host
 
