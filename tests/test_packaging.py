@@ -36,3 +36,26 @@ def test_the_wheel_holds_the_app_and_nothing_else(installed: Path) -> None:
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "data/", "checkpoints/"))]
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "medanomaly = menus.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_the_container_serves_a_bundle_with_a_command_the_cli_takes_and_holds_no_workspace() -> None:
+    """What can be checked without a Docker daemon: the entrypoint is a valid `serve --bundle`
+    command, every folder it copies exists, and no workspace folder can enter the image."""
+    import json
+    import re
+
+    from menus.cli import build_parser
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "Dockerfile").read_text()
+    [entry] = re.findall(r"^ENTRYPOINT (\[.*\])$", text, re.M)
+    command = json.loads(entry)
+    assert command[:2] == ["python", "main.py"]
+    args = build_parser().parse_args(command[2:])
+    assert args.command == "serve" and args.bundle == "/bundle" and args.host == "0.0.0.0"
+    for copied in re.findall(r"^COPY (\S+)", text, re.M):
+        assert (root / copied).exists(), copied
+    assert "USER medanomaly" in text  # not root
+    ignored = (root / ".dockerignore").read_text().split()
+    for folder in ("data", "checkpoints", "exports", "predictions", "backups", ".venv"):
+        assert folder in ignored, folder
