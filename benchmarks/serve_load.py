@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
 """Load on ``main.py serve --bundle``: many clients at once against the same model called directly.
 
-    python benchmarks/serve_load.py [--clients 32] [--seconds 60] [--bundle DIR --image FILE] [--json FILE]
+    python benchmarks/serve_load.py [--clients 32] [--seconds 60] [--bundle DIR --image FILE]
+                                    [--new-connections] [--json FILE]
 
 Without ``--bundle`` a small model is trained on the demo data and exported in a
 temporary workspace (about a minute). The server runs as its own process on loopback;
-``--clients`` threads each post the image again and again for ``--seconds``. The
+``--clients`` threads each post the image again and again for ``--seconds``, each on
+its own kept-alive connection as HTTP client libraries do (``--new-connections``: a new
+TCP connection per request, as plain urllib does). The
 direct figure runs the same work in this process with as many threads and no HTTP:
 the image read and prepared as the bundle's card says, ONNX Runtime, the
 out-of-distribution gate (app.predict.answer_items). Goal: the server keeps >= 80%.
 
 Keys: requests, errors (goal 0), p50_ms, p95_ms, images_per_second, direct_images_per_second,
-kept (server / direct), clients, seconds, machine.
+kept (server / direct), clients, connections (keep-alive or new), seconds, machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -91,6 +95,8 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--image", type=Path)
     parser.add_argument("--keys-from", type=Path, help="a workspace's data folder whose keys the bundle is signed by")
+    parser.add_argument("--new-connections", action="store_true",
+                        help="open a new connection for every request instead of keeping one per client")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if bool(args.bundle) != bool(args.image):
@@ -134,12 +140,31 @@ def main() -> int:
                         raise SystemExit("The server did not answer within 120 s.") from None
                     time.sleep(0.3)
 
+            path = f"/api/v1/predict?kind={kind}&allow_ood=true"
+            local = threading.local()
+
             def post() -> None:
-                request = urllib.request.Request(f"{url}/predict?kind={kind}&allow_ood=true", data=body, method="POST",
-                                                 headers={"Content-Type": "application/octet-stream"})
-                with urllib.request.urlopen(request, timeout=60) as reply:
-                    if reply.status != 200 or not json.loads(reply.read())["predictions"]:
-                        raise RuntimeError("no answer")
+                if args.new_connections:
+                    request = urllib.request.Request(f"{url}/predict?kind={kind}&allow_ood=true", data=body,
+                                                     method="POST",
+                                                     headers={"Content-Type": "application/octet-stream"})
+                    with urllib.request.urlopen(request, timeout=60) as reply:
+                        if reply.status != 200 or not json.loads(reply.read())["predictions"]:
+                            raise RuntimeError("no answer")
+                    return
+                if getattr(local, "connection", None) is None:
+                    local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:
+                    local.connection.request("POST", path, body=body,
+                                             headers={"Content-Type": "application/octet-stream"})
+                    reply = local.connection.getresponse()
+                    answer = reply.read()
+                except (OSError, http.client.HTTPException):
+                    local.connection.close()
+                    local.connection = None
+                    raise
+                if reply.status != 200 or not json.loads(answer)["predictions"]:
+                    raise RuntimeError(f"no answer ({reply.status}): {answer[:200]!r}")
 
             served, errors = hammer(post, args.clients, args.seconds)
         finally:
@@ -154,7 +179,8 @@ def main() -> int:
         "p95_ms": round(float(np.percentile(served, 95)) * 1000, 1) if served else None,
         "images_per_second": round(rate, 1), "direct_images_per_second": round(direct_rate, 1),
         "kept": round(rate / direct_rate, 3) if direct_rate else None,
-        "clients": args.clients, "seconds": args.seconds, "image_bytes": len(body),
+        "clients": args.clients, "connections": "new per request" if args.new_connections else "keep-alive",
+        "seconds": args.seconds, "image_bytes": len(body),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     }
     print(f"\n{'':28}{'served (HTTP)':>16}{'direct (ORT)':>16}")

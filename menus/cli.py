@@ -71,43 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     col = command("collect", "bring data into the workspace")
     sources = col.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    demo = sources.add_parser("demo", help="generate the built-in demo dataset (offline)")
-    demo.add_argument("--scale", type=int, default=3, help="size multiplier (default 3: about 440 items)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--force", action="store_true", help="generate again even if present")
-    local = sources.add_parser("local", help="register a local folder (PACS export, USB drive)")
-    local.add_argument("path")
-    local.add_argument("--name", help="dataset name (default: the folder's name)")
-    local.add_argument("--copy", action="store_true", help="copy the files into the workspace")
-    nih = sources.add_parser("nih", help="NIH ChestX-ray14 (label table, official splits, image archives)")
-    nih.add_argument("--archives", type=int, default=12, help="how many of the 12 image archives (default all; "
-                     "each about 9,000 images, 3.5 GB)")
-    nih.add_argument("--mirror", metavar="URL", help="a mirror serving the files by name (and SHA256SUMS)")
-    nih.add_argument("--metadata", metavar="FOLDER", help="a folder holding Data_Entry_2017_v2020.csv, "
-                     "train_val_list.txt and test_list.txt (from the NIH Box folder)")
-    nih.add_argument("--name", default="nih-chestxray14", help="dataset name")
-    nih.add_argument("--keep-archives", action="store_true", help="keep the .tar.gz files after unpacking")
-    web = sources.add_parser("dicomweb", help="a DICOMweb PACS (QIDO-RS search, WADO-RS retrieve)")
-    web.add_argument("url", help="the DICOMweb root, e.g. https://pacs.example.org/dicom-web")
-    web.add_argument("--study", metavar="UID", help="one study (StudyInstanceUID); default: search")
-    web.add_argument("--modality", help="only studies with this modality (e.g. CT, MR, CR)")
-    web.add_argument("--max-studies", type=int, default=50, help="at most this many studies (default 50)")
-    web.add_argument("--name", help="dataset name (default: the server's name)")
-    kag = sources.add_parser("kaggle", help="a Kaggle dataset (needs Kaggle credentials)")
-    kag.add_argument("dataset", nargs="?", help="OWNER/DATASET, as in the dataset's kaggle.com address")
-    kag.add_argument("--search", metavar="TERM", help="list matching datasets instead of downloading")
-    kag.add_argument("--name", help="dataset name (default: the dataset's slug)")
-    tc = sources.add_parser("tcia", help="a TCIA collection (The Cancer Imaging Archive)")
-    tc.add_argument("collection", nargs="?", help="collection name, e.g. LIDC-IDRI")
-    tc.add_argument("--list", action="store_true", help="list the collections instead of downloading")
-    tc.add_argument("--modality", help="only series of this modality (CT, MR, PT, ...)")
-    tc.add_argument("--body-part", help="only series of this body part (BodyPartExamined, e.g. CHEST)")
-    tc.add_argument("--max-patients", type=int, help="only the first N patients")
-    tc.add_argument("--name", help="dataset name (default: the collection's name)")
+    from app.collectors import list_collectors
+
+    for collector in list_collectors():  # each collector's options make its arguments (app.collectors.option)
+        _global_options(_collector_parser(sources, collector), suppress=True)
     cat = sources.add_parser("catalog", help="recommended public datasets; with KEY, download that one")
     cat.add_argument("key", nargs="?", help="a catalog key (without it: the list)")
-    for sub in (demo, local, nih, web, kag, tc, cat):
-        _global_options(sub, suppress=True)
+    _global_options(cat, suppress=True)
 
     org = command("organize", "detect modality/region/label, pseudonymize, split by patient")
     org.add_argument("path", help="a folder, or the name of a collected dataset")
@@ -284,6 +254,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("status", "show datasets, runs and workflow progress")
     return parser
+
+
+def _collector_parser(sources: Any, collector: Any) -> argparse.ArgumentParser:
+    """``collect NAME``'s parser, from the collector's options dataclass."""
+    from app.collectors import option_specs
+
+    sub = sources.add_parser(collector.name, help=collector.title, description=collector.title)
+    for spec in option_specs(collector.options):
+        if spec.positional:  # optional here when the collector can list instead (kaggle --search, tcia --list)
+            sub.add_argument(spec.name, nargs="?", help=spec.help, metavar=spec.metavar)
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        if spec.type == "bool":
+            sub.add_argument(flag, action="store_true", help=spec.help)
+        else:
+            sub.add_argument(flag, type={"int": int, "float": float}.get(spec.type, str), default=spec.default,
+                             metavar=spec.metavar, help=spec.help)
+    return sub
 
 
 def _log_path(ws: Workspace) -> Any:

@@ -1,4 +1,8 @@
-"""Collect: the demo, a local folder, the catalog, and each public source or a PACS."""
+"""Collect: the demo, a local folder, the catalog, and each public source or a PACS.
+
+The list of sources and their questions come from the collectors' registry and their
+options (app.collectors.option); the catalog and Kaggle's search have screens of their own.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,19 @@ from typing import Any
 
 import questionary
 
-from app.collectors import collect
+from app.collectors import collect, list_collectors, option_specs
 from menus import render
 from menus.ask import ask_choice, ask_confirm, ask_int, ask_path, ask_text
 from menus.console import as_job, console, progress_bars
 
 
+CATALOG_CHOICE = questionary.Choice("Recommended public datasets (catalog)", value="catalog")
+
+
 def collect_menu(s: Any) -> None:
-    source = ask_choice("Collect from", [
-        questionary.Choice("Built-in demo data (offline, 10 to 30 seconds)", value="demo"),
-        questionary.Choice("A local folder (PACS export, USB drive)", value="local"),
-        questionary.Choice("Recommended public datasets (catalog)", value="catalog"),
-        questionary.Choice("Kaggle dataset (needs Kaggle credentials)", value="kaggle"),
-        questionary.Choice("TCIA collection (The Cancer Imaging Archive)", value="tcia"),
-        questionary.Choice("NIH ChestX-ray14", value="nih"),
-        questionary.Choice("A PACS or DICOM store (DICOMweb)", value="dicomweb"),
-    ])
+    choices = [questionary.Choice(c.title, value=c.name) for c in list_collectors()]
+    choices.insert(min(2, len(choices)), CATALOG_CHOICE)  # after what works offline
+    source = ask_choice("Collect from", choices)
     options = _options(s, source) if source else None
     if options is None:
         return
@@ -40,14 +41,6 @@ def collect_menu(s: Any) -> None:
 
 def _options(s: Any, source: str) -> dict[str, Any] | None:
     """The chosen source's questions; None when the user backs out."""
-    if source == "demo":
-        return {"scale": 3, "seed": s.settings.seed}
-    if source == "local":
-        path = ask_path("Folder with the images:")
-        name = ask_text("Name for this dataset:", default="") if path else None
-        copy = ask_confirm("Copy the files into the workspace (No: use them where they are)?", default=False) \
-            if name is not None else None
-        return None if copy is None else {"path": path, "name": name or None, "copy": copy}
     if source == "catalog":
         from app.collectors.catalog import CATALOG
 
@@ -72,26 +65,38 @@ def _options(s: Any, source: str) -> dict[str, Any] | None:
         else:
             ref = ask_text("OWNER/DATASET:", validate=lambda t: "/" in t or "Like owner/dataset-name")
         return {"dataset": ref.strip()} if ref else None
-    if source == "tcia":
-        collection = ask_text("Collection (e.g. LIDC-IDRI; `main.py collect tcia --list` lists them):",
-                              validate=lambda t: bool(t.strip()) or "Give a collection name")
-        modality = ask_text("Only this modality (CT, MR, PT; empty: all):", default="") if collection else None
-        patients = ask_int("At most how many patients?", default=20, high=100000) if modality is not None else None
-        if patients is None:
+    return _asked(s, source)
+
+
+def _asked(s: Any, source: str) -> dict[str, Any] | None:
+    """The questions the collector's options ask (``option(ask=...)``), in order; the rest keep
+    their defaults, and a ``seed`` is the settings' seed. None when the user backs out."""
+    from app.collectors import COLLECTORS
+
+    chosen: dict[str, Any] = {}
+    for spec in option_specs(COLLECTORS.get(source).options):
+        if spec.name == "seed":
+            chosen["seed"] = s.settings.seed
+        if not spec.ask:
+            continue
+        suggested = spec.ask_default if spec.ask_default is not None else spec.default
+        if spec.type == "bool":
+            answer = ask_confirm(spec.ask, default=bool(suggested))
+        elif spec.type == "int":
+            answer = ask_int(spec.ask, default=suggested if suggested is not None else 1, high=spec.high or 10**6)
+        elif spec.kind == "path":
+            answer = ask_path(spec.ask)
+        elif spec.kind == "url":
+            answer = ask_text(spec.ask, validate=lambda t: t.strip().startswith(("http://", "https://"))
+                              or "Starts with http:// or https://")
+        elif spec.required:
+            answer = ask_text(spec.ask, validate=lambda t: bool(t.strip()) or "This one is needed")
+        else:
+            answer = ask_text(spec.ask, default=str(suggested or ""))
+        if answer is None:
             return None
-        return {"collection": collection.strip(), "modality": modality.strip() or None, "max_patients": patients}
-    if source == "nih":
-        archives = ask_int("How many of the 12 image archives (about 9,000 images, 3.5 GB each)?", default=1,
-                           high=12)
-        metadata = ask_path("Folder with Data_Entry_2017_v2020.csv, train_val_list.txt, test_list.txt "
-                            "(from the NIH Box folder):") if archives else None
-        return None if not metadata else {"archives": archives, "metadata": metadata}
-    if source == "dicomweb":
-        url = ask_text("DICOMweb address (e.g. https://pacs.example.org/dicom-web):",
-                       validate=lambda t: t.startswith(("http://", "https://")) or "Starts with http:// or https://")
-        modality = ask_text("Only studies with this modality (empty: all):", default="") if url else None
-        count = ask_int("At most how many studies?", default=20, high=100000) if modality is not None else None
-        if count is None:
-            return None
-        return {"url": url.strip(), "modality": modality.strip() or None, "max_studies": count}
-    return None
+        if isinstance(answer, str):
+            answer = answer.strip() or None
+        if answer is not None or not spec.required:
+            chosen[spec.name] = answer
+    return chosen

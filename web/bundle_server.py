@@ -71,12 +71,14 @@ def create_bundle_app(model: Model, *, token: str | None = None, upload_limit: i
 
     @app.post(f"{API}/predict", dependencies=secured)
     async def predict_upload(request: Request, kind: str, allow_ood: bool = False) -> dict[str, Any]:
+        def answer(given: Path) -> list[Any]:  # one trip to a worker thread: read, prepare, run, gate
+            items = find_items(given)
+            return answer_items(items, [f"upload-{k + 1}" for k in range(len(items))], [model], chosen=True,
+                                allow_ood=allow_ood)
+
         async with received(request, kind, folder, upload_limit) as given:
             try:
-                items = await run_in_threadpool(find_items, given)
-                ids = [f"upload-{k + 1}" for k in range(len(items))]
-                results = await run_in_threadpool(lambda: answer_items(items, ids, [model], chosen=True,
-                                                                       allow_ood=allow_ood))
+                results = await run_in_threadpool(answer, given)
             except WorkbenchError as err:
                 raise HTTPException(422, said_of_the_upload(str(err), folder)) from err
         return {"predictions": [{k: v for k, v in asdict(p).items() if k != "name"} for p in results],

@@ -21,13 +21,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.atomic import swap_in, temp_sibling
-from app.collectors import CollectResult, register_collector
+from app.collectors import CollectResult, option, register_collector
 from app.collectors import phantoms
 from app.progress import Progress, report
 
@@ -211,7 +212,15 @@ def write_manifest(folder: Path) -> Path:
     return manifest
 
 
-@register_collector("demo", "Built-in demo data (offline, multi-region, multi-modality)")
+@dataclass(frozen=True)
+class DemoOptions:
+    scale: int = option(3, help="size multiplier (default 3: about 440 items)")
+    seed: int = option(0, help="random seed of the generated images")
+    force: bool = option(False, help="generate again even if present")
+    name: str = option("demo", help="dataset name")
+
+@register_collector("demo", "Built-in demo data (offline, 10 to 30 seconds; multi-region, multi-modality)",
+                    options=DemoOptions)
 def collect_demo(
     workspace: Any,
     *,

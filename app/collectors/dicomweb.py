@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.collectors import CollectResult, register_collector
+from app.collectors import CollectResult, option, register_collector
 from core.errors import CollectError
 from app.progress import Progress, report
 from app.workspace import now_iso
@@ -61,7 +62,19 @@ def _default_name(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", urlsplit(url).netloc or "pacs").strip("_") or "pacs"
 
 
-@register_collector("dicomweb", "DICOMweb PACS (QIDO-RS search, WADO-RS retrieve)", needs_network=True)
+@dataclass(frozen=True)
+class DicomwebOptions:
+    url: str = option(help="the DICOMweb root, e.g. https://pacs.example.org/dicom-web", positional=True, kind="url",
+                      ask="DICOMweb address (e.g. https://pacs.example.org/dicom-web):")
+    study: str | None = option(None, metavar="UID", help="one study (StudyInstanceUID); default: search")
+    modality: str | None = option(None, help="only studies with this modality (e.g. CT, MR, CR)",
+                                  ask="Only studies with this modality (empty: all):")
+    max_studies: int = option(50, help="at most this many studies (default 50)", ask="At most how many studies?",
+                              ask_default=20)
+    name: str | None = option(None, help="dataset name (default: the server's name)")
+
+@register_collector("dicomweb", "A PACS or DICOM store (DICOMweb: QIDO-RS search, WADO-RS retrieve)",
+                    options=DicomwebOptions, needs_network=True)
 def collect_dicomweb(
     workspace: Any,
     *,
@@ -71,7 +84,6 @@ def collect_dicomweb(
     max_studies: int = 50,
     name: str | None = None,
     progress: Progress | None = None,
-    **_: Any,
 ) -> CollectResult:
     """Retrieve studies from the DICOMweb service at ``url`` into ``data/raw/dicomweb/<name>/``.
 

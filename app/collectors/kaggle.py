@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.collectors import CollectResult, register_collector
+from app.collectors import CollectResult, option, register_collector
 from app.collectors.archives import safe_extract
 from app.collectors.http import check_disk, sha256_of
 from core.errors import CollectError
@@ -131,14 +131,21 @@ def search(term: str, limit: int = 20) -> list[dict[str, Any]]:
             for d in found[:limit]]
 
 
-@register_collector("kaggle", "Kaggle dataset (OWNER/DATASET; needs Kaggle credentials)", needs_network=True)
+@dataclass(frozen=True)
+class KaggleOptions:
+    dataset: str = option(help="OWNER/DATASET, as in the dataset's kaggle.com address", positional=True)
+    search: str | None = option(None, metavar="TERM", listing=True,
+                                help="list matching datasets instead of downloading")
+    name: str | None = option(None, help="dataset name (default: the dataset's slug)")
+
+@register_collector("kaggle", "Kaggle dataset (OWNER/DATASET; needs Kaggle credentials)", options=KaggleOptions,
+                    needs_network=True)
 def collect_kaggle(
     workspace: Any,
     *,
     dataset: str,
     name: str | None = None,
     progress: Progress | None = None,
-    **_: Any,
 ) -> CollectResult:
     """Download and unpack Kaggle dataset ``dataset`` (OWNER/DATASET) into data/raw/kaggle/<name>/.
 

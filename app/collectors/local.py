@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.atomic import swap_in, temp_sibling
-from app.collectors import CollectResult, register_collector
+from app.collectors import CollectResult, option, register_collector
 from core.errors import CollectError
 from app.names import check_name, suggest_name
 from app.progress import Progress, report
@@ -17,7 +18,14 @@ def _dataset_name(path: Path) -> str:
     return suggest_name(path.name, "local")
 
 
-@register_collector("local", "Local folder (PACS export, USB drive, any folder)")
+@dataclass(frozen=True)
+class LocalOptions:
+    path: str = option(help="the folder", positional=True, ask="Folder with the images:", kind="path")
+    name: str | None = option(None, help="dataset name (default: the folder's name)", ask="Name for this dataset:")
+    copy: bool = option(False, help="copy the files into the workspace",
+                        ask="Copy the files into the workspace (No: use them where they are)?")
+
+@register_collector("local", "A local folder (PACS export, USB drive, any folder)", options=LocalOptions)
 def collect_local(
     workspace: Any,
     *,

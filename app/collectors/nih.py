@@ -15,10 +15,11 @@ from __future__ import annotations
 import csv
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.collectors import CollectResult, register_collector
+from app.collectors import CollectResult, option, register_collector
 from app.collectors.archives import safe_extract
 from app.collectors.http import download, new_session
 from core.errors import CollectError
@@ -41,7 +42,23 @@ LICENCE = ("NIH Clinical Center: public, no restriction on use; acknowledge the 
 VAL_FRACTION = 0.1
 
 
-@register_collector("nih", "NIH ChestX-ray14 (chest X-rays, 14 findings; 42 GB)", needs_network=True)
+@dataclass(frozen=True)
+class NihOptions:
+    archives: int = option(12, help="how many of the 12 image archives (default all; each about 9,000 images, 3.5 GB)",
+                           ask="How many of the 12 image archives (about 9,000 images, 3.5 GB each)?", ask_default=1,
+                           high=12)
+    metadata: str | None = option(None, metavar="FOLDER", kind="path",
+                                  help="a folder holding Data_Entry_2017_v2020.csv, train_val_list.txt and "
+                                       "test_list.txt (from the NIH Box folder)",
+                                  ask="Folder with Data_Entry_2017_v2020.csv, train_val_list.txt, test_list.txt "
+                                      "(from the NIH Box folder):")
+    mirror: str | None = option(None, metavar="URL", help="a mirror serving the files by name (and SHA256SUMS)")
+    name: str = option("nih-chestxray14", help="dataset name")
+    keep_archives: bool = option(False, help="keep the .tar.gz files after unpacking")
+    seed: int = option(0, help="seed of the validation split drawn from the official training list")
+
+@register_collector("nih", "NIH ChestX-ray14 (chest X-rays, 14 findings; 42 GB)", options=NihOptions,
+                    needs_network=True)
 def collect_nih(
     workspace: Any,
     *,
@@ -52,7 +69,6 @@ def collect_nih(
     keep_archives: bool = False,
     seed: int = 0,
     progress: Progress | None = None,
-    **_: Any,
 ) -> CollectResult:
     """Download the label table, the official lists and the first ``archives`` image archives.
 

@@ -16,9 +16,10 @@ import hashlib
 import logging
 import os
 import zipfile
+from dataclasses import dataclass
 from typing import Any
 
-from app.collectors import CollectResult, register_collector
+from app.collectors import CollectResult, option, register_collector
 from app.collectors.archives import safe_extract
 from app.collectors.http import download, new_session
 from core.errors import CollectError
@@ -69,7 +70,20 @@ def _hashed(uid: str) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
 
-@register_collector("tcia", "TCIA collection (CT, MR, PET...; filters by modality and body part)", needs_network=True)
+@dataclass(frozen=True)
+class TciaOptions:
+    collection: str = option(help="collection name, e.g. LIDC-IDRI", positional=True,
+                             ask="Collection (e.g. LIDC-IDRI; `main.py collect tcia --list` lists them):")
+    list: bool = option(False, listing=True, help="list the collections instead of downloading")
+    modality: str | None = option(None, help="only series of this modality (CT, MR, PT, ...)",
+                                  ask="Only this modality (CT, MR, PT; empty: all):")
+    body_part: str | None = option(None, help="only series of this body part (BodyPartExamined, e.g. CHEST)")
+    max_patients: int | None = option(None, help="only the first N patients", ask="At most how many patients?",
+                                      ask_default=20)
+    name: str | None = option(None, help="dataset name (default: the collection's name)")
+
+@register_collector("tcia", "TCIA collection (The Cancer Imaging Archive: CT, MR, PET...; by modality and body part)",
+                    options=TciaOptions, needs_network=True)
 def collect_tcia(
     workspace: Any,
     *,
@@ -79,7 +93,6 @@ def collect_tcia(
     max_patients: int | None = None,
     name: str | None = None,
     progress: Progress | None = None,
-    **_: Any,
 ) -> CollectResult:
     """Download the series of ``collection`` (filtered) into data/raw/tcia/<name>/.
 

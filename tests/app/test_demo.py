@@ -66,9 +66,9 @@ def test_an_interrupted_collect_leaves_nothing_marked_complete(ws) -> None:
         collect("demo", ws, progress=explode)
     assert "demo" not in ws.load_index()
     assert not (ws.raw_dir / "demo" / "demo").exists()
-    result = collect("demo", ws)
+    result = collect("demo", ws, scale=1)
     assert ws.load_index()["demo"]["complete"] and result.files > 100
-    assert collect("demo", ws).note == "already present"
+    assert collect("demo", ws, scale=1).note == "already present"
 
 
 def test_collectors_are_listed_from_the_registry() -> None:
