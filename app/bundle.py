@@ -1,7 +1,7 @@
 """Export bundles: what leaves the workstation, self-describing and verifiable.
 
-``exports/<run>/`` holds the ONNX model (checked against PyTorch), optionally an INT8
-copy, a model card ``metadata.json`` and a README. The card says what the model is
+``exports/<run>/`` holds the ONNX model (checked against PyTorch), optionally the files
+of export formats (app.formats: an INT8 copy today), a model card ``metadata.json`` and a README. The card says what the model is
 for (task, modality, region, classes), how to prepare its input, how well it did
 (metrics with confidence intervals), where it came from (dataset and configuration
 hashes, package versions) and the SHA-256 of every model file, which
@@ -14,7 +14,7 @@ import hashlib
 import json
 import platform
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ class BundleResult:
     run: str
     path: Path
     max_abs_diff: float
-    int8: dict[str, Any] | None
+    int8: dict[str, Any] | None  # the int8 format's record (also in ``formats``)
+    formats: dict[str, dict[str, Any]] = field(default_factory=dict)  # format name -> its record in the card
 
 
 def _json_hash(payload: Any) -> str:
@@ -124,7 +125,7 @@ def _preprocessing(config: dict[str, Any], dims: int = 2) -> dict[str, Any]:
 
 
 def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str, Any],
-               int8: dict[str, Any] | None) -> dict[str, Any]:
+               formats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from app.training import load_run_phase
 
     meta = ws.run_metadata(run)
@@ -164,7 +165,8 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
         },
         "checks": {"onnx_checker": "passed", "max_abs_diff_vs_pytorch": export["max_abs_diff"],
                    "tolerance": 1e-4, "opset": export["opset"]},
-        "int8": int8,
+        "int8": formats.get("int8"),  # kept by name: readers of earlier cards look here
+        "formats": formats,
         "verdict": model_verdict(meta).as_dict(),
         "ood_gate": {**meta["ood_gate"], "file": "ood_gate.json",
                      "meaning": "an input is outside what the model was trained on when its modality/region pair "
@@ -220,87 +222,35 @@ def _readme(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def quantize_int8(ws: Workspace, run: str, source: Path, target: Path) -> dict[str, Any]:
-    """Static INT8 quantization (QDQ, calibrated on validation images) and its metric change.
-
-    The metric is the validation AUROC (classifiers: of 1 - P(normal) when there is a
-    normal class, else macro one-vs-rest ROC-AUC), FP32 against INT8.
-    """
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from app.data import phase_images, split_rows
-    from app.training import load_run_phase
-
-    meta = ws.run_metadata(run)
-    phase = load_run_phase(ws, run)
-    rows = [r for r in split_rows(ws, meta["dataset"], "val") if r["labeled"]]
-    if phase.spec.output == "class_probabilities":
-        rows = phase.select_rows(rows)
-    if not rows:
-        raise ExportError("INT8 needs labeled validation images to calibrate on and to measure the change.")
-    images = phase_images(ws, phase, rows)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"image": images[i : i + 16]} for i in range(0, min(len(images), 128), 16)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
-    prepared = target.with_name(".prepared.onnx")
-    try:
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        op_types_to_quantize=["Conv", "Gemm", "MatMul"])  # softmax and scores stay float
-    except Exception as err:
-        target.unlink(missing_ok=True)
-        raise ExportError(f"INT8 quantization failed ({type(err).__name__}: {err}); the FP32 model is unaffected.") from err
-    finally:
-        prepared.unlink(missing_ok=True)
-
-    def metric(path: Path) -> float:
-        from core.metrics import anomaly_auroc, classification_metrics
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = np.concatenate([session.run(None, {"image": images[i : i + 32]})[-1] for i in range(0, len(images), 32)])
-        if phase.spec.output == "class_probabilities":
-            targets = np.array([phase.classes.index(r["label"]) for r in rows])
-            return float(classification_metrics(got, targets, phase.classes)["roc_auc_ovr"])
-        return float(anomaly_auroc(np.array([0 if r["label"] == "normal" else 1 for r in rows]), got))
-
-    before, after = metric(source), metric(target)
-    name = "val_roc_auc" if phase.spec.output == "class_probabilities" else "val_anomaly_auroc"
-    return {"file": target.name, "metric": name, "fp32": before, "int8": after, "change": after - before,
-            "calibration_images": min(len(images), 128), "scheme": "static QDQ, per-channel int8 weights, uint8 activations"}
-
-
-INT8_MAX_DROP = 0.02  # validation AUROC an INT8 copy may lose before it is refused
 
 
 def export_bundle(ws: Workspace, run: str, *, int8: bool = False, accept_int8_drop: bool = False,
-                  progress: Progress | None = None) -> BundleResult:
+                  formats: tuple[str, ...] | list[str] = (), progress: Progress | None = None) -> BundleResult:
     """Export ``run`` (see app.export.export_run) and write its bundle ``exports/<run>/``.
 
     The bundle is written beside and moved into place whole: a failed export leaves
     the previous bundle (if any) as it was. The model card is signed with the
-    workspace's key (app.signing). An INT8 copy that loses more than INT8_MAX_DROP of
-    validation AUROC is refused unless ``accept_int8_drop``; the change is in the card.
+    workspace's key (app.signing). ``formats``: more files from the export-format
+    registry (app.formats; ``int8`` is the same as ``int8=True``), each refused when its
+    check says so (an INT8 copy that loses more than 0.02 validation AUROC) unless
+    ``accept_int8_drop``; each one's record is in the card.
 
     Raises:
         BusyError: the run is being trained, evaluated or exported by another process.
         ExportError: a failed check, or an INT8 drop past the limit.
     """
+    from app.formats import get_format
+
     final = ws.export_dir(run)  # checks the name
+    chosen = [get_format(name) for name in dict.fromkeys([*formats, *(["int8"] if int8 else [])])]  # known names
     with ws.lock("run", run):  # not while the run trains, nor two exports at once
-        return _export_bundle(ws, run, final, int8, accept_int8_drop, progress)
+        return _export_bundle(ws, run, final, chosen, accept_int8_drop, progress)
 
 
-def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, accept_int8_drop: bool,
+def _export_bundle(ws: Workspace, run: str, final: Path, chosen: list[Any], accept_loss: bool,
                    progress: Progress | None) -> BundleResult:
     from app.export import export_run
+    from app.formats import build_format
 
     result = export_run(ws, run, progress)
     export = ws.run_metadata(run)["export"]
@@ -308,26 +258,18 @@ def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, accept_int8
     work.mkdir(parents=True)
     try:
         shutil.copy2(result.path, work / "model.onnx")
-        quantized = None
-        if int8:
-            report(progress, "INT8 quantization", 0, 1)
-            quantized = quantize_int8(ws, run, work / "model.onnx", work / "model.int8.onnx")
-            quantized["max_drop_allowed"] = INT8_MAX_DROP
-            quantized["drop_accepted"] = bool(quantized["change"] < -INT8_MAX_DROP)
-            if quantized["change"] < -INT8_MAX_DROP and not accept_int8_drop:
-                raise ExportError(
-                    f"INT8 lowers {quantized['metric']} from {quantized['fp32']:.4f} to {quantized['int8']:.4f} "
-                    f"({quantized['change']:+.4f}; at most -{INT8_MAX_DROP} is allowed): nothing was exported, the "
-                    "previous bundle is unchanged. Export without --int8 (FP32), or add --accept-int8-drop to "
-                    "export it anyway (the drop is then written in the model card)."
-                )
-            report(progress, "INT8 quantization", 1, 1)
+        records: dict[str, dict[str, Any]] = {}
+        for fmt in chosen:
+            report(progress, fmt.title, 0, 1)
+            records[fmt.name] = build_format(fmt, ws, run, work / "model.onnx", work, accept_loss)
+            report(progress, fmt.title, 1, 1)
         from app.ood import GATE_FILE
 
         if (ws.run_dir(run) / GATE_FILE).exists():  # the out-of-distribution gate travels with the model
             shutil.copy2(ws.run_dir(run) / GATE_FILE, work / GATE_FILE)
-        files = {p.name: sha256_of(p) for p in sorted([*work.glob("*.onnx"), *work.glob(GATE_FILE)])}
-        card = model_card(ws, run, files, export, quantized)
+        made = [work / "model.onnx", *[work / fmt.file for fmt in chosen], *work.glob(GATE_FILE)]
+        files = {p.name: sha256_of(p) for p in sorted(made)}
+        card = model_card(ws, run, files, export, records)
         write_state(work / CARD, Kind.MODEL_CARD, card)
         (work / "README.md").write_text(_readme(card), encoding="utf-8")
         sign_bundle(ws.data_dir, work, CARD)
@@ -335,7 +277,7 @@ def _export_bundle(ws: Workspace, run: str, final: Path, int8: bool, accept_int8
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return BundleResult(run, final, result.max_abs_diff, quantized)
+    return BundleResult(run, final, result.max_abs_diff, records.get("int8"), records)
 
 
 @dataclass(frozen=True)
@@ -344,17 +286,22 @@ class Bundle:
     card: dict[str, Any]
     trust: str = ""  # how its card is vouched for (app.signing.check_signature)
 
-    def session(self, int8: bool = False) -> Any:
-        """An ONNX Runtime session whose graph was checked against the card (input, outputs, class count).
+    def session(self, int8: bool = False, format: str | None = None) -> Any:
+        """An ONNX Runtime session of the FP32 model, or of an export format's file (``format``,
+        ``int8=True`` for "int8"), whose graph was checked against the card (input, outputs, classes).
 
         Raises:
             ExportError: no such model file, or a graph that does not match its card.
         """
         import onnxruntime as ort
 
-        name = "model.int8.onnx" if int8 else "model.onnx"
+        from app.formats import get_format
+
+        chosen = format or ("int8" if int8 else None)
+        name = get_format(chosen).file if chosen else "model.onnx"
         if name not in self.card["files"]:
-            raise ExportError(f"The bundle {self.path} has no {name}. Export it again (with --int8 for INT8).")
+            raise ExportError(f"The bundle {self.path} has no {name}. Export it again "
+                              f"(with --format {chosen})." if chosen else f"The bundle {self.path} has no {name}.")
         try:
             session = ort.InferenceSession(str(self.path / name), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types

@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = command("export", "export a run as an ONNX bundle (model card, README), checked against PyTorch")
     ex.add_argument("run")
     ex.add_argument("--int8", action="store_true", help="also a static INT8 copy, with its validation metric change")
+    ex.add_argument("--format", action="append", dest="formats", default=[], metavar="NAME",
+                    help="also this export format (repeatable; the registry in app/formats.py: int8 today)")
     ex.add_argument("--accept-int8-drop", action="store_true",
                     help="export the INT8 copy even when it loses more than 0.02 validation AUROC (the drop goes "
                          "in the model card)")
@@ -490,7 +492,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             from app.bundle import export_bundle
 
             result = as_job("export", bar, lambda job: export_bundle(
-                ws, args.run, int8=args.int8, accept_int8_drop=args.accept_int8_drop, progress=job.progress))
+                ws, args.run, int8=args.int8, accept_int8_drop=args.accept_int8_drop, formats=args.formats,
+                progress=job.progress))
             message = (f"Exported bundle {result.path} (max abs difference to PyTorch {result.max_abs_diff:.1e}), "
                        f"signed: {result.path / 'signature.json'}")
             if result.int8:

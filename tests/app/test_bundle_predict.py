@@ -232,7 +232,9 @@ def test_nan_outputs_are_an_error_never_an_answer(demo_ws, runs, tmp_path, monke
 
 
 def test_an_int8_copy_that_loses_too_much_is_refused_and_the_previous_bundle_stays(demo_ws, runs, monkeypatch) -> None:
-    from app import bundle as bundle_module
+    import dataclasses
+
+    from app.formats import FORMATS, get_format
 
     before = export_bundle(demo_ws, runs["supervised"]).path
     kept = sha256_of(before / "metadata.json")
@@ -241,7 +243,7 @@ def test_an_int8_copy_that_loses_too_much_is_refused_and_the_previous_bundle_sta
         shutil.copy(source, target)
         return {"file": target.name, "metric": "val_roc_auc", "fp32": 0.8809, "int8": 0.6470, "change": -0.2339}
 
-    monkeypatch.setattr(bundle_module, "quantize_int8", lossy)
+    monkeypatch.setitem(FORMATS._entries, "int8", dataclasses.replace(get_format("int8"), build=lossy))
     with pytest.raises(ExportError, match="INT8 lowers val_roc_auc from 0.8809 to 0.6470.*--accept-int8-drop"):
         export_bundle(demo_ws, runs["supervised"], int8=True)
     assert sha256_of(before / "metadata.json") == kept and not (before / "model.int8.onnx").exists()
@@ -287,3 +289,31 @@ def test_real_radiographs_are_outside_what_the_demo_models_saw(demo_ws, runs) ->
     loose = predict(demo_ws, folder, run=runs["supervised"], overlays=False, allow_ood=True)
     judged = [p for p in loose.predictions if p.ood_distance is not None]
     assert judged and all("unlike its training images" in p.note and p.predicted_class for p in judged)
+
+
+def test_an_export_format_defined_here_goes_into_the_bundle_hashed_signed_and_loadable(demo_ws, runs) -> None:
+    """The export-format contract: a format registered by a test is built from the checked
+    ONNX model, recorded in the card, hashed and signed with the bundle, and loaded by name."""
+    from app.bundle import load_bundle
+    from app.formats import FORMATS, register_format
+    from menus.cli import build_parser
+
+    @register_format("copy", file="model.copy.onnx", title="a byte copy",
+                     check=lambda record, accept: None if record["bytes"] > 0 else "empty copy")
+    def copy_format(ws, run, source, target):
+        shutil.copy(source, target)
+        return {"bytes": target.stat().st_size}
+
+    try:
+        assert build_parser().parse_args(["export", "r", "--format", "copy"]).formats == ["copy"]
+        result = export_bundle(demo_ws, runs["supervised"], formats=["copy"])
+        card = json.loads((result.path / "metadata.json").read_text())
+        assert card["formats"]["copy"]["file"] == "model.copy.onnx" and card["formats"]["copy"]["bytes"] > 0
+        assert "model.copy.onnx" in card["files"] and card["int8"] is None
+        bundle = load_bundle(result.path, keys_from=demo_ws.data_dir)
+        assert bundle.session(format="copy").get_inputs()[0].name == "image"
+        (result.path / "model.copy.onnx").write_bytes(b"changed")
+        with pytest.raises(ExportError):
+            load_bundle(result.path, keys_from=demo_ws.data_dir)
+    finally:
+        FORMATS.unregister("copy")
