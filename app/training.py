@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from app.checkpoints import load_checkpoint, rebuild_phase, save_checkpoint
+from app.engine import (Callback, Checkpoints, EarlyStopping, EpochProgress, LoopState, RunMetadata, StopWhenAsked,
+                        TimeBudget, WeightAverage, run_epochs)
 from app.data import phase_inputs, position_codes, split_rows
 from core.errors import DatasetError, TrainingError
 from core.metrics import anomaly_auroc, classification_metrics
@@ -454,98 +456,40 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         log.info("Resuming %s from epoch %d", run_dir.name, start)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
                "config": phase.config_dict(), **({"epoch_images": drawn} if drawn else {})}
-    epoch, out_of_time = start, False
     augment = getattr(config, "augment", "standard")
     mixup = float(getattr(config, "mixup", 0.0) or 0.0)
+
+    def validate(s: LoopState, module: Any) -> tuple[Any, dict[str, float]]:
+        # What is validated is what is kept: the weights (or their average), with batch-norm
+        # statistics measured afresh on training images.
+        watched = _precise_bn(module, resident, config.batch_size, rt.device)
+        return watched, _validate(phase, watched, raw, val_x, val_y, rt.device)
+
+    def refit(s: LoopState, planned: int) -> None:
+        config.epochs = planned
+        scheduler.lr_lambdas = [_schedule(steps_per_epoch * planned, warmup)] * len(scheduler.lr_lambdas)
+        payload["config"] = base["config"] = phase.config_dict()
+
     with wrapped_for_training(raw, rt) as trainable:
+        state = LoopState(
+            phase=phase, rt=rt, raw=raw, trainable=trainable, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+            resident=resident, train_y=train_y, val_x=val_x, val_y=val_y, steps_per_epoch=steps_per_epoch,
+            per_rank=per_rank, run_dir=run_dir, base=base, payload=payload, validate=validate,
+            augment=lambda images, generator: _augment(images, generator, augment),
+            mix=(lambda images, targets, rng, generator: mix_batch(
+                images, targets, len(phase.classes), float(rng.beta(mixup, mixup)), generator)) if mixup else None,
+            start=start, epoch=start, best=best, stale=stale, history=history, started=started)
         # A time-limited run may refit its plan up to ``ceiling`` epochs; the loop ends at the plan.
         ceiling = max(config.epochs, max_epochs or 0) if time_limit_s is not None else config.epochs
-        for epoch in range(start, ceiling):
-            began = time.perf_counter()
-            phase.epoch = epoch
-            phase.start_epoch(epoch)  # e.g. the transfer phase's frozen first stage
-            raw.train()
-            # Every random draw of an epoch derives from (seed, epoch): a resumed run repeats it exactly.
-            torch.manual_seed(config.seed * 100003 + epoch)
-            generator = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-            mixing = np.random.default_rng(config.seed * 100003 + epoch) if mixup else None
-            order = torch.randperm(len(train_x), generator=generator)[: per_rank * rt.world][rt.rank :: rt.world]
-            total, seen = 0.0, 0
-            for k in range(steps_per_epoch):
-                index = order[k * config.batch_size : (k + 1) * config.batch_size]
-                if len(index) < 2 and k > 0 and rt.world == 1:
-                    continue  # a batch of one breaks batch norm; its images come back next epoch
-                images, targets = _augment(resident[index], generator, augment), train_y[index]
-                if mixing is not None:
-                    images, targets = mix_batch(images, targets, len(phase.classes), float(mixing.beta(mixup, mixup)),
-                                                generator)
-                images, targets = images.to(rt.device, non_blocking=True), targets.to(rt.device)
-                phase.model = trainable  # the step calls through DDP, which averages the gradients
-                try:
-                    with rt.autocast():
-                        loss = phase.step((images, targets))["loss"]
-                finally:
-                    phase.model = raw
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(raw.parameters(), 5.0)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(raw)
-                total, seen = total + float(loss.detach()) * len(index), seen + len(index)
-                report(progress, "Batches", k + 1, steps_per_epoch, epoch=f"{epoch + 1}/{config.epochs}",
-                       loss=loss.item())
-            # What is validated is what is kept: the weights (or their average), with batch-norm
-            # statistics measured afresh on training images.
-            # Both are kept and compared later on the CPU: exact float32 on a GPU (Runtime.exact).
-            with rt.exact():
-                watched = _precise_bn(ema.module if ema is not None else raw, resident, config.batch_size, rt.device)
-                metrics = _validate(phase, watched, raw, val_x, val_y, rt.device)
-            rt.synchronize()  # the GPU's queued work belongs to this epoch's time
-            record = {"epoch": epoch + 1, "train_loss": total / max(1, seen), **metrics,
-                      "seconds": round(time.perf_counter() - began, 2)}
-            history.append(record)
-            improved = metrics["monitor"] > best
-            best, stale = (metrics["monitor"], 0) if improved else (best, stale + 1)
-            if time_limit_s is not None and epoch + 1 - start == FIT_EPOCHS and epoch + 1 < ceiling:
-                # The first epoch of a process carries its warm-up (CUDA context, cuDNN's
-                # choice of kernels, caches): the plan is timed on the ones after it.
-                timed = history[start + 1 : epoch + 1] or history[start : epoch + 1]
-                per_epoch = float(np.median([r["seconds"] for r in timed]))
-                planned = int(_agreed(rt, str(fitted_epochs(epoch + 1, ceiling, per_epoch,
-                                                            time_limit_s - (time.perf_counter() - started)))))
-                if planned != config.epochs:
-                    log.info("%s: %d epochs fit in the time left (%s planned); the learning-rate schedule is fitted "
-                             "to %d", run_dir.name, planned, config.epochs, planned)
-                    config.epochs = planned
-                    scheduler.lr_lambdas = [_schedule(steps_per_epoch * planned, warmup)] * len(scheduler.lr_lambdas)
-                    payload["config"] = base["config"] = phase.config_dict()
-            if rt.main:
-                state = {k: v.cpu() for k, v in raw.state_dict().items()}
-                if improved:
-                    kept = {k: v.cpu() for k, v in watched.state_dict().items()}
-                    save_checkpoint(run_dir / "best.pt", {**payload, "model_state": kept,
-                                                          "epoch": epoch + 1, "best_metric": best})
-                save_checkpoint(run_dir / "last.pt", {
-                    **payload, "model_state": state, "optimizer_state": optimizer.state_dict(),
-                    "scheduler_state": scheduler.state_dict(), "epoch": epoch + 1, "best_metric": best,
-                    "history": history, "stale": stale,
-                    **({"ema_state": {k: v.cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}),
-                })
-                write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
-                            {**base, "status": "running", "epoch": epoch + 1, "best_metric": best, "history": history})
-                log.info("%s epoch %d/%d: %s", run_dir.name, epoch + 1, config.epochs,
-                         ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "monitor")))
-            report(progress, "Epochs", epoch + 1, config.epochs, **{k: v for k, v in record.items() if k != "epoch"})
-            out_of_time = time_limit_s is not None and _agreed(rt, str(  # every process stops together
-                time.perf_counter() - started + record["seconds"] > time_limit_s)) == "True"
-            # The range above was drawn before a time fit may have shortened the plan.
-            planned_done = epoch + 1 >= config.epochs
-            if planned_done or stale >= patience or out_of_time or (should_stop and should_stop()):
-                break
+        budget = TimeBudget(time_limit_s, ceiling, FIT_EPOCHS, refit, fitted_epochs, _agreed) \
+            if time_limit_s is not None else None
+        averaged = [WeightAverage(ema)] if ema is not None else []
+        callbacks: list[Callback] = [*averaged, *([budget] if budget else [])]
+        callbacks += [Checkpoints(callbacks), RunMetadata(), EpochProgress(progress), EarlyStopping(patience),
+                      StopWhenAsked(should_stop)]
+        run_epochs(state, callbacks, ceiling, progress)
+    epoch, best, stale, history = state.epoch, state.best, state.stale, state.history
+    out_of_time = budget is not None and budget.out_of_time
     raw.to("cpu")
     barrier(rt)
     if rt.main and (run_dir / "best.pt").exists():
