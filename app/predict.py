@@ -361,6 +361,23 @@ def answer_items(items: list[Item], ids: list[str], models: list[Model], *, chos
                  allow_ood: bool = False, progress: Progress | None = None) -> list[Prediction]:
     """Each item's answer from ``models`` (routed by modality and region; ``chosen``: the one
     model asked for answers all), with the out-of-distribution gate applied; ``ids`` name them."""
+    results, by_model = route_items(items, ids, models, chosen=chosen, allow_ood=allow_ood)
+    done = 0
+    for model in models:
+        for start in range(0, len(by_model.get(model.run, [])), 32):
+            chunk = by_model[model.run][start : start + 32]
+            prepared = prepare_items(chunk, model, results)
+            if prepared:
+                outputs, distances = score_batch(model, np.concatenate([x for _, _, x in prepared]))
+                settle(prepared, model, outputs, distances, results, ids, allow_ood)
+            done += len(chunk)
+            report(progress, "Predicting", done, len(items))
+    return results
+
+
+def route_items(items: list[Item], ids: list[str], models: list[Model], *, chosen: bool = False,
+                allow_ood: bool = False) -> tuple[list[Prediction], dict[str, list[tuple[int, Item]]]]:
+    """(a Prediction per item, outside ones already answered; the items each model answers, by run)."""
     results: list[Prediction] = []
     by_model: dict[str, list[tuple[int, Item]]] = {}
     for k, item in enumerate(items):
@@ -376,29 +393,36 @@ def answer_items(items: list[Item], ids: list[str], models: list[Model], *, chos
         else:
             results.append(Prediction(ids[k], item.modality, item.region))
             by_model.setdefault(model.run, []).append((k, item))
-    done = 0
-    for model in models:
-        for start in range(0, len(by_model.get(model.run, [])), 32):
-            chunk = by_model[model.run][start : start + 32]
-            prepared = []
-            for k, item in chunk:
-                try:
-                    prepared.append((k, item, _prepare(item, model)))
-                except DatasetError as err:  # the message without the file's place or name
-                    middle = item.files[len(item.files) // 2]
-                    why = str(err).replace(str(middle), "the file").replace(str(middle.parent), "the folder")
-                    results[k].note = why.replace(middle.name, "the file").strip()[:160]
-            if prepared:
-                batch = np.concatenate([x for _, _, x in prepared])
-                outputs = model.run_batch(batch)
-                distances = model.gate.distances(batch) if model.gate is not None else None
-                for n, (k, item, _) in enumerate(prepared):
-                    results[k] = _answer(ids[k], item, model, outputs, n)
-                    if distances is not None:
-                        _gate(results[k], float(distances[n]), model.gate.threshold, allow_ood)
-            done += len(chunk)
-            report(progress, "Predicting", done, len(items))
-    return results
+    return results, by_model
+
+
+def prepare_items(chunk: list[tuple[int, Item]], model: Model,
+                  results: list[Prediction]) -> list[tuple[int, Item, np.ndarray]]:
+    """Each item's input as ``model`` takes it; an unreadable one gets its reason as a note instead."""
+    prepared = []
+    for k, item in chunk:
+        try:
+            prepared.append((k, item, _prepare(item, model)))
+        except DatasetError as err:  # the message without the file's place or name
+            middle = item.files[len(item.files) // 2]
+            why = str(err).replace(str(middle), "the file").replace(str(middle.parent), "the folder")
+            results[k].note = why.replace(middle.name, "the file").strip()[:160]
+    return prepared
+
+
+def score_batch(model: Model, batch: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The model's outputs for a batch of prepared inputs, and their out-of-distribution distances."""
+    outputs = model.run_batch(batch)
+    return outputs, model.gate.distances(batch) if model.gate is not None else None
+
+
+def settle(prepared: list[tuple[int, Item, np.ndarray]], model: Model, outputs: dict[str, np.ndarray],
+           distances: np.ndarray | None, results: list[Prediction], ids: list[str], allow_ood: bool) -> None:
+    """Write the answers of ``prepared`` (in batch order) into ``results``, gated."""
+    for n, (k, item, _) in enumerate(prepared):
+        results[k] = _answer(ids[k], item, model, outputs, n)
+        if distances is not None:
+            _gate(results[k], float(distances[n]), model.gate.threshold, allow_ood)
 
 
 def _item_ids(ws: Workspace, items: list[Item]) -> list[str]:

@@ -10,7 +10,8 @@ SHA-256, the ONNX graph against its card) once, then answers:
                                               each item's answer, "upload-1", "upload-2"...
     GET  /api/v1/health                       {"status": "ok"} once the model is loaded
 
-Uploads go to a private folder of the server's own (mode 0700, removed when it stops) and
+Concurrent requests' images are scored as one batch (web.batching). Uploads go to a
+private folder of the server's own (mode 0700, removed when it stops) and
 are deleted once read; nothing else is written. Off the loopback address every request
 needs the token given in the environment variable MEDANOMALY_TOKEN.
 """
@@ -30,8 +31,10 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.predict import Model, answer_items, find_items, load_readers, model_from_bundle
+from app.predict import (Model, find_items, load_readers, model_from_bundle, prepare_items, route_items,
+                         score_batch, settle)
 from core.errors import WorkbenchError
+from web.batching import Batcher
 from web.guard import guard, is_loopback
 from web.uploads import UPLOAD_LIMIT, received, said_of_the_upload
 
@@ -69,21 +72,28 @@ def create_bundle_app(model: Model, *, token: str | None = None, upload_limit: i
     def model_card() -> dict[str, Any]:
         return card
 
+    batcher = Batcher(lambda batch: score_batch(model, batch))
+
     @app.post(f"{API}/predict", dependencies=secured)
     async def predict_upload(request: Request, kind: str, allow_ood: bool = False) -> dict[str, Any]:
-        def answer(given: Path) -> list[Any]:  # one trip to a worker thread: read, prepare, run, gate
+        def prepared(given: Path) -> tuple[list[Any], list[str], list[Any]]:  # read and prepare, in a worker
             items = find_items(given)
-            return answer_items(items, [f"upload-{k + 1}" for k in range(len(items))], [model], chosen=True,
-                                allow_ood=allow_ood)
+            ids = [f"upload-{k + 1}" for k in range(len(items))]
+            results, by_model = route_items(items, ids, [model], chosen=True, allow_ood=allow_ood)
+            return results, ids, prepare_items(by_model.get(model.run, []), model, results)
 
         async with received(request, kind, folder, upload_limit) as given:
             try:
-                results = await run_in_threadpool(answer, given)
+                results, ids, ready = await run_in_threadpool(prepared, given)
+                if ready:  # scored with the other requests' images that wait (web.batching)
+                    outputs, distances = await batcher.score(np.concatenate([x for _, _, x in ready]))
+                    settle(ready, model, outputs, distances, results, ids, allow_ood)
             except WorkbenchError as err:
                 raise HTTPException(422, said_of_the_upload(str(err), folder)) from err
         return {"predictions": [{k: v for k, v in asdict(p).items() if k != "name"} for p in results],
                 "verdict": model.verdict.text, "outside": sum(1 for p in results if p.outside)}
 
+    app.state.batcher = batcher
     return app
 
 
