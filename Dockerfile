@@ -17,9 +17,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 MEDANOMALY_W
 
 WORKDIR /opt/medanomaly
 COPY requirements.txt .
-# PyTorch's CPU build first (the predict path imports some of the core; the models run in ONNX Runtime)
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.14.1" "torchvision==0.29.1" \
-    && pip install -r requirements.txt
+# The same packages the tests run with (the model itself runs in ONNX Runtime)
+RUN pip install -r requirements.txt
 
 COPY main.py pyproject.toml README.md ./
 COPY core core
