@@ -42,7 +42,39 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="show full tracebacks and debug logging")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str] | None) -> str | None:
+    """The command a command line names ("train" in "--workspace W train --epochs 3")."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    k = 0
+    while k < len(tokens):
+        if tokens[k] == "--workspace":
+            k += 2
+            continue
+        if not tokens[k].startswith("-"):
+            return tokens[k]
+        k += 1
+    return None
+
+
+def _setting_specs() -> list[Any]:
+    from models import get_phase_class, list_phases
+    from models.base import setting_specs
+
+    return setting_specs([(spec.name, get_phase_class(spec.name).Config) for spec in list_phases()])
+
+
+def _add_settings(train: argparse.ArgumentParser) -> None:
+    """``train``'s --flags, one per phase setting (models.base.setting and SHARED_SETTINGS)."""
+    for spec in _setting_specs():
+        flag = "--" + spec.flag.replace("_", "-")
+        if spec.type == "bool":
+            train.add_argument(flag, dest=spec.dest, action="store_const", const=True, help=spec.help)
+            continue
+        train.add_argument(flag, dest=spec.dest, type={"int": int, "float": float}.get(spec.type, str),
+                           choices=list(spec.choices) or None, metavar=spec.metavar, help=spec.help)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # Run as `python main.py` from a checkout, or as `medanomaly` when installed (pip install .).
     prog = "main.py" if Path(sys.argv[0]).name == "main.py" else "medanomaly"
     parser = argparse.ArgumentParser(prog=prog, description="MedAnomaly Workbench: medical image anomaly detection.",
@@ -137,54 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", required=True, help="an organized dataset's name (see status)")
     tr.add_argument("--phase", required=True, help="supervised, transfer, vae, hybrid or cube3d")
     tr.add_argument("--run-name", "--run", dest="run", help="run name (an existing unfinished run resumes)")
-    tr.add_argument("--epochs", type=int, help="epochs to plan (default: the phase's, e.g. 30)")
-    tr.add_argument("--image-size", type=int, help="side in pixels the images are resized to, a multiple of 16 "
-                                                     "(default: the dataset's; cube3d: the cube side)")
-    tr.add_argument("--batch-size", type=int, help="images per step (default: the phase's, e.g. 16)")
-    tr.add_argument("--lr", type=float, help="peak learning rate (default: the phase's)")
-    tr.add_argument("--backbone", help="any timm model name (supervised); resnet10/resnet18 (cube3d)")
-    tr.add_argument("--width", type=int, help="cube3d: channels of the first stage (default 16)")
-    tr.add_argument("--positions", action="store_const", const=True,
-                    help="cube3d: give the model each cube's anatomical position (cube datasets with positions)")
-    tr.add_argument("--latent-dim", type=int, help="VAE latent size")
-    tr.add_argument("--beta", type=float, help="VAE: weight of the KL term (warmed up over the first epochs)")
-    tr.add_argument("--score", choices=["mse", "l1", "ssim", "kl"], help="VAE anomaly score (default ssim)")
-    tr.add_argument("--decoder", choices=["calibrated", "per-image", "fixed"],
-                    help="VAE reconstruction term: noise level calibrated per batch (default, sharp) or per image "
-                         "(mixed modalities), or fixed (sum of squares)")
-    tr.add_argument("--area", type=float, help="VAE: score the worst fraction of pixels (1: the whole image; "
-                    "default: chosen on validation between 1 and 0.1)")
-    tr.add_argument("--neighbours", type=int, help="VAE: compare each score with this many look-alike validation "
-                    "normals (0: with none; default: chosen on validation between 0 and 5)")
-    tr.add_argument("--threshold-rule", choices=["percentile", "roc"],
-                    help="VAE threshold: 95th percentile of validation normals (default) or best validation ROC point")
-    tr.add_argument("--weight", type=float, help="hybrid: the classifier's weight w in the combined evidence "
-                    "(default from the labeled fraction)")
-    tr.add_argument("--frozen-epochs", type=int, help="transfer: epochs with the body frozen")
-    tr.add_argument("--weights", metavar="FILE", help="pretrained weights file (supervised, transfer)")
-    tr.add_argument("--supervised-run", help="hybrid: the supervised run to combine")
-    tr.add_argument("--vae-run", help="hybrid: the VAE run to combine")
-    tr.add_argument("--clahe", action="store_const", const=True, help="equalize contrast (CLAHE) before resizing")
-    tr.add_argument("--ema", type=float, metavar="DECAY",
-                    help="classifiers: keep an exponential moving average of the weights (e.g. 0.99)")
-    tr.add_argument("--mixup", type=float, metavar="ALPHA",
-                    help="classifiers: blend pairs of training images and their labels (mixup; e.g. 0.2; default off)")
-    tr.add_argument("--augment", choices=["none", "standard", "strong"],
-                    help="training augmentation (default standard: flips and shifts; cube3d: strong)")
-    tr.add_argument("--calibration", choices=["temperature+bias", "temperature", "none"],
-                    help="classifiers: what is fitted on validation after training (default temperature+bias; "
-                    "temperature alone never changes a decision)")
-    tr.add_argument("--vae-scoring", choices=["views", "run"],
-                    help="hybrid: the VAE part scores through every view (default) or as the VAE run chose")
-    tr.add_argument("--views", action="store_const", const=True,
-                    help="VAE: score through every view at once (six reconstruction views and the patch view) instead of letting validation choose")
-    tr.add_argument("--seed", type=int, help="random seed (default 0): the same seed repeats a run")
-    tr.add_argument("--channels", type=int, choices=[1, 3],
-                    help="supervised, transfer: 1 reads the images grey, 3 as RGB (default: the dataset's, "
-                         "training_config.json)")
-    tr.add_argument("--ordinal", type=float, metavar="WEIGHT",
-                    help="classifiers, ordered classes (grades): add the squared earth mover's distance between "
-                         "predicted and true grade distributions to the loss, with this weight (e.g. 1; default off)")
+    if _command_of(argv) == "train":  # the phases' settings (importing the phases takes PyTorch: only here)
+        _add_settings(tr)
     tr.add_argument("--recipe", choices=["auto", "flags"], default="flags",
                     help="supervised: auto screens a few recipes (backbone, input size) on the validation split and "
                          "trains the best on to the end of --minutes (it chooses --backbone, --image-size, --augment, "
@@ -335,13 +321,9 @@ def _collect_listing(source: str, options: dict[str, Any]) -> Any:
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("epochs", "image_size", "batch_size", "lr", "backbone", "latent_dim", "frozen_epochs",
-            "supervised_run", "vae_run", "seed", "clahe", "augment", "ema", "mixup", "beta", "decoder", "area", "neighbours",
-            "score", "threshold_rule", "weight", "width", "positions", "calibration", "vae_scoring", "views", "ordinal", "channels")
-    chosen = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    if args.weights:
-        chosen["pretrained"] = args.weights
-    return chosen
+    """The phase settings given on the command line (each train --flag is a Config field)."""
+    return {spec.dest: getattr(args, spec.dest) for spec in _setting_specs()
+            if getattr(args, spec.dest, None) is not None}
 
 
 def run_command(args: argparse.Namespace, ws: Workspace) -> int:
@@ -627,7 +609,7 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     ws = None
     try:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.base import setting
 from models.registry import register_phase
 from models.supervised import ClassifierPhase, check_calibration
 
@@ -29,7 +30,7 @@ DEPTHS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
 @dataclass
 class Cube3DConfig:
     backbone: str = "resnet10"  # resnet10 | resnet18 (MONAI, 3D)
-    width: int = 16  # channels of the first stage (doubled at each of the four)
+    width: int = setting(16, help="cube3d: channels of the first stage (default 16; doubled at each of the four)")
     image_size: int = 48  # cube side; MedMNIST 3D files are resized to it
     epochs: int = 30
     batch_size: int = 16
@@ -42,7 +43,8 @@ class Cube3DConfig:
     augment: str = "strong"
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
-    positions: bool = False  # the cube's anatomical position as an extra input
+    positions: bool = setting(False, help="cube3d: give the model each cube's anatomical position (cube datasets "
+                                          "with positions)")
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     seed: int = 0
 

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from core.metrics import youden_threshold
-from models.base import Phase
+from models.base import Phase, setting
 from models.registry import register_phase
 from models.supervised import create_backbone
 from models.tails import NormalTail
@@ -70,14 +70,16 @@ class Finding:
 
 @dataclass
 class HybridConfig:
-    supervised_run: str = ""
-    vae_run: str = ""
-    weight: float | None = None  # the classifier's weight w (see the module text); None: chosen from the data
+    supervised_run: str = setting("", help="hybrid: the supervised run to combine")
+    vae_run: str = setting("", help="hybrid: the VAE run to combine")
+    weight: float | None = setting(None, help="hybrid: the classifier's weight w in the combined evidence (default "
+                                              "from the labeled fraction)")
     labeled_fraction: float = 1.0
     # How the VAE part scores: "views", every view at once (MultiViewScore): its job here is
     # the anomalies the classifier does not know, so it must not be tuned to the ones it does;
     # "run", as the VAE run chose on validation (runs from before multi-view scores can only).
-    vae_scoring: str = "views"
+    vae_scoring: str = setting("views", choices=("views", "run"),
+                               help="hybrid: the VAE part scores through every view (default) or as the VAE run chose")
     image_size: int = 128  # taken from the component runs
     clahe: bool = False  # taken from the component runs
     seed: int = 0

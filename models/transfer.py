@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from models.base import setting
 from models.registry import register_phase
 from models.supervised import ClassifierPhase, check_calibration, check_channels, create_backbone, settle_pretrained
 
@@ -23,7 +24,7 @@ class TransferConfig:
     pretrained: bool | str = True  # True: from the local cache; or a weights file path
     image_size: int = 128
     epochs: int = 20
-    frozen_epochs: int = 5  # stage 1: only the new head learns
+    frozen_epochs: int = setting(5, help="transfer: epochs with the body frozen (stage 1: only the new head learns)")
     batch_size: int = 32
     lr: float = 3e-3  # the head
     finetune_lr: float = 3e-4  # the last block, in stage 2

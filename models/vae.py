@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Phase
+from models.base import Phase, setting
 from models.registry import register_phase
 from models.tails import NormalTail
 
@@ -41,7 +41,7 @@ class VAEConfig:
     # 32 px, 30 epochs, calibrated decoder): validation AUROC 94.36 / 94.42 / 94.39 / 93.78 %, test
     # 84.1 / 82.2 / 82.6 / 83.6 % at latent 4 / 16 / 64 / 512: a tie but for 512, 16 by a hair.
     # (With the fixed decoder the size mattered more: test 80.5 / 75.6 / 81.0 / 76.5 %, 64 picked.)
-    latent_dim: int = 16
+    latent_dim: int = setting(16, help="VAE latent size")
     base_channels: int = 32
     # The reconstruction term. "calibrated": a Gaussian decoder whose variance is the
     # batch's own mean squared error (sigma-VAE, Rybkin et al. 2021), so the KL term
@@ -49,8 +49,10 @@ class VAEConfig:
     # "per-image": the same with each image's own mean squared error (mixed modalities:
     # see reconstruction_nll); "fixed": the sum of squared errors (variance 1/2), which on
     # [0, 1] images lets the KL term win and blurs every reconstruction into an average shape.
-    decoder: str = "calibrated"
-    beta: float = 1.0
+    decoder: str = setting("calibrated", choices=("calibrated", "per-image", "fixed"),
+                           help="VAE reconstruction term: noise level calibrated per batch (default, sharp) or per "
+                                "image (mixed modalities), or fixed (sum of squares)")
+    beta: float = setting(1.0, help="VAE: weight of the KL term (warmed up over the first epochs)")
     kl_warmup_epochs: int = 5
     image_size: int = 64
     epochs: int = 30
@@ -61,7 +63,7 @@ class VAEConfig:
     # SSIM measured best on PneumoniaMNIST (benchmarks/vae_anomaly.py, chosen on validation):
     # test AUROC 82.2% against 55.7% for MSE, 56.6% L1, 39.0% KL (latent 16, 32 px, 30 epochs,
     # calibrated decoder; with the fixed decoder 74.5 / 40.3 / 41.2 / 43.4%).
-    score: str = "ssim"  # ssim | mse | l1 | kl (see the module text)
+    score: str = setting("ssim", choices=("mse", "l1", "ssim", "kl"), help="VAE anomaly score (default ssim)")
     # How the error map becomes one score, and against which normals it is compared
     # (ReconstructionScore): ``area`` the worst fraction of pixels averaged (1: all),
     # ``neighbours`` the nearest validation normals in latent space that the score is
@@ -69,10 +71,15 @@ class VAEConfig:
     # (MultiViewScore: nothing chosen on anomalies), False through one. None everywhere:
     # chosen on the validation AUROC among AREAS x NEIGHBOURS and all views when validation
     # holds anomalies, else all views. An area or neighbours set by hand means one view.
-    area: float | None = None
-    neighbours: int | None = None
-    views: bool | None = None
-    threshold_rule: str = "percentile"  # percentile of validation normals | roc (Youden on validation)
+    area: float | None = setting(None, help="VAE: score the worst fraction of pixels (1: the whole image; default: "
+                                            "chosen on validation between 1 and 0.1)")
+    neighbours: int | None = setting(None, help="VAE: compare each score with this many look-alike validation normals "
+                                                "(0: with none; default: chosen on validation between 0 and 5)")
+    views: bool | None = setting(None, help="VAE: score through every view at once (six reconstruction views and the "
+                                            "patch view) instead of letting validation choose")
+    threshold_rule: str = setting("percentile", choices=("percentile", "roc"),
+                                  help="VAE threshold: 95th percentile of validation normals (default) or best "
+                                       "validation ROC point (Youden)")
     threshold_percentile: float = 95.0
     clahe: bool = False
     augment: str = "standard"  # none | standard | strong
