@@ -185,3 +185,41 @@ def test_backups_are_made_and_restored_from_the_dashboard_and_the_api(trained, t
     assert client.post(f"{API}/jobs/restore", json={"name": "medanomaly-backup-nope.tar"}).status_code == 404
     job = client.post(f"{API}/jobs/restore", json={"name": found["name"]}).json()["id"]
     assert _wait(client, job)["state"] == "finished" and tree_hashes(ws) == before
+
+
+def test_a_correction_from_the_dataset_page_reorganizes_the_dataset(demo, tmp_path) -> None:
+    import shutil
+
+    from app.organize.review import review_groups
+    from app.workspace import Workspace
+
+    shutil.copytree(demo.root, tmp_path / "ws", symlinks=True)
+    ws = Workspace.open(tmp_path / "ws")
+    client = TestClient(create_app(ws), base_url=LOCAL)
+    page = client.get("/datasets/demo", headers=PAGE).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
+    folder = re.search(r'name="folder" value="([^"]+)"', page)[1]
+    assert client.post("/datasets/demo/correct", data={"folder": folder, "field": "region", "value": "abdomen"},
+                       headers=PAGE).status_code == 403  # no token: nothing recorded
+    bad = client.post("/datasets/demo/correct", data={"csrf_token": token, "folder": folder, "field": "patient",
+                                                      "value": "x"}, headers=PAGE)
+    assert bad.status_code == 422 and "can be corrected" in bad.text
+    done = client.post("/datasets/demo/correct", data={"csrf_token": token, "folder": folder, "field": "region",
+                                                       "value": "abdomen"}, headers=PAGE, follow_redirects=False)
+    assert done.status_code == 303
+    assert _wait(client, done.headers["location"].rsplit("/", 1)[1])["state"] == "finished"
+    [group] = [g for g in review_groups(ws, "demo") if g.folder == folder]
+    assert group.region == "abdomen"
+
+
+def test_a_backup_is_started_and_listed_through_the_api(trained, tmp_path) -> None:
+    import shutil
+
+    from app.workspace import Workspace
+
+    shutil.copytree(trained.root, tmp_path / "ws", symlinks=True)
+    client = TestClient(create_app(Workspace.open(tmp_path / "ws")), base_url=LOCAL)
+    started = client.post(f"{API}/jobs/backup", json={"raw": False})
+    assert started.status_code == 202 and _wait(client, started.json()["id"])["state"] == "finished"
+    [made] = client.get(f"{API}/backups").json()
+    assert made["name"].startswith("medanomaly-backup-") and made["raw"] is False and made["files"] > 0
