@@ -22,9 +22,9 @@ from core.metrics import (
     anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, metric_label, youden_threshold,
 )
 from app.progress import Progress
-from app.state import Kind, write_state
 from app.training import load_run_phase, predict_batches
 from app.verdict import model_verdict
+from app.runs import Run
 from app.workspace import Workspace, now_iso
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,8 @@ def _evaluate_run(ws: Workspace, run: str, split: str, progress: Progress | None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    evaluation = {**meta.get("evaluation", {}), split: {**metrics, "evaluated": now_iso()}}
-    write_state(ws.run_dir(run) / "metadata.json", Kind.RUN_METADATA, {**meta, "evaluation": evaluation})
+    Run(ws, run).change(lambda current: {"evaluation": {**current.get("evaluation", {}),
+                                                        split: {**metrics, "evaluated": now_iso()}}})
     return Evaluation(run, split, metrics, final / report.name, [final / p.name for p in made])
 
 

@@ -15,8 +15,8 @@ from app.atomic import temp_sibling
 from app.data import phase_images, split_rows
 from core.errors import ExportError
 from app.progress import Progress, report
-from app.state import Kind, write_state
 from app.training import load_run_phase
+from app.runs import Run
 from app.workspace import Workspace, now_iso
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,6 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
                   + ", resized to the input size, scaled to [0, 1] (DICOM: rescale, then the stored window)"},
         "exported": now_iso(),
     }
-    write_state(ws.run_dir(run) / "metadata.json", Kind.RUN_METADATA, {**meta, "export": export})
+    Run(ws, run).merge(export=export)
     report(progress, "Exporting to ONNX", 3, 3)
     return ExportResult(run, path, diff, digest, names)

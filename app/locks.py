@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,16 @@ from filelock import FileLock, Timeout
 
 from core.errors import BusyError
 
-_held: dict[Path, int] = {}  # locks this process holds, with how many blocks hold each
+_local = threading.local()  # per thread: the locks it holds, with how many blocks hold each
+
+
+def _held() -> dict[Path, int]:
+    """This thread's locks. Another thread of the same process (a server's jobs) is another
+    holder: its own open of the lock file conflicts with ours (flock), so two jobs of one
+    server never write the same run at once."""
+    if not hasattr(_local, "held"):
+        _local.held = {}
+    return _local.held
 
 
 def _owner(path: Path) -> str:
@@ -37,15 +47,16 @@ def hold(lock_path: Path, what: str, *, wait_s: float = 0.0) -> Iterator[None]:
     ``wait_s`` 0 a lock held elsewhere is refused at once; else waited for.
 
     Raises:
-        BusyError: another process holds the lock (after ``wait_s``).
+        BusyError: another process, or another thread of this one, holds the lock (after ``wait_s``).
     """
     lock_path = lock_path.absolute()
-    if _held.get(lock_path):  # already ours (an outer block): re-entering is fine
-        _held[lock_path] += 1
+    mine = _held()
+    if mine.get(lock_path):  # already this thread's (an outer block): re-entering is fine
+        mine[lock_path] += 1
         try:
             yield
         finally:
-            _held[lock_path] -= 1
+            mine[lock_path] -= 1
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     owner = lock_path.with_name(lock_path.name + ".owner")
@@ -62,17 +73,17 @@ def hold(lock_path: Path, what: str, *, wait_s: float = 0.0) -> Iterator[None]:
         tmp = owner.with_name(f".{owner.name}.tmp.{os.getpid()}-{id(lock):x}")
         tmp.write_text(json.dumps({"pid": os.getpid(), "since": since}), encoding="utf-8")
         os.replace(tmp, owner)
-        _held[lock_path] = 1
+        mine[lock_path] = 1
         yield
     finally:
-        _held.pop(lock_path, None)
+        mine.pop(lock_path, None)
         owner.unlink(missing_ok=True)
         lock.release()
 
 
 def is_held(lock_path: Path) -> bool:
     """Whether some process (this one included) holds the lock now."""
-    if _held.get(lock_path.absolute()):
+    if _held().get(lock_path.absolute()):
         return True
     if not lock_path.exists():
         return False

@@ -24,6 +24,7 @@ from app.timing import probe_seconds_per_epoch
 from core.errors import TrainingError
 from app.progress import Progress
 from app.training import RunResult, train
+from app.runs import Run
 from app.workspace import Workspace
 
 SCREEN_SHARE = 0.3  # of the budget spent screening (all recipes together)
@@ -162,8 +163,6 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
             batch_size: int, recipes: tuple[Recipe, ...], epochs: dict[str, int], samples: dict[str, int | None],
             progress: Progress | None, should_stop: Callable[[], bool] | None, ensemble: bool,
             options: dict[str, Any]) -> tuple[RunResult, dict[str, Any]]:
-    from app.state import Kind, read_state, write_state
-
     share = SCREEN_SHARE * budget_s / max(1, len(recipes))
     trials = []
     for k, recipe in enumerate(recipes):
@@ -174,8 +173,7 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
                        batch_size=batch_size, seed=seed, patience=MAX_EPOCHS, progress=progress,
                        should_stop=should_stop, epoch_images=samples.get(recipe.name), **limit, **recipe.options(),
                        **options)
-        meta = {**ws.run_metadata(result.run), "trial_of": run}  # kept out of routing and the runs table
-        write_state(ws.run_dir(result.run) / "metadata.json", Kind.RUN_METADATA, meta)
+        meta = Run(ws, result.run).merge(trial_of=run)  # kept out of routing and the runs table
         seconds = time.perf_counter() - started
         trials.append({"recipe": recipe.name, "run": result.run, "epochs": len(meta["history"]),
                        "val_monitor": round(float(meta["best_metric"]), 4), "seconds": round(seconds, 1),
@@ -198,8 +196,7 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
     if ensemble and result.status == "complete" and spare >= MEMBER_SHARE * budget_s:
         record["ensemble"] = _second_member(ws, dataset, run, spare, trials, best, recipes, seed, batch_size, progress,
                                             should_stop, options)
-    path = ws.run_dir(run) / "metadata.json"
-    write_state(path, Kind.RUN_METADATA, {**read_state(path, Kind.RUN_METADATA), **record})
+    Run(ws, run).merge(**record)
     return result, record
 
 

@@ -29,6 +29,7 @@ from app.names import check_name
 from app.progress import Progress, report
 from app.runtime import barrier, current_runtime, wrapped_for_training
 from app.state import Kind, read_state, write_state
+from app.runs import Run
 from app.workspace import Workspace, now_iso
 
 log = logging.getLogger(__name__)
@@ -687,7 +688,6 @@ def fit_ood_gate(ws: Workspace, dataset: str, run_dir: Path, config: Any, progre
     val_images = load_images(ws, rows["val"], size, None, use_clahe=use_clahe, channels=channels)
     gate = fit_gate(train_images, val_images, [(r["modality"], r["region"]) for r in rows["train"]])
     save_gate(gate, run_dir)
-    meta = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
-    write_state(run_dir / "metadata.json", Kind.RUN_METADATA, {**meta, "ood_gate": {
+    Run(ws, run_dir.name).merge(ood_gate={
         "threshold": gate.threshold, "val_flagged": gate.val_flagged, "seen": [list(p) for p in gate.seen],
-        "train_images": len(train_images), "val_images": len(val_images)}})
+        "train_images": len(train_images), "val_images": len(val_images)})
