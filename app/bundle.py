@@ -125,11 +125,13 @@ def _preprocessing(config: dict[str, Any], dims: int = 2) -> dict[str, Any]:
 
 
 def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str, Any],
-               formats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+               formats: dict[str, dict[str, Any]], *, meta: dict[str, Any] | None = None,
+               phase: Any = None) -> dict[str, Any]:
+    """The bundle's card; ``meta`` and ``phase``: the run as the export already loaded it."""
     from app.training import load_run_phase
 
-    meta = ws.run_metadata(run)
-    phase = load_run_phase(ws, run)
+    meta = meta or ws.run_metadata(run)
+    phase = phase if phase is not None else load_run_phase(ws, run)
     dataset = ws.dataset_metadata(meta["dataset"])
     tconfig = read_state(ws.organized_path(meta["dataset"]) / "training_config.json", Kind.TRAINING_CONFIG)
     counts = dataset.get("counts", {})
@@ -253,7 +255,7 @@ def _export_bundle(ws: Workspace, run: str, final: Path, chosen: list[Any], acce
     from app.formats import build_format
 
     result = export_run(ws, run, progress)
-    export = ws.run_metadata(run)["export"]
+    export = result.meta["export"]  # what export_run wrote, passed on rather than read again
     work = temp_sibling(final, "new")
     work.mkdir(parents=True)
     try:
@@ -269,7 +271,7 @@ def _export_bundle(ws: Workspace, run: str, final: Path, chosen: list[Any], acce
             shutil.copy2(ws.run_dir(run) / GATE_FILE, work / GATE_FILE)
         made = [work / "model.onnx", *[work / fmt.file for fmt in chosen], *work.glob(GATE_FILE)]
         files = {p.name: sha256_of(p) for p in sorted(made)}
-        card = model_card(ws, run, files, export, records)
+        card = model_card(ws, run, files, export, records, meta=result.meta, phase=result.phase)
         write_state(work / CARD, Kind.MODEL_CARD, card)
         (work / "README.md").write_text(_readme(card), encoding="utf-8")
         sign_bundle(ws.data_dir, work, CARD)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class ExportResult:
     max_abs_diff: float
     sha256: str
     outputs: list[str]
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)  # the run's metadata, its export section in
+    phase: Any = field(default=None, compare=False)  # the best model, as loaded for the export
 
 
 def _sample_inputs(ws: Workspace, dataset: str, phase: Any, count: int = 8) -> np.ndarray:
@@ -146,6 +148,6 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
                   + ", resized to the input size, scaled to [0, 1] (DICOM: rescale, then the stored window)"},
         "exported": now_iso(),
     }
-    Run(ws, run).merge(export=export)
+    merged = Run(ws, run).merge(export=export)
     report(progress, "Exporting to ONNX", 3, 3)
-    return ExportResult(run, path, diff, digest, names)
+    return ExportResult(run, path, diff, digest, names, merged, phase)
