@@ -43,7 +43,7 @@ SMALL_DATA = {"ema": 0.99, "mixup": 0.2}
 
 
 def train_menu(s: Session) -> None:
-    from models import list_phases
+    from models import get_phase_class, list_phases
 
     datasets = s.ws.organized_datasets()
     dataset = ask_choice("Dataset", [questionary.Choice(d, value=d) for d in datasets])
@@ -126,8 +126,14 @@ def train_menu(s: Session) -> None:
         if size is None or epochs is None or positions is None:
             return
         overrides.update(image_size=size, epochs=epochs, positions=positions)
-    else:
+    elif phase == "hybrid":
         overrides.update({f"{c}_run": runs[c] for c in ("supervised", "vae")})
+    else:  # a phase without questions of its own here: its settings' metadata asks them
+        overrides.update({f"{c}_run": runs[c] for c in get_phase_class(phase).spec.components})
+        asked = _asked_settings(s, phase)
+        if asked is None:
+            return
+        overrides.update(asked)
     if phase in ("supervised", "transfer", "cube3d"):
         regularize = ask_confirm(f"Regularize for a small dataset: average the weights (EMA {SMALL_DATA['ema']}) and "
                                  f"blend image pairs (mixup {SMALL_DATA['mixup']})? Both helped on the MedMNIST sets "
@@ -144,6 +150,51 @@ def train_menu(s: Session) -> None:
         if ordinal:
             overrides["ordinal"] = 1.0
     _train_with_progress(s, dataset, phase, **overrides)
+
+
+def _asked_settings(s: Session, phase: str) -> dict[str, Any] | None:
+    """One question per setting of ``phase``'s Config (models.base.setting, SHARED_SETTINGS),
+    its default offered; the seed comes from the settings. None when the user backs out."""
+    import dataclasses
+
+    from models import get_phase_class
+    from models.base import setting_specs
+
+    config = get_phase_class(phase).Config
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    chosen: dict[str, Any] = {}
+    for spec in setting_specs([(phase, config)]):
+        default = defaults.get(spec.dest)
+        if spec.dest == "seed":
+            chosen["seed"] = s.settings.seed
+            continue
+        if spec.dest == "pretrained":
+            continue  # a weights file: the command line's --weights
+        question = f"{spec.help[:1].upper()}{spec.help[1:]}:"
+        if spec.choices:
+            answer = ask_choice(question, [questionary.Choice(str(c), value=c) for c in spec.choices])
+        elif spec.type == "bool":
+            answer = ask_confirm(question, default=bool(default))
+        elif spec.type == "int":
+            answer = ask_int(question, default=int(default or 0), low=0, high=10**6)
+        elif spec.type == "float":
+            text = ask_text(question, default="" if default is None else f"{default:g}",
+                            validate=lambda t: _is_number(t) or "A number, e.g. 0.5")
+            answer = None if text is None else float(text)
+        else:
+            answer = ask_text(question, default=str(default or ""))
+        if answer is None:
+            return None
+        chosen[spec.dest] = answer
+    return chosen
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _train_with_progress(s: Session, dataset: str, phase: str, run: str | None = None, **overrides: Any) -> None:

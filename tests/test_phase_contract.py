@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import main
-from models.base import Phase
+from models.base import Phase, setting
 from models.registry import PHASES, register_phase
 
 
@@ -25,6 +25,7 @@ class TinyConfig:
     lr: float = 1e-2
     weight_decay: float = 0.0
     clahe: bool = False
+    smoothing: float = setting(0.0, help="tiny: label smoothing of the loss")
     seed: int = 0
 
 
@@ -51,7 +52,7 @@ class TinyPhase(Phase):
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, targets = batch
-        return {"loss": F.cross_entropy(self.model(images), targets)}
+        return {"loss": F.cross_entropy(self.model(images), targets, label_smoothing=self.config.smoothing)}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -108,3 +109,46 @@ def test_a_phase_defined_in_a_test_is_offered_trained_evaluated_exported_and_pre
     [answer] = result.predictions
     assert answer.run == "tiny-run" and answer.engine == "onnxruntime", "answered by its verified bundle"
     assert answer.predicted_class in ("normal", *meta["classes"]) and abs(sum(answer.probabilities.values()) - 1) < 1e-4
+
+
+def test_a_new_phases_settings_are_train_flags_and_menu_questions(tiny, ws, monkeypatch, capsys) -> None:
+    """Its Config's setting() fields (and the shared ones it has) become `train --flags` and the
+    Train menu's questions, with no edit to either."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from app.collectors import collect
+    from app.organize.organizer import organize
+    from menus import console as console_module
+    from menus import screens
+    from menus.cli import build_parser
+    from menus.settings import Settings
+
+    args = build_parser(["train"]).parse_args(["train", "--dataset", "d", "--phase", "tiny", "--smoothing", "0.2"])
+    assert args.smoothing == 0.2
+    collect("demo", ws, scale=1)
+    organize(ws, "demo", "demo", workers=1)
+    asked = []
+    answers = {"side in pixels": 16, "epochs to plan": 1, "images per step": 8, "learning rate": "0.02",
+               "smoothing": "0.1"}  # a question (the setting's help) -> the answer
+
+    def reply(kind):
+        def answer(message, *args, **kwargs):
+            asked.append(message)
+            if kind == "choice":
+                return {"Dataset": "demo", "Phase": "tiny"}.get(message)
+            if kind == "confirm":
+                return False
+            return answers[next(k for k in answers if k in message.lower())]
+        return answer
+
+    for name, kind in (("ask_choice", "choice"), ("ask_confirm", "confirm"), ("ask_int", "int"), ("ask_text", "text")):
+        monkeypatch.setattr(screens, name, reply(kind))
+    screen = Console(file=StringIO(), width=100)
+    monkeypatch.setattr(screens, "console", screen)
+    monkeypatch.setattr(console_module, "console", screen)
+    screens.train_menu(screens.Session(ws, Settings.load(ws)))
+    assert any("Tiny: label smoothing" in q for q in asked), asked
+    [run] = [m for m in ws.runs() if m["phase"] == "tiny"]
+    assert run["config"]["smoothing"] == 0.1 and run["config"]["epochs"] == 1 and run["config"]["lr"] == 0.02
