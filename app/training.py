@@ -7,6 +7,7 @@ where an uninterrupted one would. A checkpoint is written after every epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import contextlib
 import logging
 import math
@@ -435,7 +436,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     else:
         drawn = _epoch_images(phase, phase.model, train_x, time_limit_s, rt)
         if drawn:  # the caller planned whole epochs: as many images, in smaller epochs
-            config.epochs = math.ceil(config.epochs * len(train_x) / drawn)
+            phase.config = config = dataclasses.replace(config, epochs=math.ceil(config.epochs * len(train_x) / drawn))
             base["config"] = phase.config_dict()
     if drawn:
         base["epoch_images"] = drawn
@@ -467,7 +468,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         return watched, _validate(phase, watched, raw, val_x, val_y, rt.device)
 
     def refit(s: LoopState, planned: int) -> None:
-        config.epochs = planned
+        phase.config = dataclasses.replace(phase.config, epochs=planned)
         scheduler.lr_lambdas = [_schedule(steps_per_epoch * planned, warmup)] * len(scheduler.lr_lambdas)
         payload["config"] = base["config"] = phase.config_dict()
 
@@ -501,7 +502,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         if fitted is not None:
             base = {**base, "calibration": fitted}
             save_checkpoint(run_dir / "best.pt", {**best_payload, "extra": phase.extra()})
-    status = "complete" if epoch + 1 >= config.epochs or stale >= patience or out_of_time else "stopped"
+    status = "complete" if epoch + 1 >= phase.config.epochs or stale >= patience or out_of_time else "stopped"
     summary = {"best_val_monitor": best, "epochs_trained": len(history)}
     if rt.main:
         write_state(run_dir / "metadata.json", Kind.RUN_METADATA,

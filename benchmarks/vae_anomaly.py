@@ -16,6 +16,7 @@ reported in the JSON (best validation AUROC). Test figures are never used to cho
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -53,7 +54,7 @@ def run_one(ws, name: str, latent: int, epochs: int, size: int, select: str, sco
         split_data[split] = (torch.from_numpy(phase_images(ws, phase, rows)), torch.from_numpy(labels))
     out = []
     for kind in scores:
-        phase.config.score = kind
+        phase.config = dataclasses.replace(phase.config, score=kind)
         chosen = phase.finish(*split_data["val"])  # how this score is computed, chosen on validation
         found = {split: float(anomaly_auroc(labels.numpy(), predict_batches(phase, images, 128)))
                  for split, (images, labels) in split_data.items()}

@@ -27,7 +27,7 @@ from models.supervised import ClassifierPhase, check_calibration
 DEPTHS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cube3DConfig:
     backbone: str = "resnet10"  # resnet10 | resnet18 (MONAI, 3D)
     width: int = setting(16, help="cube3d: channels of the first stage (default 16; doubled at each of the four)")

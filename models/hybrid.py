@@ -36,6 +36,7 @@ one 0.806 / 0.718 and 0.765 / 0.834.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -68,7 +69,7 @@ class Finding:
     unknown_part: float  # 1 - p_vae: how unusual the VAE's score is among normals
 
 
-@dataclass
+@dataclass(frozen=True)
 class HybridConfig:
     supervised_run: str = setting("", help="hybrid: the supervised run to combine")
     vae_run: str = setting("", help="hybrid: the VAE run to combine")
@@ -187,14 +188,15 @@ class HybridPhase(Phase):
         if supervised.config.clahe != vae.config.clahe:
             raise ValueError("One of the supervised and VAE runs uses CLAHE and the other does not: "
                              "train both with the same preprocessing.")
-        self.config.image_size, self.config.clahe = supervised.config.image_size, supervised.config.clahe
+        self.config = dataclasses.replace(self.config, image_size=supervised.config.image_size,
+                                          clahe=supervised.config.clahe)
         if self.config.vae_scoring not in ("views", "run"):
             raise ValueError(f"unknown VAE scoring {self.config.vae_scoring!r} for the hybrid; choose views or run")
         reference = getattr(vae, "reference", None) or {}
         if self.config.vae_scoring == "views" and "area_scores" not in reference:
             log.warning("The VAE run keeps no reference for a multi-view score (an older run): the hybrid "
                         "scores as the VAE run chose. Train the VAE again to use every view.")
-            self.config.vae_scoring = "run"
+            self.config = dataclasses.replace(self.config, vae_scoring="run")
         scorer = vae.scorer(views=True if self.config.vae_scoring == "views" else None)  # None: the run's own
         how = ({"views": [list(v) for v in scorer.views],
                 **({"patch": scorer.patch, "n_patch": int(scorer.patch_codes.shape[0])} if scorer.patch else {})}
@@ -233,7 +235,7 @@ class HybridPhase(Phase):
         new default."""
         self._args = dict(model_args)
         if "views" not in self._args.get("vae_scorer", {}):
-            self.config.vae_scoring = "run"
+            self.config = dataclasses.replace(self.config, vae_scoring="run")
 
     def model_args(self) -> dict[str, Any]:
         return dict(self._args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from dataclasses import asdict, dataclass
@@ -16,7 +17,7 @@ from models.registry import register_phase
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SupervisedConfig:
     backbone: str = "efficientnet_b0"
     pretrained: bool | str = True  # True: from the local cache; or a weights file path
@@ -99,10 +100,11 @@ def create_backbone(
     return model
 
 
-def settle_pretrained(config: Any, model: torch.nn.Module) -> None:
-    """Make ``config.pretrained`` say what happened: False when no weights were found to load."""
+def settle_pretrained(config: Any, model: torch.nn.Module) -> Any:
+    """``config`` whose ``pretrained`` says what happened: False when no weights were found to load."""
     if config.pretrained is True and not getattr(model, "pretrained_source", ""):
-        config.pretrained = False
+        return dataclasses.replace(config, pretrained=False)
+    return config
 
 
 MIN_CAM_CELLS = 7  # a Grad-CAM map this many cells across at least (224 px / 32: the usual 7 x 7)
@@ -305,4 +307,4 @@ class SupervisedPhase(ClassifierPhase):
             config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate,
             in_chans=config.channels,
         )
-        settle_pretrained(config, self.model)
+        self.config = settle_pretrained(config, self.model)

@@ -18,7 +18,7 @@ from models.registry import register_phase
 from models.supervised import ClassifierPhase, check_calibration, check_channels, create_backbone, settle_pretrained
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransferConfig:
     backbone: str = "resnet18"  # or resnet50, or any timm ResNet
     pretrained: bool | str = True  # True: from the local cache; or a weights file path
@@ -57,7 +57,7 @@ class TransferPhase(ClassifierPhase):
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained,
                                      in_chans=config.channels)
-        settle_pretrained(config, self.model)
+        self.config = settle_pretrained(config, self.model)
 
     def _parts(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], list[torch.nn.Parameter]]:
         head = list(self.model.get_classifier().parameters())

@@ -1,5 +1,7 @@
 """The transfer phase: two stages, temperature scaling, Grad-CAM, export."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -123,11 +125,11 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     assert (phase.temperature, phase.bias) == (1.0, None)
     # Asked for the temperature alone (validation's proportions are not the clinic's): no
     # bias, and no decision changes.
-    phase.config.calibration = "temperature"
+    phase.config = dataclasses.replace(phase.config, calibration="temperature")
     alone = phase.finish(images, targets)
     assert alone["bias"] is None and alone["temperature"] != 1.0
     assert torch.equal(phase.predict(images).argmax(1), before.argmax(1))
-    phase.config.calibration = "none"
+    phase.config = dataclasses.replace(phase.config, calibration="none")
     assert phase.finish(images, targets)["skipped"] and (phase.temperature, phase.bias) == (1.0, None)
     assert torch.allclose(phase.predict(images), before)
     with pytest.raises(ValueError, match="calibration"):
