@@ -291,7 +291,8 @@ def test_real_radiographs_are_outside_what_the_demo_models_saw(demo_ws, runs) ->
     assert judged and all("unlike its training images" in p.note and p.predicted_class for p in judged)
 
 
-def test_an_export_format_defined_here_goes_into_the_bundle_hashed_signed_and_loadable(demo_ws, runs) -> None:
+def test_an_export_format_defined_here_goes_into_the_bundle_hashed_signed_and_loadable(demo_ws, runs,
+                                                                                       tmp_path) -> None:
     """The export-format contract: a format registered by a test is built from the checked
     ONNX model, recorded in the card, hashed and signed with the bundle, and loaded by name."""
     from app.bundle import load_bundle
@@ -312,8 +313,11 @@ def test_an_export_format_defined_here_goes_into_the_bundle_hashed_signed_and_lo
         assert "model.copy.onnx" in card["files"] and card["int8"] is None
         bundle = load_bundle(result.path, keys_from=demo_ws.data_dir)
         assert bundle.session(format="copy").get_inputs()[0].name == "image"
-        (result.path / "model.copy.onnx").write_bytes(b"changed")
-        with pytest.raises(ExportError):
-            load_bundle(result.path, keys_from=demo_ws.data_dir)
+        changed = tmp_path / "changed"  # a copy: the shared workspace's bundle stays whole for later tests
+        shutil.copytree(result.path, changed)
+        (changed / "model.copy.onnx").write_bytes(b"changed")
+        with pytest.raises(ExportError, match="model.copy.onnx"):
+            load_bundle(changed, keys_from=demo_ws.data_dir)
     finally:
         FORMATS.unregister("copy")
+        export_bundle(demo_ws, runs["supervised"])  # the bundle as the other tests expect it
