@@ -83,10 +83,10 @@ class Callback:
         return module
 
     def on_batch_end(self, s: LoopState, loss: Any, count: int) -> None:
-        pass
+        """After each optimizer step (``count``: the batch's images)."""
 
     def on_epoch_end(self, s: LoopState) -> None:
-        pass
+        """After the epoch is validated and recorded (``s.record``, ``s.improved``)."""
 
     def wants_stop(self, s: LoopState) -> bool:
         return False

@@ -56,12 +56,10 @@ def system_facts(ws: Workspace) -> dict[str, Any]:
     from app.runtime import current_runtime
 
     disk = shutil.disk_usage(ws.root)
-    memory = None
     try:
-        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        memory = pages * size
-    except (ValueError, OSError, AttributeError):
-        pass
+        memory: int | None = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf (not Linux): shown as unknown
+        memory = None
     return {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
             "device": current_runtime().describe(), "memory_bytes": memory,
             "disk_free_bytes": disk.free, "disk_total_bytes": disk.total, "packages": package_versions()}
