@@ -14,6 +14,16 @@ py="${PYTHON:-python3}"
 want="$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)"
 stamp="$venv/.requirements.sha256"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # A first install is about 7 GB (PyTorch with its CUDA libraries); a disk that fills half way
+  # leaves a broken environment and a pip traceback, so say it before starting.
+  need_gb=8
+  [ -f "$stamp" ] && need_gb=2
+  free_gb=$(( $(df -Pk "$venv" | awk 'NR==2 {print $4}') / 1048576 ))
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "Setting up needs about $need_gb GB free on the disk of $venv; $free_gb GB is free." >&2
+    echo "Free some space there (old workspaces, checkpoints, /tmp/pytest-of-$(id -un)) and run this again." >&2
+    exit 1
+  fi
   echo "Installing requirements into $venv (first run: a few minutes, PyTorch is large)..." >&2
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet -r "$root/requirements.txt"
