@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,6 +52,16 @@ def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     collect("demo", workspace, scale=1)
     organize(workspace, "demo", "demo", workers=1)
     return workspace
+
+
+def copy_of_demo(demo_ws: Workspace, dest: Path) -> Workspace:
+    """A workspace at ``dest`` with what ``demo_ws`` was made with (its data), without the runs,
+    bundles and predictions other tests have since added to it: those are gigabytes, and a copy
+    that carried them would depend on which tests ran first."""
+    later = {demo_ws.runs_dir.name, demo_ws.exports_dir.name, demo_ws.predictions_dir.name, "backups"}
+    shutil.copytree(demo_ws.root, dest, symlinks=True,
+                    ignore=lambda folder, names: [n for n in names if Path(folder) == demo_ws.root and n in later])
+    return Workspace.open(dest)
 
 
 def planted_phi(raw: Path) -> set[str]:

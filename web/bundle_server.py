@@ -58,6 +58,7 @@ def create_bundle_app(model: Model, *, token: str | None = None, upload_limit: i
 
     app = FastAPI(title=f"MedAnomaly Workbench model {model.run}", version="1", openapi_url=f"{API}/openapi.json",
                   docs_url=f"{API}/docs", redoc_url=None, lifespan=lifespan)
+    app.state.uploads = folder
     authorized = guard(app, require_token=token is not None,
                        token_matches=lambda given: hmac.compare_digest(given.encode(), (token or "").encode()),
                        how_to_get_one=f"the token this server was started with, in {TOKEN_VARIABLE}")

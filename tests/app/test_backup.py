@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -14,13 +13,13 @@ import pytest
 from app import backup as backups
 from app.workspace import Workspace
 from core.errors import BackupError
+from tests.conftest import copy_of_demo
 
 
 @pytest.fixture
 def full_ws(demo_ws: Workspace, tmp_path: Path) -> Workspace:
     """A copy of the demo workspace with a run, a bundle, a workflow and settings of its own."""
-    shutil.copytree(demo_ws.root, tmp_path / "ws", symlinks=True)
-    ws = Workspace.open(tmp_path / "ws")
+    ws = copy_of_demo(demo_ws, tmp_path / "ws")
     run = ws.run_dir("demo-run")
     run.mkdir(parents=True)
     (run / "metadata.json").write_text(json.dumps({"run": "demo-run", "status": "complete"}))

@@ -292,7 +292,7 @@ def test_training_errors_are_clear(demo_ws) -> None:
         train(demo_ws, "demo", "vae", run="bad-vae", image_size=40)
 
 
-def test_two_process_ddp_on_cpu(demo_ws) -> None:
+def test_two_process_ddp_on_cpu(demo_ws, tmp_path) -> None:
     """torchrun starts two processes (gloo on loopback); they train one epoch together."""
     import os
     import subprocess
@@ -303,7 +303,8 @@ def test_two_process_ddp_on_cpu(demo_ws) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(ROOT / "main.py"), "train", "--dataset", "demo", "--phase", "supervised", "--epochs", "1",
                "--image-size", "32", "--batch-size", "8", "--run-name", "ddp", "--workspace", str(demo_ws.root)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # TMPDIR: torchrun's agent keeps a folder there, which a test must not leave in /tmp
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     meta = demo_ws.run_metadata("ddp")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import ROOT, SHARED_DATA, copy_of_demo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -35,7 +35,7 @@ def _free_port() -> int:
 def server(demo_ws, tmp_path_factory):
     """``main.py serve`` on a copy of the demo workspace, on a free loopback port."""
     root = tmp_path_factory.mktemp("dashboard") / "ws"
-    shutil.copytree(demo_ws.root, root, symlinks=True)
+    copy_of_demo(demo_ws, root)
     port = _free_port()
     log = open(root.parent / "server.log", "w")
     process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port),
@@ -60,14 +60,16 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
 
     downloads = tmp_path_factory.mktemp("downloads")
+    profile = tmp_path_factory.mktemp("chromium")  # its profile and temp files stay in the test's folder
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
-                 "--disable-gpu", "--no-first-run", "--disable-extensions"):
+                 "--disable-gpu", "--no-first-run", "--disable-extensions", f"--user-data-dir={profile / 'profile'}",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": str(profile)}), options=options)
     driver.set_page_load_timeout(120)
     driver.downloads = downloads
     yield driver

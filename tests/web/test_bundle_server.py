@@ -29,12 +29,15 @@ def test_a_served_bundle_answers_as_predict_in_the_workspace(trained, bundle) ->
 
     image = demo_file(trained, ".dcm")
     model = model_from_bundle(bundle, keys_from=trained.data_dir)
-    client = TestClient(create_bundle_app(model), base_url=LOCAL)
-    assert client.get(f"{API}/health").json() == {"status": "ok", "model": "predictor"}
-    card = client.get(f"{API}/model").json()
-    assert card["name"] == "predictor" and card["classes"] == model.classes and "ood_gate" in card
-    served = client.post(f"{API}/predict", params={"kind": "dcm", "allow_ood": "true"}, content=image.read_bytes(),
-                         headers=OCTET)
+    served_app = create_bundle_app(model)
+    with TestClient(served_app, base_url=LOCAL) as client:  # started and stopped as uvicorn would
+        assert client.get(f"{API}/health").json() == {"status": "ok", "model": "predictor"}
+        card = client.get(f"{API}/model").json()
+        assert card["name"] == "predictor" and card["classes"] == model.classes and "ood_gate" in card
+        served = client.post(f"{API}/predict", params={"kind": "dcm", "allow_ood": "true"},
+                             content=image.read_bytes(), headers=OCTET)
+        assert served_app.state.uploads.is_dir() and not list(served_app.state.uploads.iterdir())
+    assert not served_app.state.uploads.exists(), "the private upload folder goes when the server stops"
     assert served.status_code == 200, served.text
     [answer] = served.json()["predictions"]
     [local] = predict(trained, image, run="predictor", allow_ood=True, overlays=False).predictions
@@ -58,8 +61,8 @@ def test_a_changed_or_untrusted_bundle_is_never_served(trained, bundle, tmp_path
 
 def test_off_loopback_the_bundle_server_needs_its_token(trained, bundle) -> None:
     model = model_from_bundle(bundle, keys_from=trained.data_dir)
-    client = TestClient(create_bundle_app(model, token="a-long-random-token"))
-    assert client.get(f"{API}/model").status_code == 401
-    assert client.get(f"{API}/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get(f"{API}/model", headers={"Authorization": "Bearer a-long-random-token"}).status_code == 200
-    assert client.post(f"{API}/predict", params={"kind": "png"}, content=b"x", headers=OCTET).status_code == 401
+    with TestClient(create_bundle_app(model, token="a-long-random-token")) as client:
+        assert client.get(f"{API}/model").status_code == 401
+        assert client.get(f"{API}/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get(f"{API}/model", headers={"Authorization": "Bearer a-long-random-token"}).status_code == 200
+        assert client.post(f"{API}/predict", params={"kind": "png"}, content=b"x", headers=OCTET).status_code == 401

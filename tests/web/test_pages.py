@@ -10,6 +10,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import copy_of_demo
 from tests.web.conftest import demo_file, uploads_left
 from web.server import API, create_app
 from web.tokens import new_token
@@ -41,6 +42,10 @@ def test_every_page_answers_and_unknown_names_are_a_page_not_a_traceback(trained
         assert answer.status_code == 200, (path, answer.text[:300])
     overview = client.get("/", headers=PAGE).text
     assert "predictor" in overview and "demo" in overview and "verdict" in overview
+    report = client.get("/runs/predictor", headers=PAGE).text
+    training = report[report.index('id="settings-training"'):]
+    assert re.search(r"<td>epochs</td><td class=\"num\">1</td>\s*<td[^>]*>user</td>", training), \
+        "the report shows each setting by layer, with where it came from"
     for path, status in (("/runs/nope", 404), ("/datasets/nope", 404), ("/runs/..%2F..%2Fetc", 400),
                          ("/runs/predictor/plots/..%2Fmetadata.json", 400), ("/jobs/nope", 404),
                          ("/predictions/..%2F..%2Fdata/x.png", 400)):
@@ -188,13 +193,9 @@ def test_backups_are_made_and_restored_from_the_dashboard_and_the_api(trained, t
 
 
 def test_a_correction_from_the_dataset_page_reorganizes_the_dataset(demo, tmp_path) -> None:
-    import shutil
-
     from app.organize.review import review_groups
-    from app.workspace import Workspace
 
-    shutil.copytree(demo.root, tmp_path / "ws", symlinks=True)
-    ws = Workspace.open(tmp_path / "ws")
+    ws = copy_of_demo(demo, tmp_path / "ws")
     client = TestClient(create_app(ws), base_url=LOCAL)
     page = client.get("/datasets/demo", headers=PAGE).text
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
