@@ -163,6 +163,8 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
             "dataset_metadata_sha256": _json_hash({k: v for k, v in dataset.items() if k != "created"}),
             "training_config_sha256": _json_hash(tconfig), "run_config": meta["config"],
             "run_config_sha256": _json_hash(meta["config"]), "epochs": meta.get("epoch"),
+            # the same settings by layer (model, data, training, post_hoc) and where each came from
+            "run_settings": meta.get("settings"), "setting_sources": meta.get("setting_sources"),
             "packages": package_versions(),
         },
         "checks": {"onnx_checker": "passed", "max_abs_diff_vs_pytorch": export["max_abs_diff"],

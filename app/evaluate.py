@@ -107,7 +107,8 @@ def dataset_changed(ws: Workspace, meta: dict[str, Any]) -> bool:
 
 
 def _evaluate_run(ws: Workspace, run: str, split: str, progress: Progress | None, tta: bool) -> Evaluation:
-    meta = ws.run_metadata(run)
+    this = Run.load(ws, run)
+    meta = this.meta
     if dataset_changed(ws, meta):
         log.warning("The dataset %r was organized again after run %s was trained on it: the %s split may now "
                     "hold images the run trained on. Train a new run to measure it fairly.",
@@ -127,8 +128,8 @@ def _evaluate_run(ws: Workspace, run: str, split: str, progress: Progress | None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    Run(ws, run).change(lambda current: {"evaluation": {**current.get("evaluation", {}),
-                                                        split: {**metrics, "evaluated": now_iso()}}})
+    this.change(lambda current: {"evaluation": {**current.get("evaluation", {}),
+                                                split: {**metrics, "evaluated": now_iso()}}})
     return Evaluation(run, split, metrics, final / report.name, [final / p.name for p in made])
 
 

@@ -95,7 +95,8 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
     import onnxruntime as ort
     import torch
 
-    meta = ws.run_metadata(run)
+    this = Run.load(ws, run)
+    meta = this.meta
     phase = load_run_phase(ws, run)
     if not phase.spec.exportable:
         raise ExportError(f"Phase {phase.spec.name!r} cannot be exported to ONNX.")
@@ -148,6 +149,6 @@ def export_run(ws: Workspace, run: str, progress: Progress | None = None) -> Exp
                   + ", resized to the input size, scaled to [0, 1] (DICOM: rescale, then the stored window)"},
         "exported": now_iso(),
     }
-    merged = Run(ws, run).merge(export=export)
+    merged = this.merge(export=export)
     report(progress, "Exporting to ONNX", 3, 3)
     return ExportResult(run, path, diff, digest, names, merged, phase)

@@ -332,8 +332,9 @@ def predict(ws: Workspace, path: Path, *, run: str | None = None, overlays: bool
     """
     items = find_items(path)
     ids = _item_ids(ws, items)
-    if run and ws.run_metadata(run)["phase"] not in routable_phases():
-        raise WorkbenchError(f"Run {run!r} is a {ws.run_metadata(run)['phase']} run; predict takes 2D models "
+    chosen = ws.run_metadata(run)["phase"] if run else None
+    if chosen and chosen not in routable_phases():
+        raise WorkbenchError(f"Run {run!r} is a {chosen} run; predict takes 2D models "
                              f"({', '.join(routable_phases())}). Choose one of: {', '.join(candidate_runs(ws)) or 'none yet'}.")
     names = [run] if run else candidate_runs(ws)
     if not names:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.schemas import RunMetadata
 from app.state import Kind, read_state, write_state
 from app.workspace import Workspace
 
@@ -22,6 +23,22 @@ class Run:
         self.ws, self.name = ws, name
         self.dir: Path = ws.run_dir(name)  # checks the name
         self._meta: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, ws: Workspace, name: str) -> Run:
+        """The run, its metadata read now (once: an operation passes this object along).
+
+        Raises:
+            DatasetError: no such run.
+        """
+        run = cls(ws, name)
+        run.meta  # noqa: B018 (read now: a missing run is refused before any work)
+        return run
+
+    @property
+    def record(self) -> RunMetadata:
+        """The metadata's sections, typed (app/schemas.py RunMetadata)."""
+        return RunMetadata.model_validate(self.meta)
 
     @property
     def meta(self) -> dict[str, Any]:

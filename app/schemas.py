@@ -55,21 +55,39 @@ class TrainingConfig(_State):
 
 
 class RunMetadata(_State):
+    """checkpoints/<run>/metadata.json. Training writes the first sections; evaluation, export,
+    the out-of-distribution gate and the recipe search add theirs (app/runs.py)."""
+    # what was trained: training writes these
     run: str
     phase: str
     dataset: str
-    status: str
-    config: dict[str, Any]
+    status: str  # running, complete, stopped or failed
+    config: dict[str, Any]  # the settings, flat: what rebuilds the phase
+    settings: dict[str, dict[str, Any]] | None = None  # the same by layer: model, data, training, post_hoc
+    setting_sources: dict[str, str] | None = None  # user, phase, dataset, default or run, per setting
     classes: list[str] = []
+    balance: str | None = None
     created: str | None = None
+    finished: str | None = None
+    error: str | None = None  # why a failed or stopped run ended
+    device: str | None = None
+    dataset_version: str | None = None
+    pretrained_weights: dict[str, Any] | None = None  # file and sha256; None: from scratch
+    initialized_from: str | None = None  # the run a warm restart began from
+    epoch_images: int | None = None  # images per (sampled) epoch
+    # how it went
     epoch: int | None = None
     best_metric: float | None = None
     history: list[dict[str, Any]] | None = None
     metrics: dict[str, Any] | None = None
-    evaluation: dict[str, dict[str, Any]] | None = None
-    export: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
-    dataset_version: str | None = None
+    # sections added after training
+    evaluation: dict[str, dict[str, Any]] | None = None  # per split
+    export: dict[str, Any] | None = None
+    ood_gate: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None  # the recipe search's winner
+    trials: list[dict[str, Any]] | None = None  # and every trial's validation figure
+    trial_of: str | None = None  # a search's trial run: the run it searched for
 
 
 class Workflow(_State):

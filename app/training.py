@@ -257,6 +257,7 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
     import torch
 
     from models import create_phase, get_phase_class
+    from models.configs import resolve
 
     rt = current_runtime()
     last = run_dir / "last.pt"
@@ -265,20 +266,28 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         meta = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
         return RunResult(run, run_dir, phase_name, resumed["epoch"], resumed["epoch"], meta.get("metrics", {}))
     cls = get_phase_class(phase_name)
-    config = dict(resumed["config"]) if resumed else {"image_size": tconfig["image_size"], **overrides}
-    fields = set(cls.Config.__dataclass_fields__)
-    if "labeled_fraction" in fields:
-        config.setdefault("labeled_fraction", tconfig.get("labeled_fraction", 1.0))
-    if "channels" in fields:  # colour data trains colour models (the organizer tells)
-        config.setdefault("channels", int(tconfig.get("channels", 1)))
     balance = tconfig.get("balance", "class_weights")
-    if "class_weights" in fields and not resumed:
-        config.setdefault("class_weights", balance == "class_weights")
+    # Dataset-wide settings (models.configs.DATASET_WIDE): colour data trains colour models, the
+    # organizer's image size, the labeled fraction, how class imbalance is handled.
+    dataset_wide = {"image_size": tconfig["image_size"], "channels": int(tconfig.get("channels", 1)),
+                    "labeled_fraction": tconfig.get("labeled_fraction", 1.0),
+                    "class_weights": balance == "class_weights"}
+    if resumed:  # with the settings it was started with (a checkpoint from before a setting existed: the dataset's)
+        config = dict(resumed["config"])
+        fields = set(cls.Config.__dataclass_fields__)
+        config.update({k: v for k, v in dataset_wide.items() if k in fields and k not in config and k != "class_weights"})
+        sources = dict(resumed.get("setting_sources") or {k: "earlier" for k in config})  # from before sources were kept
+    else:
+        resolved = resolve(cls.Config, dataset_wide, overrides)
+        config, sources = resolved.values, resolved.sources
     torch.manual_seed(int(config.get("seed", 0)))
     try:
         phase = create_phase(phase_name, classes, **config)
     except (TypeError, ValueError) as err:
         raise TrainingError(f"Cannot set up phase {phase_name!r}: {err}") from err
+    phase.first_config = phase.config_dict()  # a value the phase itself settled (pretrained weights) is its own
+    phase.setting_sources = {k: sources.get(k, "default") if v == config.get(k) else "phase"
+                             for k, v in phase.first_config.items()}
     if not float(getattr(phase.config, "mixup", 0.0) or 0.0) >= 0:
         raise TrainingError(f"Mixup's alpha must be 0 (off) or more (e.g. 0.2), not {phase.config.mixup}.")
     if getattr(phase.config, "augment", "standard") not in AUGMENTATIONS:
@@ -287,7 +296,7 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         _start_from(ws, phase, init_from)  # refused before the run's folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     base = {"run": run, "phase": phase_name, "dataset": dataset, "classes": classes,
-            "config": phase.config_dict(), "balance": balance, "created": now_iso(),
+            **settings_record(phase), "balance": balance, "created": now_iso(),
             "dataset_version": dataset_meta.get("version", ""), "device": rt.describe(), **_pretrained_record(phase)}
     if init_from and not resumed:
         base["initialized_from"] = init_from
@@ -321,6 +330,20 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
 
 
 MIN_VAL_IMAGES = 2
+
+
+def settings_record(phase: Any) -> dict[str, Any]:
+    """What a run's metadata says of its settings: the values (``config``, flat, what rebuilds
+    the phase), the same grouped by layer (``settings``: model, data, training, post_hoc) and
+    where each came from (``setting_sources``: user, phase, dataset, default; "run" for a value
+    the run itself changed, e.g. epochs fitted to a time budget)."""
+    from models.configs import layered
+
+    config = phase.config_dict()
+    started = getattr(phase, "setting_sources", {})
+    first = getattr(phase, "first_config", config)
+    sources = {k: started.get(k, "default") if config.get(k) == first.get(k) else "run" for k in config}
+    return {"config": config, "settings": layered(phase.config), "setting_sources": sources}
 
 
 def _pretrained_record(phase: Any) -> dict[str, Any]:
@@ -437,7 +460,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         drawn = _epoch_images(phase, phase.model, train_x, time_limit_s, rt)
         if drawn:  # the caller planned whole epochs: as many images, in smaller epochs
             phase.config = config = dataclasses.replace(config, epochs=math.ceil(config.epochs * len(train_x) / drawn))
-            base["config"] = phase.config_dict()
+            base.update(settings_record(phase))
     if drawn:
         base["epoch_images"] = drawn
     per_rank = (drawn or len(train_x)) // rt.world  # every process takes as many batches, or DDP would wait forever
@@ -457,7 +480,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         start, best, history, stale = resumed["epoch"], resumed["best_metric"], resumed["history"], resumed["stale"]
         log.info("Resuming %s from epoch %d", run_dir.name, start)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
-               "config": phase.config_dict(), **({"epoch_images": drawn} if drawn else {})}
+               "config": phase.config_dict(), "setting_sources": phase.setting_sources,
+               **({"epoch_images": drawn} if drawn else {})}
     augment = getattr(config, "augment", "standard")
     mixup = float(getattr(config, "mixup", 0.0) or 0.0)
 
@@ -470,7 +494,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     def refit(s: LoopState, planned: int) -> None:
         phase.config = dataclasses.replace(phase.config, epochs=planned)
         scheduler.lr_lambdas = [_schedule(steps_per_epoch * planned, warmup)] * len(scheduler.lr_lambdas)
-        payload["config"] = base["config"] = phase.config_dict()
+        payload["config"] = phase.config_dict()
+        base.update(settings_record(phase))
 
     with wrapped_for_training(raw, rt) as trainable:
         state = LoopState(
@@ -625,13 +650,14 @@ def _fit(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str,
     fitted = phase.fit(val_x, val_y)
     report(progress, "Fitting on validation", 1, 1)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
-               "config": phase.config_dict(), "model_state": phase.model.state_dict(), "epoch": 0,
+               "config": phase.config_dict(), "setting_sources": phase.setting_sources,
+               "model_state": phase.model.state_dict(), "epoch": 0,
                "best_metric": fitted.get("val_auroc", 0.0), "extra": {"threshold": phase.threshold},
                "finished": True}
     save_checkpoint(run_dir / "best.pt", payload)
     save_checkpoint(run_dir / "last.pt", payload)
     write_state(run_dir / "metadata.json", Kind.RUN_METADATA,
-                {**base, "config": phase.config_dict(), "status": "complete", "metrics": fitted,
+                {**base, **settings_record(phase), "status": "complete", "metrics": fitted,
                  "finished": now_iso()})
     return RunResult(base["run"], run_dir, phase.spec.name, 0, 0, fitted)
 

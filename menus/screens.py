@@ -39,7 +39,6 @@ class Session:
 # -- train ---------------------------------------------------------------------------------
 # What the Train menu's small-dataset question sets: the settings of the best BreastMNIST and
 # PneumoniaMNIST runs measured (README; the CLI's --ema and --mixup set any other value).
-SMALL_DATA = {"ema": 0.99, "mixup": 0.2}
 
 
 def train_menu(s: Session) -> None:
@@ -81,8 +80,9 @@ def train_menu(s: Session) -> None:
     phase = ask_choice("Phase", choices)
     if phase is None:
         return
+    cls = get_phase_class(phase)
     overrides: dict[str, Any] = {"seed": s.settings.seed}
-    if phase == "supervised":
+    if cls.spec.searchable:
         how = ask_choice("Recipe (backbone, image size, augmentation, regularization)", [
             questionary.Choice("Let the tool choose (recommended): 4 recipes tried on validation", value="auto"),
             questionary.Choice("Set it myself", value="flags")])
@@ -94,62 +94,35 @@ def train_menu(s: Session) -> None:
             if minutes is not None:
                 _search_with_progress(s, dataset, minutes, **overrides)
             return
-    if phase in ("supervised", "transfer", "vae"):
-        if phase == "supervised":
-            backbone = ask_text("timm backbone:", default="efficientnet_b0")
-        elif phase == "transfer":
-            backbone = ask_choice("Backbone", [questionary.Choice("ResNet-18", value="resnet18"),
-                                               questionary.Choice("ResNet-50", value="resnet50")])
-        if phase != "vae":
-            if backbone is None:
-                return
-            overrides["backbone"] = backbone
-        size = ask_int("Image size (pixels, multiple of 16):", default=64 if s.settings.fast else 128, low=16, high=1024)
-        epochs = ask_int("Epochs:", default=15 if s.settings.fast else 30, high=1000)
-        if size is None or epochs is None:
-            return
-        overrides.update(image_size=size, epochs=epochs, batch_size=16)
-        augment = ask_choice("Augmentation", [
-            questionary.Choice("standard: flips and shifts", value="standard"),
-            questionary.Choice("strong: + rotation, zoom, contrast (small or varied data)", value="strong"),
-            questionary.Choice("none", value="none"),
-        ])
-        use_clahe = ask_confirm("Equalize contrast (CLAHE)? Helps flat, low-contrast X-rays.", default=False)
-        if augment is None or use_clahe is None:
-            return
-        overrides.update(augment=augment, clahe=use_clahe)
-    elif phase == "cube3d":
-        size = ask_int("Cube side (voxels; 48 for extracted cubes, 28 for MedMNIST 3D):", default=48, low=8, high=256)
-        epochs = ask_int("Epochs:", default=15 if s.settings.fast else 30, high=1000)
-        positions = ask_confirm("Give the model each cube's anatomical position (cube datasets with positions)?",
-                                default=False)
-        if size is None or epochs is None or positions is None:
-            return
-        overrides.update(image_size=size, epochs=epochs, positions=positions)
-    elif phase == "hybrid":
-        overrides.update({f"{c}_run": runs[c] for c in ("supervised", "vae")})
-    else:  # a phase without questions of its own here: its settings' metadata asks them
-        overrides.update({f"{c}_run": runs[c] for c in get_phase_class(phase).spec.components})
-        asked = _asked_settings(s, phase)
-        if asked is None:
-            return
-        overrides.update(asked)
-    if phase in ("supervised", "transfer", "cube3d"):
-        regularize = ask_confirm(f"Regularize for a small dataset: average the weights (EMA {SMALL_DATA['ema']}) and "
-                                 f"blend image pairs (mixup {SMALL_DATA['mixup']})? Both helped on the MedMNIST sets "
-                                 "measured (README).", default=False)
-        if regularize is None:
-            return
-        if regularize:
-            overrides.update(SMALL_DATA)
-    if phase in ("supervised", "transfer") and _graded(s.ws, dataset):
-        ordinal = ask_confirm("These classes are grades (ordered). Add an ordinal loss, so that a prediction two "
-                              "grades off costs more than one grade off?", default=False)
-        if ordinal is None:
-            return
-        if ordinal:
-            overrides["ordinal"] = 1.0
-    _train_with_progress(s, dataset, phase, **overrides)
+    overrides.update({f"{c}_run": runs[c] for c in cls.spec.components})
+    asked = _asked_settings(s, phase) if cls.questions is None else _asked_questions(s, dataset, cls)
+    if asked is None:
+        return
+    _train_with_progress(s, dataset, phase, **{**overrides, **cls.menu_settings, **asked})
+
+
+def _asked_questions(s: Session, dataset: str, cls: type) -> dict[str, Any] | None:
+    """A phase's own Train-menu questions (Phase.questions), in order; the settings the
+    answers make. None when the user backs out."""
+    facts = {"graded": _graded(s.ws, dataset)}
+    chosen: dict[str, Any] = {}
+    for question in cls.questions:
+        if question.when and not facts.get(question.when):
+            continue
+        offered = question.offered(cls.Config, s.settings.fast)
+        if question.kind == "choice":
+            answer = ask_choice(question.text, [questionary.Choice(label, value=value)
+                                                for label, value in question.choices])
+        elif question.kind == "confirm":
+            answer = ask_confirm(question.text, default=bool(offered))
+        elif question.kind == "int":
+            answer = ask_int(question.text, default=int(offered), low=question.low, high=question.high)
+        else:
+            answer = ask_text(question.text, default=str(offered or ""))
+        if answer is None:
+            return None
+        chosen.update(question.answer(answer))
+    return chosen
 
 
 def _asked_settings(s: Session, phase: str) -> dict[str, Any] | None:

@@ -15,6 +15,9 @@ Every phase provides:
     export_module()             the torch module ONNX export traces
     config_dict()               its settings as saved beside the checkpoint
 
+Its Config's fields each belong to a layer (model, data, training, post-hoc) and may be
+phase-owned where a dataset-wide value would otherwise apply (models/configs.py).
+
 A trainable phase (PhaseSpec.trainable) also provides ``prepare(targets)`` and
 ``step(batch) -> {"loss": ...}``; a fitted one (trainable False, built from other runs
 named by PhaseSpec.components) provides ``attach(**runs)`` and ``fit(images, targets)``.
@@ -23,83 +26,15 @@ docs/architecture.md walks through adding one.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
 
+# The settings machinery lives in models.configs; these names are part of the phase contract.
+from models.configs import SHARED_SETTINGS, Question, SettingSpec, layered, setting, setting_specs  # noqa: F401
 from models.registry import PhaseSpec
 
 EXPORT_TOLERANCE = 1e-4  # ONNX Runtime against PyTorch, largest absolute difference allowed
-
-
-# -- settings: a Config field the command line (train --NAME) and other front ends may set -------
-def setting(default: Any, *, help: str, choices: tuple[Any, ...] = (), metavar: str | None = None) -> Any:
-    """A Config field that ``train --FIELD-NAME`` sets (``help`` is its help; ``choices`` the
-    values it takes). A field without this metadata is set only by the phase (or, for the
-    settings many phases share, described once in SHARED_SETTINGS)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
-
-
-# Settings several phases share: described once here, not in each Config.
-SHARED_SETTINGS: dict[str, dict[str, Any]] = {
-    "epochs": {"help": "epochs to plan (default: the phase's, e.g. 30)"},
-    "image_size": {"help": "side in pixels the images are resized to, a multiple of 16 (default: the dataset's; "
-                           "cube3d: the cube side)"},
-    "batch_size": {"help": "images per step (default: the phase's, e.g. 16)"},
-    "lr": {"help": "peak learning rate (default: the phase's)"},
-    "backbone": {"help": "any timm model name (supervised); resnet10/resnet18 (cube3d)"},
-    "pretrained": {"flag": "weights", "type": "str", "metavar": "FILE",
-                   "help": "pretrained weights file (supervised, transfer)"},
-    "seed": {"help": "random seed (default 0): the same seed repeats a run"},
-    "clahe": {"help": "equalize contrast (CLAHE) before resizing"},
-    "augment": {"choices": ("none", "standard", "strong"),
-                "help": "training augmentation (default standard: flips and shifts; cube3d: strong)"},
-    "ema": {"metavar": "DECAY", "help": "classifiers: keep an exponential moving average of the weights (e.g. 0.99)"},
-    "mixup": {"metavar": "ALPHA", "help": "classifiers: blend pairs of training images and their labels (mixup; "
-                                          "e.g. 0.2; default off)"},
-    "calibration": {"choices": ("temperature+bias", "temperature", "none"),
-                    "help": "classifiers: what is fitted on validation after training (default temperature+bias; "
-                            "temperature alone never changes a decision)"},
-    "channels": {"choices": (1, 3), "help": "supervised, transfer: 1 reads the images grey, 3 as RGB (default: the "
-                                            "dataset's, training_config.json)"},
-    "ordinal": {"metavar": "WEIGHT", "help": "classifiers, ordered classes (grades): add the squared earth mover's "
-                                             "distance between predicted and true grade distributions to the loss, "
-                                             "with this weight (e.g. 1; default off)"},
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class SettingSpec:
-    """One setting as a front end offers it: ``train --flag`` (``dest`` is the Config field)."""
-
-    dest: str
-    flag: str
-    type: str  # "int", "float", "str" or "bool" (a switch that sets True)
-    help: str
-    choices: tuple[Any, ...]
-    metavar: str | None
-    phases: tuple[str, ...]
-
-
-def setting_specs(phases: list[tuple[str, type]]) -> list[SettingSpec]:
-    """The settings of the given (phase name, Config) pairs, each once, in the order first met:
-    a Config field's own ``setting`` metadata, else SHARED_SETTINGS."""
-    found: dict[str, dict[str, Any]] = {}
-    for phase, config in phases:
-        for f in dataclasses.fields(config):
-            described = dict(f.metadata) if f.metadata.get("help") else SHARED_SETTINGS.get(f.name)
-            if not described:
-                continue
-            entry = found.setdefault(f.name, {**described, "phases": [], "annotation": str(f.type)})
-            entry["phases"].append(phase)
-    specs = []
-    for name, entry in found.items():
-        declared = entry.get("type") or next((t for t in ("bool", "int", "float") if t in entry["annotation"]
-                                              .replace(" ", "").split("|")), "str")
-        specs.append(SettingSpec(name, entry.get("flag", name), declared, entry["help"],
-                                 tuple(entry.get("choices") or ()), entry.get("metavar"), tuple(entry["phases"])))
-    return specs
 
 
 class Phase:
@@ -112,6 +47,11 @@ class Phase:
     model: Any
     threshold: float | None = None  # a decision threshold fitted after training, if the phase has one
     epoch: int = 0  # set by the training loop before each epoch
+    # What the Train menu asks for this phase, in order (models.configs.Question); None: one
+    # question per setting, generated from the Config's metadata. Settings the menu uses
+    # without asking (e.g. a batch size that fits a workstation) in menu_settings.
+    questions: ClassVar[tuple[Question, ...] | None] = None
+    menu_settings: ClassVar[dict[str, Any]] = {}
 
     # -- the data ---------------------------------------------------------------------------------
     def check_rows(self, rows: list[dict[str, Any]], position_codes: Any) -> None:

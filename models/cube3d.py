@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from models.base import setting
+from models.configs import EPOCHS, REGULARIZE, Question
 from models.registry import register_phase
 from models.supervised import ClassifierPhase, check_calibration
 
@@ -29,6 +30,7 @@ DEPTHS = {"resnet10": [1, 1, 1, 1], "resnet18": [2, 2, 2, 2]}
 
 @dataclass(frozen=True)
 class Cube3DConfig:
+    OWN_DEFAULTS: ClassVar[tuple[str, ...]] = ("image_size",)  # wins over the dataset's (models/configs.py)
     backbone: str = "resnet10"  # resnet10 | resnet18 (MONAI, 3D)
     width: int = setting(16, help="cube3d: channels of the first stage (default 16; doubled at each of the four)")
     image_size: int = 48  # cube side; MedMNIST 3D files are resized to it
@@ -88,6 +90,12 @@ class PositionAware(nn.Module):
 )
 class Cube3DPhase(ClassifierPhase):
     Config = Cube3DConfig
+    questions = (Question("image_size", "Cube side (voxels; 48 for extracted cubes, 28 for MedMNIST 3D):", "int",
+                          default=48, low=8, high=256),
+                 EPOCHS,
+                 Question("positions", "Give the model each cube's anatomical position (cube datasets with positions)?",
+                          "confirm", default=False),
+                 REGULARIZE)
 
     def __init__(self, config: Cube3DConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)

@@ -73,13 +73,13 @@ class Finding:
 class HybridConfig:
     supervised_run: str = setting("", help="hybrid: the supervised run to combine")
     vae_run: str = setting("", help="hybrid: the VAE run to combine")
-    weight: float | None = setting(None, help="hybrid: the classifier's weight w in the combined evidence (default "
+    weight: float | None = setting(None, layer="post_hoc", help="hybrid: the classifier's weight w in the combined evidence (default "
                                               "from the labeled fraction)")
     labeled_fraction: float = 1.0
     # How the VAE part scores: "views", every view at once (MultiViewScore): its job here is
     # the anomalies the classifier does not know, so it must not be tuned to the ones it does;
     # "run", as the VAE run chose on validation (runs from before multi-view scores can only).
-    vae_scoring: str = setting("views", choices=("views", "run"),
+    vae_scoring: str = setting("views", layer="post_hoc", choices=("views", "run"),
                                help="hybrid: the VAE part scores through every view (default) or as the VAE run chose")
     image_size: int = 128  # taken from the component runs
     clahe: bool = False  # taken from the component runs
@@ -165,6 +165,7 @@ class HybridModel(nn.Module):
 )
 class HybridPhase(Phase):
     Config = HybridConfig
+    questions = ()  # everything comes from the two runs it combines
     # The normal tails turn float32 rounding of a score (1e-7) into up to a few 1e-4 of
     # tail probability where the validation normals lie close together; a wrong export
     # differs by far more.

@@ -25,6 +25,7 @@ class PhaseSpec:
     gradcam_layer: str | None = None
     components: tuple[str, ...] = ()  # phases whose trained runs this one combines
     route: int | None = None  # predict's order among phases that answer alone (lower first); None: never
+    searchable: bool = False  # the recipe search (app/recipes.py) can choose its settings
 
 
 PHASES: Registry[type] = Registry("phase")

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from models.base import Phase
+from models.configs import AUGMENT, CLAHE, EPOCHS, ORDINAL, REGULARIZE, Question, image_size_question
 from models.registry import register_phase
 
 log = logging.getLogger(__name__)
@@ -292,10 +293,13 @@ class _Probabilities(torch.nn.Module):
 
 @register_phase(
     "supervised", "Supervised classifier (timm backbone, EfficientNet-B0 by default)",
-    input_dims=2, output="class_probabilities", gradcam_layer="conv_head", route=1,
+    input_dims=2, output="class_probabilities", gradcam_layer="conv_head", route=1, searchable=True,
 )
 class SupervisedPhase(ClassifierPhase):
     Config = SupervisedConfig
+    questions = (Question("backbone", "timm backbone:", "text", default="efficientnet_b0"), image_size_question(),
+                 EPOCHS, AUGMENT, CLAHE, REGULARIZE, ORDINAL)
+    menu_settings = {"batch_size": 16}
 
     def __init__(self, config: SupervisedConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import Phase, setting
+from models.configs import AUGMENT, CLAHE, EPOCHS, image_size_question
 from models.registry import register_phase
 from models.tails import NormalTail
 
@@ -52,8 +53,10 @@ class VAEConfig:
     decoder: str = setting("calibrated", choices=("calibrated", "per-image", "fixed"),
                            help="VAE reconstruction term: noise level calibrated per batch (default, sharp) or per "
                                 "image (mixed modalities), or fixed (sum of squares)")
-    beta: float = setting(1.0, help="VAE: weight of the KL term (warmed up over the first epochs)")
+    beta: float = setting(1.0, layer="training", help="VAE: weight of the KL term (warmed up over the first epochs)")
     kl_warmup_epochs: int = 5
+    # The dataset's size, not a size of its own: the hybrid combines a VAE and a classifier
+    # trained at one image size.
     image_size: int = 64
     epochs: int = 30
     batch_size: int = 32
@@ -63,7 +66,7 @@ class VAEConfig:
     # SSIM measured best on PneumoniaMNIST (benchmarks/vae_anomaly.py, chosen on validation):
     # test AUROC 82.2% against 55.7% for MSE, 56.6% L1, 39.0% KL (latent 16, 32 px, 30 epochs,
     # calibrated decoder; with the fixed decoder 74.5 / 40.3 / 41.2 / 43.4%).
-    score: str = setting("ssim", choices=("mse", "l1", "ssim", "kl"), help="VAE anomaly score (default ssim)")
+    score: str = setting("ssim", layer="post_hoc", choices=("mse", "l1", "ssim", "kl"), help="VAE anomaly score (default ssim)")
     # How the error map becomes one score, and against which normals it is compared
     # (ReconstructionScore): ``area`` the worst fraction of pixels averaged (1: all),
     # ``neighbours`` the nearest validation normals in latent space that the score is
@@ -71,13 +74,13 @@ class VAEConfig:
     # (MultiViewScore: nothing chosen on anomalies), False through one. None everywhere:
     # chosen on the validation AUROC among AREAS x NEIGHBOURS and all views when validation
     # holds anomalies, else all views. An area or neighbours set by hand means one view.
-    area: float | None = setting(None, help="VAE: score the worst fraction of pixels (1: the whole image; default: "
+    area: float | None = setting(None, layer="post_hoc", help="VAE: score the worst fraction of pixels (1: the whole image; default: "
                                             "chosen on validation between 1 and 0.1)")
-    neighbours: int | None = setting(None, help="VAE: compare each score with this many look-alike validation normals "
+    neighbours: int | None = setting(None, layer="post_hoc", help="VAE: compare each score with this many look-alike validation normals "
                                                 "(0: with none; default: chosen on validation between 0 and 5)")
-    views: bool | None = setting(None, help="VAE: score through every view at once (six reconstruction views and the "
+    views: bool | None = setting(None, layer="post_hoc", help="VAE: score through every view at once (six reconstruction views and the "
                                             "patch view) instead of letting validation choose")
-    threshold_rule: str = setting("percentile", choices=("percentile", "roc"),
+    threshold_rule: str = setting("percentile", layer="post_hoc", choices=("percentile", "roc"),
                                   help="VAE threshold: 95th percentile of validation normals (default) or best "
                                        "validation ROC point (Youden)")
     threshold_percentile: float = 95.0
@@ -494,6 +497,8 @@ class MultiViewScore(ReconstructionScore):
 )
 class VAEPhase(Phase):
     Config = VAEConfig
+    questions = (image_size_question(), EPOCHS, AUGMENT, CLAHE)
+    menu_settings = {"batch_size": 16}
 
     def __init__(self, config: VAEConfig, classes: list[str]) -> None:
         if config.score not in SCORES:

@@ -5,7 +5,7 @@ used by predict, without editing any of them (docs/architecture.md, "Adding a ph
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import main
-from models.base import Phase, setting
+from models.base import Phase, Question, setting
 from models.registry import PHASES, register_phase
 
 
@@ -152,3 +152,71 @@ def test_a_new_phases_settings_are_train_flags_and_menu_questions(tiny, ws, monk
     assert any("Tiny: label smoothing" in q for q in asked), asked
     [run] = [m for m in ws.runs() if m["phase"] == "tiny"]
     assert run["config"]["smoothing"] == 0.1 and run["config"]["epochs"] == 1 and run["config"]["lr"] == 0.02
+
+
+@dataclass
+class OwnSizeConfig(TinyConfig):
+    OWN_DEFAULTS: ClassVar[tuple[str, ...]] = ("image_size",)
+
+
+class AskingPhase(TinyPhase):
+    """The tiny phase with Train-menu questions of its own, and its own image size."""
+
+    Config = OwnSizeConfig
+    questions = (Question("epochs", "How many epochs?", "int", default=3, fast=1),
+                 Question("lr", "Learn fast?", "confirm", default=False, sets=(("lr", 0.05), ("weight_decay", 0.01))),
+                 Question("smoothing", "Never asked here", "text", when="graded"))
+    menu_settings = {"batch_size": 4}
+
+
+def test_a_phases_own_questions_are_asked_and_its_settings_are_kept_by_layer_with_their_source(
+        ws, monkeypatch) -> None:
+    """Phase.questions drive the Train menu (in order; a preset sets several settings; one whose
+    dataset fact does not hold is skipped); the run records its settings by layer and where each
+    came from: the menu's answers are the user's, the phase's own image size wins over the
+    dataset's, the rest are the Config's defaults."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from app.collectors import collect
+    from app.organize.organizer import organize
+    from menus import console as console_module
+    from menus import screens
+    from menus.settings import Settings
+
+    register_phase("asking", "Asking linear classifier (a test's)", input_dims=2, output="class_probabilities",
+                   route=9)(AskingPhase)
+    try:
+        collect("demo", ws, scale=1)
+        organize(ws, "demo", "demo", workers=1)
+        asked = []
+
+        def reply(kind):
+            def answer(message, *args, **kwargs):
+                asked.append((kind, message, kwargs.get("default")))
+                return {"choice": {"Dataset": "demo", "Phase": "asking"}.get(message), "confirm": True,
+                        "int": 2, "text": "0.5"}[kind]
+            return answer
+
+        for name, kind in (("ask_choice", "choice"), ("ask_confirm", "confirm"), ("ask_int", "int"),
+                           ("ask_text", "text")):
+            monkeypatch.setattr(screens, name, reply(kind))
+        screen = Console(file=StringIO(), width=100)
+        monkeypatch.setattr(screens, "console", screen)
+        monkeypatch.setattr(console_module, "console", screen)
+        screens.train_menu(screens.Session(ws, Settings.load(ws)))
+        assert [q[1] for q in asked] == ["Dataset", "Phase", "How many epochs?", "Learn fast?"]
+        fast = Settings.load(ws).fast
+        assert asked[2][2] == (1 if fast else 3), "the question's own default is offered (fast mode: its fast one)"
+        [run] = [m for m in ws.runs() if m["phase"] == "asking"]
+        assert run["config"]["epochs"] == 2 and run["config"]["lr"] == 0.05 and run["config"]["weight_decay"] == 0.01
+        assert run["config"]["batch_size"] == 4 and run["config"]["image_size"] == 16
+        settings, sources = run["settings"], run["setting_sources"]
+        assert set(settings) == {"model", "data", "training", "post_hoc"}
+        assert settings["data"]["image_size"] == 16 and settings["training"]["lr"] == 0.05
+        assert sources["image_size"] == "phase", "its own default wins over the dataset's 128"
+        assert sources["epochs"] == sources["lr"] == sources["batch_size"] == "user"
+        assert sources["clahe"] == "default" and sources["smoothing"] == "default"
+    finally:
+        PHASES.unregister("asking")

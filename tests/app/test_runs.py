@@ -60,3 +60,25 @@ def test_two_threads_of_one_process_do_not_share_a_lock(ws) -> None:
         thread.join()
     with ws.lock("run", "r2"), ws.lock("run", "r2"):  # re-entered by the same thread: fine
         pass
+
+
+def test_a_runs_sections_are_typed_and_a_wrong_type_is_named(ws) -> None:
+    import pytest
+
+    from core.errors import DatasetError, StateError
+
+    folder = ws.run_dir("r2")
+    folder.mkdir(parents=True)
+    write_state(folder / "metadata.json", Kind.RUN_METADATA,
+                {"run": "r2", "phase": "supervised", "dataset": "d", "status": "complete", "config": {"epochs": 3},
+                 "settings": {"model": {}, "data": {}, "training": {"epochs": 3}, "post_hoc": {}},
+                 "setting_sources": {"epochs": "user"}, "ood_gate": {"threshold": 1.5}})
+    run = Run.load(ws, "r2")
+    record = run.record
+    assert record.settings["training"]["epochs"] == 3 and record.setting_sources["epochs"] == "user"
+    assert record.ood_gate["threshold"] == 1.5 and record.export is None and record.trials is None
+    with pytest.raises(StateError, match="trials"):
+        run.merge(trials="not a list")  # a writer's mistake is refused when written...
+    assert Run.load(ws, "r2").meta.get("trials") is None  # ...and the file stays as it was
+    with pytest.raises(DatasetError):
+        Run.load(ws, "no-such-run")

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from menus import collect_menu, main_menu, organize_menu, screens
 from menus.settings import Settings
+from models.configs import SMALL_DATA
 from tests.conftest import placed
 
 DOWN, ENTER, BACKSPACE, CTRL_C = "\x1b[B", "\r", "\x7f", "\x03"
@@ -150,7 +151,7 @@ def test_the_train_menu_trains_with_the_small_dataset_regularization_when_asked(
     drive(keys, screens.train_menu, session)
     [run] = [m for m in demo_ws.runs() if m["run"] not in before]
     assert run["phase"] == "supervised" and run["status"] == "complete"
-    assert run["config"]["ema"] == screens.SMALL_DATA["ema"] and run["config"]["mixup"] == screens.SMALL_DATA["mixup"]
+    assert run["config"]["ema"] == dict(SMALL_DATA)["ema"] and run["config"]["mixup"] == dict(SMALL_DATA)["mixup"]
     assert run["config"]["backbone"] == "resnet18" and run["config"]["image_size"] == 32
 
 
