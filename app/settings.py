@@ -15,7 +15,9 @@ class Settings:
     seed: int = 0
     fast: bool = True  # the one-click workflow and train menus default to small, quick runs
     workers: int = 2  # scan processes
-    recipe_minutes: int = 0  # > 0: the workflow's classifier step lets the tool choose its recipe in this many minutes
+    # the workflow's classifier in full runs chooses its recipe on validation within this many
+    # minutes (0: the fixed recipe); fast runs train the fixed fast recipe
+    recipe_minutes: int = 10
 
     @classmethod
     def load(cls, ws: Workspace) -> "Settings":

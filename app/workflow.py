@@ -42,6 +42,10 @@ DEMO_SCALE = 3
 FAST = {"supervised": {"image_size": 64, "epochs": 15, "batch_size": 16, "backbone": "resnet10t"},
         "vae": {"image_size": 64, "epochs": 15, "batch_size": 16}}
 FULL = {"supervised": {"epochs": 30, "batch_size": 16}, "vae": {"epochs": 40, "batch_size": 16}}
+# Full runs let the tool choose the classifier's recipe on validation (app/recipes.py) within
+# this many minutes: FULL's fixed recipe has no time limit, and on a CPU 30 epochs of
+# EfficientNet-B0 at 128 px on a few thousand images take hours. Fast runs keep FAST.
+DEFAULT_RECIPE_MINUTES = 10.0
 
 
 @dataclass
@@ -50,7 +54,13 @@ class WorkflowOptions:
     source: str | None = None  # a local folder; None: the demo collector (or an already collected dataset)
     fast: bool = False
     seed: int = 0
-    recipe_minutes: float = 0.0  # > 0: the supervised step is the recipe search (app/recipes.py) for this long
+    # > 0: the supervised step is the recipe search (app/recipes.py) for this long; 0: the fixed
+    # recipe; None: DEFAULT_RECIPE_MINUTES in full runs, the fixed FAST recipe in fast ones
+    recipe_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.recipe_minutes is None:
+            self.recipe_minutes = 0.0 if self.fast else DEFAULT_RECIPE_MINUTES
 
 
 def workflow_state(ws: Workspace, dataset: str) -> dict[str, Any]:
@@ -204,6 +214,8 @@ def _trainer(phase: str) -> Callable[..., dict[str, Any]]:
     def step(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
              should_stop: Callable[[], bool] | None) -> dict[str, Any]:
         settings = dict((FAST if options.fast else FULL)[phase])
+        if phase == "vae":  # the hybrid combines it with the classifier: both at one image size
+            settings["image_size"] = ws.run_metadata(steps["supervised"]["run"])["config"]["image_size"]
         result = train(ws, options.dataset, phase, run=steps[phase]["run"], seed=options.seed,
                        progress=progress, should_stop=should_stop, **settings)
         return {"epochs": result.epochs_done, "planned": settings["epochs"], "resumed_from": result.resumed_from,

@@ -97,9 +97,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     wf.add_argument("--yes", action="store_true", help="ask no questions")
     wf.add_argument("--restart", action="store_true", help="start over instead of resuming")
     wf.add_argument("--seed", type=int, default=0)
-    wf.add_argument("--recipe-minutes", type=float, default=0.0, metavar="M",
+    wf.add_argument("--recipe-minutes", type=float, default=None, metavar="M",
                     help="the supervised step lets the tool choose its recipe on validation, in M minutes "
-                         "(as train --recipe auto); default 0: the fixed recipe")
+                         "(as train --recipe auto); default 10 without --fast, the fixed fast recipe with it; "
+                         "0: the fixed recipe")
 
     col = command("collect", "bring data into the workspace")
     sources = col.add_subparsers(dest="source", metavar="SOURCE", required=True)
@@ -343,7 +344,7 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
     if args.command == "workflow":
         from app.workflow import WorkflowOptions
 
-        if not args.recipe_minutes >= 0:
+        if args.recipe_minutes is not None and not args.recipe_minutes >= 0:
             raise WorkbenchError(f"--recipe-minutes must be 0 (the fixed recipe) or more, not {args.recipe_minutes:g}")
         options = WorkflowOptions(dataset=args.dataset, source=args.source, fast=args.fast, seed=args.seed,
                                   recipe_minutes=args.recipe_minutes)

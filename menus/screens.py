@@ -344,7 +344,7 @@ def workflow_menu(s: Session) -> None:
     if fast is None:
         return
     options = WorkflowOptions(dataset=dataset.strip(), source=source, fast=fast, seed=s.settings.seed,
-                              recipe_minutes=s.settings.recipe_minutes)
+                              recipe_minutes=0 if fast else s.settings.recipe_minutes)
     restart = _resume_or_restart(s.ws, options)
     if restart is None:
         return

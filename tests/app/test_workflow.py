@@ -126,3 +126,18 @@ def test_the_workflow_can_let_the_tool_choose_the_recipe_and_resumes_the_search(
     assert went_on["status"] == "complete" and went_on["history"][: len(cut["history"])] == cut["history"], \
         "the stopped screening run resumed from its epoch"
     assert workflow_standing(ws, WorkflowOptions(dataset="demo", fast=True)) == "other options"
+
+    # The VAE follows the chosen recipe's image size, which the hybrid needs (the search may
+    # pick another size than the fast VAE's 64 px); stopped once the hybrid is fitted.
+    monkeypatch.setitem(workflow.FAST, "vae", {"image_size": 64, "epochs": 2, "batch_size": 16})
+    on_step, should_stop = _stop_when("evaluate")
+    last = run_workflow(ws, options, on_step=on_step, should_stop=should_stop)
+    assert last["steps"]["vae"]["status"] == last["steps"]["hybrid"]["status"] == "done", last
+    assert ws.run_metadata(last["steps"]["vae"]["run"])["config"]["image_size"] == 32 == meta["config"]["image_size"]
+
+
+def test_full_runs_choose_the_classifiers_recipe_and_fast_runs_keep_the_fixed_one() -> None:
+    assert WorkflowOptions(dataset="d").recipe_minutes == workflow.DEFAULT_RECIPE_MINUTES
+    assert WorkflowOptions(dataset="d", fast=True).recipe_minutes == 0
+    assert WorkflowOptions(dataset="d", recipe_minutes=0).recipe_minutes == 0, "asked for: the fixed recipe"
+    assert WorkflowOptions(dataset="d", fast=True, recipe_minutes=3).recipe_minutes == 3
