@@ -192,6 +192,24 @@ def test_backups_are_made_and_restored_from_the_dashboard_and_the_api(trained, t
     assert _wait(client, job)["state"] == "finished" and tree_hashes(ws) == before
 
 
+def test_a_searched_runs_page_shows_every_trial_and_the_chosen_recipe(trained, tmp_path) -> None:
+    import shutil
+
+    from app.runs import Run
+    from app.workspace import Workspace
+
+    shutil.copytree(trained.root, tmp_path / "ws", symlinks=True)
+    ws = Workspace.open(tmp_path / "ws")
+    Run(ws, "predictor").merge(recipe={"name": "r10t-64", "backbone": "resnet10t", "image_size": 64},
+                               trials=[{"recipe": "r10t-64", "run": "t0", "epochs": 4, "val_monitor": 0.91, "seconds": 30.5},
+                                       {"recipe": "b0-64", "run": "t1", "epochs": 2, "val_monitor": 0.875, "seconds": 31.0}])
+    page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
+    table = page[page.index('id="trials"'):page.index("</table>", page.index('id="trials"'))]
+    assert "Recipe: r10t-64 (chosen on the validation split)" in page
+    assert re.search(r"r10t-64 <b>\(chosen\)</b></td>\s*<td class=\"num\">4</td><td class=\"num\">0.9100</td>", table)
+    assert "b0-64</td>" in table and "0.8750" in table
+
+
 def test_a_correction_from_the_dataset_page_reorganizes_the_dataset(demo, tmp_path) -> None:
     from app.organize.review import review_groups
 
