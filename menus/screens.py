@@ -37,10 +37,7 @@ class Session:
 
 
 # -- train ---------------------------------------------------------------------------------
-# What the Train menu's small-dataset question sets: the settings of the best BreastMNIST and
-# PneumoniaMNIST runs measured (README; the CLI's --ema and --mixup set any other value).
-
-
+# The Train menu names no phase: each declares its questions (models.configs.Question).
 def train_menu(s: Session) -> None:
     from models import get_phase_class, list_phases
 
