@@ -64,14 +64,20 @@ def _setting_specs() -> list[Any]:
 
 
 def _add_settings(train: argparse.ArgumentParser) -> None:
-    """``train``'s --flags, one per phase setting (models.base.setting and SHARED_SETTINGS)."""
-    for spec in _setting_specs():
-        flag = "--" + spec.flag.replace("_", "-")
-        if spec.type == "bool":
-            train.add_argument(flag, dest=spec.dest, action="store_const", const=True, help=spec.help)
-            continue
-        train.add_argument(flag, dest=spec.dest, type={"int": int, "float": float}.get(spec.type, str),
-                           choices=list(spec.choices) or None, metavar=spec.metavar, help=spec.help)
+    """``train``'s --flags, one per phase setting (models.configs.setting and SHARED_SETTINGS),
+    under a heading per layer (model, data, training, post-hoc)."""
+    from models.configs import LAYERS
+
+    specs = _setting_specs()
+    for layer in LAYERS:
+        group = train.add_argument_group(f"{layer.replace('_', '-')} settings")
+        for spec in (s for s in specs if s.layer == layer):
+            flag = "--" + spec.flag.replace("_", "-")
+            if spec.type == "bool":
+                group.add_argument(flag, dest=spec.dest, action="store_const", const=True, help=spec.help)
+                continue
+            group.add_argument(flag, dest=spec.dest, type={"int": int, "float": float}.get(spec.type, str),
+                               choices=list(spec.choices) or None, metavar=spec.metavar, help=spec.help)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -139,6 +139,7 @@ class SettingSpec:
     choices: tuple[Any, ...]
     metavar: str | None
     phases: tuple[str, ...]
+    layer: str = "model"  # one of LAYERS
 
 
 def setting_specs(phases: list[tuple[str, type]]) -> list[SettingSpec]:
@@ -150,14 +151,16 @@ def setting_specs(phases: list[tuple[str, type]]) -> list[SettingSpec]:
             described = dict(f.metadata) if f.metadata.get("help") else SHARED_SETTINGS.get(f.name)
             if not described:
                 continue
-            entry = found.setdefault(f.name, {**described, "phases": [], "annotation": str(f.type)})
+            entry = found.setdefault(f.name, {**described, "phases": [], "annotation": str(f.type),
+                                              "layer": layer_of(f)})
             entry["phases"].append(phase)
     specs = []
     for name, entry in found.items():
         declared = entry.get("type") or next((t for t in ("bool", "int", "float") if t in entry["annotation"]
                                               .replace(" ", "").split("|")), "str")
         specs.append(SettingSpec(name, entry.get("flag", name), declared, entry["help"],
-                                 tuple(entry.get("choices") or ()), entry.get("metavar"), tuple(entry["phases"])))
+                                 tuple(entry.get("choices") or ()), entry.get("metavar"), tuple(entry["phases"]),
+                                 entry["layer"]))
     return specs
 
 

@@ -61,3 +61,16 @@ def test_cube3d_keeps_its_own_cube_side_and_the_2d_phases_take_the_datasets_imag
     assert resolve(get_phase_class("vae").Config, dataset, {}).values["image_size"] == 224
     assert resolve(get_phase_class("cube3d").Config, dataset, {}).values["image_size"] == 48
     assert resolve(get_phase_class("supervised").Config, dataset, {}).values["image_size"] == 224
+
+
+def test_train_help_lists_the_settings_under_their_layers() -> None:
+    from menus.cli import build_parser
+
+    parser = build_parser(["train"])
+    train = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" train"))
+    text = train.format_help()
+    text = text[text.index("model settings:"):]  # past the usage line, which names every flag too
+    headings = [text.index(f"{layer} settings:") for layer in ("model", "data", "training", "post-hoc")]
+    assert headings == sorted(headings)
+    assert headings[0] < text.index("--backbone") < headings[1] < text.index("--image-size") < headings[2]
+    assert headings[2] < text.index("--lr ") < headings[3] < text.index("--calibration")
