@@ -480,7 +480,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         start, best, history, stale = resumed["epoch"], resumed["best_metric"], resumed["history"], resumed["stale"]
         log.info("Resuming %s from epoch %d", run_dir.name, start)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
-               "config": phase.config_dict(), "setting_sources": phase.setting_sources,
+               "config": phase.config_dict(), "setting_sources": base["setting_sources"],
                **({"epoch_images": drawn} if drawn else {})}
     augment = getattr(config, "augment", "standard")
     mixup = float(getattr(config, "mixup", 0.0) or 0.0)
@@ -494,8 +494,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     def refit(s: LoopState, planned: int) -> None:
         phase.config = dataclasses.replace(phase.config, epochs=planned)
         scheduler.lr_lambdas = [_schedule(steps_per_epoch * planned, warmup)] * len(scheduler.lr_lambdas)
-        payload["config"] = phase.config_dict()
         base.update(settings_record(phase))
+        payload.update(config=base["config"], setting_sources=base["setting_sources"])
 
     with wrapped_for_training(raw, rt) as trainable:
         state = LoopState(
@@ -650,7 +650,7 @@ def _fit(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str,
     fitted = phase.fit(val_x, val_y)
     report(progress, "Fitting on validation", 1, 1)
     payload = {"phase": phase.spec.name, "classes": phase.classes, "model_args": phase.model_args(),
-               "config": phase.config_dict(), "setting_sources": phase.setting_sources,
+               "config": phase.config_dict(), "setting_sources": settings_record(phase)["setting_sources"],
                "model_state": phase.model.state_dict(), "epoch": 0,
                "best_metric": fitted.get("val_auroc", 0.0), "extra": {"threshold": phase.threshold},
                "finished": True}

@@ -190,6 +190,10 @@ def test_a_time_limited_run_plans_more_epochs_when_time_is_left(demo_ws, monkeyp
     assert seen == [4] and meta["config"]["epochs"] == 4, "the plan grew to its ceiling"
     assert result.epochs_done == 4 and len(meta["history"]) == 4 and meta["status"] == "complete"
     assert load_checkpoint(result.path / "last.pt")["config"]["epochs"] == 4
+    assert meta["setting_sources"]["epochs"] == "run" and meta["settings"]["training"]["epochs"] == 4, \
+        "the run says it changed the plan it was given"
+    assert meta["setting_sources"]["backbone"] == "user" and meta["setting_sources"]["channels"] == "dataset"
+    assert load_checkpoint(result.path / "last.pt")["setting_sources"]["epochs"] == "run", "and a resume keeps it"
     assert training.fitted_epochs(1, 4, 2.0, 3600.0) == 4
 
 
