@@ -113,8 +113,8 @@ def _run_workflow(
     saved, given = state.get("options"), _stored(ws, options)
     if saved and saved != given and not all(s.get("status") == "done" for s in state["steps"].values()):
         raise StateError(
-            f"An unfinished workflow for {options.dataset!r} was started with other options ({saved}). "
-            "Run it again with those options to resume, or restart it (--restart)."
+            f"An unfinished workflow for {options.dataset!r} was started with other options "
+            f"({_differences(saved, given)}). Run it again with those options to resume, or restart it (--restart)."
         )
     if saved != given or restart:
         state = {"dataset": options.dataset, "steps": {}, "options": given, "started": now_iso()}
@@ -185,6 +185,15 @@ def _stored(ws: Workspace, options: WorkflowOptions) -> dict[str, Any]:
     if options.source:
         stored["source"] = ws.private.store_source(Path(options.source).expanduser())
     return stored
+
+
+def _differences(saved: dict[str, Any], given: dict[str, Any]) -> str:
+    """What differs between two stored option sets, as flags ("--recipe-minutes 0 then, 10 now")."""
+    def value(options: dict[str, Any], key: str) -> Any:
+        return options.get(key, 0 if key == "recipe_minutes" else None)  # stored only when not 0
+
+    return "; ".join(f"--{key.replace('_', '-')} {value(saved, key)!r} then, {value(given, key)!r} now"
+                     for key in sorted(set(saved) | set(given)) if value(saved, key) != value(given, key))
 
 
 def _collect(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,

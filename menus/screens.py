@@ -360,8 +360,8 @@ def _resume_or_restart(ws: Workspace, options: WorkflowOptions) -> bool | None:
     console.print(render.workflow_table(workflow_state(ws, options.dataset)))
     restart = questionary.Choice("Restart from the beginning (the runs made so far are kept)", value=True)
     if standing == "other options":
-        console.print("[yellow]This workflow was started with other options[/] (another folder, fast mode or "
-                      "seed) and is unfinished. It can be restarted with these.", soft_wrap=False)
+        console.print("[yellow]This workflow was started with other options[/] (another folder, fast mode, "
+                      "seed or recipe minutes) and is unfinished. It can be restarted with these.", soft_wrap=False)
         return ask_choice("How to go on?", [restart])
     first = (questionary.Choice("Resume: skip the finished steps, go on from the last epoch", value=False)
              if standing == "resume" else questionary.Choice("Show its results again (nothing is retrained)", value=False))
