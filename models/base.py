@@ -47,6 +47,10 @@ class Phase:
     model: Any
     threshold: float | None = None  # a decision threshold fitted after training, if the phase has one
     epoch: int = 0  # set by the training loop before each epoch
+    # Set by training when it builds the phase: where each setting came from (models.configs
+    # resolve) and the values it started with (a later change is the run's own).
+    setting_sources: dict[str, str]
+    first_config: dict[str, Any]
     # What the Train menu asks for this phase, in order (models.configs.Question); None: one
     # question per setting, generated from the Config's metadata. Settings the menu uses
     # without asking (e.g. a batch size that fits a workstation) in menu_settings.
