@@ -193,14 +193,14 @@ def add_pages(app: FastAPI, ws: Workspace, jobs: Jobs, secured: list[Any], uploa
 
         checked(csrf_token)
         ws.dataset_metadata(dataset)
-        get_phase_class(phase)
+        cls = get_phase_class(phase)
         resume = bool(run)
         name = check_name(run, "run name") if resume else new_run_name(dataset, phase)
         if resume:
             return start(Job("train", lambda job: train(ws, dataset, phase, run=name, progress=job.progress,
                                                         should_stop=job.should_stop), graceful=True), name)
         settings = {"seed": Settings.load(ws).seed}
-        if backbone.strip() and phase in ("supervised", "transfer"):
+        if backbone.strip() and "backbone" in cls.Config.__dataclass_fields__:
             if not re.fullmatch(r"[a-z0-9_.]{1,64}", backbone.strip()):
                 raise HTTPException(400, f"{backbone!r} is not a timm model name (letters, digits, '_' and '.').")
             settings["backbone"] = backbone.strip()
@@ -211,7 +211,7 @@ def add_pages(app: FastAPI, ws: Workspace, jobs: Jobs, secured: list[Any], uploa
                 settings[key] = value
         if minutes is not None and not 0 < minutes <= 24 * 60:
             raise HTTPException(400, "Minutes must be more than 0 and at most a day (1440).")
-        if phase == "supervised" and recipe == "auto":
+        if cls.spec.searchable and recipe == "auto":
             from app.recipes import search_and_train
 
             return start(Job("train", lambda job: search_and_train(
