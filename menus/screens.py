@@ -92,18 +92,21 @@ def train_menu(s: Session) -> None:
                 _search_with_progress(s, dataset, minutes, **overrides)
             return
     overrides.update({f"{c}_run": runs[c] for c in cls.spec.components})
-    asked = _asked_settings(s, phase) if cls.questions is None else _asked_questions(s, dataset, cls)
+    asked = _asked_questions(s, dataset, cls)
     if asked is None:
         return
     _train_with_progress(s, dataset, phase, **{**overrides, **cls.menu_settings, **asked})
 
 
 def _asked_questions(s: Session, dataset: str, cls: type) -> dict[str, Any] | None:
-    """A phase's own Train-menu questions (Phase.questions), in order; the settings the
-    answers make. None when the user backs out."""
+    """A phase's Train-menu questions in order (Phase.questions; a phase that declares none is
+    asked one question per setting); the settings the answers make. None when the user backs out."""
+    from models.configs import generated_questions
+
     facts = {"graded": _graded(s.ws, dataset)}
+    questions = cls.questions if cls.questions is not None else generated_questions(cls.spec.name, cls.Config)
     chosen: dict[str, Any] = {}
-    for question in cls.questions:
+    for question in questions:
         if question.when and not facts.get(question.when):
             continue
         offered = question.offered(cls.Config, s.settings.fast)
@@ -113,49 +116,16 @@ def _asked_questions(s: Session, dataset: str, cls: type) -> dict[str, Any] | No
         elif question.kind == "confirm":
             answer = ask_confirm(question.text, default=bool(offered))
         elif question.kind == "int":
-            answer = ask_int(question.text, default=int(offered), low=question.low, high=question.high)
+            answer = ask_int(question.text, default=int(offered or 0), low=question.low, high=question.high)
+        elif question.kind == "float":
+            text = ask_text(question.text, default="" if offered is None else f"{offered:g}",
+                            validate=lambda t: _is_number(t) or "A number, e.g. 0.5")
+            answer = None if text is None else float(text)
         else:
             answer = ask_text(question.text, default=str(offered or ""))
         if answer is None:
             return None
         chosen.update(question.answer(answer))
-    return chosen
-
-
-def _asked_settings(s: Session, phase: str) -> dict[str, Any] | None:
-    """One question per setting of ``phase``'s Config (models.base.setting, SHARED_SETTINGS),
-    its default offered; the seed comes from the settings. None when the user backs out."""
-    import dataclasses
-
-    from models import get_phase_class
-    from models.base import setting_specs
-
-    config = get_phase_class(phase).Config
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    chosen: dict[str, Any] = {}
-    for spec in setting_specs([(phase, config)]):
-        default = defaults.get(spec.dest)
-        if spec.dest == "seed":
-            chosen["seed"] = s.settings.seed
-            continue
-        if spec.dest == "pretrained":
-            continue  # a weights file: the command line's --weights
-        question = f"{spec.help[:1].upper()}{spec.help[1:]}:"
-        if spec.choices:
-            answer = ask_choice(question, [questionary.Choice(str(c), value=c) for c in spec.choices])
-        elif spec.type == "bool":
-            answer = ask_confirm(question, default=bool(default))
-        elif spec.type == "int":
-            answer = ask_int(question, default=int(default or 0), low=0, high=10**6)
-        elif spec.type == "float":
-            text = ask_text(question, default="" if default is None else f"{default:g}",
-                            validate=lambda t: _is_number(t) or "A number, e.g. 0.5")
-            answer = None if text is None else float(text)
-        else:
-            answer = ask_text(question, default=str(default or ""))
-        if answer is None:
-            return None
-        chosen[spec.dest] = answer
     return chosen
 
 

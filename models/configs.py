@@ -170,7 +170,7 @@ class Question:
     menus draw it. The answer sets the Config field ``setting``; a yes/no question with
     ``sets`` sets those values on yes instead (a preset, e.g. the small-data regularization).
 
-    ``kind`` is "text", "int", "choice" or "confirm"; ``default`` the answer offered (None:
+    ``kind`` is "text", "int", "float", "choice" or "confirm"; ``default`` the answer offered (None:
     the Config's default) and ``fast`` the one offered when the settings ask for fast runs;
     ``when`` a fact about the dataset that must hold for the question to be asked ("graded":
     its classes are ordered grades)."""
@@ -199,6 +199,20 @@ class Question:
         if self.sets:
             return dict(self.sets) if given else {}
         return {self.setting: given}
+
+
+def generated_questions(phase: str, config_cls: type) -> tuple[Question, ...]:
+    """For a phase that declares no questions: one per setting (its help as the question, its
+    default offered). The seed comes from the menu's settings and a weights file from
+    ``train --weights``, so neither is asked."""
+    questions = []
+    for spec in setting_specs([(phase, config_cls)]):
+        if spec.dest in ("seed", "pretrained"):
+            continue
+        kind = "choice" if spec.choices else {"bool": "confirm", "int": "int", "float": "float"}.get(spec.type, "text")
+        questions.append(Question(spec.dest, f"{spec.help[:1].upper()}{spec.help[1:]}:", kind,
+                                  choices=tuple((str(c), c) for c in spec.choices), low=0))
+    return tuple(questions)
 
 
 # Questions several phases ask, worded once.

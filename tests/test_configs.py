@@ -74,3 +74,14 @@ def test_train_help_lists_the_settings_under_their_layers() -> None:
     assert headings == sorted(headings)
     assert headings[0] < text.index("--backbone") < headings[1] < text.index("--image-size") < headings[2]
     assert headings[2] < text.index("--lr ") < headings[3] < text.index("--calibration")
+
+
+def test_a_phase_without_questions_of_its_own_gets_one_per_setting_by_its_type() -> None:
+    from models.configs import generated_questions
+
+    asked = {q.setting: q for q in generated_questions("vae", get_phase_class("vae").Config)}
+    assert "seed" not in asked and "pretrained" not in asked
+    assert asked["area"].kind == "float" and asked["latent_dim"].kind == "int" and asked["views"].kind == "confirm"
+    assert asked["score"].kind == "choice" and ("ssim", "ssim") in asked["score"].choices
+    assert asked["latent_dim"].text.startswith("VAE latent size") and asked["latent_dim"].offered(
+        get_phase_class("vae").Config, fast=False) == 16
