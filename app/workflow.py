@@ -188,11 +188,18 @@ def _stored(ws: Workspace, options: WorkflowOptions) -> dict[str, Any]:
 
 
 def _differences(saved: dict[str, Any], given: dict[str, Any]) -> str:
-    """What differs between two stored option sets, as flags ("--recipe-minutes 0 then, 10 now")."""
+    """What differs between two stored option sets, as flags ("--seed 0 then, --seed 1 now";
+    "--fast then, without --fast now")."""
     def value(options: dict[str, Any], key: str) -> Any:
         return options.get(key, 0 if key == "recipe_minutes" else None)  # stored only when not 0
 
-    return "; ".join(f"--{key.replace('_', '-')} {value(saved, key)!r} then, {value(given, key)!r} now"
+    def said(key: str, v: Any) -> str:
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(v, bool):
+            return flag if v else f"without {flag}"
+        return f"{flag} {v:g}" if isinstance(v, float) else f"{flag} {v}"
+
+    return "; ".join(f"{said(key, value(saved, key))} then, {said(key, value(given, key))} now"
                      for key in sorted(set(saved) | set(given)) if value(saved, key) != value(given, key))
 
 

@@ -46,9 +46,9 @@ def test_a_workflow_asked_to_stop_ends_the_epoch_and_resumes_from_it(ws, tiny) -
     assert workflow_standing(ws, WorkflowOptions(dataset="demo", fast=True, seed=1)) == "other options"
     from core.errors import StateError
 
-    with pytest.raises(StateError, match=r"other options \(--seed 0 then, 1 now\)\. Run it again"):
+    with pytest.raises(StateError, match=r"other options \(--seed 0 then, --seed 1 now\)\. Run it again"):
         run_workflow(ws, WorkflowOptions(dataset="demo", fast=True, seed=1))
-    with pytest.raises(StateError, match=r"--fast True then, False now; --recipe-minutes 0 then, 10.0 now"):
+    with pytest.raises(StateError, match=r"--fast then, without --fast now; --recipe-minutes 0 then, --recipe-minutes 10 now"):
         run_workflow(ws, WorkflowOptions(dataset="demo"))  # a full run now searches for 10 minutes by default
 
     on_step, should_stop = _stop_when("vae")  # resumes the classifier, stops once the VAE has begun
