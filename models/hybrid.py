@@ -73,8 +73,9 @@ class Finding:
 class HybridConfig:
     supervised_run: str = setting("", help="hybrid: the supervised run to combine")
     vae_run: str = setting("", help="hybrid: the VAE run to combine")
-    weight: float | None = setting(None, layer="post_hoc", help="hybrid: the classifier's weight w in the combined evidence (default "
-                                              "from the labeled fraction)")
+    weight: float | None = setting(None, layer="post_hoc",
+                                   help="hybrid: the classifier's weight w in the combined evidence (default from "
+                                        "the labeled fraction)")
     labeled_fraction: float = 1.0
     # How the VAE part scores: "views", every view at once (MultiViewScore): its job here is
     # the anomalies the classifier does not know, so it must not be tuned to the ones it does;

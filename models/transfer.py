@@ -25,7 +25,8 @@ class TransferConfig:
     pretrained: bool | str = True  # True: from the local cache; or a weights file path
     image_size: int = 128
     epochs: int = 20
-    frozen_epochs: int = setting(5, layer="training", help="transfer: epochs with the body frozen (stage 1: only the new head learns)")
+    frozen_epochs: int = setting(5, layer="training",
+                                 help="transfer: epochs with the body frozen (stage 1: only the new head learns)")
     batch_size: int = 32
     lr: float = 3e-3  # the head
     finetune_lr: float = 3e-4  # the last block, in stage 2
@@ -48,7 +49,8 @@ class TransferConfig:
 )
 class TransferPhase(ClassifierPhase):
     Config = TransferConfig
-    questions = (Question("backbone", "Backbone", "choice", choices=(("ResNet-18", "resnet18"), ("ResNet-50", "resnet50"))),
+    questions = (Question("backbone", "Backbone", "choice",
+                          choices=(("ResNet-18", "resnet18"), ("ResNet-50", "resnet50"))),
                  image_size_question(), EPOCHS, AUGMENT, CLAHE, REGULARIZE, ORDINAL)
     menu_settings = {"batch_size": 16}
     changes_between_epochs = True  # the frozen first stage (start_epoch)
