@@ -153,20 +153,34 @@ def modality_from_format(header: Header, path: PurePath) -> str | None:
 REGION_WORDS = {
     "brain": {"HEAD", "BRAIN", "SKULL", "CRANE", "TETE", "KOPF", "SCHADEL", "SCHAEDEL", "CRANEO",
               "CABEZA", "CEREBRO", "CERVEAU", "NEURO", "CRANIAL", "CEREBRAL", "GLIOMA", "LGG",
-              "CCT", "ENCEPHALE", "HIRN", "MPRAGE", "MEMPRAGE", "MENINGIOMA", "PITUITARY", "NOTUMOR"},
+              "CCT", "ENCEPHALE", "HIRN", "MPRAGE", "MEMPRAGE", "MENINGIOMA", "PITUITARY", "NOTUMOR",
+              "INTRACRANIAL", "CRANIUM", "ORBIT", "ORBITS", "SINUS", "SINUSES", "IAC", "SELLA"},
     "chest": {"CHEST", "THORAX", "TORAX", "THORAKS", "LUNG", "LUNGS", "LUNGE", "POUMON", "PULMON",
-              "PULMONAR", "CXR", "PNEUMONIA", "COVID", "COVID19", "THORACIC", "TB", "TUBERCULOSIS"},
+              "PULMONAR", "CXR", "PNEUMONIA", "COVID", "COVID19", "THORACIC", "TB", "TUBERCULOSIS",
+              "PULMONARY", "CTPA", "RIB", "RIBS", "STERNUM", "MEDIASTINUM", "MEDIASTINAL", "PLEURAL",
+              "PNEUMOTHORAX", "EMPHYSEMA", "LIDC", "CHESTX"},
     "abdomen": {"ABDOMEN", "ABD", "ABDOMINAL", "BAUCH", "LIVER", "FOIE", "LEBER", "KIDNEY", "RENAL",
-                "PANCREAS", "ADRENAL"},
-    "pelvis": {"PELVIS", "BASSIN", "BECKEN", "PROSTATE", "HIP"},
+                "PANCREAS", "ADRENAL", "ABDO", "ABDOM", "KIDNEYS", "HEPATIC", "BILIARY", "MRCP", "COLON",
+                "COLONOGRAPHY", "SPLEEN", "GALLBLADDER", "STOMACH", "KUB", "RUQ", "PANCREATIC",
+                "ENTEROGRAPHY", "UROGRAM"},
+    "pelvis": {"PELVIS", "BASSIN", "BECKEN", "PROSTATE", "HIP", "PELVIC", "PROSTATEX", "UTERUS",
+               "UTERINE", "OVARY", "OVARIES", "OVARIAN", "BLADDER", "RECTUM", "RECTAL", "PERIANAL",
+               "SACROILIAC"},
     "spine": {"SPINE", "CSPINE", "TSPINE", "LSPINE", "RACHIS", "WIRBELSAULE", "COLUMNA", "LUMBAR",
-              "CERVICAL", "THORACOLUMBAR"},
-    "cardiac": {"HEART", "CARDIAC", "CORONARY", "COEUR", "HERZ", "CORAZON", "CARDIO", "CTA_CORONARY"},
-    "breast": {"BREAST", "SEIN", "MAMMA", "MAMA", "MAMMO", "MAMMOGRAPHY", "BUSI"},
+              "CERVICAL", "THORACOLUMBAR", "SSPINE", "SACRUM", "COCCYX", "VERTEBRA", "VERTEBRAE",
+              "VERTEBRAL", "MYELOGRAM", "SCOLIOSIS", "LUMBOSACRAL"},
+    "cardiac": {"HEART", "CARDIAC", "CORONARY", "COEUR", "HERZ", "CORAZON", "CARDIO", "CTA_CORONARY",
+                "ECHOCARDIOGRAM", "ECHOCARDIOGRAPHY", "TTE", "CCTA", "MYOCARDIAL", "CORONARIES"},
+    "breast": {"BREAST", "SEIN", "MAMMA", "MAMA", "MAMMO", "MAMMOGRAPHY", "BUSI", "MAMMOGRAM",
+               "TOMOSYNTHESIS", "BREASTS"},
     "bone": {"BONE", "EXTREMITY", "HAND", "WRIST", "ELBOW", "KNEE", "ANKLE", "FOOT", "SHOULDER",
              "FEMUR", "TIBIA", "HUMERUS", "FRACTURE", "FRACTURED", "MURA", "OS", "KNOCHEN", "FINGER",
-             "FOREARM", "THUMB", "CODO", "RODILLA", "MUNECA", "GENOU", "POIGNET", "MSK", "MUSCULOSKELETAL"},
-    "neck": {"NECK", "THYROID", "CAROTID", "CAROTIDS", "LARYNX", "PAROTID", "CUELLO", "COU", "HALS"},
+             "FOREARM", "THUMB", "CODO", "RODILLA", "MUNECA", "GENOU", "POIGNET", "MSK", "MUSCULOSKELETAL",
+             "HANDS", "WRISTS", "ELBOWS", "KNEES", "ANKLES", "FEET", "SHOULDERS", "FINGERS", "TOE", "TOES",
+             "FIBULA", "ULNA", "PATELLA", "CALCANEUS", "HEEL", "THIGH", "CLAVICLE", "SCAPULA", "BONEAGE",
+             "EXTREMITIES"},
+    "neck": {"NECK", "THYROID", "CAROTID", "CAROTIDS", "LARYNX", "PAROTID", "CUELLO", "COU", "HALS",
+             "SALIVARY", "SUBMANDIBULAR", "PHARYNX", "OROPHARYNX", "NASOPHARYNX", "HYPOPHARYNX"},
 }
 BODY_PART_TAGS = {
     "HEAD": "brain", "BRAIN": "brain", "SKULL": "brain", "HEADNECK": "brain",
@@ -177,6 +191,15 @@ BODY_PART_TAGS = {
     "HEART": "cardiac", "CARDIAC": "cardiac", "BREAST": "breast", "NECK": "neck", "THYROID": "neck",
     "EXTREMITY": "bone", "HAND": "bone", "WRIST": "bone", "KNEE": "bone", "ANKLE": "bone",
     "FOOT": "bone", "SHOULDER": "bone", "ELBOW": "bone", "LEG": "bone", "ARM": "bone",
+    # more of DICOM's defined terms (PS3.16 CID 4031)
+    "SSPINE": "spine", "SACRUM": "spine", "COCCYX": "spine", "WHOLESPINE": "spine",
+    "ORBIT": "brain", "IAC": "brain", "SELLA": "brain", "LARYNX": "neck", "CAROTID": "neck",
+    "RIB": "chest", "STERNUM": "chest", "ESOPHAGUS": "chest", "LUNGS": "chest",
+    "STOMACH": "abdomen", "COLON": "abdomen", "SPLEEN": "abdomen", "GALLBLADDER": "abdomen",
+    "ADRENAL": "abdomen", "BLADDER": "pelvis", "UTERUS": "pelvis", "OVARY": "pelvis",
+    "RECTUM": "pelvis", "SIJOINT": "pelvis", "CLAVICLE": "bone", "SCAPULA": "bone",
+    "HUMERUS": "bone", "FOREARM": "bone", "FINGER": "bone", "FEMUR": "bone", "TIBIA": "bone",
+    "FIBULA": "bone", "TOE": "bone", "HEEL": "bone", "UPPER_LIMB": "bone", "LOWER_LIMB": "bone",
 }
 
 
@@ -196,7 +219,7 @@ def region_from_description(header: Header, path: PurePath) -> str | None:
 
 
 SPANS = {"CHEST_TO_PELVIS": ["chest", "abdomen", "pelvis"], "CHESTABDPELVIS": ["chest", "abdomen", "pelvis"],
-         "ABDOMENPELVIS": ["abdomen", "pelvis"], "HEADNECK": ["brain", "neck"], "WHOLEBODY": []}
+         "ABDOMENPELVIS": ["abdomen", "pelvis"], "CHESTABDOMEN": ["chest", "abdomen"], "HEADNECK": ["brain", "neck"], "WHOLEBODY": []}
 
 
 def body_part_term(value: str) -> str:

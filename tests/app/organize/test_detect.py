@@ -54,6 +54,20 @@ def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
         ({"Modality": "RG", "ViewPosition": "XCCL"}, "a/1.dcm", "breast", "mammography"),
         ({"Modality": "DX", "ViewPosition": "AP"}, "a/1.dcm", "unknown", "none"),
         ({}, "kaggle_3m/TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif", "brain", "dataset_file_name"),
+        # descriptions as hospitals write them, and DICOM's defined body-part terms
+        ({"StudyDescription": "CTA PULMONARY ARTERIES (CTPA)"}, "a/1.dcm", "chest", "dicom_description"),
+        ({"StudyDescription": "MR PELVIC FLOOR", "SeriesDescription": "T2 TSE SAG"}, "a/1.dcm", "pelvis",
+         "dicom_description"),
+        ({"StudyDescription": "MRCP"}, "a/1.dcm", "abdomen", "dicom_description"),
+        ({"StudyDescription": "CT ORBITS W/O"}, "a/1.dcm", "brain", "dicom_description"),
+        ({"StudyDescription": "Echocardiogram"}, "a/1.dcm", "cardiac", "dicom_description"),
+        ({"StudyDescription": "CCTA CALCIUM SCORE"}, "a/1.dcm", "cardiac", "dicom_description"),
+        ({"StudyDescription": "XR FINGERS 3V LT"}, "a/1.dcm", "bone", "dicom_description"),
+        ({"StudyDescription": "MRI LUMBOSACRAL"}, "a/1.dcm", "spine", "dicom_description"),
+        ({"SeriesDescription": "T2 SPIN ECHO AX"}, "a/1.dcm", "unknown", "none"),  # an MR sequence, not a heart
+        ({"BodyPartExamined": "SSPINE"}, "a/1.dcm", "spine", "dicom_body_part"),
+        ({"BodyPartExamined": "Lower limb"}, "a/1.dcm", "bone", "dicom_body_part"),
+        ({"BodyPartExamined": "ORBIT"}, "a/1.dcm", "brain", "dicom_body_part"),
     ],
 )
 def test_region_rules(header: dict, path: str, value: str, rule: str) -> None:
@@ -104,6 +118,7 @@ def test_patient_rules(header: dict, name: str, value: str) -> None:
     ({"BodyPartExamined": "CHEST_TO_PELVIS"}, ["abdomen", "chest", "pelvis"]),
     ({"StudyDescription": "CT CHEST WO IV CONT", "BodyPartExamined": "CHEST"}, ["chest"]),
     ({"StudyDescription": "Thorax^1HEAD_NECK_PETCT"}, ["brain", "chest", "neck"]),
+    ({"BodyPartExamined": "CHESTABDOMEN"}, ["abdomen", "chest"]),
 ])
 def test_every_region_a_description_names_is_kept(header: dict, regions: list[str]) -> None:
     from app.organize.detect import body_part_term, described_regions, description_keywords
