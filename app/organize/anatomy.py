@@ -8,6 +8,8 @@ Each rule reads what a radiologist reads first, and answers only when it is clea
   20 cm wide with neither is the abdomen. A series is judged on three slices (a
   quarter, half and three quarters of the way), and the region most of them show is
   the main one; every region seen is kept (``regions``), by how many slices show it.
+  A field of view that cuts the body and is narrower than an adult chest (26 cm), with
+  lung either side of soft tissue in its middle, is a heart-centred reconstruction: cardiac.
 - Radiographs (XR, and 2D pictures that look like one): two dark lung fields either
   side of a bright mediastinum, on the rows where lungs are, is a chest film.
 - MR with a known pixel size: one rounded object with air all round it, 13 to 26 cm
@@ -31,6 +33,7 @@ LUNG_HU = -300  # aerated lung, ground glass included (diseased lungs are not bl
 LUNG_FRACTION = 0.10  # of the body's cross-section: chest slices 0.11-0.25, abdomen 0.01-0.09 in the real test set
 BONE_HU = 300
 MIN_BODY_MM = 200  # an abdomen is wider than this; a neck or a limb is not
+CARDIAC_FOV_MM = 260  # a cardiac reconstruction's field of view (20-25 cm); an adult chest is wider
 HEAD_MM = (130, 260)  # the extent of an adult head's outline, in mm
 HEAD_LONG_MM = 165  # its long axis at least (a knee in profile: 158)
 CHEST_PROFILE = 0.3  # how much brighter the mediastinum is than the darker lung field (0-1 scale)
@@ -155,8 +158,8 @@ def ct_slice_region(values: np.ndarray, spacing: float | None) -> str | None:
     enclosed = ndi.binary_fill_holes(bone) & ~bone
     if enclosed.sum() > 0.4 * area:
         return "brain"  # a closed ring of bone around most of the cross-section: the skull
-    if _edge(body) > 0.1:
-        return None  # the field of view cuts the body (a heart- or spine-centred reconstruction)
+    if _edge(body) > 0.1:  # the field of view cuts the body: a heart- or spine-centred reconstruction
+        return "cardiac" if heart_centred(values, spacing) else None
     lungs = body & (values < LUNG_HU)
     if lungs.sum() > LUNG_FRACTION * area:
         rows = np.nonzero(body.any(axis=1))[0]
@@ -168,6 +171,19 @@ def ct_slice_region(values: np.ndarray, spacing: float | None) -> str | None:
         if (columns[-1] - columns[0] + 1) * spacing >= MIN_BODY_MM:
             return "abdomen"
     return None
+
+
+def heart_centred(values: np.ndarray, spacing: float | None) -> bool:
+    """A reconstruction centred on the heart (cardiac CT): a field of view narrower than any
+    adult chest (26 cm at most), lung on both sides of the middle rows and soft tissue (the
+    heart and great vessels) between them."""
+    h, w = values.shape
+    if not spacing or w * spacing > CARDIAC_FOV_MM:
+        return False
+    rows = values[int(h * 0.3) : int(h * 0.7)]
+    sides = min((rows[:, : w // 3] < LUNG_HU).mean(), (rows[:, -(w // 3) :] < LUNG_HU).mean())
+    middle = (rows[:, int(w * 0.4) : int(w * 0.6)] > -100).mean()
+    return bool(sides >= 0.25 and middle >= 0.7)
 
 
 def _edge(body: np.ndarray) -> float:
