@@ -4,7 +4,8 @@ Each rule reads what a radiologist reads first, and answers only when it is clea
 
 - CT in Hounsfield units, per slice: a closed ring of bone around soft tissue is a
   skull (brain); aerated lung (under -300 HU: ground glass counts) over a tenth of the
-  body's cross-section, not in its front third (bowel gas), is the chest; a body at least
+  body's cross-section, not in its front third (bowel gas) and a third of it in front of
+  the body's middle (not the lung bases behind the liver dome), is the chest; a body at least
   20 cm wide with neither is the abdomen. A series is judged on three slices (a
   quarter, half and three quarters of the way), and the region most of them show is
   the main one; every region seen is kept (``regions``), by how many slices show it.
@@ -33,6 +34,7 @@ LUNG_HU = -300  # aerated lung, ground glass included (diseased lungs are not bl
 LUNG_FRACTION = 0.10  # of the body's cross-section: chest slices 0.11-0.25, abdomen 0.01-0.09 in the real test set
 BONE_HU = 300
 MIN_BODY_MM = 200  # an abdomen is wider than this; a neck or a limb is not
+LUNG_IN_FRONT = 0.33  # of the lung in front of the body's middle: chest slices 0.39-0.66, lung bases 0.24
 CARDIAC_FOV_MM = 260  # a cardiac reconstruction's field of view (20-25 cm); an adult chest is wider
 HEAD_MM = (130, 260)  # the extent of an adult head's outline, in mm
 HEAD_LONG_MM = 165  # its long axis at least (a knee in profile: 158)
@@ -163,9 +165,13 @@ def ct_slice_region(values: np.ndarray, spacing: float | None) -> str | None:
     lungs = body & (values < LUNG_HU)
     if lungs.sum() > LUNG_FRACTION * area:
         rows = np.nonzero(body.any(axis=1))[0]
-        depth = (np.nonzero(lungs)[0].mean() - rows[0]) / (rows[-1] - rows[0] + 1)
-        if depth > 0.35:
-            return "chest"  # aerated lung, ill or not, behind the front third: not bowel gas
+        lung_rows = np.nonzero(lungs)[0]
+        depth = (lung_rows.mean() - rows[0]) / (rows[-1] - rows[0] + 1)
+        in_front = float(np.mean(lung_rows < (rows[0] + rows[-1]) / 2))
+        if depth > 0.35 and in_front >= LUNG_IN_FRONT:
+            # aerated lung, ill or not, behind the front third (not bowel gas) and reaching the
+            # front half: at the liver dome the lung bases lie behind it, and the slice is abdomen
+            return "chest"
     if spacing:
         columns = np.nonzero(body.any(axis=0))[0]
         if (columns[-1] - columns[0] + 1) * spacing >= MIN_BODY_MM:

@@ -100,12 +100,14 @@ def test_a_header_that_hints_at_ct_is_checked_on_the_pixels(neutral) -> None:
 
 
 def test_the_pixels_never_name_a_wrong_region_where_the_image_is_clear(neutral) -> None:
-    """Unknown is allowed (the review shows it); a wrong region is not. The one exception is
-    a CT colonography series cut at the liver dome, whose slices are a fifth lung."""
+    """Unknown is allowed (the review shows it); a wrong region is not. The hardest: a CT
+    colonography series cut at the liver dome, whose slices are a fifth lung (the bases,
+    behind the liver): abdomen."""
     wrong = {name for name, r in neutral.items() if r["region"] not in ("unknown", r["truth"])}
-    assert wrong <= {f"regions/abdomen/ct_colonography_dcmqi_ct-3slice_0{k}.dcm" for k in (1, 2, 3)}, wrong
+    assert not wrong, wrong
+    assert neutral["regions/abdomen/ct_colonography_dcmqi_ct-3slice_02.dcm"]["region"] == "abdomen"
     decided = [r for r in neutral.values() if r["region"] != "unknown"]
-    assert len(decided) >= 47, f"{len(decided)} of {len(neutral)} decided from the pixels"
+    assert len(decided) >= 48, f"{len(decided)} of {len(neutral)} decided from the pixels"
 
 
 def test_a_study_described_as_chest_and_abdomen_is_what_its_slices_show(ws) -> None:
