@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -220,17 +221,34 @@ class ClassifierPhase(Phase):
         temperature = float(log_t.exp())
         offsets = (bias - bias.mean()).detach()  # only differences between classes matter
         nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
-        skipped = kept = None
-        if bool((logits.argmax(1) == targets).all()):
-            # Every validation image already right: the NLL falls on as the temperature goes to
-            # 0, so any fitted value is where the optimizer gave up, not an optimum. Nothing
-            # failed; the probabilities stay as trained (the test split's ECE says how far they hold).
-            kept = "the validation split is told apart without an error, so no temperature can be fitted on it"
-        elif not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
-            # No optimum in sight (a separable validation split, or the wild logits of a barely
-            # trained model): scaling that far would only magnify noise. Keep the model as it was.
-            skipped = f"the temperature fit ran off to {temperature:.3g}: the validation split cannot calibrate this model"
-        if skipped or kept or not nll_after < nll_before:  # or the fit failed to improve
+        skipped = matched = None
+        right = int((logits.argmax(1) == targets).sum())
+        fitted_right = bool(((logits / temperature + offsets).argmax(1) == targets).all())
+        separable = fitted_right or not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]
+        if separable and with_bias and right < len(targets):
+            # The class bias can make a split separable that the model alone is not (one image
+            # wrong, put right by the bias): the temperature alone still has an optimum there.
+            alone = _nll_temperature(logits, targets)
+            if TEMPERATURES[0] <= alone <= TEMPERATURES[1]:
+                temperature, offsets, separable = alone, torch.zeros_like(offsets), False
+                nll_after = float(F.cross_entropy(logits / temperature, targets))
+        if separable:
+            # Every validation image right (or right once the bias moves them): the NLL falls on
+            # as the temperature goes to 0, so a fitted value is where the optimizer gave up, not
+            # an optimum. Then the temperature is set so the mean top probability matches the
+            # accuracy to expect from `right` of n seen (Laplace's rule: (right + 1) / (n + 2)),
+            # which stays sane on a perfectly told apart split and is honest about its size.
+            offsets = torch.zeros_like(offsets)
+            temperature = _matched_temperature(logits, (right + 1) / (len(targets) + 2))
+            if temperature is None:  # even 20 would leave it surer than that: wild logits
+                skipped = ("the temperature fit ran off: the validation split cannot calibrate this model "
+                           "(no temperature within 0.05-20 fits it)")
+            else:
+                matched = (f"{right} of {len(targets)} validation images right, so the log-loss has no usable "
+                           f"minimum; the temperature is set instead so the mean top probability is {(right + 1) / (len(targets) + 2):.3f}, "
+                           f"the accuracy to expect from {right} of {len(targets)} (Laplace's rule)")
+                nll_after = float(F.cross_entropy(logits / temperature, targets))
+        if skipped or not (matched or nll_after < nll_before):  # or the fit failed to improve
             temperature, offsets, nll_after = 1.0, torch.zeros_like(offsets), nll_before
         self.temperature = temperature
         self.bias = [float(v) for v in offsets] if with_bias and offsets.abs().sum() > 0 else None
@@ -240,7 +258,7 @@ class ClassifierPhase(Phase):
         return {"temperature": self.temperature, "bias": self.bias, "val_nll_before": nll_before,
                 "val_nll_after": nll_after, "val_ece_before": before["ece"], "val_mce_before": before["mce"],
                 "val_ece_after": after["ece"], "val_mce_after": after["mce"], **({"skipped": skipped} if skipped else {}),
-                **({"kept": kept} if kept else {})}
+                **({"matched": matched} if matched else {})}
 
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities from the model's raw logits."""
@@ -277,6 +295,38 @@ def check_calibration(how: str) -> str:
 
 MIN_PER_CLASS = 5  # fewer validation images of a class: its bias is not fitted (temperature only)
 TEMPERATURES = (0.05, 20.0)  # a fitted temperature outside these: no calibration (see finish)
+
+
+def _nll_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The temperature alone that minimizes the validation log-loss (no class bias)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        optimizer.zero_grad()
+        with torch.enable_grad():
+            loss = F.cross_entropy(logits / log_t.exp(), targets)
+            loss.backward()
+        return loss
+
+    optimizer.step(nll)
+    return float(log_t.exp())
+
+
+def _matched_temperature(logits: torch.Tensor, confidence: float) -> float | None:
+    """The temperature within TEMPERATURES at which the mean top probability is
+    ``confidence`` (it falls as the temperature rises; bisection on its logarithm), or
+    None when no temperature within them reaches it."""
+    def mean_top(t: float) -> float:
+        return float(torch.softmax(logits / t, 1).max(1).values.mean())
+
+    if not mean_top(TEMPERATURES[1]) <= confidence <= mean_top(TEMPERATURES[0]):
+        return None  # wild logits (surer than that even at 20), or too flat to reach it at 0.05
+    low, high = math.log(TEMPERATURES[0]), math.log(TEMPERATURES[1])
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if mean_top(math.exp(middle)) > confidence else (low, middle)
+    return math.exp((low + high) / 2)
 
 
 class _Probabilities(torch.nn.Module):

@@ -9,6 +9,7 @@ from app.checkpoints import load_checkpoint
 from app.evaluate import evaluate_run
 from app.export import export_run
 from app.training import load_run_phase, train
+from models.supervised import TEMPERATURES
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +120,20 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     # past any sane one: the model is left as it is.
     wild = phase.finish(images * 1000, targets)
     assert "cannot calibrate" in wild["skipped"] and (phase.temperature, phase.bias) == (1.0, None)
-    # Every validation image right by a margin: no temperature to fit, and nothing failed.
-    separated = phase.finish((targets.float() * 2 - 1).reshape(400, 1, 1, 1) * 3, targets)
-    assert "skipped" not in separated and "without an error" in separated["kept"]
-    assert (phase.temperature, phase.bias) == (1.0, None)
+    # Every validation image right by a margin: the log-loss has no minimum (it falls as the
+    # temperature goes to 0). The temperature is set so the mean top probability is the
+    # accuracy 400 of 400 right lets one expect, (400 + 1) / (400 + 2), not run off.
+    margins = (targets.float() * 2 - 1).reshape(400, 1, 1, 1) * 3
+    separated = phase.finish(margins, targets)
+    assert "skipped" not in separated and "400 of 400" in separated["matched"] and phase.bias is None
+    top = phase.predict(margins).max(1).values.mean()
+    assert float(top) == pytest.approx(401 / 402, abs=1e-4) and phase.temperature == pytest.approx(0.5, rel=0.01)
+    # One image wrong, put right by a class bias: with the bias the split is separable again
+    # (the fit would run off); the temperature alone has a minimum, and that is fitted.
+    margins[targets.argmax()] = -1.0
+    one_wrong = phase.finish(margins, targets)
+    assert not {"skipped", "matched"} & set(one_wrong) and phase.bias is None
+    assert TEMPERATURES[0] < phase.temperature < 1.0 and one_wrong["val_nll_after"] < one_wrong["val_nll_before"]
     # Asked for the temperature alone (validation's proportions are not the clinic's): no
     # bias, and no decision changes.
     phase.config = dataclasses.replace(phase.config, calibration="temperature")
