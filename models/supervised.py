@@ -244,9 +244,10 @@ class ClassifierPhase(Phase):
                 skipped = ("the temperature fit ran off: the validation split cannot calibrate this model "
                            "(no temperature within 0.05-20 fits it)")
             else:
-                matched = (f"{right} of {len(targets)} validation images right, so the log-loss has no usable "
-                           f"minimum; the temperature is set instead so the mean top probability is {(right + 1) / (len(targets) + 2):.3f}, "
-                           f"the accuracy to expect from {right} of {len(targets)} (Laplace's rule)")
+                n, expected = len(targets), (right + 1) / (len(targets) + 2)
+                matched = (f"{right} of {n} validation images right, so the log-loss has no usable minimum; the "
+                           f"temperature is set instead so the mean top probability is {expected:.3f}, the accuracy "
+                           f"to expect from {right} of {n} (Laplace's rule)")
                 nll_after = float(F.cross_entropy(logits / temperature, targets))
         if skipped or not (matched or nll_after < nll_before):  # or the fit failed to improve
             temperature, offsets, nll_after = 1.0, torch.zeros_like(offsets), nll_before

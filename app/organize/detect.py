@@ -219,7 +219,8 @@ def region_from_description(header: Header, path: PurePath) -> str | None:
 
 
 SPANS = {"CHEST_TO_PELVIS": ["chest", "abdomen", "pelvis"], "CHESTABDPELVIS": ["chest", "abdomen", "pelvis"],
-         "ABDOMENPELVIS": ["abdomen", "pelvis"], "CHESTABDOMEN": ["chest", "abdomen"], "HEADNECK": ["brain", "neck"], "WHOLEBODY": []}
+         "ABDOMENPELVIS": ["abdomen", "pelvis"], "CHESTABDOMEN": ["chest", "abdomen"],
+         "HEADNECK": ["brain", "neck"], "WHOLEBODY": []}
 
 
 def body_part_term(value: str) -> str:

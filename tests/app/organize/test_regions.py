@@ -71,7 +71,8 @@ def test_heads_are_brain(neutral, name) -> None:
     assert neutral[name]["region"] == "brain"
 
 
-@pytest.mark.parametrize("name", ["dicom/mixed_cta_cr_mr/osirix-goudurix.dcm", "dicom/mixed_cta_cr_mr/osirix-toutatix-100.dcm"])
+@pytest.mark.parametrize("name", ["dicom/mixed_cta_cr_mr/osirix-goudurix.dcm",
+                                  "dicom/mixed_cta_cr_mr/osirix-toutatix-100.dcm"])
 def test_a_heart_centred_ct_reconstruction_is_cardiac(neutral, name) -> None:
     """Coronary CTA slices whose 20-25 cm field of view cuts the chest: lung either side of
     the heart. A full chest slice (the COVID ones above, 32-49 cm) stays chest."""
