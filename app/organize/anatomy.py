@@ -35,7 +35,7 @@ LUNG_FRACTION = 0.10  # of the body's cross-section: chest slices 0.11-0.25, abd
 BONE_HU = 300
 MIN_BODY_MM = 200  # an abdomen is wider than this; a neck or a limb is not
 LUNG_IN_FRONT = 0.33  # of the lung in front of the body's middle: chest slices 0.39-0.66, lung bases 0.24
-CARDIAC_FOV_MM = 260  # a cardiac reconstruction's field of view (20-25 cm); an adult chest is wider
+CARDIAC_FOV_MM = (150, 260)  # a cardiac reconstruction's field of view (20-25 cm); an adult chest is wider
 HEAD_MM = (130, 260)  # the extent of an adult head's outline, in mm
 HEAD_LONG_MM = 165  # its long axis at least (a knee in profile: 158)
 CHEST_PROFILE = 0.3  # how much brighter the mediastinum is than the darker lung field (0-1 scale)
@@ -181,11 +181,11 @@ def ct_slice_region(values: np.ndarray, spacing: float | None) -> str | None:
 
 def heart_centred(values: np.ndarray, spacing: float | None) -> bool:
     """A reconstruction centred on the heart (cardiac CT): a field of view narrower than any
-    adult chest (26 cm at most), lung on both sides of the middle rows and soft tissue (the
-    heart and great vessels) between them."""
+    adult chest but wider than a crop (15-26 cm), lung on both sides of the middle rows and
+    soft tissue (the heart and great vessels) between them."""
     h, w = values.shape
-    if not spacing or w * spacing > CARDIAC_FOV_MM:
-        return False
+    if not spacing or not CARDIAC_FOV_MM[0] <= w * spacing <= CARDIAC_FOV_MM[1]:
+        return False  # a wider one shows the whole chest; a narrower one is a crop (a nodule's patch)
     rows = values[int(h * 0.3) : int(h * 0.7)]
     sides = min((rows[:, : w // 3] < LUNG_HU).mean(), (rows[:, -(w // 3) :] < LUNG_HU).mean())
     middle = (rows[:, int(w * 0.4) : int(w * 0.6)] > -100).mean()

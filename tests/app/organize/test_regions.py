@@ -79,6 +79,17 @@ def test_a_heart_centred_ct_reconstruction_is_cardiac(neutral, name) -> None:
     assert (neutral[name]["modality"], neutral[name]["region"]) == ("CT", "cardiac")
 
 
+def test_a_heart_centred_field_is_told_from_a_whole_chest_and_from_a_crop() -> None:
+    from app.organize.anatomy import _dicom_values, heart_centred
+
+    values, spacing = _dicom_values(shared("dicom/mixed_cta_cr_mr/osirix-goudurix.dcm"))  # 512 px at 0.39 mm
+    assert spacing and heart_centred(values, spacing)
+    assert not heart_centred(values, 0.2)  # 10 cm: a crop around a nodule, not a reconstruction of the heart
+    assert not heart_centred(values, 0.7)  # 36 cm: a field that shows the whole chest
+    assert not heart_centred(values, None)
+    assert not heart_centred(values[:, : values.shape[1] // 2], spacing * 2)  # one lung only: no heart between
+
+
 def test_a_nifti_ct_is_ct_by_its_hounsfield_values(neutral) -> None:
     row = neutral["regions/abdomen/ct_spleen_MSD_ivadomed_sub-spleen2_ct.nii.gz"]
     assert (row["modality"], row["modality_rule"]) == ("CT", "hounsfield_values")
