@@ -103,7 +103,7 @@ class Settings(_State):
 class ScanCache(_State):
     root: str
     files: dict[str, dict[str, Any]]
-    scanner: int = 1  # what the scanner that wrote it knew; an older one's records are read again
+    scanner: int | str = 1  # what the scanner that wrote it knew ("5.<vocabulary digest>"): else read again
 
 
 class Corrections(_State):

@@ -7,6 +7,7 @@ the rule's name and a confidence, recorded per item so that a user can see why.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -54,9 +55,22 @@ def _fold(text: str) -> str:
 
 
 def _tokens(text: str) -> set[str]:
-    words = set(re.split(r"[^A-Z0-9]+", _fold(text))) - {""}
-    # "Thorax^1HEAD_NECK": a number run into a word still names the word
-    return words | {w.lstrip("0123456789") for w in words if w[:1].isdigit() and w.lstrip("0123456789")}
+    # "Task01_BrainTumour", "ChestXRay": a capital after a small letter starts a word too
+    # (both readings kept: "BraTS" is one word)
+    split = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
+    words = (set(re.split(r"[^A-Z0-9]+", _fold(text))) | set(re.split(r"[^A-Z0-9]+", _fold(split)))) - {""}
+    # "Thorax^1HEAD_NECK", "BraTS2021", "LUNG1-001": a number run into a word still names the
+    # word (at least three letters left: "T1" and "CT2" keep their own meaning)
+    leading = {w.lstrip("0123456789") for w in words if w[:1].isdigit() and w.lstrip("0123456789")}
+    trailing = {w.rstrip("0123456789") for w in words if w[-1:].isdigit() and len(w.rstrip("0123456789")) >= 3}
+    return words | leading | trailing
+
+
+def vocabulary_digest() -> str:
+    """A short digest of every word a rule here reads: scans cached under another vocabulary
+    kept other words of their descriptions, so they are read again."""
+    known = sorted(set().union(*MODALITY_WORDS.values(), *REGION_WORDS.values()) | set(BODY_PART_TAGS))
+    return hashlib.sha256(" ".join(known).encode()).hexdigest()[:12]
 
 
 def description_keywords(text: str) -> str:
@@ -154,7 +168,8 @@ REGION_WORDS = {
     "brain": {"HEAD", "BRAIN", "SKULL", "CRANE", "TETE", "KOPF", "SCHADEL", "SCHAEDEL", "CRANEO",
               "CABEZA", "CEREBRO", "CERVEAU", "NEURO", "CRANIAL", "CEREBRAL", "GLIOMA", "LGG",
               "CCT", "ENCEPHALE", "HIRN", "MPRAGE", "MEMPRAGE", "MENINGIOMA", "PITUITARY", "NOTUMOR",
-              "INTRACRANIAL", "CRANIUM", "ORBIT", "ORBITS", "SINUS", "SINUSES", "IAC", "SELLA"},
+              "INTRACRANIAL", "CRANIUM", "ORBIT", "ORBITS", "SINUS", "SINUSES", "IAC", "SELLA",
+              "BRATS", "HIPPOCAMPUS", "IXI", "OASIS", "ADNI", "ISLES", "STROKE"},
     "chest": {"CHEST", "THORAX", "TORAX", "THORAKS", "LUNG", "LUNGS", "LUNGE", "POUMON", "PULMON",
               "PULMONAR", "CXR", "PNEUMONIA", "COVID", "COVID19", "THORACIC", "TB", "TUBERCULOSIS",
               "PULMONARY", "CTPA", "RIB", "RIBS", "STERNUM", "MEDIASTINUM", "MEDIASTINAL", "PLEURAL",
@@ -162,7 +177,7 @@ REGION_WORDS = {
     "abdomen": {"ABDOMEN", "ABD", "ABDOMINAL", "BAUCH", "LIVER", "FOIE", "LEBER", "KIDNEY", "RENAL",
                 "PANCREAS", "ADRENAL", "ABDO", "ABDOM", "KIDNEYS", "HEPATIC", "BILIARY", "MRCP", "COLON",
                 "COLONOGRAPHY", "SPLEEN", "GALLBLADDER", "STOMACH", "KUB", "RUQ", "PANCREATIC",
-                "ENTEROGRAPHY", "UROGRAM"},
+                "ENTEROGRAPHY", "UROGRAM", "KITS", "LITS"},
     "pelvis": {"PELVIS", "BASSIN", "BECKEN", "PROSTATE", "HIP", "PELVIC", "PROSTATEX", "UTERUS",
                "UTERINE", "OVARY", "OVARIES", "OVARIAN", "BLADDER", "RECTUM", "RECTAL", "PERIANAL",
                "SACROILIAC"},

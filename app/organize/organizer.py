@@ -27,7 +27,7 @@ from app.cube_store import STORE_SUFFIXES
 from core.errors import DatasetError
 from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, Detected, anomaly_class, described_regions, detect,
-    findings, label_from_folder,
+    findings, label_from_folder, vocabulary_digest,
 )
 from app.organize.pixel_rules import fill_regions
 from app.organize.colour import dataset_channels
@@ -229,6 +229,7 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
 # 2: non-image DICOM objects (SEG, SR, ...) and DICOMDIR told apart; 3: every region word of a
 # description kept (only the body part tag's words were), body part defined terms kept whole
 SCANNER_VERSION = 5  # 4: masks' area; 5: SOP class and view position kept (mammography)
+SCANNER = f"{SCANNER_VERSION}.{vocabulary_digest()}"  # and the words a description keeps (detect.py)
 OUTLINE_AREA = 0.15  # masks set on every image and covering more than this (median) outline organs
 MAX_WORKERS = 32  # more scan processes than this only add memory
 
@@ -312,9 +313,9 @@ def _organize(
     cache_path = ws.data_dir / "cache" / f"scan-{source}.json"
     _drop_old_caches(cache_path.parent)
     cache = read_state_or(cache_path, Kind.SCAN_CACHE, {"root": source, "files": {}})
-    cached = cache["files"] if cache.get("scanner", 1) == SCANNER_VERSION else {}
+    cached = cache["files"] if cache.get("scanner", 1) == SCANNER else {}
     records, skipped, fresh = scan_tree(root, ws.secret(), workers=workers, cache=cached, progress=progress)
-    write_state(cache_path, Kind.SCAN_CACHE, {"root": source, "files": fresh, "scanner": SCANNER_VERSION})
+    write_state(cache_path, Kind.SCAN_CACHE, {"root": source, "files": fresh, "scanner": SCANNER})
     ws.private.add_identifiers({h for r in records for h in r.identifiers})
     context, unused = _context(records, ws.secret(), root)
     skipped += unused

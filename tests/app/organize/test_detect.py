@@ -68,6 +68,16 @@ def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
         ({"BodyPartExamined": "SSPINE"}, "a/1.dcm", "spine", "dicom_body_part"),
         ({"BodyPartExamined": "Lower limb"}, "a/1.dcm", "bone", "dicom_body_part"),
         ({"BodyPartExamined": "ORBIT"}, "a/1.dcm", "brain", "dicom_body_part"),
+        # public datasets' own folder and file names (CamelCase, a number run into the word)
+        ({}, "Task01_BrainTumour/imagesTr/BRATS_001.nii.gz", "brain", "folder_or_file_name"),
+        ({}, "Task02_Heart/imagesTr/la_003.nii.gz", "cardiac", "folder_or_file_name"),
+        ({}, "Task08_HepaticVessel/imagesTr/hepaticvessel_001.nii.gz", "abdomen", "folder_or_file_name"),
+        ({}, "data/BraTS2021_00000/BraTS2021_00000_flair.nii.gz", "brain", "folder_or_file_name"),
+        ({}, "NSCLC-Radiomics/LUNG1-001/09-18-2008-StudyID-69331/0.000000-NA-82046/1-001.dcm", "chest",
+         "folder_or_file_name"),
+        ({}, "kits19/data/case_00000/imaging.nii.gz", "abdomen", "folder_or_file_name"),
+        ({}, "IXI-T1/IXI002-Guys-0828-T1.nii.gz", "brain", "folder_or_file_name"),
+        ({}, "export/CT2/series3/IM0001.dcm", "unknown", "none"),  # "CT2" is no "CT"-region word
     ],
 )
 def test_region_rules(header: dict, path: str, value: str, rule: str) -> None:

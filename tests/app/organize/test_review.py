@@ -35,6 +35,26 @@ def test_a_rescan_reads_only_new_or_changed_files(ws, tree, monkeypatch) -> None
     assert sorted(calls) == ["scan_1.png", "scan_2.png"] and third.items == 26
 
 
+def test_a_rescan_reads_descriptions_again_when_the_words_the_rules_read_change(ws, tmp_path, monkeypatch) -> None:
+    """A scan keeps only the description words a rule reads (free text can hold names); a
+    newer vocabulary must not meet records cut to an older one's words."""
+    from app.organize import detect, organizer
+    from tests.app.organize.layouts import dicom
+
+    dicom(tmp_path / "pacs" / "1.dcm", modality="CT", patient="P1", study="CT ZYGOFRONTAL")
+    organize(ws, tmp_path / "pacs", "pacs", workers=1)
+    assert read_rows(ws.organized_path("pacs") / "unlabeled.csv")[0]["region"] == "unknown"
+    monkeypatch.setitem(detect.REGION_WORDS, "brain", detect.REGION_WORDS["brain"] | {"ZYGOFRONTAL"})
+    monkeypatch.setattr(organizer, "SCANNER", f"{organizer.SCANNER_VERSION}.{detect.vocabulary_digest()}")
+    calls: list[str] = []
+    real = scan.scan_file
+    monkeypatch.setattr(scan, "scan_file", lambda path, root, secret: calls.append(path.name) or real(path, root, secret))
+    organize(ws, tmp_path / "pacs", "pacs", workers=1)
+    assert calls == ["1.dcm"], "read again under the new vocabulary"
+    row = read_rows(ws.organized_path("pacs") / "unlabeled.csv")[0]
+    assert (row["region"], row["region_rule"]) == ("brain", "dicom_description")
+
+
 def test_review_groups_show_detection_per_folder(ws, tree) -> None:
     organize(ws, tree, "cxr", workers=1)
     groups = {g.folder.split("/d/")[-1]: g for g in review_groups(ws, "cxr")}
