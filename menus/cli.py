@@ -577,7 +577,8 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
     if args.action == "review":
         for group in review.review_groups(ws, args.name):
             conflicts = f" [yellow]({group.conflicts} conflicting: table and folder disagree)[/]" if group.conflicts else ""
-            console.print(f"{group.folder}: {group.items} items, {group.modality}, {group.region}, {group.label}"
+            items = f"{group.items} item{'s' if group.items != 1 else ''}"
+            console.print(f"{group.folder}: {items}, {group.modality}, {group.region}, {group.label}"
                           f"{conflicts} [dim]({group.rules}; confidence {group.confidence:.2f})[/]", soft_wrap=True)
     elif args.action == "correct":
         review.add_correction(ws, args.name, args.folder, args.field, args.value)

@@ -92,6 +92,7 @@ def test_dataset_commands(capsys, tmp_path: Path) -> None:
     assert run(capsys, "organize", str(tmp_path / "busi"), "--name", "busi", *ws)[0] == 0
     code, out, _ = run(capsys, "dataset", "review", "busi", *ws)
     assert code == 0 and "benign" in out and "(unlabeled)" in out
+    assert "/extra: 1 item, " in out, out  # one image: "1 item", not "1 items"
     folder = next(line.split(":")[0] for line in out.splitlines() if line.rstrip().endswith("extra") or "/extra:" in line)
     code, out, _ = run(capsys, "dataset", "correct", "busi", folder, "label", "normal", *ws)
     assert code == 0 and "Saved and applied" in out
