@@ -644,7 +644,10 @@ def _fit(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str,
         if not name:
             raise TrainingError(f"Phase {phase.spec.name!r} needs a trained {component} run: set {component}_run.")
         parts[component] = load_run_phase(ws, name)
-    phase.attach(**parts)
+    try:
+        phase.attach(**parts)
+    except ValueError as err:  # parts that do not fit together (image sizes, preprocessing): say which
+        raise TrainingError(str(err)) from err
     val_x, val_y = _split_tensors(ws, phase, dataset, "val", phase.select_rows, progress)
     report(progress, "Fitting on validation", 0, 1)
     fitted = phase.fit(val_x, val_y)

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core.metrics import youden_threshold
@@ -127,9 +128,13 @@ class HybridModel(nn.Module):
     """Both detectors and their calibration in one module (exported as one ONNX graph)."""
 
     def __init__(self, supervised: nn.Module, vae_scorer: ReconstructionScore, normal_index: int, n_reference: int,
-                 num_classes: int = 2, temperature: float = 1.0, bias: list[float] | None = None) -> None:
+                 num_classes: int = 2, temperature: float = 1.0, bias: list[float] | None = None,
+                 classifier_size: int = 0) -> None:
         super().__init__()
         self.supervised, self.vae_scorer = supervised, vae_scorer  # the VAE run's score, its reference included
+        # Images come at the VAE's size; a classifier trained smaller (a divisor of it) sees them
+        # averaged down, block by block (0: the same size).
+        self.classifier_size = int(classifier_size)
         self.normal_index = normal_index
         # The supervised run's calibration (ClassifierPhase.finish): probabilities as it reports them.
         self.temperature = float(temperature)
@@ -146,7 +151,10 @@ class HybridModel(nn.Module):
 
     def raw_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(class probabilities, the classifier's log-odds of "not normal", the VAE score)."""
-        log_p = torch.log_softmax(self.supervised(images) / self.temperature + self.logit_bias, dim=1)
+        seen = images
+        if self.classifier_size and images.shape[-1] != self.classifier_size:
+            seen = F.adaptive_avg_pool2d(images, self.classifier_size)  # exact blocks: the sizes divide
+        log_p = torch.log_softmax(self.supervised(seen) / self.temperature + self.logit_bias, dim=1)
         log_odds = torch.logsumexp(log_p.index_select(1, self.others), dim=1) - log_p[:, self.normal_index]
         return log_p.exp(), log_odds, self.vae_scorer(images)
 
@@ -182,16 +190,16 @@ class HybridPhase(Phase):
 
     def attach(self, supervised: Any, vae: Any, n_reference: int = 0) -> None:
         """Take the trained component phases (see PhaseSpec.components)."""
-        if supervised.config.image_size != vae.config.image_size:
+        small, large = supervised.config.image_size, vae.config.image_size
+        if small > large or large % small:
             raise ValueError(
-                f"The supervised run uses {supervised.config.image_size} px and the VAE run "
-                f"{vae.config.image_size} px: train both at one image size."
+                f"The supervised run uses {small} px and the VAE run {large} px: train the VAE at the "
+                f"classifier's size or a multiple of it (the hybrid averages the VAE's input down for the classifier)."
             )
         if supervised.config.clahe != vae.config.clahe:
             raise ValueError("One of the supervised and VAE runs uses CLAHE and the other does not: "
                              "train both with the same preprocessing.")
-        self.config = dataclasses.replace(self.config, image_size=supervised.config.image_size,
-                                          clahe=supervised.config.clahe)
+        self.config = dataclasses.replace(self.config, image_size=large, clahe=supervised.config.clahe)
         if self.config.vae_scoring not in ("views", "run"):
             raise ValueError(f"unknown VAE scoring {self.config.vae_scoring!r} for the hybrid; choose views or run")
         reference = getattr(vae, "reference", None) or {}
@@ -210,9 +218,10 @@ class HybridPhase(Phase):
             "num_classes": len(self.classes),
             "classifier_calibration": {"temperature": float(getattr(supervised, "temperature", 1.0)),
                                        "bias": getattr(supervised, "bias", None)},
+            "classifier_size": small if small != large else 0,
         }
         self.model = HybridModel(supervised.model, scorer, self._args["normal_index"], n_reference, len(self.classes),
-                                 **self._args["classifier_calibration"])
+                                 **self._args["classifier_calibration"], classifier_size=self._args["classifier_size"])
 
     @classmethod
     def rebuild(cls, model_args: dict[str, Any]) -> HybridModel:
@@ -225,7 +234,8 @@ class HybridPhase(Phase):
         scorer = MultiViewScore(vae, **scorer_args) if "views" in scorer_args else ReconstructionScore(vae, **scorer_args)
         return HybridModel(supervised, scorer, model_args["normal_index"], model_args["n_reference"],
                            model_args.get("num_classes", sup["num_classes"]),
-                           **model_args.get("classifier_calibration", {}))  # older hybrids: none
+                           **model_args.get("classifier_calibration", {}),  # older hybrids: none
+                           classifier_size=model_args.get("classifier_size", 0))
 
     def scorer(self) -> Any:
         """The VAE part's scorer: its residual maps explain the unknown-anomaly score."""

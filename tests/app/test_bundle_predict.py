@@ -321,3 +321,32 @@ def test_an_export_format_defined_here_goes_into_the_bundle_hashed_signed_and_lo
     finally:
         FORMATS.unregister("copy")
         export_bundle(demo_ws, runs["supervised"])  # the bundle as the other tests expect it
+
+
+def test_a_hybrid_of_a_smaller_classifier_averages_its_input_down_and_exports(demo_ws, tmp_path) -> None:
+    """A recipe search may train the classifier at 32 px while the VAE keeps 64 (it finds more
+    there): the hybrid takes 64-px images and averages them down, 2 x 2 blocks, for the
+    classifier; the ONNX graph does the same."""
+    import torch
+
+    from app.training import load_run_phase
+    from core.errors import TrainingError
+    from tests.conftest import copy_of_demo
+
+    ws = copy_of_demo(demo_ws, tmp_path / "ws")
+    sup = train(ws, "demo", "supervised", run="s32", epochs=1, pretrained=False, **TINY)
+    vae = train(ws, "demo", "vae", run="v64", epochs=1, latent_dim=8, image_size=64, batch_size=16)
+    hyb = train(ws, "demo", "hybrid", run="h", supervised_run=sup.run, vae_run=vae.run)
+    hybrid, classifier = load_run_phase(ws, hyb.run), load_run_phase(ws, sup.run)
+    assert hybrid.config.image_size == 64 and hybrid.model_args()["classifier_size"] == 32
+    images = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        probabilities, _ = hybrid.model(images)
+        alone = classifier.predict(torch.nn.functional.avg_pool2d(images, 2))
+    assert torch.allclose(probabilities, alone, atol=1e-5), "the classifier's answer, on the averaged image"
+    result = export_bundle(ws, hyb.run)
+    card = json.loads((result.path / "metadata.json").read_text())
+    assert card["input"]["shape"] == ["batch", 1, 64, 64] and result.max_abs_diff <= 1e-3
+    odd = train(ws, "demo", "vae", run="v48", epochs=1, latent_dim=8, image_size=48, batch_size=16)
+    with pytest.raises(TrainingError, match="a multiple of it"):
+        train(ws, "demo", "hybrid", run="h48", supervised_run=sup.run, vae_run=odd.run)

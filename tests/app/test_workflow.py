@@ -133,13 +133,21 @@ def test_the_workflow_can_let_the_tool_choose_the_recipe_and_resumes_the_search(
         "the stopped screening run resumed from its epoch"
     assert workflow_standing(ws, WorkflowOptions(dataset="demo", fast=True)) == "other options"
 
-    # The VAE follows the chosen recipe's image size, which the hybrid needs (the search may
-    # pick another size than the fast VAE's 64 px); stopped once the hybrid is fitted.
+    # The search chose 32 px; the VAE keeps its own 64 px (a multiple: the hybrid averages its
+    # input down for the classifier), and the hybrid is fitted (it failed on the two sizes
+    # before); stopped once the hybrid is fitted.
     monkeypatch.setitem(workflow.FAST, "vae", {"image_size": 64, "epochs": 2, "batch_size": 16})
     on_step, should_stop = _stop_when("evaluate")
     last = run_workflow(ws, options, on_step=on_step, should_stop=should_stop)
     assert last["steps"]["vae"]["status"] == last["steps"]["hybrid"]["status"] == "done", last
-    assert ws.run_metadata(last["steps"]["vae"]["run"])["config"]["image_size"] == 32 == meta["config"]["image_size"]
+    assert meta["config"]["image_size"] == 32 and ws.run_metadata(last["steps"]["vae"]["run"])["config"]["image_size"] == 64
+    assert ws.run_metadata(last["steps"]["hybrid"]["run"])["config"]["image_size"] == 64
+
+
+def test_the_vae_keeps_its_own_size_where_the_classifiers_divides_it(ws, monkeypatch) -> None:
+    for classifier, own, expected in ((32, 64, 64), (64, 64, 64), (48, 64, 48), (128, 64, 128)):
+        monkeypatch.setattr(type(ws), "run_metadata", lambda self, run, c=classifier: {"config": {"image_size": c}})
+        assert workflow._vae_size(ws, "d", {"supervised": {"run": "r"}}, own) == expected, (classifier, own)
 
 
 def test_full_runs_choose_the_classifiers_recipe_and_fast_runs_keep_the_fixed_one() -> None:
