@@ -41,7 +41,9 @@ DEMO_SCALE = 3
 # calibration failed (session 15, docs/benchmarks.md).
 FAST = {"supervised": {"image_size": 64, "epochs": 15, "batch_size": 16, "backbone": "resnet10t"},
         "vae": {"image_size": 64, "epochs": 15, "batch_size": 16}}
-FULL = {"supervised": {"epochs": 30, "batch_size": 16}, "vae": {"epochs": 40, "batch_size": 16}}
+# The VAE's 64 px in both: on the demo its anomaly AUROC was 0.951 at 64 px (two full runs),
+# 0.891 at 32 and 0.847 at the dataset's 128 (one each, session 24; docs/benchmarks.md).
+FULL = {"supervised": {"epochs": 30, "batch_size": 16}, "vae": {"image_size": 64, "epochs": 40, "batch_size": 16}}
 # Full runs let the tool choose the classifier's recipe on validation (app/recipes.py) within
 # this many minutes: FULL's fixed recipe has no time limit, and on a CPU 30 epochs of
 # EfficientNet-B0 at 128 px on a few thousand images take hours. Fast runs keep FAST.
@@ -227,10 +229,10 @@ def _organize(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Pr
 
 
 def _vae_size(ws: Workspace, dataset: str, steps: dict, own: int | None) -> int:
-    """The VAE's image size: its own (the dataset's unless the recipe names one) where the
-    classifier's divides it, since the hybrid averages the VAE's input down for the classifier;
-    else the classifier's. A search may choose 32 px for the classifier, and a VAE at 32 px
-    finds less (demo: anomaly AUROC 0.891 at 32 px, 0.951 at 64)."""
+    """The VAE's image size: its own (FAST and FULL: 64 px; the dataset's where a recipe names
+    none) where the classifier's divides it, since the hybrid averages the VAE's input down
+    for the classifier; else the classifier's. A search may choose 32 px for the classifier,
+    and a VAE at 32 px finds less (demo: anomaly AUROC 0.891 at 32 px, 0.951 at 64)."""
     classifier = int(ws.run_metadata(steps["supervised"]["run"])["config"]["image_size"])
     if own is None:
         own = int(read_state(ws.organized_path(dataset) / "training_config.json", Kind.TRAINING_CONFIG)["image_size"])
