@@ -140,7 +140,8 @@ def test_the_workflow_can_let_the_tool_choose_the_recipe_and_resumes_the_search(
     on_step, should_stop = _stop_when("evaluate")
     last = run_workflow(ws, options, on_step=on_step, should_stop=should_stop)
     assert last["steps"]["vae"]["status"] == last["steps"]["hybrid"]["status"] == "done", last
-    assert meta["config"]["image_size"] == 32 and ws.run_metadata(last["steps"]["vae"]["run"])["config"]["image_size"] == 64
+    vae_size = ws.run_metadata(last["steps"]["vae"]["run"])["config"]["image_size"]
+    assert (meta["config"]["image_size"], vae_size) == (32, 64)
     assert ws.run_metadata(last["steps"]["hybrid"]["run"])["config"]["image_size"] == 64
 
 
