@@ -51,7 +51,12 @@ def finished(tmp_path_factory, installed) -> tuple[Workspace, str]:
     time.sleep(1.5)  # land somewhere inside the next epoch
     first.send_signal(signal.SIGKILL)
     first.wait()
-    killed_at = _epochs_done(root)
+    # Where a resume starts: the checkpoint's epoch. The run's metadata.json is written just
+    # after last.pt, so a kill between the two leaves it one epoch behind (seen once in CI).
+    from app.checkpoints import load_checkpoint
+
+    killed_at = load_checkpoint(next((root / "checkpoints").glob("*supervised*/last.pt")))["epoch"]
+    assert killed_at >= 2 and _epochs_done(root) in (killed_at, killed_at - 1)
     state = json.loads((root / "data" / "workflows" / "demo.json").read_text())
     assert state["steps"]["supervised"]["status"] == "running"
     second = subprocess.run([str(installed), *WORKFLOW, "--workspace", str(root)], capture_output=True, text=True,
