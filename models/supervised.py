@@ -204,22 +204,8 @@ class ClassifierPhase(Phase):
         logits = torch.cat([self.model(images[i : i + 64]) for i in range(0, len(images), 64)]).float()
         counts = torch.bincount(targets, minlength=len(self.classes))
         with_bias = how == "temperature+bias" and bool(counts.min() >= MIN_PER_CLASS)
-        log_t = torch.zeros(1, requires_grad=True)
-        bias = torch.zeros(len(self.classes), requires_grad=with_bias)
-        optimizer = torch.optim.LBFGS([log_t, bias] if with_bias else [log_t], lr=0.1, max_iter=200,
-                                      line_search_fn="strong_wolfe")
-
-        def nll() -> torch.Tensor:
-            optimizer.zero_grad()
-            with torch.enable_grad():
-                loss = F.cross_entropy(logits / log_t.exp() + bias, targets)
-                loss.backward()
-            return loss
-
         nll_before = float(F.cross_entropy(logits, targets))
-        optimizer.step(nll)
-        temperature = float(log_t.exp())
-        offsets = (bias - bias.mean()).detach()  # only differences between classes matter
+        temperature, offsets = _nll_fit(logits, targets, with_bias)
         nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
         skipped = matched = None
         right = int((logits.argmax(1) == targets).sum())
@@ -228,7 +214,7 @@ class ClassifierPhase(Phase):
         if separable and with_bias and right < len(targets):
             # The class bias can make a split separable that the model alone is not (one image
             # wrong, put right by the bias): the temperature alone still has an optimum there.
-            alone = _nll_temperature(logits, targets)
+            alone, _ = _nll_fit(logits, targets, with_bias=False)
             if TEMPERATURES[0] <= alone <= TEMPERATURES[1]:
                 temperature, offsets, separable = alone, torch.zeros_like(offsets), False
                 nll_after = float(F.cross_entropy(logits / temperature, targets))
@@ -238,13 +224,13 @@ class ClassifierPhase(Phase):
             # an optimum. Then the temperature is set so the mean top probability matches the
             # accuracy to expect from `right` of n seen (Laplace's rule: (right + 1) / (n + 2)),
             # which stays sane on a perfectly told apart split and is honest about its size.
+            n, expected = len(targets), (right + 1) / (len(targets) + 2)
             offsets = torch.zeros_like(offsets)
-            temperature = _matched_temperature(logits, (right + 1) / (len(targets) + 2))
+            temperature = _matched_temperature(logits, expected)
             if temperature is None:  # even 20 would leave it surer than that: wild logits
                 skipped = ("the temperature fit ran off: the validation split cannot calibrate this model "
                            "(no temperature within 0.05-20 fits it)")
             else:
-                n, expected = len(targets), (right + 1) / (len(targets) + 2)
                 matched = (f"{right} of {n} validation images right, so the log-loss has no usable minimum; the "
                            f"temperature is set instead so the mean top probability is {expected:.3f}, the accuracy "
                            f"to expect from {right} of {n} (Laplace's rule)")
@@ -298,20 +284,24 @@ MIN_PER_CLASS = 5  # fewer validation images of a class: its bias is not fitted 
 TEMPERATURES = (0.05, 20.0)  # a fitted temperature outside these: no calibration (see finish)
 
 
-def _nll_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """The temperature alone that minimizes the validation log-loss (no class bias)."""
+def _nll_fit(logits: torch.Tensor, targets: torch.Tensor, with_bias: bool) -> tuple[float, torch.Tensor]:
+    """The temperature (and, ``with_bias``, the per-class bias) that minimize the validation
+    log-loss of softmax(logits / T + bias); the bias centred (only differences between
+    classes matter), zeros without it."""
     log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+    bias = torch.zeros(logits.shape[1], requires_grad=with_bias)
+    optimizer = torch.optim.LBFGS([log_t, bias] if with_bias else [log_t], lr=0.1, max_iter=200,
+                                  line_search_fn="strong_wolfe")
 
     def nll() -> torch.Tensor:
         optimizer.zero_grad()
         with torch.enable_grad():
-            loss = F.cross_entropy(logits / log_t.exp(), targets)
+            loss = F.cross_entropy(logits / log_t.exp() + bias, targets)
             loss.backward()
         return loss
 
     optimizer.step(nll)
-    return float(log_t.exp())
+    return float(log_t.exp()), (bias - bias.mean()).detach()
 
 
 def _matched_temperature(logits: torch.Tensor, confidence: float) -> float | None:
