@@ -9,8 +9,9 @@ Each rule reads what a radiologist reads first, and answers only when it is clea
   20 cm wide with neither is the abdomen. A series is judged on three slices (a
   quarter, half and three quarters of the way), and the region most of them show is
   the main one; every region seen is kept (``regions``), by how many slices show it.
-  A field of view that cuts the body and is narrower than an adult chest (26 cm), with
-  lung either side of soft tissue in its middle, is a heart-centred reconstruction: cardiac.
+  A field of view that cuts the body, narrower than an adult chest and wider than a crop
+  (15-26 cm), with lung either side of soft tissue in its middle, is a heart-centred
+  reconstruction: cardiac.
 - Radiographs (XR, and 2D pictures that look like one): two dark lung fields either
   side of a bright mediastinum, on the rows where lungs are, is a chest film.
 - MR with a known pixel size: one rounded object with air all round it, 13 to 26 cm
