@@ -302,7 +302,7 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in meta["recipe"].items() if k != "name") + "."]
     calibration = metrics.get("calibration")
     if isinstance(calibration, dict) and calibration:
-        # Fitted on validation after training: a classifier's temperature and per-class bias
+        # Set after training: a classifier's temperature (fitted on validation) and per-class bias (the training shares)
         # with its log-loss and calibration errors before and after; a VAE's scoring choices.
         lines += ["", "## Calibration (fitted on the validation split)", "", "| setting | value |", "| --- | --- |"]
         for key, value in calibration.items():

@@ -414,6 +414,16 @@ def _train_rows(phase: Any, balance: str) -> Callable[[list[dict[str, Any]]], li
     return rows_for
 
 
+def _evened_counts(ws: Workspace, phase: Any, dataset: str, balance: str) -> list[int] | None:
+    """Images per class in the training split as organized, when training evened the classes
+    out (class weights, over- or undersampling): what the calibration's bias puts back."""
+    evened = bool(getattr(phase.config, "class_weights", False)) or balance in ("oversample", "undersample")
+    if phase.spec.output != "class_probabilities" or not evened:
+        return None
+    labels = [r["label"] for r in phase.select_rows(split_rows(ws, dataset, "train"))]
+    return [labels.count(c) for c in phase.classes]
+
+
 def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for: Callable,
                    progress: Progress | None) -> tuple[Any, Any]:
     """A split's images (a tensor, or StoredVolumes read a batch at a time) and targets."""
@@ -523,7 +533,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         # Post-training fitting (e.g. temperature scaling) on the best weights.
         best_payload = load_checkpoint(run_dir / "best.pt")
         raw.load_state_dict(best_payload["model_state"])
-        fitted = phase.finish(val_x, val_y, train_x=train_x)
+        fitted = phase.finish(val_x, val_y, train_x=train_x, train_counts=_evened_counts(ws, phase, dataset, base["balance"]))
         if fitted is not None:
             base = {**base, "calibration": fitted}
             save_checkpoint(run_dir / "best.pt", {**best_payload, "extra": phase.extra()})

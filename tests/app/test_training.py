@@ -53,6 +53,25 @@ def test_evaluation_writes_metrics_plots_and_a_report(demo_ws, runs) -> None:
     assert demo_ws.run_metadata("t-vae")["evaluation"]["test"]["n"] == vae.metrics["n"]
 
 
+def test_the_calibration_bias_puts_back_the_training_splits_own_class_shares(demo_ws, runs) -> None:
+    """Class weights and resampling even the classes out; the calibration's bias puts back the
+    shares of the training split as organized (before any resampling); training that kept
+    them (balance none) gets no bias."""
+    from app.data import split_rows
+    from app.training import _evened_counts
+    from models import create_phase
+
+    phase = load_run_phase(demo_ws, "t-sup")
+    labels = [r["label"] for r in split_rows(demo_ws, "demo", "train") if r["labeled"] and r["label"] in phase.classes]
+    organized = [labels.count(c) for c in phase.classes]
+    assert len(set(organized)) > 1, "the demo's classes are uneven: a bias has something to put back"
+    assert _evened_counts(demo_ws, phase, "demo", "class_weights") == organized
+    plain = create_phase("supervised", phase.classes, pretrained=False, class_weights=False)
+    assert _evened_counts(demo_ws, plain, "demo", "oversample") == organized  # not the resampled counts
+    assert _evened_counts(demo_ws, plain, "demo", "undersample") == organized
+    assert _evened_counts(demo_ws, plain, "demo", "none") is None
+
+
 def test_an_evaluation_cut_short_leaves_the_previous_one_whole(demo_ws, runs, monkeypatch) -> None:
     from app import plots
 

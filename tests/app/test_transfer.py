@@ -1,7 +1,9 @@
 """The transfer phase: two stages, temperature scaling, Grad-CAM, export."""
 
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +40,15 @@ def test_training_calibrates_on_validation(demo_ws, transfer_run) -> None:
     assert 0.05 <= calibration["temperature"] <= 20
     assert calibration["val_nll_after"] <= calibration["val_nll_before"], "what scaling minimizes never rises"
     assert {"val_ece_before", "val_ece_after", "val_mce_before", "val_mce_after"} <= set(calibration)
+    # Trained with class weights on uneven classes: the bias is the log of the training split's
+    # shares (the loop passes them to finish; see test_training for balance settings).
+    from app.data import split_rows
+
+    labels = [r["label"] for r in split_rows(demo_ws, "demo", "train") if r["labeled"]]
+    classes = meta["classes"]
+    shares = np.array([labels.count(c) for c in classes]) / sum(labels.count(c) for c in classes)
+    assert calibration["bias"] == pytest.approx((np.log(shares) - np.log(shares).mean()).tolist(), abs=1e-5)
+    assert all(f"{c} {s:.1%}" in calibration["bias_from"] for c, s in zip(classes, shares))
     assert load_checkpoint(transfer_run.path / "best.pt")["extra"]["temperature"] == calibration["temperature"]
     assert load_run_phase(demo_ws, "t-transfer").temperature == calibration["temperature"]
 
@@ -84,15 +95,18 @@ def test_temperature_scaling_cools_an_overconfident_model() -> None:
 
 
 def test_every_classifier_puts_back_the_class_proportions_that_class_weights_took_out() -> None:
-    """A model trained with balanced class weights is too ready to call the rare class:
-    the fitted bias restores the proportions (argmax accuracy up), the ranking stays."""
+    """A model trained with balanced class weights is too ready to call the rare class: the
+    bias, the log of the training split's class shares, puts the proportions back (argmax
+    accuracy up), the ranking stays; only the temperature is fitted on validation."""
     from sklearn.metrics import roc_auc_score
 
     from models import create_phase
+    from models.supervised import prior_bias
 
     phase = create_phase("supervised", ["normal", "tumor"], pretrained=False)
     generator = torch.Generator().manual_seed(0)
     targets = (torch.rand(400, generator=generator) < 0.2).long()  # one tumour in five
+    trained = [800, 200]  # the training split's images per class: the same proportions
 
     class Balanced(torch.nn.Module):  # log-likelihood ratios: what balanced weights teach
         def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -102,9 +116,10 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     phase.model = Balanced()
     images = (targets.float() * 2 - 1 + torch.randn(400, generator=generator) * 1.2).reshape(400, 1, 1, 1)
     before = phase.predict(images)
-    result = phase.finish(images, targets)
+    result = phase.finish(images, targets, train_counts=trained)
     after = phase.predict(images)
-    assert result["bias"] is not None and result["bias"][0] > result["bias"][1], "normal made likelier"
+    assert result["bias"] == pytest.approx([math.log(2), -math.log(2)]), "log 0.8 - log 0.2, centred"
+    assert "normal 80.0%, tumor 20.0%" in result["bias_from"]
     accuracy = lambda p: float((p.argmax(1) == targets).float().mean())  # noqa: E731
     assert accuracy(after) > accuracy(before) + 0.05
     assert roc_auc_score(targets, after[:, 1]) == pytest.approx(roc_auc_score(targets, before[:, 1]))
@@ -112,13 +127,20 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     assert phase.extra() == {"temperature": result["temperature"], "bias": result["bias"]}
     exported = phase.export_module()(images)
     assert torch.allclose(exported, after, atol=1e-6), "the exported graph applies the same calibration"
-    # Too few validation images of a class for its bias: the temperature alone.
-    few = phase.finish(images[:30], torch.tensor([1] * 3 + [0] * 27))
-    assert few["bias"] is None
+    # The bias comes from the training split, not from validation: a validation split with other
+    # proportions (or a handful of one class) moves the temperature only.
+    some = torch.cat([torch.nonzero(targets == 1)[:3, 0], torch.nonzero(targets == 0)[:27, 0]])
+    few = phase.finish(images[some], targets[some], train_counts=trained)
+    assert few["bias"] == pytest.approx(result["bias"]) and few["temperature"] != result["temperature"]
+    assert prior_bias([90, 10, 0]).tolist() == pytest.approx((torch.log(torch.tensor([90, 10, 1]) / 101)
+                                                            - torch.log(torch.tensor([90, 10, 1]) / 101).mean()).tolist())
+    # Trained on the data's own proportions (no class weights, no resampling): nothing to put back.
+    plain = phase.finish(images, targets)
+    assert plain["bias"] is None and "bias_from" not in plain and plain["temperature"] != 1.0
     assert phase.finish(images[:0], targets[:0])["skipped"] and phase.temperature == 1.0
     # Wild logits (a barely trained model: hundreds, often wrong) would need a temperature
     # past any sane one: the model is left as it is.
-    wild = phase.finish(images * 1000, targets)
+    wild = phase.finish(images * 1000, targets, train_counts=trained)
     assert "cannot calibrate" in wild["skipped"] and (phase.temperature, phase.bias) == (1.0, None)
     # Every validation image right by a margin: the log-loss has no minimum (it falls as the
     # temperature goes to 0). The temperature is set so the mean top probability is the
@@ -128,20 +150,24 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     assert "skipped" not in separated and "400 of 400" in separated["matched"] and phase.bias is None
     top = phase.predict(margins).max(1).values.mean()
     assert float(top) == pytest.approx(401 / 402, abs=1e-4) and phase.temperature == pytest.approx(0.5, rel=0.01)
-    # One image wrong, put right by a class bias: with the bias the split is separable again
-    # (the fit would run off); the temperature alone has a minimum, and that is fitted.
+    # The same with the training proportions' bias: matched with the bias applied.
+    phase.finish(margins, targets, train_counts=trained)
+    assert float(phase.predict(margins).max(1).values.mean()) == pytest.approx(401 / 402, abs=1e-4)
+    assert phase.bias == pytest.approx(result["bias"])
+    # One image wrong: the log-loss has a minimum again (the wrong image's loss grows as the
+    # temperature falls), and that temperature is fitted.
     margins[targets.argmax()] = -1.0
-    one_wrong = phase.finish(margins, targets)
-    assert not {"skipped", "matched"} & set(one_wrong) and phase.bias is None
+    one_wrong = phase.finish(margins, targets, train_counts=trained)
+    assert not {"skipped", "matched"} & set(one_wrong)
     assert TEMPERATURES[0] < phase.temperature < 1.0 and one_wrong["val_nll_after"] < one_wrong["val_nll_before"]
-    # Asked for the temperature alone (validation's proportions are not the clinic's): no
-    # bias, and no decision changes.
+    # Asked for the temperature alone (the training split's proportions are not the clinic's):
+    # no bias, and no decision changes.
     phase.config = dataclasses.replace(phase.config, calibration="temperature")
-    alone = phase.finish(images, targets)
+    alone = phase.finish(images, targets, train_counts=trained)
     assert alone["bias"] is None and alone["temperature"] != 1.0
     assert torch.equal(phase.predict(images).argmax(1), before.argmax(1))
     phase.config = dataclasses.replace(phase.config, calibration="none")
-    assert phase.finish(images, targets)["skipped"] and (phase.temperature, phase.bias) == (1.0, None)
+    assert phase.finish(images, targets, train_counts=trained)["skipped"] and (phase.temperature, phase.bias) == (1.0, None)
     assert torch.allclose(phase.predict(images), before)
     with pytest.raises(ValueError, match="calibration"):
         create_phase("supervised", ["normal", "tumor"], pretrained=False, calibration="platt")
