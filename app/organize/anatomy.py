@@ -11,7 +11,9 @@ Each rule reads what a radiologist reads first, and answers only when it is clea
   the main one; every region seen is kept (``regions``), by how many slices show it.
   A field of view that cuts the body, narrower than an adult chest and wider than a crop
   (15-26 cm), with lung either side of soft tissue in its middle, is a heart-centred
-  reconstruction: cardiac.
+  reconstruction: cardiac; one up to 26 cm wide with a vertebra at its middle (bone with a
+  cortex and marrow, 4-30 cm2: not the even brightness of contrast-filled blood) is a
+  spine-centred one: spine.
 - Radiographs (XR, and 2D pictures that look like one): two dark lung fields either
   side of a bright mediastinum, on the rows where lungs are, is a chest film.
 - MR with a known pixel size: one rounded object with air all round it, 13 to 26 cm
@@ -39,6 +41,8 @@ LUNG_IN_FRONT = 0.33  # of the lung in front of the body's middle: chest slices 
 CARDIAC_FOV_MM = (150, 260)  # a cardiac reconstruction's field of view (20-25 cm); an adult chest is wider
 HEAD_MM = (130, 260)  # the extent of an adult head's outline, in mm
 HEAD_LONG_MM = 165  # its long axis at least (a knee in profile: 158)
+VERTEBRA_CM2 = (4, 30)  # a vertebra with its arch (and rib heads, joined); a contrast-filled heart is larger
+VERTEBRA_P90_HU, VERTEBRA_SPREAD_HU = 400, 75  # cortex and marrow; contrast-filled blood is even (spread ~30)
 CHEST_PROFILE = 0.3  # how much brighter the mediastinum is than the darker lung field (0-1 scale)
 
 
@@ -162,6 +166,8 @@ def ct_slice_region(values: np.ndarray, spacing: float | None) -> str | None:
     if enclosed.sum() > 0.4 * area:
         return "brain"  # a closed ring of bone around most of the cross-section: the skull
     if _edge(body) > 0.1:  # the field of view cuts the body: a heart- or spine-centred reconstruction
+        if vertebra_centred(values, spacing):
+            return "spine"
         return "cardiac" if heart_centred(values, spacing) else None
     lungs = body & (values < LUNG_HU)
     if lungs.sum() > LUNG_FRACTION * area:
@@ -187,10 +193,38 @@ def heart_centred(values: np.ndarray, spacing: float | None) -> bool:
     h, w = values.shape
     if not spacing or not CARDIAC_FOV_MM[0] <= w * spacing <= CARDIAC_FOV_MM[1]:
         return False  # a wider one shows the whole chest; a narrower one is a crop (a nodule's patch)
+    if vertebra_centred(values, spacing):
+        return False  # a thoracic spine reconstruction also has lung either side of its middle
     rows = values[int(h * 0.3) : int(h * 0.7)]
     sides = min((rows[:, : w // 3] < LUNG_HU).mean(), (rows[:, -(w // 3) :] < LUNG_HU).mean())
     middle = (rows[:, int(w * 0.4) : int(w * 0.6)] > -100).mean()
     return bool(sides >= 0.25 and middle >= 0.7)
+
+
+def vertebra_centred(values: np.ndarray, spacing: float | None) -> bool:
+    """A field of view up to 26 cm centred on a vertebra (a spine reconstruction): the largest
+    bright object in the middle of the field (rows 25-65%, columns 30-70%; a heart-centred
+    field has its vertebra at the bottom edge) is bone, with a cortex and marrow, of a
+    vertebra's size (4-30 cm2, its arch and rib heads included)."""
+    from scipy import ndimage as ndi
+
+    h, w = values.shape
+    if not spacing or w * spacing > CARDIAC_FOV_MM[1]:
+        return False
+    bright = ndi.binary_closing(values > 200, np.ones((3, 3)), iterations=max(1, round(2 / spacing)))
+    labels, count = ndi.label(bright)
+    if count == 0:
+        return False
+    centres = ndi.center_of_mass(bright, labels, range(1, count + 1))
+    sizes = ndi.sum(bright, labels, range(1, count + 1))
+    middle = [k for k, (y, x) in enumerate(centres) if 0.25 <= y / h <= 0.65 and 0.3 <= x / w <= 0.7]
+    if not middle:
+        return False
+    k = max(middle, key=lambda i: sizes[i])
+    inside = values[(labels == k + 1) & (values > 200)]
+    area_cm2 = sizes[k] * spacing**2 / 100
+    return bool(VERTEBRA_CM2[0] <= area_cm2 <= VERTEBRA_CM2[1] and np.percentile(inside, 90) >= VERTEBRA_P90_HU
+                and inside.std() >= VERTEBRA_SPREAD_HU)
 
 
 def _edge(body: np.ndarray) -> float:

@@ -92,3 +92,36 @@ def neutral_copy(data: Path, target: Path) -> dict[str, tuple[str, str]]:
             shutil.copyfile(path, copy)
         truth[str(copy)] = (true_region(path, data) or "", str(path.relative_to(data)))
     return truth
+
+
+def recentred(values, spacing: float, centre: tuple[float, float], fov_mm: float):
+    """A square field of ``fov_mm`` around ``centre`` (row, column) of a CT slice in HU, as a
+    scanner reconstructs a spine- or heart-centred series from the same acquisition (air
+    where it reaches past the original image)."""
+    import numpy as np
+
+    half = int(fov_mm / spacing / 2)
+    padded = np.pad(values, half, constant_values=-1024)
+    row, column = int(centre[0]), int(centre[1])
+    return padded[row : row + 2 * half, column : column + 2 * half]
+
+
+def vertebra_and_heart(values, spacing: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where a spine and a heart reconstruction of a whole-body axial slice would be centred:
+    the largest bone (over 250 HU) in the lower middle of the body, and a point 45% of the
+    way down the body, 1.5 cm to the image's right of its middle (the heart lies left)."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from app.organize.anatomy import _body
+
+    body = _body(values > -500)
+    h, w = values.shape
+    bone = (values > 250) & body
+    bone[: h // 2], bone[:, : int(w * 0.35)], bone[:, int(w * 0.65) :] = False, False, False
+    labels, count = ndi.label(bone)
+    sizes = ndi.sum(bone, labels, range(1, count + 1))
+    vertebra = ndi.center_of_mass(labels == int(np.argmax(sizes)) + 1)
+    rows, columns = np.nonzero(body.any(axis=1))[0], np.nonzero(body.any(axis=0))[0]
+    heart = (rows[0] + 0.45 * (rows[-1] - rows[0]), (columns[0] + columns[-1]) / 2 + 15 / spacing)
+    return vertebra, heart
