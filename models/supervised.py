@@ -213,14 +213,14 @@ class ClassifierPhase(Phase):
         temperature = _nll_fit(logits, targets, offsets)
         nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
         skipped = matched = None
-        fitted_right = bool(((logits / temperature + offsets).argmax(1) == targets).all())
-        if fitted_right or not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
-            # Every validation image right: the NLL falls on as the temperature goes to 0, so a
-            # fitted value is where the optimizer gave up, not an optimum. Then the temperature
-            # is set so the mean top probability matches the accuracy to expect from `right` of
-            # n seen (Laplace's rule: (right + 1) / (n + 2)), which stays sane on a perfectly
-            # told apart split and is honest about its size.
-            right = int((logits.argmax(1) == targets).sum())
+        right = int((logits.argmax(1) == targets).sum())
+        if right == len(targets) or not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
+            # Every validation image right by the model: the NLL falls on as the temperature goes
+            # to 0 (the logits outgrow the held bias), so a fitted value is where the optimizer
+            # gave up, not an optimum. Then the temperature is set so the mean top probability
+            # matches the accuracy to expect from `right` of n seen (Laplace's rule:
+            # (right + 1) / (n + 2)), which stays sane on a perfectly told apart split and is
+            # honest about its size.
             n, expected = len(targets), (right + 1) / (len(targets) + 2)
             temperature = _matched_temperature(logits, offsets, expected)
             if temperature is None:  # even 20 would leave it surer than that: wild logits

@@ -154,6 +154,14 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     phase.finish(margins, targets, train_counts=trained)
     assert float(phase.predict(margins).max(1).values.mean()) == pytest.approx(401 / 402, abs=1e-4)
     assert phase.bias == pytest.approx(result["bias"])
+    # One normal image the model calls a tumour by a hair, which the held bias puts right: every
+    # image is right once calibrated, but the model alone errs, so the log-loss has a minimum
+    # (the hair grows as the temperature falls), and the temperature is fitted there.
+    hair = (targets.float() * 2 - 1).reshape(400, 1, 1, 1) * 3
+    hair[torch.nonzero(targets == 0)[0, 0]] = 0.2
+    fitted = phase.finish(hair, targets, train_counts=trained)
+    assert not {"skipped", "matched"} & set(fitted) and TEMPERATURES[0] < phase.temperature < 1.0
+    assert bool((phase.predict(hair).argmax(1) == targets).all()), "the bias puts it right"
     # One image wrong: the log-loss has a minimum again (the wrong image's loss grows as the
     # temperature falls), and that temperature is fitted.
     margins[targets.argmax()] = -1.0
