@@ -94,7 +94,7 @@ def main() -> int:
                         help="plain cross-entropy (MedMNIST's protocol) instead of the app's class-weighted loss")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image at test time")
     parser.add_argument("--calibration", default="temperature+bias", choices=["temperature+bias", "temperature", "none"],
-                        help="what is fitted on validation after training (the app's default: temperature+bias)")
+                        help="the calibration after training (the app's default: temperature+bias: the temperature fitted on validation, the bias from the training split's class shares)")
     parser.add_argument("--ensemble", type=int, default=1, metavar="K",
                         help="K runs (seeds SEED..SEED+K-1) sharing the budget, probabilities averaged; default 1")
     parser.add_argument("--seed", type=int, default=0, help="the first run's seed (an ensemble's runs: SEED, SEED+1, ...)")

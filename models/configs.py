@@ -65,7 +65,8 @@ SHARED_SETTINGS: dict[str, dict[str, Any]] = {
     "mixup": {"layer": "training", "metavar": "ALPHA",
               "help": "classifiers: blend pairs of training images and their labels (mixup; e.g. 0.2; default off)"},
     "calibration": {"layer": "post_hoc", "choices": ("temperature+bias", "temperature", "none"),
-                    "help": "classifiers: what is fitted on validation after training (default temperature+bias; "
+                    "help": "classifiers: the calibration after training (default temperature+bias: a temperature fitted on "
+                            "validation, a bias from the training split's class shares; "
                             "temperature alone never changes a decision)"},
     "channels": {"layer": "data", "choices": (1, 3),
                  "help": "supervised, transfer: 1 reads the images grey, 3 as RGB (default: the dataset's, "
