@@ -199,7 +199,7 @@ def main() -> int:
         "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "channels": channels, "epochs": epochs_done, "ensemble": members, "seed": args.seed,
         "train_seconds": round(train_seconds, 1), "budget_used": round(train_seconds / (args.minutes * 60), 3),
         "device": device, "test_auc": round(test["roc_auc_ovr"], 4),
-        "test_acc": round(test["accuracy"], 4), "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
+        "test_acc": round(test["accuracy"], 4), "test_ece": round(test["ece"], 4) if "ece" in test else None, "test_auc_ci95": test["ci95"].get("roc_auc_ovr"),
         "test_acc_ci95": test["ci95"].get("accuracy"), "augment": args.augment, "clahe": args.clahe,
         "tta": args.tta, "ema": args.ema, "mixup": args.mixup, "class_weights": not args.no_class_weights, "calibration": args.calibration,
         "weight_decay": args.weight_decay, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
@@ -223,6 +223,8 @@ def main() -> int:
     print(f"| **ours**: {args.backbone} ({args.image_size} px{', RGB' if channels == 3 else ''}, from scratch{extras}, {epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on {device}) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
+    if figures["test_ece"] is not None:
+        print(f"\nTest calibration error (ECE, 10 bins): {figures['test_ece']:.3f}")
     if figures["test_acc_at_val_threshold"] is not None:
         print(f"\nACC at the anomaly threshold chosen on validation (Youden): {figures['test_acc_at_val_threshold']:.3f}")
     if name == "pneumoniamnist" and "subset" in data.name:
