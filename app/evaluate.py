@@ -304,7 +304,7 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
     if isinstance(calibration, dict) and calibration:
         # Set after training: a classifier's temperature (fitted on validation) and per-class bias (the training shares)
         # with its log-loss and calibration errors before and after; a VAE's scoring choices.
-        lines += ["", "## Calibration (fitted on the validation split)", "", "| setting | value |", "| --- | --- |"]
+        lines += ["", "## Calibration (the temperature fitted on the validation split)", "", "| setting | value |", "| --- | --- |"]
         for key, value in calibration.items():
             if key == "bias" and isinstance(value, list):
                 value = ", ".join(f"{name} {b:+.3f}" for name, b in zip(meta.get("classes", []), value))

@@ -60,7 +60,7 @@ def test_evaluation_explains_with_gradcam_and_export_keeps_the_temperature(demo_
     assert "calibration" in result.metrics
     report = result.report.read_text()
     temperature = result.metrics["calibration"]["temperature"]
-    assert "## Calibration (fitted on the validation split)" in report and f"| temperature | {temperature:.3f} |" in report
+    assert "## Calibration (the temperature fitted on the validation split)" in report and f"| temperature | {temperature:.3f} |" in report
     assert "| val_ece_after |" in report and "| bias |" in report
     assert export_run(demo_ws, "t-transfer").max_abs_diff <= 1e-4
 
