@@ -303,7 +303,7 @@ def _nll_fit(logits: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor)
         return loss
 
     optimizer.step(nll)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def _matched_temperature(logits: torch.Tensor, offsets: torch.Tensor, confidence: float) -> float | None:
