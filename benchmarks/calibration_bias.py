@@ -63,7 +63,7 @@ def main() -> int:
     from app.training import load_run_phase, train
     from app.workspace import Workspace
     from core.metrics import calibration_errors
-    from models.supervised import _nll_fit, prior_bias
+    from models.supervised import fit_temperature, prior_bias
 
     data = Path(args.data).expanduser().resolve()
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,9 +90,9 @@ def main() -> int:
     zeros = torch.zeros(len(phase.classes))
     shares = prior_bias(counts)
     variants = {
-        "none (temperature alone)": (_nll_fit(val_logits, val_targets, zeros), zeros),
+        "none (temperature alone)": (fit_temperature(val_logits, val_targets, zeros), zeros),
         "fitted on validation (until session 25)": _fitted_bias(val_logits, val_targets),
-        "training shares, temperature fitted (now)": (_nll_fit(val_logits, val_targets, shares), shares),
+        "training shares, temperature fitted (now)": (fit_temperature(val_logits, val_targets, shares), shares),
     }
     rows = []
     print(f"\n{data.name}: {args.backbone} {args.image_size} px, seed {args.seed}, {result.epochs_done} epochs; "

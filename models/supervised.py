@@ -210,7 +210,7 @@ class ClassifierPhase(Phase):
         with_bias = how == "temperature+bias" and train_counts is not None
         offsets = prior_bias(train_counts) if with_bias else torch.zeros(len(self.classes))
         nll_before = float(F.cross_entropy(logits, targets))
-        temperature = _nll_fit(logits, targets, offsets)
+        temperature = fit_temperature(logits, targets, offsets)
         nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
         skipped = matched = None
         right = int((logits.argmax(1) == targets).sum())
@@ -290,7 +290,7 @@ def prior_bias(counts: list[int]) -> torch.Tensor:
     return offsets - offsets.mean()
 
 
-def _nll_fit(logits: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor) -> float:
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor) -> float:
     """The temperature that minimizes the validation log-loss of softmax(logits / T + offsets)."""
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
