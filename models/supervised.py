@@ -239,7 +239,7 @@ class ClassifierPhase(Phase):
         after = calibration_errors(self.predict_logits(logits).numpy(), targets.numpy())
         prior = ({"bias_from": "the training split's class shares (" + ", ".join(
             f"{c} {n / sum(train_counts):.1%}" for c, n in zip(self.classes, train_counts)) +
-            "), which undo its class weights"} if self.bias and train_counts else {})
+            "), which training evened out (class weights or resampling)"} if self.bias and train_counts else {})
         # Scaling minimizes the NLL; ECE usually falls too, but on a small split it may not.
         return {"temperature": self.temperature, "bias": self.bias, **prior, "val_nll_before": nll_before,
                 "val_nll_after": nll_after, "val_ece_before": before["ece"], "val_mce_before": before["mce"],
