@@ -186,27 +186,38 @@ class WeightAverage(Callback):
 
 class TimeBudget(Callback):
     """After ``fit_after`` epochs, fits the plan of epochs (and the learning-rate schedule) to
-    the time left; stops, with every process together, when the next epoch would not fit."""
+    the time left, and refits it whenever the epochs' pace has changed enough to move the
+    plan (a load that came or went): timed on the median of the last ``window`` epochs, so
+    a few slow epochs neither shrink the whole run for good nor stretch it past the limit.
+    Stops, with every process together, when the next epoch would not fit."""
 
-    def __init__(self, limit_s: float, ceiling: int, fit_after: int, refit: Callable[[LoopState, int], None],
+    window = 5
+
+    def __init__(self, limit_s: float, ceiling: int, fit_after: int,
+                 refit: Callable[[LoopState, int, dict[str, Any]], None],
                  fitted_epochs: Callable[[int, int, float, float], int], agreed: Callable[[Any, str], str]) -> None:
         self.limit_s, self.ceiling, self.fit_after = limit_s, ceiling, fit_after
         self.refit, self.fitted_epochs, self.agreed = refit, fitted_epochs, agreed
         self.out_of_time = False
 
     def on_epoch_end(self, s: LoopState) -> None:
-        epoch = s.epoch
-        if epoch + 1 - s.start == self.fit_after and epoch + 1 < self.ceiling:
-            # The first epoch of a process carries its warm-up (CUDA context, cuDNN's choice of
-            # kernels, caches): the plan is timed on the ones after it.
-            timed = s.history[s.start + 1 : epoch + 1] or s.history[s.start : epoch + 1]
-            per_epoch = float(np.median([r["seconds"] for r in timed]))
-            left = self.limit_s - (time.perf_counter() - s.started)
-            planned = int(self.agreed(s.rt, str(self.fitted_epochs(epoch + 1, self.ceiling, per_epoch, left))))
-            if planned != s.config.epochs:
-                log.info("%s: %d epochs fit in the time left (%s planned); the learning-rate schedule is fitted "
-                         "to %d", s.run_dir.name, planned, s.config.epochs, planned)
-                self.refit(s, planned)
+        epoch, planned = s.epoch, s.config.epochs
+        first = epoch + 1 - s.start == self.fit_after
+        if epoch + 1 - s.start < self.fit_after or epoch + 1 >= self.ceiling or not first and epoch + 1 >= planned:
+            return  # too early to time, or the plan is done (its learning rate has reached zero)
+        # The first epoch of a process carries its warm-up (CUDA context, cuDNN's choice of
+        # kernels, caches): the plan is timed on the ones after it.
+        timed = (s.history[s.start + 1 : epoch + 1] or s.history[s.start : epoch + 1])[-self.window:]
+        per_epoch = float(np.median([r["seconds"] for r in timed]))
+        left = self.limit_s - (time.perf_counter() - s.started)
+        fits = int(self.agreed(s.rt, str(self.fitted_epochs(epoch + 1, self.ceiling, per_epoch, left))))
+        # Later refits only for a change worth a new schedule: two epochs, or a tenth of those left.
+        if fits == planned or not first and abs(fits - planned) < max(2, 0.1 * (planned - epoch - 1)):
+            return
+        log.info("%s: %d epochs fit in the time left (%s planned, %.1f s an epoch); the learning-rate "
+                 "schedule is fitted to %d", s.run_dir.name, fits, planned, per_epoch, fits)
+        self.refit(s, fits, {"after_epoch": epoch + 1, "seconds_per_epoch": round(per_epoch, 2),
+                             "seconds_left": round(left, 1)})
 
     def wants_stop(self, s: LoopState) -> bool:
         spent = time.perf_counter() - s.started + s.record["seconds"]

@@ -311,6 +311,12 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
             elif isinstance(value, dict):
                 value = "; ".join(f"{k} {_fmt(v)}" for k, v in value.items())
             lines.append(f"| {key} | {_fmt(value) if value is not None else 'none'} |")
+    if meta.get("time_plan"):
+        # app.engine.TimeBudget: the plan of epochs fitted (and refitted) to a time limit.
+        lines += ["", "## Time plan (epochs fitted to the time limit)", "",
+                  "| after epoch | seconds an epoch | seconds left | epochs planned |", "| --- | --- | --- | --- |"]
+        lines += [f"| {p['after_epoch']} | {p['seconds_per_epoch']} | {p['seconds_left']} | {p['epochs']} |"
+                  for p in meta["time_plan"]]
     lines += ["", "## Configuration", "", "```", *[f"{k}: {v}" for k, v in meta.get("config", {}).items()], "```", ""]
     lines += [f"![{p.stem}]({p.name})" for p in made]
     path = run_dir / "report.md"

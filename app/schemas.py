@@ -75,6 +75,7 @@ class RunMetadata(_State):
     pretrained_weights: dict[str, Any] | None = None  # file and sha256; None: from scratch
     initialized_from: str | None = None  # the run a warm restart began from
     epoch_images: int | None = None  # images per (sampled) epoch
+    time_plan: list[dict[str, Any]] | None = None  # a time-limited run's fits of its plan to the time left
     # how it went
     epoch: int | None = None
     best_metric: float | None = None

@@ -152,14 +152,29 @@ def _rotation(angles: "Any") -> "Any":
     return plane(angles[:, 0], 0, 1, 3) @ plane(angles[:, 1], 0, 2, 3) @ plane(angles[:, 2], 1, 2, 3)
 
 
-def _schedule(total_steps: int, warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+class Schedule:
+    """The learning-rate factor per step: a linear warm-up, then a cosine to zero at
+    ``total`` steps. ``stretch`` refits the rest of the cosine to a new end without a jump:
+    the factor goes on from where it is. An object, not a closure, so that the scheduler's
+    state_dict keeps where it was stretched and a resumed run follows the same curve."""
 
-    return factor
+    def __init__(self, total: int, warmup: int) -> None:
+        self.total, self.warmup = total, warmup
+        self.anchor_step, self.anchor_progress = warmup, 0.0  # the cosine's progress is 0 when warm-up ends
+
+    def progress(self, step: int) -> float:
+        span = max(1, self.total - self.anchor_step)
+        return min(1.0, self.anchor_progress + (1.0 - self.anchor_progress) * (step - self.anchor_step) / span)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        return 0.5 * (1.0 + math.cos(math.pi * self.progress(step)))
+
+    def stretch(self, step: int, total: int) -> None:
+        if step >= self.warmup:
+            self.anchor_step, self.anchor_progress = step, self.progress(step)
+        self.total = total
 
 
 FIT_EPOCHS = 3  # epochs timed before a time-limited run fits its schedule to the time left
@@ -303,7 +318,7 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
     if (run_dir / "metadata.json").exists():
         before = read_state(run_dir / "metadata.json", Kind.RUN_METADATA)
         for kept in ("created", "dataset_version", "pretrained_weights", "initialized_from", "recipe", "trials",
-                     "epoch_images"):  # what the run began with
+                     "epoch_images", "time_plan"):  # what the run began with
             if kept in before:
                 base[kept] = before[kept]
     if rt.main:
@@ -476,7 +491,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     per_rank = (drawn or len(train_x)) // rt.world  # every process takes as many batches, or DDP would wait forever
     steps_per_epoch = math.ceil(per_rank / config.batch_size)
     warmup = max(1, steps_per_epoch // 2 + 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(steps_per_epoch * config.epochs, warmup))
+    schedule = Schedule(steps_per_epoch * config.epochs, warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = rt.scaler()
     raw = phase.model
     ema = _averaged(raw, float(getattr(config, "ema", 0.0) or 0.0))
@@ -501,10 +517,11 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         watched = _precise_bn(module, resident, config.batch_size, rt.device)
         return watched, _validate(phase, watched, raw, val_x, val_y, rt.device)
 
-    def refit(s: LoopState, planned: int) -> None:
+    def refit(s: LoopState, planned: int, timing: dict[str, Any]) -> None:
         phase.config = dataclasses.replace(phase.config, epochs=planned)
-        scheduler.lr_lambdas = [_schedule(steps_per_epoch * planned, warmup)] * len(scheduler.lr_lambdas)
+        schedule.stretch(scheduler.last_epoch, steps_per_epoch * planned)
         base.update(settings_record(phase))
+        base["time_plan"] = [*(base.get("time_plan") or []), {**timing, "epochs": planned}]
         payload.update(config=base["config"], setting_sources=base["setting_sources"])
 
     with wrapped_for_training(raw, rt) as trainable:
