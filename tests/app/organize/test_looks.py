@@ -59,6 +59,55 @@ def test_an_ultrasound_fan_and_a_colour_photo() -> None:
     assert look_of_pixels(skin.astype(np.float32)) == "photo"
 
 
+def _exported(path: Path) -> np.ndarray:
+    """A DICOM frame as a viewer exports it to PNG: windowed on its own 0.5-99.5 percentiles, 8 bits."""
+    import pydicom
+
+    plane = pydicom.dcmread(path).pixel_array.astype(np.float32)
+    low, high = np.percentile(plane, [0.5, 99.5])
+    return np.round(np.clip((plane - low) / (high - low), 0, 1) * 255) / 255
+
+
+def test_ultrasound_without_a_fan_is_told_by_its_sideways_speckle() -> None:
+    # Linear-probe frames and crops fill their frame like a radiograph; their grain gives them away.
+    frames = [shared(f"regions/{name}") for name in (
+        "breast/us_breast_BUSI_benign_1.png", "breast/us_breast_BUSI_malignant_1.png",
+        "lower_extremity/us_femur_MONAI_femur_input.png", "neck/us_neck_MONAI_neck_input.png")]
+    assert {p.name: image_look(p) for p in frames} == {p.name: "ultrasound" for p in frames}
+
+
+def test_mr_crops_that_fill_their_frame_are_not_called_radiographs_or_ultrasound() -> None:
+    # Wrist and knee MR fill the frame and are as grainy as ultrasound, but their grain is as tall
+    # as it is wide: no modality from the look (for review) rather than a wrong X-ray.
+    for name in ("upper_extremity/mr_wrist_left_dcm4che_MR01.dcm", "upper_extremity/mr_wrist_left_dcm4che_MR08.dcm",
+                 "lower_extremity/mr_knee_sag_ge_MR-MONO2-16-knee.dcm"):
+        assert look_of_pixels(_rgb(_exported(shared(f"regions/{name}")))) == "cross_section", name
+
+
+def test_a_radiograph_is_smooth_at_every_size_it_is_judged_at(tmp_path: Path) -> None:
+    # Reduced to 200-256 pixels (the smallest judged) a real radiograph keeps its look; smaller
+    # ones are not judged by their grain at all.
+    from app.organize.looks import speckle
+
+    for path in sorted(shared("xray/chest_samples").glob("*.png")):
+        with Image.open(path) as image:
+            for side in (1024, 256, 200, 128):
+                small = image.convert("L").resize((side, side), Image.BILINEAR)
+                small.save(tmp_path / "small.png")
+                assert image_look(tmp_path / "small.png") == "radiograph", (path.name, side)
+                if side < 200:
+                    assert speckle(np.asarray(small, np.float32) / 255) is None
+    # Native 200-300 pixel crops (a zoomed export) show a radiograph's own noise: still smooth enough.
+    films = [np.asarray(Image.open(p).convert("L"), np.float32) / 255 for p in sorted(shared("xray/chest_samples").glob("*.png"))]
+    films += [_exported(shared(f"regions/{name}")) for name in ("pelvis/xr_hip_cr_WG04_RG2.dcm", "breast/mg_mlo_left_WG04_MG1.dcm")]
+    for k, film in enumerate(films):
+        h, w = film.shape
+        for side in (300, 256, 200):
+            for y, x in ((h // 2, w // 2), (h // 3, w // 3), (2 * h // 3, 2 * w // 3)):
+                crop = film[y - side // 2 : y + side // 2, x - side // 2 : x + side // 2]
+                assert look_of_pixels(_rgb(crop)) == "radiograph", (k, side, y, x)
+
+
 @pytest.fixture
 def unnamed_tree(tmp_path: Path) -> Path:
     """Folders whose names say nothing about the modality, as exported by a viewer."""
