@@ -187,11 +187,14 @@ class WeightAverage(Callback):
 class TimeBudget(Callback):
     """After ``fit_after`` epochs, fits the plan of epochs (and the learning-rate schedule) to
     the time left, and refits it whenever the epochs' pace has changed enough to move the
-    plan (a load that came or went): timed on the median of the last ``window`` epochs, so
-    a few slow epochs neither shrink the whole run for good nor stretch it past the limit.
+    plan (a load that came or went): timed on the mean of the last ``window`` epochs less
+    their slowest and fastest (what the time left will hold if their mix goes on) and at most once per
+    ``window`` epochs, so that a few slow epochs neither shrink the whole run for good nor
+    set the plan swinging (a load that came and went every few epochs once moved it 128,
+    160, 100, 159 epochs in four epochs, on the median of five).
     Stops, with every process together, when the next epoch would not fit."""
 
-    window = 5
+    window = 9
 
     def __init__(self, limit_s: float, ceiling: int, fit_after: int,
                  refit: Callable[[LoopState, int, dict[str, Any]], None],
@@ -199,21 +202,28 @@ class TimeBudget(Callback):
         self.limit_s, self.ceiling, self.fit_after = limit_s, ceiling, fit_after
         self.refit, self.fitted_epochs, self.agreed = refit, fitted_epochs, agreed
         self.out_of_time = False
+        self.fitted_at = -1  # the epoch of the last fit (in this process)
 
     def on_epoch_end(self, s: LoopState) -> None:
         epoch, planned = s.epoch, s.config.epochs
         first = epoch + 1 - s.start == self.fit_after
         if epoch + 1 - s.start < self.fit_after or epoch + 1 >= self.ceiling or not first and epoch + 1 >= planned:
             return  # too early to time, or the plan is done (its learning rate has reached zero)
+        if first:
+            self.fitted_at = epoch
+        elif epoch - self.fitted_at < self.window:
+            return
         # The first epoch of a process carries its warm-up (CUDA context, cuDNN's choice of
         # kernels, caches): the plan is timed on the ones after it.
         timed = (s.history[s.start + 1 : epoch + 1] or s.history[s.start : epoch + 1])[-self.window:]
-        per_epoch = float(np.median([r["seconds"] for r in timed]))
+        seconds = sorted(r["seconds"] for r in timed)
+        per_epoch = float(np.mean(seconds[1:-1] if len(seconds) >= 5 else seconds))  # one odd epoch is not a pace
         left = self.limit_s - (time.perf_counter() - s.started)
         fits = int(self.agreed(s.rt, str(self.fitted_epochs(epoch + 1, self.ceiling, per_epoch, left))))
-        # Later refits only for a change worth a new schedule: two epochs, or a tenth of those left.
-        if fits == planned or not first and abs(fits - planned) < max(2, 0.1 * (planned - epoch - 1)):
+        # Later refits only for a change worth a new schedule: two epochs, and a seventh of those left.
+        if fits == planned or not first and abs(fits - planned) < max(2, (planned - epoch - 1) / 7):
             return
+        self.fitted_at = epoch
         log.info("%s: %d epochs fit in the time left (%s planned, %.1f s an epoch); the learning-rate "
                  "schedule is fitted to %d", s.run_dir.name, fits, planned, per_epoch, fits)
         self.refit(s, fits, {"after_epoch": epoch + 1, "seconds_per_epoch": round(per_epoch, 2),

@@ -224,6 +224,7 @@ def test_a_plan_refitted_mid_run_is_recorded_and_resumed_exactly(demo_ws, monkey
 
     monkeypatch.setattr(training, "FIT_EPOCHS", 1)
     monkeypatch.setattr(training, "fitted_epochs", lambda done, ceiling, per_epoch, left: 3 if done == 1 else 6)
+    monkeypatch.setattr(training.TimeBudget, "window", 1)  # refit on the next epoch, not nine later
     common = {"epochs": 6, "max_epochs": 6, "latent_dim": 4, "time_limit_s": 3600.0, **TINY}
     straight = train(demo_ws, "demo", "vae", run="tp-straight", **common)
     meta = demo_ws.run_metadata("tp-straight")
