@@ -195,6 +195,7 @@ def main() -> int:
         else:
             test = evaluate_ensemble(ws, [r.run for r in runs], "test", tta=args.tta)
         epochs_done = runs[0].epochs_done if members == 1 else "+".join(str(r.epochs_done) for r in runs)
+        time_plan = ws.run_metadata(runs[0].run).get("time_plan")
     figures = {
         "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "channels": channels, "epochs": epochs_done, "ensemble": members, "seed": args.seed,
         "train_seconds": round(train_seconds, 1), "budget_used": round(train_seconds / (args.minutes * 60), 3),
@@ -205,6 +206,9 @@ def main() -> int:
         "weight_decay": args.weight_decay, "test_acc_at_val_threshold": test.get("accuracy_at_val_threshold"),
         "lr": args.lr, "recipe": searched["recipe"], "trials": searched["trials"], "ordinal": args.ordinal or 0.0,
         "search_ensemble": searched.get("ensemble"),
+        # every fit of the kept run's epochs to the time left: more than one means its pace changed
+        # (another load on the machine), which makes the run less comparable with idle ones
+        "time_plan": time_plan,
     }
     how = (f"{members} runs averaged" if members > 1 else
            f"two runs averaged ({' + '.join(averaged)})" if len(averaged) > 1 else "one run")
@@ -225,6 +229,10 @@ def main() -> int:
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
     if figures["test_ece"] is not None:
         print(f"\nTest calibration error (ECE, 10 bins): {figures['test_ece']:.3f}")
+    if figures["time_plan"] and len(figures["time_plan"]) > 1:
+        print("\nThe time plan was refitted as the epochs' pace changed (another load on the machine?): "
+              + ", ".join(f"{p['epochs']} epochs after epoch {p['after_epoch']} ({p['seconds_per_epoch']} s each)"
+                          for p in figures["time_plan"]))
     if figures["test_acc_at_val_threshold"] is not None:
         print(f"\nACC at the anomaly threshold chosen on validation (Youden): {figures['test_acc_at_val_threshold']:.3f}")
     if name == "pneumoniamnist" and "subset" in data.name:

@@ -42,6 +42,7 @@ def test_the_flagless_benchmark_searches_a_colour_multiclass_file(tmp_path: Path
     assert figures["channels"] == 3 and figures["recipe"]["name"] and len(figures["trials"]) == 4
     assert figures["test_auc"] >= 0.9, figures  # three hues a grey reading could not tell apart
     assert 0 <= figures["test_ece"] <= 1 and "Test calibration error (ECE" in done.stdout
+    assert "time_plan" in figures and all({"after_epoch", "epochs"} <= set(p) for p in figures["time_plan"] or [])
     assert "RGB" in done.stdout and "chosen:" in done.stdout
 
 
