@@ -55,6 +55,24 @@ def test_every_page_answers_and_unknown_names_are_a_page_not_a_traceback(trained
     assert client.get("/runs/nope").headers["content-type"].startswith("application/json")  # scripts get JSON
 
 
+def test_the_run_page_shows_each_fit_of_a_time_limited_plan(trained) -> None:
+    from app.runs import Run
+
+    path = trained.run_dir("predictor") / "metadata.json"
+    before = path.read_bytes()
+    try:
+        Run(trained, "predictor").merge(time_plan=[
+            {"after_epoch": 3, "seconds_per_epoch": 20.1, "seconds_left": 940.0, "epochs": 47},
+            {"after_epoch": 12, "seconds_per_epoch": 5.2, "seconds_left": 895.5, "epochs": 173}])
+        page = TestClient(create_app(trained), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
+        table = page[page.index('id="time-plan"'):page.index("</table>", page.index('id="time-plan"'))]
+        cells = re.findall(r'<td class="num">([^<]*)</td>', table)
+        assert cells == ["3", "20.1", "940.0", "47", "12", "5.2", "895.5", "173"]
+    finally:
+        path.write_bytes(before)
+    assert 'id="time-plan"' not in TestClient(create_app(trained), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
+
+
 def test_forms_need_the_csrf_token_and_this_site_as_origin(trained) -> None:
     client = TestClient(create_app(trained), base_url=LOCAL)
     form = {"dataset": "demo", "phase": "supervised", "recipe": "fixed", "epochs": "1", "image_size": "32",
