@@ -188,11 +188,11 @@ class TimeBudget(Callback):
     """After ``fit_after`` epochs, fits the plan of epochs (and the learning-rate schedule) to
     the time left, and refits it whenever the epochs' pace has changed enough to move the
     plan (a load that came or went): timed on the mean of the last ``window`` epochs less
-    their slowest and fastest (what the time left will hold if their mix goes on) and at most once per
-    ``window`` epochs, so that a few slow epochs neither shrink the whole run for good nor
-    set the plan swinging (a load that came and went every few epochs once moved it 128,
-    160, 100, 159 epochs in four epochs, on the median of five).
-    Stops, with every process together, when the next epoch would not fit."""
+    their slowest and fastest (what the time left holds if their mix goes on), at most once
+    per ``window`` epochs, so that a few slow epochs neither shrink the whole run for good
+    nor set the plan swinging (a load that came and went every few epochs once moved it
+    128, 160, 100, 159 epochs in four epochs, on the median of five). Stops, with every
+    process together, when the next epoch would not fit."""
 
     window = 9
 
