@@ -96,12 +96,11 @@ def speckle(gray: np.ndarray) -> tuple[float, float] | None:
         scale = THUMBNAIL / max(gray.shape)
         size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
         gray = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
-    detail = np.abs(gray - ndimage.gaussian_filter(gray, 1.0))
+    signed = gray - ndimage.gaussian_filter(gray, 1.0)  # the fine detail
     anatomy = ndimage.gaussian_filter(gray, 4.0) > 0.12
     if anatomy.mean() < 0.05:
         return None
-    grain = float(np.median(detail[anatomy]) / max(float(np.median(gray[anatomy])), 1e-6))
-    signed = gray - ndimage.gaussian_filter(gray, 1.0)
+    grain = float(np.median(np.abs(signed)[anatomy]) / max(float(np.median(gray[anatomy])), 1e-6))
 
     def neighbours(axis: int) -> float:
         a, b = (signed[:, :-1], signed[:, 1:]) if axis == 1 else (signed[:-1], signed[1:])
