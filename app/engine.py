@@ -121,7 +121,13 @@ def run_epochs(s: LoopState, callbacks: list[Callback], ceiling: int, progress: 
             s.stopped_by = next((type(c).__name__ for c in callbacks if c.wants_stop(s)), "")
         if s.stopped_by:
             break
+    if s.stopped_by in ENDED_EARLY:  # a complete run short of its plan: its bar ends, saying why, not "not finished"
+        report(progress, "Epochs", s.epoch + 1, s.epoch + 1, ended=ENDED_EARLY[s.stopped_by],
+               **{k: v for k, v in s.record.items() if k != "epoch"})
     return s
+
+
+ENDED_EARLY = {"EarlyStopping": "early stop (validation stopped improving)", "TimeBudget": "out of time"}
 
 
 def _train_epoch(s: LoopState, callbacks: list[Callback], progress: Progress | None) -> tuple[int, float]:

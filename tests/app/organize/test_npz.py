@@ -47,9 +47,12 @@ def test_a_time_limit_ends_training_early(ws, tmp_path) -> None:
     from app.training import train
 
     organize(ws, _tiny_npz(tmp_path / "toymnist.npz"), "toy")
+    seen: list[tuple] = []
     result = train(ws, "toy", "supervised", run="short", epochs=50, image_size=32, pretrained=False,
-                   time_limit_s=0.01)
+                   time_limit_s=0.01, progress=lambda task, done, total, **info: seen.append((task, done, total, info)))
     assert result.epochs_done == 1 and ws.run_metadata("short")["status"] == "complete"
+    task, done, total, info = [s for s in seen if s[0] == "Epochs"][-1]
+    assert done == total == 1 and info["ended"] == "out of time", "the bar ends, saying why, not '1/50 not finished'"
 
 
 def test_3d_files_and_wrong_files_are_clear_errors(ws, tmp_path) -> None:
