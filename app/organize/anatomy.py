@@ -71,16 +71,38 @@ def read_pixels(paths: list[Path], kind: str) -> Pixels | None:
             slices, spacing = [], None
             for path in picks:
                 values, spacing = _dicom_values(path)
-                slices.append(values)
+                slices.append(unpadded(values))
             return Pixels(slices, spacing)
         if kind == "volume":
             return _volume(paths[0])
         from PIL import Image
 
         with Image.open(paths[0]) as image:
-            return Pixels([np.asarray(image.convert("L"), dtype=np.float32)])
+            return Pixels([unpadded(np.asarray(image.convert("L"), dtype=np.float32))])
     except Exception:  # a file the scan read but pixels that do not decode: no answer from here
         return None
+
+
+def unpadded(values: np.ndarray) -> np.ndarray:
+    """The picture without the bars a converter or viewer put round it (letterbox, pillarbox):
+    one value, darker than anything in the picture, filling the outside of its box. A picture
+    whose own background has that value (an MR with its air set to 0, a CT's circle of -2000)
+    is kept whole: its air is part of the anatomy's outline."""
+    from scipy import ndimage as ndi
+
+    low = values.min()
+    pad = values == low
+    if pad.mean() < 0.02:
+        return values
+    labels, count = ndi.label(~pad)
+    if count == 0:
+        return values
+    sizes = ndi.sum(~pad, labels, range(1, count + 1))
+    box = ndi.find_objects(labels)[int(np.argmax(sizes))]
+    inner = values[box]
+    if inner.min() <= low or inner.size > 0.98 * values.size:
+        return values
+    return inner
 
 
 def _dicom_values(path: Path) -> tuple[np.ndarray, float | None]:
@@ -135,6 +157,19 @@ def _background_level(values: np.ndarray) -> float:
         return float(high)
     sample = np.clip((values.ravel()[:: max(1, values.size // 200_000)] - low) / (high - low), 0, 1)
     return float(low + (high - low) * 0.5 * threshold_otsu(sample))
+
+
+def _foreground(values: np.ndarray) -> np.ndarray:
+    """What is not air, in a picture without units. Air is what the border mostly holds: the
+    dark end of a magnitude image, but the middle grey of a signed (phase-sensitive inversion
+    recovery) image, whose tissues lie both sides of it."""
+    border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
+    air = float(np.median(border))
+    low, high = np.percentile(values, [1, 99.5])
+    if air - low <= 0.25 * (high - low):
+        return values > _background_level(values)
+    distance = np.abs(values - air)
+    return distance > _background_level(distance)
 
 
 def _body(mask: np.ndarray) -> np.ndarray | None:
@@ -255,7 +290,7 @@ def mr_head(values: np.ndarray, spacing: float | None, extent: tuple[float, floa
     """One rounded object with air all round it, the size of a head (needs the pixel size)."""
     if not spacing:
         return False
-    body = _body(values > _background_level(values))
+    body = _body(_foreground(values))
     if body is None:
         return False
     if _edge(body) > (0.2 if extent else 0.05):

@@ -66,9 +66,28 @@ def test_chest_radiographs_are_chest(neutral, name) -> None:
     "regions/brain_head/mr_brain_t1gd_TCGA-02-0003_pyradiomics_brain1.nrrd",
     "regions/brain_head/mr_head_flair_ge_MR-MONO2-16-head.dcm", "regions/brain_head/ct_head_picker_CT-MONO2-16-brain.dcm",
     "regions/brain_head/ct_head_toshiba_WG04_CT2.dcm", "dicom/mixed_cta_cr_mr/bbmri-53323419.dcm",
+    "regions/brain_head/mr_brain_philips_WG04_MR4.dcm",
 ])
 def test_heads_are_brain(neutral, name) -> None:
+    """The Philips one is a phase-sensitive inversion recovery in black side bars: its air is
+    mid-grey (tissue both sides of it) and the bars are darker than anything in the head."""
     assert neutral[name]["region"] == "brain"
+
+
+def test_bars_round_a_picture_are_trimmed_but_a_black_background_is_kept() -> None:
+    """Pillarbox bars darker than the picture go; an MR whose air is 0 like its bars is kept
+    whole (its outline needs the air round it)."""
+    import numpy as np
+
+    from app.organize.anatomy import mr_head, unpadded
+
+    yy, xx = np.mgrid[:256, :256]
+    head = (((yy - 128) / 100) ** 2 + ((xx - 128) / 85) ** 2 < 1) * 800.0
+    grey_air = head + 300  # a picture whose air is not the darkest value
+    barred = np.pad(grey_air, ((0, 0), (64, 64)), constant_values=0)
+    assert unpadded(barred).shape == grey_air.shape
+    assert unpadded(np.pad(head, ((0, 0), (64, 64)))).shape == (256, 384)  # air 0, like the bars
+    assert mr_head(unpadded(barred), 0.9, None)
 
 
 @pytest.mark.parametrize("name", ["dicom/mixed_cta_cr_mr/osirix-goudurix.dcm",
@@ -150,7 +169,7 @@ def test_the_pixels_never_name_a_wrong_region_where_the_image_is_clear(neutral) 
     assert not wrong, wrong
     assert neutral["regions/abdomen/ct_colonography_dcmqi_ct-3slice_02.dcm"]["region"] == "abdomen"
     decided = [r for r in neutral.values() if r["region"] != "unknown"]
-    assert len(decided) >= 49, f"{len(decided)} of {len(neutral)} decided from the pixels"
+    assert len(decided) >= 50, f"{len(decided)} of {len(neutral)} decided from the pixels"
 
 
 def test_a_study_described_as_chest_and_abdomen_is_what_its_slices_show(ws) -> None:
