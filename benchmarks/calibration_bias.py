@@ -6,8 +6,10 @@ default now, models/supervised.py).
     python benchmarks/calibration_bias.py --data ../shared/data/medmnist/pneumoniamnist.npz \
         [--minutes 7] [--backbone resnet10t] [--image-size 64] [--seed 0] [--json FILE]
 
-One run is trained with calibration off (the recipe search's regularization: strong
-augmentation, mixup 0.4, EMA 0.99, class weights); its validation and test logits are
+One run is trained with calibration off (2D: the recipe search's regularization, strong
+augmentation, mixup 0.4, EMA 0.99, class weights; 3D files: the cube3d phase as
+benchmarks/medmnist.py trains it without flags, ResNet-10 3D of width 16 at the native
+28 voxels, strong augmentation, class weights); its validation and test logits are
 kept, and each variant is fitted on validation and read on test: argmax accuracy and ECE
 (10 bins, as the app reports it). These are the plain log-loss fits, without the app's
 guards for a validation split the model tells apart entirely (ClassifierPhase.finish sets
@@ -47,15 +49,16 @@ def _fitted_bias(logits, targets):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="a 2D MedMNIST-format .npz file")
+    parser.add_argument("--data", required=True, help="a MedMNIST-format .npz file (2D or 3D)")
     parser.add_argument("--minutes", type=float, default=7.0)
-    parser.add_argument("--backbone", default="resnet10t")
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--backbone", help="default resnet10t (2D) or resnet10 (3D)")
+    parser.add_argument("--image-size", type=int, help="default 64 (2D) or 28 (3D)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
 
+    import numpy as np
     import torch
 
     from app.data import phase_inputs, split_rows
@@ -66,13 +69,22 @@ def main() -> int:
     from models.supervised import fit_temperature, prior_bias
 
     data = Path(args.data).expanduser().resolve()
+    with np.load(data, mmap_mode="r") as arrays:
+        shape = arrays["train_images"].shape
+    volumes = len(shape) == 4 and shape[-1] != 3
+    args.backbone = args.backbone or ("resnet10" if volumes else "resnet10t")
+    args.image_size = args.image_size or (28 if volumes else 64)
+    if volumes:  # the 3D defaults of benchmarks/medmnist.py
+        phase_name, options = "cube3d", {"lr": 1e-3, "width": 16}
+    else:
+        phase_name, options = "supervised", {"lr": 3e-3, "pretrained": False, "ema": 0.99, "mixup": 0.4}
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.open(tmp)
         organize(ws, data, "bench")
-        result = train(ws, "bench", "supervised", run="bench", backbone=args.backbone, image_size=args.image_size,
-                       epochs=40, batch_size=args.batch_size, lr=3e-3, augment="strong", seed=args.seed,
-                       patience=100, time_limit_s=args.minutes * 60, max_epochs=100, pretrained=False,
-                       class_weights=True, calibration="none", ema=0.99, mixup=0.4)
+        result = train(ws, "bench", phase_name, run="bench", backbone=args.backbone, image_size=args.image_size,
+                       epochs=40, batch_size=args.batch_size, augment="strong", seed=args.seed, patience=100,
+                       time_limit_s=args.minutes * 60, max_epochs=100, class_weights=True, calibration="none",
+                       **options)
         phase = load_run_phase(ws, "bench")
         phase.model.eval()
 
@@ -80,7 +92,8 @@ def main() -> int:
             rows = phase.select_rows(split_rows(ws, "bench", split))
             images = phase_inputs(ws, phase, rows, None, f"Loading {split} images")
             with torch.no_grad():
-                out = torch.cat([phase.model(images[i : i + 256]) for i in range(0, len(images), 256)]).float()
+                out = torch.cat([phase.model(images[i : min(i + 64, len(images))])
+                                 for i in range(0, len(images), 64)]).float()
             return out, phase.targets(rows)
 
         val_logits, val_targets = logits_of("val")
@@ -95,7 +108,7 @@ def main() -> int:
         "training shares, temperature fitted (now)": (fit_temperature(val_logits, val_targets, shares), shares),
     }
     rows = []
-    print(f"\n{data.name}: {args.backbone} {args.image_size} px, seed {args.seed}, {result.epochs_done} epochs; "
+    print(f"\n{data.name}: {phase_name} {args.backbone} {args.image_size} px, seed {args.seed}, {result.epochs_done} epochs; "
           f"training shares {', '.join(f'{c} {n / sum(counts):.1%}' for c, n in zip(phase.classes, counts))}\n")
     print("| bias | temperature | bias values | test ACC | test ECE | validation ACC |\n| --- | --- | --- | --- | --- | --- |")
     for name, (temperature, bias) in variants.items():
@@ -109,7 +122,7 @@ def main() -> int:
         print(f"| {name} | {row['temperature']:.3f} | {', '.join(f'{b:+.2f}' for b in row['bias'])} | "
               f"{row['test_acc']:.3f} | {row['test_ece']:.3f} | {row['val_acc']:.3f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": data.name, "backbone": args.backbone, "image_size": args.image_size,
+        Path(args.json).write_text(json.dumps({"data": data.name, "phase": phase_name, "backbone": args.backbone, "image_size": args.image_size,
                                                "seed": args.seed, "epochs": result.epochs_done, "train_counts": counts,
                                                "classes": phase.classes, "variants": rows}, indent=1))
     return 0
