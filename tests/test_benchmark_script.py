@@ -44,6 +44,8 @@ def test_the_flagless_benchmark_searches_a_colour_multiclass_file(tmp_path: Path
     assert 0 <= figures["test_ece"] <= 1 and "Test calibration error (ECE" in done.stdout
     assert "time_plan" in figures and all({"after_epoch", "epochs"} <= set(p) for p in figures["time_plan"] or [])
     assert "RGB" in done.stdout and "chosen:" in done.stdout
+    alone = figures["winner_alone"]  # set when a second member was averaged in: the winner's own figures
+    assert alone is None or {"test_auc", "test_acc"} <= set(alone), alone
 
 
 def test_a_multi_label_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -69,3 +71,23 @@ def test_the_calibration_bias_benchmark_compares_three_biases_on_one_run(tmp_pat
     assert shares["bias"] == [0.0, 0.0, 0.0], "even classes: the training shares' bias is none"
     assert all(0 <= v["test_acc"] <= 1 and 0 <= v["test_ece"] <= 1 for v in figures["variants"])
     assert "| training shares, temperature fitted (now) |" in done.stdout
+
+
+def test_the_calibration_bias_benchmark_trains_the_3d_phase_on_a_volume_file(tmp_path: Path) -> None:
+    """A 3D file is trained as benchmarks/medmnist.py trains it (cube3d, 28 voxels), not as 2D."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 24), ("val", 12), ("test", 12)):
+        labels = (np.arange(n) % 2).reshape(n, 1)
+        volumes = (rng.random((n, 28, 28, 28)) * 80).astype(np.uint8)
+        volumes[labels[:, 0] == 1, 10:18, 10:18, 10:18] = 220  # a bright cube: the "tumor" class
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = volumes, labels
+    np.savez(tmp_path / "cubemnist3d.npz", **arrays)
+    out = tmp_path / "bias.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_bias.py"), "--data",
+                           str(tmp_path / "cubemnist3d.npz"), "--minutes", "0.1", "--batch-size", "8", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert (figures["phase"], figures["backbone"], figures["image_size"]) == ("cube3d", "resnet10", 28)
+    assert len(figures["variants"]) == 3 and all(0 <= v["test_acc"] <= 1 for v in figures["variants"])
