@@ -82,7 +82,8 @@ def auto_problem(phase: str, settings: dict[str, Any]) -> str | None:
 
 
 TIE = 0.005  # validation figures this close are a tie: small validation splits cannot tell them apart
-MEMBER_SHARE = 0.2  # of the budget left after the winner's run: enough to train a second member of an ensemble
+MEMBER_SHARE = 0.2  # of the budget left after the winner's run: enough to train one more member of an ensemble
+MAX_MEMBERS = 4  # runs averaged at most, the winner included ("the best few")
 
 
 def seconds_per_epoch(recipe: Recipe, train_images: int, batch_size: int, device: str = "cpu",
@@ -131,8 +132,8 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
     has ``"stopped": True`` in the record and no recipe chosen): resuming the final run
     goes on with the chosen recipe, a search stopped during screening starts again.
     With ``ensemble``, time left once the winner's run is complete (it reached MAX_EPOCHS)
-    trains a second member (``<run>-member1``; see _second_member): the record's
-    ``ensemble`` says which runs to average (``runs``) and what validation said.
+    trains more members (``<run>-member1``, ...; see _members): the record's ``ensemble``
+    says which runs to average (``runs``) and what validation said of each member.
 
     Raises:
         TrainingError: ``run`` already exists (a search needs fresh run names).
@@ -194,39 +195,51 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
     record: dict[str, Any] = {"recipe": {"name": winner.name, **winner.options()}, "trials": trials}
     spare = budget_s - (time.perf_counter() - began)
     if ensemble and result.status == "complete" and spare >= MEMBER_SHARE * budget_s:
-        record["ensemble"] = _second_member(ws, dataset, run, spare, trials, best, recipes, seed, batch_size, progress,
-                                            should_stop, options)
+        record["ensemble"] = _members(ws, dataset, run, budget_s, began, trials, best, recipes, seed, batch_size,
+                                      progress, should_stop, options)
     Run(ws, run).merge(**record)
     return result, record
 
 
-def _second_member(ws: Workspace, dataset: str, run: str, spare: float, trials: list[dict[str, Any]],
-                   best: dict[str, Any], recipes: tuple[Recipe, ...], seed: int, batch_size: int,
-                   progress: Progress | None, should_stop: Callable[[], bool] | None,
-                   options: dict[str, Any]) -> dict[str, Any]:
-    """With time left after the winner's run (it reached MAX_EPOCHS early), the runner-up
-    recipe (or the winner's again with the next seed, when the runner-up scored more than
-    TIE below it) is trained on for the time left; the two runs' averaged probabilities
-    are kept only when they score at least the winner's alone on validation."""
+def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: float, trials: list[dict[str, Any]],
+             best: dict[str, Any], recipes: tuple[Recipe, ...], seed: int, batch_size: int,
+             progress: Progress | None, should_stop: Callable[[], bool] | None,
+             options: dict[str, Any]) -> dict[str, Any]:
+    """While time is left after the winner's run (it reached MAX_EPOCHS early), more members
+    (``<run>-member1``, ``-member2``, ... up to MAX_MEMBERS runs in all), each trained on for
+    the time left: first the runner-up recipes that screened within 2 TIE of the winner (from
+    their screening weights), then the winner's recipe again from scratch with the next
+    seeds. A member is kept only when the average with it scores at least the average
+    without it on validation; the first member that stops or fails ends the search."""
     from app.evaluate import evaluate_ensemble
 
     others = sorted((t for t in trials if t is not best), key=lambda t: -t["val_monitor"])
-    close = others and others[0]["val_monitor"] >= best["val_monitor"] - 2 * TIE
-    chosen = others[0] if close else best
-    recipe = next(r for r in recipes if r.name == chosen["recipe"])
-    member = f"{run}-member1"
-    began = time.perf_counter()
-    per_epoch = chosen["seconds"] / max(1, chosen["epochs"])
-    planned = max(MIN_SCREEN_EPOCHS, min(MAX_EPOCHS, int(spare / max(per_epoch, 1e-9))))
-    done = train(ws, dataset, "supervised", run=member, init_from=chosen["run"] if close else None, epochs=planned,
-                 batch_size=batch_size, seed=seed + (0 if close else 1), time_limit_s=spare, max_epochs=MAX_EPOCHS,
-                 patience=MAX_EPOCHS, progress=progress, should_stop=should_stop, **recipe.options(), **options)
-    alone = evaluate_ensemble(ws, [run], "val")["roc_auc_ovr"]
-    both = evaluate_ensemble(ws, [run, member], "val")["roc_auc_ovr"]
-    kept = done.status == "complete" and both >= alone
-    return {"runs": [run, member] if kept else [run], "member": member, "member_recipe": recipe.name,
-            "val_auc_alone": round(float(alone), 4), "val_auc_both": round(float(both), 4), "kept": kept,
-            "seconds": round(time.perf_counter() - began, 1)}
+    close = [t for t in others if t["val_monitor"] >= best["val_monitor"] - 2 * TIE]
+    plan = [(t, True, seed) for t in close] + [(best, False, seed + k) for k in range(1, MAX_MEMBERS)]
+    kept = [run]
+    alone = current = float(evaluate_ensemble(ws, kept, "val")["roc_auc_ovr"])
+    members: list[dict[str, Any]] = []
+    for k, (chosen, warm, member_seed) in enumerate(plan[: MAX_MEMBERS - 1], start=1):
+        spare = budget_s - (time.perf_counter() - began)
+        if spare < MEMBER_SHARE * budget_s:
+            break
+        recipe = next(r for r in recipes if r.name == chosen["recipe"])
+        member, started = f"{run}-member{k}", time.perf_counter()
+        per_epoch = chosen["seconds"] / max(1, chosen["epochs"])
+        planned = max(MIN_SCREEN_EPOCHS, min(MAX_EPOCHS, int(spare / max(per_epoch, 1e-9))))
+        done = train(ws, dataset, "supervised", run=member, init_from=chosen["run"] if warm else None, epochs=planned,
+                     batch_size=batch_size, seed=member_seed, time_limit_s=spare, max_epochs=MAX_EPOCHS,
+                     patience=MAX_EPOCHS, progress=progress, should_stop=should_stop, **recipe.options(), **options)
+        with_it = float(evaluate_ensemble(ws, [*kept, member], "val")["roc_auc_ovr"])
+        keep = done.status == "complete" and with_it >= current
+        members.append({"member": member, "recipe": recipe.name, "seed": member_seed, "val_auc_before": round(current, 4),
+                        "val_auc_with": round(with_it, 4), "kept": keep,
+                        "seconds": round(time.perf_counter() - started, 1)})
+        if keep:
+            kept, current = [*kept, member], with_it
+        if done.status != "complete":
+            break
+    return {"runs": kept, "members": members, "val_auc_alone": round(alone, 4), "val_auc": round(current, 4)}
 
 
 def _train_rows(ws: Workspace, dataset: str) -> list[dict[str, Any]]:

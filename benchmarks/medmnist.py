@@ -99,7 +99,7 @@ def main() -> int:
                         help="K runs (seeds SEED..SEED+K-1) sharing the budget, probabilities averaged; default 1")
     parser.add_argument("--seed", type=int, default=0, help="the first run's seed (an ensemble's runs: SEED, SEED+1, ...)")
     parser.add_argument("--no-search-ensemble", action="store_true",
-                        help="--recipe auto: never spend time left after the winner's run on a second member")
+                        help="--recipe auto: never spend time left after the winner's run on more members")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     if args.weight_decay is not None and args.weight_decay < 0:
@@ -167,11 +167,10 @@ def main() -> int:
                 print(f"  {trial['recipe']}: validation {trial['val_monitor']:.4f} after {trial['epochs']} epochs "
                       f"({trial['seconds']:.0f} s)")
             print(f"  chosen: {chosen['name']}", flush=True)
-            if "ensemble" in searched:
-                e = searched["ensemble"]
-                print(f"  time left: {e['member_recipe']} trained as a second member ({e['seconds']:.0f} s); validation "
-                      f"AUC {e['val_auc_alone']:.4f} alone, {e['val_auc_both']:.4f} averaged: "
-                      + ("averaged" if e["kept"] else "the winner alone"), flush=True)
+            for m in searched.get("ensemble", {}).get("members", []):
+                print(f"  time left: {m['recipe']} (seed {m['seed']}) trained as {m['member'].rsplit('-', 1)[-1]} "
+                      f"({m['seconds']:.0f} s); validation AUC {m['val_auc_before']:.4f} without it, "
+                      f"{m['val_auc_with']:.4f} with it: " + ("kept" if m["kept"] else "dropped"), flush=True)
         else:
             per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims,
                                           args.width, runtime.device, channels)
@@ -217,7 +216,7 @@ def main() -> int:
         "time_plan": time_plan,
     }
     how = (f"{members} runs averaged" if members > 1 else
-           f"two runs averaged ({' + '.join(averaged)})" if len(averaged) > 1 else "one run")
+           f"{len(averaged)} runs averaged ({' + '.join(averaged)})" if len(averaged) > 1 else "one run")
     print(f"\n{name} test split ({test['n']} images), {how}:\n")
     print("| method | test AUC | test ACC |\n| --- | --- | --- |")
     for method, auc, acc in ANCHORS.get(name, []):
@@ -229,7 +228,9 @@ def main() -> int:
                       f", weight decay {args.weight_decay:g}" if args.weight_decay is not None else "", ", no class weights" if args.no_class_weights else "",
                       f", calibration {args.calibration}" if args.calibration != "temperature+bias" else "",
                       seeds_used(args.seed, members),
-                      f", averaged with {searched['ensemble']['member_recipe']}" if len(averaged) > 1 else ""])
+                      ", averaged with " + " and ".join(f"{m['recipe']} (seed {m['seed']})" for m in searched["ensemble"]["members"]
+                                                         if m["kept"])
+                      if len(averaged) > 1 else ""])
     print(f"| **ours**: {args.backbone} ({args.image_size} px{', RGB' if channels == 3 else ''}, from scratch{extras}, {epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on {device}) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")

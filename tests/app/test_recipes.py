@@ -121,26 +121,37 @@ def test_train_recipe_auto_from_the_command_line(capsys, tmp_path: Path, monkeyp
     assert code == 2 and "already exists" in err.out + err.err
 
 
-def test_time_left_after_the_winner_trains_a_second_member_kept_only_if_validation_agrees(ws, tmp_path: Path,
-                                                                                          monkeypatch) -> None:
+def test_time_left_after_the_winner_trains_members_each_kept_only_if_validation_agrees(ws, tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    """The best few: members while time is left (runner-ups that screened close first, then the
+    winner's recipe with the next seeds), at most MAX_MEMBERS runs, each kept only when the
+    average with it scores at least the average without it on validation."""
     import app.recipes
     from app.evaluate import evaluate_ensemble
 
-    monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)  # the winner's run ends early, leaving most of the time
+    monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)  # every run ends early, leaving time for the next
+    monkeypatch.setattr(app.recipes, "MAX_MEMBERS", 3)
     organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
     close = (Recipe("first", "resnet10t", 32, "standard"), Recipe("second", "resnet10t", 32, "standard", lr=1e-3))
-    _, record = search_and_train(ws, "toy", 60.0, run="e", recipes=close, epochs={"first": 2, "second": 2},
+    _, record = search_and_train(ws, "toy", 120.0, run="e", recipes=close, epochs={"first": 2, "second": 2},
                                  ensemble=True, **OPTIONS)
     found = record["ensemble"]
-    assert found["member"] == "e-member1" and ws.run_metadata("e-member1")["status"] == "complete"
+    members = found["members"]
+    assert [m["member"] for m in members] == ["e-member1", "e-member2"], members  # MAX_MEMBERS - 1 of them
+    assert all(ws.run_metadata(m["member"])["status"] == "complete" for m in members)
     ranked = sorted(record["trials"], key=lambda t: -t["val_monitor"])
     runner_up_close = ranked[1]["val_monitor"] >= ranked[0]["val_monitor"] - 2 * app.recipes.TIE
-    assert found["member_recipe"] == (ranked[1]["recipe"] if runner_up_close else record["recipe"]["name"])
-    alone, both = (evaluate_ensemble(ws, runs, "val")["roc_auc_ovr"] for runs in (["e"], ["e", "e-member1"]))
-    assert found["val_auc_both"] == round(both, 4) and found["val_auc_alone"] == round(alone, 4)
-    assert found["kept"] == (both >= alone)
-    assert found["runs"] == (["e", "e-member1"] if found["kept"] else ["e"])
-    assert ws.run_metadata("e")["ensemble"] == found
+    winner = record["recipe"]["name"]
+    expected = [(ranked[1]["recipe"], 0), (winner, 1)] if runner_up_close else [(winner, 1), (winner, 2)]
+    assert [(m["recipe"], m["seed"]) for m in members] == expected
+    kept = ["e"]
+    assert found["val_auc_alone"] == round(evaluate_ensemble(ws, kept, "val")["roc_auc_ovr"], 4)
+    for m in members:  # each judged against the average of those kept before it
+        before, with_it = (evaluate_ensemble(ws, runs, "val")["roc_auc_ovr"] for runs in (kept, [*kept, m["member"]]))
+        assert (m["val_auc_before"], m["val_auc_with"]) == (round(before, 4), round(with_it, 4))
+        assert m["kept"] == (with_it >= before)
+        kept += [m["member"]] if m["kept"] else []
+    assert found["runs"] == kept and ws.run_metadata("e")["ensemble"] == found
 
 
 def test_screening_runs_stay_out_of_routing_resuming_and_the_runs_table(ws, tmp_path: Path) -> None:
