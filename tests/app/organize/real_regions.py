@@ -37,7 +37,9 @@ def true_region(path: Path, data: Path) -> str | None:
         folder = parts[1]
         if folder == "ct_chest_covid_slices":
             return "abdomen" if path.name in ABDOMINAL_COVID_SLICES else ("chest" if path.suffix == ".dcm" else None)
-        if folder in ("mr_brain_t1w_series", "ct_head_jpeg"):
+        if folder == "ct_head_jpeg":
+            return None  # deid-data's two "CT head" test files hold a line drawing of a face: no anatomy to tell
+        if folder == "mr_brain_t1w_series":
             return "brain" if path.suffix == ".dcm" else None
         if folder == "mixed_cta_cr_mr":
             if "CR" in path.name:
