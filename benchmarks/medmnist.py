@@ -14,8 +14,11 @@ that differ only in seed (``--seed`` the first) and averages their calibrated pr
 ``--recipe auto`` (the default for 2D files when no recipe flag is given: ``--backbone``,
 ``--image-size``, ``--augment``, ``--lr``, ``--ema``, ``--mixup``) screens a few recipes on the
 validation split and continues the best to the end of the budget (app/recipes.py); the JSON
-then holds ``recipe`` (the chosen one) and ``trials`` (each recipe's validation figure). 3D
-files keep the 3D defaults, which carried to sets nobody tuned on.
+then holds ``recipe`` (the chosen one) and ``trials`` (each recipe's validation figure). Time
+left after the winner's 100 epochs trains more members, each kept only when validation agrees
+(``search_ensemble``); the test figures are then the average's, and ``winner_alone`` holds the
+winner's own (what the menus, the workflow and the dashboard train). 3D files keep the 3D
+defaults, which carried to sets nobody tuned on.
 """
 
 from __future__ import annotations

@@ -133,7 +133,9 @@ def test_time_left_after_the_winner_trains_members_each_kept_only_if_validation_
     monkeypatch.setattr(app.recipes, "MAX_MEMBERS", 3)
     organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
     close = (Recipe("first", "resnet10t", 32, "standard"), Recipe("second", "resnet10t", 32, "standard", lr=1e-3))
-    _, record = search_and_train(ws, "toy", 120.0, run="e", recipes=close, epochs={"first": 2, "second": 2},
+    # Every run stops at MAX_EPOCHS whatever the budget: a large one only keeps a loaded machine
+    # from running out of time before the second member (a fifth of the budget must be left).
+    _, record = search_and_train(ws, "toy", 600.0, run="e", recipes=close, epochs={"first": 2, "second": 2},
                                  ensemble=True, **OPTIONS)
     found = record["ensemble"]
     members = found["members"]
