@@ -171,9 +171,9 @@ def main() -> int:
                       f"({trial['seconds']:.0f} s)")
             print(f"  chosen: {chosen['name']}", flush=True)
             for m in searched.get("ensemble", {}).get("members", []):
-                print(f"  time left: {m['recipe']} (seed {m['seed']}) trained as {m['member'].rsplit('-', 1)[-1]} "
-                      f"({m['seconds']:.0f} s); validation AUC {m['val_auc_before']:.4f} without it, "
-                      f"{m['val_auc_with']:.4f} with it: " + ("kept" if m["kept"] else "dropped"), flush=True)
+                print(f"  {m['member'].rsplit('-', 1)[-1]}: {m['recipe']} (seed {m['seed']}), {m['seconds']:.0f} s of the "
+                      f"time left\n    validation AUC {m['val_auc_before']:.4f} without it, {m['val_auc_with']:.4f} "
+                      "with it: " + ("kept" if m["kept"] else "dropped"), flush=True)
         else:
             per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims,
                                           args.width, runtime.device, channels)
