@@ -429,7 +429,7 @@ def _train_rows(phase: Any, balance: str) -> Callable[[list[dict[str, Any]]], li
     return rows_for
 
 
-def _evened_counts(ws: Workspace, phase: Any, dataset: str, balance: str) -> list[int] | None:
+def evened_counts(ws: Workspace, phase: Any, dataset: str, balance: str) -> list[int] | None:
     """Images per class in the training split as organized, when training evened the classes
     out (class weights, over- or undersampling): what the calibration's bias puts back."""
     evened = bool(getattr(phase.config, "class_weights", False)) or balance in ("oversample", "undersample")
@@ -439,8 +439,8 @@ def _evened_counts(ws: Workspace, phase: Any, dataset: str, balance: str) -> lis
     return [labels.count(c) for c in phase.classes]
 
 
-def _split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for: Callable,
-                   progress: Progress | None) -> tuple[Any, Any]:
+def split_tensors(ws: Workspace, phase: Any, dataset: str, split: str, rows_for: Callable,
+                  progress: Progress | None) -> tuple[Any, Any]:
     """A split's images (a tensor, or StoredVolumes read a batch at a time) and targets."""
     rows = rows_for(split_rows(ws, dataset, split))
     if split == "val" and len(rows) > VAL_WATCH:  # a fixed sample: the same on every epoch and on resume
@@ -464,10 +464,10 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     if not rt.main:
         progress = None  # one process draws the bars and writes the files
     config = phase.config
-    train_x, train_y = _split_tensors(ws, phase, dataset, "train", _train_rows(phase, base["balance"]), progress)
+    train_x, train_y = split_tensors(ws, phase, dataset, "train", _train_rows(phase, base["balance"]), progress)
     # Validation watches the task itself: every labeled image, normal or not.
     val_rows_for = (lambda rows: [r for r in rows if r["labeled"]]) if phase.spec.output == "anomaly_score" else phase.select_rows
-    val_x, val_y = _split_tensors(ws, phase, dataset, "val", val_rows_for, progress)
+    val_x, val_y = split_tensors(ws, phase, dataset, "val", val_rows_for, progress)
     check_splits(phase, dataset, train_y, val_y)
     started = time.perf_counter()  # a time limit counts training: the images are loaded before the clock starts
     phase.prepare(train_y)
@@ -550,7 +550,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         # Post-training fitting (e.g. temperature scaling) on the best weights.
         best_payload = load_checkpoint(run_dir / "best.pt")
         raw.load_state_dict(best_payload["model_state"])
-        fitted = phase.finish(val_x, val_y, train_x=train_x, train_counts=_evened_counts(ws, phase, dataset, base["balance"]))
+        fitted = phase.finish(val_x, val_y, train_x=train_x, train_counts=evened_counts(ws, phase, dataset, base["balance"]))
         if fitted is not None:
             base = {**base, "calibration": fitted}
             save_checkpoint(run_dir / "best.pt", {**best_payload, "extra": phase.extra()})
@@ -675,7 +675,7 @@ def _fit(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str,
         phase.attach(**parts)
     except ValueError as err:  # parts that do not fit together (image sizes, preprocessing): say which
         raise TrainingError(str(err)) from err
-    val_x, val_y = _split_tensors(ws, phase, dataset, "val", phase.select_rows, progress)
+    val_x, val_y = split_tensors(ws, phase, dataset, "val", phase.select_rows, progress)
     report(progress, "Fitting on validation", 0, 1)
     fitted = phase.fit(val_x, val_y)
     report(progress, "Fitting on validation", 1, 1)

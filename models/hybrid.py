@@ -49,7 +49,7 @@ from torch import nn
 from core.metrics import youden_threshold
 from models.base import Phase, setting
 from models.registry import register_phase
-from models.supervised import create_backbone
+from models.supervised import build_classifier
 from models.tails import NormalTail
 from models.vae import ConvVAE, MultiViewScore, ReconstructionScore
 
@@ -226,7 +226,7 @@ class HybridPhase(Phase):
     @classmethod
     def rebuild(cls, model_args: dict[str, Any]) -> HybridModel:
         sup = model_args["supervised"]
-        supervised = create_backbone(sup["backbone"], sup["num_classes"], pretrained=False)
+        supervised = build_classifier(sup)  # one backbone, or the recipe search's members averaged
         # Hybrids saved before the VAE score had a reference lack "vae_scorer"; their weights
         # then do not fit, and rebuild_phase says to refit the hybrid.
         scorer_args = model_args.get("vae_scorer", {"kind": model_args.get("vae_score", "mse")})

@@ -102,6 +102,38 @@ def create_backbone(
     return model
 
 
+class Averaged(torch.nn.Module):
+    """Several classifiers of one input size as one model: their logits averaged.
+
+    What the recipe search's ensemble becomes (app/ensemble.py): the members are trained
+    with the same class weights, so the mean of their logits calibrates like one model's
+    (temperature fitted, the training shares' bias). Grad-CAM reads the first member (the
+    search's winner): ``explained`` names its layers.
+    """
+
+    explained = "members.0."
+
+    def __init__(self, members: list[torch.nn.Module], names: list[str]) -> None:
+        super().__init__()
+        if len(members) < 2 or len(names) != len(members):
+            raise ValueError("an averaged model needs at least two members, each with its backbone's name")
+        self.members, self.names = torch.nn.ModuleList(members), list(names)
+        first = list(getattr(members[0], "feature_info", None) or [])
+        self.feature_info = [{**dict(stage), "module": self.explained + stage["module"]} for stage in first]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(images) for member in self.members]).mean(0)
+
+
+def build_classifier(model_args: dict[str, Any]) -> torch.nn.Module:
+    """A classifier from a checkpoint's model_args, untrained: one backbone, or several averaged
+    (``members``: their backbone names)."""
+    names = list(model_args.get("members") or [model_args["backbone"]])
+    made = [create_backbone(name, model_args["num_classes"], pretrained=False, in_chans=model_args.get("in_chans", 1))
+            for name in names]
+    return Averaged(made, names) if "members" in model_args else made[0]
+
+
 def settle_pretrained(config: Any, model: torch.nn.Module) -> Any:
     """``config`` whose ``pretrained`` says what happened: False when no weights were found to load."""
     if config.pretrained is True and not getattr(model, "pretrained_source", ""):
@@ -140,8 +172,11 @@ class ClassifierPhase(Phase):
     bias: list[float] | None = None  # per-class logit offsets; None: none fitted (older runs too)
 
     def model_args(self) -> dict[str, Any]:
-        return {"backbone": self.config.backbone, "num_classes": len(self.classes),
-                "in_chans": getattr(self.config, "channels", 1)}
+        found = {"backbone": self.config.backbone, "num_classes": len(self.classes),
+                 "in_chans": getattr(self.config, "channels", 1)}
+        if isinstance(self.model, Averaged):
+            found["members"] = list(self.model.names)
+        return found
 
     def gradcam_target(self, image_size: int | None = None) -> str | None:
         """The layer Grad-CAM reads: the phase's declared one when this backbone has it, else
@@ -154,6 +189,7 @@ class ClassifierPhase(Phase):
             if fine and fine[-1] is not info[-1]:
                 return fine[-1]["module"]
         declared = getattr(self.spec, "gradcam_layer", None)
+        declared = getattr(self.model, "explained", "") + declared if declared else None
         if declared and declared in dict(self.model.named_modules()):
             return declared
         return info[-1]["module"] if info else None
@@ -355,3 +391,8 @@ class SupervisedPhase(ClassifierPhase):
             in_chans=config.channels,
         )
         self.config = settle_pretrained(config, self.model)
+
+    @classmethod
+    def rebuild(cls, model_args: dict[str, Any]) -> torch.nn.Module | None:
+        """An averaged model (the recipe search's ensemble); one backbone is built from the Config."""
+        return build_classifier(model_args) if model_args.get("members") else None

@@ -58,18 +58,18 @@ def test_the_calibration_bias_puts_back_the_training_splits_own_class_shares(dem
     shares of the training split as organized (before any resampling); training that kept
     them (balance none) gets no bias."""
     from app.data import split_rows
-    from app.training import _evened_counts
+    from app.training import evened_counts
     from models import create_phase
 
     phase = load_run_phase(demo_ws, "t-sup")
     labels = [r["label"] for r in split_rows(demo_ws, "demo", "train") if r["labeled"] and r["label"] in phase.classes]
     organized = [labels.count(c) for c in phase.classes]
     assert len(set(organized)) > 1, "the demo's classes are uneven: a bias has something to put back"
-    assert _evened_counts(demo_ws, phase, "demo", "class_weights") == organized
+    assert evened_counts(demo_ws, phase, "demo", "class_weights") == organized
     plain = create_phase("supervised", phase.classes, pretrained=False, class_weights=False)
-    assert _evened_counts(demo_ws, plain, "demo", "oversample") == organized  # not the resampled counts
-    assert _evened_counts(demo_ws, plain, "demo", "undersample") == organized
-    assert _evened_counts(demo_ws, plain, "demo", "none") is None
+    assert evened_counts(demo_ws, plain, "demo", "oversample") == organized  # not the resampled counts
+    assert evened_counts(demo_ws, plain, "demo", "undersample") == organized
+    assert evened_counts(demo_ws, plain, "demo", "none") is None
 
 
 def test_an_evaluation_cut_short_leaves_the_previous_one_whole(demo_ws, runs, monkeypatch) -> None:
