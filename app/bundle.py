@@ -166,6 +166,7 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
             # the same settings by layer (model, data, training, post_hoc) and where each came from
             "run_settings": meta.get("settings"), "setting_sources": meta.get("setting_sources"),
             "packages": package_versions(),
+            "ensemble": averaged_members(meta),
         },
         "checks": {"onnx_checker": "passed", "max_abs_diff_vs_pytorch": export["max_abs_diff"],
                    "tolerance": 1e-4, "opset": export["opset"]},
@@ -178,6 +179,18 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
         if meta.get("ood_gate") else None,
         "files": files,
     }
+
+
+def averaged_members(meta: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The models a recipe search averaged into this run (app/ensemble.py), each with its recipe
+    and seed; None for one model."""
+    found = meta.get("ensemble") or {}
+    if found.get("averaged_in") != meta.get("run"):
+        return None
+    recipe = (meta.get("recipe") or {}).get("name")
+    kept = [m for m in found.get("members", []) if m.get("kept")]
+    return [{"run": found["runs"][0], "recipe": recipe, "seed": meta["config"].get("seed")},
+            *({"run": m["member"], "recipe": m["recipe"], "seed": m["seed"]} for m in kept)]
 
 
 def _weights_text(record: Any) -> str:
@@ -199,6 +212,9 @@ def _readme(card: dict[str, Any]) -> str:
         f"Pretrained weights: {_weights_text(card['provenance'].get('pretrained_weights'))}. "
         f"Seed {card['provenance'].get('seed')}; code {card['provenance'].get('code_version')}; "
         f"dataset version {card['provenance'].get('dataset_version')}.", "",
+        *([f"An average of {len(card['provenance']['ensemble'])} models (their logits), trained with the recipes and "
+           "seeds: " + ", ".join(f"{m['recipe']} seed {m['seed']}" for m in card['provenance']['ensemble']) + ".", ""]
+          if card["provenance"].get("ensemble") else []),
         "## Input", "",
         f"`image`: float32, shape (batch, {shape}), values in [0, 1]:", "",
         *[f"1. {step}" for step in card["input"]["preprocessing"]["steps"]], "",

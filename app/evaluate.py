@@ -223,6 +223,7 @@ def ensemble_partners(ws: Workspace, run: str) -> list[str]:
         return []
     return [m["run"] for m in ws.runs()
             if m["run"] != run and m.get("status") in ("complete", "stopped") and is_classifier_run(m)
+            and not m.get("trial_of")  # a search's trials and members: its run holds what it kept
             and m.get("dataset") == this.get("dataset") and m.get("classes") == this.get("classes")]
 
 
@@ -300,6 +301,18 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         lines += [f"| {t['recipe']}{' (chosen)' if t['recipe'] == meta['recipe'].get('name') else ''} | {t['epochs']} | "
                   f"{_fmt(t['val_monitor'])} | {t['seconds']} |" for t in meta["trials"]]
         lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in meta["recipe"].items() if k != "name") + "."]
+    found = meta.get("ensemble") or {}
+    if found.get("members"):
+        # app/recipes.py _members: trained in the time left, each kept only when validation agreed.
+        averaged = found.get("averaged_in") == meta["run"]
+        lines += ["", "## Members (trained in the time left; kept when the average scored at least as well on "
+                  "validation)", "", "| member | recipe | seed | validation AUC without it | with it | kept |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {m['member']} | {m['recipe']} | {m['seed']} | {_fmt(m['val_auc_before'])} | "
+                  f"{_fmt(m['val_auc_with'])} | {'yes' if m['kept'] else 'no'} |" for m in found["members"]]
+        lines += ["", f"This run is the average of {len(found['runs'])} models (their logits): validation AUC "
+                  f"{_fmt(found['val_auc_alone'])} for the winner alone ({found['runs'][0]}), {_fmt(found['val_auc'])} "
+                  "averaged." if averaged else "No member was kept: this run is the winner alone."]
     calibration = metrics.get("calibration")
     if isinstance(calibration, dict) and calibration:
         # Set after training: a classifier's temperature (fitted on validation) and per-class bias (the training shares)

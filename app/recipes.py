@@ -8,8 +8,10 @@ each by its best validation figure (the ``monitor`` the training loop keeps its 
 by: the validation AUC), and then trains the winner for the rest of the budget starting
 from the weights its screening run ended with (a warm restart: new optimizer and
 schedule, its plan fitted to the time left), so the screening epochs of the winner are
-not lost. The test split is never read: the trials, their figures and the choice are
-written into the final run's metadata (``recipe``, ``trials``).
+not lost. Time left once the winner has its 100 epochs trains more members, and those
+validation keeps are averaged into the final run (the best few, app/ensemble.py). The test
+split is never read: the trials, their figures and the choice are written into the final
+run's metadata (``recipe``, ``trials``, ``ensemble``).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def screen_samples(per_epoch: dict[str, float], budget_s: float, train_images: i
 def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, seed: int = 0,
                      batch_size: int = 64, recipes: tuple[Recipe, ...] | None = None,
                      epochs: dict[str, int] | None = None, progress: Progress | None = None,
-                     should_stop: Callable[[], bool] | None = None, ensemble: bool = False,
+                     should_stop: Callable[[], bool] | None = None, ensemble: bool = True,
                      **options: Any) -> tuple[RunResult, dict[str, Any]]:
     """Screen ``recipes`` (default RECIPES_2D) on validation, train the winner on from its weights to the end of
     ``budget_s``.
@@ -131,9 +133,11 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
     then stops after its epoch and is returned as it is (status "stopped"; a stopped trial
     has ``"stopped": True`` in the record and no recipe chosen): resuming the final run
     goes on with the chosen recipe, a search stopped during screening starts again.
-    With ``ensemble``, time left once the winner's run is complete (it reached MAX_EPOCHS)
-    trains more members (``<run>-member1``, ...; see _members): the record's ``ensemble``
-    says which runs to average (``runs``) and what validation said of each member.
+    With ``ensemble`` (the default), time left once the winner's run is complete (it
+    reached MAX_EPOCHS) trains more members (``<run>-member1``, ...; see _members); those
+    validation keeps are averaged into ``run`` itself, one model (app/ensemble.py). The
+    record's ``ensemble`` says what validation said of each member and which runs were
+    averaged (``runs``: the winner alone kept as ``<run>-member0``, then the members).
 
     Raises:
         TrainingError: ``run`` already exists (a search needs fresh run names).
@@ -206,18 +210,23 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
              progress: Progress | None, should_stop: Callable[[], bool] | None,
              options: dict[str, Any]) -> dict[str, Any]:
     """While time is left after the winner's run (it reached MAX_EPOCHS early), more members
-    (``<run>-member1``, ``-member2``, ... up to MAX_MEMBERS runs in all), each trained on for
-    the time left: first the runner-up recipes that screened within 2 TIE of the winner (from
-    their screening weights), then the winner's recipe again from scratch with the next
-    seeds. A member is kept only when the average with it scores at least the average
-    without it on validation; the first member that stops or fails ends the search."""
-    from app.evaluate import evaluate_ensemble
+    (``<run>-member1``, ``-member2``, ... up to MAX_MEMBERS runs in all; hidden runs like the
+    trials), each trained on for the time left: first the runner-up recipes of the winner's
+    input size that screened within 2 TIE of it (from their screening weights), then the
+    winner's recipe again from scratch with the next seeds. A member is kept only when the
+    average of the logits with it scores at least the average without it on validation
+    (app.ensemble.Members); the first member that stops or fails ends the search. When one
+    was kept, ``run`` becomes their average (Members.assemble; the winner alone stays as
+    ``<run>-member0``)."""
+    from app.ensemble import Members
 
+    size = next(r for r in recipes if r.name == best["recipe"]).image_size
     others = sorted((t for t in trials if t is not best), key=lambda t: -t["val_monitor"])
-    close = [t for t in others if t["val_monitor"] >= best["val_monitor"] - 2 * TIE]
+    close = [t for t in others if t["val_monitor"] >= best["val_monitor"] - 2 * TIE
+             and next(r for r in recipes if r.name == t["recipe"]).image_size == size]  # one input for all
     plan = [(t, True, seed) for t in close] + [(best, False, seed + k) for k in range(1, MAX_MEMBERS)]
-    kept = [run]
-    alone = current = float(evaluate_ensemble(ws, kept, "val")["roc_auc_ovr"])
+    found = Members(ws, dataset, run)
+    alone = found.score
     members: list[dict[str, Any]] = []
     for k, (chosen, warm, member_seed) in enumerate(plan[: MAX_MEMBERS - 1], start=1):
         spare = budget_s - (time.perf_counter() - began)
@@ -230,16 +239,20 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
         done = train(ws, dataset, "supervised", run=member, init_from=chosen["run"] if warm else None, epochs=planned,
                      batch_size=batch_size, seed=member_seed, time_limit_s=spare, max_epochs=MAX_EPOCHS,
                      patience=MAX_EPOCHS, progress=progress, should_stop=should_stop, **recipe.options(), **options)
-        with_it = float(evaluate_ensemble(ws, [*kept, member], "val")["roc_auc_ovr"])
-        keep = done.status == "complete" and with_it >= current
-        members.append({"member": member, "recipe": recipe.name, "seed": member_seed, "val_auc_before": round(current, 4),
+        Run(ws, member).merge(trial_of=run)  # kept out of routing and the runs table, like the trials
+        before = found.score
+        with_it, keep = found.judge(member, done.status == "complete")
+        members.append({"member": member, "recipe": recipe.name, "seed": member_seed, "val_auc_before": round(before, 4),
                         "val_auc_with": round(with_it, 4), "kept": keep,
                         "seconds": round(time.perf_counter() - started, 1)})
-        if keep:
-            kept, current = [*kept, member], with_it
         if done.status != "complete":
             break
-    return {"runs": kept, "members": members, "val_auc_alone": round(alone, 4), "val_auc": round(current, 4)}
+    record = {"runs": found.runs, "members": members, "val_auc_alone": round(alone, 4), "val_auc": round(found.score, 4)}
+    if len(found.runs) > 1:
+        found.assemble()
+        record["runs"] = [f"{run}-member0", *found.runs[1:]]  # the winner alone, and the members averaged with it
+        record["averaged_in"] = run
+    return record
 
 
 def _train_rows(ws: Workspace, dataset: str) -> list[dict[str, Any]]:

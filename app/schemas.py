@@ -89,6 +89,7 @@ class RunMetadata(_State):
     recipe: dict[str, Any] | None = None  # the recipe search's winner
     trials: list[dict[str, Any]] | None = None  # and every trial's validation figure
     trial_of: str | None = None  # a search's trial run: the run it searched for
+    ensemble: dict[str, Any] | None = None  # the search's members, and which it averaged into this run
 
 
 class Workflow(_State):

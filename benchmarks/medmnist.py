@@ -16,9 +16,9 @@ that differ only in seed (``--seed`` the first) and averages their calibrated pr
 validation split and continues the best to the end of the budget (app/recipes.py); the JSON
 then holds ``recipe`` (the chosen one) and ``trials`` (each recipe's validation figure). Time
 left after the winner's 100 epochs trains more members, each kept only when validation agrees
-(``search_ensemble``); the test figures are then the average's, and ``winner_alone`` holds the
-winner's own (what the menus, the workflow and the dashboard train). 3D files keep the 3D
-defaults, which carried to sets nobody tuned on.
+(``search_ensemble``) and averaged into the search's run, one model as the menus, the workflow
+and the dashboard give it; the test figures are then the average's, and ``winner_alone`` holds
+the winner's own. 3D files keep the 3D defaults, which carried to sets nobody tuned on.
 """
 
 from __future__ import annotations
@@ -192,10 +192,10 @@ def main() -> int:
         averaged = searched.get("ensemble", {}).get("runs", []) if auto else []
         alone = None
         if len(averaged) > 1:
-            test = evaluate_ensemble(ws, averaged, "test", tta=args.tta)
-            # the search's winner on its own: what the Train menu, the workflow and the dashboard
-            # train (they keep one run; a bundle exports one), measured beside the benchmark's average
-            alone = evaluate_run(ws, runs[0].run, "test", tta=args.tta).metrics
+            # the search's run is the average itself (one model, as the menus give it); the winner
+            # on its own, kept beside it, measured too: what averaging added
+            test = evaluate_run(ws, runs[0].run, "test", tta=args.tta).metrics
+            alone = evaluate_run(ws, averaged[0], "test", tta=args.tta).metrics
         elif members == 1:
             test = evaluate_run(ws, runs[0].run, "test", tta=args.tta).metrics
         else:
@@ -238,7 +238,7 @@ def main() -> int:
           f"{train_seconds / 60:.1f} min on {device}) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
     if alone:
-        print(f"| ours, the winner alone (what the Train menu, workflow and dashboard train) | "
+        print(f"| ours, the winner alone (before its members were averaged in) | "
               f"{figures['winner_alone']['test_auc']:.3f} | {figures['winner_alone']['test_acc']:.3f} |")
     if figures["test_ece"] is not None:
         print(f"\nTest calibration error (ECE, 10 bins): {figures['test_ece']:.3f}")

@@ -264,8 +264,13 @@ def recipe_summary(record: dict[str, Any], result: Any) -> str:
         return "\n".join([f"Stopped while screening recipes (in {result.run}); no recipe was chosen. "
                           "Train again to start the search anew.", "Screened so far:", *lines])
     state = " (stopped: train --run " + result.run + " resumes it)" if result.status == "stopped" else ""
+    found = record.get("ensemble") or {}
+    kept = [m for m in found.get("members", []) if m["kept"]]
+    members = [f"Members trained in the time left: {len(found['members'])}, kept {len(kept)}"
+               + (f"; the run averages {len(kept) + 1} models (validation AUC {found['val_auc_alone']:.4f} "
+                  f"alone, {found['val_auc']:.4f} averaged)." if kept else ".")] if found.get("members") else []
     return "\n".join([f"Run {result.run}: recipe {record['recipe']['name']}, chosen on the validation split, "
-                      f"{result.epochs_done} epochs{state}.", "Recipes screened:", *lines])
+                      f"{result.epochs_done} epochs{state}.", "Recipes screened:", *lines, *members])
 
 
 def _size(n: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -121,40 +122,128 @@ def test_train_recipe_auto_from_the_command_line(capsys, tmp_path: Path, monkeyp
     assert code == 2 and "already exists" in err.out + err.err
 
 
+def _val_logits(ws, run: str) -> tuple[np.ndarray, np.ndarray]:
+    """A run's raw logits on the validation split, and the targets."""
+    import torch
+
+    from app.training import load_run_phase, split_tensors
+
+    phase = load_run_phase(ws, run)
+    images, targets = split_tensors(ws, phase, ws.run_metadata(run)["dataset"], "val", phase.select_rows, None)
+    with torch.no_grad():
+        return phase.model(images).numpy(), targets.numpy()
+
+
+def _auc_of_mean(ws, runs: list[str]) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    found = [_val_logits(ws, r) for r in runs]
+    mean = np.mean([logits for logits, _ in found], axis=0)
+    return float(roc_auc_score(found[0][1], mean[:, 1] - mean[:, 0]))
+
+
 def test_time_left_after_the_winner_trains_members_each_kept_only_if_validation_agrees(ws, tmp_path: Path,
                                                                                        monkeypatch) -> None:
     """The best few: members while time is left (runner-ups that screened close first, then the
     winner's recipe with the next seeds), at most MAX_MEMBERS runs, each kept only when the
-    average with it scores at least the average without it on validation."""
+    average of the logits with it scores at least the average without it on validation; the
+    members are hidden runs, and the search's run is the average when one was kept."""
     import app.recipes
-    from app.evaluate import evaluate_ensemble
+    from app.predict import candidate_runs
 
     monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)  # every run ends early, leaving time for the next
     monkeypatch.setattr(app.recipes, "MAX_MEMBERS", 3)
     organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
-    close = (Recipe("first", "resnet10t", 32, "standard"), Recipe("second", "resnet10t", 32, "standard", lr=1e-3))
+    close = (Recipe("first", "resnet10t", 32, "standard"), Recipe("second", "resnet10t", 32, "standard", lr=1e-3),
+             Recipe("larger", "resnet10t", 64, "standard", lr=1e-3))  # another input size: never a member
     # Every run stops at MAX_EPOCHS whatever the budget: a large one only keeps a loaded machine
     # from running out of time before the second member (a fifth of the budget must be left).
-    _, record = search_and_train(ws, "toy", 600.0, run="e", recipes=close, epochs={"first": 2, "second": 2},
-                                 ensemble=True, **OPTIONS)
+    _, record = search_and_train(ws, "toy", 600.0, run="e", recipes=close,
+                                 epochs={"first": 2, "second": 2, "larger": 2}, **OPTIONS)
     found = record["ensemble"]
     members = found["members"]
     assert [m["member"] for m in members] == ["e-member1", "e-member2"], members  # MAX_MEMBERS - 1 of them
     assert all(ws.run_metadata(m["member"])["status"] == "complete" for m in members)
+    assert all(ws.run_metadata(m["member"])["trial_of"] == "e" for m in members)
+    assert not {"e-member1", "e-member2"} & set(candidate_runs(ws)), "members are not routed to on their own"
     winner = record["recipe"]["name"]  # of near-equals the first listed: not always the top figure
     best = next(t for t in record["trials"] if t["recipe"] == winner)
-    runner_up = next(t for t in record["trials"] if t["recipe"] != winner)
-    runner_up_close = runner_up["val_monitor"] >= best["val_monitor"] - 2 * app.recipes.TIE
-    expected = [(runner_up["recipe"], 0), (winner, 1)] if runner_up_close else [(winner, 1), (winner, 2)]
+    same_size = [t for t in record["trials"] if t["recipe"] not in (winner, "larger")]
+    runner_up_close = same_size and same_size[0]["val_monitor"] >= best["val_monitor"] - 2 * app.recipes.TIE
+    expected = [(same_size[0]["recipe"], 0), (winner, 1)] if runner_up_close else [(winner, 1), (winner, 2)]
     assert [(m["recipe"], m["seed"]) for m in members] == expected
-    kept = ["e"]
-    assert found["val_auc_alone"] == round(evaluate_ensemble(ws, kept, "val")["roc_auc_ovr"], 4)
+    alone = "e-member0" if any(m["kept"] for m in members) else "e"
+    kept = [alone]
+    assert found["val_auc_alone"] == round(_auc_of_mean(ws, kept), 4)
     for m in members:  # each judged against the average of those kept before it
-        before, with_it = (evaluate_ensemble(ws, runs, "val")["roc_auc_ovr"] for runs in (kept, [*kept, m["member"]]))
+        before, with_it = (_auc_of_mean(ws, runs) for runs in (kept, [*kept, m["member"]]))
         assert (m["val_auc_before"], m["val_auc_with"]) == (round(before, 4), round(with_it, 4))
         assert m["kept"] == (with_it >= before)
         kept += [m["member"]] if m["kept"] else []
     assert found["runs"] == kept and ws.run_metadata("e")["ensemble"] == found
+    assert ws.run_dir("e-member0").exists() == (len(kept) > 1)
+
+
+def test_the_members_kept_are_one_model_that_evaluates_explains_exports_and_predicts(ws, tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """What the menus give is what the benchmark measures: the search's run is the average of the
+    members kept, calibrated again, and goes through evaluation, Grad-CAM, export (ONNX parity)
+    and a hybrid's rebuild like one model; the winner alone stays as a hidden run."""
+    import torch
+
+    import app.ensemble
+    import app.recipes
+    from app.evaluate import evaluate_run
+    from app.explain import gradcam_overlays
+    from app.bundle import export_bundle, load_bundle
+    from app.training import load_run_phase
+    from models.hybrid import HybridPhase
+    from models.supervised import Averaged
+
+    monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)
+    monkeypatch.setattr(app.recipes, "MAX_MEMBERS", 2)
+    judge = app.ensemble.Members.judge
+
+    def always_kept(self, member, complete):  # whatever this tiny validation split says
+        self.score = float("-inf")
+        return judge(self, member, complete)
+
+    monkeypatch.setattr(app.ensemble.Members, "judge", always_kept)
+    organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
+    _, record = search_and_train(ws, "toy", 600.0, run="e", recipes=RECIPES[1:], epochs={"fast": 2}, **OPTIONS)
+    assert record["ensemble"]["runs"] == ["e-member0", "e-member1"] and record["ensemble"]["averaged_in"] == "e"
+    phase = load_run_phase(ws, "e")
+    assert isinstance(phase.model, Averaged) and phase.model_args()["members"] == ["resnet10t", "resnet10t"]
+    (winner, _), (member, _) = _val_logits(ws, "e-member0"), _val_logits(ws, "e-member1")
+    averaged, _ = _val_logits(ws, "e")
+    assert np.abs(averaged - (winner + member) / 2).max() < 1e-5, "the run's logits are the members' mean"
+    meta = ws.run_metadata("e")
+    assert meta["trials"] and meta["calibration"]["temperature"] == phase.temperature
+    assert ws.run_metadata("e-member0")["trial_of"] == "e"
+
+    test = evaluate_run(ws, "e", "test").metrics
+    assert 0.0 <= test["roc_auc_ovr"] <= 1.0
+    report = (ws.run_dir("e") / "evaluation" / "report.md").read_text()
+    assert "## Members" in report and "This run is the average of 2 models" in report
+    assert gradcam_overlays(ws, "e", "test", per_class=1).path.exists()
+    exported = export_bundle(ws, "e")
+    assert exported.max_abs_diff <= 1e-4, "one ONNX graph computes the average"
+    card = json.loads((exported.path / "metadata.json").read_text())
+    assert [m["run"] for m in card["provenance"]["ensemble"]] == ["e-member0", "e-member1"]
+    assert "An average of 2 models" in (exported.path / "README.md").read_text()
+    bundle = load_bundle(exported.path, keys_from=ws.data_dir)
+    sample = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        expected = phase.predict(torch.from_numpy(sample)).numpy()
+    assert np.abs(bundle.session().run(None, {"image": sample})[0] - expected).max() < 1e-4
+    rebuilt = HybridPhase.rebuild({"supervised": phase.model_args(), "vae": {"image_size": 32, "latent_dim": 4},
+                                   "normal_index": 0, "n_reference": 4, "vae_scorer": {"kind": "mse"}})
+    assert isinstance(rebuilt.supervised, Averaged)
+    rebuilt.supervised.load_state_dict(phase.model.state_dict())
+    rebuilt.eval()
+    with torch.no_grad():
+        images = torch.rand(2, 1, 32, 32)
+        assert torch.allclose(rebuilt.supervised(images), phase.model(images), atol=1e-6)
 
 
 def test_screening_runs_stay_out_of_routing_resuming_and_the_runs_table(ws, tmp_path: Path) -> None:
