@@ -226,6 +226,18 @@ def test_a_searched_runs_page_shows_every_trial_and_the_chosen_recipe(trained, t
     assert "Recipe: r10t-64 (chosen on the validation split)" in page
     assert re.search(r"r10t-64 <b>\(chosen\)</b></td>\s*<td class=\"num\">4</td><td class=\"num\">0.9100</td>", table)
     assert "b0-64</td>" in table and "0.8750" in table
+    assert 'id="members"' not in page, "no members: no table"
+    Run(ws, "predictor").merge(ensemble={
+        "runs": ["predictor-member0", "predictor-member2"], "averaged_in": "predictor", "val_auc_alone": 0.9, "val_auc": 0.93,
+        "members": [{"member": "predictor-member1", "recipe": "r10t-64", "seed": 1, "val_auc_before": 0.9,
+                     "val_auc_with": 0.89, "kept": False, "seconds": 12.0},
+                    {"member": "predictor-member2", "recipe": "r10t-64", "seed": 2, "val_auc_before": 0.9,
+                     "val_auc_with": 0.93, "kept": True, "seconds": 11.0}]})
+    page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
+    members = page[page.index('id="members"'):page.index("</section>", page.index('id="members"'))]
+    assert re.search(r"predictor-member1</td><td>r10t-64</td><td class=\"num\">1</td>\s*<td class=\"num\">0.9000</td>"
+                     r"<td class=\"num\">0.8900</td><td>no</td>", members)
+    assert "This run is the average of 2 models" in members and "0.9300 averaged" in members
 
 
 def test_a_correction_from_the_dataset_page_reorganizes_the_dataset(demo, tmp_path) -> None:
