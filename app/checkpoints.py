@@ -149,21 +149,28 @@ def _restore_extra(phase: Any, name: str, extra: dict[str, Any]) -> None:
         setattr(phase, key, value)
 
 
-def delete_run(ws: Any, run: str) -> None:
+def delete_run(ws: Any, run: str) -> list[str]:
     """Delete training run ``run`` (its checkpoints, metadata and evaluation; an exported bundle
-    stays). Renamed aside first, so that a kill part-way leaves no half run (``sweep`` ends it).
+    stays), and the hidden runs of its recipe search (trials and members: ``trial_of``), which
+    nothing else lists or uses. Each is renamed aside first, so that a kill part-way leaves no
+    half run (``sweep`` ends it). Returns the runs deleted, ``run`` first.
 
     Raises:
         DatasetError: no such run.
-        BusyError: a process trains it now.
+        BusyError: a process trains it (or one of its hidden runs) now.
     """
     import shutil
 
     from app.atomic import temp_sibling
 
     ws.run_metadata(run)  # the name checked, and a clear error for a run that is not there
-    folder = ws.run_dir(run)
-    with ws.lock("run", run):
-        aside = temp_sibling(folder, "tmp")  # a kill before the rmtree: sweep removes it
-        os.rename(folder, aside)
-    shutil.rmtree(aside, ignore_errors=True)
+    hidden = [m["run"] for m in ws.runs() if m.get("trial_of") == run]
+    deleted = []
+    for name in [run, *hidden]:
+        folder = ws.run_dir(name)
+        with ws.lock("run", name):
+            aside = temp_sibling(folder, "tmp")  # a kill before the rmtree: sweep removes it
+            os.rename(folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        deleted.append(name)
+    return deleted

@@ -160,8 +160,13 @@ def test_a_run_is_deleted_only_when_its_name_is_typed(trained, tmp_path) -> None
 
     from app.workspace import Workspace
 
+    from app.runs import Run
+
     shutil.copytree(trained.root, tmp_path / "ws", symlinks=True)
     ws = Workspace.open(tmp_path / "ws")
+    for copy, of in (("predictor-trial0", "predictor"), ("other-trial0", "other")):  # hidden runs of a search
+        shutil.copytree(ws.run_dir("predictor"), ws.run_dir(copy))
+        Run(ws, copy).merge(run=copy, trial_of=of)
     client = TestClient(create_app(ws), base_url=LOCAL)
     token = _csrf(client, "/checkpoints")
     assert client.post("/runs/predictor/delete", data={"csrf_token": token, "confirm": "predict"},
@@ -182,6 +187,8 @@ def test_a_run_is_deleted_only_when_its_name_is_typed(trained, tmp_path) -> None
     gone = client.post("/runs/predictor/delete", data={"csrf_token": token, "confirm": "predictor"},
                        headers=PAGE, follow_redirects=False)
     assert gone.status_code == 303 and not ws.run_dir("predictor").exists()
+    assert not ws.run_dir("predictor-trial0").exists(), "its search's hidden runs go with it"
+    assert ws.run_dir("other-trial0").exists(), "another search's stay"
     assert "predictor" not in client.get("/checkpoints", headers=PAGE).text
 
 
