@@ -253,7 +253,7 @@ def model_from_bundle(path: Path, *, keys_from: Path | None = None, trust_unsign
 
 def candidate_runs(ws: Workspace) -> list[str]:
     """Finished runs that can answer alone, the best kind first, newest first within a kind
-    (a recipe search's short screening runs never: ``trial_of``)."""
+    (a recipe search's hidden runs never: its screening trials and members, ``trial_of``)."""
     routable = routable_phases()  # those that answer "is this image anomalous?" alone, best first
     runs = [m for m in ws.runs() if m.get("status") == "complete" and m.get("phase") in routable
             and not m.get("trial_of")]

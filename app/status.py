@@ -18,7 +18,7 @@ class WorkspaceStatus:
     collected: dict[str, dict[str, Any]] = field(default_factory=dict)
     organized: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
-    trials: int = 0  # recipe-search screening runs, not listed in ``runs``
+    trials: int = 0  # recipe searches' hidden runs (screening trials, members), not listed in ``runs``
     workflows: dict[str, str] = field(default_factory=dict)
 
 

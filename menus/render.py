@@ -47,7 +47,8 @@ def status_tables(status: WorkspaceStatus) -> list[Table | Text]:
                      _num(test.get("balanced_accuracy", "-")), verdict_text(run["verdict"]),
                      "yes" if run["exported"] else "-")
     if status.trials:
-        runs.caption = f"and {status.trials} recipe-search trial run(s), not listed (checkpoints/<run>-trialN)"
+        runs.caption = (f"and {status.trials} hidden run(s) of recipe searches (trials, members), not listed "
+                        "(checkpoints/<run>-trialN, -memberN)")
         runs.caption_justify = "left"
     tables.append(runs if status.runs else Text("Training runs: none yet."))
     return tables
