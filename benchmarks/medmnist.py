@@ -179,7 +179,8 @@ def main() -> int:
                                           args.width, runtime.device, channels)
             epochs = max(1, int(budget / per_epoch))
             # The probe is a guess (on a GPU it counts CUDA's start-up); after three epochs the
-            # run refits its plan to the time left, up to MedMNIST's own 100 epochs.
+            # run refits its plan to the time left, up to MedMNIST's own 100 epochs or the
+            # probe's plan, whichever is more.
             ceiling = max(epochs, MAX_EPOCHS)
             print(f"{name}: {train_images} training images; about {per_epoch:.0f} s per epoch -> {epochs} epochs "
                   f"in {args.minutes / members:.3g} minutes" + (f", for each of {members} runs" if members > 1 else ""),
