@@ -252,6 +252,7 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
         found.assemble()
         record["runs"] = [f"{run}-member0", *found.runs[1:]]  # the winner alone, and the members averaged with it
         record["averaged_in"] = run
+        Run(ws, run).merge(ensemble=record)  # at once: the run's model is the average from now on
     return record
 
 
