@@ -297,9 +297,12 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
     if isinstance(meta.get("recipe"), dict) and meta.get("trials"):
         # app/recipes.py: the recipes screened on validation, and the one this run went on with.
         lines += ["", f"## Recipe: {meta['recipe'].get('name')} (chosen on the validation split)", "",
-                  "| recipe screened | epochs | best validation figure | seconds |", "| --- | --- | --- | --- |"]
-        lines += [f"| {t['recipe']}{' (chosen)' if t['recipe'] == meta['recipe'].get('name') else ''} | {t['epochs']} | "
-                  f"{_fmt(t['val_monitor'])} | {t['seconds']} |" for t in meta["trials"]]
+                  "Round 0 screens every recipe briefly; each later round goes on with the better half of the round "
+                  "before, for longer (successive halving). Scored on validation only.", "",
+                  "| round | recipe screened | epochs | best validation figure | seconds |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {t.get('round', 0)} | {t['recipe']}{' (chosen)' if t['recipe'] == meta['recipe'].get('name') else ''} | "
+                  f"{t['epochs']} | {_fmt(t['val_monitor'])} | {t['seconds']} |" for t in meta["trials"]]
         lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in meta["recipe"].items() if k != "name") + "."]
     found = meta.get("ensemble") or {}
     if found.get("members"):

@@ -157,7 +157,7 @@ def main() -> int:
         searched: dict = {"recipe": "flags", "trials": []}
         began = time.perf_counter()
         if auto:
-            print(f"{name}: {train_images} training images; screening {len(RECIPES_2D)} recipes on validation, "
+            print(f"{name}: {train_images} training images; screening {len(RECIPES_2D)} recipes on validation (successive halving), "
                   f"then the best to the end of {args.minutes:g} minutes", flush=True)
             found, searched = search_and_train(ws, name, budget, run="bench", seed=args.seed,
                                                batch_size=args.batch_size, ensemble=not args.no_search_ensemble,
@@ -167,7 +167,7 @@ def main() -> int:
             args.backbone, args.image_size, args.lr = chosen["backbone"], chosen["image_size"], chosen["lr"]
             args.augment, args.ema, args.mixup = chosen["augment"], chosen["ema"], chosen["mixup"]
             for trial in searched["trials"]:
-                print(f"  {trial['recipe']}: validation {trial['val_monitor']:.4f} after {trial['epochs']} epochs "
+                print(f"  {trial['recipe']}" + (f", round {trial['round']}" if trial.get("round") else "") + f": validation {trial['val_monitor']:.4f} after {trial['epochs']} epochs "
                       f"({trial['seconds']:.0f} s)")
             print(f"  chosen: {chosen['name']}", flush=True)
             for m in searched.get("ensemble", {}).get("members", []):

@@ -253,8 +253,9 @@ def review_places(folders: list[str]) -> tuple[str, list[str]]:
 
 
 def trial_lines(trials: list[dict[str, Any]]) -> list[str]:
-    """One line per screened recipe: its validation figure (AUC; balanced accuracy where AUC is undefined)."""
-    return [f"  {t['recipe']}: validation {t['val_monitor']:.4f} after {t['epochs']} epochs ({t['seconds']:.0f} s"
+    """One line per screening trial (a recipe in a round of successive halving): its validation
+    figure (AUC; balanced accuracy where AUC is undefined)."""
+    return [f"  {t['recipe']}" + (f", round {t['round']}" if t.get("round") else "") + f": validation {t['val_monitor']:.4f} after {t['epochs']} epochs ({t['seconds']:.0f} s"
             + (f", {t['epoch_images']} images an epoch" if t.get("epoch_images") else "") + ")" for t in trials]
 
 

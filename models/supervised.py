@@ -68,6 +68,26 @@ def cached_weights(name: str) -> str | None:
     return None
 
 
+ATTENTION = ("se", "eca", "cbam")  # timm's attention blocks a timm ResNet takes in every block
+
+
+def backbone_parts(name: str) -> tuple[str, dict[str, Any]]:
+    """A backbone name's timm model and the arguments it adds: "resnet10t+cbam" is timm's
+    resnet10t with a CBAM block (channel and spatial attention) in each residual block;
+    "+se" squeeze-excitation, "+eca" efficient channel attention (timm.layers.create_attn).
+
+    Raises:
+        ValueError: an attention timm does not have.
+    """
+    base, _, attention = name.partition("+")
+    if not attention:
+        return name, {}
+    if attention not in ATTENTION:
+        raise ValueError(f"backbone {name!r}: {attention!r} is not an attention block this tool adds; "
+                         f"use one of {', '.join('+' + a for a in ATTENTION)} (e.g. resnet10t+cbam)")
+    return base, {"block_args": {"attn_layer": attention}}
+
+
 def create_backbone(
     name: str, num_classes: int, *, pretrained: bool | str, drop_rate: float = 0.0, in_chans: int = 1
 ) -> torch.nn.Module:
@@ -75,10 +95,27 @@ def create_backbone(
 
     ``pretrained`` is False, True (weights from the local cache; never downloaded
     during training) or a path to a weights file. Without weights the model trains
-    from scratch, with a notice saying how to get them.
+    from scratch, with a notice saying how to get them. ``name`` may add attention
+    blocks to a timm ResNet (backbone_parts: "resnet10t+cbam"); such a model has no
+    pretrained weights and always trains from scratch.
     """
     import timm
 
+    base, extra = backbone_parts(name)
+    if extra:
+        if isinstance(pretrained, str) and pretrained:
+            raise ValueError(f"backbone {name!r} adds attention blocks that no pretrained weights hold: "
+                             f"leave out the weights file, or use {base!r}")
+        try:
+            model = timm.create_model(base, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                                      drop_rate=drop_rate, **extra)
+        except TypeError:
+            raise ValueError(f"backbone {name!r}: attention blocks are added to timm's ResNets "
+                             f"(resnet10t, resnet18, resnet34, ...), not to {base!r}") from None
+        if pretrained is True:
+            log.warning("%s adds attention blocks that no pretrained weights hold; training from scratch.", name)
+        model.pretrained_source = ""
+        return model
     weights = pretrained if isinstance(pretrained, str) and pretrained else None
     if weights and not Path(weights).expanduser().is_file():
         raise ValueError(f"the pretrained weights file {weights} does not exist")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from app.organize.organizer import organize
-from app.recipes import Recipe, screen_epochs, search_and_train
+from app.recipes import SCREEN_SHARE, Recipe, round_shares, round_sizes, screen_epochs, search_and_train
 
 # "slow" cannot learn in two epochs (a learning rate of 1e-7); "fast" learns the lesion.
 RECIPES = (Recipe("slow", "resnet10t", 32, "standard", lr=1e-7), Recipe("fast", "resnet10t", 32, "standard"))
@@ -29,23 +29,44 @@ def _npz(path: Path, shuffle_test: bool = False) -> Path:
     return path
 
 
-def test_the_search_chooses_on_validation_and_continues_the_winner(ws, tmp_path: Path) -> None:
+def test_the_search_halves_the_recipes_on_validation_and_continues_the_winner(ws, tmp_path: Path) -> None:
+    """Successive halving: round 0 screens all three recipes, round 1 goes on with the better
+    two from their own weights, and the better of those goes on to the end of the budget."""
     organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
-    result, record = search_and_train(ws, "toy", 12.0, run="r", recipes=RECIPES, epochs={"slow": 2, "fast": 2},
-                                      **OPTIONS)
-    trials = {t["recipe"]: t for t in record["trials"]}
-    assert set(trials) == {"slow", "fast"} and all(t["epochs"] == 2 for t in trials.values())
-    assert trials["fast"]["val_monitor"] > trials["slow"]["val_monitor"]
+    three = (*RECIPES, Recipe("stiller", "resnet10t", 32, "standard", lr=1e-7))
+    result, record = search_and_train(ws, "toy", 12.0, run="r", recipes=three,
+                                      epochs={"slow": 2, "fast": 2, "stiller": 2}, **OPTIONS)
+    first = {t["recipe"]: t for t in record["trials"] if t["round"] == 0}
+    second = {t["recipe"]: t for t in record["trials"] if t["round"] == 1}
+    assert set(first) == {"slow", "fast", "stiller"} and len(record["trials"]) == 5
+    assert all(t["epochs"] == 2 for t in record["trials"])
+    dropped = ({"slow", "stiller"} - set(second)).pop()
+    assert "fast" in second and len(second) == 2, "the better two go on"
+    assert first[dropped]["val_monitor"] <= min(first[k]["val_monitor"] for k in second)
+    for name, trial in second.items():  # each from its own weights of round 0
+        assert trial["run"] == f"{first[name]['run']}-round1"
+        assert ws.run_metadata(trial["run"])["initialized_from"] == first[name]["run"]
+        assert ws.run_metadata(trial["run"])["trial_of"] == "r"
+    assert second["fast"]["val_monitor"] > min(t["val_monitor"] for t in second.values())
     assert record["recipe"]["name"] == "fast" and record["recipe"]["lr"] == 3e-3
     meta = ws.run_metadata(result.run)
-    assert result.run == "r" and meta["initialized_from"] == trials["fast"]["run"], "the winner's weights go on"
+    assert result.run == "r" and meta["initialized_from"] == second["fast"]["run"], "the winner's weights go on"
     assert meta["status"] == "complete" and meta["config"]["lr"] == 3e-3 and meta["history"]
     assert meta["recipe"] == record["recipe"] and meta["trials"] == record["trials"]
     from app.evaluate import evaluate_run
 
     evaluate_run(ws, result.run, "test")
     report = (ws.run_dir(result.run) / "evaluation" / "report.md").read_text()
-    assert "## Recipe: fast (chosen on the validation split)" in report and "| slow | 2 |" in report
+    assert "## Recipe: fast (chosen on the validation split)" in report and "| 0 | slow | 2 |" in report
+    assert "| 1 | fast (chosen) | 2 |" in report
+
+
+def test_successive_halving_gives_every_round_the_same_time() -> None:
+    assert round_sizes(8) == [8, 4, 2] and round_sizes(7) == [7, 4, 2] and round_sizes(3) == [3, 2]
+    assert round_sizes(2) == [2] and round_sizes(1) == [1]
+    shares = round_shares(8, 600.0)  # 180 s of screening, 60 s a round
+    assert shares == [7.5, 15.0, 30.0]
+    assert sum(n * s for n, s in zip(round_sizes(8), shares)) == SCREEN_SHARE * 600.0
 
 
 def test_the_search_never_reads_the_test_split(ws, tmp_path: Path, monkeypatch) -> None:
@@ -73,9 +94,9 @@ def test_the_search_never_reads_the_test_split(ws, tmp_path: Path, monkeypatch) 
     assert read and "test" not in read
 
 
-def test_screening_shares_a_third_of_the_budget_with_two_epochs_at_least() -> None:
-    assert screen_epochs({"a": 10.0, "b": 40.0}, 600.0) == {"a": 9, "b": 2}
-    assert screen_epochs({"a": 1000.0}, 60.0) == {"a": 2}
+def test_screening_fits_epochs_to_the_share_with_two_epochs_at_least() -> None:
+    assert screen_epochs({"a": 10.0, "b": 40.0}, 90.0) == {"a": 9, "b": 2}
+    assert screen_epochs({"a": 1000.0}, 18.0) == {"a": 2}
 
 
 def test_a_run_starts_only_from_the_weights_of_the_same_model(ws, tmp_path: Path) -> None:
@@ -144,7 +165,7 @@ def _auc_of_mean(ws, runs: list[str]) -> float:
 
 def test_time_left_after_the_winner_trains_members_each_kept_only_if_validation_agrees(ws, tmp_path: Path,
                                                                                        monkeypatch) -> None:
-    """The best few: members while time is left (runner-ups that screened close first, then the
+    """The best few: members while time is left (the last round's runner-up when it screened close, then the
     winner's recipe with the next seeds), at most MAX_MEMBERS runs, each kept only when the
     average of the logits with it scores at least the average without it on validation; the
     members are hidden runs, and the search's run is the average when one was kept."""
@@ -167,8 +188,9 @@ def test_time_left_after_the_winner_trains_members_each_kept_only_if_validation_
     assert all(ws.run_metadata(m["member"])["trial_of"] == "e" for m in members)
     assert not {"e-member1", "e-member2"} & set(candidate_runs(ws)), "members are not routed to on their own"
     winner = record["recipe"]["name"]  # of near-equals the first listed: not always the top figure
-    best = next(t for t in record["trials"] if t["recipe"] == winner)
-    same_size = [t for t in record["trials"] if t["recipe"] not in (winner, "larger")]
+    last = [t for t in record["trials"] if t["round"] == 1]  # of three recipes, the last round has two
+    best = next(t for t in last if t["recipe"] == winner)
+    same_size = [t for t in last if t["recipe"] not in (winner, "larger")]
     runner_up_close = same_size and same_size[0]["val_monitor"] >= best["val_monitor"] - 2 * app.recipes.TIE
     expected = [(same_size[0]["recipe"], 0), (winner, 1)] if runner_up_close else [(winner, 1), (winner, 2)]
     assert [(m["recipe"], m["seed"]) for m in members] == expected
@@ -262,3 +284,20 @@ def test_screening_runs_stay_out_of_routing_resuming_and_the_runs_table(ws, tmp_
     assert "s-trial0" not in candidate_runs(ws)
     status = workspace_status(ws)
     assert status.trials == 2 and not status.runs
+
+
+def test_every_recipe_the_search_may_choose_trains_explains_and_exports(ws, tmp_path: Path) -> None:
+    """Whichever recipe wins (attention blocks, ConvNeXt and RegNet included), its run goes
+    through Grad-CAM and a verified ONNX export like the others."""
+    from app.bundle import export_bundle
+    from app.explain import gradcam_overlays
+    from app.recipes import RECIPES_2D
+    from app.training import train
+
+    organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
+    for recipe in RECIPES_2D:
+        run = recipe.name.replace("+", "-")
+        train(ws, "toy", "supervised", run=run, epochs=1, **{**recipe.options(), "augment": "none"}, **OPTIONS)
+        assert ws.run_metadata(run)["config"]["backbone"] == recipe.backbone
+        assert export_bundle(ws, run).max_abs_diff <= 1e-4, recipe.name
+        assert gradcam_overlays(ws, run, "test", per_class=1).path.exists(), recipe.name

@@ -48,3 +48,21 @@ def test_pretrained_weights_from_a_local_file(tmp_path) -> None:
     assert model.conv1.weight.shape[1] == 1 and model.get_classifier().out_features == 3
     with pytest.raises(ValueError, match="does not exist"):
         create_backbone("resnet18", 3, pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_attention_blocks_are_added_to_a_resnet_by_name_and_refused_elsewhere(tmp_path) -> None:
+    """"resnet10t+cbam": timm's ResNet with CBAM in every block, from scratch; a name timm
+    cannot take says what to use instead."""
+    from timm.layers.cbam import CbamModule
+    from timm.layers.squeeze_excite import SEModule
+
+    from models.supervised import create_backbone
+
+    model = create_backbone("resnet10t+cbam", 2, pretrained=True)  # no weights hold CBAM: from scratch
+    assert isinstance(model.layer1[0].se, CbamModule) and model.pretrained_source == ""
+    assert isinstance(create_backbone("resnet18+se", 2, pretrained=False).layer4[1].se, SEModule)
+    for name, problem in (("efficientnet_b0+cbam", "added to timm's ResNets"), ("resnet10t+nonlocal", "use one of")):
+        with pytest.raises(ValueError, match=problem):
+            create_backbone(name, 2, pretrained=False)
+    with pytest.raises(ValueError, match="no pretrained weights hold"):
+        create_backbone("resnet18+se", 2, pretrained=str(tmp_path / "resnet18.pth"))
