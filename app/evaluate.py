@@ -316,6 +316,8 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         lines += ["", f"This run is the average of {len(found['runs'])} models (their logits): validation AUC "
                   f"{_fmt(found['val_auc_alone'])} for the winner alone ({found['runs'][0]}), {_fmt(found['val_auc'])} "
                   "averaged." if averaged else "No member was kept: this run is the winner alone."]
+    if found.get("failed"):
+        lines += ["", f"Training a member failed ({found['failed']}); the models before it stand."]
     calibration = metrics.get("calibration")
     if isinstance(calibration, dict) and calibration:
         # Set after training: a classifier's temperature (fitted on validation) and per-class bias (the training shares)

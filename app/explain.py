@@ -65,8 +65,10 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
         probabilities.append(phase.predict(images[k : k + 1])[0].numpy())
         report(progress, "Grad-CAM", k + 1, len(images))
     path = _folder(ws, run, folder) / f"gradcam_{split}.png"
-    _grid(for_display(images.numpy()), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path,
-          f"{run} (layer {layer})")
+    explained = getattr(phase.model, "explained", "")  # an averaged run: the maps are its first member's
+    shown = (f"{run} (an average; the winner's layer {layer.removeprefix(explained)})"
+             if explained and layer.startswith(explained) else f"{run} (layer {layer})")
+    _grid(for_display(images.numpy()), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path, shown)
     return Explanation(run, path, len(chosen))
 
 

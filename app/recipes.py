@@ -19,9 +19,11 @@ and the choice are written into the final run's metadata (``recipe``, ``trials``
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,6 +34,8 @@ from app.progress import Progress
 from app.training import RunResult, train
 from app.runs import Run
 from app.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 SCREEN_SHARE = 0.3  # of the budget spent screening (all recipes and rounds together)
 ETA = 2  # successive halving: each round keeps the better 1/ETA of the recipes (rounded up)
@@ -214,11 +218,12 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
             # A sampled screen is also held to its share of the time (loading and validation count too).
             limit = {"time_limit_s": share} if samples.get(recipe.name) else {}
             name = f"{run}-trial{k}" + (f"-round{number}" if number else "")
-            result = train(ws, dataset, "supervised", run=name, epochs=planned[recipe.name],
-                           init_from=latest[k]["run"] if number else None, batch_size=batch_size, seed=seed,
-                           patience=MAX_EPOCHS, progress=progress, should_stop=should_stop,
-                           epoch_images=samples.get(recipe.name), **limit, **recipe.options(), **options)
-            meta = Run(ws, result.run).merge(trial_of=run)  # kept out of routing and the runs table
+            with _hidden(ws, name, run):
+                result = train(ws, dataset, "supervised", run=name, epochs=planned[recipe.name],
+                               init_from=latest[k]["run"] if number else None, batch_size=batch_size, seed=seed,
+                               patience=MAX_EPOCHS, progress=progress, should_stop=should_stop,
+                               epoch_images=samples.get(recipe.name), **limit, **recipe.options(), **options)
+            meta = ws.run_metadata(result.run)
             latest[k] = {"recipe": recipe.name, "run": result.run, "round": number, "epochs": len(meta["history"]),
                          "val_monitor": round(float(meta["best_metric"]), 4),
                          "seconds": round(time.perf_counter() - started, 1),
@@ -258,7 +263,9 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
     (from its screening weights), then the
     winner's recipe again from scratch with the next seeds. A member is kept only when the
     average of the logits with it scores at least the average without it on validation
-    (app.ensemble.Members); the first member that stops or fails ends the search. When one
+    (app.ensemble.Members); the first member that stops or fails ends the search (a
+    member whose training raises is logged and named in the record's ``failed``; the
+    winner's run and the members before it stand). When one
     was kept, ``run`` becomes their average (Members.assemble; the winner alone stays as
     ``<run>-member0``)."""
     from app.ensemble import Members
@@ -271,6 +278,7 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
     found = Members(ws, dataset, run)
     alone = found.score
     members: list[dict[str, Any]] = []
+    failed = ""
     for k, (chosen, warm, member_seed) in enumerate(plan[: MAX_MEMBERS - 1], start=1):
         spare = budget_s - (time.perf_counter() - began)
         if spare < MEMBER_SHARE * budget_s:
@@ -279,10 +287,17 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
         member, started = f"{run}-member{k}", time.perf_counter()
         per_epoch = chosen["seconds"] / max(1, chosen["epochs"])
         planned = max(MIN_SCREEN_EPOCHS, min(MAX_EPOCHS, int(spare / max(per_epoch, 1e-9))))
-        done = train(ws, dataset, "supervised", run=member, init_from=chosen["run"] if warm else None, epochs=planned,
-                     batch_size=batch_size, seed=member_seed, time_limit_s=spare, max_epochs=MAX_EPOCHS,
-                     patience=MAX_EPOCHS, progress=progress, should_stop=should_stop, **recipe.options(), **options)
-        Run(ws, member).merge(trial_of=run)  # kept out of routing and the runs table, like the trials
+        try:
+            with _hidden(ws, member, run):
+                done = train(ws, dataset, "supervised", run=member, init_from=chosen["run"] if warm else None,
+                             epochs=planned, batch_size=batch_size, seed=member_seed, time_limit_s=spare,
+                             max_epochs=MAX_EPOCHS, patience=MAX_EPOCHS, progress=progress, should_stop=should_stop,
+                             **recipe.options(), **options)
+        except Exception as error:  # a member is an extra: the winner's run is complete and stays what it is
+            log.warning("Training the ensemble member %s failed (%s); the search keeps the models before it.",
+                        member, error)
+            failed = f"{member}: {error}"
+            break
         before = found.score
         with_it, keep = found.judge(member, done.status == "complete")
         members.append({"member": member, "recipe": recipe.name, "seed": member_seed, "val_auc_before": round(before, 4),
@@ -290,13 +305,25 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
                         "seconds": round(time.perf_counter() - started, 1)})
         if done.status != "complete":
             break
-    record = {"runs": found.runs, "members": members, "val_auc_alone": round(alone, 4), "val_auc": round(found.score, 4)}
+    record = {"runs": found.runs, "members": members, "val_auc_alone": round(alone, 4), "val_auc": round(found.score, 4),
+              **({"failed": failed} if failed else {})}
     if len(found.runs) > 1:
         found.assemble()
         record["runs"] = [f"{run}-member0", *found.runs[1:]]  # the winner alone, and the members averaged with it
         record["averaged_in"] = run
         Run(ws, run).merge(ensemble=record)  # at once: the run's model is the average from now on
     return record
+
+
+@contextmanager
+def _hidden(ws: Workspace, name: str, search: str) -> Iterator[None]:
+    """Marks the run ``name`` a hidden run of ``search`` (``trial_of``: kept out of routing,
+    resume and the runs table) once its training returns, and also when it raises."""
+    try:
+        yield
+    finally:
+        if (ws.run_dir(name) / "metadata.json").exists():
+            Run(ws, name).merge(trial_of=search)
 
 
 def _train_rows(ws: Workspace, dataset: str) -> list[dict[str, Any]]:

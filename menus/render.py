@@ -271,6 +271,8 @@ def recipe_summary(record: dict[str, Any], result: Any) -> str:
     members = [f"Members trained in the time left: {len(found['members'])}, kept {len(kept)}"
                + (f"; the run averages {len(kept) + 1} models (validation AUC {found['val_auc_alone']:.4f} "
                   f"alone, {found['val_auc']:.4f} averaged)." if kept else ".")] if found.get("members") else []
+    if found.get("failed"):
+        members.append(f"Training a member failed ({found['failed']}); the models before it stand.")
     return "\n".join([f"Run {result.run}: recipe {record['recipe']['name']}, chosen on the validation split, "
                       f"{result.epochs_done} epochs{state}.", "Recipes screened:", *lines, *members])
 

@@ -247,7 +247,13 @@ def test_the_members_kept_are_one_model_that_evaluates_explains_exports_and_pred
     assert 0.0 <= test["roc_auc_ovr"] <= 1.0
     report = (ws.run_dir("e") / "evaluation" / "report.md").read_text()
     assert "## Members" in report and "This run is the average of 2 models" in report
+    import app.explain
+
+    titles: list[str] = []
+    drawn = app.explain.heat_grid
+    monkeypatch.setattr(app.explain, "heat_grid", lambda *a, **k: (titles.append(a[4]), drawn(*a, **k)))
     assert gradcam_overlays(ws, "e", "test", per_class=1).path.exists()
+    assert "an average; the winner's layer" in titles[0] and "members." not in titles[0], titles
     exported = export_bundle(ws, "e")
     assert exported.max_abs_diff <= 1e-4, "one ONNX graph computes the average"
     card = json.loads((exported.path / "metadata.json").read_text())
@@ -301,3 +307,33 @@ def test_every_recipe_the_search_may_choose_trains_explains_and_exports(ws, tmp_
         assert ws.run_metadata(run)["config"]["backbone"] == recipe.backbone
         assert export_bundle(ws, run).max_abs_diff <= 1e-4, recipe.name
         assert gradcam_overlays(ws, run, "test", per_class=1).path.exists(), recipe.name
+
+
+def test_a_member_whose_training_fails_leaves_the_winner_and_is_hidden(ws, tmp_path: Path, monkeypatch) -> None:
+    """A member is an extra: when its training raises (a full disk), the search ends with the
+    winner's complete run and its record, the error named, and the broken member hidden."""
+    import app.recipes
+    from app.predict import candidate_runs
+
+    monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)
+    trained = app.recipes.train
+
+    def full_disk_for_members(ws_, dataset, phase, *, run, **kwargs):
+        result = trained(ws_, dataset, phase, run=run, **kwargs)
+        if "member" in run:
+            raise OSError(28, "No space left on device")
+        return result
+
+    monkeypatch.setattr(app.recipes, "train", full_disk_for_members)
+    organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
+    result, record = search_and_train(ws, "toy", 600.0, run="f", recipes=RECIPES[1:], epochs={"fast": 2}, **OPTIONS)
+    assert result.run == "f" and result.status == "complete"
+    assert "f-member1" in record["ensemble"]["failed"] and "No space left" in record["ensemble"]["failed"]
+    assert record["ensemble"]["runs"] == ["f"] and ws.run_metadata("f")["recipe"]["name"] == "fast"
+    assert ws.run_metadata("f-member1")["trial_of"] == "f" and "f-member1" not in candidate_runs(ws)
+    from app.evaluate import evaluate_run
+    from menus.render import recipe_summary
+
+    evaluate_run(ws, "f", "test")
+    said = "Training a member failed (f-member1: [Errno 28] No space left on device)"
+    assert said in (ws.run_dir("f") / "evaluation" / "report.md").read_text() and said in recipe_summary(record, result)
