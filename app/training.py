@@ -646,19 +646,20 @@ def _precise_bn(model: Any, images: Any, batch_size: int, device: str) -> Any:
     return measured
 
 
-EMA_WARMUP = 10  # the average's decay at its update t is min(decay, (1 + t) / (EMA_WARMUP + t))
-
-
 def _averaged(model: Any, decay: float) -> Any:
     """An exponential moving average of ``model``'s weights and batch-norm statistics
     (torch.optim.swa_utils), updated after every step; None when ``decay`` is 0.
 
     Validation, the best checkpoint and everything after training use the average,
-    which on small datasets is steadier than the last step's weights. Its decay warms up
-    (ema_decay): a fixed 0.99 averages over about 100 steps from the first, so a run
-    shorter than that (a recipe screened for two epochs of nine batches) validated mostly
-    its initial weights (BreastMNIST, two epochs at 64 px: validation AUC 0.72 against 0.84
-    for the last weights and 0.83 warmed up; docs/benchmarks.md, session 29).
+    which on small datasets is steadier than the last step's weights. The average is
+    bias-corrected (ema_decay), as Adam corrects its moments: torch's fixed decay of 0.99
+    keeps 0.99^t of the first weights after t steps, so a run much shorter than 100 steps
+    (a recipe screened for two epochs of nine batches) validated mostly its initial
+    weights (BreastMNIST, two epochs at 64 px: validation AUC 0.72; bias-corrected 0.79;
+    the last weights 0.84; benchmarks/short_runs.py). Past a few hundred steps the two are
+    the same, so long runs average as before. (A decay warmed up as TensorFlow's
+    num_updates does, min(decay, (1 + t) / (10 + t)), read short runs better, 0.83, but
+    averages over fewer steps until step 890: the search's winner lost 0.02 test AUC.)
     """
     if not decay:
         return None
@@ -670,10 +671,11 @@ def _averaged(model: Any, decay: float) -> Any:
 
 
 def ema_decay(decay: float, updates: int) -> float:
-    """The weight average's decay at its update ``updates`` (after the first, which copies):
-    ``decay``, warmed up as TensorFlow's ExponentialMovingAverage (num_updates) and timm's
-    ModelEma do, so that the average of a short run follows its recent steps."""
-    return min(decay, (1.0 + updates) / (EMA_WARMUP + updates))
+    """The weight average's decay once it holds ``updates`` steps (the first is copied):
+    ``decay`` bias-corrected, so that the average weighs every step seen so far as the
+    exponential average does, without the weight a fixed decay leaves on the first step:
+    decay (1 - decay^updates) / (1 - decay^(updates + 1)), which tends to ``decay``."""
+    return decay * (1.0 - decay ** updates) / (1.0 - decay ** (updates + 1))
 
 
 def _ema_update(decay: float) -> Callable[[list[Any], list[Any], Any], None]:

@@ -49,6 +49,21 @@ def test_the_flagless_benchmark_searches_a_colour_multiclass_file(tmp_path: Path
     assert alone is None or {"test_auc", "test_acc"} <= set(alone), alone
 
 
+def test_the_short_runs_benchmark_trains_each_variant_of_the_weight_average(tmp_path: Path) -> None:
+    out = tmp_path / "short.json"
+    script = str(ROOT / "benchmarks" / "short_runs.py")
+    done = subprocess.run([sys.executable, script, "--data", str(_colour_npz(tmp_path / "huemnist.npz")),
+                           "--recipes", "resnet10t-32", "--epochs", "1", "--batch-size", "16", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["recipe"] == "resnet10t-32" and all(0.0 <= row[v] <= 1.0 for v in ("fixed", "corrected", "none"))
+    assert "| resnet10t-32 | 1 |" in done.stdout
+    done = subprocess.run([sys.executable, script, "--data", str(tmp_path / "huemnist.npz"), "--recipes", "vgg-99"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 2 and done.stderr.startswith("Error: no recipe named vgg-99"), done.stderr
+
+
 def test_a_multi_label_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     arrays = {}
     for split, n in (("train", 10), ("val", 4), ("test", 4)):

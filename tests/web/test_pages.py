@@ -227,12 +227,13 @@ def test_a_searched_runs_page_shows_every_trial_and_the_chosen_recipe(trained, t
     ws = Workspace.open(tmp_path / "ws")
     Run(ws, "predictor").merge(recipe={"name": "r10t-64", "backbone": "resnet10t", "image_size": 64},
                                trials=[{"recipe": "r10t-64", "run": "t0", "epochs": 4, "val_monitor": 0.91, "seconds": 30.5},
-                                       {"recipe": "b0-64", "run": "t1", "epochs": 2, "val_monitor": 0.875, "seconds": 31.0}])
+                                       {"recipe": "b0-64", "run": "t1-round1", "round": 1, "epochs": 2,
+                                        "val_monitor": 0.875, "seconds": 31.0}])
     page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
     table = page[page.index('id="trials"'):page.index("</table>", page.index('id="trials"'))]
     assert "Recipe: r10t-64 (chosen on the validation split)" in page
     assert re.search(r"r10t-64 <b>\(chosen\)</b></td>\s*<td class=\"num\">4</td><td class=\"num\">0.9100</td>", table)
-    assert "b0-64</td>" in table and "0.8750" in table
+    assert '<td class="num">1</td><td>b0-64</td>' in table and "0.8750" in table, "its round of successive halving"
     assert 'id="members"' not in page, "no members: no table"
     Run(ws, "predictor").merge(ensemble={
         "runs": ["predictor-member0", "predictor-member2"], "averaged_in": "predictor", "val_auc_alone": 0.9, "val_auc": 0.93,
