@@ -253,10 +253,18 @@ def review_places(folders: list[str]) -> tuple[str, list[str]]:
 
 
 def trial_lines(trials: list[dict[str, Any]]) -> list[str]:
-    """One line per screening trial (a recipe in a round of successive halving): its validation
-    figure (AUC; balanced accuracy where AUC is undefined)."""
-    return [f"  {t['recipe']}" + (f", round {t['round']}" if t.get("round") else "") + f": validation {t['val_monitor']:.4f} after {t['epochs']} epochs ({t['seconds']:.0f} s"
-            + (f", {t['epoch_images']} images an epoch" if t.get("epoch_images") else "") + ")" for t in trials]
+    """One line per screening trial, under its round of successive halving when there were
+    several: the recipe's best validation figure (AUC; balanced accuracy where AUC is
+    undefined), epochs and seconds. Short enough for 80 columns."""
+    rounds = any(t.get("round") for t in trials)
+    lines: list[str] = []
+    for k, t in enumerate(trials):
+        if rounds and (k == 0 or t.get("round", 0) != trials[k - 1].get("round", 0)):
+            lines.append(f"  round {t.get('round', 0)}:")
+        lines.append(("    " if rounds else "  ") + f"{t['recipe']}: {t['val_monitor']:.4f} after {t['epochs']} epochs "
+                     f"({t['seconds']:.0f} s" + (f", {t['epoch_images']} images an epoch" if t.get("epoch_images") else "")
+                     + ")")
+    return lines
 
 
 def recipe_summary(record: dict[str, Any], result: Any) -> str:
@@ -274,7 +282,7 @@ def recipe_summary(record: dict[str, Any], result: Any) -> str:
     if found.get("failed"):
         members.append(f"Training a member failed ({found['failed']}); the models before it stand.")
     return "\n".join([f"Run {result.run}: recipe {record['recipe']['name']}, chosen on the validation split, "
-                      f"{result.epochs_done} epochs{state}.", "Recipes screened:", *lines, *members])
+                      f"{result.epochs_done} epochs{state}.", "Recipes screened (their best validation figure):", *lines, *members])
 
 
 def _size(n: int) -> str:

@@ -126,7 +126,7 @@ def test_train_recipe_auto_from_the_command_line(capsys, tmp_path: Path, monkeyp
                       "--batch-size", "8", "--run", "auto", "--workspace", workspace])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "chosen on the validation split" in out and "slow: validation" in out and "fast: validation" in out
+    assert "chosen on the validation split" in out and "  slow: 0." in out and "  fast: 1." in out
     for argv, problem in ((["--backbone", "resnet18"], "chooses --backbone itself"),
                           (["--epochs", "3"], "leave out --epochs"),
                           (["--phase", "vae"], "trains the supervised phase")):
