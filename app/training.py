@@ -495,7 +495,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = rt.scaler()
     raw = phase.model
-    ema = _averaged(raw, float(getattr(config, "ema", 0.0) or 0.0))
+    ema = weight_average(raw, float(getattr(config, "ema", 0.0) or 0.0))
     start, best, history, stale = 0, -math.inf, [], 0
     if resumed:
         phase.model.load_state_dict(resumed["model_state"])
@@ -646,7 +646,7 @@ def _precise_bn(model: Any, images: Any, batch_size: int, device: str) -> Any:
     return measured
 
 
-def _averaged(model: Any, decay: float) -> Any:
+def weight_average(model: Any, decay: float) -> Any:
     """An exponential moving average of ``model``'s weights and batch-norm statistics
     (torch.optim.swa_utils), updated after every step; None when ``decay`` is 0.
 

@@ -54,7 +54,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
     lengths = [int(e) for e in args.epochs.split(",")]
-    corrected = app.training._averaged
+    corrected = app.training.weight_average
 
     def fixed(model, decay):  # torch's EMA as the app used it until session 29
         return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None
@@ -72,13 +72,13 @@ def main() -> int:
             for epochs in lengths:
                 row = {"recipe": name, "epochs": epochs}
                 for variant in VARIANTS:
-                    app.training._averaged = fixed if variant == "fixed" else corrected
+                    app.training.weight_average = fixed if variant == "fixed" else corrected
                     options = {**recipe.options(), **({"ema": 0.0} if variant == "none" else {})}
                     run = f"{name.replace('+', '-')}-{epochs}-{VARIANTS.index(variant)}"
                     train(ws, "bench", "supervised", run=run, epochs=epochs, batch_size=args.batch_size, seed=args.seed,
                           pretrained=False, patience=epochs, **options)
                     row[variant] = round(float(ws.run_metadata(run)["best_metric"]), 4)
-                app.training._averaged = corrected
+                app.training.weight_average = corrected
                 rows.append(row)
                 print(f"  {name}, {epochs} epochs: " + ", ".join(f"{v} {row[v]:.4f}" for v in VARIANTS), flush=True)
     print(f"\n{Path(args.data).name}: best validation AUC of a short run, seed {args.seed} "
