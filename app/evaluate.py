@@ -295,13 +295,18 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {_fmt(c.get('auc', float('nan')))} | "
                   f"{c['support']} |" for name, c in metrics["per_class"].items()]
     if isinstance(meta.get("recipe"), dict) and meta.get("trials"):
-        # app/recipes.py: the recipes screened on validation, and the one this run went on with.
+        # app/recipes.py: the recipes screened on validation, and the one this run went on with. Runs searched
+        # before successive halving have no round in their trials: no round column, and no sentence about it.
+        halved = any(t.get("round") for t in meta["trials"])
         lines += ["", f"## Recipe: {meta['recipe'].get('name')} (chosen on the validation split)", "",
-                  "Round 0 screens every recipe briefly; each later round goes on with the better half of the round "
-                  "before, for longer (successive halving). Scored on validation only.", "",
-                  "| round | recipe screened | epochs | best validation figure | seconds |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {t.get('round', 0)} | {t['recipe']}{' (chosen)' if t['recipe'] == meta['recipe'].get('name') else ''} | "
+                  ("Round 0 screens every recipe briefly; each later round goes on with the better half of the round "
+                   "before, for longer (successive halving)." if halved else
+                   "Every recipe was screened briefly, each with an equal share of the time (a run searched before "
+                   "the search worked in rounds).") + " Scored on validation only.", "",
+                  ("| round " if halved else "") + "| recipe screened | epochs | best validation figure | seconds |",
+                  ("| --- " if halved else "") + "| --- | --- | --- | --- |"]
+        lines += [(f"| {t.get('round', 0)} " if halved else "") +
+                  f"| {t['recipe']}{' (chosen)' if t['recipe'] == meta['recipe'].get('name') else ''} | "
                   f"{t['epochs']} | {_fmt(t['val_monitor'])} | {t['seconds']} |" for t in meta["trials"]]
         lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in meta["recipe"].items() if k != "name") + "."]
     found = meta.get("ensemble") or {}

@@ -58,7 +58,15 @@ def test_the_search_halves_the_recipes_on_validation_and_continues_the_winner(ws
     evaluate_run(ws, result.run, "test")
     report = (ws.run_dir(result.run) / "evaluation" / "report.md").read_text()
     assert "## Recipe: fast (chosen on the validation split)" in report and "| 0 | slow | 2 |" in report
-    assert "| 1 | fast (chosen) | 2 |" in report
+    assert "| 1 | fast (chosen) | 2 |" in report and "successive halving" in report
+    # A run searched before halving (equal shares, no round in its trials): no round column, no halving sentence.
+    from app.runs import Run
+
+    Run(ws, result.run).merge(trials=[{k: v for k, v in t.items() if k != "round"} for t in record["trials"]])
+    evaluate_run(ws, result.run, "test")
+    report = (ws.run_dir(result.run) / "evaluation" / "report.md").read_text()
+    assert "successive halving" not in report and "| round |" not in report and "equal share" in report
+    assert "| fast (chosen) | 2 |" in report
 
 
 def test_successive_halving_gives_every_round_the_same_time() -> None:

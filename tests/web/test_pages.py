@@ -234,6 +234,7 @@ def test_a_searched_runs_page_shows_every_trial_and_the_chosen_recipe(trained, t
     assert "Recipe: r10t-64 (chosen on the validation split)" in page
     assert re.search(r"r10t-64 <b>\(chosen\)</b></td>\s*<td class=\"num\">4</td><td class=\"num\">0.9100</td>", table)
     assert '<td class="num">1</td><td>b0-64</td>' in table and "0.8750" in table, "its round of successive halving"
+    assert "successive halving" in page
     assert 'id="members"' not in page, "no members: no table"
     Run(ws, "predictor").merge(ensemble={
         "runs": ["predictor-member0", "predictor-member2"], "averaged_in": "predictor", "val_auc_alone": 0.9, "val_auc": 0.93,
@@ -246,6 +247,12 @@ def test_a_searched_runs_page_shows_every_trial_and_the_chosen_recipe(trained, t
     assert re.search(r"predictor-member1</td><td>r10t-64</td><td class=\"num\">1</td>\s*<td class=\"num\">0.9000</td>"
                      r"<td class=\"num\">0.8900</td><td>no</td>", members)
     assert "This run is the average of 2 models" in members and "0.9300 averaged" in members
+    # A run searched before successive halving: no round in its trials, so no round column and no halving sentence.
+    Run(ws, "predictor").merge(trials=[{"recipe": "r10t-64", "run": "t0", "epochs": 4, "val_monitor": 0.91, "seconds": 30.5}])
+    page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
+    table = page[page.index('id="trials"'):page.index("</section>", page.index('id="trials"'))]
+    assert "<th>round</th>" not in table and "successive halving" not in table and "equal share" in table
+    assert re.search(r"<tr><td>r10t-64 <b>\(chosen\)</b></td>", table)
 
 
 def test_a_correction_from_the_dataset_page_reorganizes_the_dataset(demo, tmp_path) -> None:
