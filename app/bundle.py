@@ -154,7 +154,7 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
         "metrics": {"split": "test", "values": headline, "ci95": evaluation.get("ci95", {}),
                     "evaluated": evaluation.get("evaluated"),
                     "setting": "test-time augmentation (mirrored views averaged)" if evaluation.get("tta")
-                    else "single view"} if evaluation else None,
+                    or mirrored(meta) else "single view"} if evaluation else None,
         "provenance": {
             "dataset": meta["dataset"], "dataset_items": dataset.get("items"),
             "dataset_version": meta.get("dataset_version") or None,
@@ -167,6 +167,8 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
             "run_settings": meta.get("settings"), "setting_sources": meta.get("setting_sources"),
             "packages": package_versions(),
             "ensemble": averaged_members(meta),
+            # the model (and its ONNX graph) averages each image with its left-right mirror
+            "mirror_view": mirrored(meta),
         },
         "checks": {"onnx_checker": "passed", "max_abs_diff_vs_pytorch": export["max_abs_diff"],
                    "tolerance": 1e-4, "opset": export["opset"]},
@@ -181,11 +183,18 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
     }
 
 
+def mirrored(meta: dict[str, Any]) -> bool:
+    """Whether this run's model averages each image with its left-right mirror (a recipe
+    search's choice on validation, app/recipes.py _mirror_choice)."""
+    found = meta.get("ensemble") or {}
+    return found.get("averaged_in") == meta.get("run") and bool((found.get("mirror") or {}).get("kept"))
+
+
 def averaged_members(meta: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The models a recipe search averaged into this run (app/ensemble.py), each with its recipe
     and seed; None for one model."""
     found = meta.get("ensemble") or {}
-    if found.get("averaged_in") != meta.get("run"):
+    if found.get("averaged_in") != meta.get("run") or len(found.get("runs", [])) < 2:
         return None
     recipe = (meta.get("recipe") or {}).get("name")
     kept = [m for m in found.get("members", []) if m.get("kept")]
@@ -215,6 +224,8 @@ def _readme(card: dict[str, Any]) -> str:
         *([f"An average of {len(card['provenance']['ensemble'])} models (their logits), trained with the recipes and "
            "seeds: " + ", ".join(f"{m['recipe']} seed {m['seed']}" for m in card['provenance']['ensemble']) + ".", ""]
           if card["provenance"].get("ensemble") else []),
+        *(["The model averages each image with its left-right mirror (inside the ONNX graph: give it the image "
+           "as it is).", ""] if card["provenance"].get("mirror_view") else []),
         "## Input", "",
         f"`image`: float32, shape (batch, {shape}), values in [0, 1]:", "",
         *[f"1. {step}" for step in card["input"]["preprocessing"]["steps"]], "",

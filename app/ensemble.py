@@ -36,12 +36,13 @@ class Members:
         self.runs, self.phases, self.logits = [winner], [self.first], [self._logits(self.first)]
         self.score = self._figure(self.logits)
 
-    def _logits(self, phase: Any) -> np.ndarray:
+    def _logits(self, phase: Any, mirrored: bool = False) -> np.ndarray:
         import torch
 
         phase.model.eval()
         with torch.no_grad():
-            return torch.cat([phase.model(self.val_x[i : i + 64]) for i in range(0, len(self.val_x), 64)]).numpy()
+            return torch.cat([phase.model(self.val_x[i : i + 64].flip(-1) if mirrored else self.val_x[i : i + 64])
+                              for i in range(0, len(self.val_x), 64)]).numpy()
 
     def _figure(self, logits: list[np.ndarray]) -> float:
         mean = np.mean(logits, axis=0)
@@ -64,9 +65,15 @@ class Members:
             self.runs, self.phases, self.logits, self.score = [*self.runs, member], [*self.phases, phase], logits, with_it
         return with_it, keep
 
-    def assemble(self) -> dict[str, Any]:
-        """Make the winner's run the average of the members kept (at least one besides it):
-        the winner alone is copied to ``<run>-member0`` first, then the run's checkpoints hold
+    def mirrored_score(self) -> float:
+        """The validation figure of the members kept, each averaged over the image and its
+        left-right mirror (what ``assemble(mirror=True)`` makes)."""
+        return self._figure([*self.logits, *(self._logits(phase, mirrored=True) for phase in self.phases)])
+
+    def assemble(self, mirror: bool = False) -> dict[str, Any]:
+        """Make the winner's run the average of the members kept (at least one besides it, or
+        the winner alone with ``mirror``: each member also sees the mirrored image): the
+        winner alone is copied to ``<run>-member0`` first, then the run's checkpoints hold
         the averaged model, calibrated again on validation (temperature, the training shares'
         bias), and its metadata the new calibration. Returns the calibration record.
 
@@ -78,14 +85,16 @@ class Members:
         meta = ws.run_metadata(run)
         _copy_winner(ws, run, f"{run}-member0")
         phase = load_run_phase(ws, run)
-        phase.model = Averaged([p.model for p in self.phases], [p.config.backbone for p in self.phases]).eval()
+        phase.model = Averaged([p.model for p in self.phases], [p.config.backbone for p in self.phases],
+                               mirror=mirror).eval()
         fitted = phase.finish(self.val_x, self.val_y,
                               train_counts=evened_counts(ws, phase, self.dataset, meta.get("balance") or ""))
         with ws.lock("run", run):
             best = load_checkpoint(ws.run_dir(run) / "best.pt")
             payload = {**{k: v for k, v in best.items() if k not in ("optimizer_state", "scheduler_state", "ema_state")},
                        "model_args": phase.model_args(), "model_state": phase.model.state_dict(),
-                       "extra": phase.extra(), "best_metric": self.score, "finished": True}
+                       "extra": phase.extra(), "best_metric": self.mirrored_score() if mirror else self.score,
+                       "finished": True}
             save_checkpoint(ws.run_dir(run) / "best.pt", payload)
             save_checkpoint(ws.run_dir(run) / "last.pt", payload)
             Run(ws, run).merge(calibration=fitted)

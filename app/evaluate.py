@@ -265,6 +265,16 @@ def _weights(record: dict[str, Any] | None) -> str:
     return f"{record.get('file')} (sha256 {str(record.get('sha256', ''))[:16]}...)"
 
 
+def mirror_sentence(mirror: dict[str, Any]) -> str:
+    """What the recipe search decided about the mirror view (app/recipes.py _mirror_choice)."""
+    said = (f"validation AUC {mirror['val_auc_single']:.4f} on the images as given, "
+            f"{mirror['val_auc_mirrored']:.4f} averaged with their mirrors")
+    if mirror["kept"]:
+        return (f"Mirror view: the model averages each image with its left-right mirror ({said}); it trained on "
+                "mirrored images too. The exported model does the same.")
+    return f"Mirror view not used: it scored lower on validation ({said})."
+
+
 def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict[str, Any], made: list[Path]) -> Path:
     lines = [
         f"# Run {meta['run']}", "",
@@ -312,7 +322,7 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
     found = meta.get("ensemble") or {}
     if found.get("members"):
         # app/recipes.py _members: trained in the time left, each kept only when validation agreed.
-        averaged = found.get("averaged_in") == meta["run"]
+        averaged = found.get("averaged_in") == meta["run"] and len(found["runs"]) > 1
         lines += ["", "## Members (trained in the time left; kept when the average scored at least as well on "
                   "validation)", "", "| member | recipe | seed | validation AUC without it | with it | kept |",
                   "| --- | --- | --- | --- | --- | --- |"]
@@ -321,8 +331,13 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         lines += ["", f"This run is the average of {len(found['runs'])} models (their logits): validation AUC "
                   f"{_fmt(found['val_auc_alone'])} for the winner alone ({found['runs'][0]}), {_fmt(found['val_auc'])} "
                   "averaged." if averaged else "No member was kept: this run is the winner alone."]
+    if found.get("mirror"):
+        # app/recipes.py _mirror_choice: test-time augmentation folded into the model, when validation agreed.
+        lines += ["", mirror_sentence(found["mirror"])]
     if found.get("failed"):
         lines += ["", f"Training a member failed ({found['failed']}); the models before it stand."]
+    if found.get("average_failed"):
+        lines += ["", f"Writing the average into this run failed ({found['average_failed']}): it is the winner alone."]
     calibration = metrics.get("calibration")
     if isinstance(calibration, dict) and calibration:
         # Set after training: a classifier's temperature (fitted on validation) and per-class bias (the training shares)

@@ -12,9 +12,11 @@ the last two is the winner, trained for the rest of the budget from the weights 
 screening ended with (a warm restart: new optimizer and schedule, its plan fitted to the
 time left), so its screening epochs are not lost. Time left once the winner has its 100
 epochs trains more members, and those validation keeps are averaged into the final run
-(the best few, app/ensemble.py). The test split is never read: the trials, their figures
-and the choice are written into the final run's metadata (``recipe``, ``trials``,
-``ensemble``).
+(the best few, app/ensemble.py). Last, the mirror view: each image averaged with its
+left-right mirror inside the model (test-time augmentation the exported graph does too),
+for recipes that trained on mirrored images, unless validation scores it lower
+(_mirror_choice). The test split is never read: the trials, their figures and the
+choices are written into the final run's metadata (``recipe``, ``trials``, ``ensemble``).
 """
 
 from __future__ import annotations
@@ -245,9 +247,10 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
                    should_stop=should_stop, **winner.options(), **options)
     record: dict[str, Any] = {"recipe": {"name": winner.name, **winner.options()}, "trials": trials}
     spare = budget_s - (time.perf_counter() - began)
-    if ensemble and result.status == "complete" and spare >= MEMBER_SHARE * budget_s:
+    if result.status == "complete":
         record["ensemble"] = _members(ws, dataset, run, budget_s, began, last, best, recipes, seed, batch_size,
-                                      progress, should_stop, options)
+                                      progress, should_stop, options,
+                                      train_more=ensemble and spare >= MEMBER_SHARE * budget_s)
     Run(ws, run).merge(**record)
     return result, record
 
@@ -255,8 +258,8 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
 def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: float, trials: list[dict[str, Any]],
              best: dict[str, Any], recipes: tuple[Recipe, ...], seed: int, batch_size: int,
              progress: Progress | None, should_stop: Callable[[], bool] | None,
-             options: dict[str, Any]) -> dict[str, Any]:
-    """While time is left after the winner's run (it reached MAX_EPOCHS early), more members
+             options: dict[str, Any], train_more: bool = True) -> dict[str, Any]:
+    """While time is left after the winner's run (it reached MAX_EPOCHS early; ``train_more``), more members
     (``<run>-member1``, ``-member2``, ... up to MAX_MEMBERS runs in all; hidden runs like the
     trials), each trained on for the time left: first the runner-up of the last screening
     round (``trials``), when it has the winner's input size and screened within 2 TIE of it
@@ -265,9 +268,11 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
     average of the logits with it scores at least the average without it on validation
     (app.ensemble.Members); the first member that stops or fails ends the search (a
     member whose training raises is logged and named in the record's ``failed``; the
-    winner's run and the members before it stand). When one
-    was kept, ``run`` becomes their average (Members.assemble; the winner alone stays as
-    ``<run>-member0``)."""
+    winner's run and the members before it stand). Then the mirror (_mirror_choice): when
+    the recipe trained on mirrored images too and validation does not score the mirrored
+    average lower, each member also sees the image's mirror. When a member was kept or the
+    mirror chosen, ``run`` becomes their average (Members.assemble; the winner alone stays
+    as ``<run>-member0``)."""
     from app.ensemble import Members
 
     size = next(r for r in recipes if r.name == best["recipe"]).image_size
@@ -279,7 +284,7 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
     alone = found.score
     members: list[dict[str, Any]] = []
     failed = ""
-    for k, (chosen, warm, member_seed) in enumerate(plan[: MAX_MEMBERS - 1], start=1):
+    for k, (chosen, warm, member_seed) in enumerate(plan[: MAX_MEMBERS - 1] if train_more else [], start=1):
         spare = budget_s - (time.perf_counter() - began)
         if spare < MEMBER_SHARE * budget_s:
             break
@@ -305,14 +310,42 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
                         "seconds": round(time.perf_counter() - started, 1)})
         if done.status != "complete":
             break
-    record = {"runs": found.runs, "members": members, "val_auc_alone": round(alone, 4), "val_auc": round(found.score, 4),
-              **({"failed": failed} if failed else {})}
-    if len(found.runs) > 1:
-        found.assemble()
+    averaged = [best["recipe"], *(m["recipe"] for m in members if m["kept"])]
+    mirror = _mirror_choice(found, [r for r in recipes if r.name in averaged])
+    record = {"runs": found.runs, "members": members, "val_auc_alone": round(alone, 4),
+              "val_auc": round(mirror.get("val_auc_mirrored", found.score) if mirror.get("kept") else found.score, 4),
+              **({"mirror": mirror} if mirror else {}), **({"failed": failed} if failed else {})}
+    if len(found.runs) > 1 or mirror.get("kept"):
+        try:
+            found.assemble(mirror=bool(mirror.get("kept")))
+        except Exception as error:  # each checkpoint is replaced whole: the run stays the winner's model
+            log.warning("Writing the average into %s failed (%s); the run stays the winner alone.", run, error)
+            record["average_failed"] = str(error)
+            record["runs"], record["val_auc"] = [run], round(alone, 4)
+            record.pop("mirror", None)  # not in the model
+            return record
         record["runs"] = [f"{run}-member0", *found.runs[1:]]  # the winner alone, and the members averaged with it
         record["averaged_in"] = run
         Run(ws, run).merge(ensemble=record)  # at once: the run's model is the average from now on
     return record
+
+
+MIRROR_TIE = TIE  # the mirror is kept unless validation scores the mirrored average this much lower
+
+
+def _mirror_choice(found: Any, averaged: list[Recipe]) -> dict[str, Any]:
+    """Whether the run's model also averages each image with its left-right mirror (test-time
+    augmentation, folded into the model and its exported graph). Only when every recipe
+    ``averaged`` into the run trained on mirrored images too (its augmentation flips): there
+    the mirror is an image the model was taught to read like the original, and averaging
+    the two views is an ensemble at no training cost. Validation can refuse it: the mirror
+    is kept unless the mirrored average scores more than MIRROR_TIE below the average
+    without it. An empty dict: not considered (a recipe trained without flips)."""
+    if not averaged or any(recipe.augment == "none" for recipe in averaged):
+        return {}
+    single, mirrored = found.score, found.mirrored_score()
+    return {"val_auc_single": round(single, 4), "val_auc_mirrored": round(mirrored, 4),
+            "kept": mirrored >= single - MIRROR_TIE}
 
 
 @contextmanager

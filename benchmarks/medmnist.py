@@ -18,7 +18,8 @@ then holds ``recipe`` (the chosen one) and ``trials`` (each recipe's validation 
 left after the winner's 100 epochs trains more members, each kept only when validation agrees
 (``search_ensemble``) and averaged into the search's run, one model as the menus, the workflow
 and the dashboard give it; the test figures are then the average's, and ``winner_alone`` holds
-the winner's own. 3D files keep the 3D defaults, which carried to sets nobody tuned on.
+the winner's own (single view: the search also averages each image with its mirror where
+validation does not refuse it, ``search_ensemble.mirror``). 3D files keep the 3D defaults, which carried to sets nobody tuned on.
 """
 
 from __future__ import annotations
@@ -174,6 +175,10 @@ def main() -> int:
                 print(f"  {m['member'].rsplit('-', 1)[-1]}: {m['recipe']} (seed {m['seed']}), {m['seconds']:.0f} s of the "
                       f"time left\n    validation AUC {m['val_auc_before']:.4f} without it, {m['val_auc_with']:.4f} "
                       "with it: " + ("kept" if m["kept"] else "dropped"), flush=True)
+            if searched.get("ensemble", {}).get("mirror"):
+                m = searched["ensemble"]["mirror"]
+                print(f"  mirror view: validation AUC {m['val_auc_single']:.4f} single, {m['val_auc_mirrored']:.4f} "
+                      "mirrored: " + ("kept" if m["kept"] else "dropped"), flush=True)
         else:
             per_epoch = seconds_per_epoch(args.backbone, args.image_size, args.batch_size, train_images, dims,
                                           args.width, runtime.device, channels)
@@ -191,10 +196,13 @@ def main() -> int:
                           patience=ceiling, time_limit_s=budget, max_epochs=ceiling, **options) for k in range(members)]
         train_seconds = time.perf_counter() - began
         averaged = searched.get("ensemble", {}).get("runs", []) if auto else []
+        folded = bool(auto and searched.get("ensemble", {}).get("averaged_in"))
+        mirror = bool(auto and searched.get("ensemble", {}).get("mirror", {}).get("kept"))
         alone = None
-        if len(averaged) > 1:
-            # the search's run is the average itself (one model, as the menus give it); the winner
-            # on its own, kept beside it, measured too: what averaging added
+        if folded:
+            # the search's run is the average itself (one model, as the menus give it: its members,
+            # and the mirror view where chosen); the winner on its own, single view, kept beside it,
+            # measured too: what averaging added
             test = evaluate_run(ws, runs[0].run, "test", tta=args.tta).metrics
             alone = evaluate_run(ws, averaged[0], "test", tta=args.tta).metrics
         elif members == 1:
@@ -234,12 +242,12 @@ def main() -> int:
                       seeds_used(args.seed, members),
                       ", averaged with " + " and ".join(f"{m['recipe']} (seed {m['seed']})" for m in searched["ensemble"]["members"]
                                                          if m["kept"])
-                      if len(averaged) > 1 else ""])
+                      if len(averaged) > 1 else "", ", mirror view" if mirror else ""])
     print(f"| **ours**: {args.backbone} ({args.image_size} px{', RGB' if channels == 3 else ''}, from scratch{extras}, {epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on {device}) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")
     if alone:
-        print(f"| ours, the winner alone (before its members were averaged in) | "
+        print(f"| ours, the winner alone (single view, before its members or its mirror were averaged in) | "
               f"{figures['winner_alone']['test_auc']:.3f} | {figures['winner_alone']['test_acc']:.3f} |")
     if figures["test_ece"] is not None:
         print(f"\nTest calibration error (ECE, 10 bins): {figures['test_ece']:.3f}")

@@ -281,6 +281,12 @@ def recipe_summary(record: dict[str, Any], result: Any) -> str:
                   f"alone, {found['val_auc']:.4f} averaged)." if kept else ".")] if found.get("members") else []
     if found.get("failed"):
         members.append(f"Training a member failed ({found['failed']}); the models before it stand.")
+    if found.get("average_failed"):
+        members.append(f"Writing the average into the run failed ({found['average_failed']}): it is the winner alone.")
+    if found.get("mirror"):
+        from app.evaluate import mirror_sentence
+
+        members.append(mirror_sentence(found["mirror"]))
     return "\n".join([f"Run {result.run}: recipe {record['recipe']['name']}, chosen on the validation split, "
                       f"{result.epochs_done} epochs{state}.", "Recipes screened (their best validation figure):", *lines, *members])
 

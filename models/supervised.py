@@ -140,35 +140,44 @@ def create_backbone(
 
 
 class Averaged(torch.nn.Module):
-    """Several classifiers of one input size as one model: their logits averaged.
+    """Several classifiers of one input size as one model: their logits averaged; with
+    ``mirror``, each also over the left-right mirror of the image (test-time augmentation
+    folded into the model, so every engine and the exported graph give the same answer).
 
     What the recipe search's ensemble becomes (app/ensemble.py): the members are trained
     with the same class weights, so the mean of their logits calibrates like one model's
     (temperature fitted, the training shares' bias). Grad-CAM reads the first member (the
-    search's winner): ``explained`` names its layers.
+    search's winner): ``explained`` names its layers. With ``mirror`` each member sees the
+    image and its mirror as one batch (the image first), so a Grad-CAM of one image has
+    the image's map first: the map of the image as given.
     """
 
     explained = "members.0."
 
-    def __init__(self, members: list[torch.nn.Module], names: list[str]) -> None:
+    def __init__(self, members: list[torch.nn.Module], names: list[str], mirror: bool = False) -> None:
         super().__init__()
-        if len(members) < 2 or len(names) != len(members):
-            raise ValueError("an averaged model needs at least two members, each with its backbone's name")
-        self.members, self.names = torch.nn.ModuleList(members), list(names)
+        if len(members) < (1 if mirror else 2) or len(names) != len(members):
+            raise ValueError("an averaged model needs at least two members (one when it averages the mirror view), "
+                             "each with its backbone's name")
+        self.members, self.names, self.mirror = torch.nn.ModuleList(members), list(names), bool(mirror)
         first = list(getattr(members[0], "feature_info", None) or [])
         self.feature_info = [{**dict(stage), "module": self.explained + stage["module"]} for stage in first]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(images) for member in self.members]).mean(0)
+        views = torch.cat([images, images.flip(-1)]) if self.mirror else images
+        logits = torch.stack([member(views) for member in self.members]).mean(0)
+        return logits.reshape(2, -1, logits.shape[-1]).mean(0) if self.mirror else logits
 
 
 def build_classifier(model_args: dict[str, Any]) -> torch.nn.Module:
     """A classifier from a checkpoint's model_args, untrained: one backbone, or several averaged
-    (``members``: their backbone names)."""
+    (``members``: their backbone names; ``mirror``: each also over the mirrored image)."""
     names = list(model_args.get("members") or [model_args["backbone"]])
     made = [create_backbone(name, model_args["num_classes"], pretrained=False, in_chans=model_args.get("in_chans", 1))
             for name in names]
-    return Averaged(made, names) if "members" in model_args else made[0]
+    if "members" in model_args or model_args.get("mirror"):
+        return Averaged(made, names, mirror=bool(model_args.get("mirror")))
+    return made[0]
 
 
 def settle_pretrained(config: Any, model: torch.nn.Module) -> Any:
@@ -213,6 +222,8 @@ class ClassifierPhase(Phase):
                  "in_chans": getattr(self.config, "channels", 1)}
         if isinstance(self.model, Averaged):
             found["members"] = list(self.model.names)
+            if self.model.mirror:
+                found["mirror"] = True
         return found
 
     def gradcam_target(self, image_size: int | None = None) -> str | None:

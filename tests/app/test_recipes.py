@@ -182,6 +182,7 @@ def test_time_left_after_the_winner_trains_members_each_kept_only_if_validation_
 
     monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)  # every run ends early, leaving time for the next
     monkeypatch.setattr(app.recipes, "MAX_MEMBERS", 3)
+    monkeypatch.setattr(app.recipes, "MIRROR_TIE", float("-inf"))  # members alone here; the mirror has its own test
     organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
     close = (Recipe("first", "resnet10t", 32, "standard"), Recipe("second", "resnet10t", 32, "standard", lr=1e-3),
              Recipe("larger", "resnet10t", 64, "standard", lr=1e-3))  # another input size: never a member
@@ -212,6 +213,8 @@ def test_time_left_after_the_winner_trains_members_each_kept_only_if_validation_
         kept += [m["member"]] if m["kept"] else []
     assert found["runs"] == kept and ws.run_metadata("e")["ensemble"] == found
     assert ws.run_dir("e-member0").exists() == (len(kept) > 1)
+    assert not found["mirror"]["kept"], "refused: the run is the winner alone or the members' mean, single view"
+    assert ("averaged_in" in found) == (len(kept) > 1)
 
 
 def test_the_members_kept_are_one_model_that_evaluates_explains_exports_and_predicts(ws, tmp_path: Path,
@@ -232,6 +235,7 @@ def test_the_members_kept_are_one_model_that_evaluates_explains_exports_and_pred
 
     monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)
     monkeypatch.setattr(app.recipes, "MAX_MEMBERS", 2)
+    monkeypatch.setattr(app.recipes, "MIRROR_TIE", float("-inf"))  # never the mirror: the members' mean alone
     judge = app.ensemble.Members.judge
 
     def always_kept(self, member, complete):  # whatever this tiny validation split says
@@ -282,6 +286,89 @@ def test_the_members_kept_are_one_model_that_evaluates_explains_exports_and_pred
         assert torch.allclose(rebuilt.supervised(images), phase.model(images), atol=1e-6)
 
 
+def test_the_mirror_is_kept_unless_validation_scores_it_lower() -> None:
+    """Test-time mirroring folded into the model: only for a recipe that trained on mirrored
+    images, and kept unless the mirrored average scores more than MIRROR_TIE lower."""
+    from app.recipes import MIRROR_TIE, _mirror_choice
+
+    class Scored:
+        def __init__(self, single: float, mirrored: float) -> None:
+            self.score, self.mirrored = single, mirrored
+
+        def mirrored_score(self) -> float:
+            return self.mirrored
+
+    flips = [Recipe("r", "resnet10t", 32, "strong"), Recipe("s", "resnet18", 32, "standard")]
+    assert _mirror_choice(Scored(0.90, 0.91), flips) == {"val_auc_single": 0.9, "val_auc_mirrored": 0.91, "kept": True}
+    assert _mirror_choice(Scored(0.90, 0.90 - MIRROR_TIE / 2), flips)["kept"], "within the tie: the mirror stays"
+    assert not _mirror_choice(Scored(0.90, 0.90 - 2 * MIRROR_TIE), flips)["kept"], "clearly lower: refused"
+    plain = Recipe("p", "resnet10t", 32, "none")
+    assert _mirror_choice(Scored(0.90, 0.95), [*flips, plain]) == {}, "a member never trained on mirrors: not considered"
+
+
+def test_a_mirrored_run_is_one_model_that_evaluates_explains_exports_and_says_so(ws, tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    """The mirror chosen (without members): the search's run averages each image with its
+    mirror inside the model, calibrated again; its logits are the winner's on both views;
+    its report, summary, Grad-CAM, ONNX export (parity) and bundle card say it or do it."""
+    import torch
+
+    import app.recipes
+    from app.bundle import export_bundle, load_bundle
+    from app.evaluate import evaluate_run
+    from app.explain import gradcam_overlays
+    from app.training import load_run_phase
+    from menus.render import recipe_summary
+    from models.supervised import Averaged
+
+    monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)  # the winner's run ends early
+    monkeypatch.setattr(app.recipes, "MIRROR_TIE", float("inf"))  # whatever this tiny validation split says
+    organize(ws, _npz(tmp_path / "toymnist.npz"), "toy")
+    result, record = search_and_train(ws, "toy", 600.0, run="m", recipes=RECIPES[1:], epochs={"fast": 2},
+                                      ensemble=False, **OPTIONS)
+    found = record["ensemble"]
+    assert found["members"] == [] and found["mirror"]["kept"] and found["averaged_in"] == "m"
+    assert found["runs"] == ["m-member0"] and ws.run_metadata("m-member0")["trial_of"] == "m"
+    phase = load_run_phase(ws, "m")
+    assert isinstance(phase.model, Averaged) and phase.model.mirror
+    assert phase.model_args() == {"backbone": "resnet10t", "num_classes": 2, "in_chans": 1, "members": ["resnet10t"],
+                                  "mirror": True}
+    alone = load_run_phase(ws, "m-member0")
+    images = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        both = (alone.model(images) + alone.model(images.flip(-1))) / 2
+        assert torch.allclose(phase.model(images), both, atol=1e-5), "the winner's logits on both views, averaged"
+    assert found["val_auc"] == found["mirror"]["val_auc_mirrored"] == round(_auc_of_mean(ws, ["m"]), 4)
+    assert found["val_auc_alone"] == found["mirror"]["val_auc_single"] == round(_auc_of_mean(ws, ["m-member0"]), 4)
+    assert "Mirror view: the model averages each image with its left-right mirror" in recipe_summary(record, result)
+
+    evaluate_run(ws, "m", "test")
+    report = (ws.run_dir("m") / "evaluation" / "report.md").read_text()
+    assert "Mirror view: the model averages" in report and "## Members" not in report
+    assert gradcam_overlays(ws, "m", "test", per_class=1).path.exists()
+    exported = export_bundle(ws, "m")
+    assert exported.max_abs_diff <= 1e-4, "the ONNX graph mirrors too"
+    card = json.loads((exported.path / "metadata.json").read_text())
+    assert card["provenance"]["mirror_view"] is True and card["provenance"]["ensemble"] is None
+    assert "mirrored views averaged" in card["metrics"]["setting"]
+    assert "averages each image with its left-right mirror" in (exported.path / "README.md").read_text()
+    sample = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        expected = phase.predict(torch.from_numpy(sample)).numpy()
+    bundle = load_bundle(exported.path, keys_from=ws.data_dir)
+    assert np.abs(bundle.session().run(None, {"image": sample})[0] - expected).max() < 1e-4
+
+
+def test_the_report_says_what_validation_said_of_the_mirror() -> None:
+    from app.evaluate import mirror_sentence
+
+    kept = mirror_sentence({"val_auc_single": 0.9, "val_auc_mirrored": 0.91, "kept": True})
+    assert kept.startswith("Mirror view: the model averages each image with its left-right mirror") and "0.9100" in kept
+    refused = mirror_sentence({"val_auc_single": 0.9, "val_auc_mirrored": 0.88, "kept": False})
+    assert refused == ("Mirror view not used: it scored lower on validation (validation AUC 0.9000 on the images as "
+                       "given, 0.8800 averaged with their mirrors).")
+
+
 def test_screening_runs_stay_out_of_routing_resuming_and_the_runs_table(ws, tmp_path: Path) -> None:
     from app.predict import candidate_runs
     from app.status import workspace_status
@@ -319,11 +406,21 @@ def test_every_recipe_the_search_may_choose_trains_explains_and_exports(ws, tmp_
 
 def test_a_member_whose_training_fails_leaves_the_winner_and_is_hidden(ws, tmp_path: Path, monkeypatch) -> None:
     """A member is an extra: when its training raises (a full disk), the search ends with the
-    winner's complete run and its record, the error named, and the broken member hidden."""
+    winner's complete run and its record, the error named, and the broken member hidden.
+    Writing the mirrored average fails on the same full disk: the run stays the winner."""
+    import app.ensemble
     import app.recipes
     from app.predict import candidate_runs
+    from app.training import load_run_phase
+    from models.supervised import Averaged
 
     monkeypatch.setattr(app.recipes, "MAX_EPOCHS", 3)
+    monkeypatch.setattr(app.recipes, "MIRROR_TIE", float("inf"))  # the mirror chosen, then its writing fails
+
+    def full_disk(self, mirror=False):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(app.ensemble.Members, "assemble", full_disk)
     trained = app.recipes.train
 
     def full_disk_for_members(ws_, dataset, phase, *, run, **kwargs):
@@ -345,3 +442,7 @@ def test_a_member_whose_training_fails_leaves_the_winner_and_is_hidden(ws, tmp_p
     evaluate_run(ws, "f", "test")
     said = "Training a member failed (f-member1: [Errno 28] No space left on device)"
     assert said in (ws.run_dir("f") / "evaluation" / "report.md").read_text() and said in recipe_summary(record, result)
+    said = "Writing the average into the run failed ([Errno 28] No space left on device): it is the winner alone."
+    assert said in recipe_summary(record, result) and "mirror" not in record["ensemble"]
+    assert "it is the winner alone" in (ws.run_dir("f") / "evaluation" / "report.md").read_text()
+    assert not isinstance(load_run_phase(ws, "f").model, Averaged)
