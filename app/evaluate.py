@@ -307,7 +307,7 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
     if isinstance(meta.get("recipe"), dict) and meta.get("trials"):
         # app/recipes.py: the recipes screened on validation, and the one this run went on with. Runs searched
         # before successive halving have no round in their trials: no round column, and no sentence about it.
-        halved = any(t.get("round") for t in meta["trials"])
+        halved = any("round" in t for t in meta["trials"])
         lines += ["", f"## Recipe: {meta['recipe'].get('name')} (chosen on the validation split)", "",
                   ("Round 0 screens every recipe briefly; each later round goes on with the better half of the round "
                    "before, for longer (successive halving)." if halved else

@@ -345,6 +345,7 @@ def test_a_mirrored_run_is_one_model_that_evaluates_explains_exports_and_says_so
     evaluate_run(ws, "m", "test")
     report = (ws.run_dir("m") / "evaluation" / "report.md").read_text()
     assert "Mirror view: the model averages" in report and "## Members" not in report
+    assert "| round |" in report and "| 0 | fast (chosen) |" in report, "one round (one recipe) is still a round"
     assert gradcam_overlays(ws, "m", "test", per_class=1).path.exists()
     exported = export_bundle(ws, "m")
     assert exported.max_abs_diff <= 1e-4, "the ONNX graph mirrors too"
