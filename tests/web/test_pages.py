@@ -247,6 +247,12 @@ def test_a_searched_runs_page_shows_every_trial_and_the_chosen_recipe(trained, t
     assert re.search(r"predictor-member1</td><td>r10t-64</td><td class=\"num\">1</td>\s*<td class=\"num\">0.9000</td>"
                      r"<td class=\"num\">0.8900</td><td>no</td>", members)
     assert "This run is the average of 2 models" in members and "0.9300 averaged" in members
+    assert 'id="mirror"' not in page, "no mirror decided: nothing said"
+    Run(ws, "predictor").merge(ensemble={**ws.run_metadata("predictor")["ensemble"],
+                                         "mirror": {"val_auc_single": 0.93, "val_auc_mirrored": 0.94, "kept": True}})
+    page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
+    assert re.search(r'id="mirror">Mirror view: the model averages each image with its left-right mirror \(validation AUC '
+                     r"0.9300 on the images as given, 0.9400 averaged", page)
     # A run searched before successive halving: no round in its trials, so no round column and no halving sentence.
     Run(ws, "predictor").merge(trials=[{"recipe": "r10t-64", "run": "t0", "epochs": 4, "val_monitor": 0.91, "seconds": 30.5}])
     page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
