@@ -330,7 +330,8 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
                   f"{_fmt(m['val_auc_with'])} | {'yes' if m['kept'] else 'no'} |" for m in found["members"]]
         lines += ["", f"This run is the average of {len(found['runs'])} models (their logits): validation AUC "
                   f"{_fmt(found['val_auc_alone'])} for the winner alone ({found['runs'][0]}), {_fmt(found['val_auc'])} "
-                  "averaged." if averaged else "No member was kept: this run is the winner alone."]
+                  "averaged." if averaged else "No member was kept: this run is the winner"
+                  + (", averaged with its mirror (below)." if (found.get("mirror") or {}).get("kept") else " alone.")]
     if found.get("mirror"):
         # app/recipes.py _mirror_choice: test-time augmentation folded into the model, when validation agreed.
         lines += ["", mirror_sentence(found["mirror"])]

@@ -313,7 +313,7 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
     averaged = [best["recipe"], *(m["recipe"] for m in members if m["kept"])]
     mirror = _mirror_choice(found, [r for r in recipes if r.name in averaged])
     record = {"runs": found.runs, "members": members, "val_auc_alone": round(alone, 4),
-              "val_auc": round(mirror.get("val_auc_mirrored", found.score) if mirror.get("kept") else found.score, 4),
+              "val_auc": round(found.score, 4),  # the members' average, single view (the mirror has its own)
               **({"mirror": mirror} if mirror else {}), **({"failed": failed} if failed else {})}
     if len(found.runs) > 1 or mirror.get("kept"):
         try:

@@ -253,6 +253,11 @@ def test_a_searched_runs_page_shows_every_trial_and_the_chosen_recipe(trained, t
     page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
     assert re.search(r'id="mirror">Mirror view: the model averages each image with its left-right mirror \(validation AUC '
                      r"0.9300 on the images as given, 0.9400 averaged", page)
+    dropped = ws.run_metadata("predictor")["ensemble"]
+    Run(ws, "predictor").merge(ensemble={**dropped, "runs": ["predictor-member0"],
+                                         "members": [{**m, "kept": False} for m in dropped["members"]]})
+    page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
+    assert "No member was kept: this run is the winner, averaged with its mirror (below)." in page
     # A run searched before successive halving: no round in its trials, so no round column and no halving sentence.
     Run(ws, "predictor").merge(trials=[{"recipe": "r10t-64", "run": "t0", "epochs": 4, "val_monitor": 0.91, "seconds": 30.5}])
     page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
