@@ -23,6 +23,7 @@ import numpy as np
 
 from app.atomic import swap_in, temp_sibling
 from core.errors import ExportError
+from app.laterality import flips_sentence
 from app.organize.scan import file_sha256 as sha256_of
 from app.progress import Progress, report
 from app.signing import check_signature, sign_bundle, trusted_raw_keys
@@ -169,6 +170,8 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
             "ensemble": averaged_members(meta),
             # the model (and its ONNX graph) averages each image with its left-right mirror
             "mirror_view": mirrored(meta),
+            # whether training flipped images left-right, and the classes that mirror each other (app/laterality.py)
+            "flips": meta.get("flips"),
         },
         "checks": {"onnx_checker": "passed", "max_abs_diff_vs_pytorch": export["max_abs_diff"],
                    "tolerance": 1e-4, "opset": export["opset"]},
@@ -226,6 +229,8 @@ def _readme(card: dict[str, Any]) -> str:
           if card["provenance"].get("ensemble") else []),
         *(["The model averages each image with its left-right mirror (inside the ONNX graph: give it the image "
            "as it is).", ""] if card["provenance"].get("mirror_view") else []),
+        *([flips_sentence(card["provenance"].get("flips")), ""] if flips_sentence(card["provenance"].get("flips"))
+          else []),
         "## Input", "",
         f"`image`: float32, shape (batch, {shape}), values in [0, 1]:", "",
         *[f"1. {step}" for step in card["input"]["preprocessing"]["steps"]], "",

@@ -17,6 +17,7 @@ import numpy as np
 from app import plots
 from app.atomic import swap_in, temp_sibling
 from app.data import phase_inputs, split_rows
+from app.laterality import flips_sentence
 from core.errors import DatasetError, TrainingError, WorkbenchError
 from core.metrics import (
     anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, metric_label, youden_threshold,
@@ -118,6 +119,10 @@ def _evaluate_run(ws: Workspace, run: str, split: str, progress: Progress | None
         # An anomaly scorer's threshold was fitted on scores of unmirrored images.
         raise TrainingError(f"Test-time augmentation is for classifier runs; {run} is a {meta['phase']} run. "
                             "Evaluate it without --tta.")
+    pairs = (meta.get("flips") or {}).get("mirror_pairs")
+    if tta and pairs:
+        raise TrainingError(f"{run}'s classes mirror each other ({pairs[0]['classes'][0]} / {pairs[0]['classes'][1]}): "
+                            "averaging an image with its mirror would mix them. Evaluate it without --tta.")
     final = ws.run_dir(run) / "evaluation"
     staging = temp_sibling(final, "new")
     staging.mkdir()
@@ -291,6 +296,8 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
         verdict = metrics["verdict"]
         lines += [f"**Verdict: {verdict['level']}**" + (f": {'; '.join(verdict['reasons'])}." if verdict["reasons"]
                                                         else ": no weakness found in these figures."), ""]
+    if flips_sentence(meta.get("flips")):
+        lines += [flips_sentence(meta.get("flips")), ""]
     if metrics.get("dataset_changed"):
         lines += ["**The dataset was organized again after this run was trained: its splits may have changed, "
                   "so these figures may include images the model trained on. Train a new run to measure it "

@@ -311,7 +311,8 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
         if done.status != "complete":
             break
     averaged = [best["recipe"], *(m["recipe"] for m in members if m["kept"])]
-    mirror = _mirror_choice(found, [r for r in recipes if r.name in averaged])
+    flipped = all((ws.run_metadata(name).get("flips") or {}).get("used", True) for name in found.runs)
+    mirror = _mirror_choice(found, [r for r in recipes if r.name in averaged], flipped)
     record = {"runs": found.runs, "members": members, "val_auc_alone": round(alone, 4),
               "val_auc": round(found.score, 4),  # the members' average, single view (the mirror has its own)
               **({"mirror": mirror} if mirror else {}), **({"failed": failed} if failed else {})}
@@ -333,15 +334,17 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
 MIRROR_TIE = TIE  # the mirror is kept unless validation scores the mirrored average this much lower
 
 
-def _mirror_choice(found: Any, averaged: list[Recipe]) -> dict[str, Any]:
+def _mirror_choice(found: Any, averaged: list[Recipe], flipped: bool = True) -> dict[str, Any]:
     """Whether the run's model also averages each image with its left-right mirror (test-time
     augmentation, folded into the model and its exported graph). Only when every recipe
     ``averaged`` into the run trained on mirrored images too (its augmentation flips): there
     the mirror is an image the model was taught to read like the original, and averaging
     the two views is an ensemble at no training cost. Validation can refuse it: the mirror
     is kept unless the mirrored average scores more than MIRROR_TIE below the average
-    without it. An empty dict: not considered (a recipe trained without flips)."""
-    if not averaged or any(recipe.augment == "none" for recipe in averaged):
+    without it. An empty dict: not considered (a recipe trained without flips, or runs
+    whose training left flips out, ``flipped`` False: classes that mirror each other,
+    app/laterality.py)."""
+    if not averaged or not flipped or any(recipe.augment == "none" for recipe in averaged):
         return {}
     single, mirrored = found.score, found.mirrored_score()
     return {"val_auc_single": round(single, 4), "val_auc_mirrored": round(mirrored, 4),

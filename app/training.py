@@ -26,6 +26,7 @@ from app.engine import (Callback, Checkpoints, EarlyStopping, EpochProgress, Loo
 from app.data import phase_inputs, position_codes, split_rows
 from core.errors import DatasetError, TrainingError
 from core.metrics import anomaly_auroc, classification_metrics
+from app.laterality import FLIPS, flips_record
 from app.names import check_name
 from app.progress import Progress, report
 from app.runtime import barrier, current_runtime, wrapped_for_training
@@ -75,20 +76,22 @@ def predict_batches(phase: Any, images: "Any", batch_size: int, device: str = "c
 AUGMENTATIONS = ("none", "standard", "strong")
 
 
-def _augment(images: "Any", generator: "Any", kind: str = "standard") -> "Any":
+def _augment(images: "Any", generator: "Any", kind: str = "standard", flips: bool = True) -> "Any":
     """Random changes of a training batch, every draw from ``generator`` (so resumable).
 
     standard: left-right flips, and one shift of up to 1/16 of the side per batch.
     strong: flips, and per image a rotation (up to 10 degrees; volumes: about each of
     their three axes), zoom (0.9-1.1), shift (up to 1/16 of the side) and a
     gamma/contrast change (0.8-1.25), the usual medical set.
+    ``flips`` False: no left-right flips (classes that mirror each other, app/laterality.py);
+    the same numbers are drawn, so nothing else changes.
     """
     import torch
 
     if kind == "none":
         return images
     # The draws come from the CPU generator (resumable on any device) and go where the images are.
-    flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device) & flips
     images = torch.where(flip.view(-1, *[1] * (images.dim() - 1)), images.flip(-1), images)
     if kind == "standard":
         limit = max(1, images.shape[-1] // 16)
@@ -307,6 +310,8 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         raise TrainingError(f"Mixup's alpha must be 0 (off) or more (e.g. 0.2), not {phase.config.mixup}.")
     if getattr(phase.config, "augment", "standard") not in AUGMENTATIONS:
         raise TrainingError(f"Unknown augmentation {phase.config.augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
+    if getattr(phase.config, "flips", "auto") not in FLIPS:
+        raise TrainingError(f"Flips must be one of {', '.join(FLIPS)}, not {phase.config.flips!r}.")
     if init_from and not resumed:
         _start_from(ws, phase, init_from)  # refused before the run's folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -509,6 +514,9 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                "config": phase.config_dict(), "setting_sources": base["setting_sources"],
                **({"epoch_images": drawn} if drawn else {})}
     augment = getattr(config, "augment", "standard")
+    if augment != "none":  # the same answer on resume: the same training split
+        base["flips"] = flips_record(getattr(config, "flips", "auto"), train_x, train_y, phase.classes)
+    flips = augment != "none" and base["flips"]["used"]
     mixup = float(getattr(config, "mixup", 0.0) or 0.0)
 
     def validate(s: LoopState, module: Any) -> tuple[Any, dict[str, float]]:
@@ -529,7 +537,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
             phase=phase, rt=rt, raw=raw, trainable=trainable, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
             resident=resident, train_y=train_y, val_x=val_x, val_y=val_y, steps_per_epoch=steps_per_epoch,
             per_rank=per_rank, run_dir=run_dir, base=base, payload=payload, validate=validate,
-            augment=lambda images, generator: _augment(images, generator, augment),
+            augment=lambda images, generator: _augment(images, generator, augment, flips),
             mix=(lambda images, targets, rng, generator: mix_batch(
                 images, targets, len(phase.classes), float(rng.beta(mixup, mixup)), generator)) if mixup else None,
             start=start, epoch=start, best=best, stale=stale, history=history, started=started)

@@ -87,6 +87,9 @@ def main() -> int:
     parser.add_argument("--recipe", choices=["auto", "flags"],
                         help="auto: search recipes on validation (2D default unless a recipe flag is given); "
                              "flags: train the flags' recipe as given")
+    parser.add_argument("--flips", choices=["auto", "on", "off"],
+                        help="left-right flips in the augmentation (default auto: left out where the training split's "
+                             "classes mirror each other, app/laterality.py)")
     parser.add_argument("--clahe", action="store_true")
     parser.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay; default the phase's (1e-4)")
     parser.add_argument("--ema", type=float, help="decay of a weight average (e.g. 0.99); 0: off (the default)")
@@ -152,6 +155,8 @@ def main() -> int:
         options = ({"width": args.width} if dims == 3 else {"pretrained": False, "clahe": args.clahe})
         if args.weight_decay is not None:
             options["weight_decay"] = args.weight_decay
+        if args.flips:
+            options["flips"] = args.flips
         options.update(class_weights=not args.no_class_weights, calibration=args.calibration)
         if args.ordinal:
             options["ordinal"] = args.ordinal
@@ -211,6 +216,7 @@ def main() -> int:
             test = evaluate_ensemble(ws, [r.run for r in runs], "test", tta=args.tta)
         epochs_done = runs[0].epochs_done if members == 1 else "+".join(str(r.epochs_done) for r in runs)
         time_plan = ws.run_metadata(runs[0].run).get("time_plan")
+        flips = ws.run_metadata(runs[0].run).get("flips")
     figures = {
         "dataset": name, "phase": phase, "backbone": args.backbone, "image_size": args.image_size, "channels": channels, "epochs": epochs_done, "ensemble": members, "seed": args.seed,
         "train_seconds": round(train_seconds, 1), "budget_used": round(train_seconds / (args.minutes * 60), 3),
@@ -226,6 +232,8 @@ def main() -> int:
         # every fit of the kept run's epochs to the time left: more than one means its pace changed
         # (another load on the machine), which makes the run less comparable with idle ones
         "time_plan": time_plan,
+        # whether training flipped images, and the classes found to mirror each other (app/laterality.py)
+        "flips": flips,
     }
     how = (f"{members} runs averaged" if members > 1 else
            f"{len(averaged)} runs averaged ({' + '.join(averaged)})" if len(averaged) > 1 else "one run")
@@ -242,7 +250,8 @@ def main() -> int:
                       seeds_used(args.seed, members),
                       ", averaged with " + " and ".join(f"{m['recipe']} (seed {m['seed']})" for m in searched["ensemble"]["members"]
                                                          if m["kept"])
-                      if len(averaged) > 1 else "", ", mirror view" if mirror else ""])
+                      if len(averaged) > 1 else "", ", mirror view" if mirror else "",
+                      ", no flips (classes mirror each other)" if (flips or {}).get("mirror_pairs") else ""])
     print(f"| **ours**: {args.backbone} ({args.image_size} px{', RGB' if channels == 3 else ''}, from scratch{extras}, {epochs_done} epochs, "
           f"{train_seconds / 60:.1f} min on {device}) | **{figures['test_auc']:.3f}** ({ci_auc[0]:.3f}-{ci_auc[1]:.3f}) | "
           f"**{figures['test_acc']:.3f}** ({ci_acc[0]:.3f}-{ci_acc[1]:.3f}) |")

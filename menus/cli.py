@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CollectError, WorkbenchError
+from app.laterality import flips_sentence
 from app.workspace import Workspace
 
 log = logging.getLogger("medanomaly")
@@ -460,7 +461,7 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
                         ws, args.dataset, (args.minutes or 10.0) * 60, run=args.run or new_run_name(args.dataset, "supervised"),
                         progress=job.progress, should_stop=lambda: should_stop() or job.should_stop(), **overrides),
                         graceful=True)
-                message = render.recipe_summary(record, result)
+                message = render.recipe_summary(record, result, ws.run_metadata(result.run).get("flips"))
             else:
                 budget = {"time_limit_s": args.minutes * 60, "max_epochs": 100} if args.minutes else {}
                 with clean_stop() if alone else contextlib.nullcontext(lambda: False) as should_stop:
@@ -468,6 +469,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
                         ws, args.dataset, args.phase, run=args.run, progress=job.progress,
                         should_stop=lambda: should_stop() or job.should_stop(), **budget, **overrides), graceful=True)
                 message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
+                if flips_sentence(ws.run_metadata(result.run).get("flips")):
+                    message += "\n" + flips_sentence(ws.run_metadata(result.run).get("flips"))
         elif args.command == "evaluate":
             from app.evaluate import evaluate_ensemble, evaluate_run
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.metrics import metric_label
+from app.laterality import flips_sentence
 from app.status import WorkspaceStatus
 
 
@@ -267,8 +268,9 @@ def trial_lines(trials: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def recipe_summary(record: dict[str, Any], result: Any) -> str:
-    """What a recipe search did, for the end of `train --recipe auto`."""
+def recipe_summary(record: dict[str, Any], result: Any, flips: dict[str, Any] | None = None) -> str:
+    """What a recipe search did, for the end of `train --recipe auto` (``flips``: the run's
+    record of its left-right flips, app/laterality.py)."""
     lines = trial_lines(record["trials"])
     if record.get("stopped"):
         return "\n".join([f"Stopped while screening recipes (in {result.run}); no recipe was chosen. "
@@ -287,6 +289,8 @@ def recipe_summary(record: dict[str, Any], result: Any) -> str:
         from app.evaluate import mirror_sentence
 
         members.append(mirror_sentence(found["mirror"]))
+    if flips_sentence(flips):
+        members.append(flips_sentence(flips))
     return "\n".join([f"Run {result.run}: recipe {record['recipe']['name']}, chosen on the validation split, "
                       f"{result.epochs_done} epochs{state}.", "Recipes screened (their best validation figure):", *lines, *members])
 

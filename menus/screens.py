@@ -14,6 +14,7 @@ from rich.padding import Padding
 
 from app.evaluate import ensemble_partners, evaluate_ensemble, evaluate_run, is_classifier_run
 from app.bundle import export_bundle
+from app.laterality import flips_sentence
 from core.errors import ExportError
 from app.organize.organizer import MAX_WORKERS
 from app.readiness import phase_problem
@@ -149,6 +150,8 @@ def _train_with_progress(s: Session, dataset: str, phase: str, run: str | None =
                       "Train -> Resume goes on from there.", soft_wrap=False)
     else:
         console.print(f"[green]Finished[/] run [bold]{result.run}[/] ({result.epochs_done} epochs).")
+    if flips_sentence(s.ws.run_metadata(result.run).get("flips")):
+        console.print(flips_sentence(s.ws.run_metadata(result.run).get("flips")), soft_wrap=False, markup=False)
     console.print(render.metrics_table("Validation", result.metrics))
 
 
@@ -169,7 +172,8 @@ def _search_with_progress(s: Session, dataset: str, minutes: int, **overrides: A
         result, record = as_job("train", bar, lambda job: search_and_train(
             s.ws, dataset, minutes * 60.0, run=new_run_name(dataset, "supervised"), progress=job.progress,
             should_stop=lambda: should_stop() or job.should_stop(), **overrides), graceful=True)
-    console.print(render.recipe_summary(record, result), soft_wrap=False, markup=False)
+    console.print(render.recipe_summary(record, result, s.ws.run_metadata(result.run).get("flips")), soft_wrap=False,
+                  markup=False)
     if not record.get("stopped"):
         console.print(render.metrics_table("Validation", result.metrics))
 

@@ -60,6 +60,10 @@ SHARED_SETTINGS: dict[str, dict[str, Any]] = {
     "clahe": {"layer": "data", "help": "equalize contrast (CLAHE) before resizing"},
     "augment": {"layer": "data", "choices": ("none", "standard", "strong"),
                 "help": "training augmentation (default standard: flips and shifts; cube3d: strong)"},
+    "flips": {"layer": "data", "choices": ("auto", "on", "off"),
+              "help": "the augmentation's left-right flips: auto (default) leaves them out where left and right tell "
+                      "the classes apart (classes whose training images mirror each other: left/right kidney), "
+                      "on, off"},
     "ema": {"layer": "training", "metavar": "DECAY",
             "help": "classifiers: keep an exponential moving average of the weights (e.g. 0.99)"},
     "mixup": {"layer": "training", "metavar": "ALPHA",

@@ -43,6 +43,7 @@ class Cube3DConfig:
     # none | standard (flips, shifts) | strong (+ 3D rotation, zoom, gamma). Strong by default: on
     # AdrenalMNIST3D (benchmarks/medmnist.py, 10 min) test AUC 0.888 and 0.893 against 0.857 and 0.842.
     augment: str = "strong"
+    flips: str = "auto"  # auto | on | off: left-right flips in the augmentation (app/laterality.py)
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
     positions: bool = setting(False, help="cube3d: give the model each cube's anatomical position (cube datasets "

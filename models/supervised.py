@@ -35,6 +35,7 @@ class SupervisedConfig:
     class_weights: bool = True
     clahe: bool = False  # contrast-limited adaptive histogram equalization before resizing
     augment: str = "standard"  # none | standard (flips, shifts) | strong (+ rotation, zoom, contrast)
+    flips: str = "auto"  # auto | on | off: left-right flips in the augmentation (app/laterality.py)
     ema: float = 0.0  # decay of the weight average used for validation and kept (e.g. 0.99); 0: off
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs (e.g. 0.2; app/training.py mix_batch); 0: off
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)

@@ -86,6 +86,7 @@ class VAEConfig:
     threshold_percentile: float = 95.0
     clahe: bool = False
     augment: str = "standard"  # none | standard | strong
+    flips: str = "auto"  # auto | on | off: left-right flips in the augmentation (app/laterality.py)
     seed: int = 0
 
 

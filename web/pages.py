@@ -73,11 +73,13 @@ def add_pages(app: FastAPI, ws: Workspace, jobs: Jobs, secured: list[Any], uploa
     from fastapi.staticfiles import StaticFiles
 
     from app.evaluate import mirror_sentence
+    from app.laterality import flips_sentence
     from core.metrics import metric_label
 
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["metric"] = metric_label
     templates.env.filters["mirror_sentence"] = mirror_sentence
+    templates.env.filters["flips_sentence"] = flips_sentence
     csrf = secrets.token_urlsafe(32)
     job_runs: dict[str, str] = {}  # job id -> the run it trains (for the live chart and the resume button)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
