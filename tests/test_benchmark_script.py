@@ -107,3 +107,27 @@ def test_the_calibration_bias_benchmark_trains_the_3d_phase_on_a_volume_file(tmp
     figures = json.loads(out.read_text())
     assert (figures["phase"], figures["backbone"], figures["image_size"]) == ("cube3d", "resnet10", 28)
     assert len(figures["variants"]) == 3 and all(0 <= v["test_acc"] <= 1 for v in figures["variants"])
+
+
+def test_the_laterality_benchmark_builds_mirrored_classes_one_subject_per_split(tmp_path: Path) -> None:
+    """benchmarks/laterality.py's file: the two halves of real brain slices as two classes,
+    equal in number, each split from its own subjects, and found to mirror each other."""
+    import torch
+
+    from app.laterality import mirror_pairs
+    from benchmarks.laterality import SIDE, SUBJECTS, build
+    from tests.conftest import shared
+
+    names = [name for split in SUBJECTS.values() for name in split]
+    assert len(names) == len(set(names)), "no subject in two splits"
+    for name in names:
+        shared(name)
+    counts = build(tmp_path / "hemispheres.npz")
+    assert min(counts.values()) >= 40
+    with np.load(tmp_path / "hemispheres.npz") as data:
+        for split, n in counts.items():
+            images, labels = data[f"{split}_images"], data[f"{split}_labels"].reshape(-1)
+            assert images.shape == (n, SIDE, SIDE) and (labels == 0).sum() == (labels == 1).sum() == n // 2
+        x = torch.from_numpy(data["train_images"].astype(np.float32) / 255)[:, None]
+        found = mirror_pairs(x, data["train_labels"].reshape(-1), ["left half", "right half"])
+    assert [p["classes"] for p in found] == [["left half", "right half"]]

@@ -264,6 +264,12 @@ def test_a_searched_runs_page_shows_every_trial_and_the_chosen_recipe(trained, t
     table = page[page.index('id="trials"'):page.index("</section>", page.index('id="trials"'))]
     assert "<th>round</th>" not in table and "successive halving" not in table and "equal share" in table
     assert re.search(r"<tr><td>r10t-64 <b>\(chosen\)</b></td>", table)
+    assert 'id="flips"' not in page, "flipped as usual: nothing said"
+    Run(ws, "predictor").merge(flips={"setting": "auto", "used": False,
+                                      "mirror_pairs": [{"classes": ["kidney-left", "kidney-right"], "ratio": 0.1}]})
+    page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/predictor", headers=PAGE).text
+    assert re.search(r'id="flips">Trained without left-right flips: left and right tell its classes apart \(mirrored, '
+                     r"the training images of one class look like another&#39;s: kidney-left / kidney-right\)", page)
 
 
 def test_a_correction_from_the_dataset_page_reorganizes_the_dataset(demo, tmp_path) -> None:
