@@ -29,7 +29,7 @@ from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, Detected, anomaly_class, described_regions, detect,
     findings, label_from_folder, vocabulary_digest,
 )
-from app.organize.pixel_rules import fill_regions
+from app.organize.pixel_rules import agree_with_siblings, fill_regions
 from app.organize.colour import dataset_channels
 from app.organize.ordinal import ordered_classes
 from app.organize.looks import folder_looks
@@ -332,6 +332,7 @@ def _organize(
     report(progress, "Looking at 2D images", 1, 1)
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
     fill_regions(rows, [[f.path for f in files] for files, _ in groups], progress)
+    agree_with_siblings(rows, [[f.path for f in files] for files, _ in groups])
     apply_corrections(rows, load_corrections(ws, name), ws.secret())
     assign_splits(rows, fractions, seed)
     _given_splits(rows, {ws.relative(Path(p)): split for p, split in context.splits.items()})

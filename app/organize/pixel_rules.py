@@ -25,6 +25,7 @@ SAMPLE = 8
 PIXELS = ("pixels", 0.5)
 CHOSEN_BY_PIXELS = ("description_and_pixels", 0.8)  # named in the descriptions, and what the slices show
 SIBLINGS = ("sibling_agreement", 0.4)
+MIN_SIBLINGS = 3  # items of a folder that must agree on a region before it stands for their unknown siblings
 
 
 HOUNSFIELD = ("hounsfield_values", 0.6)
@@ -108,3 +109,31 @@ def fill_regions(rows: list[dict[str, Any]], files: list[list[str]], progress: P
         done += len(members)
         report(progress, "Reading regions from pixels", done, total)
     return read
+
+
+def agree_with_siblings(rows: list[dict[str, Any]], files: list[list[str]]) -> int:
+    """The region of a folder's items for those of them no rule could place (in place;
+    ``files[i]``: row i's files). A folder's single-file items of one modality come from
+    one source (a folder of chest films named by number, an export of one study's
+    slices): where at least MIN_SIBLINGS of them have a region, all the same one, and
+    they outnumber the unknown ones, the unknown ones take it (``sibling_agreement``,
+    weaker than any rule that reads the item itself). A folder whose items disagree gives
+    nothing; multi-file DICOM series are left out (a study folder holds series of
+    different regions). Returns the items placed."""
+    by_folder: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        if len(files[i]) == 1:
+            by_folder[(str(PurePath(files[i][0]).parent), row["modality"])].append(i)
+    placed = 0
+    for members in by_folder.values():
+        unknown = [i for i in members if rows[i]["region"] == "unknown"]
+        known = [i for i in members if rows[i]["region"] != "unknown"]
+        regions = {rows[i]["region"] for i in known}
+        if not unknown or len(regions) != 1 or len(known) < max(MIN_SIBLINGS, len(unknown) + 1):
+            continue
+        region = regions.pop()
+        for i in unknown:
+            rows[i]["region"], rows[i]["regions"] = region, region
+            rows[i]["region_rule"], rows[i]["region_confidence"] = SIBLINGS
+            placed += 1
+    return placed

@@ -7,6 +7,7 @@ are abdominal (kidneys, bowel, liver below the lungs), although their studies sa
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -68,16 +69,26 @@ def image_files(data: Path) -> list[Path]:
     return [p for p in sorted(data.rglob("*")) if p.is_file() and true_region(p, data)]
 
 
+def source_of(path: Path, data: Path) -> tuple[Path, str]:
+    """The files that came from one source together: a folder of ours, or under regions/
+    (a folder per region, each file from another collection) one file or one numbered
+    series (ct_colonography_..._01, _02, _03). A neutral copy keeps a source in one folder;
+    keeping a regions/ folder whole would hand the organizer's sibling rule the truth."""
+    if path.relative_to(data).parts[0] != "regions":
+        return path.parent, ""
+    return path.parent, re.sub(r"\d+$", "", path.name.split(".")[0])
+
+
 def neutral_copy(data: Path, target: Path) -> dict[str, tuple[str, str]]:
     """Copy every image under neutral names (``itemNN/fileK``, extension kept), DICOM files without
-    their descriptive tags; the files of one folder stay together (a series stays a series).
-    Returns copied path -> (true region, the original's path under ``data``)."""
+    their descriptive tags; the files of one source stay together (a series stays a series;
+    ``source_of``). Returns copied path -> (true region, the original's path under ``data``)."""
     from app.imaging import open_dicom
 
     truth: dict[str, tuple[str, str]] = {}
-    folders: dict[Path, Path] = {}
+    folders: dict[tuple[Path, str], Path] = {}
     for k, path in enumerate(image_files(data)):
-        folder = folders.setdefault(path.parent, target / f"item{len(folders):02d}")
+        folder = folders.setdefault(source_of(path, data), target / f"item{len(folders):02d}")
         folder.mkdir(parents=True, exist_ok=True)
         suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
         copy = folder / f"file{k:03d}{suffix}"

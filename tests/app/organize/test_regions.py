@@ -202,3 +202,54 @@ def test_a_large_folder_is_judged_on_a_sample_that_must_agree(ws, tmp_path: Path
     rows = _rows(ws, "films")
     assert {r["region"] for r in rows} == {"chest"} and len(reads) == pixel_rules.SAMPLE
     assert sorted(r["region_rule"] for r in rows).count("sibling_agreement") == 12 - pixel_rules.SAMPLE
+
+
+def test_a_film_the_pixels_cannot_place_takes_the_region_its_folder_agrees_on(ws, tmp_path: Path) -> None:
+    """A folder of real chest films named by number, with the CT scout of a chest among them
+    (a film the pixel rule leaves unknown: its heart shadow covers the left lung): the
+    other films agree on chest, so the scout is chest too, by the weaker sibling rule."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from app.imaging import open_dicom
+
+    films = tmp_path / "films"
+    films.mkdir()
+    for path in sorted(shared("xray/chest_samples").iterdir()):
+        if path.suffix in (".png", ".jpg"):
+            shutil.copyfile(path, films / path.name)
+    ds = open_dicom(shared("regions/chest/ct_scout_chest_ge_CT-MONO2-16-chest.dcm"))
+    values = ds.pixel_array.astype(float)
+    low, high = np.percentile(values, [1, 99])
+    Image.fromarray((np.clip((values - low) / (high - low), 0, 1) * 255).astype(np.uint8)).save(films / "00031337_000.png")
+    organize(ws, films, "films", workers=1)
+    rows = {Path(r["place"]).name: r for r in _rows(ws, "films")}
+    scout = rows["00031337_000.png"]
+    assert (scout["region"], scout["region_rule"], float(scout["region_confidence"])) == ("chest", "sibling_agreement", 0.4)
+    assert all(r["region_rule"] != "sibling_agreement" for name, r in rows.items() if name != "00031337_000.png")
+
+
+def test_siblings_place_nothing_when_they_disagree_are_few_or_are_series() -> None:
+    from app.organize.pixel_rules import agree_with_siblings
+
+    def rows(*regions: str, modality: str = "XR") -> list[dict]:
+        return [{"region": r, "regions": "" if r == "unknown" else r, "modality": modality, "region_rule": "x",
+                 "region_confidence": 0.5} for r in regions]
+
+    def files(n: int, folder: str = "a", each: int = 1) -> list[list[str]]:
+        return [[f"/{folder}/{k}-{j}.png" for j in range(each)] for k in range(n)]
+
+    agreed = rows("chest", "chest", "chest", "unknown")
+    assert agree_with_siblings(agreed, files(4)) == 1 and agreed[3]["region"] == "chest"
+    assert agreed[3]["region_rule"] == "sibling_agreement" and agreed[3]["regions"] == "chest"
+    for found, where in (
+        (rows("chest", "chest", "abdomen", "chest", "unknown"), files(5)),  # they disagree
+        (rows("chest", "chest", "unknown"), files(3)),  # two are too few
+        (rows("chest", "chest", "chest", "unknown", "unknown", "unknown"), files(6)),  # the unknown ones are as many
+        (rows("chest", "chest", "chest", "unknown"), files(3) + files(1, "b")),  # another folder
+        (rows("chest", "chest", "chest") + rows("unknown", modality="US"), files(4)),  # another modality
+        (rows("chest", "chest", "chest", "unknown"), files(4, each=20)),  # series: a study folder mixes regions
+    ):
+        assert agree_with_siblings(found, where) == 0 and found[-1]["region"] == "unknown"
