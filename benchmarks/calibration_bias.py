@@ -1,7 +1,9 @@
 """Where a classifier's class bias comes from, measured on the same logits: none (the
 temperature alone), fitted on validation with the temperature (the default until session
-25), or the log of the training split's class shares with the temperature fitted (the
-default now, models/supervised.py).
+25), the log of the training split's class shares with the temperature fitted (the
+default since), or the log of the validation split's shares (what the app takes since
+session 31 when the two splits' shares differ beyond chance, models/supervised.py
+proportions_shift; the table marks the app's choice).
 
     python benchmarks/calibration_bias.py --data ../shared/data/medmnist/pneumoniamnist.npz \
         [--minutes 7] [--backbone resnet10t] [--image-size 64] [--seed 0] [--json FILE]
@@ -66,7 +68,7 @@ def main() -> int:
     from app.training import load_run_phase, train
     from app.workspace import Workspace
     from core.metrics import calibration_errors
-    from models.supervised import fit_temperature, prior_bias
+    from models.supervised import fit_temperature, prior_bias, proportions_shift
 
     data = Path(args.data).expanduser().resolve()
     with np.load(data, mmap_mode="r") as arrays:
@@ -102,14 +104,22 @@ def main() -> int:
     counts = [train_labels.count(c) for c in phase.classes]
     zeros = torch.zeros(len(phase.classes))
     shares = prior_bias(counts)
+    val_counts = torch.bincount(val_targets, minlength=len(phase.classes)).tolist()
+    val_shares = prior_bias(val_counts)
+    shift = proportions_shift(counts, val_counts)
     variants = {
         "none (temperature alone)": (fit_temperature(val_logits, val_targets, zeros), zeros),
         "fitted on validation (until session 25)": _fitted_bias(val_logits, val_targets),
-        "training shares, temperature fitted (now)": (fit_temperature(val_logits, val_targets, shares), shares),
+        "training shares, temperature fitted" + (" (the app's choice)" if shift is None else ""):
+            (fit_temperature(val_logits, val_targets, shares), shares),
+        "validation shares, temperature fitted" + (" (the app's choice: the shares differ)" if shift is not None else ""):
+            (fit_temperature(val_logits, val_targets, val_shares), val_shares),
     }
     rows = []
     print(f"\n{data.name}: {phase_name} {args.backbone} {args.image_size} px, seed {args.seed}, {result.epochs_done} epochs; "
-          f"training shares {', '.join(f'{c} {n / sum(counts):.1%}' for c, n in zip(phase.classes, counts))}\n")
+          f"training shares {', '.join(f'{c} {n / sum(counts):.1%}' for c, n in zip(phase.classes, counts))}; "
+          f"validation shares {', '.join(f'{c} {n / sum(val_counts):.1%}' for c, n in zip(phase.classes, val_counts))}"
+          + (f" (differ beyond chance, p = {shift:.2g})" if shift is not None else "") + "\n")
     print("| bias | temperature | bias values | test ACC | test ECE | validation ACC |\n| --- | --- | --- | --- | --- | --- |")
     for name, (temperature, bias) in variants.items():
         test = torch.softmax(test_logits / temperature + bias, 1).numpy()

@@ -9,6 +9,7 @@ from pathlib import Path
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -293,7 +294,10 @@ class ClassifierPhase(Phase):
         self.model.eval()
         logits = torch.cat([self.model(images[i : i + 64]) for i in range(0, len(images), 64)]).float()
         with_bias = how == "temperature+bias" and train_counts is not None
-        offsets = prior_bias(train_counts) if with_bias else torch.zeros(len(self.classes))
+        val_counts = torch.bincount(targets, minlength=len(self.classes)).tolist()
+        shift = proportions_shift(train_counts, val_counts) if with_bias else None
+        prior_counts = val_counts if shift is not None else train_counts
+        offsets = prior_bias(prior_counts) if with_bias else torch.zeros(len(self.classes))
         nll_before = float(F.cross_entropy(logits, targets))
         temperature = fit_temperature(logits, targets, offsets)
         nll_after = float(F.cross_entropy(logits / temperature + offsets, targets))
@@ -322,9 +326,13 @@ class ClassifierPhase(Phase):
         self.bias = [float(v) for v in offsets] if offsets.abs().sum() > 0 else None
         before = calibration_errors(torch.softmax(logits, 1).numpy(), targets.numpy())
         after = calibration_errors(self.predict_logits(logits).numpy(), targets.numpy())
-        prior = ({"bias_from": "the training split's class shares (" + ", ".join(
-            f"{c} {n / sum(train_counts):.1%}" for c, n in zip(self.classes, train_counts)) +
-            "), which training evened out (class weights or resampling)"} if self.bias and train_counts else {})
+        named = lambda counts: ", ".join(f"{c} {n / sum(counts):.1%}" for c, n in zip(self.classes, counts))  # noqa: E731
+        prior = ({"bias_from": "the training split's class shares (" + named(train_counts) +
+                  "), which training evened out (class weights or resampling)"} if self.bias and shift is None else
+                 {"bias_from": "the validation split's class shares (" + named(val_counts) + "): they differ from the "
+                  f"training split's ({named(train_counts)}) beyond chance (chi-square p = {shift:.2g}), so new images "
+                  "are taken to come in the validation split's proportions; training evened the classes out"}
+                 if self.bias else {})
         # Scaling minimizes the NLL; ECE usually falls too, but on a small split it may not.
         return {"temperature": self.temperature, "bias": self.bias, **prior, "val_nll_before": nll_before,
                 "val_nll_after": nll_after, "val_ece_before": before["ece"], "val_mce_before": before["mce"],
@@ -373,6 +381,29 @@ def prior_bias(counts: list[int]) -> torch.Tensor:
     shares = torch.tensor(counts, dtype=torch.float32).clamp(min=1)
     offsets = (shares / shares.sum()).log()
     return offsets - offsets.mean()
+
+
+SHIFT_P = 0.001  # validation class counts this unlikely under the training split's shares: the proportions shifted
+
+
+def proportions_shift(train_counts: list[int], val_counts: list[int]) -> float | None:
+    """The chi-square p-value of the validation split's class counts under the training
+    split's shares, when it is below SHIFT_P (else None: the two agree within chance).
+
+    Splits the organizer makes are stratified, so their shares agree and the bias keeps
+    the training split's (the larger, less noisy count). Splits that come given can
+    differ: a training set sampled apart from the rest (PneumoniaMNIST's 3,882-image subset
+    holds 90% pneumonia, its validation and test splits 74% and 62.5%). The validation
+    split is drawn like the images to come, so there its shares are the better prior."""
+    from scipy.stats import chisquare
+
+    seen = np.asarray(val_counts, dtype=float)
+    if seen.sum() < 1 or len(seen) < 2:
+        return None
+    shares = np.clip(np.asarray(train_counts, dtype=float), 1, None)
+    expected = shares / shares.sum() * seen.sum()
+    p = float(chisquare(seen, expected).pvalue)
+    return p if p < SHIFT_P else None
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor) -> float:

@@ -75,18 +75,18 @@ def test_a_multi_label_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.stderr.startswith("Error: chestmnist.npz gives 14 labels per image"), done.stderr
 
 
-def test_the_calibration_bias_benchmark_compares_three_biases_on_one_run(tmp_path: Path) -> None:
+def test_the_calibration_bias_benchmark_compares_four_biases_on_one_run(tmp_path: Path) -> None:
     out = tmp_path / "bias.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration_bias.py"), "--data",
                            str(_colour_npz(tmp_path / "huemnist.npz")), "--minutes", "0.15", "--image-size", "32",
                            "--batch-size", "16", "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text())
-    assert figures["train_counts"] == [30, 30, 30] and len(figures["variants"]) == 3
+    assert figures["train_counts"] == [30, 30, 30] and len(figures["variants"]) == 4
     shares = figures["variants"][2]
     assert shares["bias"] == [0.0, 0.0, 0.0], "even classes: the training shares' bias is none"
     assert all(0 <= v["test_acc"] <= 1 and 0 <= v["test_ece"] <= 1 for v in figures["variants"])
-    assert "| training shares, temperature fitted (now) |" in done.stdout
+    assert "| training shares, temperature fitted (the app's choice) |" in done.stdout, "even in both splits"
 
 
 def test_the_calibration_bias_benchmark_trains_the_3d_phase_on_a_volume_file(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_the_calibration_bias_benchmark_trains_the_3d_phase_on_a_volume_file(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert (figures["phase"], figures["backbone"], figures["image_size"]) == ("cube3d", "resnet10", 28)
-    assert len(figures["variants"]) == 3 and all(0 <= v["test_acc"] <= 1 for v in figures["variants"])
+    assert len(figures["variants"]) == 4 and all(0 <= v["test_acc"] <= 1 for v in figures["variants"])
 
 
 def test_the_laterality_benchmark_builds_mirrored_classes_one_subject_per_split(tmp_path: Path) -> None:

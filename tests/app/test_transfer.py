@@ -127,11 +127,18 @@ def test_every_classifier_puts_back_the_class_proportions_that_class_weights_too
     assert phase.extra() == {"temperature": result["temperature"], "bias": result["bias"]}
     exported = phase.export_module()(images)
     assert torch.allclose(exported, after, atol=1e-6), "the exported graph applies the same calibration"
-    # The bias comes from the training split, not from validation: a validation split with other
-    # proportions (or a handful of one class) moves the temperature only.
+    # The bias comes from the training split, not from validation: a validation split whose
+    # proportions differ within chance (a handful of one class) moves the temperature only.
     some = torch.cat([torch.nonzero(targets == 1)[:3, 0], torch.nonzero(targets == 0)[:27, 0]])
     few = phase.finish(images[some], targets[some], train_counts=trained)
     assert few["bias"] == pytest.approx(result["bias"]) and few["temperature"] != result["temperature"]
+    # A training split sampled apart from the rest (PneumoniaMNIST's subset): validation holds the
+    # classes in other proportions beyond chance, so its shares are the prior for new images.
+    more = torch.cat([torch.nonzero(targets == 1)[:60, 0], torch.nonzero(targets == 0)[:100, 0]])
+    shifted = phase.finish(images[more], targets[more], train_counts=trained)
+    assert shifted["bias"] == pytest.approx([math.log(100 / 60) / 2, -math.log(100 / 60) / 2], abs=1e-5)
+    assert "the validation split's class shares (normal 62.5%, tumor 37.5%)" in shifted["bias_from"]
+    assert "training split's (normal 80.0%, tumor 20.0%) beyond chance" in shifted["bias_from"]
     assert prior_bias([90, 10, 0]).tolist() == pytest.approx((torch.log(torch.tensor([90, 10, 1]) / 101)
                                                             - torch.log(torch.tensor([90, 10, 1]) / 101).mean()).tolist())
     # Trained on the data's own proportions (no class weights, no resampling): nothing to put back.
