@@ -139,6 +139,8 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
     evaluation = meta.get("evaluation", {}).get("test", {})
     headline = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     task = ("classification" if phase.spec.output == "class_probabilities" else "anomaly_score")
+    several = bool(getattr(phase, "multilabel", False))  # one probability per finding
+    task = "multilabel_classification" if several else task
     outputs = export["outputs"]
     threshold = phase.threshold
     return {
@@ -148,7 +150,9 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
         "input": {"name": "image", "shape": ["batch", _channels(phase), *[phase.config.image_size] * phase.spec.input_dims],
                   "preprocessing": _preprocessing(meta["config"], phase.spec.input_dims)},
         "outputs": [{"name": n, "meaning": {
-            "probabilities": "class probabilities (softmax), in the order of 'classes'",
+            "probabilities": "one probability per finding (sigmoid: several can be high, they need not sum to 1), "
+                             "in the order of 'classes'" if several else
+                             "class probabilities (softmax), in the order of 'classes'",
             "anomaly_score": "anomaly score; an image is anomalous when score >= decision_threshold",
         }[n]} for n in outputs],
         "decision_threshold": threshold if task == "anomaly_score" else None,

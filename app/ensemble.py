@@ -45,9 +45,9 @@ class Members:
                               for i in range(0, len(self.val_x), 64)]).numpy()
 
     def _figure(self, logits: list[np.ndarray]) -> float:
-        mean = np.mean(logits, axis=0)
-        probabilities = np.exp(mean - mean.max(1, keepdims=True))
-        probabilities /= probabilities.sum(1, keepdims=True)
+        import torch
+
+        probabilities = self.first.raw_probabilities(torch.from_numpy(np.mean(logits, axis=0))).numpy()
         return float(validation_metrics(self.first, probabilities, self.val_y.numpy())["monitor"])
 
     def judge(self, member: str, complete: bool) -> tuple[float, bool]:

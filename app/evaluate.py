@@ -20,7 +20,8 @@ from app.data import phase_inputs, split_rows
 from app.laterality import flips_sentence
 from core.errors import DatasetError, TrainingError, WorkbenchError
 from core.metrics import (
-    anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, metric_label, youden_threshold,
+    anomaly_auroc, anomaly_intervals, bootstrap_intervals, classification_metrics, metric_label, multilabel_intervals,
+    multilabel_metrics, youden_threshold,
 )
 from app.progress import Progress
 from app.training import load_run_phase, predict_batches
@@ -69,12 +70,13 @@ def _operating_point(is_anomaly: np.ndarray, scores: np.ndarray, threshold: floa
     }
 
 
-def _at_val_threshold(val_outputs: np.ndarray, val_rows: list, is_anomaly: np.ndarray, anomaly_score: np.ndarray,
-                      normal: int) -> dict[str, float]:
+def _at_val_threshold(val_score: np.ndarray, val_rows: list, is_anomaly: np.ndarray,
+                      anomaly_score: np.ndarray) -> dict[str, float]:
     """Accuracy, sensitivity and specificity at the anomaly threshold chosen on validation
-    (Youden on 1 - P(normal)), as ``*_at_val_threshold``; empty when none can be chosen."""
+    (Youden on the validation images' anomaly scores ``val_score``: 1 - P(normal), or the most
+    likely finding's probability), as ``*_at_val_threshold``; empty when none can be chosen."""
     val_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in val_rows])
-    cut = youden_threshold(val_anomaly, 1.0 - val_outputs[:, normal])
+    cut = youden_threshold(val_anomaly, val_score)
     if cut is None:
         return {}
     return {f"{k}_at_val_threshold": v for k, v in _operating_point(is_anomaly, anomaly_score, cut).items()}
@@ -155,7 +157,9 @@ def _write_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, sp
     outputs, rows = _scores(ws, phase, meta["dataset"], split, progress, tta)
     is_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in rows])
     made: list[Path] = []
-    if phase.spec.output == "class_probabilities":
+    if getattr(phase, "multilabel", False):
+        metrics = _finding_outputs(ws, run, meta, phase, split, outputs, rows, is_anomaly, tta, run_dir, made)
+    elif phase.spec.output == "class_probabilities":
         targets = np.array([phase.classes.index(r["label"]) for r in rows])
         metrics = classification_metrics(outputs, targets, phase.classes)
         metrics["ci95"] = bootstrap_intervals(outputs, targets)
@@ -170,8 +174,8 @@ def _write_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, sp
                 metrics["ci95"]["anomaly_auroc"] = anomaly_intervals(is_anomaly, anomaly_score)
                 if split != "val":  # an anomaly threshold chosen on validation (Youden), applied here
                     val_outputs, val_rows = _scores(ws, phase, meta["dataset"], "val", None, tta)
-                    metrics.update(_at_val_threshold(val_outputs, val_rows, is_anomaly, anomaly_score,
-                                                     phase.classes.index("normal")))
+                    metrics.update(_at_val_threshold(1.0 - val_outputs[:, phase.classes.index("normal")], val_rows,
+                                                     is_anomaly, anomaly_score))
                 made.append(plots.roc_plot(is_anomaly, anomaly_score, run_dir / f"roc_{split}.png",
                                            "Anomalous vs normal"))
                 made.append(plots.pr_plot(is_anomaly, anomaly_score, run_dir / f"pr_{split}.png",
@@ -207,6 +211,33 @@ def _write_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, sp
     if split == "test":
         metrics["verdict"] = model_verdict({**meta, "evaluation": {"test": metrics}}).as_dict()
     return metrics, _write_report(run_dir, meta, split, metrics, made), made
+
+
+def _finding_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, split: str, outputs: np.ndarray,
+                     rows: list, is_anomaly: np.ndarray, tta: bool, run_dir: Path, made: list[Path]) -> dict[str, Any]:
+    """The figures of a multi-label run (one probability per finding), as MedMNIST reports
+    them (core.metrics.multilabel_metrics), its per-finding AUC plot and its calibration;
+    "any finding" against none scored by the most likely finding's probability, with the
+    threshold chosen on validation. Plots are added to ``made``."""
+    targets = phase.targets(rows).numpy()
+    metrics = multilabel_metrics(outputs, targets, phase.classes)
+    metrics["ci95"] = multilabel_intervals(outputs, targets)
+    made.append(plots.finding_aucs_plot(metrics["per_class"], run_dir / f"findings_{split}.png",
+                                        f"{run} ({split}): each finding"))
+    flat = outputs.reshape(-1)
+    made.append(plots.reliability_diagram(np.stack([1 - flat, flat], axis=1), targets.reshape(-1).astype(int),
+                                          run_dir / f"reliability_{split}.png",
+                                          f"Calibration, every finding's yes/no (ECE {metrics['ece']:.3f})"))
+    anomaly_score = outputs.max(axis=1)
+    metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, anomaly_score)
+    if not math.isnan(metrics["anomaly_auroc"]):
+        metrics["ci95"]["anomaly_auroc"] = anomaly_intervals(is_anomaly, anomaly_score)
+        if split != "val":
+            val_outputs, val_rows = _scores(ws, phase, meta["dataset"], "val", None, tta)
+            metrics.update(_at_val_threshold(val_outputs.max(axis=1), val_rows, is_anomaly, anomaly_score))
+        made.append(plots.roc_plot(is_anomaly, anomaly_score, run_dir / f"roc_{split}.png", "Any finding vs none"))
+        made.append(plots.pr_plot(is_anomaly, anomaly_score, run_dir / f"pr_{split}.png", "Any finding vs none"))
+    return metrics
 
 
 def is_classifier_run(meta: dict[str, Any]) -> bool:
@@ -248,6 +279,15 @@ def evaluate_ensemble(ws: Workspace, runs: list[str], split: str = "test", tta: 
         return np.mean([o for o, _ in outputs], axis=0), outputs[0][1]
 
     outputs, rows = averaged(split)
+    if getattr(phases[0], "multilabel", False):  # one probability per finding: "any finding" by the likeliest
+        targets = phases[0].targets(rows).numpy()
+        metrics = {**multilabel_metrics(outputs, targets, classes), "ci95": multilabel_intervals(outputs, targets)}
+        is_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in rows])
+        metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, outputs.max(axis=1))
+        if split != "val":
+            val_outputs, val_rows = averaged("val")
+            metrics.update(_at_val_threshold(val_outputs.max(axis=1), val_rows, is_anomaly, outputs.max(axis=1)))
+        return {**metrics, "runs": list(runs), "tta": tta}
     targets = np.array([classes.index(r["label"]) for r in rows])
     metrics = classification_metrics(outputs, targets, classes)
     metrics["ci95"] = bootstrap_intervals(outputs, targets)
@@ -256,7 +296,8 @@ def evaluate_ensemble(ws: Workspace, runs: list[str], split: str = "test", tta: 
         is_anomaly = np.array([0 if r["label"] == "normal" else 1 for r in rows])
         metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, 1.0 - outputs[:, normal])
         if split != "val":
-            metrics.update(_at_val_threshold(*averaged("val"), is_anomaly, 1.0 - outputs[:, normal], normal))
+            val_outputs, val_rows = averaged("val")
+            metrics.update(_at_val_threshold(1.0 - val_outputs[:, normal], val_rows, is_anomaly, 1.0 - outputs[:, normal]))
     return {**metrics, "runs": list(runs), "tta": tta}
 
 
@@ -284,7 +325,8 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
     lines = [
         f"# Run {meta['run']}", "",
         f"- phase: {meta['phase']}", f"- dataset: {meta['dataset']}",
-        f"- classes: {', '.join(meta.get('classes', []))}", f"- evaluated on: {split} split",
+        f"- {'findings (one probability each)' if meta.get('config', {}).get('multilabel') else 'classes'}: "
+        f"{', '.join(meta.get('classes', []))}", f"- evaluated on: {split} split",
         f"- dataset version trained on: {meta.get('dataset_version') or 'not recorded'}",
         f"- seed: {meta.get('config', {}).get('seed', 'not recorded')}",
         *([f"- trained on: {meta['device']}"] if meta.get("device") else []),
@@ -306,7 +348,18 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
     intervals = metrics.get("ci95", {})
     lines += [f"| {metric_label(k)} | {_fmt(v)}" + (f" (95% CI {intervals[k][0]:.3f}-{intervals[k][1]:.3f})" if k in intervals else "") + " |"
               for k, v in metrics.items() if not isinstance(v, (list, dict))]
-    if "per_class" in metrics:
+    several = bool(meta.get("config", {}).get("multilabel"))
+    if several:
+        lines += ["", "Several findings per image: the model gives each finding its own probability. As MedMNIST "
+                  "reports multi-label sets, the ROC AUC is the mean of the findings' AUCs and the accuracy the mean of "
+                  "their accuracies at a probability of 0.5 (mostly the absent findings called absent); the anomaly "
+                  "AUROC scores any finding against none by the most likely finding's probability."]
+    if "per_class" in metrics and several:
+        lines += ["", "| finding | sensitivity (at 0.5) | specificity (at 0.5) | AUC (shown against not shown) | "
+                  "images showing it |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {_fmt(c.get('auc', float('nan')))} | "
+                  f"{c['support']} |" for name, c in metrics["per_class"].items()]
+    elif "per_class" in metrics:
         lines += ["", "| class | sensitivity | specificity | AUC (this class against the rest) | support |",
                   "| --- | --- | --- | --- | --- |"]
         lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {_fmt(c.get('auc', float('nan')))} | "

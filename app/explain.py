@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from app.data import phase_images, split_rows
 from core.errors import DatasetError, WorkbenchError
+from core.findings import row_findings
 from app.progress import Progress, report
 from app.training import load_run_phase
 from app.workspace import Workspace
@@ -52,7 +54,9 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
     if not layer:
         raise WorkbenchError(f"Run {run!r} ({phase.spec.name}) has no Grad-CAM: it scores anomalies, not classes.")
     rows = phase.select_rows([r for r in split_rows(ws, meta["dataset"], split) if r["labeled"]])
-    chosen = [r for c in phase.classes for r in [r for r in rows if r["label"] == c][:per_class]]
+    several = getattr(phase, "multilabel", False)
+    chosen = _finding_rows(rows, phase.classes, per_class) if several else \
+        [r for c in phase.classes for r in [r for r in rows if r["label"] == c][:per_class]]
     if not chosen:
         raise DatasetError(f"The {split} split holds no labeled image to explain.")
     images = torch.from_numpy(phase_images(ws, phase, chosen))
@@ -68,19 +72,37 @@ def gradcam_overlays(ws: Workspace, run: str, split: str = "test", per_class: in
     explained = getattr(phase.model, "explained", "")  # an averaged run: the maps are its first member's
     shown = (f"{run} (an average; the winner's layer {layer.removeprefix(explained)})"
              if explained and layer.startswith(explained) else f"{run} (layer {layer})")
-    _grid(for_display(images.numpy()), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path, shown)
+    _grid(for_display(images.numpy()), np.stack(maps), np.stack(probabilities), chosen, phase.classes, path, shown,
+          several)
     return Explanation(run, path, len(chosen))
 
 
+def _finding_rows(rows: list[dict[str, Any]], findings: list[str], per_finding: int) -> list[dict[str, Any]]:
+    """For a multi-label run: the first ``per_finding`` images showing each finding, then as
+    many showing none; an image shown once."""
+    chosen: list[dict[str, Any]] = []
+    for finding in [*findings, None]:
+        showing = [r for r in rows if (finding in row_findings(r) if finding else not row_findings(r))]
+        chosen += [r for r in showing if r not in chosen][:per_finding]
+    return chosen
+
+
 def _grid(images: np.ndarray, maps: np.ndarray, probabilities: np.ndarray, rows: list, classes: list[str],
-          path: Path, title: str) -> None:
+          path: Path, title: str, several: bool = False) -> None:
+    """``several``: findings, each with its own probability; the map is the most likely one's."""
     titles, colours = [], []
     for k in range(len(images)):
         guess = int(probabilities[k].argmax())
+        if several:
+            shown, sure = row_findings(rows[k]), probabilities[k][guess] >= 0.5
+            titles.append(f"true {', '.join(shown) or 'no finding'}\nmost likely {classes[guess]} "
+                          f"{probabilities[k][guess]:.2f}")
+            colours.append("green" if (classes[guess] in shown if sure else not shown) else "red")
+            continue
         titles.append(f"true {rows[k]['label']}\npred {classes[guess]} {probabilities[k][guess]:.2f}")
         colours.append("green" if classes[guess] == rows[k]["label"] else "red")
     heat_grid(images, maps, titles, path, f"Grad-CAM: {title}", colours,
-              scale="where the predicted class was read (Grad-CAM, 0-1)")
+              scale=f"where the {'most likely finding' if several else 'predicted class'} was read (Grad-CAM, 0-1)")
 
 
 HEAT_FLOOR = 0.2  # heat below this is left out of an overlay, so the anatomy under it stays visible

@@ -43,6 +43,22 @@ def confusion_matrix_plot(matrix: list[list[int]], classes: list[str], path: Pat
     return path
 
 
+def finding_aucs_plot(per_finding: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
+    """Each finding's ROC-AUC as a bar (of a multi-label model), labelled with its value and
+    how many images showed it: how far to trust the bar."""
+    names = list(per_finding)
+    aucs = [per_finding[n]["auc"] for n in names]
+    with _figure(path, (6.0, 0.35 * len(names) + 1.6), title) as ax:
+        bars = ax.barh(range(len(names)), [0 if a != a else a for a in aucs], color="tab:blue", alpha=0.8)
+        ax.bar_label(bars, [f"{a:.3f} (n={per_finding[n]['support']})" if a == a else f"no AUC (n={per_finding[n]['support']})"
+                            for n, a in zip(names, aucs)], padding=3, fontsize=8)
+        ax.axvline(0.5, color="grey", linestyle="--")
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        ax.set(xlabel="ROC-AUC (this finding shown against not shown; dashed: chance)", xlim=(0, 1.25))
+    return path
+
+
 def roc_plot(is_anomaly: np.ndarray, scores: np.ndarray, path: Path, title: str) -> Path:
     from sklearn.metrics import roc_auc_score, roc_curve
 

@@ -150,6 +150,7 @@ class Model:
     verdict: Verdict = Verdict("unknown")
     channels: int = 1  # 3: a colour model (images read as RGB)
     gate: Gate | None = None
+    multilabel: bool = False  # ``classes`` are findings, each with its own probability (several can be present)
     _torch: Any = None
     _session: Any = None
 
@@ -218,7 +219,7 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
     return Model(run=run, phase=meta["phase"], classes=list(meta.get("classes", [])), verdict=model_verdict(meta),
                  gate=gate,
                  image_size=int(meta["config"]["image_size"]), clahe=bool(meta["config"].get("clahe", False)),
-                 channels=int(meta["config"].get("channels", 1)),
+                 channels=int(meta["config"].get("channels", 1)), multilabel=bool(meta["config"].get("multilabel")),
                  modalities=dominant(counts.get("by_modality", {})), regions=dominant(counts.get("by_region", {})),
                  threshold=threshold, bundle=bundle, _torch=phase)
 
@@ -248,6 +249,7 @@ def model_from_bundle(path: Path, *, keys_from: Path | None = None, trust_unsign
                  verdict=Verdict(verdict.get("level", "unknown"), list(verdict.get("reasons", []))), gate=gate,
                  image_size=int(card["input"]["shape"][-1]), clahe=bool(preprocessing.get("clahe", False)),
                  channels=int(card["input"]["shape"][1]), modalities=list(card.get("modality") or []),
+                 multilabel=card.get("task") == "multilabel_classification",
                  regions=list(card.get("region") or []), threshold=card.get("decision_threshold"), bundle=bundle)
 
 
@@ -293,10 +295,21 @@ def _prepare(item: Item, model: Model) -> np.ndarray:
     return load_file(middle, model.image_size, use_clahe=model.clahe, channels=model.channels)
 
 
+FINDING_CALL = 0.5  # a multi-label model's finding is named at this probability or more (MedMNIST's cut)
+
+
 def _answer(item_id: str, item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) -> Prediction:
     found = Prediction(item_id, item.modality, item.region, run=model.run, engine=model.engine,
                        model_verdict=model.verdict.level)
-    if "probabilities" in outputs:
+    if "probabilities" in outputs and model.multilabel:
+        # Findings, each its own yes/no: those at 0.5 or more are named; the most likely one's
+        # probability is how sure the model is that the image shows anything.
+        p = outputs["probabilities"][k]
+        found.probabilities = {c: round(float(v), 6) for c, v in zip(model.classes, p)}
+        found.predicted_class = "|".join(c for c, v in zip(model.classes, p) if v >= FINDING_CALL) or "no finding"
+        found.confidence = found.anomaly_score = float(p.max())
+        found.threshold, found.is_anomaly = FINDING_CALL, bool(p.max() >= FINDING_CALL)
+    elif "probabilities" in outputs:
         p = outputs["probabilities"][k]
         guess = int(p.argmax())
         found.predicted_class, found.confidence = model.classes[guess], float(p[guess])

@@ -70,10 +70,12 @@ def quantize_int8(ws: Workspace, run: str, source: Path, target: Path) -> dict[s
         prepared.unlink(missing_ok=True)
 
     def metric(path: Path) -> float:
-        from core.metrics import anomaly_auroc, classification_metrics
+        from core.metrics import anomaly_auroc, classification_metrics, finding_figures
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = np.concatenate([session.run(None, {"image": images[i : i + 32]})[-1] for i in range(0, len(images), 32)])
+        if getattr(phase, "multilabel", False):  # the mean of the findings' AUCs
+            return float(finding_figures(got, phase.targets(rows).numpy(), 0.5)["roc_auc_ovr"])
         if phase.spec.output == "class_probabilities":
             targets = np.array([phase.classes.index(r["label"]) for r in rows])
             return float(classification_metrics(got, targets, phase.classes)["roc_auc_ovr"])

@@ -25,7 +25,7 @@ from app.engine import (Callback, Checkpoints, EarlyStopping, EpochProgress, Loo
                         TimeBudget, WeightAverage, run_epochs)
 from app.data import phase_inputs, position_codes, split_rows
 from core.errors import DatasetError, TrainingError
-from core.metrics import anomaly_auroc, classification_metrics
+from core.metrics import anomaly_auroc, classification_metrics, finding_figures
 from app.laterality import FLIPS, flips_record
 from app.names import check_name
 from app.progress import Progress, report
@@ -54,6 +54,10 @@ def new_run_name(dataset: str, phase: str) -> str:
 
 def validation_metrics(phase: Any, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """The numbers watched during training; ``monitor`` is the one early stopping reads."""
+    if getattr(phase, "multilabel", False):
+        m = finding_figures(outputs, targets, 0.5)
+        return {"val_accuracy": m["accuracy"], "val_auc": m["roc_auc_ovr"],
+                "monitor": m["roc_auc_ovr"] if not math.isnan(m["roc_auc_ovr"]) else m["accuracy"]}
     if phase.spec.output == "class_probabilities":
         m = classification_metrics(outputs, targets, phase.classes)
         auc = m["roc_auc_ovr"]
@@ -131,11 +135,11 @@ def mix_batch(images: "Any", targets: "Any", classes: int, share: float, generat
     """Mixup (Zhang et al., ICLR 2018): each image blended with another of the batch,
     ``share`` of itself and the rest of the other, and its target the same blend of the
     two one-hot labels (class probabilities, which the classifiers' cross-entropy takes
-    as they are). ``share`` is drawn per batch from Beta(alpha, alpha)."""
+    as they are); several findings' 0/1 targets (N, findings) are blended as they are. ``share`` is drawn per batch from Beta(alpha, alpha)."""
     import torch
 
     partner = torch.randperm(len(images), generator=generator)
-    one_hot = torch.nn.functional.one_hot(targets, classes).float()
+    one_hot = targets.float() if targets.dim() == 2 else torch.nn.functional.one_hot(targets, classes).float()
     return (share * images + (1 - share) * images[partner],
             share * one_hot + (1 - share) * one_hot[partner])
 
@@ -290,6 +294,10 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
     dataset_wide = {"image_size": tconfig["image_size"], "channels": int(tconfig.get("channels", 1)),
                     "labeled_fraction": tconfig.get("labeled_fraction", 1.0),
                     "class_weights": balance == "class_weights"}
+    if tconfig.get("findings") and "multilabel" in cls.Config.__dataclass_fields__:
+        # Several findings per image (app/organize/multilabel.py): a classifier gives each its own probability.
+        # Each finding is its own yes/no, so there are no class shares to even out.
+        classes, dataset_wide["multilabel"], dataset_wide["class_weights"] = list(tconfig["findings"]), True, False
     if resumed:  # with the settings it was started with (a checkpoint from before a setting existed: the dataset's)
         config = dict(resumed["config"])
         fields = set(cls.Config.__dataclass_fields__)
@@ -395,7 +403,11 @@ def check_splits(phase: Any, dataset: str, train_y: Any, val_y: Any) -> None:
     if len(val_y) < MIN_VAL_IMAGES:
         raise DatasetError(f"The validation split of {dataset!r} holds {len(val_y)} labeled image(s) for phase "
                            f"{name!r}; at least {MIN_VAL_IMAGES} are needed to choose the best epoch. {fix}")
-    if needs_labels and len(set(np.asarray(val_y).tolist())) < 2:
+    if needs_labels and np.ndim(val_y) == 2:  # findings: one shown and absent, or nothing to choose on
+        if not any(0 < column.sum() < len(column) for column in np.asarray(val_y).T):
+            raise DatasetError(f"The validation split of {dataset!r} holds no finding both shown and absent, so the "
+                               f"best epoch cannot be chosen for phase {name!r}. {fix}")
+    elif needs_labels and len(set(np.asarray(val_y).tolist())) < 2:
         raise DatasetError(f"The validation split of {dataset!r} holds one class only, so the best epoch "
                            f"cannot be chosen for phase {name!r}. {fix}")
 
@@ -438,7 +450,7 @@ def evened_counts(ws: Workspace, phase: Any, dataset: str, balance: str) -> list
     """Images per class in the training split as organized, when training evened the classes
     out (class weights, over- or undersampling): what the calibration's bias puts back."""
     evened = bool(getattr(phase.config, "class_weights", False)) or balance in ("oversample", "undersample")
-    if phase.spec.output != "class_probabilities" or not evened:
+    if phase.spec.output != "class_probabilities" or not evened or getattr(phase, "multilabel", False):
         return None
     labels = [r["label"] for r in phase.select_rows(split_rows(ws, dataset, "train"))]
     return [labels.count(c) for c in phase.classes]
@@ -515,7 +527,9 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
                **({"epoch_images": drawn} if drawn else {})}
     augment = getattr(config, "augment", "standard")
     if augment != "none":  # the same answer on resume: the same training split
-        base["flips"] = flips_record(getattr(config, "flips", "auto"), train_x, train_y, phase.classes)
+        # Findings are no classes that could mirror each other: an image's labels go in as unknown.
+        per_image = train_y if train_y.dim() == 1 else torch.full((len(train_y),), -1)
+        base["flips"] = flips_record(getattr(config, "flips", "auto"), train_x, per_image, phase.classes)
     flips = augment != "none" and base["flips"]["used"]
     mixup = float(getattr(config, "mixup", 0.0) or 0.0)
 

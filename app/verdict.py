@@ -57,9 +57,19 @@ def model_verdict(meta: dict[str, Any]) -> Verdict:
         unfit.append(f"{name} {auc:.2f}, near chance")
     elif auc < WEAK_AUC:
         weak.append(f"{name} {auc:.2f}, weak discrimination")
-    for label, figures in (test.get("per_class") or {}).items():
-        if figures.get("support", 0) and _number(figures.get("sensitivity")) == 0.0:
-            unfit.append(f"never predicts {label!r} ({figures['support']} in the test split)")
+    never = [label for label, figures in (test.get("per_class") or {}).items()
+             if figures.get("support", 0) and _number(figures.get("sensitivity")) == 0.0]
+    if "exact_match" in test:  # findings, each its own probability: a rare one seldom reaches 0.5, as it should
+        if never:
+            weak.append(f"at a probability of 0.5 never calls {', '.join(never)}: read their probabilities, "
+                        "not the yes/no")
+        near = [label for label, figures in test["per_class"].items()
+                if _number(figures.get("auc")) is not None and figures["auc"] < CHANCE_AUC]
+        if near:
+            weak.append(f"near chance on {', '.join(near)}")
+    else:
+        unfit += [f"never predicts {label!r} ({test['per_class'][label]['support']} in the test split)"
+                  for label in never]
     if not classifier:
         sensitivity, specificity = _number(test.get("sensitivity")), _number(test.get("specificity"))
         if sensitivity == 0.0:

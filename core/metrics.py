@@ -184,9 +184,74 @@ METRIC_LABELS = {
     "tta": "test-time augmentation (mirror)", "dataset_changed": "dataset organized again since training",
     "val_auroc": "validation AUROC", "best_val_monitor": "best validation score", "epochs_trained": "epochs trained",
     "weight": "weight of the classifier (hybrid)",
+    "exact_match": "images with every finding called right", "finding_threshold": "probability that calls a finding",
 }
 
 
 def metric_label(key: str) -> str:
     """A metric's name as a reader says it (``threshold_at_val_threshold`` is no word)."""
     return METRIC_LABELS.get(key, key.replace("_", " "))
+
+
+# -- several findings per image (multi-label) ----------------------------------------------------
+def finding_figures(probabilities: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, float]:
+    """MedMNIST's multi-label headline figures: the mean over findings of each finding's
+    ROC-AUC (those present and absent in ``targets``) and of its accuracy at ``threshold``."""
+    positive = targets > 0.5
+    aucs = [_rank_auc(probabilities[:, k], positive[:, k]) for k in range(targets.shape[1])]
+    aucs = [a for a in aucs if not np.isnan(a)]
+    return {"roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
+            "accuracy": float(((probabilities >= threshold) == positive).mean())}
+
+
+def multilabel_metrics(probabilities: np.ndarray, targets: np.ndarray, findings: list[str],
+                       threshold: float = 0.5) -> dict[str, Any]:
+    """Figures of a model that gives each finding its own probability (N, findings), against
+    ``targets`` (N, findings) of 0/1, as MedMNIST reports ChestMNIST: ``roc_auc_ovr`` the mean
+    of the per-finding ROC-AUCs (findings with images of both kinds), ``accuracy`` the mean
+    per-finding accuracy at ``threshold``; ``exact_match`` the share of images whose every
+    finding is called right; per finding its AUC, sensitivity and specificity at the
+    threshold and its count; the calibration error of every finding's probability taken as
+    a yes/no answer of its own."""
+    from sklearn.metrics import average_precision_score
+
+    positive = targets > 0.5
+    called = probabilities >= threshold
+    per_class = {}
+    for k, name in enumerate(findings):
+        tp = int((called[:, k] & positive[:, k]).sum())
+        fn = int((~called[:, k] & positive[:, k]).sum())
+        fp = int((called[:, k] & ~positive[:, k]).sum())
+        tn = len(targets) - tp - fn - fp
+        per_class[name] = {
+            "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+            "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+            "support": tp + fn,
+            "auc": _one_vs_rest_auc(probabilities[:, k], positive[:, k]),
+        }
+    present = [k for k in range(len(findings)) if 0 < positive[:, k].sum() < len(positive)]
+    flat = probabilities.reshape(-1)
+    return {
+        **finding_figures(probabilities, targets, threshold),
+        "exact_match": float((called == positive).all(axis=1).mean()) if len(targets) else float("nan"),
+        "pr_auc_ovr": float(np.mean([average_precision_score(positive[:, k], probabilities[:, k]) for k in present]))
+        if present else float("nan"),
+        **calibration_errors(np.stack([1 - flat, flat], axis=1), positive.reshape(-1).astype(int)),
+        "per_class": per_class,
+        "finding_threshold": threshold,
+        "n": int(len(targets)),
+    }
+
+
+def multilabel_intervals(probabilities: np.ndarray, targets: np.ndarray, threshold: float = 0.5,
+                         rounds: int = 200, seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile-bootstrap intervals of the multi-label headline figures (images resampled).
+    200 rounds: a round ranks every finding's scores, 50 ms on ChestMNIST's 22,433 test images."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        pick = rng.integers(0, len(targets), len(targets))
+        for key, value in finding_figures(probabilities[pick], targets[pick], threshold).items():
+            if not np.isnan(value):
+                draws.setdefault(key, []).append(value)
+    return {key: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for key, v in draws.items() if len(v) > rounds // 2}

@@ -18,7 +18,7 @@ Where a value comes from (``resolve``), strongest first:
     phase       the phase's own default, for the dataset-wide settings the phase declares
                 its own (``OWN_DEFAULTS``: cube3d's 48-voxel cube)
     dataset     dataset-wide, from the dataset's training_config.json (image size,
-                channels, labeled fraction, class weights)
+                channels, labeled fraction, class weights, several findings per image)
     default     the Config's default
 """
 
@@ -32,7 +32,7 @@ LAYERS = ("model", "data", "training", "post_hoc")
 
 # Settings the organizer decides once for a whole dataset (training_config.json) and every
 # phase that has the field takes, unless it declares its own default (OWN_DEFAULTS).
-DATASET_WIDE = ("image_size", "channels", "labeled_fraction", "class_weights")
+DATASET_WIDE = ("image_size", "channels", "labeled_fraction", "class_weights", "multilabel")
 
 
 def setting(default: Any, *, help: str, choices: tuple[Any, ...] = (), metavar: str | None = None,
@@ -86,6 +86,7 @@ PLAIN_LAYERS: dict[str, str] = {
     "drop_rate": "model", "base_channels": "model", "finetune_lr": "training",
     "kl_warmup_epochs": "training", "use_unlabeled": "data", "labeled_fraction": "data",
     "threshold_percentile": "post_hoc",
+    "multilabel": "data",  # several findings per image: the dataset says (app/organize/multilabel.py)
 }
 
 

@@ -190,6 +190,9 @@ class HybridPhase(Phase):
 
     def attach(self, supervised: Any, vae: Any, n_reference: int = 0) -> None:
         """Take the trained component phases (see PhaseSpec.components)."""
+        if getattr(supervised, "multilabel", False):
+            raise ValueError("The supervised run gives each finding its own probability (several findings per image), "
+                             "with no 'normal' class for the hybrid to weigh against the VAE: use the two runs apart.")
         small, large = supervised.config.image_size, vae.config.image_size
         if small > large or large % small:
             raise ValueError(

@@ -42,6 +42,7 @@ class SupervisedConfig:
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     channels: int = 1  # 1: grey; 3: RGB, for colour data (the dataset's training_config.json says which)
     ordinal: float = 0.0  # ordered classes (grades): weight of the squared-EMD term added to the loss (e.g. 1); 0: off
+    multilabel: bool = False  # several findings per image: one sigmoid probability per class (the dataset says)
     seed: int = 0
 
 
@@ -244,15 +245,31 @@ class ClassifierPhase(Phase):
             return declared
         return info[-1]["module"] if info else None
 
+    @property
+    def multilabel(self) -> bool:
+        """One probability per finding (``classes`` are findings; app/organize/multilabel.py)."""
+        return bool(getattr(self.config, "multilabel", False))
+
     def select_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.multilabel:
+            return [r for r in rows if r["labeled"]]
         return [r for r in rows if r["labeled"] and r["label"] in self.classes]
 
     def targets(self, rows: list[dict[str, Any]]) -> torch.Tensor:
+        """Class indices; for a multi-label phase (N, findings) of 0/1, floats."""
+        if self.multilabel:
+            from core.findings import row_findings
+
+            found = torch.zeros(len(rows), len(self.classes))
+            for k, row in enumerate(rows):
+                for name in row_findings(row):
+                    found[k, self.classes.index(name)] = 1.0
+            return found
         return torch.tensor([self.classes.index(r["label"]) for r in rows])
 
     def prepare(self, targets: torch.Tensor) -> None:
         self.class_weight: torch.Tensor | None = None
-        if self.config.class_weights:
+        if self.config.class_weights and not self.multilabel:  # each finding is its own yes/no: no weights
             counts = torch.bincount(targets, minlength=len(self.classes)).float().clamp(min=1)
             self.class_weight = counts.sum() / (len(self.classes) * counts)
 
@@ -261,6 +278,10 @@ class ClassifierPhase(Phase):
         logits = self.model(images)
         weight = getattr(self, "class_weight", None)
         weight = weight.to(logits.device) if weight is not None else None
+        if self.multilabel:  # each finding its own yes/no, smoothed towards 0.5
+            smooth = self.config.label_smoothing
+            wanted = targets.float() * (1 - smooth) + smooth / 2
+            return {"loss": F.binary_cross_entropy_with_logits(logits.float(), wanted), "output": logits}
         loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
         ordinal = float(getattr(self.config, "ordinal", 0.0) or 0.0)
         if ordinal:
@@ -273,7 +294,7 @@ class ClassifierPhase(Phase):
         return self.predict_logits(self.model(images))
 
     def export_module(self) -> torch.nn.Module:
-        return _Probabilities(self.model, self.temperature, self.bias or [0.0] * len(self.classes))
+        return _Probabilities(self.model, self.temperature, self.bias or [0.0] * len(self.classes), self.multilabel)
 
     @torch.no_grad()
     def finish(self, images: Any, targets: torch.Tensor, train_counts: list[int] | None = None,
@@ -293,6 +314,8 @@ class ClassifierPhase(Phase):
             return {"temperature": 1.0, "bias": None, "skipped": "the validation split holds no image of these classes"}
         self.model.eval()
         logits = torch.cat([self.model(images[i : i + 64]) for i in range(0, len(images), 64)]).float()
+        if self.multilabel:
+            return self._finish_findings(logits, targets.float())
         with_bias = how == "temperature+bias" and train_counts is not None
         val_counts = torch.bincount(targets, minlength=len(self.classes)).tolist()
         shift = proportions_shift(train_counts, val_counts) if with_bias else None
@@ -339,8 +362,49 @@ class ClassifierPhase(Phase):
                 "val_ece_after": after["ece"], "val_mce_after": after["mce"], **({"skipped": skipped} if skipped else {}),
                 **({"matched": matched} if matched else {})}
 
+    def _finish_findings(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """``finish`` for one probability per finding: one temperature for every finding's
+        logit, fitted on the validation split's binary log-loss (no bias: nothing evened the
+        findings out); NLL and the calibration errors of every finding's yes/no, before and after."""
+        from core.metrics import calibration_errors
+
+        def nll(t: float) -> float:
+            return float(F.binary_cross_entropy_with_logits(logits / t, targets))
+
+        def errors(probabilities: torch.Tensor) -> dict[str, float]:
+            flat = probabilities.reshape(-1).numpy()
+            return calibration_errors(np.stack([1 - flat, flat], axis=1), targets.reshape(-1).numpy().astype(int))
+
+        log_t = torch.zeros(1, requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                loss = F.binary_cross_entropy_with_logits(logits / log_t.exp(), targets)
+                loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        temperature = float(log_t.detach().exp())
+        before = nll(1.0)
+        kept = TEMPERATURES[0] <= temperature <= TEMPERATURES[1] and nll(temperature) < before
+        self.temperature, self.bias = (temperature if kept else 1.0), None
+        old, new = errors(torch.sigmoid(logits)), errors(self.predict_logits(logits))
+        return {"temperature": self.temperature, "bias": None, "per": "finding (one sigmoid each, one temperature)",
+                "val_nll_before": before, "val_nll_after": nll(self.temperature),
+                "val_ece_before": old["ece"], "val_mce_before": old["mce"],
+                "val_ece_after": new["ece"], "val_mce_after": new["mce"],
+                **({} if kept else {"skipped": "the temperature fit did not lower the validation log-loss"})}
+
+    def raw_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated probabilities: a softmax over classes, or a sigmoid per finding."""
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
     def predict_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated probabilities from the model's raw logits."""
+        """Calibrated probabilities from the model's raw logits (multi-label: one sigmoid per finding)."""
+        if self.multilabel:
+            return torch.sigmoid(logits / self.temperature)
         bias = torch.tensor(self.bias or [0.0] * logits.shape[1], dtype=logits.dtype, device=logits.device)
         return torch.softmax(logits / self.temperature + bias, dim=1)
 
@@ -364,6 +428,15 @@ def squared_emd(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 CALIBRATIONS = ("temperature+bias", "temperature", "none")  # see ClassifierPhase
+
+
+def check_ordinal(config: Any) -> None:
+    """Refuse an ordinal loss weight below 0, or one on findings (not grades of one class)."""
+    if not config.ordinal >= 0:
+        raise ValueError(f"the ordinal loss weight must be 0 (off) or more (e.g. 1), not {config.ordinal}")
+    if config.ordinal and getattr(config, "multilabel", False):
+        raise ValueError("the ordinal loss orders the grades of one class per image; this dataset gives several "
+                         "findings per image: leave out --ordinal")
 
 
 def check_calibration(how: str) -> str:
@@ -439,14 +512,17 @@ def _matched_temperature(logits: torch.Tensor, offsets: torch.Tensor, confidence
 
 
 class _Probabilities(torch.nn.Module):
-    """softmax(model(x) / temperature + bias): what predict returns and the ONNX graph computes."""
+    """softmax(model(x) / temperature + bias), or sigmoid(model(x) / temperature) per finding
+    (``multilabel``): what predict returns and the ONNX graph computes."""
 
-    def __init__(self, model: torch.nn.Module, temperature: float, bias: list[float]) -> None:
+    def __init__(self, model: torch.nn.Module, temperature: float, bias: list[float], multilabel: bool = False) -> None:
         super().__init__()
-        self.model, self.temperature = model, temperature
+        self.model, self.temperature, self.multilabel = model, temperature, multilabel
         self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.multilabel:
+            return torch.sigmoid(self.model(images) / self.temperature)
         return torch.softmax(self.model(images) / self.temperature + self.bias, dim=1)
 
 
@@ -463,8 +539,7 @@ class SupervisedPhase(ClassifierPhase):
     def __init__(self, config: SupervisedConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)
         check_channels(config.channels)
-        if not config.ordinal >= 0:
-            raise ValueError(f"the ordinal loss weight must be 0 (off) or more (e.g. 1), not {config.ordinal}")
+        check_ordinal(config)
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(
             config.backbone, len(classes), pretrained=config.pretrained, drop_rate=config.drop_rate,

@@ -16,7 +16,9 @@ import torch
 from models.base import setting
 from models.configs import AUGMENT, CLAHE, EPOCHS, ORDINAL, REGULARIZE, Question, image_size_question
 from models.registry import register_phase
-from models.supervised import ClassifierPhase, check_calibration, check_channels, create_backbone, settle_pretrained
+from models.supervised import (
+    ClassifierPhase, check_calibration, check_channels, check_ordinal, create_backbone, settle_pretrained,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class TransferConfig:
     calibration: str = "temperature+bias"  # temperature+bias | temperature | none (ClassifierPhase.finish)
     channels: int = 1  # 1: grey; 3: RGB (colour data: ImageNet weights are used as they are)
     ordinal: float = 0.0  # ordered classes: weight of the squared-EMD loss term (models/supervised.py squared_emd)
+    multilabel: bool = False  # several findings per image: one sigmoid probability per class (the dataset says)
     seed: int = 0
 
 
@@ -59,8 +62,7 @@ class TransferPhase(ClassifierPhase):
     def __init__(self, config: TransferConfig, classes: list[str]) -> None:
         check_calibration(config.calibration)
         check_channels(config.channels)
-        if not config.ordinal >= 0:
-            raise ValueError(f"the ordinal loss weight must be 0 (off) or more (e.g. 1), not {config.ordinal}")
+        check_ordinal(config)
         self.config, self.classes = config, list(classes)
         self.model = create_backbone(config.backbone, len(classes), pretrained=config.pretrained,
                                      in_chans=config.channels)

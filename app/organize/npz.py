@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import DatasetError
-from app.organize.detect import anomaly_class
+from app.organize.detect import NORMAL, anomaly_class, findings
 from app.organize.splits import SPLITS
 from app.progress import Progress, report
 from app.workspace import Workspace
@@ -25,6 +25,10 @@ KNOWN = {
     "pneumoniamnist": ({0: "normal", 1: "pneumonia"}, "XR", "chest"),
     "breastmnist": ({0: "malignant", 1: "normal"}, "US", "breast"),  # 1 is "normal, benign"
     "adrenalmnist3d": ({0: "normal", 1: "mass"}, "CT", "abdomen"),
+    # Multi-label: one column per finding, 1 where the radiograph shows it (none: no finding).
+    "chestmnist": ({0: "atelectasis", 1: "cardiomegaly", 2: "effusion", 3: "infiltration", 4: "mass", 5: "nodule",
+                    6: "pneumonia", 7: "pneumothorax", 8: "consolidation", 9: "edema", 10: "emphysema",
+                    11: "fibrosis", 12: "pleural", 13: "hernia"}, "XR", "chest"),
 }
 
 
@@ -41,6 +45,20 @@ def _label_table(data: Any, split: str) -> np.ndarray:
     shape = data.shape(f"{split}_labels")
     columns = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     return data.array(f"{split}_labels").reshape(shape[0], columns)
+
+
+def _sources(table: np.ndarray, names: dict[int, str], path: Path) -> list[str]:
+    """Each image's label as its source names it: the class of a one-column file; for a
+    multi-label file (one 0/1 column per finding, as ChestMNIST's 14) the findings shown,
+    "|"-joined ("effusion|mass"), or "normal" for none (the organizer then trains one
+    probability per finding: app/organize/multilabel.py)."""
+    if table.shape[1] == 1:
+        return [names.get(int(value), f"class_{int(value)}") for value in table[:, 0].tolist()]
+    if len(table) and not np.isin(table, (0, 1)).all():
+        raise DatasetError(f"{path.name} gives {table.shape[1]} labels per image, but not as 0/1 columns (one per "
+                           "finding): keep one class column, or one 0/1 column per finding, and organize it again.")
+    columns = [names.get(k, f"finding_{k}") for k in range(table.shape[1])]
+    return ["|".join(columns[k] for k in np.flatnonzero(row)) or NORMAL for row in table]
 
 
 def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> list[dict[str, Any]]:
@@ -64,29 +82,23 @@ def npz_rows(ws: Workspace, path: Path, progress: Progress | None = None) -> lis
         raise DatasetError(
             f"{path} is not a MedMNIST-format file (train/val/test _images and _labels): {err}"
         ) from err
-    if table["train"].shape[1] > 1:
-        raise DatasetError(
-            f"{path.name} gives {table['train'].shape[1]} labels per image (a multi-label file, like ChestMNIST's 14 "
-            "findings); this tool trains one label per image. Make one label column (for example 'any finding' "
-            "against 'none') and organize that file.")
-    labels = {s: table[s][:, 0] for s in SPLITS}
     names, modality, region = _known(path)
     if own_names:
         names = dict(enumerate(own_names))
     if own_facts:
         modality, region = own_facts
+    sources = {s: _sources(table[s], names, path) for s in SPLITS}
     stored = ws.relative(path)
     digest = hashlib.sha256(stored.encode()).hexdigest()[:8]
     rows = []
     for split in SPLITS:
-        for index, value in enumerate(labels[split].tolist()):
-            source = names.get(int(value), f"class_{int(value)}")
+        for index, source in enumerate(sources[split]):
             rows.append({
                 "path": stored, "kind": "npz", "format": "npz", "series_id": f"{split}:{index}",
                 "n_files": 1, "modality": modality,
                 "patient_id": patients[split][index] if patients else f"F{digest}{split[:2]}{index}",
-                "region": region, "label": anomaly_class(source) if names else source,
-                "source_label": source, "labeled": True, "split": split,
+                "region": region, "label": anomaly_class(source) if names or "|" in source else source,
+                "source_label": source, "findings": findings(source), "labeled": True, "split": split,
                 "modality_rule": "medmnist_file", "modality_confidence": 0.9 if names else 0.0,
                 "region_rule": "medmnist_file", "region_confidence": 0.9 if names else 0.0,
                 "label_rule": "medmnist_labels", "label_confidence": 1.0, "sha256": "",

@@ -25,18 +25,20 @@ import numpy as np
 from app.atomic import swap_in, temp_sibling
 from app.cube_store import STORE_SUFFIXES
 from core.errors import DatasetError
+from core.findings import row_findings
 from app.organize.detect import (
     LABEL_RULES, MODALITY_RULES, NORMAL, REGION_RULES, Detected, anomaly_class, described_regions, detect,
     findings, label_from_folder, vocabulary_digest,
 )
 from app.organize.pixel_rules import agree_with_siblings, fill_regions
 from app.organize.colour import dataset_channels
+from app.organize.multilabel import dataset_findings
 from app.organize.ordinal import ordered_classes
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
 from app.pseudonyms import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
-from app.organize.rows import ROW_KEYS, read_rows, row_place, write_rows  # noqa: F401  (re-exported)
+from app.organize.rows import ROW_KEYS, natural_key, read_rows, row_place, write_rows  # noqa: F401  (re-exported)
 from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
 from app.private import item_id, source_id
 from app.organize.tables import (
@@ -232,11 +234,6 @@ SCANNER_VERSION = 5  # 4: masks' area; 5: SOP class and view position kept (mamm
 SCANNER = f"{SCANNER_VERSION}.{vocabulary_digest()}"  # and the words a description keeps (detect.py)
 OUTLINE_AREA = 0.15  # masks set on every image and covering more than this (median) outline organs
 MAX_WORKERS = 32  # more scan processes than this only add memory
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key that orders numbers inside names by value (grade_2 before grade_10)."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def default_image_size(rows: list[dict[str, Any]]) -> int:
@@ -524,8 +521,12 @@ def _write_files(
         "by_source_label": dict(Counter(r["source_label"] for r in labeled)),
         "label_conflicts": len(conflicts),
     }
+    several = dataset_findings(labeled)  # one probability per finding (app/organize/multilabel.py)
+    if several:
+        counts["by_finding"] = dict(Counter(f for r in labeled for f in set(row_findings(r))))
     write_state(out / "metadata.json", Kind.DATASET_METADATA, {
         "name": name, "source_dataset": source, "classes": ordered, "counts": counts,
+        **({"findings": several} if several else {}),
         "items": len(rows), "created": now_iso(), "seed": seed, "split_fractions": list(fractions),
         "version": dataset_version(out),
         **({"held_out_classes": list(held_out)} if held_out else {}),
@@ -538,8 +539,10 @@ def _write_files(
         "dataset": name, "classes": ordered, "normal_class": NORMAL if NORMAL in classes else "",
         "image_size": default_image_size(rows), "channels": dataset_channels(ws, rows), "class_weights": weights,
         "labeled_fraction": round(len(labeled) / len(rows), 4),
-        "ordinal": ordered_classes(ordered, {Path(row_place(ws, r)).name for r in rows if r.get("kind") == "npz"}),
-        "recommended_phases": ["supervised", "vae", "hybrid"] if NORMAL in classes else ["supervised"],
+        **({"findings": several} if several else {}),
+        "ordinal": not several and ordered_classes(ordered, {Path(row_place(ws, r)).name for r in rows if r.get("kind") == "npz"}),
+        "recommended_phases": (["supervised", "vae"] if several else ["supervised", "vae", "hybrid"])
+        if NORMAL in classes else ["supervised"],
     })
     reasons = Counter(s["reason"].split(":")[0] for s in skipped)
     return OrganizeResult(name, final, len(rows), len(labeled), len(unlabeled), len(skipped),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,11 @@ ROW_KEYS = [
     "label", "source_label", "findings", "labeled", "split", "modality_rule", "modality_confidence",
     "region_rule", "region_confidence", "label_rule", "label_confidence", "sha256", "annotations",
 ]
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders numbers inside names by value (grade_2 before grade_10)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]], keys: list[str] = ROW_KEYS) -> None:

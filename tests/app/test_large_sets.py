@@ -1,20 +1,18 @@
 """Large sets under a time limit: epochs draw samples so that a schedule still fits; the
-validation watch is a fixed sample; multi-label files are refused with what to do."""
+validation watch is a fixed sample."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from core.errors import DatasetError
 from app.organize.organizer import organize
 from app.recipes import screen_samples
 from app.training import MIN_FIT, epoch_sample, train
 
 
-def _npz(path: Path, train: int = 320, val: int = 40, labels_per_image: int = 1) -> Path:
+def _npz(path: Path, train: int = 320, val: int = 40) -> Path:
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", train), ("val", val), ("test", 16)):
@@ -22,7 +20,7 @@ def _npz(path: Path, train: int = 320, val: int = 40, labels_per_image: int = 1)
         images = (rng.random((n, 28, 28)) * 80).astype(np.uint8)
         images[labels[:, 0] == 1, 10:18, 10:18] = 250
         arrays[f"{split}_images"] = images
-        arrays[f"{split}_labels"] = np.repeat(labels, labels_per_image, axis=1)
+        arrays[f"{split}_labels"] = labels
     np.savez(path, **arrays)
     return path
 
@@ -79,8 +77,3 @@ def test_validation_watches_a_fixed_sample_of_a_large_split(ws, tmp_path: Path, 
     train(ws, "bigval", "supervised", run="v", backbone="resnet10t", image_size=32, epochs=1, batch_size=8,
           pretrained=False, augment="none")
     assert seen == [24]
-
-
-def test_a_multi_label_file_is_refused_with_what_to_do(ws, tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="14 labels per image .*one label per image"):
-        organize(ws, _npz(tmp_path / "chestmnist.npz", train=20, val=8, labels_per_image=14), "chest")

@@ -1,0 +1,121 @@
+"""Several findings per image (ChestMNIST's 14 columns, NIH's "a|b" rows): one probability
+per finding, trained, calibrated, evaluated, explained, exported and predicted as such."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.organize.multilabel import dataset_findings
+from app.organize.organizer import organize, read_rows
+from app.training import train
+from core.errors import DatasetError
+from core.metrics import multilabel_metrics
+
+SPOTS = [(2, 2), (2, 18), (18, 10)]  # where each finding shows: a bright square of its own
+OPTIONS = {"backbone": "resnet10t", "image_size": 32, "epochs": 6, "batch_size": 16, "pretrained": False,
+           "augment": "none"}
+
+
+def _images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    images = (rng.random((len(labels), 28, 28)) * 60).astype(np.uint8)
+    for k, row in enumerate(labels):
+        for finding, (y, x) in enumerate(SPOTS):
+            if row[finding]:
+                images[k, y : y + 8, x : x + 8] = 240
+    return images
+
+
+def multilabel_npz(path: Path, n: tuple[int, int, int] = (120, 40, 40)) -> Path:
+    """A MedMNIST-format file with three 0/1 finding columns (any of them, or none, per image)."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        labels = (rng.random((count, 3)) < 0.35).astype(np.uint8)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = _images(labels, rng), labels
+    np.savez(path, **arrays)
+    return path
+
+
+def test_a_multi_label_file_organizes_with_its_findings(ws, tmp_path: Path) -> None:
+    organize(ws, multilabel_npz(tmp_path / "chestmnist.npz"), "chest")
+    config = json.loads((ws.organized_path("chest") / "training_config.json").read_text())
+    # ChestMNIST's own names for its first columns; the classes stay the anomaly view (normal: no finding).
+    assert config["findings"] == ["atelectasis", "cardiomegaly", "effusion"]
+    assert "normal" in config["classes"] and config["ordinal"] is False and "hybrid" not in config["recommended_phases"]
+    rows = read_rows(ws.organized_path("chest") / "splits" / "train.csv")
+    both = next(r for r in rows if "|" in r["source_label"])
+    assert both["label"] != "normal" and both["modality"] == "XR" and both["region"] == "chest"
+    assert all(r["label"] == "normal" for r in rows if r["source_label"] == "normal")
+    counts = ws.dataset_metadata("chest")["counts"]["by_finding"]
+    assert set(counts) == {"atelectasis", "cardiomegaly", "effusion"} and min(counts.values()) > 20
+
+
+def test_a_stray_pair_of_labels_keeps_one_class_per_image() -> None:
+    rows = [{"labeled": True, "source_label": "cat"}] * 300 + [{"labeled": True, "source_label": "cat|dog"}] * 3
+    assert dataset_findings(rows) == [], "three images of 303 that two label sources disagree on"
+    rows += [{"labeled": True, "source_label": "dog|mouse"}] * 6
+    assert dataset_findings(rows) == ["cat", "dog", "mouse"]
+
+
+def test_a_file_of_other_numbers_per_column_is_refused(ws, tmp_path: Path) -> None:
+    arrays = {f"{s}_{k}": np.zeros((4, 28, 28) if k == "images" else (4, 3), np.uint8) for s in ("train", "val", "test")
+              for k in ("images", "labels")}
+    arrays["train_labels"][0, 1] = 3
+    np.savez(tmp_path / "oddmnist.npz", **arrays)
+    with pytest.raises(DatasetError, match="not as 0/1 columns"):
+        organize(ws, tmp_path / "oddmnist.npz", "odd")
+
+
+def test_metrics_are_means_over_the_findings() -> None:
+    targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], float)
+    probabilities = np.array([[0.9, 0.2], [0.3, 0.6], [0.7, 0.4], [0.1, 0.1]])
+    m = multilabel_metrics(probabilities, targets, ["a", "b"])
+    assert m["roc_auc_ovr"] == pytest.approx(1.0) and m["accuracy"] == pytest.approx(7 / 8)
+    assert m["exact_match"] == pytest.approx(3 / 4) and m["per_class"]["b"]["sensitivity"] == pytest.approx(0.5)
+
+
+def test_a_multi_label_run_trains_evaluates_exports_and_predicts(ws, tmp_path: Path) -> None:
+    from app.bundle import export_bundle
+    from app.evaluate import evaluate_run
+    from app.predict import predict
+
+    organize(ws, multilabel_npz(tmp_path / "chestmnist.npz"), "chest")
+    train(ws, "chest", "supervised", run="findings", **OPTIONS)
+    meta = ws.run_metadata("findings")
+    assert meta["classes"] == ["atelectasis", "cardiomegaly", "effusion"] and meta["config"]["multilabel"] is True
+    assert meta["config"]["class_weights"] is False and meta["calibration"]["bias"] is None
+    assert meta["history"][-1]["val_auc"] > 0.8
+    found = evaluate_run(ws, "findings", "test")
+    m = found.metrics
+    assert m["roc_auc_ovr"] > 0.8 and set(m["per_class"]) == set(meta["classes"]), m
+    assert m["anomaly_auroc"] > 0.9 and "accuracy_at_val_threshold" in m and m["verdict"]["level"] in ("fit", "weak")
+    report = found.report.read_text()
+    assert "| finding | sensitivity (at 0.5)" in report and "findings (one probability each)" in report
+    assert {p.name for p in found.plots} >= {"findings_test.png", "reliability_test.png", "gradcam_test.png"}
+    export_bundle(ws, "findings")
+    card = json.loads((ws.export_dir("findings") / "metadata.json").read_text())
+    assert card["task"] == "multilabel_classification" and "sigmoid" in card["outputs"][0]["meaning"]
+    folder = tmp_path / "films"
+    folder.mkdir()
+    wanted = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]], np.uint8)
+    for k, image in enumerate(_images(wanted, np.random.default_rng(7))):
+        Image.fromarray(image).save(folder / f"film{k}.png")
+    answers = {r.name: r for r in predict(ws, folder, run="findings", allow_ood=True, show_names=True).predictions}
+    assert all(r.engine == "onnxruntime" for r in answers.values())
+    named = {name: r.predicted_class for name, r in answers.items()}
+    assert named["film2.png"] == "no finding" and answers["film2.png"].is_anomaly is False, named
+    assert set(named["film0.png"].split("|")) == {"atelectasis", "effusion"}, named
+    assert sum(p > 0.5 for p in answers["film0.png"].probabilities.values()) == 2, "sigmoids, not one softmax"
+
+
+def test_a_multi_label_run_refuses_an_ordinal_loss(ws, tmp_path: Path) -> None:
+    from core.errors import TrainingError
+
+    organize(ws, multilabel_npz(tmp_path / "chestmnist.npz"), "chest")
+    with pytest.raises(TrainingError, match="several findings per image"):
+        train(ws, "chest", "supervised", run="graded", ordinal=1.0, **OPTIONS)
