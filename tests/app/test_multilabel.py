@@ -97,6 +97,13 @@ def test_a_multi_label_run_trains_evaluates_exports_and_predicts(ws, tmp_path: P
     report = found.report.read_text()
     assert "| finding | sensitivity (at 0.5)" in report and "findings (one probability each)" in report
     assert {p.name for p in found.plots} >= {"findings_test.png", "reliability_test.png", "gradcam_test.png"}
+    from fastapi.testclient import TestClient
+
+    from tests.web.test_pages import LOCAL, PAGE
+    from web.server import create_app
+
+    page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/findings", headers=PAGE).text
+    assert 'id="findings"' in page and "<th>finding</th>" in page and "images showing it" in page
     export_bundle(ws, "findings")
     card = json.loads((ws.export_dir("findings") / "metadata.json").read_text())
     assert card["task"] == "multilabel_classification" and "sigmoid" in card["outputs"][0]["meaning"]
@@ -119,3 +126,26 @@ def test_a_multi_label_run_refuses_an_ordinal_loss(ws, tmp_path: Path) -> None:
     organize(ws, multilabel_npz(tmp_path / "chestmnist.npz"), "chest")
     with pytest.raises(TrainingError, match="several findings per image"):
         train(ws, "chest", "supervised", run="graded", ordinal=1.0, **OPTIONS)
+
+
+def test_nih_rows_naming_several_findings_train_one_probability_per_finding(ws, tmp_path: Path) -> None:
+    """An NIH ChestX-ray14 tree (Data_Entry_2017.csv, "Effusion|Mass" rows): the table's own
+    finding names become the run's findings, "No Finding" none of them."""
+    names = ("Effusion", "Mass", "Nodule")
+    rng = np.random.default_rng(3)
+    labels = (rng.random((60, 3)) < 0.35).astype(np.uint8)
+    base = tmp_path / "nih"
+    (base / "images_001" / "images").mkdir(parents=True)
+    lines = ["Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"]
+    for k, (image, row) in enumerate(zip(_images(labels, rng), labels)):
+        name = f"{k + 1:08d}_000.png"
+        Image.fromarray(image).save(base / "images_001" / "images" / name)
+        found = "|".join(n for n, shown in zip(names, row) if shown) or "No Finding"
+        lines.append(f"{name},{found},0,{k + 1},58,M,PA")
+    (base / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
+    organize(ws, base, "nih", workers=1)
+    config = json.loads((ws.organized_path("nih") / "training_config.json").read_text())
+    assert config["findings"] == list(names)
+    train(ws, "nih", "supervised", run="nih", **{**OPTIONS, "epochs": 1})
+    meta = ws.run_metadata("nih")
+    assert meta["classes"] == list(names) and meta["config"]["multilabel"] is True
