@@ -277,13 +277,18 @@ def _supervised(ws: Workspace, options: WorkflowOptions, steps: dict, progress: 
 
 def _hybrid(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
             should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    if ws.run_metadata(steps["supervised"]["run"]).get("config", {}).get("multilabel"):
+        # Several findings per image: the classifier has no "normal" class for the hybrid to weigh.
+        return {"skipped": "the dataset gives several findings per image, so its classifier gives each finding its "
+                           "own probability and has no 'normal' class to weigh against the VAE"}
     result = train(ws, options.dataset, "hybrid", run=steps["hybrid"]["run"], seed=options.seed,
                    supervised_run=steps["supervised"]["run"], vae_run=steps["vae"]["run"], progress=progress)
     return {"weight": result.metrics.get("weight"), "val_auroc": result.metrics.get("val_auroc")}
 
 
 def _runs(steps: dict) -> list[str]:
-    return [steps[p]["run"] for p in ("supervised", "vae", "hybrid")]
+    """The runs the workflow trained (a skipped step's run was never made)."""
+    return [steps[p]["run"] for p in ("supervised", "vae", "hybrid") if not steps[p].get("skipped")]
 
 
 def _evaluate(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,

@@ -360,6 +360,9 @@ def run_workflow_with_progress(ws: Workspace, options: WorkflowOptions, restart:
 
 
 def show_workflow_results(state: dict[str, Any], ws: Workspace | None = None) -> None:
+    for step, record in state["steps"].items():  # a step this dataset cannot take (a hybrid of findings)
+        if record.get("skipped"):
+            console.print(f"[yellow]{TITLES[step]}: skipped: {escape(record['skipped'])}.[/]")
     for run, metrics in state["steps"].get("evaluate", {}).get("metrics", {}).items():
         console.print(render.metrics_table(f"{run}: test split", metrics))
     if ws is not None:  # the verdicts last: what to trust of all the above

@@ -128,24 +128,45 @@ def test_a_multi_label_run_refuses_an_ordinal_loss(ws, tmp_path: Path) -> None:
         train(ws, "chest", "supervised", run="graded", ordinal=1.0, **OPTIONS)
 
 
-def test_nih_rows_naming_several_findings_train_one_probability_per_finding(ws, tmp_path: Path) -> None:
-    """An NIH ChestX-ray14 tree (Data_Entry_2017.csv, "Effusion|Mass" rows): the table's own
-    finding names become the run's findings, "No Finding" none of them."""
-    names = ("Effusion", "Mass", "Nodule")
+NIH_FINDINGS = ("Effusion", "Mass", "Nodule")
+
+
+def nih_tree(base: Path, images: int = 60) -> Path:
+    """An NIH ChestX-ray14 tree: PNGs under images_001/images and Data_Entry_2017.csv, whose
+    rows name their findings "a|b" (three of NIH's, drawn as squares) or "No Finding"."""
     rng = np.random.default_rng(3)
-    labels = (rng.random((60, 3)) < 0.35).astype(np.uint8)
-    base = tmp_path / "nih"
+    labels = (rng.random((images, 3)) < 0.35).astype(np.uint8)
     (base / "images_001" / "images").mkdir(parents=True)
     lines = ["Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"]
     for k, (image, row) in enumerate(zip(_images(labels, rng), labels)):
         name = f"{k + 1:08d}_000.png"
         Image.fromarray(image).save(base / "images_001" / "images" / name)
-        found = "|".join(n for n, shown in zip(names, row) if shown) or "No Finding"
+        found = "|".join(n for n, shown in zip(NIH_FINDINGS, row) if shown) or "No Finding"
         lines.append(f"{name},{found},0,{k + 1},58,M,PA")
     (base / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
-    organize(ws, base, "nih", workers=1)
+    return base
+
+
+def test_nih_rows_naming_several_findings_train_one_probability_per_finding(ws, tmp_path: Path) -> None:
+    """The table's own finding names become the run's findings, "No Finding" none of them."""
+    organize(ws, nih_tree(tmp_path / "nih"), "nih", workers=1)
     config = json.loads((ws.organized_path("nih") / "training_config.json").read_text())
-    assert config["findings"] == list(names)
+    assert config["findings"] == list(NIH_FINDINGS)
     train(ws, "nih", "supervised", run="nih", **{**OPTIONS, "epochs": 1})
     meta = ws.run_metadata("nih")
-    assert meta["classes"] == list(names) and meta["config"]["multilabel"] is True
+    assert meta["classes"] == list(NIH_FINDINGS) and meta["config"]["multilabel"] is True
+
+
+def test_the_workflow_on_findings_skips_the_hybrid_and_says_why(ws, tmp_path: Path, monkeypatch) -> None:
+    from app import workflow
+    from app.workflow import WorkflowOptions, run_workflow
+
+    monkeypatch.setitem(workflow.FAST, "supervised", {"image_size": 32, "epochs": 2, "batch_size": 16,
+                                                      "backbone": "resnet10t"})
+    monkeypatch.setitem(workflow.FAST, "vae", {"image_size": 32, "epochs": 1, "batch_size": 16})
+    state = run_workflow(ws, WorkflowOptions(dataset="chest", source=str(nih_tree(tmp_path / "nih")), fast=True))
+    steps = state["steps"]
+    assert all(record["status"] == "done" for record in steps.values()) and "finished" in state
+    assert "several findings per image" in steps["hybrid"]["skipped"]
+    assert steps["hybrid"]["run"] not in steps["evaluate"]["metrics"] and len(steps["export"]["exports"]) == 2
+    assert "exact_match" in steps["evaluate"]["metrics"][steps["supervised"]["run"]]
