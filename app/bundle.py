@@ -156,6 +156,8 @@ def model_card(ws: Workspace, run: str, files: dict[str, str], export: dict[str,
             "anomaly_score": "anomaly score; an image is anomalous when score >= decision_threshold",
         }[n]} for n in outputs],
         "decision_threshold": threshold if task == "anomaly_score" else None,
+        # multi-label: the probability at which each finding is called, chosen on validation (Youden)
+        **({"finding_thresholds": (meta.get("calibration") or {}).get("finding_thresholds")} if several else {}),
         "metrics": {"split": "test", "values": headline, "ci95": evaluation.get("ci95", {}),
                     "evaluated": evaluation.get("evaluated"),
                     "setting": "test-time augmentation (mirrored views averaged)" if evaluation.get("tta")
@@ -242,6 +244,10 @@ def _readme(card: dict[str, Any]) -> str:
     ]
     if card["decision_threshold"] is not None:
         lines += [f"Decision threshold (chosen on validation): {card['decision_threshold']:.6g}", ""]
+    if card.get("finding_thresholds"):
+        lines += ["Each finding is called when its probability reaches its threshold, chosen on validation "
+                  "(Youden's point): " + ", ".join(f"{name} {cut:.4g}" for name, cut in card["finding_thresholds"].items())
+                  + ".", ""]
     if card["metrics"]:
         values, ci = card["metrics"]["values"], card["metrics"]["ci95"]
         lines += ["## Test metrics", "", f"Measured on the test split, {card['metrics'].get('setting', 'single view')}.",

@@ -220,7 +220,7 @@ def _finding_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, 
     "any finding" against none scored by the most likely finding's probability, with the
     threshold chosen on validation. Plots are added to ``made``."""
     targets = phase.targets(rows).numpy()
-    metrics = multilabel_metrics(outputs, targets, phase.classes)
+    metrics = multilabel_metrics(outputs, targets, phase.classes, chosen=phase.finding_thresholds)
     metrics["ci95"] = multilabel_intervals(outputs, targets)
     made.append(plots.finding_aucs_plot(metrics["per_class"], run_dir / f"findings_{split}.png",
                                         f"{run} ({split}): each finding"))
@@ -355,10 +355,17 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
                   "their accuracies at a probability of 0.5 (mostly the absent findings called absent); the anomaly "
                   "AUROC scores any finding against none by the most likely finding's probability."]
     if "per_class" in metrics and several:
-        lines += ["", "| finding | sensitivity (at 0.5) | specificity (at 0.5) | AUC (shown against not shown) | "
-                  "images showing it |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {name} | {_fmt(c['sensitivity'])} | {_fmt(c['specificity'])} | {_fmt(c.get('auc', float('nan')))} | "
-                  f"{c['support']} |" for name, c in metrics["per_class"].items()]
+        chosen = all("threshold" in c for c in metrics["per_class"].values())
+        lines += ["", "| finding | AUC (shown against not shown) | sensitivity / specificity at 0.5 | "
+                  + ("threshold chosen on validation | sensitivity / specificity there | " if chosen else "")
+                  + "images showing it |", "| --- | --- | --- | " + ("--- | --- | " if chosen else "") + "--- |"]
+        lines += [f"| {name} | {_fmt(c.get('auc', float('nan')))} | {_fmt(c['sensitivity'])} / {_fmt(c['specificity'])} | "
+                  + (f"{_fmt(c['threshold'])} | {_fmt(c['sensitivity_at_val_threshold'])} / "
+                     f"{_fmt(c['specificity_at_val_threshold'])} | " if chosen else "")
+                  + f"{c['support']} |" for name, c in metrics["per_class"].items()]
+        if chosen:
+            lines += ["", "Predictions name a finding when its probability reaches its threshold chosen on the "
+                      "validation split (Youden's point: sensitivity + specificity highest there)."]
     elif "per_class" in metrics:
         lines += ["", "| class | sensitivity | specificity | AUC (this class against the rest) | support |",
                   "| --- | --- | --- | --- | --- |"]

@@ -23,6 +23,7 @@ import numpy as np
 from app.atomic import temp_sibling
 from app.bundle import Bundle, check_outputs, dominant, load_bundle
 from core.errors import DatasetError, WorkbenchError
+from core.findings import FINDING_CALL
 from app.progress import Progress, report
 from app.state import Kind, write_state
 from app.ood import OUTSIDE, Gate, load_gate
@@ -151,6 +152,7 @@ class Model:
     channels: int = 1  # 3: a colour model (images read as RGB)
     gate: Gate | None = None
     multilabel: bool = False  # ``classes`` are findings, each with its own probability (several can be present)
+    finding_thresholds: dict[str, float] | None = None  # multi-label: each finding's call, chosen on validation
     _torch: Any = None
     _session: Any = None
 
@@ -220,6 +222,7 @@ def load_model(ws: Workspace, run: str, trust_unsigned: bool = False) -> Model:
                  gate=gate,
                  image_size=int(meta["config"]["image_size"]), clahe=bool(meta["config"].get("clahe", False)),
                  channels=int(meta["config"].get("channels", 1)), multilabel=bool(meta["config"].get("multilabel")),
+                 finding_thresholds=(meta.get("calibration") or {}).get("finding_thresholds"),
                  modalities=dominant(counts.get("by_modality", {})), regions=dominant(counts.get("by_region", {})),
                  threshold=threshold, bundle=bundle, _torch=phase)
 
@@ -250,6 +253,7 @@ def model_from_bundle(path: Path, *, keys_from: Path | None = None, trust_unsign
                  image_size=int(card["input"]["shape"][-1]), clahe=bool(preprocessing.get("clahe", False)),
                  channels=int(card["input"]["shape"][1]), modalities=list(card.get("modality") or []),
                  multilabel=card.get("task") == "multilabel_classification",
+                 finding_thresholds=card.get("finding_thresholds"),
                  regions=list(card.get("region") or []), threshold=card.get("decision_threshold"), bundle=bundle)
 
 
@@ -295,20 +299,22 @@ def _prepare(item: Item, model: Model) -> np.ndarray:
     return load_file(middle, model.image_size, use_clahe=model.clahe, channels=model.channels)
 
 
-FINDING_CALL = 0.5  # a multi-label model's finding is named at this probability or more (MedMNIST's cut)
 
 
 def _answer(item_id: str, item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) -> Prediction:
     found = Prediction(item_id, item.modality, item.region, run=model.run, engine=model.engine,
                        model_verdict=model.verdict.level)
     if "probabilities" in outputs and model.multilabel:
-        # Findings, each its own yes/no: those at 0.5 or more are named; the most likely one's
+        # Findings, each its own yes/no: those whose probability reaches the finding's threshold
+        # (chosen on validation; 0.5 for a run without) are named; the most likely one's
         # probability is how sure the model is that the image shows anything.
         p = outputs["probabilities"][k]
+        cuts = model.finding_thresholds or {}
         found.probabilities = {c: round(float(v), 6) for c, v in zip(model.classes, p)}
-        found.predicted_class = "|".join(c for c, v in zip(model.classes, p) if v >= FINDING_CALL) or "no finding"
+        named = [c for c, v in zip(model.classes, p) if v >= cuts.get(c, FINDING_CALL)]
+        found.predicted_class = "|".join(named) or "no finding"
         found.confidence = found.anomaly_score = float(p.max())
-        found.threshold, found.is_anomaly = FINDING_CALL, bool(p.max() >= FINDING_CALL)
+        found.is_anomaly = bool(named)
     elif "probabilities" in outputs:
         p = outputs["probabilities"][k]
         guess = int(p.argmax())

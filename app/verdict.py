@@ -59,10 +59,15 @@ def model_verdict(meta: dict[str, Any]) -> Verdict:
         weak.append(f"{name} {auc:.2f}, weak discrimination")
     never = [label for label, figures in (test.get("per_class") or {}).items()
              if figures.get("support", 0) and _number(figures.get("sensitivity")) == 0.0]
-    if "exact_match" in test:  # findings, each its own probability: a rare one seldom reaches 0.5, as it should
-        if never:
-            weak.append(f"at a probability of 0.5 never calls {', '.join(never)}: read their probabilities, "
-                        "not the yes/no")
+    if "exact_match" in test:  # findings, each its own probability and threshold (chosen on validation)
+        figures = test.get("per_class") or {}
+        chosen = all("sensitivity_at_val_threshold" in f for f in figures.values())
+        missed = [label for label, f in figures.items() if f.get("support", 0)
+                  and _number(f.get("sensitivity_at_val_threshold" if chosen else "sensitivity")) == 0.0]
+        if missed:
+            weak.append(f"never calls {', '.join(missed)} at "
+                        + ("its threshold chosen on validation" if chosen else "a probability of 0.5")
+                        + ": read their probabilities, not the yes/no")
         near = [label for label, figures in test["per_class"].items()
                 if _number(figures.get("auc")) is not None and figures["auc"] < CHANCE_AUC]
         if near:

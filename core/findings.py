@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 NO_FINDING = "normal"
+FINDING_CALL = 0.5  # a finding's probability that calls it where validation chose no threshold (MedMNIST's cut)
 
 
 def row_findings(row: dict[str, Any]) -> list[str]:

@@ -185,6 +185,7 @@ METRIC_LABELS = {
     "val_auroc": "validation AUROC", "best_val_monitor": "best validation score", "epochs_trained": "epochs trained",
     "weight": "weight of the classifier (hybrid)",
     "exact_match": "images with every finding called right", "finding_threshold": "probability that calls a finding",
+    "finding_accuracy_at_val_thresholds": "accuracy per finding at its threshold chosen on validation (mean)",
 }
 
 
@@ -205,7 +206,7 @@ def finding_figures(probabilities: np.ndarray, targets: np.ndarray, threshold: f
 
 
 def multilabel_metrics(probabilities: np.ndarray, targets: np.ndarray, findings: list[str],
-                       threshold: float = 0.5) -> dict[str, Any]:
+                       threshold: float = 0.5, chosen: list[float] | None = None) -> dict[str, Any]:
     """Figures of a model that gives each finding its own probability (N, findings), against
     ``targets`` (N, findings) of 0/1, as MedMNIST reports ChestMNIST: ``roc_auc_ovr`` the mean
     of the per-finding ROC-AUCs (findings with images of both kinds), ``accuracy`` the mean
@@ -229,6 +230,12 @@ def multilabel_metrics(probabilities: np.ndarray, targets: np.ndarray, findings:
             "support": tp + fn,
             "auc": _one_vs_rest_auc(probabilities[:, k], positive[:, k]),
         }
+        if chosen is not None:
+            at = probabilities[:, k] >= chosen[k]
+            shown, absent = positive[:, k], ~positive[:, k]
+            per_class[name].update(threshold=float(chosen[k]),
+                                   sensitivity_at_val_threshold=float(at[shown].mean()) if shown.any() else float("nan"),
+                                   specificity_at_val_threshold=float((~at[absent]).mean()) if absent.any() else float("nan"))
     present = [k for k in range(len(findings)) if 0 < positive[:, k].sum() < len(positive)]
     flat = probabilities.reshape(-1)
     return {
@@ -239,6 +246,8 @@ def multilabel_metrics(probabilities: np.ndarray, targets: np.ndarray, findings:
         **calibration_errors(np.stack([1 - flat, flat], axis=1), positive.reshape(-1).astype(int)),
         "per_class": per_class,
         "finding_threshold": threshold,
+        **({"finding_accuracy_at_val_thresholds": float(((probabilities >= np.asarray(chosen)) == positive).mean())}
+           if chosen is not None else {}),
         "n": int(len(targets)),
     }
 

@@ -219,6 +219,8 @@ class ClassifierPhase(Phase):
     model: torch.nn.Module
     temperature: float = 1.0
     bias: list[float] | None = None  # per-class logit offsets; None: none fitted (older runs too)
+    # multi-label: the probability at which each finding is called, chosen on validation (None: 0.5 for all)
+    finding_thresholds: list[float] | None = None
 
     def model_args(self) -> dict[str, Any]:
         found = {"backbone": self.config.backbone, "num_classes": len(self.classes),
@@ -391,7 +393,9 @@ class ClassifierPhase(Phase):
         kept = TEMPERATURES[0] <= temperature <= TEMPERATURES[1] and nll(temperature) < before
         self.temperature, self.bias = (temperature if kept else 1.0), None
         old, new = errors(torch.sigmoid(logits)), errors(self.predict_logits(logits))
+        self.finding_thresholds = finding_thresholds(self.predict_logits(logits).numpy(), targets.numpy())
         return {"temperature": self.temperature, "bias": None, "per": "finding (one sigmoid each, one temperature)",
+                "finding_thresholds": dict(zip(self.classes, self.finding_thresholds)),
                 "val_nll_before": before, "val_nll_after": nll(self.temperature),
                 "val_ece_before": old["ece"], "val_mce_before": old["mce"],
                 "val_ece_after": new["ece"], "val_mce_after": new["mce"],
@@ -410,7 +414,8 @@ class ClassifierPhase(Phase):
 
     def extra(self) -> dict[str, Any]:
         """Plain values a checkpoint keeps beside the weights."""
-        return {"temperature": self.temperature, "bias": self.bias}
+        return {"temperature": self.temperature, "bias": self.bias,
+                **({"finding_thresholds": self.finding_thresholds} if self.multilabel else {})}
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
@@ -428,6 +433,21 @@ def squared_emd(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 CALIBRATIONS = ("temperature+bias", "temperature", "none")  # see ClassifierPhase
+
+
+def finding_thresholds(probabilities: np.ndarray, targets: np.ndarray) -> list[float]:
+    """Per finding, the calibrated probability at which it is called: Youden's point on the
+    validation images (sensitivity + specificity highest), where they hold the finding both
+    shown and absent; FINDING_CALL where they do not. A rare finding's probability seldom
+    reaches 0.5 even when it ranks well, so at 0.5 it would never be called."""
+    from core.findings import FINDING_CALL
+    from core.metrics import youden_threshold
+
+    found = []
+    for k in range(targets.shape[1]):
+        cut = youden_threshold((targets[:, k] > 0.5).astype(int), probabilities[:, k])
+        found.append(round(float(cut), 6) if cut is not None and 0.0 < cut < 1.0 else FINDING_CALL)
+    return found
 
 
 def check_ordinal(config: Any) -> None:

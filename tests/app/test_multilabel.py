@@ -77,6 +77,18 @@ def test_metrics_are_means_over_the_findings() -> None:
     m = multilabel_metrics(probabilities, targets, ["a", "b"])
     assert m["roc_auc_ovr"] == pytest.approx(1.0) and m["accuracy"] == pytest.approx(7 / 8)
     assert m["exact_match"] == pytest.approx(3 / 4) and m["per_class"]["b"]["sensitivity"] == pytest.approx(0.5)
+    at = multilabel_metrics(probabilities, targets, ["a", "b"], chosen=[0.5, 0.3])["per_class"]["b"]
+    assert at["sensitivity_at_val_threshold"] == 1.0 and at["specificity_at_val_threshold"] == 1.0
+
+
+def test_a_rare_finding_is_called_below_half_where_validation_says_so() -> None:
+    from models.supervised import finding_thresholds
+
+    rng = np.random.default_rng(0)
+    rare = (rng.random(400) < 0.05).astype(float)  # shown on 5%: a well-ranked but low probability
+    probabilities = np.stack([np.where(rare > 0, 0.3, 0.05) + rng.random(400) * 0.05, rng.random(400)], axis=1)
+    cuts = finding_thresholds(probabilities, np.stack([rare, np.zeros(400)], axis=1))
+    assert 0.1 < cuts[0] <= 0.35 and cuts[1] == 0.5, "a finding validation never shows keeps 0.5"
 
 
 def test_a_multi_label_run_trains_evaluates_exports_and_predicts(ws, tmp_path: Path) -> None:
@@ -89,13 +101,18 @@ def test_a_multi_label_run_trains_evaluates_exports_and_predicts(ws, tmp_path: P
     meta = ws.run_metadata("findings")
     assert meta["classes"] == ["atelectasis", "cardiomegaly", "effusion"] and meta["config"]["multilabel"] is True
     assert meta["config"]["class_weights"] is False and meta["calibration"]["bias"] is None
+    cuts = meta["calibration"]["finding_thresholds"]  # each finding's call, chosen on validation
+    assert set(cuts) == set(meta["classes"]) and all(0 < c < 1 for c in cuts.values())
     assert meta["history"][-1]["val_auc"] > 0.8
     found = evaluate_run(ws, "findings", "test")
     m = found.metrics
     assert m["roc_auc_ovr"] > 0.8 and set(m["per_class"]) == set(meta["classes"]), m
     assert m["anomaly_auroc"] > 0.9 and "accuracy_at_val_threshold" in m and m["verdict"]["level"] in ("fit", "weak")
+    assert all(m["per_class"][f]["threshold"] == pytest.approx(cuts[f]) for f in cuts)
+    assert 0.5 < m["finding_accuracy_at_val_thresholds"] <= 1
     report = found.report.read_text()
-    assert "| finding | sensitivity (at 0.5)" in report and "findings (one probability each)" in report
+    assert "| finding | AUC (shown against not shown) | sensitivity / specificity at 0.5 | threshold chosen on " \
+           "validation" in report and "findings (one probability each)" in report
     assert {p.name for p in found.plots} >= {"findings_test.png", "reliability_test.png", "gradcam_test.png"}
     from fastapi.testclient import TestClient
 
@@ -104,9 +121,12 @@ def test_a_multi_label_run_trains_evaluates_exports_and_predicts(ws, tmp_path: P
 
     page = TestClient(create_app(ws), base_url=LOCAL).get("/runs/findings", headers=PAGE).text
     assert 'id="findings"' in page and "<th>finding</th>" in page and "images showing it" in page
-    export_bundle(ws, "findings")
+    assert "<th>threshold (chosen on validation)</th>" in page
+    export_bundle(ws, "findings", int8=True, accept_int8_drop=True)
     card = json.loads((ws.export_dir("findings") / "metadata.json").read_text())
     assert card["task"] == "multilabel_classification" and "sigmoid" in card["outputs"][0]["meaning"]
+    assert card["int8"]["metric"] == "val_roc_auc" and abs(card["int8"]["change"]) < 0.1, card["int8"]
+    assert card["finding_thresholds"] == cuts
     folder = tmp_path / "films"
     folder.mkdir()
     wanted = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]], np.uint8)
