@@ -177,7 +177,9 @@ def search_and_train(ws: Workspace, dataset: str, budget_s: float, *, run: str, 
     more members (``<run>-member1``, ...; see _members); those validation keeps are
     averaged into ``run`` itself, one model (app/ensemble.py). The record's ``ensemble``
     says what validation said of each member and which runs were averaged (``runs``: the
-    winner alone kept as ``<run>-member0``, then the members).
+    winner alone kept as ``<run>-member0``, then the members). Trials and members are hidden
+    runs that never predict: they fit no out-of-distribution gate (seconds each on a large
+    set); ``run`` fits its own.
 
     Raises:
         TrainingError: ``run`` already exists (a search needs fresh run names).
@@ -224,7 +226,8 @@ def _search(ws: Workspace, dataset: str, budget_s: float, began: float, train_im
                 result = train(ws, dataset, "supervised", run=name, epochs=planned[recipe.name],
                                init_from=latest[k]["run"] if number else None, batch_size=batch_size, seed=seed,
                                patience=MAX_EPOCHS, progress=progress, should_stop=should_stop,
-                               epoch_images=samples.get(recipe.name), **limit, **recipe.options(), **options)
+                               epoch_images=samples.get(recipe.name), ood_gate=False, **limit, **recipe.options(),
+                               **options)
             meta = ws.run_metadata(result.run)
             latest[k] = {"recipe": recipe.name, "run": result.run, "round": number, "epochs": len(meta["history"]),
                          "val_monitor": round(float(meta["best_metric"]), 4),
@@ -297,7 +300,7 @@ def _members(ws: Workspace, dataset: str, run: str, budget_s: float, began: floa
                 done = train(ws, dataset, "supervised", run=member, init_from=chosen["run"] if warm else None,
                              epochs=planned, batch_size=batch_size, seed=member_seed, time_limit_s=spare,
                              max_epochs=MAX_EPOCHS, patience=MAX_EPOCHS, progress=progress, should_stop=should_stop,
-                             **recipe.options(), **options)
+                             ood_gate=False, **recipe.options(), **options)
         except Exception as error:  # a member is an extra: the winner's run is complete and stays what it is
             log.warning("Training the ensemble member %s failed (%s); the search keeps the models before it.",
                         member, error)

@@ -135,7 +135,8 @@ def mix_batch(images: "Any", targets: "Any", classes: int, share: float, generat
     """Mixup (Zhang et al., ICLR 2018): each image blended with another of the batch,
     ``share`` of itself and the rest of the other, and its target the same blend of the
     two one-hot labels (class probabilities, which the classifiers' cross-entropy takes
-    as they are); several findings' 0/1 targets (N, findings) are blended as they are. ``share`` is drawn per batch from Beta(alpha, alpha)."""
+    as they are); several findings' 0/1 targets (N, findings) are blended as they are.
+    ``share`` is drawn per batch from Beta(alpha, alpha)."""
     import torch
 
     partner = torch.randperm(len(images), generator=generator)
@@ -223,6 +224,7 @@ def train(
     epoch_images: int | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    ood_gate: bool = True,
     **overrides: Any,
 ) -> RunResult:
     """Train (or resume, or fit) phase ``phase_name`` on an organized dataset.
@@ -242,7 +244,8 @@ def train(
     When a whole epoch would take more than a MIN_FIT-th of the limit, each epoch draws a
     fresh random sample of the training images instead (epoch_sample; the planned epochs
     scaled to as many images in all). ``epoch_images`` sets that sample's size
-    directly (epochs then count samples of that size).
+    directly (epochs then count samples of that size). ``ood_gate`` False: no
+    out-of-distribution gate is fitted (a recipe search's hidden runs, which never predict).
 
     Raises:
         DatasetError: no such dataset, no rows for this phase, or a validation split
@@ -267,7 +270,8 @@ def train(
     # One process trains a run at a time (under torchrun, rank 0 speaks for all).
     with ws.lock("run", run) if rt.main else contextlib.nullcontext():
         return _train_locked(ws, dataset, dataset_meta, phase_name, run, run_dir, tconfig, classes, patience,
-                             progress, should_stop, time_limit_s, overrides, max_epochs, init_from, epoch_images)
+                             progress, should_stop, time_limit_s, overrides, max_epochs, init_from, epoch_images,
+                             ood_gate)
 
 
 def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], phase_name: str, run: str,
@@ -275,7 +279,7 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
                   progress: Progress | None, should_stop: Callable[[], bool] | None,
                   time_limit_s: float | None, overrides: dict[str, Any],
                   max_epochs: int | None = None, init_from: str | None = None,
-                  epoch_images: int | None = None) -> RunResult:
+                  epoch_images: int | None = None, ood_gate: bool = True) -> RunResult:
     import torch
 
     from models import create_phase, get_phase_class
@@ -342,7 +346,7 @@ def _train_locked(ws: Workspace, dataset: str, dataset_meta: dict[str, Any], pha
         else:
             result = _loop(ws, phase, dataset, run_dir, base, resumed, patience, progress, should_stop, time_limit_s,
                            max_epochs, epoch_images)
-        if rt.main and phase.spec.input_dims == 2:
+        if rt.main and phase.spec.input_dims == 2 and ood_gate:
             fit_ood_gate(ws, dataset, run_dir, phase.config, progress)
         return result
     except BaseException as err:

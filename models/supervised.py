@@ -262,10 +262,12 @@ class ClassifierPhase(Phase):
         if self.multilabel:
             from core.findings import row_findings
 
+            column = {name: k for k, name in enumerate(self.classes)}
             found = torch.zeros(len(rows), len(self.classes))
             for k, row in enumerate(rows):
                 for name in row_findings(row):
-                    found[k, self.classes.index(name)] = 1.0
+                    if name in column:  # a finding this run was not trained on is none of its outputs
+                        found[k, column[name]] = 1.0
             return found
         return torch.tensor([self.classes.index(r["label"]) for r in rows])
 

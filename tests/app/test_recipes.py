@@ -47,6 +47,9 @@ def test_the_search_halves_the_recipes_on_validation_and_continues_the_winner(ws
         assert trial["run"] == f"{first[name]['run']}-round1"
         assert ws.run_metadata(trial["run"])["initialized_from"] == first[name]["run"]
         assert ws.run_metadata(trial["run"])["trial_of"] == "r"
+    # Hidden trials never predict: no out-of-distribution gate is fitted for them (seconds each on a large set).
+    assert not any((ws.run_dir(t["run"]) / "ood_gate.json").exists() for t in record["trials"])
+    assert (ws.run_dir("r") / "ood_gate.json").exists() and ws.run_metadata("r")["ood_gate"]["threshold"] > 0
     assert second["fast"]["val_monitor"] > min(t["val_monitor"] for t in second.values())
     assert record["recipe"]["name"] == "fast" and record["recipe"]["lr"] == 3e-3
     meta = ws.run_metadata(result.run)
