@@ -67,6 +67,7 @@ class OrganizeResult:
     conflicts: int = 0  # items a label table and their class folder disagree on: left unlabeled
     table_notes: tuple[str, ...] = ()  # per label table: rows applied, ambiguous, naming no file
     mask_note: str = ""  # why the masks beside the images label nothing, when they do not
+    findings: tuple[str, ...] = ()  # several findings per image: those a classifier gives a probability each
 
 
 def group_items(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
@@ -547,7 +548,7 @@ def _write_files(
     reasons = Counter(s["reason"].split(":")[0] for s in skipped)
     return OrganizeResult(name, final, len(rows), len(labeled), len(unlabeled), len(skipped),
                           dict(classes), dict(split_counts), dict(reasons.most_common()), len(duplicates),
-                          len(conflicts))
+                          len(conflicts), findings=tuple(several))
 
 
 def _write_json(path: Path, payload: Any) -> None:

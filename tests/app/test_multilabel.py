@@ -42,7 +42,11 @@ def multilabel_npz(path: Path, n: tuple[int, int, int] = (120, 40, 40)) -> Path:
 
 
 def test_a_multi_label_file_organizes_with_its_findings(ws, tmp_path: Path) -> None:
-    organize(ws, multilabel_npz(tmp_path / "chestmnist.npz"), "chest")
+    from menus.render import label_lines
+
+    result = organize(ws, multilabel_npz(tmp_path / "chestmnist.npz"), "chest")
+    assert result.findings == ("atelectasis", "cardiomegaly", "effusion")
+    assert "Several findings per image (3: atelectasis, cardiomegaly, effusion)" in "\n".join(label_lines(result))
     config = json.loads((ws.organized_path("chest") / "training_config.json").read_text())
     # ChestMNIST's own names for its first columns; the classes stay the anomaly view (normal: no finding).
     assert config["findings"] == ["atelectasis", "cardiomegaly", "effusion"]
