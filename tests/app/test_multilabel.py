@@ -194,3 +194,15 @@ def test_the_workflow_on_findings_skips_the_hybrid_and_says_why(ws, tmp_path: Pa
     assert "several findings per image" in steps["hybrid"]["skipped"]
     assert steps["hybrid"]["run"] not in steps["evaluate"]["metrics"] and len(steps["export"]["exports"]) == 2
     assert "exact_match" in steps["evaluate"]["metrics"][steps["supervised"]["run"]]
+
+
+def test_two_multi_label_runs_average_as_findings(ws, tmp_path: Path) -> None:
+    from app.evaluate import ensemble_partners, evaluate_ensemble
+
+    organize(ws, multilabel_npz(tmp_path / "chestmnist.npz"), "chest")
+    for seed in (0, 1):
+        train(ws, "chest", "supervised", run=f"seed{seed}", seed=seed, **{**OPTIONS, "epochs": 4})
+    assert ensemble_partners(ws, "seed0") == ["seed1"]
+    m = evaluate_ensemble(ws, ["seed0", "seed1"])
+    assert "exact_match" in m and set(m["per_class"]) == {"atelectasis", "cardiomegaly", "effusion"}
+    assert m["roc_auc_ovr"] > 0.7 and "accuracy_at_val_threshold" in m, m
