@@ -299,8 +299,6 @@ def _prepare(item: Item, model: Model) -> np.ndarray:
     return load_file(middle, model.image_size, use_clahe=model.clahe, channels=model.channels)
 
 
-
-
 def _answer(item_id: str, item: Item, model: Model, outputs: dict[str, np.ndarray], k: int) -> Prediction:
     found = Prediction(item_id, item.modality, item.region, run=model.run, engine=model.engine,
                        model_verdict=model.verdict.level)
