@@ -57,8 +57,6 @@ def model_verdict(meta: dict[str, Any]) -> Verdict:
         unfit.append(f"{name} {auc:.2f}, near chance")
     elif auc < WEAK_AUC:
         weak.append(f"{name} {auc:.2f}, weak discrimination")
-    never = [label for label, figures in (test.get("per_class") or {}).items()
-             if figures.get("support", 0) and _number(figures.get("sensitivity")) == 0.0]
     if "exact_match" in test:  # findings, each its own probability and threshold (chosen on validation)
         figures = test.get("per_class") or {}
         chosen = all("sensitivity_at_val_threshold" in f for f in figures.values())
@@ -73,8 +71,9 @@ def model_verdict(meta: dict[str, Any]) -> Verdict:
         if near:
             weak.append(f"near chance on {', '.join(near)}")
     else:
-        unfit += [f"never predicts {label!r} ({test['per_class'][label]['support']} in the test split)"
-                  for label in never]
+        unfit += [f"never predicts {label!r} ({figures['support']} in the test split)"
+                  for label, figures in (test.get("per_class") or {}).items()
+                  if figures.get("support", 0) and _number(figures.get("sensitivity")) == 0.0]
     if not classifier:
         sensitivity, specificity = _number(test.get("sensitivity")), _number(test.get("specificity"))
         if sensitivity == 0.0:

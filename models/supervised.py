@@ -379,18 +379,7 @@ class ClassifierPhase(Phase):
             flat = probabilities.reshape(-1).numpy()
             return calibration_errors(np.stack([1 - flat, flat], axis=1), targets.reshape(-1).numpy().astype(int))
 
-        log_t = torch.zeros(1, requires_grad=True)
-        optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            with torch.enable_grad():
-                loss = F.binary_cross_entropy_with_logits(logits / log_t.exp(), targets)
-                loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        temperature = float(log_t.detach().exp())
+        temperature = fit_temperature(logits, targets, torch.zeros(logits.shape[1]), F.binary_cross_entropy_with_logits)
         before = nll(1.0)
         kept = TEMPERATURES[0] <= temperature <= TEMPERATURES[1] and nll(temperature) < before
         self.temperature, self.bias = (temperature if kept else 1.0), None
@@ -501,15 +490,17 @@ def proportions_shift(train_counts: list[int], val_counts: list[int]) -> float |
     return p if p < SHIFT_P else None
 
 
-def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor) -> float:
-    """The temperature that minimizes the validation log-loss of softmax(logits / T + offsets)."""
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, offsets: torch.Tensor,
+                    log_loss: Any = F.cross_entropy) -> float:
+    """The temperature that minimizes the validation log-loss of softmax(logits / T + offsets)
+    (``log_loss`` binary_cross_entropy_with_logits: of one sigmoid per finding)."""
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
     def nll() -> torch.Tensor:
         optimizer.zero_grad()
         with torch.enable_grad():
-            loss = F.cross_entropy(logits / log_t.exp() + offsets, targets)
+            loss = log_loss(logits / log_t.exp() + offsets, targets)
             loss.backward()
         return loss
 
