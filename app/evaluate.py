@@ -227,7 +227,8 @@ def _finding_outputs(ws: Workspace, run: str, meta: dict[str, Any], phase: Any, 
     flat = outputs.reshape(-1)
     made.append(plots.reliability_diagram(np.stack([1 - flat, flat], axis=1), targets.reshape(-1).astype(int),
                                           run_dir / f"reliability_{split}.png",
-                                          f"Calibration, every finding's yes/no (ECE {metrics['ece']:.3f})"))
+                                          f"Calibration, every finding's yes/no (ECE {metrics['ece']:.3f})",
+                                          counted="answers"))
     anomaly_score = outputs.max(axis=1)
     metrics["anomaly_auroc"] = anomaly_auroc(is_anomaly, anomaly_score)
     if not math.isnan(metrics["anomaly_auroc"]):

@@ -55,7 +55,8 @@ def finding_aucs_plot(per_finding: dict[str, dict[str, Any]], path: Path, title:
         ax.axvline(0.5, color="grey", linestyle="--")
         ax.set_yticks(range(len(names)), names)
         ax.invert_yaxis()
-        ax.set(xlabel="ROC-AUC (this finding shown against not shown; dashed: chance)", xlim=(0, 1.25))
+        ax.set(xlabel="ROC-AUC (this finding shown against not shown; dashed: chance)", xlim=(0, 1.25),
+               xticks=np.linspace(0, 1, 6))
     return path
 
 
@@ -94,7 +95,8 @@ def score_histogram(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float
     return path
 
 
-def reliability_diagram(probabilities: np.ndarray, targets: np.ndarray, path: Path, title: str, bins: int = 10) -> Path:
+def reliability_diagram(probabilities: np.ndarray, targets: np.ndarray, path: Path, title: str, bins: int = 10,
+                        counted: str = "images") -> Path:
     """Accuracy against confidence per confidence bin; the diagonal is perfect calibration."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == targets
@@ -108,7 +110,7 @@ def reliability_diagram(probabilities: np.ndarray, targets: np.ndarray, path: Pa
             counts.append(int(inside.sum()))
     with _figure(path, (4.5, 4.5), title) as ax:
         bars = ax.bar(centres, accuracy, width=1 / bins, edgecolor="black", alpha=0.7,
-                      label="accuracy (images in the bin)")
+                      label=f"accuracy ({counted} in the bin)")
         ax.bar_label(bars, [str(n) for n in counts], label_type="center", fontsize=7)  # how far to trust each bar
         ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
         ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
