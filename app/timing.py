@@ -13,7 +13,9 @@ def probe_seconds_per_epoch(model: Any, image_shape: tuple[int, ...], train_imag
     a first guess, each run refits its plan once timed."""
     import torch
 
-    model = model.to(device)
+    from app.runtime import fast_layout
+
+    model = fast_layout(model.to(device), device)  # as training lays it out
     optimizer = torch.optim.AdamW(model.parameters())
     x = torch.rand(batch_size, *image_shape, device=device)
     y = torch.randint(0, 2, (batch_size,), device=device)

@@ -29,7 +29,7 @@ from core.metrics import anomaly_auroc, classification_metrics, finding_figures
 from app.laterality import FLIPS, flips_record
 from app.names import check_name
 from app.progress import Progress, report
-from app.runtime import barrier, current_runtime, wrapped_for_training
+from app.runtime import barrier, current_runtime, fast_layout, plain_layout, wrapped_for_training
 from app.state import Kind, read_state, write_state
 from app.runs import Run
 from app.workspace import Workspace, now_iso
@@ -495,7 +495,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
     if rt.world > 1 and phase.changes_between_epochs:
         raise TrainingError(f"Phase {phase.spec.name!r} changes what it trains between epochs, which "
                             "DistributedDataParallel cannot follow: run it without torchrun.")
-    phase.model.to(rt.device)
+    fast_layout(phase.model.to(rt.device), rt.device)
     optimizer = torch.optim.AdamW(phase.param_groups(), lr=config.lr, weight_decay=config.weight_decay)
     resident = _resident(train_x, rt)  # batches are cut (and augmented) from here
     if resumed:
@@ -570,7 +570,7 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         run_epochs(state, callbacks, ceiling, progress)
     epoch, best, stale, history = state.epoch, state.best, state.stale, state.history
     out_of_time = budget is not None and budget.out_of_time
-    raw.to("cpu")
+    plain_layout(raw.to("cpu"))
     barrier(rt)
     if rt.main and (run_dir / "best.pt").exists():
         # Post-training fitting (e.g. temperature scaling) on the best weights.

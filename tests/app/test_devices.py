@@ -63,3 +63,39 @@ def test_a_gpu_trained_run_names_its_gpu_and_exports(demo_ws, monkeypatch) -> No
     meta = demo_ws.run_metadata("dev-gpu")
     assert meta["device"] == current_runtime().describe() and "CPU" not in meta["device"]
     assert export_run(demo_ws, "dev-gpu").max_abs_diff <= 1e-4
+
+
+def test_two_dimensional_networks_train_channels_last_on_the_cpu_and_are_kept_plain(demo_ws, monkeypatch) -> None:
+    """The layout is a speed choice only: the same outputs, the usual layout after training."""
+    from app.runtime import fast_layout, plain_layout
+    from app.training import train
+    from models.cube3d import create_resnet3d
+    from models.supervised import ClassifierPhase, create_backbone
+
+    net = create_backbone("resnet10t", 2, pretrained=False).eval()
+    x = torch.rand(3, 1, 32, 32)
+    before = net(x)
+    fast_layout(net, "cpu")
+    conv = net.layer1[0].conv1.weight  # (the first conv, one channel in, is both layouts at once)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert torch.allclose(net(x), before, atol=1e-5)
+    assert plain_layout(net).layer1[0].conv1.weight.is_contiguous()
+    assert fast_layout(create_backbone("resnet10t", 2, pretrained=False), "cuda:0").layer1[0].conv1.weight.is_contiguous()
+    volume = fast_layout(create_resnet3d("resnet10", 8, 2), "cpu")
+    assert all(p.is_contiguous() for p in volume.parameters())
+
+    seen = []
+    step = ClassifierPhase.step
+
+    def watching(self, batch):
+        seen.append(self.model.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last))
+        return step(self, batch)
+
+    monkeypatch.setattr(ClassifierPhase, "step", watching)
+    train(demo_ws, "demo", "supervised", run="layout", epochs=1, pretrained=False, backbone="resnet10t", **TINY)
+    assert seen and all(seen)
+    from app.checkpoints import load_checkpoint
+
+    saved = load_checkpoint(demo_ws.run_dir("layout") / "best.pt")["model_state"]
+    fresh = create_backbone("resnet10t", len(demo_ws.run_metadata("layout")["classes"]), pretrained=False)
+    fresh.load_state_dict(saved)  # a checkpoint written channels-last loads into a plain model
