@@ -77,3 +77,25 @@ def test_validation_watches_a_fixed_sample_of_a_large_split(ws, tmp_path: Path, 
     train(ws, "bigval", "supervised", run="v", backbone="resnet10t", image_size=32, epochs=1, batch_size=8,
           pretrained=False, augment="none")
     assert seen == [24]
+
+
+def test_a_search_reads_each_split_table_once_while_it_is_unchanged(demo_ws, tmp_path: Path, monkeypatch) -> None:
+    import app.data as data
+    from tests.conftest import copy_of_demo
+
+    demo_ws = copy_of_demo(demo_ws, tmp_path / "ws")  # its table is written to below
+
+    reads = []
+    real = data.read_rows
+    monkeypatch.setattr(data, "read_rows", lambda path: reads.append(path.name) or real(path))
+    with data.loads_kept():
+        first = data.split_rows(demo_ws, "demo", "train")
+        first[0]["label"] = "changed by a caller"
+        again = data.split_rows(demo_ws, "demo", "train")
+        assert reads == ["train.csv"] and again[0]["label"] != "changed by a caller"
+        table = demo_ws.organized_path("demo") / "splits" / "train.csv"
+        table.write_text(table.read_text() + "\n")  # organized again meanwhile: read afresh
+        data.split_rows(demo_ws, "demo", "train")
+        assert reads == ["train.csv", "train.csv"]
+    data.split_rows(demo_ws, "demo", "train")  # outside a search: always read
+    assert len(reads) == 3
