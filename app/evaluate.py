@@ -347,9 +347,9 @@ def _write_report(run_dir: Path, meta: dict[str, Any], split: str, metrics: dict
                   "fairly.**", ""]
     lines += ["| metric | value |", "| --- | --- |"]
     intervals = metrics.get("ci95", {})
-    lines += [f"| {metric_label(k)} | {_fmt(v)}" + (f" (95% CI {intervals[k][0]:.3f}-{intervals[k][1]:.3f})" if k in intervals else "") + " |"
-              for k, v in metrics.items() if not isinstance(v, (list, dict))]
     several = bool(meta.get("config", {}).get("multilabel"))
+    lines += [f"| {metric_label(k, several)} | {_fmt(v)}" + (f" (95% CI {intervals[k][0]:.3f}-{intervals[k][1]:.3f})" if k in intervals else "") + " |"
+              for k, v in metrics.items() if not isinstance(v, (list, dict))]
     if several:
         lines += ["", "Several findings per image: the model gives each finding its own probability. As MedMNIST "
                   "reports multi-label sets, the ROC AUC is the mean of the findings' AUCs and the accuracy the mean of "

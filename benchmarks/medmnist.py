@@ -47,7 +47,9 @@ ANCHORS = {
     "adrenalmnist3d": [("ResNet-18 + 2.5D", .718, .772), ("ResNet-18 + 3D", .827, .721), ("ResNet-18 + ACS", .839, .754),
                        ("ResNet-50 + 3D", .828, .745), ("auto-sklearn", .828, .802), ("AutoKeras", .804, .705)],
     # Multi-label (14 findings): AUC and ACC are means over the findings (ACC at 0.5). Not in ANCHORS.md: from
-    # MedMNIST v2's table of 2D results (Yang et al. 2023), the source of the rows above; check them there.
+    # MedMNIST v2's table of 2D results (Yang et al. 2023), the source of the rows above. Five rows (the two
+    # at 224 px, auto-sklearn, AutoKeras, AutoML Vision) agree with a second public copy of the table (a
+    # dataset card's); the two 28 px rows have not been checked against a second copy.
     "chestmnist": [("ResNet-18 (28)", .768, .947), ("ResNet-18 (224)", .773, .947), ("ResNet-50 (28)", .769, .947),
                    ("ResNet-50 (224)", .773, .948), ("auto-sklearn", .649, .779), ("AutoKeras", .742, .937),
                    ("Google AutoML Vision", .778, .948)],

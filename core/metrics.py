@@ -189,8 +189,19 @@ METRIC_LABELS = {
 }
 
 
-def metric_label(key: str) -> str:
-    """A metric's name as a reader says it (``threshold_at_val_threshold`` is no word)."""
+# The same keys where each image has several findings, each its own probability (MedMNIST's means).
+FINDING_LABELS = {
+    "roc_auc_ovr": "ROC AUC (mean over the findings)",
+    "accuracy": "accuracy (mean over the findings, at 0.5)",
+    "ece": "calibration error (ECE, every finding's yes/no)",
+}
+
+
+def metric_label(key: str, several: bool = False) -> str:
+    """A metric's name as a reader says it (``threshold_at_val_threshold`` is no word);
+    ``several``: the figures of a model with several findings per image."""
+    if several and key in FINDING_LABELS:
+        return FINDING_LABELS[key]
     return METRIC_LABELS.get(key, key.replace("_", " "))
 
 

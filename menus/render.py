@@ -59,9 +59,10 @@ def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    several = "exact_match" in metrics  # findings, each its own probability: the figures are means
     for key, value in metrics.items():
         if not isinstance(value, (list, dict)):
-            table.add_row(metric_label(key), _num(value))
+            table.add_row(metric_label(key, several), _num(value))
     return table
 
 

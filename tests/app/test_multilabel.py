@@ -117,6 +117,14 @@ def test_a_multi_label_run_trains_evaluates_exports_and_predicts(ws, tmp_path: P
     report = found.report.read_text()
     assert "| finding | AUC (shown against not shown) | sensitivity / specificity at 0.5 | threshold chosen on " \
            "validation" in report and "findings (one probability each)" in report
+    assert "| accuracy (mean over the findings, at 0.5) |" in report and "| ROC AUC (mean over the findings) |" in report
+    from rich.console import Console
+
+    from menus.render import metrics_table
+
+    console = Console(width=100, record=True)
+    console.print(metrics_table("test", m))
+    assert "accuracy (mean over the findings, at 0.5)" in console.export_text()
     assert {p.name for p in found.plots} >= {"findings_test.png", "reliability_test.png", "gradcam_test.png"}
     from fastapi.testclient import TestClient
 
