@@ -133,3 +133,15 @@ def test_the_laterality_benchmark_builds_mirrored_classes_one_subject_per_split(
         x = torch.from_numpy(data["train_images"].astype(np.float32) / 255)[:, None]
         found = mirror_pairs(x, data["train_labels"].reshape(-1), ["left half", "right half"])
     assert [p["classes"] for p in found] == [["left half", "right half"]]
+
+
+def test_the_layout_benchmark_times_each_network_both_ways(tmp_path: Path) -> None:
+    out = tmp_path / "layout.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "layout.py"), "--only", "resnet10t-32,vae-64",
+                           "--batch", "4", "--steps", "1", "--rounds", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["network"] for r in rows] == ["resnet10t-32", "vae-64"]
+    assert all(r["plain"] > 0 and r["channels_last"] > 0 and r["ratio"] > 0 for r in rows)
+    assert "resnet10t-32" in done.stdout and "ratio" in done.stdout
