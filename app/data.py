@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import DatasetError
-from app.imaging import load_2d, resize
+from app.imaging import load_2d, resize, resize_many
 from app.organize.npz import npz_images, npz_position_codes
 from app.organize.organizer import read_rows
 from app.organize.rows import row_place
@@ -101,8 +101,13 @@ def _decode(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Prog
         images = npz_images(ws.resolve(stored), [rows[k] for k in indices], colour=colour)
         if images.ndim != 3 + (images.shape[-1] == 3 and colour):
             raise DatasetError(f"{Path(stored).name} holds 3D volumes: train it with a 3D phase, not a 2D one.")
-        for k, image in zip(indices, images):
-            out[k] = channels_first(resize(prepare(image), size), channels)
+        if use_clahe:  # equalized each at its own resolution, before resizing
+            images = np.stack([clahe(image) for image in images])
+        resized = resize_many(images, size)
+        if len(indices) == len(rows) and resized.shape[1] == channels:  # every row from this file: no copy
+            out = resized  # (indices are then 0, 1, ... in order)
+        else:
+            out[indices] = resized  # a grey image repeated for a colour model
         report(progress, task, len(rows), len(rows))
     return out
 

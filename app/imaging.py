@@ -169,3 +169,24 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
         return image.astype(np.float32)
     resized = Image.fromarray(image.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
+
+
+def resize_many(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarray:
+    """A stack of same-sized images, (N, y, x) or (N, y, x, 3), each resized as ``resize``
+    does, channels first: (N, 1 or 3, size, size).
+
+    Torch's bilinear interpolation with antialiasing computes what Pillow's BILINEAR does
+    (its filter widens the same way when shrinking; within 2e-6 on 28, 100 x 80 and 224 px
+    images, tested), six times as fast on a stack of 28 px colour images as one call per
+    image and channel: a MedMNIST split of 90,000 images is resized in seconds.
+    """
+    import torch
+
+    colour = images.ndim == 4
+    out = np.empty((len(images), images.shape[3] if colour else 1, size, size), np.float32)
+    for start in range(0, len(images), chunk):
+        part = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk], dtype=np.float32))
+        part = part.permute(0, 3, 1, 2).contiguous() if colour else part[:, None]
+        out[start : start + chunk] = torch.nn.functional.interpolate(
+            part, size=(size, size), mode="bilinear", align_corners=False, antialias=True).numpy()
+    return out

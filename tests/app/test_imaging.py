@@ -49,3 +49,41 @@ def test_a_missing_file_says_what_to_do(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match="Run Organize again"):
         load_2d(tmp_path / "gone.png", "image2d")
+
+
+@pytest.mark.parametrize("shape,size", [((6, 28, 28), 64), ((6, 28, 28), 32), ((3, 224, 224), 64), ((3, 100, 80), 64),
+                                        ((3, 30, 70), 32), ((4, 28, 28, 3), 64), ((3, 64, 64), 28)])
+def test_a_stack_is_resized_as_each_image_alone(shape: tuple[int, ...], size: int) -> None:
+    from app.imaging import resize, resize_many
+
+    images = np.random.default_rng(0).random(shape).astype(np.float32)
+    together = resize_many(images, size, chunk=2)  # chunks that end inside the stack
+    alone = np.stack([resize(image, size) for image in images])
+    alone = np.moveaxis(alone, -1, 1) if alone.ndim == 4 else alone[:, None]  # channels first
+    assert together.shape == alone.shape and np.abs(together - alone).max() < 1e-5
+
+
+def test_npz_splits_decode_as_their_images_would_one_by_one(tmp_path: Path) -> None:
+    """Training decodes a MedMNIST split as one stack; prediction reads one file at a time."""
+    from app.data import load_images, split_rows
+    from app.imaging import resize
+    from app.organize.organizer import organize
+    from app.workspace import Workspace
+
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for split, n in (("train", 40), ("val", 10), ("test", 10)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    np.savez(tmp_path / "tintmnist.npz", **arrays)
+    ws = Workspace.open(tmp_path / "ws")
+    organize(ws, tmp_path / "tintmnist.npz", "tint")
+    rows = split_rows(ws, "tint", "train")
+    for channels in (3, 1):
+        got = load_images(ws, rows, 48, channels=channels)
+        for k, row in enumerate(rows):
+            split, index = row["series_id"].split(":")  # where the organizer found the image in the file
+            image = arrays[f"{split}_images"][int(index)].astype(np.float32) / 255.0
+            expected = resize(image if channels == 3 else image.mean(axis=-1), 48)
+            expected = np.moveaxis(expected, -1, 0) if channels == 3 else expected[None]
+            assert np.abs(got[k] - expected).max() < 1e-5
