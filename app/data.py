@@ -107,7 +107,7 @@ def _decode(ws: Workspace, rows: list[dict[str, Any]], size: int, progress: Prog
         if len(indices) == len(rows) and resized.shape[1] == channels:  # every row from this file: no copy
             out = resized  # (indices are then 0, 1, ... in order)
         else:
-            out[indices] = resized  # a grey image repeated for a colour model
+            out[indices] = resized  # rows from several files; grey images repeated for a colour model
         report(progress, task, len(rows), len(rows))
     return out
 

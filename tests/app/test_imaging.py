@@ -52,7 +52,7 @@ def test_a_missing_file_says_what_to_do(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shape,size", [((6, 28, 28), 64), ((6, 28, 28), 32), ((3, 224, 224), 64), ((3, 100, 80), 64),
-                                        ((3, 30, 70), 32), ((4, 28, 28, 3), 64), ((3, 64, 64), 28)])
+                                        ((3, 30, 70), 32), ((4, 28, 28, 3), 64), ((3, 64, 64), 28), ((3, 28, 28), 28)])
 def test_a_stack_is_resized_as_each_image_alone(shape: tuple[int, ...], size: int) -> None:
     from app.imaging import resize, resize_many
 
