@@ -26,9 +26,15 @@ def status_tables(status: WorkspaceStatus) -> list[Table | Text]:
     """The datasets and runs tables; a line each instead where there is nothing yet (an
     empty table at 80 x 24 pushes the menu's header off the screen)."""
     tables: list[Table | Text] = []
-    data = Table(title="Datasets", title_justify="left", expand=False)
-    for col in ("name", "collected files", "organized items", "labeled", "classes", "splits"):
-        data.add_column(col)
+    # Sized for an 80-column terminal: no inner rules, figures never wrapped, and the names
+    # (which commands need) folded rather than cut.
+    data = Table(title="Datasets (files collected, items organized)", title_justify="left", box=box.SIMPLE_HEAD,
+                 show_edge=False, padding=(0, 1), pad_edge=False, collapse_padding=True)
+    data.add_column("name", overflow="fold", ratio=2)
+    for col in ("files", "items", "labeled"):
+        data.add_column(col, justify="right", no_wrap=True)
+    data.add_column("classes", ratio=3)
+    data.add_column("train/val/test", no_wrap=True)
     names = sorted(set(status.collected) | set(status.organized))
     for name in names:
         raw, org = status.collected.get(name, {}), status.organized.get(name, {})
@@ -37,20 +43,34 @@ def status_tables(status: WorkspaceStatus) -> list[Table | Text]:
                      ", ".join(org.get("classes", [])) or "-",
                      "/".join(str(splits.get(s, 0)) for s in ("train", "val", "test")) if splits else "-")
     tables.append(data if names else Text("Datasets: none yet. Collect the demo data or a folder to begin."))
-    runs = Table(title="Training runs", title_justify="left")
-    for col in ("run", "phase", "status", "epochs", "test AUROC", "test bal. acc.", "verdict", "ONNX"):
-        # Folded, never cut: a run's name is what `evaluate RUN` and `export RUN` need.
-        runs.add_column(col, overflow="fold")
+    runs = Table(title="Training runs (figures on the test split)", title_justify="left", box=box.SIMPLE_HEAD,
+                 show_edge=False, padding=(0, 1), pad_edge=False, collapse_padding=True)
+    # Folded, never cut: a run's name is what `evaluate RUN` and `export RUN` need.
+    runs.add_column("run", overflow="fold")
+    for col in ("phase", "status"):
+        runs.add_column(col, no_wrap=True)
+    for col in ("epochs", "AUROC", "bal. acc."):
+        runs.add_column(col, justify="right", no_wrap=True)
+    runs.add_column("verdict", no_wrap=True)  # the level; its reasons go under the table, whole
+    runs.add_column("ONNX", no_wrap=True)
+    notes = []
     for run in status.runs[:8]:
-        test = run["test"]
+        test, verdict = run["test"], run["verdict"]
+        evaluated = verdict.level != "unknown"
         runs.add_row(run["run"], run["phase"], run["status"], _num(run["epochs"]),
                      _num(test.get("anomaly_auroc", test.get("roc_auc_ovr", "-"))),
-                     _num(test.get("balanced_accuracy", "-")), verdict_text(run["verdict"]),
+                     _num(test.get("balanced_accuracy", "-")),
+                     f"[{VERDICT_STYLE.get(verdict.level, '')}]{escape(verdict.level if evaluated else '-')}[/]",
                      "yes" if run["exported"] else "-")
+        if verdict.reasons and evaluated:
+            notes.append(f"{escape(run['run'])}: {verdict_text(verdict)}")
+    if any(run["verdict"].level == "unknown" for run in status.runs[:8]):
+        notes.insert(0, "verdict -: not evaluated on the test split yet (Evaluate gives its figures and verdict)")
     if status.trials:
-        runs.caption = (f"and {status.trials} hidden run(s) of recipe searches (trials, members), not listed "
-                        "(checkpoints/<run>-trialN, -memberN)")
-        runs.caption_justify = "left"
+        notes.append(f"and {status.trials} hidden run(s) of recipe searches (trials, members), not listed "
+                     "(checkpoints/<run>-trialN, -memberN)")
+    if notes:
+        runs.caption, runs.caption_justify = "\n".join(notes), "left"
     tables.append(runs if status.runs else Text("Training runs: none yet."))
     return tables
 

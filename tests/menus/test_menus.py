@@ -349,3 +349,37 @@ def test_the_catalog_wraps_whole_words_with_labels_and_licence_at_80_columns() -
     for entry in CATALOG:
         assert set(f"{entry.title} {entry.labels} {entry.licence}".split()) <= words, entry.key  # no word cut
     assert sum(line.lstrip().startswith("licence:") for line in lines) == len(CATALOG)
+
+
+def test_the_status_tables_fit_80_columns_with_names_whole_and_figures_unwrapped() -> None:
+    from app.status import WorkspaceStatus
+    from app.verdict import Verdict
+    from menus import render
+
+    long = "chest_xray_pneumonia_kaggle"
+    status = WorkspaceStatus(
+        root="/w", collected={long: {"files": 5856}, "demo": {"files": 1632}},
+        organized={long: {"items": 5856, "labeled": 5856, "classes": ["normal", "pneumonia"],
+                          "by_split": {"train": 4100, "val": 878, "test": 878}}},
+        runs=[{"run": "demo-supervised-20261207-190522", "phase": "supervised", "status": "complete", "epochs": 15,
+               "test": {"roc_auc_ovr": 0.987654, "balanced_accuracy": 0.95}, "verdict": Verdict("fit"),
+               "exported": True},
+              {"run": "breast-search", "phase": "supervised", "status": "stopped", "epochs": 100, "test": {},
+               "verdict": Verdict("weak", ["lowest class sensitivity 0.12"]), "exported": False},
+              {"run": "demo-vae-20261207-190608", "phase": "vae", "status": "complete", "epochs": 40, "test": {},
+               "verdict": Verdict("unknown", ["not evaluated on the test split yet (run Evaluate)"]),
+               "exported": False}],
+        trials=14)
+    screen = Console(file=StringIO(), width=80)
+    for table in render.status_tables(status):
+        screen.print(table)
+    lines = screen.file.getvalue().splitlines()
+    text = "\n".join(lines)
+    assert all(len(line) <= 80 for line in lines)
+    joined = "".join(line.split(" ")[0] for line in lines)  # a folded name's pieces start their lines
+    assert long in joined and "demo-supervised-20261207-190522" in joined and "demo-vae-20261207-190608" in joined
+    row = next(line for line in lines if line.startswith("demo-supervised"))
+    assert "supervised" in row and "complete" in row and "0.988" in row and "0.950" in row and "fit" in row
+    assert next(line for line in lines if line.startswith(long[:10])).rstrip().endswith("4100/878/878")
+    assert "breast-search: weak: lowest class sensitivity 0.12" in text  # the reasons, whole, under the table
+    assert text.count("not evaluated on the test split yet") == 1 and "14 hidden run(s)" in text
