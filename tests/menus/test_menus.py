@@ -311,8 +311,10 @@ def test_metrics_are_named_as_a_reader_says_them() -> None:
     from menus import render
 
     screen = Console(file=StringIO(), width=80)
-    screen.print(render.metrics_table("test", {"roc_auc_ovr": 0.9, "threshold_at_val_threshold": 0.5, "new_key": 1}))
+    screen.print(render.metrics_table("test", {"roc_auc_ovr": 0.9, "threshold_at_val_threshold": 0.5, "new_key": 1,
+                                               "tta": False}))
     text = screen.file.getvalue()
+    assert "False" not in text and "no" in text.split()
     assert "ROC AUC (macro" in text and "anomaly threshold (chosen on validation)" in text and "new key" in text
     assert "_" not in text
 
