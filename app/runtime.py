@@ -113,6 +113,20 @@ def plain_layout(model: Any) -> Any:
     return model
 
 
+def optimizer_options(device: str) -> dict[str, Any]:
+    """Keyword arguments for ``torch.optim.AdamW`` on ``device``.
+
+    On the CPU, the fused kernel: one vectorized pass over each parameter tensor instead of
+    a dozen tensor operations per parameter called one by one from Python (torch's default
+    on the CPU; its multi-tensor path is no faster there). AdamW's step for ResNet-18 took
+    34 ms, fused 7 (2 cores of an AMD EPYC); profiled, the step had been 16% of an epoch of
+    PneumoniaMNIST at 32 px. The update is the same arithmetic, to float rounding (tested),
+    and the optimizer's state the same, so a run resumes across the change. The GPU keeps
+    torch's default (its multi-tensor path), not measured here.
+    """
+    return {"fused": True} if device == "cpu" else {}
+
+
 def current_runtime() -> Runtime:
     """The runtime of this process, joining the process group under torchrun."""
     import torch

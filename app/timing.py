@@ -13,10 +13,10 @@ def probe_seconds_per_epoch(model: Any, image_shape: tuple[int, ...], train_imag
     a first guess, each run refits its plan once timed."""
     import torch
 
-    from app.runtime import fast_layout
+    from app.runtime import fast_layout, optimizer_options
 
-    model = fast_layout(model.to(device), device)  # as training lays it out
-    optimizer = torch.optim.AdamW(model.parameters())
+    model = fast_layout(model.to(device), device)  # as training lays it out and steps it
+    optimizer = torch.optim.AdamW(model.parameters(), **optimizer_options(device))
     x = torch.rand(batch_size, *image_shape, device=device)
     y = torch.randint(0, 2, (batch_size,), device=device)
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)

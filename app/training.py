@@ -29,7 +29,8 @@ from core.metrics import anomaly_auroc, classification_metrics, finding_figures
 from app.laterality import FLIPS, flips_record
 from app.names import check_name
 from app.progress import Progress, report
-from app.runtime import barrier, current_runtime, fast_layout, plain_layout, wrapped_for_training
+from app.runtime import (barrier, current_runtime, fast_layout, optimizer_options, plain_layout,
+                         wrapped_for_training)
 from app.state import Kind, read_state, write_state
 from app.runs import Run
 from app.workspace import Workspace, now_iso
@@ -496,7 +497,8 @@ def _loop(ws: Workspace, phase: Any, dataset: str, run_dir: Path, base: dict[str
         raise TrainingError(f"Phase {phase.spec.name!r} changes what it trains between epochs, which "
                             "DistributedDataParallel cannot follow: run it without torchrun.")
     fast_layout(phase.model.to(rt.device), rt.device)
-    optimizer = torch.optim.AdamW(phase.param_groups(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(phase.param_groups(), lr=config.lr, weight_decay=config.weight_decay,
+                                  **optimizer_options(rt.device))
     resident = _resident(train_x, rt)  # batches are cut (and augmented) from here
     if resumed:
         drawn = resumed.get("epoch_images")

@@ -16,7 +16,8 @@ neighbouring pairs is printed beside it.
 On a GPU (``--device cuda``) the bare loop's images live on the GPU from the start and it
 runs under the same mixed precision as the app (Runtime.autocast): the app's figure shows
 what its input pipeline costs next to a loop that has none. On the CPU both lay the model
-out channels-last, as the app does (app/runtime.py fast_layout).
+out channels-last and step AdamW fused, as the app does (app/runtime.py fast_layout,
+optimizer_options).
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--images 2048] [--image-size 64] [--epochs 4] [--json FILE]
 """
@@ -53,7 +54,7 @@ class BareLoop:
     def __init__(self, backbone: str, images: int, size: int, batch: int):
         import torch
 
-        from app.runtime import current_runtime, fast_layout
+        from app.runtime import current_runtime, fast_layout, optimizer_options
         from models.supervised import create_backbone
 
         torch.manual_seed(0)
@@ -61,7 +62,7 @@ class BareLoop:
         device = self.runtime.device
         # Laid out as the app lays it out (channels-last on the CPU): the ratio is the loop's cost, not the layout's.
         self.model = fast_layout(create_backbone(backbone, 2, pretrained=False).train().to(device), device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, **optimizer_options(device))
         self.x = torch.rand(images, 1, size, size, device=device)
         self.y = torch.randint(0, 2, (images,), device=device)
         self.batch = batch

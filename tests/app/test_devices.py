@@ -99,3 +99,55 @@ def test_two_dimensional_networks_train_channels_last_on_the_cpu_and_are_kept_pl
     saved = load_checkpoint(demo_ws.run_dir("layout") / "best.pt")["model_state"]
     fresh = create_backbone("resnet10t", len(demo_ws.run_metadata("layout")["classes"]), pretrained=False)
     fresh.load_state_dict(saved)  # a checkpoint written channels-last loads into a plain model
+
+
+def test_the_cpu_optimizer_is_adamw_fused_with_the_same_updates_and_state(demo_ws, monkeypatch) -> None:
+    """The fused kernel is a speed choice only: the same steps to float rounding, a state that
+    an unfused optimizer's checkpoint loads into, and the training loop and its time probe use it."""
+    import copy
+
+    from app import timing, training
+    from app.runtime import optimizer_options
+    from models.supervised import create_backbone
+
+    assert optimizer_options("cpu") == {"fused": True} and optimizer_options("cuda:0") == {}
+
+    def step(optimizer, net, grads=None):
+        if grads is None:
+            optimizer.zero_grad()
+            net(torch.rand(4, 1, 32, 32)).square().mean().backward()
+        else:
+            for p, g in zip(net.parameters(), grads):
+                p.grad = g.clone()
+        optimizer.step()
+
+    torch.manual_seed(0)
+    one = create_backbone("resnet10t", 2, pretrained=False)
+    plain = torch.optim.AdamW(one.parameters(), lr=1e-2, weight_decay=0.05)
+    for _ in range(2):
+        step(plain, one)  # a state with moments and a step count, as a checkpoint holds
+    two = create_backbone("resnet10t", 2, pretrained=False)
+    two.load_state_dict(one.state_dict())
+    fused = torch.optim.AdamW(two.parameters(), lr=1e-2, weight_decay=0.05, **optimizer_options("cpu"))
+    # a run checkpointed before the change resumes with it (a copy, as a checkpoint file gives:
+    # loading a live state dict shares its tensors)
+    fused.load_state_dict(copy.deepcopy(plain.state_dict()))
+    step(plain, one)
+    step(fused, two, [p.grad for p in one.parameters()])  # the same gradients, one step each
+    # (compared step by step: over several steps Adam amplifies rounding where gradients are near 0)
+    for a, b in zip(one.parameters(), two.parameters()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), "the fused step computes what the plain one does"
+    for a, b in zip(plain.state_dict()["state"].values(), fused.state_dict()["state"].values()):
+        assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-10) for k in a)
+
+    made = []
+    real = torch.optim.AdamW
+
+    def watching(*args, **kwargs):
+        made.append(kwargs.get("fused"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", watching)
+    timing.probe_seconds_per_epoch(create_backbone("resnet10t", 2, pretrained=False), (1, 32, 32), 64, 8)
+    training.train(demo_ws, "demo", "supervised", run="fused", epochs=1, pretrained=False, backbone="resnet10t", **TINY)
+    assert made == [True, True], "the probe and the training loop step as each other"
