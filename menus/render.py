@@ -42,7 +42,7 @@ def status_tables(status: WorkspaceStatus) -> list[Table | Text]:
         raw, org = status.collected.get(name, {}), status.organized.get(name, {})
         splits = org.get("by_split", {})
         data.add_row(name, _num(raw.get("files", "-")), _num(org.get("items", "-")), _num(org.get("labeled", "-")),
-                     ", ".join(org.get("classes", [])) or "-",
+                     escape(", ".join(org.get("classes", []))) or "-",  # a folder's name, as it was written
                      "/".join(str(splits.get(s, 0)) for s in ("train", "val", "test")) if splits else "-")
     tables.append(data if names else Text("Datasets: none yet. Collect the demo data or a folder to begin."))
     runs = Table(title="Training runs (figures on the test split)", title_justify="left", box=box.SIMPLE_HEAD,

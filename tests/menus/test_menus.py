@@ -361,7 +361,7 @@ def test_the_status_tables_fit_80_columns_with_names_whole_and_figures_unwrapped
     long = "chest_xray_pneumonia_kaggle"
     status = WorkspaceStatus(
         root="/w", collected={long: {"files": 5856}, "demo": {"files": 1632}},
-        organized={long: {"items": 5856, "labeled": 5856, "classes": ["normal", "pneumonia"],
+        organized={long: {"items": 5856, "labeled": 5856, "classes": ["normal", "[b]pneumonia"],
                           "by_split": {"train": 4100, "val": 878, "test": 878}}},
         runs=[{"run": "demo-supervised-20261207-190522", "phase": "supervised", "status": "complete", "epochs": 15,
                "test": {"roc_auc_ovr": 0.987654, "balanced_accuracy": 0.95}, "verdict": Verdict("fit"),
@@ -383,5 +383,6 @@ def test_the_status_tables_fit_80_columns_with_names_whole_and_figures_unwrapped
     row = next(line for line in lines if line.startswith("demo-supervised"))
     assert "supervised" in row and "complete" in row and "0.988" in row and "0.950" in row and "fit" in row
     assert next(line for line in lines if line.startswith(long[:10])).rstrip().endswith("4100/878/878")
+    assert "[b]pneumonia" in text, "a class named with brackets is shown as written, not read as markup"
     assert "breast-search: weak: lowest class sensitivity 0.12" in text  # the reasons, whole, under the table
     assert text.count("not evaluated on the test split yet") == 1 and "14 hidden run(s)" in text
