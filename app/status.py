@@ -35,7 +35,8 @@ def workspace_status(ws: Workspace) -> WorkspaceStatus:
         test = meta.get("evaluation", {}).get("test", {})
         status.runs.append({
             "run": meta["run"], "phase": meta["phase"], "dataset": meta["dataset"], "status": run_status(ws, meta),
-            "epochs": meta.get("epoch", 0), "test": test, "verdict": model_verdict(meta), "exported": (ws.exports_dir / meta["run"] / "metadata.json").exists(),
+            "epochs": meta.get("epoch"),  # None: a run fitted on validation (a hybrid), no epochs
+            "test": test, "verdict": model_verdict(meta), "exported": (ws.exports_dir / meta["run"] / "metadata.json").exists(),
         })
     for path in sorted((ws.data_dir / "workflows").glob("*.json")):
         if problem_with(path.stem):

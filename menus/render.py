@@ -17,6 +17,8 @@ from app.status import WorkspaceStatus
 
 
 def _num(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"  # "test-time augmentation (mirror): no", not "False"
     if isinstance(value, float):

@@ -368,6 +368,8 @@ def test_the_status_tables_fit_80_columns_with_names_whole_and_figures_unwrapped
                "exported": True},
               {"run": "breast-search", "phase": "supervised", "status": "stopped", "epochs": 100, "test": {},
                "verdict": Verdict("weak", ["lowest class sensitivity 0.12"]), "exported": False},
+              {"run": "demo-hybrid-20261207-190632", "phase": "hybrid", "status": "complete", "epochs": None,
+               "test": {"anomaly_auroc": 0.998}, "verdict": Verdict("fit"), "exported": True},
               {"run": "demo-vae-20261207-190608", "phase": "vae", "status": "complete", "epochs": 40, "test": {},
                "verdict": Verdict("unknown", ["not evaluated on the test split yet (run Evaluate)"]),
                "exported": False}],
@@ -383,6 +385,8 @@ def test_the_status_tables_fit_80_columns_with_names_whole_and_figures_unwrapped
     row = next(line for line in lines if line.startswith("demo-supervised"))
     assert "supervised" in row and "complete" in row and "0.988" in row and "0.950" in row and "fit" in row
     assert next(line for line in lines if line.startswith(long[:10])).rstrip().endswith("4100/878/878")
+    hybrid = next(line for line in lines if line.startswith("demo-hybrid")).split()
+    assert hybrid[1:6] == ["hybrid", "complete", "-", "0.998", "-"], "a run fitted on validation has no epochs"
     assert "[b]pneumonia" in text, "a class named with brackets is shown as written, not read as markup"
     assert "breast-search: weak: lowest class sensitivity 0.12" in text  # the reasons, whole, under the table
     assert text.count("not evaluated on the test split yet") == 1 and "14 hidden run(s)" in text
