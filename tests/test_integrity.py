@@ -262,6 +262,31 @@ def test_declared_sizes_are_checked_before_pixels_are_decoded(tmp_path: Path) ->
         load_2d(wide, "image2d")
 
 
+
+def test_subsampled_colour_ultrasound_is_read_and_its_declared_size_still_checked(tmp_path: Path) -> None:
+    """YBR_FULL_422 stores two chroma samples for every two pixels: 2 bytes a pixel, not 3. A real
+    elbow ultrasound of dcm4che's test data in this form was once skipped as 'unreadable'."""
+    import pydicom
+
+    from app.imaging import read_dicom_2d
+    from app.organize.scan import scan_file
+
+    root = tmp_path / "in"
+    root.mkdir()
+    files = {}
+    for name, pixel_bytes in (("whole.dcm", bytes(range(128)) * 2), ("short.dcm", bytes(128))):
+        path = _dicom(root / name, 8, 16, pixel_bytes)
+        ds = pydicom.dcmread(path)
+        ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "US", 3, "YBR_FULL_422"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PlanarConfiguration = 8, 8, 7, 0
+        ds.save_as(path)
+        files[name] = path
+    record = scan_file(files["whole.dcm"], root, b"k")[0]
+    assert type(record).__name__ == "FileRecord" and record.header["Modality"] == "US"
+    assert read_dicom_2d(files["whole.dcm"], colour=True).shape == (8, 16, 3)
+    skipped = scan_file(files["short.dcm"], root, b"k")[0]  # half of what 8 x 16 pixels need
+    assert type(skipped).__name__ == "Skipped" and "header declares 256" in skipped.reason
+
 def test_collect_copy_of_an_unreadable_file_leaves_nothing_behind(capsys, place) -> None:
     ws, source, _ = place
     blocked = source / "normal" / "img00.png"

@@ -111,7 +111,7 @@ def file_sha256(path: Path) -> str:
 
 
 READ_TAGS = [*KEPT_TAGS, *IDENTIFIER_TAGS, "SeriesInstanceUID", "ImagePositionPatient",
-             "ImageOrientationPatient"]
+             "ImageOrientationPatient", "PhotometricInterpretation"]
 SIZE_TAGS = ["Rows", "Columns", "BitsAllocated", "SamplesPerPixel"]  # binary (US): read apart
 READ_TAG_NUMBERS_BY_NAME: dict[str, int] = {}  # filled on first use (pydicom is imported lazily)
 READ_TAG_NUMBERS: list[int] = []
@@ -215,6 +215,8 @@ def _pixel_data_problem(handle: Any, size: int, syntax: Any, raw: dict[int, Any]
         return None
     if rows * columns * count * samples > MAX_VOXELS:
         return f"image too large ({rows} x {columns} x {int(count)} frames; the limit is {MAX_VOXELS:,} values)"
+    if samples == 3 and str(_text(raw, "PhotometricInterpretation")).upper() in ("YBR_FULL_422", "YBR_PARTIAL_422"):
+        samples = 2  # two pixels share one pair of chroma samples: 4 values for 2 pixels (PS3.3 C.7.6.3.1.2)
     expected = rows * columns * int(count) * samples * bits // 8
     if bits % 8 == 0 and length not in (expected, expected + 1):  # +1: padding to an even length
         return f"pixel data of {length:,} bytes where the header declares {expected:,}"
