@@ -254,6 +254,32 @@ def described_regions(header: Header) -> list[str]:
     return sorted(set(found))
 
 
+# An ultrasound image's type names the exam in its third value (DICOM PS3.3 C.8.5.6.1.1:
+# ORIGINAL\PRIMARY\TTE\0001): a coded term, not free text. Terms that name no region of
+# ours (VASCULAR, SMALL PARTS, OBSTETRICAL, INTRAOPERATIVE...) give nothing.
+US_EXAM_TYPES = {
+    "TTE": "cardiac", "TEE": "cardiac", "TRANSTHORACIC": "cardiac", "TRANSESOPHAGEAL": "cardiac",
+    "EPICARDIAL": "cardiac", "INTRACARDIAC": "cardiac", "FETAL HEART": "cardiac",
+    "ABDOMINAL": "abdomen", "RETROPERITONEAL": "abdomen",
+    "PELVIC": "pelvis", "GYNECOLOGY": "pelvis", "ENDOVAGINAL": "pelvis", "TRANSVAGINAL": "pelvis",
+    "ENDORECTAL": "pelvis", "TRANSRECTAL": "pelvis",
+    "BREAST": "breast", "CHEST": "chest", "THYROID": "neck", "NEONATAL HEAD": "brain",
+    "TRANSCRANIAL": "brain", "MUSCULOSKELETAL": "bone",
+}
+
+
+def region_from_image_type(header: Header, path: PurePath) -> str | None:
+    """The exam an ultrasound image's type names; a gated nuclear medicine acquisition (GATED,
+    GATED TOMO, RECON GATED TOMO: synchronised to the ECG) is the heart's."""
+    values = [v.strip().upper() for v in str(header.get("ImageType", "")).split("\\")]
+    modality = str(header.get("Modality", "")).strip().upper()
+    if modality == "US" and len(values) > 2:
+        return US_EXAM_TYPES.get(values[2])
+    if modality == "NM" and len(values) > 2 and "GATED" in values[2].split():
+        return "cardiac"
+    return None
+
+
 def region_from_modality(header: Header, path: PurePath) -> str | None:
     """Mammography images nothing but the breast (by its Modality tag, storage class or view)."""
     return "breast" if str(header.get("Modality", "")).upper() == "MG" or is_mammogram(header) else None
@@ -296,6 +322,7 @@ def region_from_table(header: Header, path: PurePath) -> str | None:
 REGION_RULES = [
     RuleEntry("dicom_body_part", 1.0, region_from_body_part),
     RuleEntry("mammography", 0.95, region_from_modality),
+    RuleEntry("dicom_image_type", 0.9, region_from_image_type),
     RuleEntry("dicom_description", 0.8, region_from_description),
     RuleEntry("label_table_layout", 0.7, region_from_table),
     RuleEntry("folder_or_file_name", 0.6, region_from_names),

@@ -231,7 +231,9 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
 
 # 2: non-image DICOM objects (SEG, SR, ...) and DICOMDIR told apart; 3: every region word of a
 # description kept (only the body part tag's words were), body part defined terms kept whole
-SCANNER_VERSION = 5  # 4: masks' area; 5: SOP class and view position kept (mammography)
+# 4: masks' area; 5: SOP class and view position kept (mammography); 6: ImageType kept (the
+# anatomy an ultrasound image's type names, a gated nuclear medicine study)
+SCANNER_VERSION = 6
 SCANNER = f"{SCANNER_VERSION}.{vocabulary_digest()}"  # and the words a description keeps (detect.py)
 OUTLINE_AREA = 0.15  # masks set on every image and covering more than this (median) outline organs
 MAX_WORKERS = 32  # more scan processes than this only add memory

@@ -38,7 +38,7 @@ IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "desktop.ini"}  # clutter, no
 # free-text descriptions only the words a detection rule reads (description_keywords).
 KEPT_TAGS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
              "ProtocolName", "InstanceNumber", "NumberOfFrames", "RescaleIntercept", "RescaleType",
-             "SOPClassUID", "ViewPosition")
+             "SOPClassUID", "ViewPosition", "ImageType")
 FREE_TEXT = ("StudyDescription", "SeriesDescription", "ProtocolName", "BodyPartExamined")
 # Read only to be hashed (app.private: what `audit` searches for); the values go no further.
 IDENTIFIER_TAGS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
@@ -136,6 +136,8 @@ def _text(raw: dict[int, Any], keyword: str) -> str | None:
         except UnicodeDecodeError:
             text = value.decode("latin-1")
         return text.strip(" \x00") or None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value) or None  # as stored: ORIGINAL\PRIMARY\AXIAL
     return None if value is None else str(value)
 
 

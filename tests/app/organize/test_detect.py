@@ -53,6 +53,22 @@ def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
         ({"Modality": "MG"}, "a/1.dcm", "breast", "mammography"),
         ({"Modality": "RG", "ViewPosition": "XCCL"}, "a/1.dcm", "breast", "mammography"),
         ({"Modality": "DX", "ViewPosition": "AP"}, "a/1.dcm", "unknown", "none"),
+        # the exam an ultrasound image's type names (a coded term, PS3.3 C.8.5.6.1.1); a gated NM study
+        ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\TTE\\0001"}, "a/1.dcm", "cardiac", "dicom_image_type"),
+        ({"Modality": "US", "ImageType": "DERIVED\\SECONDARY\\MUSCULOSKELETAL\\0001"}, "a/1.dcm", "bone",
+         "dicom_image_type"),
+        ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\ENDOVAGINAL"}, "a/1.dcm", "pelvis", "dicom_image_type"),
+        ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\VASCULAR\\0001"}, "a/1.dcm", "unknown", "none"),
+        ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\\\0001"}, "a/1.dcm", "unknown", "none"),
+        ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\TTE", "StudyDescription": "THYROID"}, "a/1.dcm",
+         "cardiac", "dicom_image_type"),  # the coded term before the free text
+        ({"Modality": "NM", "ImageType": "ORIGINAL\\PRIMARY\\RECON GATED TOMO\\EMISSION"}, "a/1.dcm", "cardiac",
+         "dicom_image_type"),
+        ({"Modality": "NM", "ImageType": "DERIVED\\PRIMARY\\RECON TOMO\\EMISSION"}, "a/1.dcm", "unknown", "none"),
+        ({"Modality": "CT", "ImageType": "ORIGINAL\\PRIMARY\\LOCALIZER"}, "a/1.dcm", "unknown", "none"),
+        ({"Modality": "MR", "ImageType": "ORIGINAL\\PRIMARY\\CHEST"}, "a/1.dcm", "unknown", "none"),
+        ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\BREAST", "BodyPartExamined": "ABDOMEN"}, "a/1.dcm",
+         "abdomen", "dicom_body_part"),
         ({}, "kaggle_3m/TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif", "brain", "dataset_file_name"),
         # descriptions as hospitals write them, and DICOM's defined body-part terms
         ({"StudyDescription": "CTA PULMONARY ARTERIES (CTPA)"}, "a/1.dcm", "chest", "dicom_description"),

@@ -218,6 +218,8 @@ def _dcmread_values(path: Path) -> dict[str, str | None]:
             out[keyword] = None
         elif keyword in ("ImagePositionPatient", "ImageOrientationPatient"):
             out[keyword] = [float(v) for v in value]
+        elif isinstance(value, pydicom.multival.MultiValue):  # ImageType: as stored, values split by a backslash
+            out[keyword] = "\\".join(str(v) for v in value)
         else:
             out[keyword] = str(value).strip()
     return out

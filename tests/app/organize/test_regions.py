@@ -40,7 +40,20 @@ def neutral(tmp_path_factory) -> dict[str, dict]:
 
 
 def test_nothing_in_the_neutral_copies_names_the_region(neutral) -> None:
-    assert {r["region_rule"] for r in neutral.values()} <= {"pixels", "none", "sibling_agreement", "mammography"}
+    """Only the pixels and coded tags a neutral copy keeps: Modality, the storage class, the view
+    and the image type (an ultrasound's exam type, a defined term of the standard)."""
+    assert {r["region_rule"] for r in neutral.values()} <= {"pixels", "none", "sibling_agreement", "mammography",
+                                                             "dicom_image_type"}
+
+
+@pytest.mark.parametrize("name, region", [
+    ("regions/cardiac/us_stress_echo_US-MONO2-8-8x-execho.dcm", "cardiac"),  # ORIGINAL\PRIMARY\TTE\0001
+    ("regions/cardiac/us_tee_US-RGB-8-esopecho.dcm", "cardiac"),  # ...\TEE\0011
+    ("regions/upper_extremity/us_elbow_left_dcm4che_YBR_422.dcm", "bone"),  # ...\MUSCULOSKELETAL\0001, 4:2:2 colour
+])
+def test_an_ultrasound_is_placed_by_the_exam_its_image_type_names(neutral, name, region) -> None:
+    assert (neutral[name]["modality"], neutral[name]["region"], neutral[name]["region_rule"]) == (
+        "US", region, "dicom_image_type")
 
 
 @pytest.mark.parametrize("name", sorted(f"dicom/ct_chest_covid_slices/{n}" for n in (
