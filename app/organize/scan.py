@@ -19,6 +19,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from app.children import die_with_parent
+from app.cube_store import STORE_SUFFIXES
 from app.imaging import MAX_VOXELS, check_image_size, check_volume_size
 from app.organize.detect import (
     BODY_PART_TAGS, PATIENT_RULES, SPANS, body_part_term, description_keywords, detect,
@@ -319,6 +320,7 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
     return header, values["PatientID"] or "", values["SeriesInstanceUID"] or "", z, identifiers
 
 
+ARCHIVE = "an image archive (.npz or .h5, MedMNIST style); organize that file itself, not its folder"
 IN_MEMORY = 64 << 20  # DICOM files up to this size are read once: hashed and parsed from memory
 
 
@@ -339,6 +341,8 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
         if path.name.upper() == "DICOMDIR":
             return Skipped(shown, skip_reason("DICOMDIR")), signature
         kind = file_format(path)
+        if kind is None and path.name.lower().endswith(STORE_SUFFIXES):
+            return Skipped(shown, ARCHIVE), signature
         if kind is None:
             return Skipped(shown, "not an image format this tool reads"), signature
         header: dict[str, Any] = {}

@@ -64,3 +64,17 @@ def test_3d_files_and_wrong_files_are_clear_errors(ws, tmp_path) -> None:
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(DatasetError, match="not a MedMNIST-format file"):
         organize(ws, tmp_path / "other.npz", "other")
+
+
+def test_an_archive_inside_a_folder_is_named_in_the_scan_report_with_what_to_do(ws, tmp_path) -> None:
+    from PIL import Image
+
+    from app.organize.scan import ARCHIVE
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(folder / "a.png")
+    _tiny_npz(folder / "toymnist.npz")
+    result = organize(ws, folder, "mixed", workers=1)
+    assert result.items == 1 and result.skip_reasons == {ARCHIVE: 1}
+    assert "organize that file itself" in ARCHIVE
