@@ -114,7 +114,8 @@ def _preprocessing(config: dict[str, Any], dims: int = 2) -> dict[str, Any]:
         "channels": 3 if colour else 1, "size": [config["image_size"], config["image_size"]], "dtype": "float32",
         "range": [0.0, 1.0], "clahe": bool(config.get("clahe", False)),
         "steps": [
-            read + " (DICOM: modality rescale, then the stored window, MONOCHROME1 inverted; "
+            read + " (DICOM: palette colour through its palette; modality rescale, then the stored window, "
+            "MONOCHROME1 inverted; "
             "volumes: the middle axial slice; other images: 8-bit divided by 255, 16-bit scaled between "
             "the 1st and 99th percentiles)",
             *(["CLAHE (skimage.exposure.equalize_adapthist, clip_limit=0.01) at the image's own size"

@@ -67,6 +67,21 @@ def open_dicom(path: Path) -> Any:
     return ds
 
 
+def is_palette(ds: Any) -> bool:
+    return str(ds.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR"
+
+
+def palette_rgb(indices: np.ndarray, ds: Any) -> np.ndarray:
+    """A PALETTE COLOR image's colours, (y, x, 3) in [0, 1]. Its stored values are indices into
+    the palette (a Doppler ultrasound's colour map, say), not brightness: read as grey they
+    scramble the picture."""
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(indices, ds)
+    top = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else 1.0
+    return np.clip(rgb.astype(np.float32) / top, 0.0, 1.0)
+
+
 def read_dicom_2d(path: Path, colour: bool = False) -> np.ndarray:
     """One DICOM image in [0, 1]: grey (y, x); with ``colour``, a colour one (RGB, e.g.
     dermoscopy, endoscopy, slide microscopy) as (y, x, 3) and a grey one repeated three times."""
@@ -80,6 +95,8 @@ def read_dicom_2d(path: Path, colour: bool = False) -> np.ndarray:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if pixels.ndim == 3 + (samples > 1):
         pixels = pixels[len(pixels) // 2]  # multi-frame: the middle frame
+    if is_palette(ds):
+        pixels, samples = palette_rgb(pixels, ds), 3
     if samples > 1 and colour:  # pydicom gives colour as RGB
         rgb = pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0)
         return np.clip(rgb, 0.0, 1.0)

@@ -108,13 +108,15 @@ def unpadded(values: np.ndarray) -> np.ndarray:
 def _dicom_values(path: Path) -> tuple[np.ndarray, float | None]:
     from pydicom.pixels import apply_modality_lut
 
-    from app.imaging import open_dicom
+    from app.imaging import is_palette, open_dicom, palette_rgb
 
     ds = open_dicom(path)
     pixels = ds.pixel_array
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if pixels.ndim == 4 or (pixels.ndim == 3 and samples == 1):
         pixels = pixels[len(pixels) // 2]  # multi-frame: the middle frame
+    if is_palette(ds):
+        pixels, samples = palette_rgb(pixels, ds), 3  # indices into a palette, not brightness
     if pixels.ndim == 3:
         pixels = pixels.mean(axis=-1)
     values = apply_modality_lut(pixels, ds).astype(np.float32) if samples == 1 else pixels.astype(np.float32)

@@ -27,6 +27,43 @@ def test_monochrome1_radiograph_is_inverted_to_look_normal() -> None:
     _check(load_2d(path, "dicom_series"))
 
 
+def _palette_dicom(path: Path, indices: np.ndarray, colours: list[tuple[int, int, int]]) -> Path:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "US"
+    ds.Rows, ds.Columns = indices.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "PALETTE COLOR"
+    for channel, keyword in enumerate(("Red", "Green", "Blue")):
+        setattr(ds, f"{keyword}PaletteColorLookupTableDescriptor", [len(colours), 0, 16])
+        table = np.array([c[channel] * 257 for c in colours], dtype="<u2")
+        setattr(ds, f"{keyword}PaletteColorLookupTableData", table.tobytes())
+    ds.PixelData = indices.astype(np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_palette_colour_image_is_read_through_its_palette(tmp_path: Path) -> None:
+    """Its values are indices into a colour table (Doppler ultrasound), not brightness: a
+    real PALETTE COLOR echo of ../shared was read as a scrambled grey picture."""
+    indices = np.zeros((16, 16), np.uint8)  # index 0: white background
+    indices[4:12, 4:12] = 1  # index 1: black
+    indices[6:10, 6:10] = 2  # index 2: red (colour flow)
+    path = _palette_dicom(tmp_path / "doppler.dcm", indices, [(255, 255, 255), (0, 0, 0), (255, 0, 0)])
+    grey = load_2d(path, "dicom_series")
+    assert grey[0, 0] > 0.9 and grey[5, 5] < 0.1  # brightness from the palette, not from the index
+    colour = load_2d(path, "dicom_series", colour=True)
+    assert colour.shape == (16, 16, 3) and np.allclose(colour[8, 8], [1.0, 0.0, 0.0], atol=0.01)
+
+
 @pytest.mark.parametrize("name", ["anatomical.nii", "KmeansTest_T1UCharRaw.nii.gz"])
 def test_nifti_volumes_give_their_middle_axial_slice(name: str) -> None:
     _check(load_2d(shared(f"nifti/{name}"), "volume"))
