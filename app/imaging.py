@@ -134,16 +134,19 @@ def read_plain_2d(path: Path, colour: bool = False) -> np.ndarray:
 
 
 def read_volume(path: Path) -> np.ndarray:
-    """A volume as (z, y, x) float32."""
+    """A volume as (z, y, x) float32: a 2D file (an MHA or NRRD of one slice) as one slice, a
+    4D one (a time series) by its first volume, vector pixels (RGB) by their mean."""
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
         loaded = nib.load(path)
         check_volume_size(loaded.shape, path.name)
-        image = nib.as_closest_canonical(loaded)  # RAS: the last axis is axial
-        data = np.asarray(image.dataobj, dtype=np.float32)
-        if data.ndim == 4:
+        if len(loaded.shape) < 3:  # one slice: nothing to orient
+            data = np.asarray(loaded.dataobj, dtype=np.float32)[..., None]
+        else:
+            data = np.asarray(nib.as_closest_canonical(loaded).dataobj, dtype=np.float32)  # RAS: last axis axial
+        while data.ndim > 3:
             data = data[..., 0]
         return np.transpose(data, (2, 1, 0))
     import SimpleITK as sitk
@@ -152,7 +155,14 @@ def read_volume(path: Path) -> np.ndarray:
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     check_volume_size((*reader.GetSize(), reader.GetNumberOfComponents()), path.name)
-    return sitk.GetArrayFromImage(reader.Execute()).astype(np.float32)
+    array = sitk.GetArrayFromImage(reader.Execute()).astype(np.float32)
+    if reader.GetNumberOfComponents() > 1:
+        array = array.mean(axis=-1)
+    if reader.GetDimension() == 2:
+        return array[None]  # read as a row of a volume, it became stripes
+    while array.ndim > 3:
+        array = array[0]
+    return array
 
 
 def load_2d(path: Path, kind: str, colour: bool = False) -> np.ndarray:

@@ -78,6 +78,23 @@ def test_itk_formats(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"vol{suffix}"
     sitk.WriteImage(sitk.GetImageFromArray(volume), str(path))
     assert read_volume(path).shape == (6, 20, 24)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd", ".nii.gz"])
+def test_a_2d_file_in_a_volume_format_is_one_slice_not_a_row(tmp_path: Path, suffix: str) -> None:
+    """MONAI's real CT_2D_head_fixed.mha (../shared) was read as one row of pixels: stripes."""
+    import SimpleITK as sitk
+
+    picture = np.zeros((20, 24), np.int16)
+    picture[5:15, 6:18] = 400
+    path = tmp_path / f"slice{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(picture), str(path))
+    assert read_volume(path).shape == (1, 20, 24)
+    image = load_2d(path, "volume")
+    assert image.shape == (20, 24) and image[10, 12] == 1.0 and image[0, 0] == 0.0
+    rgb = tmp_path / f"colour{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(np.stack([picture] * 3, axis=-1).astype(np.uint8), isVector=True), str(rgb))
+    assert load_2d(rgb, "volume").shape == (20, 24)
     _check(load_2d(path, "volume"))
 
 
