@@ -322,8 +322,10 @@ def region_from_table(header: Header, path: PurePath) -> str | None:
 REGION_RULES = [
     RuleEntry("dicom_body_part", 1.0, region_from_body_part),
     RuleEntry("mammography", 0.95, region_from_modality),
-    RuleEntry("dicom_image_type", 0.9, region_from_image_type),
     RuleEntry("dicom_description", 0.8, region_from_description),
+    # after the descriptions: the exam type comes from the machine's preset, which some
+    # machines may leave at a default; a description is written for the exam itself
+    RuleEntry("dicom_image_type", 0.75, region_from_image_type),
     RuleEntry("label_table_layout", 0.7, region_from_table),
     RuleEntry("folder_or_file_name", 0.6, region_from_names),
     RuleEntry("dataset_file_name", 0.55, region_from_dataset_file_name),

@@ -61,7 +61,7 @@ def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
         ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\VASCULAR\\0001"}, "a/1.dcm", "unknown", "none"),
         ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\\\0001"}, "a/1.dcm", "unknown", "none"),
         ({"Modality": "US", "ImageType": "ORIGINAL\\PRIMARY\\TTE", "StudyDescription": "THYROID"}, "a/1.dcm",
-         "cardiac", "dicom_image_type"),  # the coded term before the free text
+         "neck", "dicom_description"),  # what was written for the exam before the machine's preset
         ({"Modality": "NM", "ImageType": "ORIGINAL\\PRIMARY\\RECON GATED TOMO\\EMISSION"}, "a/1.dcm", "cardiac",
          "dicom_image_type"),
         ({"Modality": "NM", "ImageType": "DERIVED\\PRIMARY\\RECON TOMO\\EMISSION"}, "a/1.dcm", "unknown", "none"),
