@@ -95,8 +95,9 @@ def read_dicom_2d(path: Path, colour: bool = False) -> np.ndarray:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if pixels.ndim == 3 + (samples > 1):
         pixels = pixels[len(pixels) // 2]  # multi-frame: the middle frame
-    if is_palette(ds):
-        pixels, samples = palette_rgb(pixels, ds), 3
+    if is_palette(ds):  # colours already: no rescale or window applies to them
+        rgb = palette_rgb(pixels, ds)
+        return rgb if colour else rgb.mean(axis=-1)
     if samples > 1 and colour:  # pydicom gives colour as RGB
         rgb = pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0)
         return np.clip(rgb, 0.0, 1.0)

@@ -42,6 +42,7 @@ def _palette_dicom(path: Path, indices: np.ndarray, colours: list[tuple[int, int
     ds.Rows, ds.Columns = indices.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "PALETTE COLOR"
+    ds.WindowCenter, ds.WindowWidth = 128, 10  # meant for the indices: no window applies to colours
     for channel, keyword in enumerate(("Red", "Green", "Blue")):
         setattr(ds, f"{keyword}PaletteColorLookupTableDescriptor", [len(colours), 0, 16])
         table = np.array([c[channel] * 257 for c in colours], dtype="<u2")
