@@ -123,11 +123,20 @@ def as_colour(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
 
 
+def upright(image: Any) -> Any:
+    """A PIL image turned as its EXIF orientation says (a phone's photo of a film is often
+    stored sideways with a tag to turn it), as every viewer shows it."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
+
+
 def read_plain_2d(path: Path, colour: bool = False) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as img:
-        check_image_size(img.size, path.name)
+    with Image.open(path) as opened:
+        check_image_size(opened.size, path.name)
+        img = upright(opened)
         if img.mode in ("I;16", "I;16B", "I", "F"):
             grey = _percentile_scale(np.asarray(img, dtype=np.float32))
             return as_colour(grey) if colour else grey

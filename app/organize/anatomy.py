@@ -77,8 +77,10 @@ def read_pixels(paths: list[Path], kind: str) -> Pixels | None:
             return _volume(paths[0])
         from PIL import Image
 
+        from app.imaging import upright
+
         with Image.open(paths[0]) as image:
-            return Pixels([unpadded(np.asarray(image.convert("L"), dtype=np.float32))])
+            return Pixels([unpadded(np.asarray(upright(image).convert("L"), dtype=np.float32))])
     except Exception:  # a file the scan read but pixels that do not decode: no answer from here
         return None
 

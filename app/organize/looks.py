@@ -45,10 +45,12 @@ def image_look(path: Path) -> str | None:
     """One image's look, or None when it cannot be decoded."""
     from PIL import Image
 
+    from app.imaging import upright
+
     try:
         with Image.open(path) as image:
             image.draft("RGB", (THUMBNAIL, THUMBNAIL))  # JPEG: decode at reduced size
-            image = image.convert("RGB")
+            image = upright(image).convert("RGB")  # the probe at the top, as a viewer shows it
             image.thumbnail((THUMBNAIL, THUMBNAIL))
             rgb = np.asarray(image, dtype=np.float32) / 255.0
     except Exception:  # unreadable images were reported by the scan already

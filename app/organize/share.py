@@ -155,11 +155,14 @@ def _dicom_item(files: list[Path], items: Path, item: str, patient: str, anonymi
 
 
 def _image_item(path: Path, items: Path, item: str) -> str:
-    """A 2D image written again from its pixels alone (PNG; no metadata travels)."""
+    """A 2D image written again from its pixels alone (PNG; no metadata travels), turned as its
+    EXIF orientation showed it (the tag does not travel either)."""
     from PIL import Image
 
+    from app.imaging import upright
+
     with Image.open(path) as image:
-        pixels = np.asarray(image)
+        pixels = np.asarray(upright(image))
     Image.fromarray(pixels).save(items / f"{item}.png")
     return f"items/{item}.png"
 

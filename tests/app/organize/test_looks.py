@@ -59,6 +59,39 @@ def test_an_ultrasound_fan_and_a_colour_photo() -> None:
     assert look_of_pixels(skin.astype(np.float32)) == "photo"
 
 
+def test_an_image_stored_sideways_is_read_as_its_exif_orientation_shows_it(tmp_path: Path) -> None:
+    """A phone's photo is often stored sideways with an EXIF tag to turn it; viewers obey the
+    tag, and so do the models' reader, the region rules and this look."""
+    from app.imaging import load_2d
+
+    upright = (fan() * 255).astype(np.uint8)
+    sideways = tmp_path / "fan.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter to the left: turn it right to show it
+    Image.fromarray(np.rot90(upright)).save(sideways, exif=exif, quality=95)
+    assert image_look(sideways) == "ultrasound"
+    shown = load_2d(sideways, "image2d")
+    assert shown.shape == upright.shape[:2]
+    assert np.abs(shown - upright[..., 0] / 255.0).mean() < 0.05
+
+
+def test_a_deidentified_copy_keeps_a_sideways_photo_upright(ws, tmp_path: Path) -> None:
+    """The copy drops every tag, the orientation too: its pixels are written turned."""
+    from app.organize.share import export_deidentified
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90((fan() * 255).astype(np.uint8))).save(folder / "fan.jpg", exif=exif, quality=95)
+    organize(ws, folder, "photos", workers=1)
+    result = export_deidentified(ws, "photos", tmp_path / "shared")
+    (written,) = (result.path / "items").glob("*.png")
+    with Image.open(written) as image:
+        assert not image.getexif()
+        assert image_look(written) == "ultrasound"
+
+
 def _exported(path: Path) -> np.ndarray:
     """A DICOM frame as a viewer exports it to PNG: windowed on its own 0.5-99.5 percentiles, 8 bits."""
     import pydicom
