@@ -328,6 +328,11 @@ def _collect_listing(source: str, options: dict[str, Any]) -> Any:
     return None
 
 
+def _counts(found: dict[str, int]) -> str:
+    """{"train": 3, "val": 1} as "train 3, val 1"."""
+    return ", ".join(f"{name} {n}" for name, n in found.items()) or "none"
+
+
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The phase settings given on the command line (each train --flag is a Config field)."""
     return {spec.dest: getattr(args, spec.dest) for spec in _setting_specs()
@@ -430,10 +435,12 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             result = as_job("organize", bar, lambda job: organize(
                 ws, args.path, args.name, seed=args.seed, workers=args.workers, replace=args.replace,
                 progress=job.progress))
-            message = (f"Organized {result.items} items ({result.labeled} labeled, {result.unlabeled} unlabeled, "
-                       f"{result.skipped} skipped) into {result.path}; classes {result.classes}; splits {result.split_counts}")
+            message = (f"Organized {result.items} items ({result.labeled} labeled, {result.unlabeled} unlabeled; "
+                       f"{result.skipped} file(s) skipped) into {result.path}\nclasses: {_counts(result.classes)}"
+                       f"\nsplits: {_counts(result.split_counts)}")
+            message += "".join(f"\nskipped {n}: {reason}" for reason, n in result.skip_reasons.items())
             if result.skip_reasons:
-                message += f"\nSkipped: {result.skip_reasons} (details in scan_report.json)"
+                message += " (details in scan_report.json)"
             if result.duplicates:
                 message += f"\nGroups of identical files: {result.duplicates}"
             from menus import render

@@ -80,6 +80,7 @@ def test_collect_and_organize_from_the_command_line(capsys, tmp_path: Path) -> N
     assert code == 0 and "Collected 12 files" in out
     code, out, _ = run(capsys, "organize", "xr", "--name", "xr", "--workspace", ws)
     assert code == 0 and "Organized 12 items" in out
+    assert "classes: normal 6, infection 6" in out and "{" not in out, "counts in words, not a Python dict"
     assert (tmp_path / "ws" / "data" / "organized" / "xr" / "splits" / "test.csv").exists()
 
 
