@@ -328,9 +328,9 @@ def _collect_listing(source: str, options: dict[str, Any]) -> Any:
     return None
 
 
-def _counts(found: dict[str, int]) -> str:
-    """{"train": 3, "val": 1} as "train 3, val 1"."""
-    return ", ".join(f"{name} {n}" for name, n in found.items()) or "none"
+def _counts(found: dict[str, Any]) -> str:
+    """{"train": 3, "val": 1} as "train 3, val 1"; fractions to three decimals."""
+    return ", ".join(f"{name} {n:.3f}" if isinstance(n, float) else f"{name} {n}" for name, n in found.items()) or "none"
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -475,7 +475,7 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
                     result = as_job("train", bar, lambda job: train(
                         ws, args.dataset, args.phase, run=args.run, progress=job.progress,
                         should_stop=lambda: should_stop() or job.should_stop(), **budget, **overrides), graceful=True)
-                message = f"Run {result.run}: {result.epochs_done} epochs, {result.metrics}"
+                message = f"Run {result.run}: {result.epochs_done} epochs; {_counts(result.metrics)}"
                 if flips_sentence(ws.run_metadata(result.run).get("flips")):
                     message += "\n" + flips_sentence(ws.run_metadata(result.run).get("flips"))
         elif args.command == "evaluate":
@@ -607,10 +607,11 @@ def _dataset_command(args: argparse.Namespace, ws: Workspace) -> int:
         console.print(f"{args.name} trains with {args.method}.")
     elif args.action == "merge":
         result = dataset_tools.merge_datasets(ws, args.names, args.name)
-        console.print(f"Merged into {result.name}: {result.items} items, splits {result.split_counts}")
+        console.print(f"Merged into {result.name}: {result.items} items; splits: {_counts(result.split_counts)}")
     elif args.action == "holdout":
         result = dataset_tools.hold_out_class(ws, args.name, args.label, args.new_name)
-        console.print(f"{result.name}: {args.label!r} held out (test split only); classes {sorted(result.classes)}")
+        console.print(f"{result.name}: {args.label!r} held out (test split only); classes: "
+                      f"{', '.join(sorted(result.classes))}")
     elif args.deidentify:
         from app.organize.share import export_deidentified
         from menus.console import as_job, progress_bars
