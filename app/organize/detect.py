@@ -91,6 +91,12 @@ def _folders(path: PurePath) -> list[str]:
     return [*reversed(path.parent.parts), path.name]
 
 
+def _named(header: Header, path: PurePath) -> list[str]:
+    """The folder and file names, then the name a BIDS dataset_description.json above gives the
+    dataset (its words a rule reads, kept by the scanner)."""
+    return [*_folders(path), str(header.get("DatasetName", ""))]
+
+
 # -- modality ----------------------------------------------------------------------
 MODALITY_TAGS = {
     "CT": "CT", "MR": "MR", "CR": "XR", "DX": "XR", "DR": "XR", "RG": "XR", "XR": "XR",
@@ -142,7 +148,7 @@ def modality_from_description(header: Header, path: PurePath) -> str | None:
 
 
 def modality_from_names(header: Header, path: PurePath) -> str | None:
-    for part in _folders(path):
+    for part in _named(header, path):
         words = _tokens(part.replace("x-ray", "xray").replace("X-ray", "xray"))
         if "CHEST" in words and "XRAY" in words:
             return "XR"
@@ -286,7 +292,7 @@ def region_from_modality(header: Header, path: PurePath) -> str | None:
 
 
 def region_from_names(header: Header, path: PurePath) -> str | None:
-    for part in _folders(path):
+    for part in _named(header, path):
         found = _region_of_words(_tokens(part))
         if found:
             return found

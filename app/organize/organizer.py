@@ -70,12 +70,15 @@ class OrganizeResult:
     findings: tuple[str, ...] = ()  # several findings per image: those a classifier gives a probability each
 
 
+NOT_ITEMS = ("table", "mask", "annotation", "json")  # files read for what they say of the images
+
+
 def group_items(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
     """Files -> items: one per 2D image or volume, one per DICOM series (tables, masks: none)."""
     series: dict[str, list[FileRecord]] = defaultdict(list)
     items: list[tuple[list[FileRecord], str]] = []
     for record in records:
-        if record.format in ("table", "mask", "annotation"):
+        if record.format in NOT_ITEMS:
             continue
         if record.format == "dicom":
             # A file with no series UID is a series of its own.
@@ -87,6 +90,11 @@ def group_items(records: list[FileRecord], root: Path) -> list[tuple[list[FileRe
         items.append((files, "dicom_series"))
     items.sort(key=lambda pair: pair[0][0].path)
     return items
+
+
+def _stem(path: str) -> str:
+    """A file's name without its extensions: sub-01_T1w for sub-01_T1w.nii.gz and sub-01_T1w.json."""
+    return Path(path).name.split(".")[0]
 
 
 @dataclass
@@ -103,13 +111,25 @@ class Context:
     table_reports: list[TableReport] = field(default_factory=list)
     root_name: str = ""  # the name of the folder the user pointed at: read by the name rules too
     mask_note: str = ""  # why the masks beside the images label nothing, when they do not
+    sidecars: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (folder, stem) -> its facts
+    dataset_names: dict[str, str] = field(default_factory=dict)  # folder -> its dataset_description's name words
 
 
 def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
     tables, unused, masks, splits, annotations, areas = [], [], {}, {}, {}, []
+    images = {(str(Path(r.path).parent), _stem(r.path)) for r in records if r.format not in NOT_ITEMS}
+    sidecars, dataset_names = {}, {}
     for record in records:
         path = Path(record.path)
-        if record.format == "table":
+        if record.format == "json":
+            if path.name == "dataset_description.json":
+                dataset_names[str(path.parent)] = record.header.get("DatasetName", "")
+            elif (str(path.parent), _stem(record.path)) in images:
+                sidecars[(str(path.parent), _stem(record.path))] = record.header
+            else:
+                unused.append(Skipped(str(path.relative_to(root)), "a JSON file beside no image of its name "
+                                      "(not a BIDS sidecar) and no dataset_description.json"))
+        elif record.format == "table":
             table = read_label_table(path)
             given = None if table else read_split_table(path)
             if table:
@@ -138,11 +158,11 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
         mask_note = (f"{len(areas)} mask(s), every one set and covering {np.median(areas):.0%} of its image (median): "
                      "organ outlines, not lesions; they label nothing")
         masks = {}
-    index = TreeIndex(r.path for r in records if r.format not in ("table", "mask", "annotation"))
+    index = TreeIndex(r.path for r in records if r.format not in NOT_ITEMS)
     matches = match_tables(tables, index)
     context = Context(tables, masks, secret, splits=match_keys(splits, index), hits=matches.hits,
                       table_reports=matches.reports, root_name=root.name, annotations=annotations,
-                      mask_note=mask_note)
+                      mask_note=mask_note, sidecars=sidecars, dataset_names=dataset_names)
     return context, unused
 
 
@@ -177,7 +197,11 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     middle = files[len(files) // 2]  # the slice a 2D model looks at
     path = Path(middle.path)
     relative = PurePath(context.root_name, path.relative_to(root))
-    header = dict(middle.header)
+    # a BIDS sidecar says what dcm2niix read from the DICOM files; the image's own tags win
+    header = {**context.sidecars.get((str(path.parent), _stem(middle.path)), {}), **middle.header}
+    dataset_name = next((context.dataset_names[str(p)] for p in path.parents if str(p) in context.dataset_names), "")
+    if dataset_name:
+        header["DatasetName"] = dataset_name
     table_hit, table_label = _table_label(files, context)
     folder_label = label_from_folder(header, relative)
     conflict = bool(table_hit and folder_label and anomaly_class(table_label) != anomaly_class(folder_label))
@@ -232,7 +256,7 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
 # 2: non-image DICOM objects (SEG, SR, ...) and DICOMDIR told apart; 3: every region word of a
 # description kept (only the body part tag's words were), body part defined terms kept whole
 # 4: masks' area; 5: SOP class and view position kept (mammography); 6: ImageType kept (the
-# anatomy an ultrasound image's type names, a gated nuclear medicine study)
+# anatomy an ultrasound image's type names, a gated nuclear medicine study), JSON sidecars read
 SCANNER_VERSION = 6
 SCANNER = f"{SCANNER_VERSION}.{vocabulary_digest()}"  # and the words a description keeps (detect.py)
 OUTLINE_AREA = 0.15  # masks set on every image and covering more than this (median) outline organs
@@ -319,7 +343,7 @@ def _organize(
     ws.private.add_identifiers({h for r in records for h in r.identifiers})
     context, unused = _context(records, ws.secret(), root)
     skipped += unused
-    if not any(r.format not in ("table", "mask", "annotation") for r in records):
+    if not any(r.format not in NOT_ITEMS for r in records):
         reasons = Counter(s.reason.split(":")[0] for s in skipped).most_common(3)
         why = "; ".join(f"{n} {reason}" for reason, n in reasons)
         raise DatasetError(

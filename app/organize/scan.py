@@ -81,7 +81,7 @@ def is_mask(path: Path) -> bool:
 
 
 def file_format(path: Path) -> str | None:
-    """'dicom', 'image2d', 'mask', 'volume', 'table' or None, from the name (then the bytes)."""
+    """'dicom', 'image2d', 'mask', 'volume', 'table', 'json' or None, from the name (then the bytes)."""
     name = path.name.lower()
     if name.endswith(IMAGE_2D):
         return "mask" if is_mask(path) else "image2d"
@@ -89,6 +89,8 @@ def file_format(path: Path) -> str | None:
         return "table"
     if name.endswith(VOLUMES):
         return "volume"
+    if name.endswith(".json"):
+        return "json"  # a BIDS sidecar or dataset description: read for its facts, never an item
     if name.endswith((".dcm", ".dicom", ".ima")) or "." not in name or _has_dicom_preamble(path):
         return "dicom"
     return None
@@ -299,14 +301,7 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
         raise ValueError(problem)
     if values["SOPClassUID"] is None and values["Modality"] is None:
         raise ValueError("not a DICOM image (no SOP class, no modality)")
-    header = {k: values[k] for k in KEPT_TAGS if values[k] is not None}
-    for key in FREE_TEXT:
-        if key in header:
-            term = body_part_term(header[key]) if key == "BodyPartExamined" else ""
-            # a body part's defined term ("CHEST_TO_PELVIS") is kept whole; free text only as keywords
-            header[key] = term if term in BODY_PART_TAGS or term in SPANS else description_keywords(header[key])
-            if not header[key]:
-                del header[key]
+    header = _kept(values)
     identifiers = [values[k] for k in IDENTIFIER_TAGS if values[k]]
     position, orientation = _numbers(values["ImagePositionPatient"]), _numbers(values["ImageOrientationPatient"])
     z: float | None = None
@@ -321,6 +316,47 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
 
 
 ARCHIVE = "an image archive (.npz or .h5, MedMNIST style); organize that file itself, not its folder"
+def _kept(values: dict[str, Any]) -> dict[str, Any]:
+    """The KEPT_TAGS of a header, free text reduced to the words a rule reads."""
+    header = {k: values[k] for k in KEPT_TAGS if values.get(k) is not None}
+    for key in FREE_TEXT:
+        if key in header:
+            term = body_part_term(header[key]) if key == "BodyPartExamined" else ""
+            # a body part's defined term ("CHEST_TO_PELVIS") is kept whole; free text only as keywords
+            header[key] = term if term in BODY_PART_TAGS or term in SPANS else description_keywords(header[key])
+            if not header[key]:
+                del header[key]
+    return header
+
+
+# What a BIDS sidecar may say of its image: dcm2niix writes the DICOM fields of the series it
+# converted (sub-01_T1w.json beside sub-01_T1w.nii.gz). A dataset_description.json names the dataset.
+SIDECAR_TAGS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName", "ImageType")
+SIDECAR_BYTES = 1 << 20  # a sidecar or a dataset description is a few kB
+
+
+def _read_json_facts(path: Path, size: int) -> tuple[dict[str, Any], list[str]]:
+    """A JSON file's kept facts (free text as keywords, as a DICOM header's) and the identifier
+    values to hash (a sidecar written without anonymizing holds PatientName...)."""
+    import json
+
+    if size > SIDECAR_BYTES:
+        raise ValueError(f"a JSON file of {size:,} bytes, too large to be a sidecar or dataset description")
+    data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    if not isinstance(data, dict):
+        raise ValueError("a JSON file that is not an object of named fields")
+
+    def text(value: Any) -> str | None:
+        if isinstance(value, list):
+            return "\\".join(str(v) for v in value if not isinstance(v, (dict, list))) or None
+        return None if value is None or isinstance(value, dict) else str(value)
+
+    header = _kept({k: text(data.get(k)) for k in SIDECAR_TAGS})
+    if path.name == "dataset_description.json":
+        header = {"DatasetName": description_keywords(text(data.get("Name")) or "")}
+    return header, [t for t in (text(data.get(k)) for k in IDENTIFIER_TAGS) if t]
+
+
 IN_MEMORY = 64 << 20  # DICOM files up to this size are read once: hashed and parsed from memory
 
 
@@ -363,6 +399,10 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
         else:
             record = FileRecord(path=str(path), format=kind, sha256=file_sha256(path))
             if kind == "table":
+                return record, signature
+            if kind == "json":
+                record.header, identifiers = _read_json_facts(path, info.st_size)
+                record.identifiers = sorted({token_hash(secret, t) for v in identifiers for t in identifier_tokens(v)})
                 return record, signature
             if kind == "mask":
                 area = _mask_area(path)

@@ -3,6 +3,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.errors import DatasetError
@@ -112,6 +113,42 @@ def test_bad_files_are_skipped_with_a_reason(ws, tmp_path) -> None:
     assert reasons["dangling.png"] == "broken symbolic link"
     assert reasons["notes.txt"].startswith("not an image")
     assert reasons["broken.dcm"].startswith("unreadable")
+
+
+def test_a_bids_sidecar_and_dataset_description_say_modality_and_region(ws, tmp_path) -> None:
+    """NIfTI carries no modality or region; dcm2niix writes the DICOM fields beside it
+    (sub-01_T1w.json), and a BIDS dataset_description.json names the dataset. Neither is an
+    item; a sidecar's identifiers (written without anonymizing) go no further than a hash."""
+    import nibabel as nib
+
+    from app.audit import audit
+
+    root = tmp_path / "ds004"  # a dataset folder whose name says nothing
+    for subject in ("sub-01", "sub-02"):
+        (root / subject / "anat").mkdir(parents=True)
+        volume = np.zeros((24, 24, 12), np.int16)
+        volume[6:18, 6:18, 3:9] = 300
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), str(root / subject / "anat" / f"{subject}_dwi.nii.gz"))
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "Prostate cancer cohort", "BIDSVersion": "1.8"}))
+    (root / "sub-01" / "anat" / "sub-01_dwi.json").write_text(json.dumps({
+        "Modality": "MR", "BodyPartExamined": "ABDOMEN", "SeriesDescription": "ep2d_diff Zebediah",
+        "PatientName": "Zebediah^Quux", "ImageType": ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"]}))
+    (root / "notes.json").write_text('{"reviewed": true}')
+    result = organize(ws, root, "bids", workers=1)
+    rows = {Path(r["path"]).name: r for r in placed(ws, read_rows(ws.organized_path("bids") / "unlabeled.csv"))}
+    assert result.items == 2 and set(rows) == {"sub-01_dwi.nii.gz", "sub-02_dwi.nii.gz"}
+    first, second = rows["sub-01_dwi.nii.gz"], rows["sub-02_dwi.nii.gz"]
+    assert (first["modality"], first["modality_rule"]) == ("MR", "dicom_modality_tag")
+    assert (first["region"], first["region_rule"]) == ("abdomen", "dicom_body_part"), "its own sidecar first"
+    assert (second["region"], second["region_rule"]) == ("pelvis", "folder_or_file_name"), "the dataset's name"
+    report = json.loads((ws.organized_path("bids") / "scan_report.json").read_text())
+    assert list(skipped_places(ws, report, root)) == ["notes.json"], "sidecars and descriptions are read, not skipped"
+    written = [p for p in ws.root.rglob("*") if p.is_file() and "private" not in p.parts and "raw" not in p.parts]
+    assert not any("zebediah" in p.read_bytes().decode("latin-1").lower() for p in written)
+    leak = tmp_path / "leak" / "note.txt"
+    leak.parent.mkdir()
+    leak.write_text("seen: ZEBEDIAH")
+    assert audit(leak.parent, ws.secret(), ws.private.identifier_hashes()).findings, "its hash is known to the audit"
 
 
 def test_a_folder_without_images_is_a_clear_error(ws, tmp_path) -> None:
