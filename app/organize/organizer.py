@@ -117,6 +117,7 @@ class Context:
 
 def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
     tables, unused, masks, splits, annotations, areas = [], [], {}, {}, {}, []
+    label_maps = 0
     images = {(str(Path(r.path).parent), _stem(r.path)) for r in records if r.format not in NOT_ITEMS}
     sidecars, dataset_names = {}, {}
     for record in records:
@@ -141,6 +142,8 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
         elif record.format == "annotation":
             for series in record.header.get("References", []):
                 annotations.setdefault(series, []).append((record.header["Annotation"], record.header["Lesion"]))
+        elif record.format == "mask" and record.header.get("VolumeMask"):
+            label_maps += 1  # organ and lesion maps look alike: a volume's map labels nothing
         elif record.format == "mask":
             stem = path.name.split(".")[0]
             for suffix in MASK_SUFFIXES:
@@ -158,6 +161,10 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
         mask_note = (f"{len(areas)} mask(s), every one set and covering {np.median(areas):.0%} of its image (median): "
                      "organ outlines, not lesions; they label nothing")
         masks = {}
+    if label_maps:
+        mask_note = "; ".join(filter(None, [mask_note, (
+            f"{label_maps} segmentation volume(s) (label maps: labelsTr/, *_seg, segmentation.nii.gz) set aside: "
+            "not images, and they label nothing (an organ's map and a lesion's look alike)")]))
     index = TreeIndex(r.path for r in records if r.format not in NOT_ITEMS)
     matches = match_tables(tables, index)
     context = Context(tables, masks, secret, splits=match_keys(splits, index), hits=matches.hits,

@@ -11,6 +11,7 @@ import gc
 import hashlib
 import io
 import os
+import re
 import stat
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +34,11 @@ IMAGE_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 TABLES = (".csv",)
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label")
-MASK_FOLDERS = {"masks", "mask", "segmentations", "ground_truth", "groundtruth"}
+MASK_FOLDERS = {"masks", "mask", "segmentations", "segmentation", "ground_truth", "groundtruth",
+                "labelstr", "labelsts"}  # the last two: the Medical Segmentation Decathlon's label maps
+# A label map's name in the public 3D sets: KiTS segmentation.nii.gz, LiTS segmentation-0.nii,
+# BraTS *_seg.nii.gz, BIDS derivatives *_seg-manual / *_dseg / *_lesion-manual.
+MASK_NAME = re.compile(r"(^|[_-])(seg|dseg|mask|segmentation|labels?|lesion-manual)([_-][a-z0-9]+)?$")
 IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "desktop.ini"}  # clutter, not data: no line
 # The only DICOM tags the scanner keeps. No name, birth date, address or accession; of the
 # free-text descriptions only the words a detection rule reads (description_keywords).
@@ -75,9 +80,10 @@ class NotAnImage(Exception):
 
 
 def is_mask(path: Path) -> bool:
-    """A segmentation mask rather than an image: ``*_mask.png`` or a file in ``masks/``."""
+    """A segmentation mask rather than an image: ``*_mask.png``, a volume's label map
+    (``segmentation.nii.gz``, ``*_seg-manual.nii.gz``) or a file in ``masks/`` or ``labelsTr/``."""
     stem = path.name.lower().split(".")[0]
-    return stem.endswith(MASK_SUFFIXES) or path.parent.name.lower() in MASK_FOLDERS
+    return stem.endswith(MASK_SUFFIXES) or bool(MASK_NAME.search(stem)) or path.parent.name.lower() in MASK_FOLDERS
 
 
 def file_format(path: Path) -> str | None:
@@ -88,7 +94,7 @@ def file_format(path: Path) -> str | None:
     if name.endswith(TABLES):
         return "table"
     if name.endswith(VOLUMES):
-        return "volume"
+        return "mask" if is_mask(path) else "volume"
     if name.endswith(".json"):
         return "json"  # a BIDS sidecar or dataset description: read for its facts, never an item
     if name.endswith((".dcm", ".dicom", ".ima")) or "." not in name or _has_dicom_preamble(path):
@@ -403,6 +409,9 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
             if kind == "json":
                 record.header, identifiers = _read_json_facts(path, info.st_size)
                 record.identifiers = sorted({token_hash(secret, t) for v in identifiers for t in identifier_tokens(v)})
+                return record, signature
+            if kind == "mask" and path.name.lower().endswith(VOLUMES):
+                record.header = {"VolumeMask": True}  # a label map: set aside, see organizer._context
                 return record, signature
             if kind == "mask":
                 area = _mask_area(path)

@@ -151,6 +151,37 @@ def test_a_bids_sidecar_and_dataset_description_say_modality_and_region(ws, tmp_
     assert audit(leak.parent, ws.secret(), ws.private.identifier_hashes()).findings, "its hash is known to the audit"
 
 
+def test_label_maps_of_volumes_are_set_aside_not_organized_as_images(ws, tmp_path) -> None:
+    """The public 3D sets keep their label maps beside the images: MSD labelsTr/ (the same
+    file names as imagesTr/), KiTS segmentation.nii.gz, BraTS *_seg, BIDS derivatives
+    *_seg-manual. Read as images they became items of their own, label maps trained on as
+    scans. They label nothing either: an organ's map (MSD spleen) and a lesion's look alike."""
+    import nibabel as nib
+
+    def volume(path: Path, value: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = np.zeros((20, 20, 10), np.int16)
+        data[5:15, 5:15, 3:7] = value
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+
+    root = tmp_path / "volumes"
+    for name in ("spleen_2", "spleen_3"):
+        volume(root / "Task09_Spleen" / "imagesTr" / f"{name}.nii.gz", 60)
+        volume(root / "Task09_Spleen" / "labelsTr" / f"{name}.nii.gz", 1)
+    volume(root / "kits19" / "case_00000" / "imaging.nii.gz", 40)
+    volume(root / "kits19" / "case_00000" / "segmentation.nii.gz", 2)
+    volume(root / "BraTS2021_00000" / "BraTS2021_00000_flair.nii.gz", 500)
+    volume(root / "BraTS2021_00000" / "BraTS2021_00000_seg.nii.gz", 4)
+    volume(root / "derivatives" / "labels" / "sub-01" / "anat" / "sub-01_T2w_seg-manual.nii.gz", 1)
+    result = organize(ws, root, "volumes", workers=1)
+    rows = placed(ws, read_rows(ws.organized_path("volumes") / "unlabeled.csv"))
+    assert sorted(Path(r["path"]).name for r in rows) == [
+        "BraTS2021_00000_flair.nii.gz", "imaging.nii.gz", "spleen_2.nii.gz", "spleen_3.nii.gz"]
+    assert all("imagesTr" in r["path"] for r in rows if r["path"].endswith(("spleen_2.nii.gz", "spleen_3.nii.gz")))
+    assert result.labeled == 0 and result.skipped == 0
+    assert "5 segmentation volume(s)" in result.mask_note and "label nothing" in result.mask_note
+
+
 def test_a_folder_without_images_is_a_clear_error(ws, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="No readable image"):
