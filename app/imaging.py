@@ -36,7 +36,19 @@ def check_volume_size(shape: tuple[int, ...], name: str) -> None:
                          f"{MAX_VOXELS:,}")
 
 
+def finite(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN and infinities set to the lowest finite value (the background):
+    parametric maps, ADC and PET exports and registered volumes often hold NaN outside the
+    anatomy, and one NaN turns a whole scaled image, and a training batch, into NaN."""
+    good = np.isfinite(values)
+    if good.all():
+        return values
+    fill = float(values[good].min()) if good.any() else 0.0
+    return np.where(good, values, fill).astype(values.dtype, copy=False)
+
+
 def _percentile_scale(image: np.ndarray) -> np.ndarray:
+    image = finite(image)
     low, high = np.percentile(image, [1, 99])
     if high <= low:
         high = low + 1.0
@@ -103,7 +115,7 @@ def read_dicom_2d(path: Path, colour: bool = False) -> np.ndarray:
         return np.clip(rgb, 0.0, 1.0)
     if samples > 1:
         pixels = pixels.mean(axis=-1)  # grey: luminance-ish
-    values = apply_modality_lut(pixels, ds).astype(np.float32)
+    values = finite(apply_modality_lut(pixels, ds).astype(np.float32))
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         centre, width = _first(ds.WindowCenter), max(_first(ds.WindowWidth), 1.0)
         image = np.clip((values - (centre - width / 2)) / width, 0.0, 1.0).astype(np.float32)
@@ -158,7 +170,7 @@ def read_volume(path: Path) -> np.ndarray:
             data = np.asarray(nib.as_closest_canonical(loaded).dataobj, dtype=np.float32)  # RAS: last axis axial
         while data.ndim > 3:
             data = data[..., 0]
-        return np.transpose(data, (2, 1, 0))
+        return finite(np.transpose(data, (2, 1, 0)))
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -169,10 +181,10 @@ def read_volume(path: Path) -> np.ndarray:
     if reader.GetNumberOfComponents() > 1:
         array = array.mean(axis=-1)
     if reader.GetDimension() == 2:
-        return array[None]  # read as a row of a volume, it became stripes
+        return finite(array[None])  # read as a row of a volume, it became stripes
     while array.ndim > 3:
         array = array[0]
-    return array
+    return finite(array)
 
 
 def load_2d(path: Path, kind: str, colour: bool = False) -> np.ndarray:

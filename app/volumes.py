@@ -146,7 +146,9 @@ def normalize(array: np.ndarray, modality: str) -> np.ndarray:
 
     Works in place on one float32 copy: a large CT is held once, not four times.
     """
-    array = array.astype(np.float32)  # the one copy
+    from app.imaging import finite
+
+    array = finite(array.astype(np.float32))  # the one copy (NaN outside the anatomy: the background)
     if modality == "CT":
         low, high = CT_WINDOW
     else:

@@ -110,7 +110,7 @@ def unpadded(values: np.ndarray) -> np.ndarray:
 def _dicom_values(path: Path) -> tuple[np.ndarray, float | None]:
     from pydicom.pixels import apply_modality_lut
 
-    from app.imaging import is_palette, open_dicom, palette_rgb
+    from app.imaging import finite, is_palette, open_dicom, palette_rgb
 
     ds = open_dicom(path)
     pixels = ds.pixel_array
@@ -122,6 +122,7 @@ def _dicom_values(path: Path) -> tuple[np.ndarray, float | None]:
     if pixels.ndim == 3:
         pixels = pixels.mean(axis=-1)
     values = apply_modality_lut(pixels, ds).astype(np.float32) if samples == 1 else pixels.astype(np.float32)
+    values = finite(values)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         values = values.max() - values
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
@@ -131,16 +132,18 @@ def _dicom_values(path: Path) -> tuple[np.ndarray, float | None]:
 def _volume(path: Path) -> Pixels:
     import SimpleITK as sitk
 
+    from app.imaging import finite
+
     image = sitk.ReadImage(str(path))
     if image.GetNumberOfComponentsPerPixel() > 1:
         image = sitk.VectorIndexSelectionCast(image, 0)
     if image.GetDimension() == 2:
-        return Pixels([sitk.GetArrayFromImage(image).astype(np.float32)], float(image.GetSpacing()[0]))
+        return Pixels([finite(sitk.GetArrayFromImage(image).astype(np.float32))], float(image.GetSpacing()[0]))
     if image.GetDimension() == 4:
         size = list(image.GetSize())
         image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
     image = sitk.DICOMOrient(image, "LPS")  # array axis 0 runs feet to head: axial slices
-    volume = sitk.GetArrayFromImage(image).astype(np.float32)
+    volume = finite(sitk.GetArrayFromImage(image).astype(np.float32))  # NaN outside the anatomy: background
     spacing = image.GetSpacing()  # x, y, z
     slices = [volume[int(len(volume) * f)] for f in (0.25, 0.5, 0.75)]
     body = volume > _background_level(volume)

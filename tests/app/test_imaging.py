@@ -142,3 +142,22 @@ def test_npz_splits_decode_as_their_images_would_one_by_one(tmp_path: Path) -> N
             expected = resize(image if channels == 3 else image.mean(axis=-1), 48)
             expected = np.moveaxis(expected, -1, 0) if channels == 3 else expected[None]
             assert np.abs(got[k] - expected).max() < 1e-5
+
+
+def test_nan_and_infinity_are_background_not_a_nan_image(tmp_path: Path) -> None:
+    """Parametric maps, ADC and registered volumes often hold NaN outside the anatomy: one NaN
+    made the whole scaled image NaN, and a training batch with it."""
+    import nibabel as nib
+
+    from app.volumes import normalize
+
+    data = np.zeros((24, 24, 8), np.float32)
+    data[6:18, 6:18] = np.linspace(10.0, 100.0, 12)[:, None, None]
+    data[:3] = np.nan
+    data[0, 0, 0], data[1, 1, 1] = np.inf, -np.inf
+    path = tmp_path / "adc.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    image = load_2d(path, "volume")
+    _check(image)
+    assert np.isfinite(image).all() and image.max() == 1.0
+    assert np.isfinite(normalize(np.transpose(data, (2, 1, 0)), "MR")).all()
