@@ -39,7 +39,7 @@ from app.organize.npz import npz_rows
 from app.pseudonyms import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
 from app.organize.rows import ROW_KEYS, natural_key, read_rows, row_place, write_rows  # noqa: F401  (re-exported)
-from app.organize.scan import MASK_SUFFIXES, FileRecord, Skipped, scan_tree
+from app.organize.scan import FileRecord, Skipped, masked_stem, scan_tree
 from app.private import item_id, source_id
 from app.organize.tables import (
     NEGATIVE, LabelTable, TableHit, TableReport, TreeIndex, match_keys, match_tables, read_label_table,
@@ -145,11 +145,7 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
         elif record.format == "mask" and record.header.get("VolumeMask"):
             label_maps += 1  # organ and lesion maps look alike: a volume's map labels nothing
         elif record.format == "mask":
-            stem = path.name.split(".")[0]
-            for suffix in MASK_SUFFIXES:
-                if stem.lower().endswith(suffix):
-                    stem = stem[: -len(suffix)]
-                    break
+            stem = masked_stem(path.name.split(".")[0])
             nonempty = bool(record.header.get("MaskNonEmpty"))
             areas.append(float(record.header.get("MaskArea", 0.0)))
             for folder in (path.parent, path.parent.parent, path.parent.parent / "images"):

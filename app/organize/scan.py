@@ -38,7 +38,13 @@ MASK_FOLDERS = {"masks", "mask", "segmentations", "segmentation", "ground_truth"
                 "labelstr", "labelsts"}  # the last two: the Medical Segmentation Decathlon's label maps
 # A label map's name in the public 3D sets: KiTS segmentation.nii.gz, LiTS segmentation-0.nii,
 # BraTS *_seg.nii.gz, BIDS derivatives *_seg-manual / *_dseg / *_lesion-manual.
-MASK_NAME = re.compile(r"(^|[_-])(seg|dseg|mask|segmentation|labels?|lesion-manual)([_-][a-z0-9]+)?$")
+# BUSI numbers a second lesion's mask: benign (4)_mask_1.png.
+MASK_NAME = re.compile(r"(^|[_-])(seg|dseg|mask|segmentation|labels?|lesion-manual)([_-][a-z0-9]+)?$", re.IGNORECASE)
+
+
+def masked_stem(mask_stem: str) -> str:
+    """The stem of the image a mask belongs to: 'benign (4)' for 'benign (4)_mask_1'."""
+    return MASK_NAME.sub("", mask_stem)
 IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "desktop.ini"}  # clutter, not data: no line
 # The only DICOM tags the scanner keeps. No name, birth date, address or accession; of the
 # free-text descriptions only the words a detection rule reads (description_keywords).

@@ -85,6 +85,7 @@ def busi(root: Path) -> None:
         for k in range(1, 3):
             png(base / folder / f"{folder} ({k}).png")
             png(base / folder / f"{folder} ({k})_mask.png", mask_on=folder != "normal")
+    png(base / "malignant" / "malignant (2)_mask_1.png", mask_on=True)  # a second lesion's mask
 
 
 def bone_fracture(root: Path) -> None:
