@@ -513,8 +513,24 @@ def patient_from_folder(header: Header, path: PurePath) -> str | None:
     return None
 
 
+# A sequence's name after a case folder's own (BraTS2021_00000/BraTS2021_00000_flair.nii.gz,
+# BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz): a word, not a running number.
+SEQUENCE_SUFFIX = re.compile(r"^[_-][A-Za-z][A-Za-z0-9]{0,15}$")
+
+
+def patient_from_case_folder(header: Header, path: PurePath) -> str | None:
+    """The case a folder holds, when its files are named after it and differ only by the
+    sequence (flair, t1, t1ce, t2): one patient's scans, never to be split across train and
+    test. The folder's name must hold a number (a case id, not 'images')."""
+    case, stem = path.parent.name, path.name.split(".")[0]
+    if any(c.isdigit() for c in case) and stem.startswith(case) and SEQUENCE_SUFFIX.match(stem[len(case):]):
+        return f"case_folder:{case}"
+    return None
+
+
 PATIENT_RULES = [
     RuleEntry("dicom_patient_id", 1.0, patient_from_dicom),
     RuleEntry("file_name_pattern", 0.8, patient_from_file_name),
+    RuleEntry("case_folder", 0.75, patient_from_case_folder),
     RuleEntry("folder_name_pattern", 0.7, patient_from_folder),
 ]

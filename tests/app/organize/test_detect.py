@@ -133,6 +133,12 @@ def test_no_label_folder_means_unlabeled() -> None:
         ({}, "images/00000013_005.png", "nih_chestxray14:00000013"),
         ({}, "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif", "tcga_case:TCGA_CS_4941"),
         ({}, "sub-07/anat/sub-07_T1w.nii.gz", "bids_subject:sub-07"),
+        # a case folder whose files are its sequences: BraTS's four scans of one patient
+        ({}, "BraTS2021_00000/BraTS2021_00000_flair.nii.gz", "case_folder:BraTS2021_00000"),
+        ({}, "BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz", "case_folder:BraTS2021_00000"),
+        ({}, "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz", "case_folder:BraTS-GLI-00000-000"),
+        ({}, "chest_xray2/chest_xray2_001.png", "unknown"),  # a running number, not a sequence
+        ({}, "images/images_flair.png", "unknown"),  # no case id in the folder's name
     ],
 )
 def test_patient_rules(header: dict, name: str, value: str) -> None:

@@ -182,6 +182,27 @@ def test_label_maps_of_volumes_are_set_aside_not_organized_as_images(ws, tmp_pat
     assert "5 segmentation volume(s)" in result.mask_note and "label nothing" in result.mask_note
 
 
+def test_the_sequences_of_one_case_folder_are_one_patient(ws, tmp_path) -> None:
+    """BraTS keeps a patient's FLAIR, T1, T1ce and T2 in a folder named after the case; each
+    was its own 'patient', so one patient's FLAIR could train while their T2 was tested."""
+    import nibabel as nib
+
+    root = tmp_path / "BraTS2021_Training_Data"
+    for case in range(6):
+        folder = root / f"BraTS2021_{case:05d}"
+        folder.mkdir(parents=True)
+        for sequence in ("flair", "t1", "t1ce", "t2"):
+            data = np.full((16, 16, 8), case * 10 + len(sequence), np.int16)  # no two files alike
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(folder / f"{folder.name}_{sequence}.nii.gz"))
+    organize(ws, root, "brats", workers=1)
+    rows = placed(ws, read_rows(ws.organized_path("brats") / "unlabeled.csv"))
+    by_case: dict[str, set] = {}
+    for row in rows:
+        by_case.setdefault(Path(row["path"]).parent.name, set()).add((row["patient_id"], row["split"]))
+    assert len(rows) == 24 and all(len(pairs) == 1 for pairs in by_case.values()), by_case
+    assert len({pairs.pop()[0] for pairs in by_case.values()}) == 6
+
+
 def test_a_folder_without_images_is_a_clear_error(ws, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="No readable image"):
