@@ -488,6 +488,10 @@ PATIENT_PATTERNS = [
     ("bids_subject", re.compile(r"^(sub-[A-Za-z0-9]+)")),
     ("tcga_case", re.compile(r"^(TCGA_[A-Z0-9]{2}_[A-Z0-9]{4})")),
     ("patient_number", re.compile(r"^(patient\d+)", re.IGNORECASE)),
+    # brain MR collections that keep a subject's sequences or sessions in separate files or folders
+    ("ixi_subject", re.compile(r"^(IXI\d{3})-")),  # IXI002-Guys-0828-T1.nii.gz, ...-T2, -PD, -MRA
+    ("adni_subject", re.compile(r"^ADNI_(\d{3}_S_\d{4})_")),  # ADNI_002_S_0295_MR_...
+    ("oasis_subject", re.compile(r"^(OAS[1-3]_?\d{4})")),  # OAS1_0001_MR1 (sessions MR1, MR2), OAS30001
 ]
 
 

@@ -139,6 +139,10 @@ def test_no_label_folder_means_unlabeled() -> None:
         ({}, "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz", "case_folder:BraTS-GLI-00000-000"),
         ({}, "chest_xray2/chest_xray2_001.png", "unknown"),  # a running number, not a sequence
         ({}, "images/images_flair.png", "unknown"),  # no case id in the folder's name
+        ({}, "IXI-T2/IXI002-Guys-0828-T2.nii.gz", "ixi_subject:IXI002"),  # the same subject as IXI-T1/IXI002-...
+        ({}, "ADNI/ADNI_002_S_0295_MR_MPRAGE_br_raw_20060418193713091_1_S13408_I13722.nii", "adni_subject:002_S_0295"),
+        ({}, "disc1/OAS1_0001_MR1/RAW/OAS1_0001_MR1_mpr-1_anon.nii.gz", "oasis_subject:OAS1_0001"),
+        ({}, "OAS1_0001_MR2/PROCESSED/scan.nii.gz", "oasis_subject:OAS1_0001"),  # a second session, same subject
     ],
 )
 def test_patient_rules(header: dict, name: str, value: str) -> None:
