@@ -217,7 +217,9 @@ def extract_from_volume(volume: Volume, points: list[Point], negatives: int, see
 def find_volumes(root: Path) -> list[tuple[Path, str | None]]:
     """(path, DICOM series id or None) of every volume under ``root``: NIfTI/MHA/NRRD files
     (masks excluded) and every DICOM series of every folder."""
-    import SimpleITK as sitk
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
 
     from app.dicom_marks import is_image_series
     from app.organize.scan import VOLUMES, is_mask
@@ -250,7 +252,9 @@ def _mask_for(volume_path: Path) -> Path | None:
 
 def _mask_array(mask_path: Path, volume: Volume) -> np.ndarray:
     """The mask on the volume's grid (oriented and resampled alike, nearest neighbour)."""
-    import SimpleITK as sitk
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
 
     from app.volumes import ORIENTATION, read_image
 

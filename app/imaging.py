@@ -79,6 +79,15 @@ def open_dicom(path: Path) -> Any:
     return ds
 
 
+def simpleitk() -> Any:
+    """SimpleITK with ITK's warnings off: ITK writes them straight to the terminal, through the
+    progress bars, once a file (an Analyze header is "deprecated" on every read)."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
+
+
 def is_palette(ds: Any) -> bool:
     return str(ds.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR"
 
@@ -171,8 +180,7 @@ def read_volume(path: Path) -> np.ndarray:
         while data.ndim > 3:
             data = data[..., 0]
         return finite(np.transpose(data, (2, 1, 0)))
-    import SimpleITK as sitk
-
+    sitk = simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()

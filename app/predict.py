@@ -88,7 +88,7 @@ def load_readers() -> None:
     import SimpleITK  # noqa: F401
 
     from app.organize import detect, pixel_rules, scan  # noqa: F401
-    from app.organize.organizer import group_items  # noqa: F401
+    from app.organize.organizer import group_items, json_facts  # noqa: F401
 
 
 def find_items(path: Path) -> list[Item]:
@@ -98,9 +98,9 @@ def find_items(path: Path) -> list[Item]:
         DatasetError: the path does not exist or holds no image this tool reads.
     """
     from app.organize.detect import MODALITY_RULES, REGION_RULES, described_regions, detect
-    from app.organize.organizer import group_items
+    from app.organize.organizer import group_items, json_facts
     from app.organize.pixel_rules import fill_regions
-    from app.organize.scan import FileRecord, scan_file, scan_tree
+    from app.organize.scan import IMAGE_2D, VOLUMES, FileRecord, base_name, scan_file, scan_tree
 
     path = Path(path).expanduser().resolve()
     if not path.exists():
@@ -108,18 +108,23 @@ def find_items(path: Path) -> list[Item]:
     root = path if path.is_dir() else path.parent
     if path.is_dir():
         records, skipped, _ = scan_tree(root, b"predict", workers=1)
-    else:  # one file: read it alone, not its whole folder
+    else:  # one file: read it alone, not its whole folder (and its sidecar, if it has one)
         found, _ = scan_file(path, root, b"predict")
         records, skipped = ([found], []) if isinstance(found, FileRecord) else ([], [found])
+        sidecar = path.with_name(base_name(path.name, (*VOLUMES, *IMAGE_2D, ".dcm")) + ".json")
+        if records and sidecar.is_file():
+            records += [r for r in [scan_file(sidecar, root, b"predict")[0]] if isinstance(r, FileRecord)]
+    facts = json_facts(records)  # as the organizer reads them
     items, rows = [], []
     for files, kind in group_items(records, root):
         middle = files[len(files) // 2]
+        header = facts.header(middle)
         relative = PurePath(Path(middle.path).relative_to(root))
         # The rules also read the name of the folder given (a folder called chest_xray says chest).
         seen_as = PurePath(root.name) / relative
-        modality = detect(MODALITY_RULES, middle.header, seen_as, default="OT")
-        region = detect(REGION_RULES, middle.header, seen_as)
-        named = described_regions(middle.header) if region.rule in ("dicom_body_part", "dicom_description") else []
+        modality = detect(MODALITY_RULES, header, seen_as, default="OT")
+        region = detect(REGION_RULES, header, seen_as)
+        named = described_regions(header) if region.rule in ("dicom_body_part", "dicom_description") else []
         rows.append({"kind": kind, "modality": modality.value, "modality_rule": modality.rule, "region": region.value,
                      "regions": "|".join(named) if len(named) > 1 else ""})
         items.append(Item(

@@ -74,14 +74,18 @@ class Volume:
 
 
 def dicom_series_ids(folder: Path) -> list[str]:
-    import SimpleITK as sitk
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
 
     return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
 
 
 def series_containing(file: Path) -> tuple[Path, str | None]:
     """(folder, series id) of the DICOM series that holds ``file``, as SimpleITK names it."""
-    import SimpleITK as sitk
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
 
     folder = file.parent
     for series in dicom_series_ids(folder):
@@ -98,7 +102,9 @@ def read_image(path: Path, series_id: str | None = None) -> Any:
     Raises:
         DatasetError: nothing readable there.
     """
-    import SimpleITK as sitk
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
 
     path = Path(path)
     try:
@@ -130,7 +136,9 @@ def read_image(path: Path, series_id: str | None = None) -> Any:
 
 def resample(image: Any, spacing: tuple[float, float, float], *, label: bool = False) -> Any:
     """``image`` on a grid of ``spacing`` (mm) covering the same extent (linear, or nearest for labels)."""
-    import SimpleITK as sitk
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
 
     old_spacing, old_size = image.GetSpacing(), image.GetSize()
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(old_size, old_spacing, spacing)]
@@ -183,7 +191,9 @@ def load_volume(path: Path, modality: str, *, series_id: str | None = None,
     Cropping changes the array, not the image: world points must be converted with
     ``world_to_voxel`` before cropping, or use ``crop=False`` (the default).
     """
-    import SimpleITK as sitk
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
 
     image = read_image(path, series_id)
     source = Geometry.of(image) if image.GetDimension() == 3 else None

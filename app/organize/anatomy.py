@@ -130,10 +130,9 @@ def _dicom_values(path: Path) -> tuple[np.ndarray, float | None]:
 
 
 def _volume(path: Path) -> Pixels:
-    import SimpleITK as sitk
+    from app.imaging import finite, simpleitk
 
-    from app.imaging import finite
-
+    sitk = simpleitk()
     image = sitk.ReadImage(str(path))
     if image.GetNumberOfComponentsPerPixel() > 1:
         image = sitk.VectorIndexSelectionCast(image, 0)

@@ -39,7 +39,7 @@ from app.organize.npz import npz_rows
 from app.pseudonyms import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
 from app.organize.rows import ROW_KEYS, natural_key, read_rows, row_place, write_rows  # noqa: F401  (re-exported)
-from app.organize.scan import FileRecord, Skipped, masked_stem, scan_tree
+from app.organize.scan import IMAGE_2D, VOLUMES, FileRecord, Skipped, base_name, masked_stem, scan_tree
 from app.private import item_id, source_id
 from app.organize.tables import (
     NEGATIVE, LabelTable, TableHit, TableReport, TreeIndex, match_keys, match_tables, read_label_table,
@@ -70,7 +70,7 @@ class OrganizeResult:
     findings: tuple[str, ...] = ()  # several findings per image: those a classifier gives a probability each
 
 
-NOT_ITEMS = ("table", "mask", "annotation", "json")  # files read for what they say of the images
+NOT_ITEMS = ("table", "mask", "annotation", "json", "companion")  # files read for what they say of the images
 
 
 def group_items(records: list[FileRecord], root: Path) -> list[tuple[list[FileRecord], str]]:
@@ -93,8 +93,41 @@ def group_items(records: list[FileRecord], root: Path) -> list[tuple[list[FileRe
 
 
 def _stem(path: str) -> str:
-    """A file's name without its extensions: sub-01_T1w for sub-01_T1w.nii.gz and sub-01_T1w.json."""
-    return Path(path).name.split(".")[0]
+    """A file's name without its extension: sub-01_T1w for sub-01_T1w.nii.gz and sub-01_T1w.json
+    (a name's own dots kept: 1.3.6.1.4.1.14519...mhd)."""
+    return base_name(Path(path).name, (*VOLUMES, *IMAGE_2D, ".json", ".dcm", ".dicom", ".ima"))
+
+
+@dataclass
+class JsonFacts:
+    """What the JSON files of a tree say of its images: BIDS sidecars (sub-01_T1w.json beside
+    sub-01_T1w.nii.gz: the DICOM fields dcm2niix copied) and dataset_description.json names."""
+
+    sidecars: dict[tuple[str, str], dict[str, Any]]  # (folder, stem) -> the sidecar's kept fields
+    dataset_names: dict[str, str]  # folder -> the words of its dataset_description's Name
+    unused: set[str]  # JSON files that are neither
+
+    def header(self, record: FileRecord) -> dict[str, Any]:
+        """``record``'s header with its sidecar's fields under it (the image's own tags win) and
+        the name of the nearest dataset above it."""
+        path = Path(record.path)
+        header = {**self.sidecars.get((str(path.parent), _stem(record.path)), {}), **record.header}
+        name = next((self.dataset_names[str(p)] for p in path.parents if str(p) in self.dataset_names), "")
+        return {**header, "DatasetName": name} if name else header
+
+
+def json_facts(records: list[FileRecord]) -> JsonFacts:
+    images = {(str(Path(r.path).parent), _stem(r.path)) for r in records if r.format not in NOT_ITEMS}
+    facts = JsonFacts({}, {}, set())
+    for record in (r for r in records if r.format == "json"):
+        path, key = Path(record.path), (str(Path(record.path).parent), _stem(record.path))
+        if path.name == "dataset_description.json":
+            facts.dataset_names[str(path.parent)] = record.header.get("DatasetName", "")
+        elif key in images:
+            facts.sidecars[key] = record.header
+        else:
+            facts.unused.add(record.path)
+    return facts
 
 
 @dataclass
@@ -111,23 +144,17 @@ class Context:
     table_reports: list[TableReport] = field(default_factory=list)
     root_name: str = ""  # the name of the folder the user pointed at: read by the name rules too
     mask_note: str = ""  # why the masks beside the images label nothing, when they do not
-    sidecars: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (folder, stem) -> its facts
-    dataset_names: dict[str, str] = field(default_factory=dict)  # folder -> its dataset_description's name words
+    facts: JsonFacts | None = None  # what BIDS sidecars and dataset descriptions say
 
 
 def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
     tables, unused, masks, splits, annotations, areas = [], [], {}, {}, {}, []
     label_maps = 0
-    images = {(str(Path(r.path).parent), _stem(r.path)) for r in records if r.format not in NOT_ITEMS}
-    sidecars, dataset_names = {}, {}
+    facts = json_facts(records)
     for record in records:
         path = Path(record.path)
         if record.format == "json":
-            if path.name == "dataset_description.json":
-                dataset_names[str(path.parent)] = record.header.get("DatasetName", "")
-            elif (str(path.parent), _stem(record.path)) in images:
-                sidecars[(str(path.parent), _stem(record.path))] = record.header
-            else:
+            if record.path in facts.unused:
                 unused.append(Skipped(str(path.relative_to(root)), "a JSON file beside no image of its name "
                                       "(not a BIDS sidecar) and no dataset_description.json"))
         elif record.format == "table":
@@ -165,7 +192,7 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
     matches = match_tables(tables, index)
     context = Context(tables, masks, secret, splits=match_keys(splits, index), hits=matches.hits,
                       table_reports=matches.reports, root_name=root.name, annotations=annotations,
-                      mask_note=mask_note, sidecars=sidecars, dataset_names=dataset_names)
+                      mask_note=mask_note, facts=facts)
     return context, unused
 
 
@@ -200,11 +227,7 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     middle = files[len(files) // 2]  # the slice a 2D model looks at
     path = Path(middle.path)
     relative = PurePath(context.root_name, path.relative_to(root))
-    # a BIDS sidecar says what dcm2niix read from the DICOM files; the image's own tags win
-    header = {**context.sidecars.get((str(path.parent), _stem(middle.path)), {}), **middle.header}
-    dataset_name = next((context.dataset_names[str(p)] for p in path.parents if str(p) in context.dataset_names), "")
-    if dataset_name:
-        header["DatasetName"] = dataset_name
+    header = context.facts.header(middle) if context.facts else dict(middle.header)
     table_hit, table_label = _table_label(files, context)
     folder_label = label_from_folder(header, relative)
     conflict = bool(table_hit and folder_label and anomaly_class(table_label) != anomaly_class(folder_label))
@@ -443,7 +466,8 @@ def _duplicates(ws: Workspace, records: list[FileRecord]) -> list[list[str]]:
     """Groups of files with identical content, by item id."""
     by_hash: dict[str, list[str]] = defaultdict(list)
     for record in records:
-        by_hash[record.sha256].append(ws.relative(Path(record.path), follow_links=False))
+        if record.sha256:  # a detached header's voxels are hashed with the header
+            by_hash[record.sha256].append(ws.relative(Path(record.path), follow_links=False))
     groups = [places for places in by_hash.values() if len(places) > 1]
     ids = iter(_file_ids(ws, [p for group in groups for p in group]))
     return [[next(ids) for _ in group] for group in groups]

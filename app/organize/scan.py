@@ -31,7 +31,11 @@ from app.private import identifier_tokens, item_id, token_hash
 from app.progress import Progress, report
 
 IMAGE_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".hdr", ".nhdr")
+# Headers whose voxels sit in another file: MetaImage .mhd + .raw (LUNA16), Analyze/NIfTI pair
+# .hdr + .img (OASIS-1), detached NRRD .nhdr + .raw.gz.
+DETACHED = (".mhd", ".hdr", ".nhdr")
+DATA_FILES = (".raw", ".raw.gz", ".zraw", ".img", ".img.gz")
 TABLES = (".csv",)
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label")
 MASK_FOLDERS = {"masks", "mask", "segmentations", "segmentation", "ground_truth", "groundtruth",
@@ -92,8 +96,40 @@ def is_mask(path: Path) -> bool:
     return stem.endswith(MASK_SUFFIXES) or bool(MASK_NAME.search(stem)) or path.parent.name.lower() in MASK_FOLDERS
 
 
+def base_name(name: str, suffixes: tuple[str, ...]) -> str:
+    """``name`` without the longest of ``suffixes`` it ends with (case aside): names may hold
+    dots of their own (LUNA16's 1.3.6.1.4.1.14519...mhd)."""
+    found = max((x for x in suffixes if name.lower().endswith(x)), key=len, default="")
+    return name[: len(name) - len(found)]
+
+
+def data_file(header: Path) -> Path | None:
+    """The file a detached header keeps its voxels in, when there is one."""
+    name = header.name.lower()
+    if name.endswith((".mhd", ".nhdr")):
+        key = "elementdatafile" if name.endswith(".mhd") else "data file"
+        with open(header, "rb") as handle:
+            for line in handle.read(16384).decode("latin-1").splitlines():
+                field, _, value = line.partition(":" if key == "data file" else "=")
+                if field.strip().lower() == key and value.strip() and value.strip().upper() not in ("LOCAL", "LIST"):
+                    return header.parent / value.strip()
+        return None
+    if name.endswith(".hdr"):
+        base = base_name(header.name, (".hdr",))
+        return next((p for p in (header.parent / f"{base}.img", header.parent / f"{base}.img.gz") if p.exists()),
+                    header.parent / f"{base}.img")
+    return None
+
+
+def _is_companion(path: Path) -> bool:
+    """A data file some header beside it reads (x.raw beside x.mhd, x.img beside x.hdr)."""
+    base = base_name(path.name, DATA_FILES)
+    return any((path.parent / f"{base}{h}").exists() for h in DETACHED)
+
+
 def file_format(path: Path) -> str | None:
-    """'dicom', 'image2d', 'mask', 'volume', 'table', 'json' or None, from the name (then the bytes)."""
+    """'dicom', 'image2d', 'mask', 'volume', 'table', 'json', 'companion' or None, from the name
+    (then the bytes)."""
     name = path.name.lower()
     if name.endswith(IMAGE_2D):
         return "mask" if is_mask(path) else "image2d"
@@ -103,6 +139,8 @@ def file_format(path: Path) -> str | None:
         return "mask" if is_mask(path) else "volume"
     if name.endswith(".json"):
         return "json"  # a BIDS sidecar or dataset description: read for its facts, never an item
+    if name.endswith(DATA_FILES) and _is_companion(path):
+        return "companion"  # read through its header: never an item, never a skipped file
     if name.endswith((".dcm", ".dicom", ".ima")) or "." not in name or _has_dicom_preamble(path):
         return "dicom"
     return None
@@ -258,6 +296,13 @@ def _check_plain_image(path: Path) -> None:
 
 def _check_volume(path: Path) -> None:
     name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        from app.imaging import simpleitk
+
+        reader = simpleitk().ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # the header only: a file ITK cannot read is refused here
+        check_volume_size((*reader.GetSize(), reader.GetNumberOfComponents()), path.name)
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
         import numpy as np
@@ -408,8 +453,17 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
             record.identifiers = sorted({token_hash(secret, t) for v in identifiers for t in identifier_tokens(v)})
             record.series_uid = pseudonymize(secret, series_uid, "S") if series_uid else ""
             header = {**header, "PatientID": patient_id}
+        elif kind == "companion":
+            return FileRecord(path=str(path), format=kind, sha256=""), signature  # hashed with its header
         else:
             record = FileRecord(path=str(path), format=kind, sha256=file_sha256(path))
+            if kind == "volume" and path.name.lower().endswith(DETACHED):
+                voxels = data_file(path)
+                if voxels is not None:
+                    if not voxels.is_file():
+                        raise ValueError(f"its voxels' file {voxels.name!r} is missing")
+                    # the header alone is alike across scans of one protocol: the content is both
+                    record.sha256 = hashlib.sha256((record.sha256 + file_sha256(voxels)).encode()).hexdigest()
             if kind == "table":
                 return record, signature
             if kind == "json":

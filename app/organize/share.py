@@ -169,7 +169,9 @@ def _image_item(path: Path, items: Path, item: str) -> str:
 
 def _volume_item(path: Path, items: Path, item: str) -> str:
     """A volume as NIfTI with its geometry only: no description, no auxiliary file name."""
-    import SimpleITK as sitk
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
 
     image = sitk.ReadImage(str(path))
     for key in image.GetMetaDataKeys():

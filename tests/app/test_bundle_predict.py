@@ -350,3 +350,20 @@ def test_a_hybrid_of_a_smaller_classifier_averages_its_input_down_and_exports(de
     odd = train(ws, "demo", "vae", run="v48", epochs=1, latent_dim=8, image_size=48, batch_size=16)
     with pytest.raises(TrainingError, match="a multiple of it"):
         train(ws, "demo", "hybrid", run="h48", supervised_run=sup.run, vae_run=odd.run)
+
+
+def test_prediction_reads_a_volume_the_way_the_organizer_does_sidecar_included(tmp_path) -> None:
+    """A NIfTI predicted alone, or in its folder, takes the modality and region its BIDS sidecar
+    gives, as it did when organized: a model is routed by them."""
+    import nibabel as nib
+
+    folder = tmp_path / "sub-03" / "anat"
+    folder.mkdir(parents=True)
+    volume = np.zeros((20, 20, 8), np.int16)
+    volume[5:15, 5:15, 2:6] = 200
+    scan = folder / "sub-03_T2w.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(scan))
+    (folder / "sub-03_T2w.json").write_text(json.dumps({"Modality": "MR", "BodyPartExamined": "PELVIS"}))
+    for given in (scan, folder):
+        (item,) = find_items(given)
+        assert (item.modality, item.region) == ("MR", "pelvis"), given

@@ -203,6 +203,41 @@ def test_the_sequences_of_one_case_folder_are_one_patient(ws, tmp_path) -> None:
     assert len({pairs.pop()[0] for pairs in by_case.values()}) == 6
 
 
+def test_detached_headers_are_items_and_their_voxel_files_read_through_them(ws, tmp_path) -> None:
+    """LUNA16 keeps CT in MetaImage .mhd + .raw (names full of dots), OASIS-1 in Analyze .hdr +
+    .img. The voxel files were skipped as 'not an image format', the .hdr not read at all, and
+    two scans of one protocol have byte-identical headers: they must not pass for one file."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from app.imaging import load_2d
+
+    root = tmp_path / "detached"
+    (root / "subset0").mkdir(parents=True)
+    (root / "disc1").mkdir()
+    for k in range(3):
+        volume = np.full((12, 16, 16), -1000, np.int16)
+        volume[:, 4:12, 4:12] = 30 * k
+        sitk.WriteImage(sitk.GetImageFromArray(volume), str(root / "subset0" / f"1.3.6.1.4.1.14519.5.2.1.{k}.mhd"))
+    for k in range(2):
+        data = np.zeros((16, 16, 8), np.int16)
+        data[4:12, 4:12, 2:6] = 100 + k
+        nib.save(nib.AnalyzeImage(data, np.eye(4)), str(root / "disc1" / f"scan{k}_anon.hdr"))
+    assert (root / "disc1" / "scan0_anon.hdr").read_bytes() == (root / "disc1" / "scan1_anon.hdr").read_bytes()
+    (root / "subset0" / "1.3.6.1.4.1.14519.5.2.1.2.raw").unlink()  # a header without its voxels
+    result = organize(ws, root, "detached", workers=1)
+    rows = placed(ws, read_rows(ws.organized_path("detached") / "unlabeled.csv"))
+    assert sorted(Path(r["path"]).name for r in rows) == [
+        "1.3.6.1.4.1.14519.5.2.1.0.mhd", "1.3.6.1.4.1.14519.5.2.1.1.mhd", "scan0_anon.hdr", "scan1_anon.hdr"]
+    report = json.loads((ws.organized_path("detached") / "scan_report.json").read_text())
+    reasons = skipped_places(ws, report, root)
+    assert list(reasons) == ["subset0/1.3.6.1.4.1.14519.5.2.1.2.mhd"] and "missing" in reasons[
+        "subset0/1.3.6.1.4.1.14519.5.2.1.2.mhd"]
+    assert result.duplicates == 0 and len({r["patient_id"] for r in rows}) == 4, "alike headers, different scans"
+    for row in rows:
+        assert load_2d(Path(row["path"]), "volume").std() > 0
+
+
 def test_a_folder_without_images_is_a_clear_error(ws, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="No readable image"):
