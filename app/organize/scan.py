@@ -373,6 +373,9 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
 
 
 ARCHIVE = "an image archive (.npz or .h5, MedMNIST style); organize that file itself, not its folder"
+# Files people leave beside their images, and what to do with them.
+PACKED = {(".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar"): "a packed archive; unpack it, then organize the folder",
+          (".xlsx", ".xls", ".ods"): "a spreadsheet; save it as CSV to use it as a label table"}
 def _kept(values: dict[str, Any]) -> dict[str, Any]:
     """The KEPT_TAGS of a header, free text reduced to the words a rule reads."""
     header = {k: values[k] for k in KEPT_TAGS if values.get(k) is not None}
@@ -436,6 +439,9 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
         kind = file_format(path)
         if kind is None and path.name.lower().endswith(STORE_SUFFIXES):
             return Skipped(shown, ARCHIVE), signature
+        packed = next((why for ends, why in PACKED.items() if kind is None and path.name.lower().endswith(ends)), None)
+        if packed:
+            return Skipped(shown, packed), signature
         if kind is None:
             return Skipped(shown, "not an image format this tool reads"), signature
         header: dict[str, Any] = {}

@@ -75,6 +75,10 @@ def test_an_archive_inside_a_folder_is_named_in_the_scan_report_with_what_to_do(
     folder.mkdir()
     Image.fromarray(np.full((32, 32), 90, np.uint8)).save(folder / "a.png")
     _tiny_npz(folder / "toymnist.npz")
+    (folder / "chest-xray-pneumonia.zip").write_bytes(b"PK\x03\x04" + bytes(60))
+    (folder / "labels.xlsx").write_bytes(b"PK\x03\x04" + bytes(60))
     result = organize(ws, folder, "mixed", workers=1)
-    assert result.items == 1 and result.skip_reasons == {ARCHIVE: 1}
+    assert result.items == 1 and result.skip_reasons == {
+        ARCHIVE: 1, "a packed archive; unpack it, then organize the folder": 1,
+        "a spreadsheet; save it as CSV to use it as a label table": 1}
     assert "organize that file itself" in ARCHIVE
