@@ -40,7 +40,13 @@ WHAT = {
     "RAW": "raw data (RAW)", "REG": "a registration (REG)", "FID": "spatial fiducials",
     "RTDOSE": "an RT dose grid", "RTPLAN": "an RT plan", "RT": "an RT object", "DOC": "an encapsulated document",
     "ECG": "a waveform", "DICOMDIR": "a DICOMDIR (the index of a disc's files)",
+    "SCREEN": "a screen capture (a dose report, a protocol page)",
 }
+# Pages a scanner stores beside the images as secondary captures, under the study's modality
+# (a CT dose report is Modality CT): text, not anatomy. Only a secondary capture is judged by
+# its words; an image stored as one (an MR exported as SC, "Axial_T1") stays an image.
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # and its multi-frame kinds, .7.1 to .7.4
+SCREEN_WORDS = re.compile(r"\b(DOSE|SCREEN ?SAVE|SCREENSHOT|PROTOCOL|REPORT)\b")
 ANNOTATIONS = ("SEG", "RTSTRUCT")
 LESION_CATEGORIES = {"49755003", "M-01000"}  # SNOMED CT / SRT: Morphologically Altered Structure
 TUMOR_VOLUMES = {"GTV", "CTV", "PTV"}
@@ -56,6 +62,15 @@ def not_an_image(sop_class: str | None, modality: str | None) -> str | None:
         return kind
     modality = (modality or "").strip().upper()
     return modality if modality in NOT_IMAGE_MODALITIES else None
+
+
+def is_screen_capture(sop_class: str | None, image_type: str | None, series_description: str | None) -> bool:
+    """A dose report, protocol page or screen save: a secondary capture whose image type or
+    series description says so."""
+    uid = (sop_class or "").strip()
+    if uid != SECONDARY_CAPTURE and not uid.startswith(SECONDARY_CAPTURE + "."):
+        return False
+    return bool(SCREEN_WORDS.search(f"{image_type or ''} {series_description or ''}".upper().replace("\\", " ")))
 
 
 def skip_reason(kind: str) -> str:

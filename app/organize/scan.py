@@ -25,7 +25,7 @@ from app.imaging import MAX_VOXELS, check_image_size, check_volume_size
 from app.organize.detect import (
     BODY_PART_TAGS, PATIENT_RULES, SPANS, body_part_term, description_keywords, detect,
 )
-from app.organize.dicom_objects import ANNOTATIONS, annotation_facts, not_an_image, skip_reason
+from app.organize.dicom_objects import ANNOTATIONS, annotation_facts, is_screen_capture, not_an_image, skip_reason
 from app.pseudonyms import pseudonymize
 from app.private import identifier_tokens, item_id, token_hash
 from app.progress import Progress, report
@@ -346,6 +346,8 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
     raw, syntax = _raw_elements(handle) or _raw_elements_dcmread(handle)
     values = {k: _text(raw, k) for k in READ_TAGS}
     kind = not_an_image(values["SOPClassUID"], values["Modality"])
+    if not kind and is_screen_capture(values["SOPClassUID"], values["ImageType"], values["SeriesDescription"]):
+        kind = "SCREEN"
     if kind in ANNOTATIONS:
         import pydicom
 

@@ -96,3 +96,24 @@ def test_non_image_objects_are_never_items_and_seg_rtstruct_label_their_series(w
     report = json.loads((out / "scan_report.json").read_text())
     assert len(report["skipped"]) == 4 and all(set(s) == {"item", "reason"} for s in report["skipped"])
     assert "whatever the reader typed" not in "".join(p.read_text() for p in out.rglob("*.*sv")), "free text stays out"
+
+
+def test_a_dose_report_page_is_set_aside_but_an_image_stored_as_a_capture_is_kept(ws, tmp_path: Path) -> None:
+    """A CT study from a hospital holds its dose report as a secondary capture with Modality CT:
+    a page of text, once organized (and labelled by its folder) as a CT image. An MR exported
+    as a secondary capture (OsiriX's 'Axial_T1') is an image and stays one."""
+    import numpy as np
+
+    root = tmp_path / "hemorrhage"
+    pixels = dict(Rows=32, Columns=32, BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0,
+                  SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2")
+    page = (np.arange(32 * 32) % 251).astype(np.uint8).tobytes()
+    _object(root / "study1" / "dose" / "1.dcm", "1.2.840.10008.5.1.4.1.1.7", "CT", SeriesDescription="Dose Report",
+            PixelData=page, **pixels)
+    _object(root / "study1" / "screen" / "1.dcm", "1.2.840.10008.5.1.4.1.1.7", "CT",
+            ImageType=["DERIVED", "SECONDARY", "SCREEN SAVE"], PixelData=page[::-1], **pixels)
+    _object(root / "study2" / "t1" / "1.dcm", "1.2.840.10008.5.1.4.1.1.7", "MR", SeriesDescription="Axial_T1",
+            PixelData=bytes(reversed(page[:512])) + page[512:], **pixels)
+    result = organize(ws, root, "captures", workers=1)
+    assert result.items == 1 and result.skip_reasons == {
+        "a screen capture (a dose report, a protocol page), not an image": 2}
