@@ -93,6 +93,29 @@ def placed(ws: Workspace, rows: list[dict]) -> list[dict]:
     return [{**row, "path": row_place(ws, row)} for row in rows]
 
 
+def small_dicom(path: Path, rows: int, columns: int, pixel_bytes: bytes, **elements) -> Path:
+    """A small uncompressed DICOM image (CT, 16-bit grey unless ``elements`` say otherwise)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.PatientID = "CT", generate_uid(), "P1"
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = rows, columns, 16, 16, 15
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    ds.PixelData = pixel_bytes
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def skipped_places(ws: Workspace, report: dict, root: Path) -> dict[str, str]:
     """A scan report's skipped files as {path under ``root``: reason} (through the private map)."""
     return {str(ws.private.path_of(s["item"]).relative_to(root.resolve())): s["reason"] for s in report["skipped"]}

@@ -21,7 +21,7 @@ from PIL import Image
 
 import main
 from app.workspace import Workspace
-from tests.conftest import ROOT
+from tests.conftest import ROOT, small_dicom
 
 
 def tree_hash(folder: Path) -> str:
@@ -210,33 +210,13 @@ def test_a_label_table_with_a_short_row_is_read(tmp_path: Path) -> None:
     assert read is not None and read.labels == {"a.png": "normal", "c.png": "tumor"}
 
 
-def _dicom(path: Path, rows: int, columns: int, pixel_bytes: bytes) -> Path:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID, ds.PatientID = "CT", generate_uid(), "P1"
-    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = rows, columns, 16, 16, 15
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, "MONOCHROME2", 0
-    ds.PixelData = pixel_bytes
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_declared_sizes_are_checked_before_pixels_are_decoded(tmp_path: Path) -> None:
     from app.organize.scan import scan_file
 
     root = tmp_path / "in"
     root.mkdir()
-    good = _dicom(root / "good.dcm", 16, 16, bytes(16 * 16 * 2))
-    wrong = _dicom(root / "wrong.dcm", 64, 64, bytes(16 * 16 * 2))  # the header claims 4x the data there
+    good = small_dicom(root / "good.dcm", 16, 16, bytes(16 * 16 * 2))
+    wrong = small_dicom(root / "wrong.dcm", 64, 64, bytes(16 * 16 * 2))  # the header claims 4x the data there
     assert type(scan_file(good, root, b"k")[0]).__name__ == "FileRecord"
     skipped = scan_file(wrong, root, b"k")[0]
     assert type(skipped).__name__ == "Skipped" and "header declares" in skipped.reason
@@ -266,26 +246,21 @@ def test_declared_sizes_are_checked_before_pixels_are_decoded(tmp_path: Path) ->
 def test_subsampled_colour_ultrasound_is_read_and_its_declared_size_still_checked(tmp_path: Path) -> None:
     """YBR_FULL_422 stores two chroma samples for every two pixels: 2 bytes a pixel, not 3. A real
     elbow ultrasound of dcm4che's test data in this form was once skipped as 'unreadable'."""
-    import pydicom
-
     from app.imaging import read_dicom_2d
     from app.organize.scan import scan_file
 
     root = tmp_path / "in"
     root.mkdir()
-    files = {}
-    for name, pixel_bytes in (("whole.dcm", bytes(range(128)) * 2), ("short.dcm", bytes(128))):
-        path = _dicom(root / name, 8, 16, pixel_bytes)
-        ds = pydicom.dcmread(path)
-        ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "US", 3, "YBR_FULL_422"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PlanarConfiguration = 8, 8, 7, 0
-        ds.save_as(path)
-        files[name] = path
+    colour = dict(Modality="US", SamplesPerPixel=3, PhotometricInterpretation="YBR_FULL_422", BitsAllocated=8,
+                  BitsStored=8, HighBit=7, PlanarConfiguration=0)
+    files = {name: small_dicom(root / name, 8, 16, pixel_bytes, **colour)
+             for name, pixel_bytes in (("whole.dcm", bytes(range(128)) * 2), ("short.dcm", bytes(128)))}
     record = scan_file(files["whole.dcm"], root, b"k")[0]
     assert type(record).__name__ == "FileRecord" and record.header["Modality"] == "US"
     assert read_dicom_2d(files["whole.dcm"], colour=True).shape == (8, 16, 3)
     skipped = scan_file(files["short.dcm"], root, b"k")[0]  # half of what 8 x 16 pixels need
     assert type(skipped).__name__ == "Skipped" and "header declares 256" in skipped.reason
+
 
 def test_collect_copy_of_an_unreadable_file_leaves_nothing_behind(capsys, place) -> None:
     ws, source, _ = place

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.imaging import load_2d, read_volume
-from tests.conftest import shared
+from tests.conftest import shared, small_dicom
 
 
 def _check(image: np.ndarray) -> None:
@@ -28,28 +28,14 @@ def test_monochrome1_radiograph_is_inverted_to_look_normal() -> None:
 
 
 def _palette_dicom(path: Path, indices: np.ndarray, colours: list[tuple[int, int, int]]) -> Path:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "US"
-    ds.Rows, ds.Columns = indices.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "PALETTE COLOR"
-    ds.WindowCenter, ds.WindowWidth = 128, 10  # meant for the indices: no window applies to colours
+    tables = {}
     for channel, keyword in enumerate(("Red", "Green", "Blue")):
-        setattr(ds, f"{keyword}PaletteColorLookupTableDescriptor", [len(colours), 0, 16])
-        table = np.array([c[channel] * 257 for c in colours], dtype="<u2")
-        setattr(ds, f"{keyword}PaletteColorLookupTableData", table.tobytes())
-    ds.PixelData = indices.astype(np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+        tables[f"{keyword}PaletteColorLookupTableDescriptor"] = [len(colours), 0, 16]
+        tables[f"{keyword}PaletteColorLookupTableData"] = np.array([c[channel] * 257 for c in colours], "<u2").tobytes()
+    # a window meant for the indices: no window applies to colours
+    return small_dicom(path, *indices.shape, indices.astype(np.uint8).tobytes(), Modality="US", BitsAllocated=8,
+                       BitsStored=8, HighBit=7, PhotometricInterpretation="PALETTE COLOR", WindowCenter=128,
+                       WindowWidth=10, **tables)
 
 
 def test_a_palette_colour_image_is_read_through_its_palette(tmp_path: Path) -> None:
