@@ -49,6 +49,8 @@ MASK_NAME = re.compile(r"(^|[_-])(seg|dseg|mask|segmentation|labels?|lesion-manu
 def masked_stem(mask_stem: str) -> str:
     """The stem of the image a mask belongs to: 'benign (4)' for 'benign (4)_mask_1'."""
     return MASK_NAME.sub("", mask_stem)
+
+
 IGNORED = {"SHA256SUMS", ".DS_Store", "Thumbs.db", "desktop.ini"}  # clutter, not data: no line
 # The only DICOM tags the scanner keeps. No name, birth date, address or accession; of the
 # free-text descriptions only the words a detection rule reads (description_keywords).
@@ -378,6 +380,8 @@ ARCHIVE = "an image archive (.npz or .h5, MedMNIST style); organize that file it
 # Files people leave beside their images, and what to do with them.
 PACKED = {(".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar"): "a packed archive; unpack it, then organize the folder",
           (".xlsx", ".xls", ".ods"): "a spreadsheet; save it as CSV to use it as a label table"}
+
+
 def _kept(values: dict[str, Any]) -> dict[str, Any]:
     """The KEPT_TAGS of a header, free text reduced to the words a rule reads."""
     header = {k: values[k] for k in KEPT_TAGS if values.get(k) is not None}
