@@ -202,6 +202,8 @@ def metric_label(key: str, several: bool = False) -> str:
     ``several``: the figures of a model with several findings per image."""
     if several and key in FINDING_LABELS:
         return FINDING_LABELS[key]
+    if " " in key:
+        return key  # already words ("skipped files (see scan_report.json)", "class other_anomaly"): kept as written
     return METRIC_LABELS.get(key, key.replace("_", " "))
 
 

@@ -76,3 +76,11 @@ def test_the_learning_curves_mark_the_epoch_whose_weights_were_kept(tmp_path) ->
         plots.learning_curves(history, tmp_path / "curves.png", "run")
     assert [call.args[1] for call in line.call_args_list] == [2, 2]  # on both panels
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_metric_names_read_as_words_but_file_and_class_names_keep_their_underscores() -> None:
+    from core.metrics import metric_label
+
+    assert metric_label("balanced_accuracy") == "balanced accuracy"
+    assert metric_label("skipped files (see scan_report.json)") == "skipped files (see scan_report.json)"
+    assert metric_label("class other_anomaly") == "class other_anomaly"
