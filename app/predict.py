@@ -88,7 +88,7 @@ def load_readers() -> None:
     import SimpleITK  # noqa: F401
 
     from app.organize import detect, pixel_rules, scan  # noqa: F401
-    from app.organize.organizer import group_items, json_facts  # noqa: F401
+    from app.organize.organizer import group_items  # noqa: F401
 
 
 def find_items(path: Path) -> list[Item]:
