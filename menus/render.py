@@ -256,6 +256,8 @@ def label_lines(result: Any) -> list[str]:
     lines += [f"Label table {escape(note)}" for note in result.table_notes]
     if result.mask_note:
         lines.append(f"Masks: {escape(result.mask_note)}")
+    if getattr(result, "class_note", ""):
+        lines.append(f"Classes {escape(result.class_note)}.")
     found = getattr(result, "findings", ())
     if found:
         lines.append(f"Several findings per image ({len(found)}: {escape(', '.join(found))}): supervised and transfer "

@@ -409,7 +409,17 @@ LABEL_NAMES = {
     "infiltration": "consolidation", "cardiomegaly": "other_anomaly",
     "emphysema": "other_anomaly", "fibrosis": "other_anomaly", "pleuralthickening": "other_anomaly",
     "hernia": "other_anomaly",
+    "finding": "other_anomaly",  # a 3D cube dataset's positives (app/cubes.py): a finding of any kind
+    "nodr": NORMAL,  # diabetic retinopathy grade 0 (APTOS, EyePACS: "No DR")
+    "nondemented": NORMAL,  # the Alzheimer MRI sets' NonDemented/ beside VeryMildDemented/, MildDemented/...
+    "melanoma": "tumor", "carcinoma": "tumor", "adenocarcinoma": "tumor", "metastasis": "tumor",
 }
+# A label cell that says nobody knows: the item is unlabeled, not a class (ISIC's "unknown").
+NO_LABEL = frozenset({"unknown", "unk", "na", "nan", "notavailable", "missing", "unlabeled", "unlabelled",
+                      "uncertain", ""})  # folded as _label_key folds: "N/A" is "na", "?" is ""
+# The anomaly classes' own spellings: a dataset that writes "tumour" for one folder and "tumor"
+# in a table names one class, not two (settle_classes).
+SPELLINGS = {"tumour": "tumor", "haemorrhage": "hemorrhage", "oedema": "edema", "fractured": "fracture"}
 
 
 def _first_finding(label: str) -> str:
@@ -441,6 +451,25 @@ def label_from_folder(header: Header, path: PurePath) -> str | None:
     return None
 
 
+# Shenzhen and Montgomery County chest X-ray sets (NLM): the file name's last digit is the
+# reading, 0 normal and 1 tuberculosis (CHNCXR_0001_0.png, MCUCXR_0104_1.png).
+TB_FILE = re.compile(r"^(?:CHNCXR|MCUCXR)_\d{4}_([01])\.[A-Za-z]+$")
+
+
+def label_from_file_name(header: Header, path: PurePath) -> str | None:
+    """A label a public dataset writes into its file names (TB_FILE)."""
+    match = TB_FILE.match(path.name)
+    if match:
+        return "tuberculosis" if match.group(1) == "1" else "normal"
+    return None
+
+
+def label_from_sibling_folder(header: Header, path: PurePath) -> str | None:
+    """A folder that is a class by its place: beside a known class folder (the organizer
+    finds them, app/organize/classes.py class_folders, and puts the name in the header)."""
+    return header.get("ClassFolder") or None
+
+
 def label_from_table(header: Header, path: PurePath) -> str | None:
     """A label table beside the images (the organizer puts its answer in the header)."""
     return header.get("LabelTable") or None
@@ -463,21 +492,42 @@ LABEL_RULES = [
     RuleEntry("class_folder", 0.9, label_from_folder),
     RuleEntry("dicom_seg_or_rtstruct", 0.85, label_from_annotation),
     RuleEntry("lesion_mask", 0.85, label_from_mask),
+    RuleEntry("file_name_label", 0.8, label_from_file_name),
+    RuleEntry("class_folder_beside_known", 0.7, label_from_sibling_folder),
 ]
 
 
 def findings(source_label: str) -> str:
-    """A multi-label source label's anomaly classes, "|"-joined ("Effusion|Infiltration" ->
+    """A multi-label source label's classes, "|"-joined ("Effusion|Infiltration" ->
     "consolidation|other_anomaly"); empty for a single label (its class is the row's label)."""
     parts = [p for p in source_label.split("|") if p.strip()]
     if len(parts) < 2:
         return ""
-    return "|".join(sorted({LABEL_NAMES.get(_label_key(p)) or "other_anomaly" for p in parts}))
+    return "|".join(sorted({anomaly_class(p) for p in parts}))
 
 
 def anomaly_class(source_label: str) -> str:
-    """The DESIGN.md anomaly class for a dataset's own class name (multi-label: the first telling one)."""
-    return LABEL_NAMES.get(_label_key(_first_finding(source_label))) or "other_anomaly"
+    """The DESIGN.md anomaly class for a dataset's own class name (multi-label: the first telling
+    one); a name this tool does not know keeps its own (own_class): "0" and "1", or "nv" and
+    "mel", are two classes, never both "other_anomaly"."""
+    first = _first_finding(source_label)
+    return LABEL_NAMES.get(_label_key(first)) or own_class(first)
+
+
+def own_class(name: str) -> str:
+    """A dataset's own class name as a class: lower case, words joined by "_" ("Very Mild
+    Demented" -> "very_mild_demented"); a bare number is "class_<n>" as in MedMNIST files; a
+    name of signs alone ("+") gets a short hash of itself, so two such names stay two."""
+    words = re.sub(r"([a-z])([A-Z][a-z])", r"\1_\2", name)  # VeryMildDemented: three words
+    slug = re.sub(r"[^a-z0-9]+", "_", _fold(words).lower()).strip("_")[:40].rstrip("_")
+    if not slug:
+        return "class_" + hashlib.sha256(name.strip().encode()).hexdigest()[:6]
+    return f"class_{slug}" if slug.isdigit() else slug
+
+
+def is_no_label(value: str) -> bool:
+    """A label cell that says the label is not known ("unknown", "n/a", "NaN", empty)."""
+    return _label_key(value) in NO_LABEL
 
 
 # -- patient -----------------------------------------------------------------------

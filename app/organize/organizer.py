@@ -33,7 +33,8 @@ from app.organize.detect import (
 from app.organize.pixel_rules import agree_with_siblings, fill_regions
 from app.organize.colour import dataset_channels
 from app.organize.multilabel import dataset_findings
-from app.organize.ordinal import ordered_classes
+from app.organize.classes import class_folders, settle_classes
+from app.organize.ordinal import grade_order, ordered_classes
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
 from app.pseudonyms import pseudonymize
@@ -68,6 +69,7 @@ class OrganizeResult:
     table_notes: tuple[str, ...] = ()  # per label table: rows applied, ambiguous, naming no file
     mask_note: str = ""  # why the masks beside the images label nothing, when they do not
     findings: tuple[str, ...] = ()  # several findings per image: those a classifier gives a probability each
+    class_note: str = ""  # why the dataset's own class names were kept (app/organize/classes.py)
 
 
 NOT_ITEMS = ("table", "mask", "annotation", "json", "companion")  # files read for what they say of the images
@@ -145,6 +147,7 @@ class Context:
     root_name: str = ""  # the name of the folder the user pointed at: read by the name rules too
     mask_note: str = ""  # why the masks beside the images label nothing, when they do not
     facts: JsonFacts | None = None  # what BIDS sidecars and dataset descriptions say
+    class_folders: dict[Path, str] = field(default_factory=dict)  # folders that are classes by their place
 
 
 def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
@@ -235,6 +238,9 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
         header.update(TableModality=table_hit.table.modality, TableRegion=table_hit.table.region)
         if not conflict:
             header["LabelTable"] = table_label
+    place = next((context.class_folders[p] for p in path.parents if p in context.class_folders), "")
+    if place:
+        header["ClassFolder"] = place
     mask_key = (str(path.parent), path.name.split(".")[0])
     if mask_key in context.masks:
         header["MaskNonEmpty"] = context.masks[mask_key]
@@ -380,7 +386,9 @@ def _organize(
     report(progress, "Looking at 2D images", 0, 1)
     context.looks = folder_looks([Path(files[0].path) for files, kind in groups if kind == "image2d"])
     report(progress, "Looking at 2D images", 1, 1)
+    context.class_folders = class_folders([Path(files[0].path) for files, _ in groups], root)
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
+    own_names = settle_classes(rows)
     fill_regions(rows, [[f.path for f in files] for files, _ in groups], progress)
     agree_with_siblings(rows, [[f.path for f in files] for files, _ in groups])
     apply_corrections(rows, load_corrections(ws, name), ws.secret())
@@ -389,11 +397,13 @@ def _organize(
     duplicates = _duplicates(ws, records)
     skipped_ids = _skipped(ws, root, skipped)
     tables = _table_notes(ws, root, context.table_reports)
-    report_labels = {"label_tables": tables, **({"masks": context.mask_note} if context.mask_note else {})}
+    report_labels = {"label_tables": tables, **({"masks": context.mask_note} if context.mask_note else {}),
+                     **({"classes": own_names} if own_names else {})}
     result = write_dataset(ws, name, ws.private.store_source(root), rows, skipped_ids, duplicates, seed, fractions,
                            replace=replace, label_report=report_labels)
     lines = tuple(_table_line(root, r) for r in context.table_reports)
-    return dataclasses.replace(result, table_notes=lines, mask_note=context.mask_note)
+    class_note = (f"{', '.join(own_names['own_class_names'])}: {own_names['why']}" if own_names else "")
+    return dataclasses.replace(result, table_notes=lines, mask_note=context.mask_note, class_note=class_note)
 
 
 def _table_notes(ws: Workspace, root: Path, reports: list[TableReport]) -> list[dict[str, Any]]:
@@ -564,6 +574,11 @@ def _write_files(
                                            "label_conflicts": conflicts, **label_report})
     classes = Counter(r["label"] for r in labeled if r["label"] not in held_out)
     ordered = sorted(classes, key=lambda c: (c != NORMAL, natural_key(c)))  # class_2 before class_10
+    several = dataset_findings(labeled)  # one probability per finding (app/organize/multilabel.py)
+    graded = not several and ordered_classes(ordered, {Path(row_place(ws, r)).name for r in rows
+                                                       if r.get("kind") == "npz"})
+    if graded:  # grades in their order: the ordinal loss reads a grade's place in this list
+        ordered = grade_order(ordered)
     split_counts = Counter(r["split"] for r in rows)
     counts = {
         "items": len(rows), "labeled": len(labeled), "unlabeled": len(unlabeled),
@@ -575,7 +590,6 @@ def _write_files(
         "by_source_label": dict(Counter(r["source_label"] for r in labeled)),
         "label_conflicts": len(conflicts),
     }
-    several = dataset_findings(labeled)  # one probability per finding (app/organize/multilabel.py)
     if several:
         counts["by_finding"] = dict(Counter(f for r in labeled for f in set(row_findings(r))))
     write_state(out / "metadata.json", Kind.DATASET_METADATA, {
@@ -594,7 +608,7 @@ def _write_files(
         "image_size": default_image_size(rows), "channels": dataset_channels(ws, rows), "class_weights": weights,
         "labeled_fraction": round(len(labeled) / len(rows), 4),
         **({"findings": several} if several else {}),
-        "ordinal": not several and ordered_classes(ordered, {Path(row_place(ws, r)).name for r in rows if r.get("kind") == "npz"}),
+        "ordinal": graded,
         "recommended_phases": (["supervised", "vae"] if several else ["supervised", "vae", "hybrid"])
         if NORMAL in classes else ["supervised"],
     })

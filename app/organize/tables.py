@@ -1,4 +1,5 @@
-"""Label tables beside the images: NIH ChestX-ray14, RSNA pneumonia and hemorrhage, and generic CSVs.
+"""Label tables beside the images: NIH ChestX-ray14, RSNA pneumonia and hemorrhage, ISIC 2020,
+APTOS 2019, and generic CSVs (HAM10000's among them).
 
 Each known layout is one entry of ``TABLE_LAYOUTS``: the columns that identify it and
 a function from a row to ``(image key, dataset label, patient or "")``. The image key
@@ -16,6 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from app.organize.detect import is_no_label
 
 Row = dict[str, str]
 
@@ -61,10 +64,24 @@ def _rsna_ich(row: Row) -> tuple[str, str, str]:
     return image, ("" if subtype == "any" else subtype), ""  # "any" positive: the subtypes' rows say which
 
 
+def _isic(row: Row) -> tuple[str, str, str]:
+    # ISIC 2020: "diagnosis" is "unknown" for most benign lesions; benign_malignant is the label.
+    return row["image_name"].strip(), row["benign_malignant"].strip(), row["patient_id"].strip()
+
+
+APTOS_GRADES = {"0": "No DR", "1": "Mild", "2": "Moderate", "3": "Severe", "4": "Proliferative DR"}
+
+
+def _aptos(row: Row) -> tuple[str, str, str]:
+    # APTOS 2019 blindness detection: diabetic retinopathy graded 0-4 (its data page names them).
+    return row["id_code"].strip(), APTOS_GRADES.get(row["diagnosis"].strip(), ""), ""
+
+
 GENERIC_PATH = ("path", "image_path", "filepath", "file_path", "relative_path", "img_path")
 GENERIC_IMAGE = ("image", "filename", "file", "image_id", "img", "name", "image_name", "file_name")
-GENERIC_LABEL = ("label", "class", "diagnosis", "finding", "target", "category")
-GENERIC_PATIENT = ("patient_id", "patient", "subject", "subject_id", "patientid")
+GENERIC_LABEL = ("label", "class", "diagnosis", "finding", "target", "category", "dx")  # HAM10000: dx
+# Images of one lesion (HAM10000's lesion_id) are one patient's at least: never in two splits.
+GENERIC_PATIENT = ("patient_id", "patient", "subject", "subject_id", "patientid", "lesion_id")
 
 
 def _generic(columns: list[str], first: Row | None) -> Callable[[Row], tuple[str, str, str]] | None:
@@ -88,6 +105,8 @@ TABLE_LAYOUTS = [
     TableLayout("rsna_pneumonia_labels", frozenset({"patientId", "Target"}), _rsna_labels, "XR", "chest"),
     TableLayout("rsna_intracranial_hemorrhage", frozenset({"ID", "Label"}), _rsna_ich, "CT", "brain",
                 accepts=lambda row: bool(RSNA_ICH_ID.match(row.get("ID", "").strip()))),
+    TableLayout("isic_melanoma", frozenset({"image_name", "patient_id", "benign_malignant"}), _isic),
+    TableLayout("aptos_retinopathy", frozenset({"id_code", "diagnosis"}), _aptos),
 ]
 NEGATIVE = "normal"
 
@@ -128,7 +147,7 @@ def read_label_table(path: Path) -> LabelTable | None:
                                layout.modality if layout else "", layout.region if layout else "")
             for row in ([first] if first is not None else []) + list(rows):
                 key, label, patient = read(row)
-                if not key or not label:
+                if not key or is_no_label(label):  # "unknown", "n/a": unlabeled, not a class
                     continue
                 table.labels[key] = _merge(table.labels.get(key), label)
                 if patient:

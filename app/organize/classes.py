@@ -1,0 +1,93 @@
+"""The classes a dataset trains on: the anomaly classes where its own names map onto them,
+its own names where that mapping would erase the very difference it was made for.
+
+ISIC's "benign" and "malignant" are both tumours, and a set of glioma, meningioma and
+pituitary scans with no normal one is three tumours: mapped, each would be one class of
+one name, a dataset that can train nothing and says nothing of why. There the dataset's
+own names are kept (``benign``, ``malignant``) and the scan report says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.organize.detect import NORMAL, SPELLINGS, _label_key, own_class
+
+
+# Rules whose names sort a dataset into classes. A lesion outline (SEG, RTSTRUCT, a mask) only
+# says "a lesion is here", whatever word its author chose ("Neoplasm", "GTV"): not a class of its own.
+CLASS_RULES = ("label_table", "class_folder", "file_name_label", "class_folder_beside_known")
+
+
+def settle_classes(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keep the dataset's own class names (in place) when its labeled single-label rows name
+    two classes or more and all of them map onto one anomaly class other than normal;
+    returns what was done, for the scan report ({} when nothing was). Spellings of the
+    class itself ("Tumour", "tumor") are one name; only names of CLASS_RULES count.
+    Multi-label datasets keep their findings."""
+    labeled = [r for r in rows if r["labeled"]]
+    if not labeled or any(r.get("findings") for r in labeled):
+        return {}
+    classes = {r["label"] for r in labeled}
+    if len(classes) != 1 or NORMAL in classes:
+        return {}
+    merged = next(iter(classes))
+
+    def own(source: str) -> str:
+        key = _label_key(source)
+        return merged if SPELLINGS.get(key, key) == merged else own_class(source)
+
+    named = [r for r in labeled if r["label_rule"] in CLASS_RULES]
+    names = {own(r["source_label"]) for r in named}
+    if len(names) < 2:
+        return {}
+    for row in named:
+        row["label"] = own(row["source_label"])
+    return {"own_class_names": sorted(names), "instead_of": merged,
+            "why": f"every class of this dataset means {merged}, and none is normal: its own names are kept"}
+
+
+# Folder names that sort files by something other than their class.
+NOT_CLASSES = frozenset({
+    "images", "image", "imgs", "img", "masks", "mask", "labels", "label", "segmentations", "segmentation",
+    "annotations", "gt", "groundtruth", "raw", "data", "dataset", "unlabeled", "unlabelled", "unknown",
+    "unsorted", "other", "others", "misc", "new", "old", "tmp", "temp", "backup", "extra", "all", "sample",
+    "samples", "preview", "previews", "thumbnails", "train", "training", "val", "valid", "validation", "test",
+    "testing", "dicom", "nifti", "png", "jpg", "jpeg", "tif", "tiff", "ct", "mr", "mri", "xr", "us", "cr", "dx",
+    "todo", "tolabel", "inbox", "incoming", "pending", "review", "excluded", "rejected", "duplicates",
+})
+
+
+def class_folders(paths: list[Path], root: Path) -> dict[Path, str]:
+    """Folders that are classes by their place: the other subfolders of a folder one of whose
+    subfolders is a known class (OCT2017's CNV/, DME/ and DRUSEN/ beside NORMAL/; an
+    Alzheimer set's VeryMildDemented/ beside NonDemented/). Folder -> its name, for the
+    folders under ``root`` that hold ``paths`` (the items). Names that sort files by anything
+    else (images/, masks/, train/, unsorted/...) and names with a number in them (patients,
+    series, dates; not a grade: ``grade_2``, ``KL3``) are never classes."""
+    from app.organize.detect import LABEL_NAMES, STUDY_FOLDER, _label_key
+    from app.organize.ordinal import GRADE
+
+    children: dict[Path, set[str]] = {}
+    for path in paths:
+        parents = [p for p in Path(path).parents if p != root and root in p.parents]
+        for folder in parents:
+            children.setdefault(folder.parent, set()).add(folder.name)
+
+    def known(name: str) -> bool:
+        return bool(LABEL_NAMES.get(_label_key(name)) or STUDY_FOLDER.match(name))
+
+    def may_be_class(name: str) -> bool:
+        key = _label_key(name)
+        if not key or key in NOT_CLASSES:
+            return False
+        return not any(c.isdigit() for c in name) or bool(GRADE.match(name.strip()))
+
+    found: dict[Path, str] = {}
+    for parent, names in children.items():
+        if len(names) >= 2 and any(known(n) for n in names):
+            for name in names:
+                if not known(name) and may_be_class(name):
+                    found[parent / name] = name
+    return found
