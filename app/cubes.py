@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import DatasetError
+from app.label_maps import LabelMap, label_map
 from app.progress import Progress, report
 from app.volumes import Volume, body_box
 
@@ -227,17 +229,23 @@ def find_volumes(root: Path) -> list[tuple[Path, str | None]]:
 
     found: list[tuple[Path, str | None]] = []
     for folder in sorted({root, *(p for p in root.rglob("*") if p.is_dir())}):
+        if any(part.startswith(".") for part in folder.relative_to(root).parts):
+            continue  # hidden folders, as the organizer skips them
         for series in dicom_series_ids(folder):
             files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series)
             if files and is_image_series(Path(files[0])):  # a SEG or RTSTRUCT is a series of its own
                 found.append((folder, series))
         for file in sorted(folder.iterdir()):
+            if file.name.startswith("."):
+                continue  # "._x.nii.gz": macOS's resource forks, shipped in the Decathlon's archives
             if file.is_file() and file.name.lower().endswith(VOLUMES) and not is_mask(file):
                 found.append((file, None))
     return found
 
 
-def _mask_for(volume_path: Path) -> Path | None:
+def _mask_for(volume_path: Path, root: Path) -> LabelMap | None:
+    """The lesion mask named after the volume (``x_seg.nii.gz`` beside ``x.nii.gz``: every value
+    above 0 a lesion), else a public layout's label map and its lesion values (app/label_maps.py)."""
     from app.organize.scan import MASK_SUFFIXES, VOLUMES
 
     name = volume_path.name
@@ -246,8 +254,13 @@ def _mask_for(volume_path: Path) -> Path | None:
     for tag in MASK_SUFFIXES:
         candidate = volume_path.with_name(f"{stem}{tag}{suffix}")
         if candidate.exists():
-            return candidate
-    return None
+            return LabelMap(candidate)
+    return label_map(volume_path, root)
+
+
+def _lesions(mask: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
+    """The lesion voxels of a label map: its ``values``, or every value above 0 when none are given."""
+    return np.isin(mask, values) if values else mask > 0
 
 
 def _mask_array(mask_path: Path, volume: Volume) -> np.ndarray:
@@ -265,16 +278,25 @@ def _mask_array(mask_path: Path, volume: Volume) -> np.ndarray:
     return sitk.GetArrayFromImage(mask)
 
 
-def _identity(path: Path, series: str | None) -> tuple[str, str]:
-    """(series key as annotations name it, patient) of one volume: a DICOM header or the file name."""
+def _identity(path: Path, series: str | None, stems: Counter[str]) -> tuple[str, str, str]:
+    """(key as annotations name it, the volume's own identity, patient) of one volume: a DICOM
+    header, else the file's name. A file name that several volumes share (KiTS's
+    ``case_00000/imaging.nii.gz``) is told apart and owned by its folder; so is a sequence of
+    a case folder named after it (BraTS's ``BraTS2021_00000/BraTS2021_00000_flair.nii.gz``:
+    the case's FLAIR and T2 are one patient's, never in two splits). ``stems``: how many
+    volumes have each file stem."""
     import pydicom
 
     if series:
         first = pydicom.dcmread(next(p for p in sorted(path.iterdir()) if p.is_file()), stop_before_pixels=True,
                                 specific_tags=["PatientID"])
-        return series, str(first.get("PatientID", "") or series)
-    key = path.name.split(".")[0]
-    return key, key
+        return series, series, str(first.get("PatientID", "") or series)
+    key, case = path.name.split(".")[0], path.parent.name
+    if stems[key] > 1:
+        return key, f"{case}/{key}", case
+    if any(c.isdigit() for c in case) and key.startswith((case + "_", case + "-")):
+        return key, key, case
+    return key, key, key
 
 
 def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annotations: Path | None = None,
@@ -283,16 +305,18 @@ def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annot
     """Cubes from every volume under ``source`` -> an organized dataset ``name`` (MedMNIST layout).
 
     Positives come from ``annotations`` (CSV: series or file stem, x y z in mm or i j k
-    voxels, optional location and label), else from a ``*_mask`` beside each volume file,
-    and for DICOM series from the SEG and RTSTRUCT objects in the tree that outline their
-    lesions (app.dicom_marks). Series
+    voxels, optional location and label), else from a ``*_mask`` beside each volume file or
+    a public layout's label map (its lesion values only: app/label_maps.py), and for DICOM
+    series from the SEG and RTSTRUCT objects in the tree that outline their lesions
+    (app.dicom_marks). Series
     and patients are pseudonymized with the workspace key; no identifier is written.
     Patients are split before any cube is cut, and cubes go to the file as they are
     cut: with ``store="h5"`` (a chunked HDF5 store, read a batch at a time in training)
     memory stays bounded however many volumes there are.
 
     Raises:
-        DatasetError: no volume under ``source``, or no cube could be made.
+        DatasetError: no volume under ``source``, no cube could be made, or none around a
+            finding (all-normal cubes teach nothing; the error says why, e.g. organ maps).
     """
     from app.cube_store import StoreWriter
     from app.organize.organizer import organize
@@ -315,12 +339,14 @@ def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annot
             raise DatasetError("Some segmentations could not be read, so their lesions would be missed: "
                                + "; ".join(problems[:3]) + ". Fix or remove them, or give a points CSV.")
     identities = []
+    stems = Counter(path.name.split(".")[0] for path, series in volumes if not series)
     for path, series in volumes:
-        key, patient = _identity(path, series)
-        identities.append((key, pseudonymize(secret, key, "S"), pseudonymize(secret, patient)))
+        key, own, patient = _identity(path, series, stems)
+        identities.append((key, pseudonymize(secret, own, "S"), pseudonymize(secret, patient)))
     split_of = patient_splits([patient for _, _, patient in identities], seed)
     path = ws.data_dir / "cubes" / name / f"{name}.{store}"
     writer, positives = StoreWriter(path, (SIZE,) * 3, len(POSITIONS)), 0
+    organ_maps: dict[str, int] = {}  # why a volume's label map gave no lesion -> volumes
     try:
         for k, ((folder, series), (key, series_id, patient_id)) in enumerate(zip(volumes, identities)):
             volume = load_volume(folder, modality, series_id=series)
@@ -329,14 +355,26 @@ def build_cube_dataset(ws: Any, source: Path, name: str, modality: str, *, annot
             elif series:
                 points = [Point(volume.world_to_voxel(world)) for world in marks.get(series, [])]
             else:
-                mask = _mask_for(folder)
-                points = points_from_mask(_mask_array(mask, volume)) if mask else []
+                mask = _mask_for(folder, source)
+                if mask and mask.path:
+                    points = points_from_mask(_lesions(_mask_array(mask.path, volume), mask.values))
+                else:
+                    points = []
+                    if mask and mask.why:
+                        organ_maps[mask.why] = organ_maps.get(mask.why, 0) + 1
             for cube, label, position in volume_cubes(volume, points, negatives, rng):
                 writer.add(split_of[patient_id], cube, label, position, series_id, patient_id)
                 positives += label
             report(progress, "Extracting cubes", k + 1, len(volumes))
         if not sum(writer.counts.values()):
             raise DatasetError("No cube to save: no volume gave a positive or a negative cube.")
+        if not positives:
+            why = "; ".join(f"{reason} ({count} volume(s))" for reason, count in organ_maps.items())
+            raise DatasetError(
+                "No finding to centre a positive cube on, so the cubes would all be normal and teach nothing"
+                + (f": {why}" if why else "") + ". Give the findings: a points CSV (--points), a lesion mask "
+                "named after its volume (x_seg.nii.gz beside x.nii.gz), DICOM SEG or RTSTRUCT objects of the "
+                "series, or a Decathlon task whose dataset.json names a lesion label.")
         writer.close(["normal", "finding"], modality, region)
     except BaseException:
         writer.abort()

@@ -506,8 +506,8 @@ def run_command(args: argparse.Namespace, ws: Workspace) -> int:
             result = as_job("cubes", bar, lambda job: build_cube_dataset(
                 ws, Path(args.path), args.name, args.modality, annotations=Path(args.points) if args.points else None,
                 negatives=args.negatives, region=args.region, store=args.store, progress=job.progress))
-            message = (f"Cube dataset {result.name}: {result.items} cubes, classes {result.classes}, "
-                       f"splits {result.split_counts}; train it with --phase cube3d")
+            message = (f"Cube dataset {result.name}: {result.items} cubes; classes: {_counts(result.classes)}; "
+                       f"splits: {_counts(result.split_counts)}; train it with --phase cube3d")
         elif args.command == "predict":
             from pathlib import Path
 

@@ -197,8 +197,10 @@ def cubes_screen(s) -> None:
         result = as_job("cubes", bar, lambda job: build_cube_dataset(
             s.ws, Path(folder), name.strip(), modality, store=store, progress=job.progress,
             annotations=Path(points).expanduser() if points.strip() else None))
-    console.print(f"[green]{result.name}[/]: {result.items} cubes, classes {result.classes}, "
-                  f"splits {result.split_counts}. Train it with the 3D CNN phase.")
+    classes = ", ".join(f"{name} {n}" for name, n in result.classes.items())
+    splits = ", ".join(f"{name} {n}" for name, n in result.split_counts.items())
+    console.print(f"[green]{result.name}[/]: {result.items} cubes; classes: {classes}; splits: {splits}. "
+                  "Train it with the 3D CNN phase.")
 
 
 def holdout_screen(s) -> None:
