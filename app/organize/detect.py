@@ -487,11 +487,20 @@ def label_from_mask(header: Header, path: PurePath) -> str | None:
     return "mask_positive" if header["MaskNonEmpty"] else "mask_empty"
 
 
+def label_from_label_map(header: Header, path: PurePath) -> str | None:
+    """A volume's label map in a layout that names its lesion values (a Decathlon task's
+    dataset.json, KiTS, LiTS, BraTS; app/label_maps.py): a lesion value present means tumor."""
+    if "LesionMap" not in header:
+        return None
+    return "mask_positive" if header["LesionMap"] else "mask_empty"
+
+
 LABEL_RULES = [
     RuleEntry("label_table", 1.0, label_from_table),
     RuleEntry("class_folder", 0.9, label_from_folder),
     RuleEntry("dicom_seg_or_rtstruct", 0.85, label_from_annotation),
     RuleEntry("lesion_mask", 0.85, label_from_mask),
+    RuleEntry("label_map", 0.85, label_from_label_map),
     RuleEntry("file_name_label", 0.8, label_from_file_name),
     RuleEntry("class_folder_beside_known", 0.7, label_from_sibling_folder),
 ]

@@ -33,6 +33,7 @@ from app.organize.detect import (
 from app.organize.pixel_rules import agree_with_siblings, fill_regions
 from app.organize.colour import dataset_channels
 from app.organize.multilabel import dataset_findings
+from app.label_maps import label_map
 from app.organize.classes import class_folders, settle_classes
 from app.organize.ordinal import grade_order, ordered_classes
 from app.organize.looks import folder_looks
@@ -148,11 +149,12 @@ class Context:
     mask_note: str = ""  # why the masks beside the images label nothing, when they do not
     facts: JsonFacts | None = None  # what BIDS sidecars and dataset descriptions say
     class_folders: dict[Path, str] = field(default_factory=dict)  # folders that are classes by their place
+    label_maps: dict[str, list[int]] = field(default_factory=dict)  # label map volume -> the values in it
 
 
 def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
     tables, unused, masks, splits, annotations, areas = [], [], {}, {}, {}, []
-    label_maps = 0
+    label_maps: dict[str, list[int]] = {}  # a label map volume -> the values in it
     facts = json_facts(records)
     for record in records:
         path = Path(record.path)
@@ -173,7 +175,7 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
             for series in record.header.get("References", []):
                 annotations.setdefault(series, []).append((record.header["Annotation"], record.header["Lesion"]))
         elif record.format == "mask" and record.header.get("VolumeMask"):
-            label_maps += 1  # organ and lesion maps look alike: a volume's map labels nothing
+            label_maps[record.path] = list(record.header.get("Values", []))  # labels only where its layout says
         elif record.format == "mask":
             stem = masked_stem(path.name.split(".")[0])
             nonempty = bool(record.header.get("MaskNonEmpty"))
@@ -187,16 +189,24 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
         mask_note = (f"{len(areas)} mask(s), every one set and covering {np.median(areas):.0%} of its image (median): "
                      "organ outlines, not lesions; they label nothing")
         masks = {}
-    if label_maps:
-        mask_note = "; ".join(filter(None, [mask_note, (
-            f"{label_maps} segmentation volume(s) (label maps: labelsTr/, *_seg, segmentation.nii.gz) set aside: "
-            "not images, and they label nothing (an organ's map and a lesion's look alike)")]))
+
     index = TreeIndex(r.path for r in records if r.format not in NOT_ITEMS)
     matches = match_tables(tables, index)
     context = Context(tables, masks, secret, splits=match_keys(splits, index), hits=matches.hits,
                       table_reports=matches.reports, root_name=root.name, annotations=annotations,
-                      mask_note=mask_note, facts=facts)
+                      mask_note=mask_note, facts=facts, label_maps=label_maps)
     return context, unused
+
+
+def _label_map_note(rows: list[dict[str, Any]], maps: int) -> str:
+    """What the label map volumes did: set aside as images, and how many volumes they labeled."""
+    if not maps:
+        return ""
+    used = sum(1 for r in rows if r["label_rule"] == "label_map")
+    return (f"{maps} segmentation volume(s) (label maps: labelsTr/, *_seg, segmentation.nii.gz) set aside, not "
+            f"images; {used} volume(s) labeled from them (tumor where a lesion value is present, else normal). "
+            "A map labels only where its layout names its lesion values (a Decathlon dataset.json, KiTS, LiTS, "
+            "BraTS): an organ's map and a lesion's look alike")
 
 
 def _unused_table_reason(path: Path) -> str:
@@ -244,6 +254,11 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     mask_key = (str(path.parent), path.name.split(".")[0])
     if mask_key in context.masks:
         header["MaskNonEmpty"] = context.masks[mask_key]
+    if kind == "volume" and context.label_maps:
+        found = label_map(path, root)
+        values = context.label_maps.get(str(found.path)) if found and found.path else None
+        if values:  # read by the scanner; a map present and empty is a volume without its lesion
+            header["LesionMap"] = any(v in found.values if found.values else v > 0 for v in values)
     marks = context.annotations.get(middle.series_uid, []) if kind == "dicom_series" else []
     lesion = next((lesion for _, lesion in marks if lesion), "")
     if lesion:
@@ -289,7 +304,8 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
 # description kept (only the body part tag's words were), body part defined terms kept whole
 # 4: masks' area; 5: SOP class and view position kept (mammography); 6: ImageType kept (the
 # anatomy an ultrasound image's type names, a gated nuclear medicine study), JSON sidecars read
-SCANNER_VERSION = 6
+# 7: the values in a label map volume (the lesion values a Decathlon dataset.json names label it)
+SCANNER_VERSION = 7
 SCANNER = f"{SCANNER_VERSION}.{vocabulary_digest()}"  # and the words a description keeps (detect.py)
 OUTLINE_AREA = 0.15  # masks set on every image and covering more than this (median) outline organs
 MAX_WORKERS = 32  # more scan processes than this only add memory
@@ -397,13 +413,14 @@ def _organize(
     duplicates = _duplicates(ws, records)
     skipped_ids = _skipped(ws, root, skipped)
     tables = _table_notes(ws, root, context.table_reports)
-    report_labels = {"label_tables": tables, **({"masks": context.mask_note} if context.mask_note else {}),
+    mask_note = "; ".join(filter(None, [context.mask_note, _label_map_note(rows, len(context.label_maps))]))
+    report_labels = {"label_tables": tables, **({"masks": mask_note} if mask_note else {}),
                      **({"classes": own_names} if own_names else {})}
     result = write_dataset(ws, name, ws.private.store_source(root), rows, skipped_ids, duplicates, seed, fractions,
                            replace=replace, label_report=report_labels)
     lines = tuple(_table_line(root, r) for r in context.table_reports)
     class_note = (f"{', '.join(own_names['own_class_names'])}: {own_names['why']}" if own_names else "")
-    return dataclasses.replace(result, table_notes=lines, mask_note=context.mask_note, class_note=class_note)
+    return dataclasses.replace(result, table_notes=lines, mask_note=mask_note, class_note=class_note)
 
 
 def _table_notes(ws: Workspace, root: Path, reports: list[TableReport]) -> list[dict[str, Any]]:

@@ -46,6 +46,27 @@ MASK_FOLDERS = {"masks", "mask", "segmentations", "segmentation", "ground_truth"
 MASK_NAME = re.compile(r"(^|[_-])(seg|dseg|mask|segmentation|labels?|lesion-manual)([_-][a-z0-9]+)?$", re.IGNORECASE)
 
 
+MAX_LABEL_VALUES = 64  # a label map has a few values; more is a picture, not a map: none kept
+
+
+def _label_values(path: Path) -> list[int]:
+    """The values present in a label map volume (at most MAX_LABEL_VALUES; else, or when it
+    cannot be read whole, none: it then labels nothing, as every label map did before)."""
+    import numpy as np
+
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
+    try:
+        _check_volume(path)  # its size declared within the limit, its data whole
+        values = np.unique(sitk.GetArrayViewFromImage(sitk.ReadImage(str(path))))
+    except Exception:  # noqa: BLE001  (an unreadable map is no label, not a failed scan)
+        return []
+    if len(values) > MAX_LABEL_VALUES or not np.all(np.mod(values, 1) == 0):
+        return []
+    return [int(v) for v in values]
+
+
 def masked_stem(mask_stem: str) -> str:
     """The stem of the image a mask belongs to: 'benign (4)' for 'benign (4)_mask_1'."""
     return MASK_NAME.sub("", mask_stem)
@@ -483,7 +504,9 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
                 record.identifiers = sorted({token_hash(secret, t) for v in identifiers for t in identifier_tokens(v)})
                 return record, signature
             if kind == "mask" and path.name.lower().endswith(VOLUMES):
-                record.header = {"VolumeMask": True}  # a label map: set aside, see organizer._context
+                # a label map: set aside (see organizer._context); its values tell a lesion's presence
+                # where its layout names them (app/label_maps.py)
+                record.header = {"VolumeMask": True, "Values": _label_values(path)}
                 return record, signature
             if kind == "mask":
                 area = _mask_area(path)

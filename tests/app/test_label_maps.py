@@ -103,3 +103,24 @@ def test_a_brats_case_is_one_patient_whose_sequences_share_its_map(ws, tmp_path:
     build_cube_dataset(ws, tmp_path / "BraTS2021", "brats", "MR", negatives=1)
     assert _positives(ws, "brats") == 9
     assert ws.dataset_metadata("brats")["counts"]["patients"] == 3
+
+
+def test_the_organizer_labels_a_decathlon_volume_by_its_lesion_values(ws, tmp_path: Path) -> None:
+    """Liver maps: tumour present -> tumor, liver alone -> normal; a Spleen task's maps label nothing."""
+    from app.organize.organizer import organize, read_rows
+    from tests.conftest import placed
+
+    base = _decathlon(tmp_path / "msd", "Task03_Liver", {"0": "background", "1": "liver", "2": "cancer"},
+                      organ=1, lesion=2)
+    _label_map(base / "labelsTr" / "case_003.nii.gz", organ=1, lesion=1)  # this one's tumour-free: liver only
+    _decathlon(tmp_path / "msd", "Task09_Spleen", {"0": "background", "1": "spleen"}, cases=2)
+    result = organize(ws, tmp_path / "msd", "msd", workers=1)
+    out = ws.organized_path("msd")
+    rows = {str(Path(r["path"]).relative_to(tmp_path / "msd")): r
+            for r in placed(ws, read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv"))}
+    assert len(rows) == 6, "volumes only: label maps and the ._ fork are no items"
+    liver = {k: r["label"] for k, r in rows.items() if k.startswith("Task03")}
+    assert liver == {f"Task03_Liver/imagesTr/case_00{k}.nii.gz": ("normal" if k == 3 else "tumor") for k in range(4)}
+    assert {r["label_rule"] for k, r in rows.items() if k.startswith("Task03")} == {"label_map"}
+    assert [r["labeled"] for k, r in rows.items() if k.startswith("Task09")] == [False, False]
+    assert "6 segmentation volume(s)" in result.mask_note and "4 volume(s) labeled from them" in result.mask_note

@@ -155,7 +155,8 @@ def test_label_maps_of_volumes_are_set_aside_not_organized_as_images(ws, tmp_pat
     """The public 3D sets keep their label maps beside the images: MSD labelsTr/ (the same
     file names as imagesTr/), KiTS segmentation.nii.gz, BraTS *_seg, BIDS derivatives
     *_seg-manual. Read as images they became items of their own, label maps trained on as
-    scans. They label nothing either: an organ's map (MSD spleen) and a lesion's look alike."""
+    scans. An organ's map (MSD spleen, no dataset.json naming its values) labels nothing: it
+    and a lesion's look alike. KiTS's tumour (2) and BraTS's map are known to be lesions."""
     import nibabel as nib
 
     def volume(path: Path, value: int) -> None:
@@ -175,11 +176,13 @@ def test_label_maps_of_volumes_are_set_aside_not_organized_as_images(ws, tmp_pat
     volume(root / "derivatives" / "labels" / "sub-01" / "anat" / "sub-01_T2w_seg-manual.nii.gz", 1)
     result = organize(ws, root, "volumes", workers=1)
     rows = placed(ws, read_rows(ws.organized_path("volumes") / "unlabeled.csv"))
-    assert sorted(Path(r["path"]).name for r in rows) == [
-        "BraTS2021_00000_flair.nii.gz", "imaging.nii.gz", "spleen_2.nii.gz", "spleen_3.nii.gz"]
-    assert all("imagesTr" in r["path"] for r in rows if r["path"].endswith(("spleen_2.nii.gz", "spleen_3.nii.gz")))
-    assert result.labeled == 0 and result.skipped == 0
-    assert "5 segmentation volume(s)" in result.mask_note and "label nothing" in result.mask_note
+    assert sorted(Path(r["path"]).name for r in rows) == ["spleen_2.nii.gz", "spleen_3.nii.gz"]
+    assert all("imagesTr" in r["path"] for r in rows)
+    labeled = placed(ws, read_rows(ws.organized_path("volumes") / "labeled.csv"))
+    assert sorted((Path(r["path"]).name, r["label"], r["label_rule"]) for r in labeled) == [
+        ("BraTS2021_00000_flair.nii.gz", "tumor", "label_map"), ("imaging.nii.gz", "tumor", "label_map")]
+    assert result.labeled == 2 and result.skipped == 0
+    assert "5 segmentation volume(s)" in result.mask_note and "2 volume(s) labeled from them" in result.mask_note
 
 
 def test_the_sequences_of_one_case_folder_are_one_patient(ws, tmp_path) -> None:
