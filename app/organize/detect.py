@@ -410,6 +410,7 @@ LABEL_NAMES = {
     "emphysema": "other_anomaly", "fibrosis": "other_anomaly", "pleuralthickening": "other_anomaly",
     "hernia": "other_anomaly",
     "finding": "other_anomaly",  # a 3D cube dataset's positives (app/cubes.py): a finding of any kind
+    "pleuraleffusion": "other_anomaly",  # CheXpert's and VinDr's name for NIH's Effusion
     "nodr": NORMAL,  # diabetic retinopathy grade 0 (APTOS, EyePACS: "No DR")
     "nondemented": NORMAL,  # the Alzheimer MRI sets' NonDemented/ beside VeryMildDemented/, MildDemented/...
     "melanoma": "tumor", "carcinoma": "tumor", "adenocarcinoma": "tumor", "metastasis": "tumor",

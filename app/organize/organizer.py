@@ -44,7 +44,7 @@ from app.organize.rows import ROW_KEYS, natural_key, read_rows, row_place, write
 from app.organize.scan import IMAGE_2D, VOLUMES, FileRecord, Skipped, base_name, masked_stem, scan_tree
 from app.private import item_id, source_id
 from app.organize.tables import (
-    NEGATIVE, LabelTable, TableHit, TableReport, TreeIndex, match_keys, match_tables, read_label_table,
+    LabelTable, TableHit, TableReport, TreeIndex, is_negative, match_keys, match_tables, read_label_table,
     read_split_table,
 )
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
@@ -231,8 +231,8 @@ def _table_label(files: list[FileRecord], context: Context) -> tuple[TableHit | 
     hits = [hit for f in files for hit in context.hits.get(f.path, [])]
     if not hits:
         return None, ""
-    findings = sorted({part for hit in hits for part in hit.label.split("|") if hit.label != NEGATIVE})
-    label = "|".join(findings) if findings else NEGATIVE
+    findings = sorted({part for hit in hits if not is_negative(hit.label) for part in hit.label.split("|")})
+    label = "|".join(findings) if findings else hits[0].label  # all say normal: in the table's own words
     return next((h for h in hits if h.patient), hits[0]), label
 
 

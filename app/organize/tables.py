@@ -1,5 +1,5 @@
-"""Label tables beside the images: NIH ChestX-ray14, RSNA pneumonia and hemorrhage, ISIC 2020,
-APTOS 2019, and generic CSVs (HAM10000's among them).
+"""Label tables beside the images: NIH ChestX-ray14, CheXpert, RSNA pneumonia and hemorrhage,
+ISIC 2020, APTOS 2019, and generic CSVs (HAM10000's and VinDr-CXR's among them).
 
 Each known layout is one entry of ``TABLE_LAYOUTS``: the columns that identify it and
 a function from a row to ``(image key, dataset label, patient or "")``. The image key
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.organize.detect import is_no_label
+from app.organize.detect import anomaly_class, is_no_label
 
 Row = dict[str, str]
 
@@ -77,9 +77,28 @@ def _aptos(row: Row) -> tuple[str, str, str]:
     return row["id_code"].strip(), APTOS_GRADES.get(row["diagnosis"].strip(), ""), ""
 
 
+# CheXpert: one column per finding, 1.0 present, 0.0 absent, -1.0 uncertain, blank not mentioned.
+CHEXPERT_FINDINGS = ("Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+                     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+                     "Pleural Other", "Fracture")  # "Support Devices" is no finding of the patient's
+
+
+def _chexpert(row: Row) -> tuple[str, str, str]:
+    """The findings read present; an uncertain one is not kept as present (the "U-Zeros"
+    reading of Irvin et al. 2019). "No Finding" 1.0 is normal; a row of uncertain and
+    unmentioned findings only says nothing sure: unlabeled."""
+    present = [f for f in CHEXPERT_FINDINGS if row.get(f, "").strip() in ("1", "1.0")]
+    if present:
+        label = "|".join(present)
+    else:
+        label = "normal" if row.get("No Finding", "").strip() in ("1", "1.0") else ""
+    return row["Path"].strip(), label, ""
+
+
 GENERIC_PATH = ("path", "image_path", "filepath", "file_path", "relative_path", "img_path")
 GENERIC_IMAGE = ("image", "filename", "file", "image_id", "img", "name", "image_name", "file_name")
-GENERIC_LABEL = ("label", "class", "diagnosis", "finding", "target", "category", "dx")  # HAM10000: dx
+GENERIC_LABEL = ("label", "class", "diagnosis", "finding", "target", "category", "dx",  # HAM10000: dx
+                 "class_name")  # VinDr-CXR: one row per box and radiologist ("No finding" or the finding)
 # Images of one lesion (HAM10000's lesion_id) are one patient's at least: never in two splits.
 GENERIC_PATIENT = ("patient_id", "patient", "subject", "subject_id", "patientid", "lesion_id")
 
@@ -107,6 +126,7 @@ TABLE_LAYOUTS = [
                 accepts=lambda row: bool(RSNA_ICH_ID.match(row.get("ID", "").strip()))),
     TableLayout("isic_melanoma", frozenset({"image_name", "patient_id", "benign_malignant"}), _isic),
     TableLayout("aptos_retinopathy", frozenset({"id_code", "diagnosis"}), _aptos),
+    TableLayout("chexpert", frozenset({"Path", "No Finding", "Frontal/Lateral"}), _chexpert, "XR", "chest"),
 ]
 NEGATIVE = "normal"
 
@@ -121,13 +141,19 @@ class LabelTable:
 
 
 def _merge(old: str | None, new: str) -> str:
-    """Several rows of one image: a finding wins over "normal" (RSNA lists every box of a
-    patient; RSNA ICH one row per subtype), and several findings are kept, "a|b"."""
-    if old in (None, NEGATIVE, new):
+    """Several rows of one image: a finding wins over "normal" or a name of it ("No finding":
+    RSNA lists every box of a patient, RSNA ICH one row per subtype, VinDr-CXR one row per
+    radiologist and box), and several findings are kept, "a|b"."""
+    if old is None or old == new or is_negative(old):
         return new
-    if new == NEGATIVE:
+    if is_negative(new):
         return old
     return "|".join(sorted(set(old.split("|")) | {new}))
+
+
+def is_negative(label: str) -> bool:
+    """"normal", or a single name of it ("No finding", "healthy")."""
+    return label == NEGATIVE or ("|" not in label and anomaly_class(label) == NEGATIVE)
 
 
 def read_label_table(path: Path) -> LabelTable | None:

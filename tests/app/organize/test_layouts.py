@@ -185,3 +185,48 @@ def test_every_progress_task_of_an_organize_ends_at_its_total(ws, tmp_path: Path
     seen: dict[str, tuple[int, int | None]] = {}
     organize(ws, tmp_path / "d", "x", workers=1, progress=lambda task, done, total, **_: seen.update({task: (done, total)}))
     assert seen and all(done == total for done, total in seen.values()), seen
+
+
+def test_chexpert_keeps_its_findings_and_leaves_uncertain_rows_unlabeled(ws, tmp_path: Path) -> None:
+    """One column per finding: 1.0 present, -1.0 uncertain (not kept as present), blank unmentioned."""
+    from tests.app.organize.layouts import png
+
+    root = tmp_path / "CheXpert-v1.0-small"
+    columns = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum",
+               "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis",
+               "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices"]
+    cases = {1: {"No Finding": "1.0", "Support Devices": "1.0"}, 2: {"Edema": "1.0", "Pleural Effusion": "1.0"},
+             3: {"Cardiomegaly": "-1.0"}, 4: {"Pneumothorax": "1.0", "Edema": "-1.0"}, 5: {"Support Devices": "1.0"}}
+    lines = [",".join(columns)]
+    for p, values in cases.items():
+        path = f"CheXpert-v1.0-small/train/patient{p:05d}/study1/view1_frontal.png"
+        png(tmp_path / path, value=30 + p)
+        lines.append(",".join([path, "Female", "68", "Frontal", "AP"] + [values.get(c, "") for c in columns[5:]]))
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    organize(ws, root, "chexpert", workers=1)
+    out = ws.organized_path("chexpert")
+    rows = {Path(r["path"]).parts[-3]: r for r in placed(ws, read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv"))}
+    assert rows["patient00001"]["label"] == "normal"
+    assert rows["patient00002"]["source_label"] == "Edema|Pleural Effusion"
+    assert rows["patient00002"]["findings"] == "edema|other_anomaly"
+    assert rows["patient00004"]["source_label"] == "Pneumothorax", "the uncertain edema is not kept as present"
+    assert not rows["patient00003"]["label"] and not rows["patient00005"]["label"], "nothing sure: unlabeled"
+    assert {r["modality"] for r in rows.values()} == {"XR"} and len({r["patient_id"] for r in rows.values()}) == 5
+
+
+def test_vindr_rows_of_several_radiologists_make_one_label_per_image(ws, tmp_path: Path) -> None:
+    from tests.app.organize.layouts import png
+
+    root = tmp_path / "vinbigdata-chest-xray"
+    rows = [("a1b2", "No finding", "R1"), ("a1b2", "No finding", "R2"), ("c3d4", "Aortic enlargement", "R1"),
+            ("c3d4", "No finding", "R3"), ("e5f6", "Cardiomegaly", "R2"), ("e5f6", "Pleural effusion", "R2")]
+    for k, image in enumerate(("a1b2", "c3d4", "e5f6")):
+        png(root / "train" / f"{image}.png", value=50 + k)
+    (root / "train.csv").write_text("image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n" + "".join(
+        f"{i},{c},0,{r},,,,\n" for i, c, r in rows))
+    organize(ws, root, "vindr", workers=1)
+    labels = {Path(r["path"]).stem: (r["label"], r["source_label"])
+              for r in placed(ws, read_rows(ws.organized_path("vindr") / "labeled.csv"))}
+    assert labels["a1b2"] == ("normal", "No finding")
+    assert labels["c3d4"] == ("aortic_enlargement", "Aortic enlargement"), "a finding wins over another's No finding"
+    assert labels["e5f6"][1] == "Cardiomegaly|Pleural effusion"
