@@ -91,3 +91,16 @@ def class_folders(paths: list[Path], root: Path) -> dict[Path, str]:
                 if not known(name) and may_be_class(name):
                     found[parent / name] = name
     return found
+
+
+def own_names_beside_unknown(rows: list[dict[str, Any]], places: list[Path], found: dict[Path, str]) -> None:
+    """Where a folder's class subfolders are partly names this tool does not know (``found``,
+    from class_folders), the known ones keep their own names too, but for normal: "Normal,
+    Pneumonia, Covid, Lung_Cancer" stays four classes (pneumonia and covid are not merged
+    into one "infection" beside a "lung_cancer" of its own). ``places``: each row's file."""
+    parents = {folder.parent for folder in found}
+    for row, place in zip(rows, places):
+        if row["label_rule"] != "class_folder" or row["label"] == NORMAL:
+            continue
+        if any(p.parent in parents and p.name == row["source_label"] for p in place.parents):
+            row["label"] = own_class(row["source_label"])

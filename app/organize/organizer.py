@@ -34,7 +34,7 @@ from app.organize.pixel_rules import agree_with_siblings, fill_regions
 from app.organize.colour import dataset_channels
 from app.organize.multilabel import dataset_findings
 from app.label_maps import label_map
-from app.organize.classes import class_folders, settle_classes
+from app.organize.classes import class_folders, own_names_beside_unknown, settle_classes
 from app.organize.ordinal import grade_order, ordered_classes
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
@@ -404,6 +404,7 @@ def _organize(
     report(progress, "Looking at 2D images", 1, 1)
     context.class_folders = class_folders([Path(files[0].path) for files, _ in groups], root)
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
+    own_names_beside_unknown(rows, [Path(files[0].path) for files, _ in groups], context.class_folders)
     own_names = settle_classes(rows)
     fill_regions(rows, [[f.path for f in files] for files, _ in groups], progress)
     agree_with_siblings(rows, [[f.path for f in files] for files, _ in groups])

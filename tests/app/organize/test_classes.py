@@ -176,3 +176,14 @@ def test_tumour_types_without_a_normal_class_keep_their_names(ws, tmp_path: Path
 ])
 def test_grades_are_listed_least_first(classes: list[str], expected: list[str]) -> None:
     assert ordered_classes(classes) and grade_order(classes) == expected
+
+
+def test_known_classes_beside_unknown_ones_keep_their_own_names_too(ws, tmp_path: Path) -> None:
+    """Pneumonia and Covid would both be "infection" beside a "lung_cancer" of its own."""
+    root = tmp_path / "chest-xray-4-classes"
+    for c, cls in enumerate(("Normal", "Pneumonia", "Covid", "Lung_Cancer")):
+        for k in range(2):
+            png(root / cls / f"{cls}{k}.png", value=40 + 4 * c + k)
+    organize(ws, root, "four", workers=1)
+    assert _config(ws, "four")["classes"] == ["normal", "covid", "lung_cancer", "pneumonia"]
+    assert _config(ws, "four")["normal_class"] == "normal"
