@@ -10,6 +10,7 @@ own names are kept (``benign``, ``malignant``) and the scan report says so.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from app.organize.detect import NORMAL, SPELLINGS, _label_key, own_class
@@ -59,13 +60,17 @@ NOT_CLASSES = frozenset({
 })
 
 
-def class_folders(paths: list[Path], root: Path) -> dict[Path, str]:
+def class_folders(paths: list[Path], root: Path, identifies: Callable[[str], bool] = lambda name: False,
+                  ) -> dict[Path, str]:
     """Folders that are classes by their place: the other subfolders of a folder one of whose
     subfolders is a known class (OCT2017's CNV/, DME/ and DRUSEN/ beside NORMAL/; an
     Alzheimer set's VeryMildDemented/ beside NonDemented/). Folder -> its name, for the
-    folders under ``root`` that hold ``paths`` (the items). Names that sort files by anything
-    else (images/, masks/, train/, unsorted/...) and names with a number in them (patients,
-    series, dates; not a grade: ``grade_2``, ``KL3``) are never classes."""
+    folders under ``root`` that hold ``paths`` (the items: plain 2D images, the way public
+    class-folder sets come; a hospital's DICOM export names folders after patients). Names
+    that sort files by anything else (images/, masks/, train/, unsorted/...), names with a
+    number in them (patients, series, dates; not a grade: ``grade_2``, ``KL3``) and names
+    that ``identifies`` (a patient's name met in the scans' identifiers) are never classes:
+    a class name is written into every state file and exported bundle."""
     from app.organize.detect import LABEL_NAMES, STUDY_FOLDER, _label_key
     from app.organize.ordinal import GRADE
 
@@ -80,7 +85,7 @@ def class_folders(paths: list[Path], root: Path) -> dict[Path, str]:
 
     def may_be_class(name: str) -> bool:
         key = _label_key(name)
-        if not key or key in NOT_CLASSES:
+        if not key or key in NOT_CLASSES or identifies(name):
             return False
         return not any(c.isdigit() for c in name) or bool(GRADE.match(name.strip()))
 

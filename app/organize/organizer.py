@@ -42,7 +42,7 @@ from app.pseudonyms import pseudonymize
 from app.organize.review import apply_corrections, load_corrections
 from app.organize.rows import ROW_KEYS, natural_key, read_rows, row_place, write_rows  # noqa: F401  (re-exported)
 from app.organize.scan import IMAGE_2D, VOLUMES, FileRecord, Skipped, base_name, masked_stem, scan_tree
-from app.private import item_id, source_id
+from app.private import identifier_tokens, item_id, source_id, token_hash
 from app.organize.tables import (
     LabelTable, TableHit, TableReport, TreeIndex, is_negative, match_keys, match_tables, read_label_table,
     read_split_table,
@@ -402,7 +402,10 @@ def _organize(
     report(progress, "Looking at 2D images", 0, 1)
     context.looks = folder_looks([Path(files[0].path) for files, kind in groups if kind == "image2d"])
     report(progress, "Looking at 2D images", 1, 1)
-    context.class_folders = class_folders([Path(files[0].path) for files, _ in groups], root)
+    known = set(ws.private.identifier_hashes())
+    context.class_folders = class_folders(
+        [Path(files[0].path) for files, kind in groups if kind == "image2d"], root,
+        lambda name: any(token_hash(ws.secret(), t) in known for t in identifier_tokens(name)))
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
     own_names_beside_unknown(rows, [Path(files[0].path) for files, _ in groups], context.class_folders)
     own_names = settle_classes(rows)

@@ -187,3 +187,27 @@ def test_known_classes_beside_unknown_ones_keep_their_own_names_too(ws, tmp_path
     organize(ws, root, "four", workers=1)
     assert _config(ws, "four")["classes"] == ["normal", "covid", "lung_cancer", "pneumonia"]
     assert _config(ws, "four")["normal_class"] == "normal"
+
+
+def test_a_folder_named_after_a_patient_is_never_a_class(ws, tmp_path: Path) -> None:
+    """A class name is written into every state file and bundle: a folder beside Normal/ that
+    names a patient the scans met (here in a DICOM's PatientName) labels nothing, and a folder
+    of DICOM files (a hospital export names folders after patients) is never a class by place."""
+    from tests.app.organize.layouts import dicom
+
+    root = tmp_path / "export"
+    for k in range(2):
+        png(root / "Normal" / f"n{k}.png", value=40 + k)
+        png(root / "Mueller_Hans" / f"m{k}.png", value=60 + k)
+        dicom(root / "Doe_Jane" / f"slice{k}.dcm", modality="CR", patient="P77")
+    dicom(root / "Mueller_Hans" / "scout.dcm", modality="CR", patient="P78")
+    import pydicom
+
+    scout = pydicom.dcmread(root / "Mueller_Hans" / "scout.dcm")
+    scout.PatientName = "MUELLER^HANS"
+    scout.save_as(root / "Mueller_Hans" / "scout.dcm")
+    organize(ws, root, "export", workers=1)
+    config = _config(ws, "export")
+    assert config["classes"] == ["normal"]
+    written = "".join(p.read_text(errors="replace") for p in ws.organized_path("export").rglob("*") if p.is_file())
+    assert "mueller" not in written.lower() and "doe_jane" not in written.lower()
