@@ -175,33 +175,43 @@ REGION_WORDS = {
               "CABEZA", "CEREBRO", "CERVEAU", "NEURO", "CRANIAL", "CEREBRAL", "GLIOMA", "LGG",
               "CCT", "ENCEPHALE", "HIRN", "MPRAGE", "MEMPRAGE", "MENINGIOMA", "PITUITARY", "NOTUMOR",
               "INTRACRANIAL", "CRANIUM", "ORBIT", "ORBITS", "SINUS", "SINUSES", "IAC", "SELLA",
-              "BRATS", "HIPPOCAMPUS", "IXI", "OASIS", "ADNI", "ISLES", "STROKE"},
+              "BRATS", "HIPPOCAMPUS", "IXI", "OASIS", "ADNI", "ISLES", "STROKE",
+              # German, Italian, Dutch; the face and jaw are the head's
+              "CMRT", "NNH", "ENCEFALO", "SCHEDEL", "HERSENEN", "FACIAL", "MAXILLOFACIAL", "MANDIBLE", "MASTOID"},
     "chest": {"CHEST", "THORAX", "TORAX", "THORAKS", "LUNG", "LUNGS", "LUNGE", "POUMON", "PULMON",
               "PULMONAR", "CXR", "PNEUMONIA", "COVID", "COVID19", "THORACIC", "TB", "TUBERCULOSIS",
               "PULMONARY", "CTPA", "RIB", "RIBS", "STERNUM", "MEDIASTINUM", "MEDIASTINAL", "PLEURAL",
-              "PNEUMOTHORAX", "EMPHYSEMA", "LIDC", "CHESTX"},
+              "PNEUMOTHORAX", "EMPHYSEMA", "LIDC", "CHESTX", "TORACE"},
     "abdomen": {"ABDOMEN", "ABD", "ABDOMINAL", "BAUCH", "LIVER", "FOIE", "LEBER", "KIDNEY", "RENAL",
                 "PANCREAS", "ADRENAL", "ABDO", "ABDOM", "KIDNEYS", "HEPATIC", "BILIARY", "MRCP", "COLON",
                 "COLONOGRAPHY", "SPLEEN", "GALLBLADDER", "STOMACH", "KUB", "RUQ", "PANCREATIC",
-                "ENTEROGRAPHY", "UROGRAM", "KITS", "LITS"},
+                "ENTEROGRAPHY", "UROGRAM", "KITS", "LITS", "ADDOME", "ABDOME", "OBERBAUCH", "UNTERBAUCH",
+                "NIERE", "NIEREN", "HIGADO", "FEGATO", "RINON", "BUIK", "ABDOMINOPELVIC"},
     "pelvis": {"PELVIS", "BASSIN", "BECKEN", "PROSTATE", "HIP", "PELVIC", "PROSTATEX", "UTERUS",
                "UTERINE", "OVARY", "OVARIES", "OVARIAN", "BLADDER", "RECTUM", "RECTAL", "PERIANAL",
-               "SACROILIAC"},
+               "SACROILIAC", "HUFTE", "HUEFTE", "HANCHE", "CADERA", "BACINO", "BEKKEN", "HEUP", "QUADRIL",
+               "PROSTATA", "PELVE", "PELVIEN", "PELVIENNE", "ISG"},
     "spine": {"SPINE", "CSPINE", "TSPINE", "LSPINE", "RACHIS", "WIRBELSAULE", "COLUMNA", "LUMBAR",
               "CERVICAL", "THORACOLUMBAR", "SSPINE", "SACRUM", "COCCYX", "VERTEBRA", "VERTEBRAE",
-              "VERTEBRAL", "MYELOGRAM", "SCOLIOSIS", "LUMBOSACRAL"},
+              "VERTEBRAL", "MYELOGRAM", "SCOLIOSIS", "LUMBOSACRAL", "HWS", "BWS", "LWS", "LOMBAIRE", "RACHIDE",
+              "WERVELKOLOM", "COLUNA", "HALSWIRBELSAULE", "BRUSTWIRBELSAULE", "LENDENWIRBELSAULE"},
     "cardiac": {"HEART", "CARDIAC", "CORONARY", "COEUR", "HERZ", "CORAZON", "CARDIO", "CTA_CORONARY",
-                "ECHOCARDIOGRAM", "ECHOCARDIOGRAPHY", "TTE", "CCTA", "MYOCARDIAL", "CORONARIES"},
+                "ECHOCARDIOGRAM", "ECHOCARDIOGRAPHY", "TTE", "CCTA", "MYOCARDIAL", "CORONARIES", "CUORE",
+                "CORACAO", "KARDIO"},
     "breast": {"BREAST", "SEIN", "MAMMA", "MAMA", "MAMMO", "MAMMOGRAPHY", "BUSI", "MAMMOGRAM",
-               "TOMOSYNTHESIS", "BREASTS"},
+               "TOMOSYNTHESIS", "BREASTS", "MAMMELLA", "MAMMOGRAFIA", "MAMMOGRAPHIE", "MAMOGRAFIA"},
     "bone": {"BONE", "EXTREMITY", "HAND", "WRIST", "ELBOW", "KNEE", "ANKLE", "FOOT", "SHOULDER",
              "FEMUR", "TIBIA", "HUMERUS", "FRACTURE", "FRACTURED", "MURA", "OS", "KNOCHEN", "FINGER",
              "FOREARM", "THUMB", "CODO", "RODILLA", "MUNECA", "GENOU", "POIGNET", "MSK", "MUSCULOSKELETAL",
              "HANDS", "WRISTS", "ELBOWS", "KNEES", "ANKLES", "FEET", "SHOULDERS", "FINGERS", "TOE", "TOES",
              "FIBULA", "ULNA", "PATELLA", "CALCANEUS", "HEEL", "THIGH", "CLAVICLE", "SCAPULA", "BONEAGE",
-             "EXTREMITIES"},
+             "EXTREMITIES", "KNIE", "SCHULTER", "FUSS", "ELLENBOGEN", "HANDGELENK", "SPRUNGGELENK", "OSG",
+             "EPAULE", "CHEVILLE", "COUDE", "HOMBRO", "TOBILLO", "GINOCCHIO", "SPALLA", "CAVIGLIA", "PIEDE",
+             "GOMITO", "POLSO", "MANO", "SCHOUDER", "ENKEL", "VOET", "JOELHO", "OMBRO", "TORNOZELO",
+             "UNTERSCHENKEL", "OBERSCHENKEL", "UNTERARM", "OBERARM"},
     "neck": {"NECK", "THYROID", "CAROTID", "CAROTIDS", "LARYNX", "PAROTID", "CUELLO", "COU", "HALS",
-             "SALIVARY", "SUBMANDIBULAR", "PHARYNX", "OROPHARYNX", "NASOPHARYNX", "HYPOPHARYNX"},
+             "SALIVARY", "SUBMANDIBULAR", "PHARYNX", "OROPHARYNX", "NASOPHARYNX", "HYPOPHARYNX",
+             "SCHILDDRUSE", "SCHILDDRUESE", "THYROIDE", "TIROIDE", "TIROIDES", "COLLO", "PESCOCO", "TIREOIDE"},
 }
 BODY_PART_TAGS = {
     "HEAD": "brain", "BRAIN": "brain", "SKULL": "brain", "HEADNECK": "brain",
@@ -228,10 +238,20 @@ def region_from_body_part(header: Header, path: PurePath) -> str | None:
     return BODY_PART_TAGS.get(body_part_term(str(header.get("BodyPartExamined", ""))))
 
 
+# Words that name the spine itself: beside one, "thoracic" names the spine's level, not the
+# chest ("T2 TSE THORACIC SPINE" was read as the chest: the chest's words are looked up first).
+SPINE_CORE = {"SPINE", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "WIRBELSAULE", "RACHIS", "COLUMNA", "RACHIDE",
+              "WERVELKOLOM", "COLUNA", "HWS", "BWS", "LWS", "VERTEBRA", "VERTEBRAE", "MYELOGRAM", "SCOLIOSIS"}
+
+
+def _spine_levels_apart(words: set[str]) -> set[str]:
+    return words - {"THORACIC"} if words & SPINE_CORE else words
+
+
 def _region_of_words(words: set[str]) -> str | None:
     if "NECK" in words and words & {"HEAD", "HEADNECK", "HN"}:
         return "neck"  # a head-and-neck study (ENT oncology): the neck, whatever else it names
-    return _words_to_value(words, REGION_WORDS)
+    return _words_to_value(_spine_levels_apart(words), REGION_WORDS)
 
 
 def region_from_description(header: Header, path: PurePath) -> str | None:
@@ -254,6 +274,7 @@ def described_regions(header: Header) -> list[str]:
     IMAGES": abdomen, pelvis, chest); more than one leaves the main one to the pixels."""
     keys = ("StudyDescription", "SeriesDescription", "ProtocolName", "BodyPartExamined")
     words = _tokens(" ".join(str(header.get(k, "")) for k in keys))
+    words = _spine_levels_apart(words)
     found = [region for region, names in REGION_WORDS.items() if words & names]
     found += [BODY_PART_TAGS[w] for w in words if w in BODY_PART_TAGS]
     found += SPANS.get(body_part_term(str(header.get("BodyPartExamined", ""))), [])
