@@ -235,7 +235,9 @@ BODY_PART_TAGS = {
 
 
 def region_from_body_part(header: Header, path: PurePath) -> str | None:
-    return BODY_PART_TAGS.get(body_part_term(str(header.get("BodyPartExamined", ""))))
+    """The defined term, or the words of a value written freely ("Knie", "SCHAEDEL", "LWS")."""
+    value = str(header.get("BodyPartExamined", ""))
+    return BODY_PART_TAGS.get(body_part_term(value)) or _region_of_words(_tokens(value))
 
 
 # Words that name the spine itself: beside one, "thoracic" names the spine's level, not the

@@ -84,6 +84,8 @@ def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
          "dicom_description"),
         # German, French, Italian, Spanish, Dutch and Portuguese requests
         ({"StudyDescription": "MRT LWS nativ"}, "a/1.dcm", "spine", "dicom_description"),
+        ({"BodyPartExamined": "Knie"}, "a/1.dcm", "bone", "dicom_body_part"),  # written freely, not a defined term
+        ({"BodyPartExamined": "SCHAEDEL"}, "a/1.dcm", "brain", "dicom_body_part"),
         ({"StudyDescription": "HWS in 2 Ebenen"}, "a/1.dcm", "spine", "dicom_description"),
         ({"StudyDescription": "MRT Knie rechts"}, "a/1.dcm", "bone", "dicom_description"),
         ({"StudyDescription": "Hüfte links a.p."}, "a/1.dcm", "pelvis", "dicom_description"),
