@@ -101,7 +101,12 @@ def _named(header: Header, path: PurePath) -> list[str]:
 MODALITY_TAGS = {
     "CT": "CT", "MR": "MR", "CR": "XR", "DX": "XR", "DR": "XR", "RG": "XR", "XR": "XR",
     "US": "US", "PT": "PET", "NM": "NM", "MG": "MG", "XA": "XA", "RF": "XR", "OT": "",
+    "PX": "XR", "IO": "XR",  # dental: a panoramic and an intra-oral radiograph
 }
+# Any other of DICOM's modality codes (OPT, OP, ES, SM, XC, DMS...) is kept as it is written: the
+# scanner's own word outranks a guess from folder names; these are not images, nor modalities.
+NOT_MODALITIES = {"SC", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "KO", "PR", "REG", "DOC", "AU",
+                  "ECG", "HD", "PLAN", "FID"}
 MODALITY_WORDS = {
     "CT": {"CT", "CTA", "CCT", "SCANNER", "TOMODENSITOMETRIE"},
     "MR": {"MR", "MRI", "MRA", "IRM", "MRT", "T1", "T2", "T1W", "T2W", "FLAIR", "MPRAGE", "DWI", "LGG"},
@@ -135,7 +140,11 @@ def is_mammogram(header: Header) -> bool:
 
 
 def modality_from_tag(header: Header, path: PurePath) -> str | None:
-    found = MODALITY_TAGS.get(str(header.get("Modality", "")).upper()) or None
+    tag = str(header.get("Modality", "")).strip().upper()
+    found = MODALITY_TAGS.get(tag)
+    if found is None and re.fullmatch(r"[A-Z]{2,4}", tag) and tag not in NOT_MODALITIES:
+        found = tag
+    found = found or None
     if found in (None, "XR") and is_mammogram(header):
         return "MG"  # a breast storage class or a mammography view, whatever the Modality tag says
     if found == "XR" and body_part_term(str(header.get("BodyPartExamined", ""))) == "BREAST":

@@ -27,6 +27,10 @@ from app.organize.detect import (
         ({"Modality": "CT", "ViewPosition": "CC"}, "x/IM1.dcm", "CT", "dicom_modality_tag"),
         ({}, "Training/glioma/Tr-gl_0001.jpg", "MR", "brain_2d_image"),
         ({}, "misc/thing.xyz", "OT", "none"),
+        # DICOM's other codes are kept as written (an OCT volume is no radiograph); dental X-rays are XR
+        ({"Modality": "OPT"}, "oct/scan/1.dcm", "OPT", "dicom_modality_tag"),
+        ({"Modality": "PX"}, "x/IM1.dcm", "XR", "dicom_modality_tag"),
+        ({"Modality": "SC"}, "x/IM1.dcm", "OT", "none"),
     ],
 )
 def test_modality_rules(header: dict, path: str, value: str, rule: str) -> None:
