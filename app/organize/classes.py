@@ -13,7 +13,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from app.organize.detect import NORMAL, SPELLINGS, _label_key, own_class
+from app.organize.detect import NORMAL, SPELLINGS, label_key, own_class
 
 
 # Rules whose names sort a dataset into classes. A lesion outline (SEG, RTSTRUCT, a mask) only
@@ -36,7 +36,7 @@ def settle_classes(rows: list[dict[str, Any]]) -> dict[str, Any]:
     merged = next(iter(classes))
 
     def own(source: str) -> str:
-        key = _label_key(source)
+        key = label_key(source)
         return merged if SPELLINGS.get(key, key) == merged else own_class(source)
 
     named = [r for r in labeled if r["label_rule"] in CLASS_RULES]
@@ -71,7 +71,7 @@ def class_folders(paths: list[Path], root: Path, identifies: Callable[[str], boo
     number in them (patients, series, dates; not a grade: ``grade_2``, ``KL3``) and names
     that ``identifies`` (a patient's name met in the scans' identifiers) are never classes:
     a class name is written into every state file and exported bundle."""
-    from app.organize.detect import LABEL_NAMES, STUDY_FOLDER, _label_key
+    from app.organize.detect import LABEL_NAMES, STUDY_FOLDER, label_key
     from app.organize.ordinal import GRADE
 
     children: dict[Path, set[str]] = {}
@@ -81,10 +81,10 @@ def class_folders(paths: list[Path], root: Path, identifies: Callable[[str], boo
             children.setdefault(folder.parent, set()).add(folder.name)
 
     def known(name: str) -> bool:
-        return bool(LABEL_NAMES.get(_label_key(name)) or STUDY_FOLDER.match(name))
+        return bool(LABEL_NAMES.get(label_key(name)) or STUDY_FOLDER.match(name))
 
     def may_be_class(name: str) -> bool:
-        key = _label_key(name)
+        key = label_key(name)
         if not key or key in NOT_CLASSES or identifies(name):
             return False
         return not any(c.isdigit() for c in name) or bool(GRADE.match(name.strip()))

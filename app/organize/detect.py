@@ -449,7 +449,7 @@ LABEL_NAMES = {
 }
 # A label cell that says nobody knows: the item is unlabeled, not a class (ISIC's "unknown").
 NO_LABEL = frozenset({"unknown", "unk", "na", "nan", "notavailable", "missing", "unlabeled", "unlabelled",
-                      "uncertain", ""})  # folded as _label_key folds: "N/A" is "na", "?" is ""
+                      "uncertain", ""})  # folded as label_key folds: "N/A" is "na", "?" is ""
 # The anomaly classes' own spellings: a dataset that writes "tumour" for one folder and "tumor"
 # in a table names one class, not two (settle_classes).
 SPELLINGS = {"tumour": "tumor", "haemorrhage": "hemorrhage", "oedema": "edema", "fractured": "fracture"}
@@ -459,13 +459,13 @@ def _first_finding(label: str) -> str:
     """'Effusion|Pneumothorax' -> the first finding that maps to a class other than other_anomaly."""
     parts = [p for p in label.split("|") if p]
     for part in parts:
-        mapped = LABEL_NAMES.get(_label_key(part))
+        mapped = LABEL_NAMES.get(label_key(part))
         if mapped and mapped != "other_anomaly":
             return part
     return parts[0] if parts else label
 
 
-def _label_key(name: str) -> str:
+def label_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", _fold(name).lower())
 
 
@@ -479,7 +479,7 @@ def label_from_folder(header: Header, path: PurePath) -> str | None:
         study = STUDY_FOLDER.match(part)
         if study:
             return study.group(1).lower()
-        if LABEL_NAMES.get(_label_key(part)):
+        if LABEL_NAMES.get(label_key(part)):
             return part
     return None
 
@@ -553,7 +553,7 @@ def anomaly_class(source_label: str) -> str:
     one); a name this tool does not know keeps its own (own_class): "0" and "1", or "nv" and
     "mel", are two classes, never both "other_anomaly"."""
     first = _first_finding(source_label)
-    return LABEL_NAMES.get(_label_key(first)) or own_class(first)
+    return LABEL_NAMES.get(label_key(first)) or own_class(first)
 
 
 def own_class(name: str) -> str:
@@ -569,7 +569,7 @@ def own_class(name: str) -> str:
 
 def is_no_label(value: str) -> bool:
     """A label cell that says the label is not known ("unknown", "n/a", "NaN", empty)."""
-    return _label_key(value) in NO_LABEL
+    return label_key(value) in NO_LABEL
 
 
 # -- patient -----------------------------------------------------------------------
