@@ -211,3 +211,16 @@ def test_a_folder_named_after_a_patient_is_never_a_class(ws, tmp_path: Path) -> 
     assert config["classes"] == ["normal"]
     written = "".join(p.read_text(errors="replace") for p in ws.organized_path("export").rglob("*") if p.is_file())
     assert "mueller" not in written.lower() and "doe_jane" not in written.lower()
+
+
+def test_the_older_brain_tumour_set_names_the_same_classes_as_the_newer(ws, tmp_path: Path) -> None:
+    """glioma_tumor/, meningioma_tumor/, pituitary_tumor/, no_tumor/ (Kaggle's "Brain Tumor
+    Classification (MRI)"): tumor and normal, as glioma/ ... notumor/ are."""
+    root = tmp_path / "brain-tumor-classification-mri" / "Training"
+    for c, cls in enumerate(("glioma_tumor", "meningioma_tumor", "pituitary_tumor", "no_tumor")):
+        for k in range(2):
+            png(root / cls / f"image({k + 1}).png", value=40 + 4 * c + k)
+    organize(ws, root.parent, "older", workers=1)
+    rows = _rows(ws, "older")
+    assert Counter(r["label"] for r in rows) == {"tumor": 6, "normal": 2}
+    assert {r["region"] for r in rows} == {"brain"}
