@@ -476,8 +476,15 @@ STUDY_FOLDER = re.compile(r"^study\d+_(positive|negative)$", re.IGNORECASE)  # M
 
 def label_from_folder(header: Header, path: PurePath) -> str | None:
     """The nearest folder whose name is a known class name; returns that folder name
-    (a MURA study folder, ``study2_positive``: its last word)."""
-    for part in reversed(path.parent.parts):
+    (a MURA study folder, ``study2_positive``: its last word). A folder that holds a label
+    table (``TableFolders`` in the header, paths as ``path`` writes them) names a dataset,
+    not a class: "pneumonia/images/*.png" with "pneumonia/labels.csv" is a mix of classes."""
+    folders = path.parent.parts
+    holders = {PurePath(f) for f in header.get("TableFolders", ())}
+    for k in range(len(folders) - 1, -1, -1):
+        part, place = folders[k], PurePath(*folders[: k + 1])
+        if any(h == place or place in h.parents for h in holders):
+            continue
         study = STUDY_FOLDER.match(part)
         if study:
             return study.group(1).lower()

@@ -150,6 +150,7 @@ class Context:
     facts: JsonFacts | None = None  # what BIDS sidecars and dataset descriptions say
     class_folders: dict[Path, str] = field(default_factory=dict)  # folders that are classes by their place
     label_maps: dict[str, list[int]] = field(default_factory=dict)  # label map volume -> the values in it
+    table_folders: tuple[str, ...] = ()  # the folders that hold label tables, as rows' paths write them
 
 
 def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Context, list[Skipped]]:
@@ -194,7 +195,9 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
     matches = match_tables(tables, index)
     context = Context(tables, masks, secret, splits=match_keys(splits, index), hits=matches.hits,
                       table_reports=matches.reports, root_name=root.name, annotations=annotations,
-                      mask_note=mask_note, facts=facts, label_maps=label_maps)
+                      mask_note=mask_note, facts=facts, label_maps=label_maps,
+                      table_folders=tuple(sorted({str(PurePath(root.name, Path(p).parent.relative_to(root)))
+                                                  for p, _ in tables})))
     return context, unused
 
 
@@ -242,6 +245,8 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     relative = PurePath(context.root_name, path.relative_to(root))
     header = context.facts.header(middle) if context.facts else dict(middle.header)
     table_hit, table_label = _table_label(files, context)
+    if context.table_folders:
+        header["TableFolders"] = context.table_folders
     folder_label = label_from_folder(header, relative)
     conflict = bool(table_hit and folder_label and anomaly_class(table_label) != anomaly_class(folder_label))
     if table_hit:

@@ -230,3 +230,22 @@ def test_vindr_rows_of_several_radiologists_make_one_label_per_image(ws, tmp_pat
     assert labels["a1b2"] == ("normal", "No finding")
     assert labels["c3d4"] == ("aortic_enlargement", "Aortic enlargement"), "a finding wins over another's No finding"
     assert labels["e5f6"][1] == "Cardiomegaly|Pleural effusion"
+
+
+def test_a_folder_that_holds_the_label_table_is_no_class(ws, tmp_path: Path) -> None:
+    """The user's folder is named after the study ("pneumonia"), its images are a mix and a
+    table says which is which. Read as a class folder, its name made every normal of the
+    table a conflict (unlabeled) and an image the table leaves out "infection"."""
+    from tests.app.organize.layouts import png
+
+    base = tmp_path / "pneumonia"
+    for k in range(6):
+        png(base / "images" / f"scan{k}.png", value=40 + k)
+    (base / "labels.csv").write_text("filename,label\n" + "".join(
+        f"scan{k}.png,{'pneumonia' if k % 2 else 'normal'}\n" for k in range(5)))
+    result = organize(ws, base, "study", workers=1)
+    out = ws.organized_path("study")
+    labels = {Path(r["path"]).name: r["label"] for r in placed(ws, read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv"))}
+    assert result.conflicts == 0
+    assert labels == {"scan0.png": "normal", "scan1.png": "infection", "scan2.png": "normal", "scan3.png": "infection",
+                      "scan4.png": "normal", "scan5.png": ""}
