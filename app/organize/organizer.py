@@ -247,15 +247,15 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
     table_hit, table_label = _table_label(files, context)
     if context.table_folders:
         header["TableFolders"] = context.table_folders
-    folder_label = label_from_folder(header, relative)
+    place = next((context.class_folders[p] for p in path.parents if p in context.class_folders), "")
+    if place:
+        header["ClassFolder"] = place
+    folder_label = label_from_folder(header, relative) or place
     conflict = bool(table_hit and folder_label and anomaly_class(table_label) != anomaly_class(folder_label))
     if table_hit:
         header.update(TableModality=table_hit.table.modality, TableRegion=table_hit.table.region)
         if not conflict:
             header["LabelTable"] = table_label
-    place = next((context.class_folders[p] for p in path.parents if p in context.class_folders), "")
-    if place:
-        header["ClassFolder"] = place
     mask_key = (str(path.parent), path.name.split(".")[0])
     if mask_key in context.masks:
         header["MaskNonEmpty"] = context.masks[mask_key]

@@ -224,3 +224,14 @@ def test_the_older_brain_tumour_set_names_the_same_classes_as_the_newer(ws, tmp_
     rows = _rows(ws, "older")
     assert Counter(r["label"] for r in rows) == {"tumor": 6, "normal": 2}
     assert {r["region"] for r in rows} == {"brain"}
+
+
+def test_a_table_that_disagrees_with_a_class_folder_found_by_place_is_a_conflict(ws, tmp_path: Path) -> None:
+    root = tmp_path / "OCT2017"
+    for c, cls in enumerate(("CNV", "NORMAL")):
+        for k in range(2):
+            png(root / "train" / cls / f"{cls}-{k}.png", value=40 + 4 * c + k)
+    (tmp_path / "OCT2017" / "labels.csv").write_text("path,label\ntrain/CNV/CNV-0.png,NORMAL\n")
+    result = organize(ws, root, "oct", workers=1)
+    labels = _labels(ws, "oct")
+    assert result.conflicts == 1 and labels["CNV-0.png"] == "" and labels["CNV-1.png"] == "cnv"
