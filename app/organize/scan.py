@@ -114,9 +114,11 @@ class NotAnImage(Exception):
 
 def is_mask(path: Path) -> bool:
     """A segmentation mask rather than an image: ``*_mask.png``, a volume's label map
-    (``segmentation.nii.gz``, ``*_seg-manual.nii.gz``) or a file in ``masks/`` or ``labelsTr/``."""
-    stem = path.name.lower().split(".")[0]
-    return stem.endswith(MASK_SUFFIXES) or bool(MASK_NAME.search(stem)) or path.parent.name.lower() in MASK_FOLDERS
+    (``segmentation.nii.gz``, ``*_seg-manual.nii.gz``) or a file in ``masks/``, ``labelsTr/``
+    or a folder whose name ends in "mask" (Montgomery's ``ManualMask/leftMask/``, ``lung_masks/``)."""
+    stem, folder = path.name.lower().split(".")[0], path.parent.name.lower()
+    return (stem.endswith(MASK_SUFFIXES) or bool(MASK_NAME.search(stem)) or folder in MASK_FOLDERS
+            or folder.endswith(("mask", "masks")))
 
 
 def base_name(name: str, suffixes: tuple[str, ...]) -> str:

@@ -235,3 +235,17 @@ def test_a_table_that_disagrees_with_a_class_folder_found_by_place_is_a_conflict
     result = organize(ws, root, "oct", workers=1)
     labels = _labels(ws, "oct")
     assert result.conflicts == 1 and labels["CNV-0.png"] == "" and labels["CNV-1.png"] == "cnv"
+
+
+def test_montgomery_lung_masks_are_no_images(ws, tmp_path: Path) -> None:
+    """ManualMask/leftMask/ and rightMask/ hold the lungs' outlines under the radiographs' own
+    names: read as images they were radiographs labeled from their names."""
+    root = tmp_path / "MontgomerySet"
+    for k in range(4):
+        name = f"MCUCXR_{k + 1:04d}_{k % 2}.png"
+        png(root / "CXR_png" / name, value=40 + k)
+        png(root / "ManualMask" / "leftMask" / name, mask_on=True)
+        png(root / "ManualMask" / "rightMask" / name, mask_on=True)
+    result = organize(ws, root, "montgomery", workers=1)
+    assert result.items == 4
+    assert {Path(r["path"]).parent.name for r in _rows(ws, "montgomery")} == {"CXR_png"}
