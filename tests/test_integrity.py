@@ -243,6 +243,27 @@ def test_declared_sizes_are_checked_before_pixels_are_decoded(tmp_path: Path) ->
 
 
 
+@pytest.mark.parametrize("name, why", [
+    ("MR_small_padded.dcm", "128 bytes more pixel data than declared: padding, which readers leave aside"),
+    ("SC_rgb_jpeg.dcm", "written implicit under an explicit transfer syntax: the check misread the length"),
+])
+def test_pixel_data_that_readers_decode_is_not_refused(tmp_path: Path, name: str, why: str) -> None:
+    """Both of pydicom's own test files decode; the size check refused them as unreadable."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from app.imaging import read_dicom_2d
+    from app.organize.scan import scan_file
+
+    root = tmp_path / "in"
+    root.mkdir()
+    copy = Path(shutil.copy(get_testdata_file(name), root / name))
+    found = scan_file(copy, root, b"k")[0]
+    assert type(found).__name__ == "FileRecord", (why, getattr(found, "reason", ""))
+    assert read_dicom_2d(copy).ndim == 2
+
+
 def test_subsampled_colour_ultrasound_is_read_and_its_declared_size_still_checked(tmp_path: Path) -> None:
     """YBR_FULL_422 stores two chroma samples for every two pixels: 2 bytes a pixel, not 3. A real
     elbow ultrasound of dcm4che's test data in this form was once skipped as 'unreadable'."""
