@@ -31,7 +31,7 @@ from app.private import identifier_tokens, item_id, token_hash
 from app.progress import Progress, report
 
 IMAGE_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".hdr", ".nhdr")
+VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".hdr", ".nhdr", ".mnc")  # .mnc: MINC2 (ITK reads it)
 # Headers whose voxels sit in another file: MetaImage .mhd + .raw (LUNA16), Analyze/NIfTI pair
 # .hdr + .img (OASIS-1), detached NRRD .nhdr + .raw.gz.
 DETACHED = (".mhd", ".hdr", ".nhdr")
@@ -323,6 +323,11 @@ def _check_plain_image(path: Path) -> None:
 
 def _check_volume(path: Path) -> None:
     name = path.name.lower()
+    if name.endswith(".mnc"):
+        with open(path, "rb") as handle:
+            if handle.read(3) == b"CDF":  # MINC1 is netCDF; MINC2 is HDF5
+                raise ValueError("a MINC1 file (netCDF), which ITK does not read: convert it to MINC2 "
+                                 "(mincconvert -2) or to NIfTI (mnc2nii)")
     if not name.endswith((".nii", ".nii.gz")):
         from app.imaging import simpleitk
 
@@ -402,9 +407,17 @@ def _read_dicom(handle: Any, size: int) -> tuple[dict[str, Any], str, str, float
 
 
 ARCHIVE = "an image archive (.npz or .h5, MedMNIST style); organize that file itself, not its folder"
-# Files people leave beside their images, and what to do with them.
+# Files people leave beside their images, and what they are (or what to do with them).
+# CIFTI files end in .nii but hold values on a brain's grayordinates, not an image (CIFTI-2's
+# own names); neuroimaging trees (HCP) keep them beside the volumes.
+CIFTI = (".dconn.nii", ".dtseries.nii", ".dscalar.nii", ".dlabel.nii", ".pconn.nii", ".ptseries.nii",
+         ".pscalar.nii", ".plabel.nii", ".dpconn.nii", ".pdconn.nii", ".dfan.nii", ".fibertemp.nii")
 PACKED = {(".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar"): "a packed archive; unpack it, then organize the folder",
-          (".xlsx", ".xls", ".ods"): "a spreadsheet; save it as CSV to use it as a label table"}
+          (".xlsx", ".xls", ".ods"): "a spreadsheet; save it as CSV to use it as a label table",
+          CIFTI: "a CIFTI file (values on the brain's surface and grey matter, such as time series or "
+                 "connectivity), not an image",
+          (".gii",): "a GIFTI surface, not an image",
+          (".trk", ".tck"): "a tractography file (streamlines), not an image"}
 
 
 def _kept(values: dict[str, Any]) -> dict[str, Any]:
@@ -470,7 +483,7 @@ def scan_file(path: Path, root: Path, secret: bytes) -> tuple[FileRecord | Skipp
         kind = file_format(path)
         if kind is None and path.name.lower().endswith(STORE_SUFFIXES):
             return Skipped(shown, ARCHIVE), signature
-        packed = next((why for ends, why in PACKED.items() if kind is None and path.name.lower().endswith(ends)), None)
+        packed = next((why for ends, why in PACKED.items() if path.name.lower().endswith(ends)), None)
         if packed:
             return Skipped(shown, packed), signature
         if kind is None:

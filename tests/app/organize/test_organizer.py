@@ -399,3 +399,28 @@ def test_the_same_files_and_seed_give_the_same_splits_in_any_workspace(demo_ws, 
     first = {Path(r["path"]).name + r["sha256"]: r["split"] for r in _all_rows(demo_ws, "demo")}
     second = {Path(r["path"]).name + r["sha256"]: r["split"] for r in _all_rows(other, "again")}
     assert first == second
+
+
+def test_minc2_is_a_volume_and_minc1_cifti_and_surfaces_say_what_they_are(ws, tmp_path) -> None:
+    """nibabel's own test files: a MINC2 volume is read (ITK reads it); a MINC1 one, a CIFTI
+    connectivity matrix (a .nii that is no image: it was organized as an MR volume), a GIFTI
+    surface and a tractography file are skipped, each with what it is."""
+    import shutil
+
+    import nibabel
+
+    data = Path(nibabel.__file__).parent / "tests" / "data"
+    if not (data / "small.mnc").exists():
+        pytest.skip("nibabel's test data is not installed")
+    root = tmp_path / "neuro"
+    root.mkdir()
+    for name in ("small.mnc", "minc1_1_scale.mnc", "row_major.dconn.nii", "simple.trk", "anatomical.nii"):
+        shutil.copy(data / name, root / name)
+    (root / "lh.white.surf.gii").write_bytes(b"<?xml version='1.0'?><GIFTI></GIFTI>")
+    result = organize(ws, root, "neuro", workers=1)
+    assert result.items == 2
+    report = json.loads((ws.organized_path("neuro") / "scan_report.json").read_text())
+    reasons = sorted(s["reason"] for s in report["skipped"])
+    assert any(r.startswith("a CIFTI file") for r in reasons)
+    assert any("a MINC1 file" in r for r in reasons)
+    assert "a GIFTI surface, not an image" in reasons and "a tractography file (streamlines), not an image" in reasons
