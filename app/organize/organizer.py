@@ -45,7 +45,7 @@ from app.organize.scan import IMAGE_2D, VOLUMES, FileRecord, Skipped, base_name,
 from app.private import identifier_tokens, item_id, source_id, token_hash
 from app.organize.tables import (
     LabelTable, TableHit, TableReport, TreeIndex, is_negative, match_keys, match_tables, read_label_table,
-    read_split_table,
+    read_split_table, table_dialect,
 )
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
 from app.progress import Progress, report
@@ -216,7 +216,7 @@ def _unused_table_reason(path: Path) -> str:
     """Why a CSV file is not read: MURA's study lists say what its folder names say."""
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-            first = next(csv.reader(handle), [])
+            first = next(csv.reader(handle, dialect=table_dialect(handle)), [])
     except (OSError, csv.Error):
         first = []
     if len(first) == 2 and first[0].rstrip().endswith("/") and first[1].strip() in ("0", "1"):

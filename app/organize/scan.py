@@ -36,7 +36,7 @@ VOLUMES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".hdr", ".nhdr", ".mnc") 
 # .hdr + .img (OASIS-1), detached NRRD .nhdr + .raw.gz.
 DETACHED = (".mhd", ".hdr", ".nhdr")
 DATA_FILES = (".raw", ".raw.gz", ".zraw", ".img", ".img.gz")
-TABLES = (".csv",)
+TABLES = (".csv", ".tsv")
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label")
 MASK_FOLDERS = {"masks", "mask", "segmentations", "segmentation", "ground_truth", "groundtruth",
                 "labelstr", "labelsts"}  # the last two: the Medical Segmentation Decathlon's label maps

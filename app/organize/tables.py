@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app.organize.detect import anomaly_class, is_no_label
 
@@ -151,6 +152,21 @@ def _merge(old: str | None, new: str) -> str:
     return "|".join(sorted(set(old.split("|")) | {new}))
 
 
+class _Semicolons(csv.excel):
+    delimiter = ";"
+
+
+def table_dialect(handle: Any) -> type[csv.Dialect]:
+    """The CSV dialect of an open table, the handle left at its start: commas, or the semicolons
+    of a spreadsheet saved where the comma is the decimal mark, or tabs (.tsv). The header
+    line decides: it holds names, not values, so the mark between them is the delimiter."""
+    header = handle.readline()
+    handle.seek(0)
+    counts = {mark: header.count(mark) for mark in (",", ";", "\t")}
+    mark = max(counts, key=lambda m: (counts[m], m == ","))  # a tie (none at all): commas
+    return {",": csv.excel, ";": _Semicolons, "\t": csv.excel_tab}[mark]
+
+
 def is_negative(label: str) -> bool:
     """"normal", or a single name of it ("No finding", "healthy")."""
     return label == NEGATIVE or ("|" not in label and anomaly_class(label) == NEGATIVE)
@@ -160,7 +176,7 @@ def read_label_table(path: Path) -> LabelTable | None:
     """Parse ``path`` if it is a label table of a known or generic layout, else None."""
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-            reader = csv.DictReader(handle, restval="")  # a short row: its missing cells are empty
+            reader = csv.DictReader(handle, dialect=table_dialect(handle), restval="")  # short rows: empty cells
             columns = reader.fieldnames or []
             rows = iter(reader)
             first = next(rows, None)
@@ -191,7 +207,7 @@ def read_split_table(path: Path) -> dict[str, str] | None:
     and "split": train / val / test), e.g. a dataset's official splits, by image key; else None."""
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-            reader = csv.DictReader(handle, restval="")  # a short row: its missing cells are empty
+            reader = csv.DictReader(handle, dialect=table_dialect(handle), restval="")  # short rows: empty cells
             lower = {c.lower().strip(): c for c in reader.fieldnames or []}
             image = next((lower[c] for c in ("image index", *GENERIC_PATH, *GENERIC_IMAGE) if c in lower), None)
             if not image or "split" not in lower:

@@ -249,3 +249,21 @@ def test_a_folder_that_holds_the_label_table_is_no_class(ws, tmp_path: Path) -> 
     assert result.conflicts == 0
     assert labels == {"scan0.png": "normal", "scan1.png": "infection", "scan2.png": "normal", "scan3.png": "infection",
                       "scan4.png": "normal", "scan5.png": ""}
+
+
+@pytest.mark.parametrize("name, mark", [("labels.csv", ";"), ("labels.tsv", "\t"), ("labels.csv", ",")])
+def test_a_label_table_saved_with_semicolons_or_tabs_is_read(ws, tmp_path: Path, name: str, mark: str) -> None:
+    """A spreadsheet saved where the comma is the decimal mark writes semicolons; before, such a
+    table was 'not a label table' and everything stayed unlabeled."""
+    from tests.app.organize.layouts import png
+
+    root = tmp_path / "study"
+    for k in range(4):
+        png(root / "images" / f"scan{k}.png", value=40 + k)
+    rows = [["filename", "label", "score"]] + [[f"scan{k}.png", "pneumonia" if k % 2 else "normal", "0,5"]
+                                                for k in range(4)]
+    (root / name).write_text("".join(mark.join(r) + "\n" for r in rows) if mark != "," else
+                             "filename,label\n" + "".join(f"scan{k}.png,{'pneumonia' if k % 2 else 'normal'}\n"
+                                                          for k in range(4)))
+    result = organize(ws, root, "study", workers=1)
+    assert (result.labeled, result.classes) == (4, {"normal": 2, "infection": 2})
