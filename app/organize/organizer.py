@@ -44,8 +44,8 @@ from app.organize.rows import ROW_KEYS, natural_key, read_rows, row_place, write
 from app.organize.scan import IMAGE_2D, VOLUMES, FileRecord, Skipped, base_name, masked_stem, scan_tree
 from app.private import identifier_tokens, item_id, source_id, token_hash
 from app.organize.tables import (
-    LabelTable, TableHit, TableReport, TreeIndex, is_negative, match_keys, match_tables, read_label_table,
-    read_split_table, table_dialect,
+    LabelTable, TableHit, TableReport, TreeIndex, free_text, is_negative, match_keys, match_tables, read_label_table,
+    open_table, read_split_table, table_dialect,
 )
 from app.organize.splits import SPLITS, assign_splits, check_patient_disjoint
 from app.progress import Progress, report
@@ -166,7 +166,9 @@ def _context(records: list[FileRecord], secret: bytes, root: Path) -> tuple[Cont
         elif record.format == "table":
             table = read_label_table(path)
             given = None if table else read_split_table(path)
-            if table:
+            if table and free_text(table):
+                unused.append(Skipped(str(path.relative_to(root)), free_text(table)))
+            elif table:
                 tables.append((record.path, table))
             elif given:
                 splits.update(given)
@@ -215,7 +217,7 @@ def _label_map_note(rows: list[dict[str, Any]], maps: int) -> str:
 def _unused_table_reason(path: Path) -> str:
     """Why a CSV file is not read: MURA's study lists say what its folder names say."""
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        with open_table(path) as handle:
             first = next(csv.reader(handle, dialect=table_dialect(handle)), [])
     except (OSError, csv.Error):
         first = []

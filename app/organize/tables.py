@@ -12,6 +12,7 @@ sits in several folders (``image1.png`` in every class folder) is never guessed.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -97,8 +98,10 @@ def _chexpert(row: Row) -> tuple[str, str, str]:
 
 
 GENERIC_PATH = ("path", "image_path", "filepath", "file_path", "relative_path", "img_path")
-GENERIC_IMAGE = ("image", "filename", "file", "image_id", "img", "name", "image_name", "file_name")
+GENERIC_IMAGE = ("image", "filename", "file", "image_id", "img", "name", "image_name", "file_name",
+                 "dateiname", "datei", "bild", "fichier", "nom_fichier", "archivo", "imagen")  # de, fr, es
 GENERIC_LABEL = ("label", "class", "diagnosis", "finding", "target", "category", "dx",  # HAM10000: dx
+                 "klasse", "diagnose", "classe", "etiquette", "diagnostic", "clase", "etiqueta",  # de, fr, es
                  "class_name")  # VinDr-CXR: one row per box and radiologist ("No finding" or the finding)
 # Images of one lesion (HAM10000's lesion_id) are one patient's at least: never in two splits.
 GENERIC_PATIENT = ("patient_id", "patient", "subject", "subject_id", "patientid", "lesion_id")
@@ -130,6 +133,7 @@ TABLE_LAYOUTS = [
     TableLayout("chexpert", frozenset({"Path", "No Finding", "Frontal/Lateral"}), _chexpert, "XR", "chest"),
 ]
 NEGATIVE = "normal"
+FREE_TEXT_VALUES = 50  # more different labels than this, in over a fifth of the rows: report text, not classes
 
 
 @dataclass
@@ -152,6 +156,17 @@ def _merge(old: str | None, new: str) -> str:
     return "|".join(sorted(set(old.split("|")) | {new}))
 
 
+def open_table(path: Path) -> io.StringIO:
+    """A table's text: UTF-8 (a byte-order mark aside), else Windows-1252, the encoding Excel
+    saves CSV in on most European Windows machines ("Läsion", "Hüfte" kept, not replaced)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    return io.StringIO(text, newline="")
+
+
 class _Semicolons(csv.excel):
     delimiter = ";"
 
@@ -167,6 +182,15 @@ def table_dialect(handle: Any) -> type[csv.Dialect]:
     return {",": csv.excel, ";": _Semicolons, "\t": csv.excel_tab}[mark]
 
 
+def free_text(table: LabelTable) -> str:
+    """Why a table's label column is free text (a report), not classes; "" when it is classes."""
+    values = {label for label in table.labels.values() if "|" not in label}
+    if len(values) > FREE_TEXT_VALUES and len(values) > 0.2 * len(table.labels):
+        return (f"its label column holds {len(values)} different values in {len(table.labels)} rows, free text "
+                "or measurements rather than classes; keep one column of class names")
+    return ""
+
+
 def is_negative(label: str) -> bool:
     """"normal", or a single name of it ("No finding", "healthy")."""
     return label == NEGATIVE or ("|" not in label and anomaly_class(label) == NEGATIVE)
@@ -175,7 +199,7 @@ def is_negative(label: str) -> bool:
 def read_label_table(path: Path) -> LabelTable | None:
     """Parse ``path`` if it is a label table of a known or generic layout, else None."""
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        with open_table(path) as handle:
             reader = csv.DictReader(handle, dialect=table_dialect(handle), restval="")  # short rows: empty cells
             columns = reader.fieldnames or []
             rows = iter(reader)
@@ -206,7 +230,7 @@ def read_split_table(path: Path) -> dict[str, str] | None:
     """A list of given splits (columns: an image column of GENERIC_PATH, GENERIC_IMAGE or "Image Index",
     and "split": train / val / test), e.g. a dataset's official splits, by image key; else None."""
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        with open_table(path) as handle:
             reader = csv.DictReader(handle, dialect=table_dialect(handle), restval="")  # short rows: empty cells
             lower = {c.lower().strip(): c for c in reader.fieldnames or []}
             image = next((lower[c] for c in ("image index", *GENERIC_PATH, *GENERIC_IMAGE) if c in lower), None)

@@ -267,3 +267,33 @@ def test_a_label_table_saved_with_semicolons_or_tabs_is_read(ws, tmp_path: Path,
                                                           for k in range(4)))
     result = organize(ws, root, "study", workers=1)
     assert (result.labeled, result.classes) == (4, {"normal": 2, "infection": 2})
+
+
+def test_a_table_saved_by_excel_in_windows_1252_keeps_its_accents(ws, tmp_path: Path) -> None:
+    from tests.app.organize.layouts import png
+
+    root = tmp_path / "studie"
+    for k in range(4):
+        png(root / "bilder" / f"bild{k}.png", value=40 + k)
+    text = "Dateiname;Klasse\n" + "".join(f"bild{k}.png;{'Läsion' if k % 2 else 'normal'}\n" for k in range(4))
+    (root / "befunde.csv").write_bytes(text.encode("cp1252"))
+    organize(ws, root, "studie", workers=1)
+    rows = placed(ws, read_rows(ws.organized_path("studie") / "labeled.csv"))
+    assert {r["source_label"]: r["label"] for r in rows} == {"Läsion": "lasion", "normal": "normal"}
+
+
+def test_a_report_column_is_no_label_column(ws, tmp_path: Path) -> None:
+    """A table whose "diagnosis" is the report's free text would make a class of every report."""
+    from tests.app.organize.layouts import png
+
+    root = tmp_path / "reports"
+    lines = ["filename,diagnosis"]
+    for k in range(120):
+        png(root / "images" / f"img{k}.png", value=k + 10)
+        lines.append(f"img{k}.png,Opacity in the {'left' if k % 2 else 'right'} lower zone measuring {k} mm")
+    (root / "reports.csv").write_text("\n".join(lines) + "\n")
+    result = organize(ws, root, "reports", workers=1)
+    assert result.labeled == 0
+    reasons = [s["reason"] for s in __import__("json").loads(
+        (ws.organized_path("reports") / "scan_report.json").read_text())["skipped"]]
+    assert any(r.startswith("its label column holds 120 different values in 120 rows") for r in reasons)
