@@ -569,6 +569,9 @@ def own_class(name: str) -> str:
     """A dataset's own class name as a class: lower case, words joined by "_" ("Very Mild
     Demented" -> "very_mild_demented"); a bare number is "class_<n>" as in MedMNIST files; a
     name of signs alone ("+") gets a short hash of itself, so two such names stay two."""
+    number = re.fullmatch(r"\s*([+-]?)(\d+)(?:\.0*)?\s*", name)  # 1, 1.0 (pandas writes floats), -1
+    if number:
+        return f"class_{'minus_' if number.group(1) == '-' else ''}{int(number.group(2))}"
     words = re.sub(r"([a-z])([A-Z][a-z])", r"\1_\2", name)  # VeryMildDemented: three words
     slug = re.sub(r"[^a-z0-9]+", "_", _fold(words).lower()).strip("_")[:40].rstrip("_")
     if not slug:

@@ -30,12 +30,13 @@ def _config(ws, name: str) -> dict:
     return read_state(ws.organized_path(name) / "training_config.json", Kind.TRAINING_CONFIG)
 
 
-def test_numeric_codes_in_a_table_stay_two_classes(ws, tmp_path: Path) -> None:
+@pytest.mark.parametrize("codes", [("0", "1"), ("0.0", "1.0")])  # pandas writes a column with a gap as floats
+def test_numeric_codes_in_a_table_stay_two_classes(ws, tmp_path: Path, codes: tuple[str, str]) -> None:
     """Before, both codes became "other_anomaly": one class, and no normal one."""
     root = tmp_path / "screening"
     for k in range(8):
         png(root / "images" / f"img{k}.png", value=40 + k)
-    (root / "labels.csv").write_text("filename,label\n" + "".join(f"img{k}.png,{k % 2}\n" for k in range(8)))
+    (root / "labels.csv").write_text("filename,label\n" + "".join(f"img{k}.png,{codes[k % 2]}\n" for k in range(8)))
     organize(ws, root, "codes", workers=1)
     labels = _labels(ws, "codes")
     assert labels["img0.png"] == "class_0" and labels["img1.png"] == "class_1"
