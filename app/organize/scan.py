@@ -43,7 +43,11 @@ MASK_FOLDERS = {"masks", "mask", "segmentations", "segmentation", "ground_truth"
 # A label map's name in the public 3D sets: KiTS segmentation.nii.gz, LiTS segmentation-0.nii,
 # BraTS *_seg.nii.gz, BIDS derivatives *_seg-manual / *_dseg / *_lesion-manual.
 # BUSI numbers a second lesion's mask: benign (4)_mask_1.png.
-MASK_NAME = re.compile(r"(^|[_-])(seg|dseg|mask|segmentation|labels?|lesion-manual)([_-][a-z0-9]+)?$", re.IGNORECASE)
+# KiTS23 keeps each annotator's outline of each instance: instances/tumor_instance-1_annotation-2.nii.gz.
+MASK_NAME = re.compile(r"(^|[_-])(seg|dseg|mask|segmentation|labels?|lesion-manual|annotation)([_-][a-z0-9]+)?$",
+                       re.IGNORECASE)
+# Words of a folder's name that say it holds outlines (LUNA16's seg-lungs-LUNA16/, lung_masks/).
+MASK_FOLDER_WORDS = {"seg", "segs", "segmentation", "segmentations", "mask", "masks"}
 
 
 MAX_LABEL_VALUES = 64  # a label map has a few values; more is a picture, not a map: none kept
@@ -115,10 +119,11 @@ class NotAnImage(Exception):
 def is_mask(path: Path) -> bool:
     """A segmentation mask rather than an image: ``*_mask.png``, a volume's label map
     (``segmentation.nii.gz``, ``*_seg-manual.nii.gz``) or a file in ``masks/``, ``labelsTr/``
-    or a folder whose name ends in "mask" (Montgomery's ``ManualMask/leftMask/``, ``lung_masks/``)."""
+    or a folder whose name ends in "mask" (Montgomery's ``ManualMask/leftMask/``) or has a word
+    of MASK_FOLDER_WORDS (LUNA16's ``seg-lungs-LUNA16/``)."""
     stem, folder = path.name.lower().split(".")[0], path.parent.name.lower()
     return (stem.endswith(MASK_SUFFIXES) or bool(MASK_NAME.search(stem)) or folder in MASK_FOLDERS
-            or folder.endswith(("mask", "masks")))
+            or folder.endswith(("mask", "masks")) or bool(set(re.split(r"[-_ .]+", folder)) & MASK_FOLDER_WORDS))
 
 
 def base_name(name: str, suffixes: tuple[str, ...]) -> str:

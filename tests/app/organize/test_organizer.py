@@ -424,3 +424,38 @@ def test_minc2_is_a_volume_and_minc1_cifti_and_surfaces_say_what_they_are(ws, tm
     assert any(r.startswith("a CIFTI file") for r in reasons)
     assert any("a MINC1 file" in r for r in reasons)
     assert "a GIFTI surface, not an image" in reasons and "a tractography file (streamlines), not an image" in reasons
+
+
+def test_luna16_lung_masks_and_kits23_instance_outlines_are_no_scans(ws, tmp_path) -> None:
+    """LUNA16's seg-lungs-LUNA16/ holds lung masks under the scans' own names, and KiTS23 keeps
+    every annotator's outline of every instance in instances/: both were organized as CT scans."""
+    import nibabel as nib
+
+    from app.imaging import simpleitk
+
+    sitk = simpleitk()
+    root = tmp_path / "public"
+    uid = "1.3.6.1.4.1.14519.5.2.1.6279.6001.100225287222365663678666836860"
+    for folder, value in (("subset0", 300), ("seg-lungs-LUNA16", 3)):
+        (root / "luna16" / folder).mkdir(parents=True)
+        image = sitk.GetImageFromArray(np.full((8, 16, 16), value, np.int16))
+        sitk.WriteImage(image, str(root / "luna16" / folder / f"{uid}.mhd"))
+
+    def volume(path: Path, data: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+
+    case = root / "kits23" / "dataset" / "case_00000"
+    scan = np.full((20, 20, 10), 40, np.int16)
+    labels = np.zeros((20, 20, 10), np.uint8)
+    labels[5:15, 5:15, 3:7], labels[8:11, 8:11, 4:6] = 1, 2  # kidney, tumour
+    volume(case / "imaging.nii.gz", scan)
+    volume(case / "segmentation.nii.gz", labels)
+    volume(case / "instances" / "kidney_instance-1_annotation-1.nii.gz", (labels == 1).astype(np.uint8))
+    volume(case / "instances" / "tumor_instance-1_annotation-2.nii.gz", (labels == 2).astype(np.uint8))
+    result = organize(ws, root, "public", workers=1)
+    out = ws.organized_path("public")
+    rows = placed(ws, read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv"))
+    assert sorted(Path(r["path"]).name for r in rows) == [f"{uid}.mhd", "imaging.nii.gz"]
+    assert {Path(r["path"]).name: r["label"] for r in rows}["imaging.nii.gz"] == "tumor"
+    assert result.skipped == 0
