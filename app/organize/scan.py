@@ -39,7 +39,8 @@ DATA_FILES = (".raw", ".raw.gz", ".zraw", ".img", ".img.gz")
 TABLES = (".csv", ".tsv")
 MASK_SUFFIXES = ("_mask", "_seg", "_segmentation", "_label")
 MASK_FOLDERS = {"masks", "mask", "segmentations", "segmentation", "ground_truth", "groundtruth",
-                "labelstr", "labelsts"}  # the last two: the Medical Segmentation Decathlon's label maps
+                "labelstr", "labelsts",  # the Medical Segmentation Decathlon's label maps
+                "ground", "gt", "labels"}  # CHAOS keeps its liver outlines as PNGs in Ground/
 # A label map's name in the public 3D sets: KiTS segmentation.nii.gz, LiTS segmentation-0.nii,
 # BraTS *_seg.nii.gz, BIDS derivatives *_seg-manual / *_dseg / *_lesion-manual.
 # BUSI numbers a second lesion's mask: benign (4)_mask_1.png.

@@ -297,3 +297,16 @@ def test_a_report_column_is_no_label_column(ws, tmp_path: Path) -> None:
     reasons = [s["reason"] for s in __import__("json").loads(
         (ws.organized_path("reports") / "scan_report.json").read_text())["skipped"]]
     assert any(r.startswith("its label column holds 120 different values in 120 rows") for r in reasons)
+
+
+def test_chaos_ground_truth_pngs_are_masks_not_images(ws, tmp_path: Path) -> None:
+    """CHAOS keeps each CT series' liver outlines as PNGs in Ground/ beside DICOM_anon/."""
+    from tests.app.organize.layouts import dicom, png
+
+    case = tmp_path / "CHAOS_Train_Sets" / "Train_Sets" / "CT" / "1"
+    for k in range(3):
+        dicom(case / "DICOM_anon" / f"i{k:04d},0000b.dcm", modality="CT", patient="1", series="1.2.3.4.1",
+              position=float(k))
+        png(case / "Ground" / f"liver_GT_{k:03d}.png", mask_on=True)
+    result = organize(ws, tmp_path / "CHAOS_Train_Sets", "chaos", workers=1)
+    assert result.items == 1 and result.skipped == 0
