@@ -49,6 +49,19 @@ def settle_classes(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "why": f"every class of this dataset means {merged}, and none is normal: its own names are kept"}
 
 
+def name_corrections(rows: list[dict[str, Any]], settled: dict[str, Any]) -> None:
+    """Your corrections in a dataset that keeps its own names (settle_classes said so) take
+    their own names too: "benign" set in the review of ISIC is the class benign, not a third
+    class "tumor" beside benign and malignant. A correction to a normal name is normal."""
+    if not settled:
+        return
+    merged = settled["instead_of"]
+    for row in rows:
+        if row.get("label_rule") == "user_correction" and row["label"] not in (NORMAL, ""):
+            key = label_key(row["source_label"])
+            row["label"] = merged if SPELLINGS.get(key, key) == merged else own_class(row["source_label"])
+
+
 # Folder names that sort files by something other than their class.
 NOT_CLASSES = frozenset({
     "images", "image", "imgs", "img", "masks", "mask", "labels", "label", "segmentations", "segmentation",

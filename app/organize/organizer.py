@@ -34,7 +34,7 @@ from app.organize.pixel_rules import agree_with_siblings, fill_regions
 from app.organize.colour import dataset_channels
 from app.organize.multilabel import dataset_findings
 from app.label_maps import label_map
-from app.organize.classes import class_folders, own_names_beside_unknown, settle_classes
+from app.organize.classes import class_folders, name_corrections, own_names_beside_unknown, settle_classes
 from app.organize.ordinal import grade_order, ordered_classes
 from app.organize.looks import folder_looks
 from app.organize.npz import npz_rows
@@ -420,6 +420,7 @@ def _organize(
     fill_regions(rows, [[f.path for f in files] for files, _ in groups], progress)
     agree_with_siblings(rows, [[f.path for f in files] for files, _ in groups])
     apply_corrections(rows, load_corrections(ws, name), ws.secret())
+    name_corrections(rows, own_names)
     assign_splits(rows, fractions, seed)
     _given_splits(rows, {ws.relative(Path(p)): split for p, split in context.splits.items()})
     duplicates = _duplicates(ws, records)

@@ -250,3 +250,23 @@ def test_montgomery_lung_masks_are_no_images(ws, tmp_path: Path) -> None:
     result = organize(ws, root, "montgomery", workers=1)
     assert result.items == 4
     assert {Path(r["path"]).parent.name for r in _rows(ws, "montgomery")} == {"CXR_png"}
+
+
+def test_a_correction_in_a_dataset_of_own_names_takes_its_own_name(ws, tmp_path: Path) -> None:
+    """ISIC keeps benign and malignant; "benign" set in the review was the anomaly class
+    tumor, a third class beside them."""
+    from app.organize.review import add_correction, review_groups
+
+    root = tmp_path / "siim-isic-melanoma-classification"
+    lines = ["image_name,patient_id,benign_malignant"]
+    for k in range(8):
+        png(root / "jpeg" / "train" / f"ISIC_{2637011 + k}.png", value=30 + k)
+        lines.append(f"ISIC_{2637011 + k},IP_{k},{'malignant' if k % 2 else 'benign'}")
+    png(root / "jpeg" / "extra" / "ISIC_9999999.png", value=99)
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    organize(ws, root, "isic", workers=1)
+    folder = next(g.folder for g in review_groups(ws, "isic") if g.folder.endswith("/extra"))
+    add_correction(ws, "isic", folder, "label", "benign")
+    organize(ws, root, "isic", workers=1)
+    assert _config(ws, "isic")["classes"] == ["benign", "malignant"]
+    assert _labels(ws, "isic")["ISIC_9999999.png"] == "benign"
