@@ -49,13 +49,14 @@ def settle_classes(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "why": f"every class of this dataset means {merged}, and none is normal: its own names are kept"}
 
 
-def name_corrections(rows: list[dict[str, Any]], settled: dict[str, Any]) -> None:
-    """Your corrections in a dataset that keeps its own names (settle_classes said so) take
-    their own names too: "benign" set in the review of ISIC is the class benign, not a third
-    class "tumor" beside benign and malignant. A correction to a normal name is normal."""
-    if not settled:
+def name_corrections(rows: list[dict[str, Any]], settled: dict[str, Any], beside_unknown: bool = False) -> None:
+    """Your corrections in a dataset that keeps its own names (settle_classes said so, or
+    own_names_beside_unknown renamed its classes) take their own names too: "benign" set in
+    the review of ISIC is the class benign, not a third class "tumor" beside benign and
+    malignant. A correction to a normal name is normal."""
+    if not settled and not beside_unknown:
         return
-    merged = settled["instead_of"]
+    merged = settled.get("instead_of", "")
     for row in rows:
         if row.get("label_rule") == "user_correction" and row["label"] not in (NORMAL, ""):
             key = label_key(row["source_label"])
@@ -111,14 +112,16 @@ def class_folders(paths: list[Path], root: Path, identifies: Callable[[str], boo
     return found
 
 
-def own_names_beside_unknown(rows: list[dict[str, Any]], places: list[Path], found: dict[Path, str]) -> None:
+def own_names_beside_unknown(rows: list[dict[str, Any]], places: list[Path], found: dict[Path, str]) -> bool:
     """Where a folder's class subfolders are partly names this tool does not know (``found``,
     from class_folders), the known ones keep their own names too, but for normal: "Normal,
     Pneumonia, Covid, Lung_Cancer" stays four classes (pneumonia and covid are not merged
-    into one "infection" beside a "lung_cancer" of its own). ``places``: each row's file."""
+    into one "infection" beside a "lung_cancer" of its own). ``places``: each row's file.
+    Returns whether the dataset keeps own names this way (class folders were found by place)."""
     parents = {folder.parent for folder in found}
     for row, place in zip(rows, places):
         if row["label_rule"] != "class_folder" or row["label"] == NORMAL:
             continue
         if any(p.parent in parents and p.name == row["source_label"] for p in place.parents):
             row["label"] = own_class(row["source_label"])
+    return bool(found)

@@ -415,12 +415,12 @@ def _organize(
         [Path(files[0].path) for files, kind in groups if kind == "image2d"], root,
         lambda name: any(token_hash(ws.secret(), t) in known for t in identifier_tokens(name)))
     rows = [_make_row(files, kind, root, ws, context) for files, kind in groups]
-    own_names_beside_unknown(rows, [Path(files[0].path) for files, _ in groups], context.class_folders)
+    beside = own_names_beside_unknown(rows, [Path(files[0].path) for files, _ in groups], context.class_folders)
     own_names = settle_classes(rows)
     fill_regions(rows, [[f.path for f in files] for files, _ in groups], progress)
     agree_with_siblings(rows, [[f.path for f in files] for files, _ in groups])
     apply_corrections(rows, load_corrections(ws, name), ws.secret())
-    name_corrections(rows, own_names)
+    name_corrections(rows, own_names, beside)
     assign_splits(rows, fractions, seed)
     _given_splits(rows, {ws.relative(Path(p)): split for p, split in context.splits.items()})
     duplicates = _duplicates(ws, records)

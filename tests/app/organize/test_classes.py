@@ -270,3 +270,17 @@ def test_a_correction_in_a_dataset_of_own_names_takes_its_own_name(ws, tmp_path:
     organize(ws, root, "isic", workers=1)
     assert _config(ws, "isic")["classes"] == ["benign", "malignant"]
     assert _labels(ws, "isic")["ISIC_9999999.png"] == "benign"
+
+
+def test_a_correction_beside_class_folders_found_by_place_keeps_its_own_name(ws, tmp_path: Path) -> None:
+    from app.organize.review import add_correction, review_groups
+
+    root = tmp_path / "chest-xray-4-classes"
+    for c, cls in enumerate(("Normal", "Pneumonia", "Lung_Cancer", "unsorted")):
+        for k in range(2):
+            png(root / cls / f"{cls}{k}.png", value=40 + 4 * c + k)
+    organize(ws, root, "four", workers=1)
+    folder = next(g.folder for g in review_groups(ws, "four") if g.folder.endswith("/unsorted"))
+    add_correction(ws, "four", folder, "label", "Pneumonia")
+    organize(ws, root, "four", workers=1)
+    assert _config(ws, "four")["classes"] == ["normal", "lung_cancer", "pneumonia"], "not 'infection' beside them"
