@@ -312,7 +312,7 @@ def _make_row(files: list[FileRecord], kind: str, root: Path, ws: Workspace, con
 # 4: masks' area; 5: SOP class and view position kept (mammography); 6: ImageType kept (the
 # anatomy an ultrasound image's type names, a gated nuclear medicine study), JSON sidecars read
 # 7: the values in a label map volume (the lesion values a Decathlon dataset.json names label it);
-# files in a folder whose name ends in "mask" are masks (Montgomery's ManualMask/leftMask/)
+# files in a folder whose name ends in "mask" are masks (Montgomery's ManualMask/leftMask/); OCT2017 patients
 SCANNER_VERSION = 7
 SCANNER = f"{SCANNER_VERSION}.{vocabulary_digest()}"  # and the words a description keeps (detect.py)
 OUTLINE_AREA = 0.15  # masks set on every image and covering more than this (median) outline organs

@@ -123,6 +123,9 @@ def test_class_folders_beside_a_known_one_are_classes(ws, tmp_path: Path) -> Non
     assert labels["scan-1.png"] == labels["scan-2.png"] == ""
     rule = {r["label"]: r["label_rule"] for r in _rows(ws, "oct")}
     assert rule["cnv"] == "class_folder_beside_known" and rule["normal"] == "class_folder"
+    # CNV-<patient>-<B-scan>: one patient's scans, in every class and split folder, are one patient
+    patients = {r["patient_id"] for r in _rows(ws, "oct") if "-1016042-" in Path(r["path"]).name}
+    assert len(patients) == 1
 
 
 def test_a_folder_of_unknown_names_alone_labels_nothing(ws, tmp_path: Path) -> None:
