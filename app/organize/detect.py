@@ -596,6 +596,7 @@ PATIENT_PATTERNS = [
     ("ixi_subject", re.compile(r"^(IXI\d{3})-")),  # IXI002-Guys-0828-T1.nii.gz, ...-T2, -PD, -MRA
     ("adni_subject", re.compile(r"^ADNI_(\d{3}_S_\d{4})_")),  # ADNI_002_S_0295_MR_...
     ("oasis_subject", re.compile(r"^(OAS[1-3]_?\d{4})")),  # OAS1_0001_MR1 (sessions MR1, MR2), OAS30001
+    ("mimic_subject", re.compile(r"^(p\d{8})$")),  # MIMIC-CXR-JPG: files/p10/p10000032/s50414267/<dicom_id>.jpg
     # OCT2017 (Kermany): <class>-<patient>-<B-scan>.jpeg; a patient's B-scans sit in several classes
     ("oct2017_patient", re.compile(r"^(?:CNV|DME|DRUSEN|NORMAL)-(\d+)-\d+\.(?:jpe?g|png)$", re.IGNORECASE)),
 ]

@@ -1,4 +1,4 @@
-"""Label tables beside the images: NIH ChestX-ray14, CheXpert, RSNA pneumonia and hemorrhage,
+"""Label tables beside the images: NIH ChestX-ray14, CheXpert, PadChest, RSNA pneumonia and hemorrhage,
 ISIC 2020, APTOS 2019, and generic CSVs (HAM10000's and VinDr-CXR's among them).
 
 Each known layout is one entry of ``TABLE_LAYOUTS``: the columns that identify it and
@@ -97,6 +97,21 @@ def _chexpert(row: Row) -> tuple[str, str, str]:
     return row["Path"].strip(), label, ""
 
 
+def _padchest(row: Row) -> tuple[str, str, str]:
+    """PadChest: Labels is a Python-style list of findings ("['pleural effusion', 'cardiomegaly']",
+    "['normal']"); a row whose list is empty or unreadable says nothing."""
+    import ast
+
+    try:
+        found = ast.literal_eval(row["Labels"].strip() or "[]")
+    except (ValueError, SyntaxError):
+        found = []
+    names = sorted({str(f).strip() for f in found if str(f).strip()} if isinstance(found, (list, tuple)) else set())
+    findings = [n for n in names if n.lower() != "normal"]
+    label = "|".join(findings) if findings else ("normal" if names else "")
+    return row["ImageID"].strip(), label, row["PatientID"].strip()
+
+
 GENERIC_PATH = ("path", "image_path", "filepath", "file_path", "relative_path", "img_path")
 GENERIC_IMAGE = ("image", "filename", "file", "image_id", "img", "name", "image_name", "file_name",
                  "dateiname", "datei", "bild", "fichier", "nom_fichier", "archivo", "imagen")  # de, fr, es
@@ -131,6 +146,7 @@ TABLE_LAYOUTS = [
     TableLayout("isic_melanoma", frozenset({"image_name", "patient_id", "benign_malignant"}), _isic),
     TableLayout("aptos_retinopathy", frozenset({"id_code", "diagnosis"}), _aptos),
     TableLayout("chexpert", frozenset({"Path", "No Finding", "Frontal/Lateral"}), _chexpert, "XR", "chest"),
+    TableLayout("padchest", frozenset({"ImageID", "PatientID", "Labels"}), _padchest, "XR", "chest"),
 ]
 NEGATIVE = "normal"
 FREE_TEXT_VALUES = 50  # more different labels than this, in over a fifth of the rows: report text, not classes

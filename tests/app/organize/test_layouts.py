@@ -310,3 +310,32 @@ def test_chaos_ground_truth_pngs_are_masks_not_images(ws, tmp_path: Path) -> Non
         png(case / "Ground" / f"liver_GT_{k:03d}.png", mask_on=True)
     result = organize(ws, tmp_path / "CHAOS_Train_Sets", "chaos", workers=1)
     assert result.items == 1 and result.skipped == 0
+
+
+def test_padchest_lists_of_findings_and_mimic_subject_folders(ws, tmp_path: Path) -> None:
+    from tests.app.organize.layouts import png
+
+    root = tmp_path / "PadChest"
+    rows = [("216840111366964012283393834152009033102258826_y2z4ua.png", "P1", "['normal']"),
+            ("216840111366964012373310883942009170084120009_eeyd5t.png", "P2", "['pleural effusion', 'cardiomegaly']"),
+            ("216840111366964012558082906712009300162151055_hpw4vo.png", "P2", "['COPD signs']"),
+            ("216840111366964013076187734852011291090445391_ttqhrp.png", "P3", "[]")]
+    for k, (image, _, _) in enumerate(rows):
+        png(root / str(k) / image, value=40 + k)
+    (root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv").write_text(
+        "ImageID,ImageDir,StudyID,PatientID,Projection,Labels\n" + "".join(
+            f'{i},{k},S{k},{p},PA,"{labels}"\n' for k, (i, p, labels) in enumerate(rows)))
+    mimic = tmp_path / "PadChest" / "mimic" / "files" / "p10"
+    for study, image in (("s50414267", "02aa804e-bde0afdd-112c0b34-7bc16630-4e384014"),
+                         ("s53189527", "2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab")):
+        png(mimic / "p10000032" / study / f"{image}.png", value=90 if study.endswith("7") else 95)
+    organize(ws, root, "padchest", workers=1)
+    out = ws.organized_path("padchest")
+    found = {Path(r["path"]).name: r for r in placed(ws, read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv"))}
+    assert found[rows[0][0]]["label"] == "normal"
+    assert found[rows[1][0]]["source_label"] == "cardiomegaly|pleural effusion"
+    assert found[rows[2][0]]["label"] == "copd_signs"
+    assert not found[rows[3][0]]["labeled"] or found[rows[3][0]]["labeled"] == "False"
+    assert found[rows[1][0]]["patient_id"] == found[rows[2][0]]["patient_id"], "P2's two images: one patient"
+    assert (found["02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.png"]["patient_id"]
+            == found["2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab.png"]["patient_id"]), "MIMIC's subject folder"
