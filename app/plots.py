@@ -152,7 +152,9 @@ def dataset_plot(stats: dict[str, Any], path: Path, title: str) -> Path:
             by_class.bar(x + (k - 1) * 0.27, [stats["by_class_and_split"][c][split] for c in classes], 0.27, label=split)
         by_class.set_xticks(x, classes, rotation=30, ha="right")
         by_class.set_title("items per class and split")
-        by_class.legend()
+        tallest = max((n for c in classes for n in stats["by_class_and_split"][c].values()), default=0)
+        by_class.set_ylim(0, max(1, tallest) * 1.25)  # headroom: the legend above the bars, never over one
+        by_class.legend(loc="upper center", ncol=len(splits) or 1, fontsize="small", frameon=False)
         for ax, key in ((by_modality, "by_modality"), (by_region, "by_region")):
             ax.bar(list(stats[key]), list(stats[key].values()), color="tab:gray")
             ax.set_title(key.replace("_", " "))

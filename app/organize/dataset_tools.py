@@ -32,9 +32,11 @@ def dataset_statistics(ws: Workspace, dataset: str) -> dict[str, Any]:
     by_class_split: dict[str, dict[str, int]] = defaultdict(lambda: {s: 0 for s in SPLITS})
     for row in rows:
         by_class_split[row["label"] or "(unlabeled)"][row["split"]] += 1
+    order = ws.dataset_metadata(dataset).get("classes", [])  # normal first; grades in their order
+    place = {name: k for k, name in enumerate(order)}
     stats = {
         "items": len(rows), "patients": len({r["patient_id"] for r in rows}),
-        "by_class_and_split": dict(sorted(by_class_split.items())),
+        "by_class_and_split": dict(sorted(by_class_split.items(), key=lambda kv: (place.get(kv[0], len(order)), kv[0]))),
         "by_modality": dict(Counter(r["modality"] for r in rows).most_common()),
         "by_region": dict(Counter(r["region"] for r in rows).most_common()),
         "by_kind": dict(Counter(r["kind"] for r in rows).most_common()),

@@ -146,6 +146,9 @@ def test_alzheimer_severities_are_grades_in_their_order(ws, tmp_path: Path) -> N
     config = _config(ws, "alz")
     assert config["classes"] == ["normal", "very_mild_demented", "mild_demented", "moderate_demented"]
     assert config["ordinal"] is True
+    from app.organize.dataset_tools import dataset_statistics
+
+    assert list(dataset_statistics(ws, "alz")["by_class_and_split"]) == config["classes"], "the plot in grade order"
 
 
 def test_tuberculosis_sets_label_from_their_file_names(ws, tmp_path: Path) -> None:
