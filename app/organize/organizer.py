@@ -124,8 +124,8 @@ def json_facts(records: list[FileRecord]) -> JsonFacts:
     facts = JsonFacts({}, {}, set())
     for record in (r for r in records if r.format == "json"):
         path, key = Path(record.path), (str(Path(record.path).parent), _stem(record.path))
-        if path.name == "dataset_description.json":
-            facts.dataset_names[str(path.parent)] = record.header.get("DatasetName", "")
+        if path.name == "dataset_description.json" or (path.name == "dataset.json" and "DatasetName" in record.header):
+            facts.dataset_names[str(path.parent)] = record.header.get("DatasetName", "")  # BIDS; a Decathlon task
         elif key in images:
             facts.sidecars[key] = record.header
         else:

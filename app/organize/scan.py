@@ -464,6 +464,10 @@ def _read_json_facts(path: Path, size: int) -> tuple[dict[str, Any], list[str]]:
     header = _kept({k: text(data.get(k)) for k in SIDECAR_TAGS})
     if path.name == "dataset_description.json":
         header = {"DatasetName": description_keywords(text(data.get("Name")) or "")}
+    elif path.name == "dataset.json" and isinstance(data.get("labels"), dict) and "training" in data:
+        # a Medical Segmentation Decathlon task: its name and description name the organ
+        named = " ".join(filter(None, (text(data.get("name")), text(data.get("description")))))
+        header = {"DatasetName": description_keywords(named)}
     return header, [t for t in (text(data.get(k)) for k in IDENTIFIER_TAGS) if t]
 
 

@@ -124,3 +124,19 @@ def test_the_organizer_labels_a_decathlon_volume_by_its_lesion_values(ws, tmp_pa
     assert {r["label_rule"] for k, r in rows.items() if k.startswith("Task03")} == {"label_map"}
     assert [r["labeled"] for k, r in rows.items() if k.startswith("Task09")] == [False, False]
     assert "6 segmentation volume(s)" in result.mask_note and "4 volume(s) labeled from them" in result.mask_note
+    assert result.skipped == 0, "dataset.json is read (its labels, its name), not a JSON file beside nothing"
+
+
+def test_a_decathlon_task_renamed_still_names_its_region(ws, tmp_path: Path) -> None:
+    """The task's dataset.json names the organ ("Liver"): a copy whose folders say nothing
+    (task_a/imagesTr/case_000.nii.gz) is still the abdomen."""
+    from app.organize.organizer import organize, read_rows
+    from tests.conftest import placed
+
+    base = _decathlon(tmp_path, "task_a", {"0": "background", "1": "liver", "2": "cancer"}, cases=2, organ=1, lesion=2)
+    description = json.loads((base / "dataset.json").read_text())
+    (base / "dataset.json").write_text(json.dumps({**description, "name": "Liver", "description": "Liver and tumour"}))
+    organize(ws, base, "renamed", workers=1)
+    out = ws.organized_path("renamed")
+    rows = placed(ws, read_rows(out / "labeled.csv") + read_rows(out / "unlabeled.csv"))
+    assert {r["region"] for r in rows} == {"abdomen"}
