@@ -239,10 +239,23 @@ def _vae_size(ws: Workspace, dataset: str, steps: dict, own: int | None) -> int:
     return own if own >= classifier and own % classifier == 0 else classifier
 
 
+def _no_normal(ws: Workspace, dataset: str) -> str:
+    """Why the dataset cannot train the VAE and the hybrid ("" when it can): single-label
+    classes none of which is normal (ISIC's benign and malignant, a MedMNIST file's codes)."""
+    config = read_state(ws.organized_path(dataset) / "training_config.json", Kind.TRAINING_CONFIG)
+    if config.get("findings") or config.get("normal_class") or "normal" in config.get("classes", []):
+        return ""
+    return (f"the dataset has no 'normal' class (its classes: {', '.join(config.get('classes', []))}): the VAE "
+            "learns what normal images look like and the hybrid weighs the classifier against it, so the "
+            "classifier is trained alone")
+
+
 def _trainer(phase: str) -> Callable[..., dict[str, Any]]:
     def step(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
              should_stop: Callable[[], bool] | None) -> dict[str, Any]:
         settings = dict((FAST if options.fast else FULL)[phase])
+        if phase == "vae" and _no_normal(ws, options.dataset):
+            return {"skipped": _no_normal(ws, options.dataset)}
         if phase == "vae":
             settings["image_size"] = _vae_size(ws, options.dataset, steps, settings.get("image_size"))
         result = train(ws, options.dataset, phase, run=steps[phase]["run"], seed=options.seed,
@@ -277,6 +290,8 @@ def _supervised(ws: Workspace, options: WorkflowOptions, steps: dict, progress: 
 
 def _hybrid(ws: Workspace, options: WorkflowOptions, steps: dict, progress: Progress | None,
             should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    if _no_normal(ws, options.dataset):
+        return {"skipped": _no_normal(ws, options.dataset)}
     if ws.run_metadata(steps["supervised"]["run"]).get("config", {}).get("multilabel"):
         # Several findings per image: the classifier has no "normal" class for the hybrid to weigh.
         return {"skipped": "the dataset gives several findings per image, so its classifier gives each finding its "

@@ -290,3 +290,34 @@ def test_a_correction_beside_class_folders_found_by_place_keeps_its_own_name(ws,
     add_correction(ws, "four", folder, "label", "Pneumonia")
     organize(ws, root, "four", workers=1)
     assert _config(ws, "four")["classes"] == ["normal", "lung_cancer", "pneumonia"], "not 'infection' beside them"
+
+
+def test_the_workflow_on_classes_without_normal_trains_the_classifier_alone(ws, tmp_path: Path, monkeypatch) -> None:
+    """Benign and malignant, no normal: the VAE (it learns normal images) and the hybrid are
+    skipped with the reason, not failed; the classifier is trained, evaluated and exported."""
+    import numpy as np
+
+    from app import workflow
+    from app.workflow import WorkflowOptions, run_workflow
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "siim-isic-melanoma-classification"
+    lines = ["image_name,patient_id,benign_malignant"]
+    for k in range(40):
+        malignant = k % 2
+        from PIL import Image
+
+        (root / "jpeg" / "train").mkdir(parents=True, exist_ok=True)
+        pixels = (rng.random((32, 32)) * 60 + 40 + 100 * malignant).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "jpeg" / "train" / f"ISIC_{2637011 + k}.png")
+        lines.append(f"ISIC_{2637011 + k},IP_{k},{'malignant' if malignant else 'benign'}")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.setitem(workflow.FAST, "supervised", {"image_size": 32, "epochs": 2, "batch_size": 16,
+                                                      "backbone": "resnet10t"})
+    monkeypatch.setitem(workflow.FAST, "vae", {"image_size": 32, "epochs": 1, "batch_size": 16})
+    state = run_workflow(ws, WorkflowOptions(dataset="skin", source=str(root), fast=True))
+    steps = state["steps"]
+    assert all(record["status"] == "done" for record in steps.values()) and "finished" in state
+    assert "no 'normal' class (its classes: benign, malignant)" in steps["vae"]["skipped"]
+    assert "no 'normal' class" in steps["hybrid"]["skipped"]
+    assert list(steps["evaluate"]["metrics"]) == [steps["supervised"]["run"]] and len(steps["export"]["exports"]) == 1
