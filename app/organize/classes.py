@@ -9,11 +9,12 @@ own names are kept (``benign``, ``malignant``) and the scan report says so.
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from app.organize.detect import NORMAL, SPELLINGS, label_key, own_class
+from app.organize.detect import LABEL_NAMES, NORMAL, SPELLINGS, STUDY_FOLDER, label_key, own_class
+from app.organize.ordinal import GRADE
 
 
 # Rules whose names sort a dataset into classes. A lesion outline (SEG, RTSTRUCT, a mask) only
@@ -34,17 +35,12 @@ def settle_classes(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if len(classes) != 1 or NORMAL in classes:
         return {}
     merged = next(iter(classes))
-
-    def own(source: str) -> str:
-        key = label_key(source)
-        return merged if SPELLINGS.get(key, key) == merged else own_class(source)
-
     named = [r for r in labeled if r["label_rule"] in CLASS_RULES]
-    names = {own(r["source_label"]) for r in named}
+    names = {_own_name(r["source_label"], merged) for r in named}
     if len(names) < 2:
         return {}
     for row in named:
-        row["label"] = own(row["source_label"])
+        row["label"] = _own_name(row["source_label"], merged)
     return {"own_class_names": sorted(names), "instead_of": merged,
             "why": f"every class of this dataset means {merged}, and none is normal: its own names are kept"}
 
@@ -59,8 +55,13 @@ def name_corrections(rows: list[dict[str, Any]], settled: dict[str, Any], beside
     merged = settled.get("instead_of", "")
     for row in rows:
         if row.get("label_rule") == "user_correction" and row["label"] not in (NORMAL, ""):
-            key = label_key(row["source_label"])
-            row["label"] = merged if SPELLINGS.get(key, key) == merged else own_class(row["source_label"])
+            row["label"] = _own_name(row["source_label"], merged)
+
+
+def _own_name(source: str, merged: str) -> str:
+    """``source`` as its own class; a spelling of ``merged`` itself ("Tumour") is that class."""
+    key = label_key(source)
+    return merged if SPELLINGS.get(key, key) == merged else own_class(source)
 
 
 # Folder names that sort files by something other than their class.
@@ -85,9 +86,6 @@ def class_folders(paths: list[Path], root: Path, identifies: Callable[[str], boo
     number in them (patients, series, dates; not a grade: ``grade_2``, ``KL3``) and names
     that ``identifies`` (a patient's name met in the scans' identifiers) are never classes:
     a class name is written into every state file and exported bundle."""
-    from app.organize.detect import LABEL_NAMES, STUDY_FOLDER, label_key
-    from app.organize.ordinal import GRADE
-
     children: dict[Path, set[str]] = {}
     for path in paths:
         parents = [p for p in Path(path).parents if p != root and root in p.parents]
