@@ -423,10 +423,10 @@ LABEL_NAMES = {
     "viralpneumonia": "infection", "bacterialpneumonia": "infection", "tuberculosis": "infection",
     "lungopacity": "consolidation", "consolidation": "consolidation", "opacity": "consolidation",
     "tumor": "tumor", "tumour": "tumor", "glioma": "tumor", "meningioma": "tumor",
-    "pituitary": "tumor",
-    # the older Kaggle brain tumour set: glioma_tumor/, meningioma_tumor/, pituitary_tumor/, no_tumor/
-    "gliomatumor": "tumor", "meningiomatumor": "tumor", "pituitarytumor": "tumor", "notumour": NORMAL, "malignant": "tumor", "benign": "tumor", "mass": "tumor",
+    "pituitary": "tumor", "malignant": "tumor", "benign": "tumor", "mass": "tumor",
     "nodule": "tumor", "cancer": "tumor",
+    # the older Kaggle brain tumour set: glioma_tumor/, meningioma_tumor/, pituitary_tumor/, no_tumor/
+    "gliomatumor": "tumor", "meningiomatumor": "tumor", "pituitarytumor": "tumor", "notumour": NORMAL,
     "hemorrhage": "hemorrhage", "haemorrhage": "hemorrhage", "bleed": "hemorrhage",
     "intracranialhemorrhage": "hemorrhage",
     "fracture": "fracture", "fractured": "fracture",
