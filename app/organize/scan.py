@@ -282,16 +282,16 @@ def _pixel_data_problem(handle: Any, size: int, syntax: Any, raw: dict[int, Any]
     if len(head) < 8 or head[:4] not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
         return None  # no pixel data element follows: nothing to check here
     little = getattr(syntax, "is_little_endian", True)
-    # What the bytes say, not the transfer syntax: files written implicit under an explicit
-    # syntax are common, and pydicom reads them (after a warning).
-    implicit = not (head[4:6].isalpha() and head[4:6].isupper())
+    # Pixel data's VR is one of these; where the syntax says explicit and no VR follows the tag,
+    # the file was written implicit under an explicit syntax (common; pydicom reads it, after
+    # a warning). An implicit syntax is trusted: its length bytes may happen to read as letters.
+    pixel_vrs = (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN")
+    implicit = getattr(syntax, "is_implicit_VR", False) or head[4:6] not in pixel_vrs
     order = "<" if little else ">"
     if implicit:
         header, length = 8, struct.unpack(order + "I", head[4:8])[0]
-    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
-        header, length = 12, struct.unpack(order + "I", head[8:12])[0]
     else:
-        header, length = 8, struct.unpack(order + "H", head[6:8])[0]
+        header, length = 12, struct.unpack(order + "I", head[8:12])[0]
     if length == 0xFFFFFFFF:
         return None  # encapsulated (compressed) frames: their length is not declared up front
     if start + header + length > size:
