@@ -17,6 +17,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,7 @@ def free_text(table: LabelTable) -> str:
     return ""
 
 
+@lru_cache(maxsize=4096)  # asked once per table row: RSNA's hemorrhage table has 4.5 million
 def is_negative(label: str) -> bool:
     """"normal", or a single name of it ("No finding", "healthy")."""
     return label == NEGATIVE or ("|" not in label and anomaly_class(label) == NEGATIVE)
