@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 
@@ -467,6 +468,7 @@ def _first_finding(label: str) -> str:
     return parts[0] if parts else label
 
 
+@lru_cache(maxsize=65536)  # asked for every row of a label table (millions) and every folder name
 def label_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", _fold(name).lower())
 
