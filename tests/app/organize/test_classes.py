@@ -26,6 +26,13 @@ def _labels(ws, name: str) -> dict[str, str]:
     return {Path(r["path"]).name: r["label"] for r in _rows(ws, name)}
 
 
+def _class_folders(root: Path, classes: tuple[str, ...], per_class: int = 2) -> None:
+    """``per_class`` small images in a folder per class, each image different (no duplicates)."""
+    for c, cls in enumerate(classes):
+        for k in range(per_class):
+            png(root / cls / f"{cls}{k}.png", value=40 + 4 * c + k)
+
+
 def _config(ws, name: str) -> dict:
     return read_state(ws.organized_path(name) / "training_config.json", Kind.TRAINING_CONFIG)
 
@@ -188,9 +195,7 @@ def test_grades_are_listed_least_first(classes: list[str], expected: list[str]) 
 def test_known_classes_beside_unknown_ones_keep_their_own_names_too(ws, tmp_path: Path) -> None:
     """Pneumonia and Covid would both be "infection" beside a "lung_cancer" of its own."""
     root = tmp_path / "chest-xray-4-classes"
-    for c, cls in enumerate(("Normal", "Pneumonia", "Covid", "Lung_Cancer")):
-        for k in range(2):
-            png(root / cls / f"{cls}{k}.png", value=40 + 4 * c + k)
+    _class_folders(root, ("Normal", "Pneumonia", "Covid", "Lung_Cancer"))
     organize(ws, root, "four", workers=1)
     assert _config(ws, "four")["classes"] == ["normal", "covid", "lung_cancer", "pneumonia"]
     assert _config(ws, "four")["normal_class"] == "normal"
@@ -282,9 +287,7 @@ def test_a_correction_beside_class_folders_found_by_place_keeps_its_own_name(ws,
     from app.organize.review import add_correction, review_groups
 
     root = tmp_path / "chest-xray-4-classes"
-    for c, cls in enumerate(("Normal", "Pneumonia", "Lung_Cancer", "unsorted")):
-        for k in range(2):
-            png(root / cls / f"{cls}{k}.png", value=40 + 4 * c + k)
+    _class_folders(root, ("Normal", "Pneumonia", "Lung_Cancer", "unsorted"))
     organize(ws, root, "four", workers=1)
     folder = next(g.folder for g in review_groups(ws, "four") if g.folder.endswith("/unsorted"))
     add_correction(ws, "four", folder, "label", "Pneumonia")
